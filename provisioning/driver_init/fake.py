@@ -1,0 +1,3 @@
+"""The fake: scheme."""
+
+DRIVER = "provisioning.drivers.fake:FakeDriver"

@@ -1,0 +1,3 @@
+"""The libcloud: scheme."""
+
+DRIVER = "provisioning.drivers.libcloud:LibcloudDriver"

@@ -1,0 +1,3 @@
+"""The nspawn: scheme."""
+
+DRIVER = "provisioning.drivers.nspawn:NspawnDriver"

@@ -1,0 +1,3 @@
+"""The ssh: scheme."""
+
+DRIVER = "provisioning.drivers.ssh:SSHDriver"

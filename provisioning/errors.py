@@ -1,0 +1,263 @@
+"""The one error hierarchy of provisioning.
+
+Branches are split by who must act::
+
+    ProvisioningError                 root: catch this to catch everything we raise
+    +-- ConfigError                   the user's input (file, key path, option) is wrong
+    |   +-- InvalidDriverURL          a driver URL does not parse or is not canonicalizable
+    |   +-- DriverNotFound            no driver is registered for a scheme
+    |   +-- MissingExtra              a driver needs an optional dependency that is not installed
+    +-- MachineNotFound               no state entry (or no provider resource) for a machine
+    +-- StateError                    the state store cannot do what was asked
+    |   +-- StateLocked               another runner holds the machine's lock (names the holder)
+    |   +-- StateConflict             someone else saved the entry since we read it
+    +-- TransportError                reaching a machine failed (has .host)
+    |   +-- ConnectError              transient: not reachable (yet); worth retrying
+    |   +-- AuthenticationError       the credentials were refused; retrying will not help
+    |   +-- HostKeyMismatch           the host presented another key than the pinned one
+    |   +-- CommandTimeout            a command ran past its timeout (has .command, .timeout)
+    |   +-- TransferError             a file transfer failed or its checksum differs
+    +-- CommandFailed                 a command exited non-zero (has .result, .exit_status)
+    +-- ProviderError                 the warehouse (cloud API, nspawn, ...) refused (has .provider)
+    +-- UnsupportedOperation          the driver cannot do this (declared by a capability flag)
+
+Every error carries a one-line message that says what was wrong and how to fix it; structured
+fields let programs react without parsing text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.machine.result import CommandResult
+
+__all__ = [
+    "ProvisioningError",
+    "ConfigError",
+    "ConfigProblem",
+    "InvalidDriverURL",
+    "DriverNotFound",
+    "MissingExtra",
+    "MachineNotFound",
+    "StateError",
+    "StateLocked",
+    "StateConflict",
+    "TransportError",
+    "ConnectError",
+    "AuthenticationError",
+    "HostKeyMismatch",
+    "CommandTimeout",
+    "TransferError",
+    "CommandFailed",
+    "ProviderError",
+    "UnsupportedOperation",
+]
+
+
+class ProvisioningError(Exception):
+    """Root of every error this library raises on purpose.
+
+    ``machine`` names the machine the error is about, when there is one.
+    """
+
+    #: exit code the CLI uses for this kind of error (2: bad input, 1: a machine failed)
+    exit_code = 1
+
+    def __init__(self, message: str, *, machine: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.machine = machine
+
+    def __str__(self) -> str:
+        if self.machine and not self.message.startswith(f"[{self.machine}]"):
+            return f"[{self.machine}] {self.message}"
+        return self.message
+
+
+class ConfigProblem:
+    """One problem in one input: the file, the key path inside it, what is wrong."""
+
+    __slots__ = ("file", "key", "message")
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.file, self.key) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"ConfigProblem({str(self)!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "key": self.key, "message": self.message}
+
+
+class ConfigError(ProvisioningError):
+    """The user's input is wrong. Holds every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        problems: Sequence[ConfigProblem] | None = None,
+        machine: str | None = None,
+    ) -> None:
+        if problems is None:
+            problems = [ConfigProblem(message or "invalid configuration", file=file, key=key)]
+        self.problems = list(problems)
+        self.file = file if file is not None else (self.problems[0].file if self.problems else None)
+        self.key = key if key is not None else (self.problems[0].key if self.problems else None)
+        if message is None or problems is not None and len(self.problems) > 1:
+            text = "\n".join(str(p) for p in self.problems)
+            if len(self.problems) > 1:
+                text = f"{len(self.problems)} problems:\n" + text
+        else:
+            text = str(self.problems[0]) if self.problems else message
+        super().__init__(text, machine=machine)
+
+
+class InvalidDriverURL(ConfigError):
+    """A driver URL does not parse; the message says what a valid one looks like."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(f"invalid driver URL {url!r}: {reason}", key="driver")
+
+
+class DriverNotFound(ConfigError):
+    """No driver for a scheme. ``known`` lists the schemes that do exist."""
+
+    def __init__(self, scheme: str, known: Iterable[str], hint: str | None = None) -> None:
+        self.scheme = scheme
+        self.known = sorted(known)
+        text = f"no driver for scheme {scheme!r}; known schemes: {', '.join(self.known) or '(none)'}"
+        if hint:
+            text += f"; {hint}"
+        super().__init__(text, key="driver")
+
+
+class MissingExtra(ConfigError):
+    """An optional dependency is missing: the message names the pip extra to install."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the Python package {module!r}, which is not installed; "
+            f"install it with: pip install 'provisioning[{extra}]'"
+        )
+
+
+class MachineNotFound(ProvisioningError):
+    """No state entry, or no resource at the provider, for a machine."""
+
+
+class StateError(ProvisioningError):
+    """The state store cannot do what was asked (unreachable, corrupt, too new a schema)."""
+
+
+class StateLocked(StateError):
+    """Another runner holds the lock on a machine. ``holder`` says who and since when."""
+
+    def __init__(self, name: str, holder: dict[str, Any] | None) -> None:
+        self.name = name
+        self.holder = dict(holder or {})
+        who = ", ".join(
+            f"{k} {self.holder[k]}" for k in ("host", "pid", "command", "since") if self.holder.get(k)
+        )
+        super().__init__(
+            f"machine {name!r} is locked by another run ({who or 'unknown holder'}); "
+            "wait for it to finish, or if that run died, its lock frees when its lease expires",
+            machine=name,
+        )
+
+
+class StateConflict(StateError):
+    """The entry changed in the store since it was read: re-read it and try again."""
+
+
+class TransportError(ProvisioningError):
+    """Reaching a machine failed. ``host`` names where we tried to go."""
+
+    def __init__(self, message: str, *, host: str | None = None, machine: str | None = None) -> None:
+        self.host = host
+        super().__init__(message, machine=machine)
+
+
+class ConnectError(TransportError):
+    """The machine is not reachable (yet). Transient: waiting may help."""
+
+
+class AuthenticationError(TransportError):
+    """The machine refused our credentials. Retrying will not help: fix the key or password."""
+
+
+class HostKeyMismatch(TransportError):
+    """The host presented a different key than the one pinned for it: possibly an attack."""
+
+    def __init__(
+        self, message: str, *, host: str | None = None, expected: str | None = None,
+        seen: str | None = None, machine: str | None = None,
+    ) -> None:
+        self.expected = expected
+        self.seen = seen
+        super().__init__(message, host=host, machine=machine)
+
+
+class CommandTimeout(TransportError):
+    """A command ran past its timeout and was stopped."""
+
+    def __init__(
+        self, command: str, timeout: float, *, host: str | None = None,
+        machine: str | None = None, stdout: str = "", stderr: str = "",
+    ) -> None:
+        self.command = command
+        self.timeout = timeout
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(
+            f"command timed out after {timeout:g} s on {host or 'the machine'}: {command!r}; "
+            "raise its timeout or check why it hangs",
+            host=host, machine=machine,
+        )
+
+
+class TransferError(TransportError):
+    """A file transfer failed, timed out, or arrived with another sha256."""
+
+
+class CommandFailed(ProvisioningError):
+    """A command exited with a non-zero status. ``result`` holds its full output."""
+
+    def __init__(self, result: "CommandResult", *, machine: str | None = None) -> None:
+        self.result = result
+        self.command = result.command
+        self.exit_status = result.exit_status
+        tail = result.stderr.strip().splitlines()[-5:] or result.stdout.strip().splitlines()[-5:]
+        text = f"command exited with status {result.exit_status}: {result.command!r}"
+        if tail:
+            text += "\n  " + "\n  ".join(tail)
+        super().__init__(text, machine=machine)
+
+
+class ProviderError(ProvisioningError):
+    """The warehouse refused: the cloud's own message is kept in ``provider_message``."""
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, provider_message: str | None = None,
+        machine: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.provider_message = provider_message
+        super().__init__(message, machine=machine)
+
+
+class UnsupportedOperation(ProvisioningError):
+    """The driver or machine cannot do this; drivers declare it through capability flags."""

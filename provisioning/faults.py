@@ -1,0 +1,34 @@
+"""Named fault points, for crash-safety tests of any driver.
+
+Drivers call ``checkpoint("after_create")`` at the moments that matter (after creating a
+resource, before saving its reference, while readying). Normally a no-op. With
+``PROVISIONING_FAULT=after_create:crash`` the process dies on the spot (``os._exit``, no cleanup,
+as a kill -9 would); ``:fail`` raises ``ProviderError`` instead. Several points: comma-separated.
+"""
+
+from __future__ import annotations
+
+import os
+
+from provisioning.errors import ProviderError
+
+__all__ = ["checkpoint", "FAULT_ENV", "CRASH_EXIT_CODE", "POINTS"]
+
+FAULT_ENV = "PROVISIONING_FAULT"
+CRASH_EXIT_CODE = 86
+#: the points drivers are expected to offer
+POINTS = ("after_create", "before_save", "during_ready")
+
+
+def checkpoint(point: str, *, machine: str | None = None) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        name, _, action = item.strip().partition(":")
+        if name != point:
+            continue
+        if action == "crash":
+            os._exit(CRASH_EXIT_CODE)
+        raise ProviderError(f"injected failure at {point} ({FAULT_ENV})", machine=machine,
+                            provider="fault-injection")

@@ -1,0 +1,200 @@
+"""Provisioner: the core that owns state around every driver call.
+
+For each machine it takes the store's lock on the name (so two runs never act on one machine at
+once), loads the spec, lends it to the driver, and saves it in a ``finally`` with the last action
+and last error. Under why-run it takes no lock and saves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+from provisioning.actions import ActionHandler
+from provisioning.errors import MachineNotFound, ProvisioningError
+from provisioning.parallel import BatchResult, Outcome, Parallelizer
+from provisioning.spec import MachineSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.config import Config
+    from provisioning.driver import Driver
+    from provisioning.machine.base import Machine
+    from provisioning.store.base import ManagedEntryStore
+
+__all__ = ["Provisioner", "MachineRequest", "connect_to_machine"]
+
+#: (driver, machine name, machine_options): one machine to act on
+MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+
+
+class Provisioner:
+    """Runs driver operations on named machines with locking and state saving."""
+
+    def __init__(self, store: "ManagedEntryStore", *, config: "Config | None" = None,
+                 action_handler: ActionHandler | None = None, parallel: int | None = None,
+                 policy: str = "continue", lock_wait: float = 0.0,
+                 lock_ttl: float | None = None) -> None:
+        from provisioning.config import Config
+
+        self.store = store
+        self.config = config or Config.load()
+        self.action_handler = action_handler or ActionHandler()
+        self.parallelizer = Parallelizer(parallel or int(self.config.get("parallel", 10)), policy)
+        self.lock_wait = lock_wait
+        self.lock_ttl = float(lock_ttl or self.config.get("lock_ttl", 30.0))
+
+    @property
+    def why_run(self) -> bool:
+        return self.action_handler.why_run
+
+    def spec(self, name: str) -> MachineSpec:
+        return self.store.get_or_new("machine", name)  # type: ignore[return-value]
+
+    def driver_for(self, spec: MachineSpec, default: "Driver | None" = None) -> "Driver":
+        """The driver that owns a saved machine (from its reference), else ``default``."""
+        from provisioning.registry import driver_for_url
+
+        url = spec.driver_url
+        if url and (default is None or default.driver_url != url):
+            return driver_for_url(url, self.config)
+        if default is None:
+            raise MachineNotFound(f"machine {spec.name!r} has no saved driver URL and none was "
+                                  "given", machine=spec.name)
+        return default
+
+    @contextlib.contextmanager
+    def _held(self, name: str) -> Iterator[MachineSpec]:
+        """Lock the name (unless why-run), yield the fresh spec, save it afterwards."""
+        if self.why_run:
+            yield self.spec(name)
+            return
+        with self.store.lock(name, self.lock_ttl, wait=self.lock_wait):
+            spec = self.spec(name)
+            try:
+                yield spec
+            except BaseException as exc:
+                spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                raise
+            else:
+                spec.last_error = None
+            finally:
+                if spec.exists or spec.version:  # a destroyed, forgotten spec has neither
+                    spec.save()
+
+    def _one(self, operation: str, request: MachineRequest,
+             call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
+        driver, name, options = request
+        handler = self.action_handler.for_machine(name)
+        with self._held(name) as spec:
+            spec.last_action = operation
+            owner = self.driver_for(spec, driver) if (spec.exists or driver is not None) else None
+            return call(owner, handler, spec, options)
+
+    # -- single machines ---------------------------------------------------------------------
+    def allocate(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> MachineSpec:
+        def call(d, h, spec, o):
+            d.allocate_machine(h, spec, o)
+            return spec
+        return self._one("allocate", (driver, name, options), call)
+
+    def ready(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
+        return self._one("ready", (driver, name, options),
+                         lambda d, h, spec, o: d.ready_machine(h, spec, o))
+
+    def up(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
+        """Allocate then ready, under one lock."""
+        def call(d, h, spec, o):
+            d.allocate_machine(h, spec, o)
+            spec.last_action = "ready"
+            return d.ready_machine(h, spec, o)
+        return self._one("allocate", (driver, name, options), call)
+
+    def stop(self, name: str, options: Mapping[str, Any] = {}, driver: "Driver | None" = None) -> None:
+        self._one("stop", (driver, name, options), self._stop_call)  # type: ignore[arg-type]
+
+    def destroy(self, name: str, options: Mapping[str, Any] = {},
+                driver: "Driver | None" = None) -> None:
+        self._one("destroy", (driver, name, options), self._destroy_call)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _stop_call(d, h, spec, o):
+        if not spec.exists:
+            h.report_progress("not allocated: nothing to stop")
+            return None
+        return d.stop_machine(h, spec, o)
+
+    def _destroy_call(self, d, h, spec, o):
+        if not spec.exists:
+            h.report_progress("not allocated: nothing to destroy")
+            if spec.version and not self.why_run:
+                spec.delete()
+            return None
+        d.destroy_machine(h, spec, o)
+        if not self.why_run:
+            spec.delete()
+        return None
+
+    def connect(self, name: str, options: Mapping[str, Any] = {},
+                driver: "Driver | None" = None) -> "Machine":
+        spec = self.spec(name)
+        if not spec.exists:
+            raise MachineNotFound(f"machine {name!r} is not in the state store "
+                                  f"({self.store.url}); run 'converge up {name}' first",
+                                  machine=name)
+        return self.driver_for(spec, driver).connect_to_machine(spec, options)
+
+    # -- many machines -----------------------------------------------------------------------
+    def run_many(self, operation: str, requests: Sequence[MachineRequest],
+                 fn: Callable[[MachineRequest], Any] | None = None) -> BatchResult:
+        """One operation on many machines in parallel; every machine's outcome comes back."""
+        method = fn or {
+            "allocate": lambda r: self.allocate(*r),
+            "ready": lambda r: self.ready(*r),
+            "up": lambda r: self.up(*r),
+            "stop": lambda r: self.stop(r[1], r[2], r[0]),
+            "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
+        }[operation]
+        results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
+        for name, outcome in results.items():
+            if outcome.error is not None:
+                self.action_handler.report_error(outcome.error, machine=name)
+        return results
+
+    def allocate_batch(self, driver: "Driver", requests: Sequence[tuple[str, Mapping[str, Any]]]
+                       ) -> BatchResult:
+        """Allocate many machines of one driver through its batch method (bulk APIs)."""
+        results = BatchResult((name, Outcome(name)) for name, _ in requests)
+        with contextlib.ExitStack() as stack:
+            specs = []
+            for name, options in requests:
+                try:
+                    spec = stack.enter_context(self._held(name))
+                except ProvisioningError as exc:
+                    results[name].error = exc
+                    continue
+                spec.last_action = "allocate"
+                specs.append((spec, options))
+            batch = driver.allocate_machines(self.action_handler, specs, self.parallelizer)
+            for name, outcome in batch.items():
+                results[name] = outcome
+                if outcome.ok:
+                    outcome.value = next(s for s, _ in specs if s.name == name)
+                else:
+                    next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
+        return results
+
+
+def connect_to_machine(name_or_spec: "str | MachineSpec", config: "Config | None" = None, *,
+                       store: "ManagedEntryStore | None" = None,
+                       machine_options: Mapping[str, Any] | None = None) -> "Machine":
+    """A Machine for a saved machine: its spec from the store, its driver from the reference."""
+    from provisioning.config import Config
+    from provisioning.store import open_store
+
+    config = config or Config.load()
+    if isinstance(name_or_spec, MachineSpec):
+        spec = name_or_spec
+        return Provisioner(spec.store or open_store(config.state), config=config).driver_for(
+            spec).connect_to_machine(spec, machine_options or {})
+    store = store or open_store(config.state, base_dir=config.base_dir)
+    return Provisioner(store, config=config).connect(name_or_spec, machine_options or {})

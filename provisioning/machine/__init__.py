@@ -1,0 +1,7 @@
+"""Machines: what a driver hands back once a machine is ready."""
+
+from provisioning.machine.base import Machine
+from provisioning.machine.result import CommandResult
+from provisioning.machine.unix import UnixMachine
+
+__all__ = ["Machine", "UnixMachine", "CommandResult"]

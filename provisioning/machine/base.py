@@ -1,0 +1,234 @@
+"""Machine: a ready, connectable machine. Runs commands and moves files through its transport.
+
+Every method that changes the machine goes through the action handler, so under why-run it
+reports what it would do ("would update /etc/motd (sha256 differs)") and changes nothing.
+Reads (``read_file``, ``file_exists``, ``get_attributes``...) always run: a plan needs them.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+from typing import TYPE_CHECKING, Any, Mapping
+
+from provisioning.actions import ActionHandler
+from provisioning.errors import CommandFailed
+from provisioning.machine.result import CommandResult
+from provisioning.transports.base import StreamCallback, Transport, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.convergence.base import ConvergenceStrategy
+    from provisioning.spec import MachineSpec
+
+__all__ = ["Machine", "FileAttributes"]
+
+#: attributes a machine can report and set on a path
+FileAttributes = dict  # {"mode": "0644", "owner": "root", "group": "root"} (None where unknown)
+
+
+class Machine(abc.ABC):
+    """A machine reached through one transport."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        *,
+        action_handler: ActionHandler | None = None,
+        spec: "MachineSpec | None" = None,
+        options: Mapping[str, Any] | None = None,
+        convergence: "ConvergenceStrategy | None" = None,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.action_handler = (action_handler or ActionHandler()).for_machine(name)
+        self.spec = spec
+        self.options = dict(options or {})
+        self.convergence = convergence
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} via {self.transport.host}>"
+
+    @property
+    def address(self) -> str | None:
+        """The address other machines and healthchecks use, when the driver knows one."""
+        if self.spec is not None:
+            return self.spec.reference.get("address")
+        return None
+
+    # -- commands --------------------------------------------------------------------------
+    def execute(
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        stream: StreamCallback | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        input: bytes | str | None = None,
+        pty: bool = False,
+        description: str | None = None,
+    ) -> CommandResult | None:
+        """Run a command as a change (planned only under why-run, then returns None).
+
+        Raises ``CommandFailed`` on a non-zero exit unless ``check=False``."""
+        return self.action_handler.perform_action(
+            description or f"run {command!r}",
+            lambda: self.execute_always(command, check=check, timeout=timeout, stream=stream,
+                                        env=env, sudo=sudo, input=input, pty=pty),
+        )
+
+    def execute_always(
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        stream: StreamCallback | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        input: bytes | str | None = None,
+        pty: bool = False,
+    ) -> CommandResult:
+        """Run a command even under why-run (for reads: ``test -f``, ``uname``)."""
+        result = self.transport.execute(command, timeout=timeout, stream=stream, env=env,
+                                        sudo=sudo, input=input, pty=pty)
+        if check and not result.ok:
+            raise CommandFailed(result, machine=self.name)
+        return result
+
+    # -- files -----------------------------------------------------------------------------
+    def read_file(self, path: str) -> bytes | None:
+        return self.transport.read_file(path)
+
+    def remote_sha256(self, path: str) -> str | None:
+        return self.transport.remote_sha256(path)
+
+    def files_different(self, path: str, *, local_path: str | None = None,
+                        content: bytes | None = None) -> bool:
+        """True when the remote file is missing or its sha256 differs from the local one."""
+        if local_path is not None:
+            wanted = sha256_file(local_path)
+        elif content is not None:
+            wanted = hashlib.sha256(content).hexdigest()
+        else:
+            raise ValueError("files_different needs local_path or content")
+        return self.remote_sha256(path) != wanted
+
+    def write_file(self, path: str, content: bytes | str, *, mode: str | int | None = None,
+                   owner: str | None = None, group: str | None = None) -> bool:
+        """Write ``content`` unless the file already holds it; then apply attributes.
+        Returns True when something changed (or would change under why-run)."""
+        data = content.encode() if isinstance(content, str) else content
+        current = self.remote_sha256(path)
+        wanted = hashlib.sha256(data).hexdigest()
+        changed = False
+        if current != wanted:
+            why = "create" if current is None else "update"
+            reason = "" if current is None else " (sha256 differs)"
+            self.action_handler.perform_action(
+                f"{why} {path}{reason}", lambda: self.transport.write_file(path, data),
+                data={"path": path, "sha256": wanted})
+            changed = True
+        return self.set_attributes(path, mode=mode, owner=owner, group=group,
+                                   _exists=not (changed and self.action_handler.why_run)) or changed
+
+    def upload_file(self, local_path: str, path: str, *, mode: str | int | None = None,
+                    owner: str | None = None, group: str | None = None) -> bool:
+        """Upload a local file unless the remote copy has the same sha256."""
+        wanted = sha256_file(local_path)
+        current = self.remote_sha256(path)
+        changed = False
+        if current != wanted:
+            why = "upload" if current is None else "update"
+            reason = "" if current is None else " (sha256 differs)"
+            size = os.path.getsize(local_path)
+            self.action_handler.perform_action(
+                f"{why} {path} from {local_path} ({size} bytes){reason}",
+                lambda: self.transport.upload_file(local_path, path),
+                data={"path": path, "sha256": wanted, "bytes": size})
+            changed = True
+        return self.set_attributes(path, mode=mode, owner=owner, group=group,
+                                   _exists=not (changed and self.action_handler.why_run)) or changed
+
+    def download_file(self, path: str, local_path: str) -> bool:
+        """Download unless the local copy already has the remote sha256. Changes only this host,
+        so it runs under why-run too."""
+        if os.path.exists(local_path) and self.remote_sha256(path) == sha256_file(local_path):
+            return False
+        self.transport.download_file(path, local_path)
+        return True
+
+    @abc.abstractmethod
+    def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                   group: str | None = None) -> bool:
+        """Create a directory (and parents) unless it exists; returns True on a change."""
+
+    @abc.abstractmethod
+    def delete_file(self, path: str) -> bool:
+        """Remove a file if present; returns True on a change."""
+
+    @abc.abstractmethod
+    def is_directory(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def file_exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def get_attributes(self, path: str) -> FileAttributes | None:
+        """``{"mode", "owner", "group"}`` of a path, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def set_attributes(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                       group: str | None = None, _exists: bool = True) -> bool:
+        """Apply the attributes that differ; returns True on a change."""
+
+    @abc.abstractmethod
+    def detect_os(self) -> tuple[str, str, str]:
+        """(platform, version, architecture), e.g. ("debian", "12", "x86_64")."""
+
+    def make_url_available_to_remote(self, local_url: str) -> str:
+        """A URL on this host, reachable from the machine (through the transport's forwarding)."""
+        return self.transport.forward_remote(local_url)
+
+    # -- convergence -----------------------------------------------------------------------
+    def setup_convergence(self) -> None:
+        if self.convergence is not None:
+            self.convergence.setup(self)
+
+    def converge(self) -> bool:
+        """Run the machine's convergence strategy; True when something changed."""
+        if self.convergence is None:
+            return False
+        return self.convergence.converge(self)
+
+    def cleanup_convergence(self) -> None:
+        if self.convergence is not None:
+            self.convergence.cleanup(self)
+
+    def disconnect(self) -> None:
+        self.transport.disconnect()
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+
+def normalize_mode(mode: str | int | None) -> str | None:
+    """'644', 0o644, '0644' -> '0644'; raises ValueError on anything else."""
+    if mode is None:
+        return None
+    if isinstance(mode, int):
+        value = mode
+    else:
+        text = str(mode).strip()
+        if not text or any(c not in "01234567" for c in text) or len(text) > 5:
+            raise ValueError(f"mode must be octal digits like '0644', got {mode!r}")
+        value = int(text, 8)
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"mode out of range: {mode!r}")
+    return f"{value:04o}"

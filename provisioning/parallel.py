@@ -1,0 +1,113 @@
+"""Parallelizer: run one job per machine on a bounded thread pool, results per machine.
+
+A failing machine never hides the others: every outcome comes back. Policy ``continue`` runs all
+jobs; ``fail-fast`` starts no new job after the first failure (those report as cancelled).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+from provisioning.errors import ProvisioningError
+
+T = TypeVar("T")
+
+__all__ = ["Parallelizer", "Outcome", "BatchResult", "Cancelled", "POLICIES"]
+
+POLICIES = ("continue", "fail-fast")
+
+
+class Cancelled(ProvisioningError):
+    """A job that never ran because an earlier one failed under ``fail-fast``."""
+
+
+@dataclass
+class Outcome(Generic[T]):
+    name: str
+    value: T | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class BatchResult(dict):
+    """name -> Outcome, in submission order."""
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.values())
+
+    @property
+    def failures(self) -> dict[str, BaseException]:
+        return {n: o.error for n, o in self.items() if o.error is not None}
+
+    def values_by_name(self) -> dict[str, Any]:
+        return {n: o.value for n, o in self.items() if o.ok}
+
+    def raise_first(self) -> None:
+        """Raise the first real failure (cancellations only when nothing else failed)."""
+        errors = [e for e in self.failures.values() if not isinstance(e, Cancelled)]
+        errors = errors or list(self.failures.values())
+        if errors:
+            raise errors[0]
+
+
+class Parallelizer:
+    def __init__(self, max_workers: int = 10, policy: str = "continue") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self.policy = policy
+
+    def run(self, jobs: Iterable[tuple[str, Callable[[], T]]]) -> BatchResult:
+        jobs = list(jobs)
+        results = BatchResult((name, Outcome(name)) for name, _ in jobs)
+        if not jobs:
+            return results
+        if len(jobs) == 1 or self.max_workers == 1:
+            return self._run_serial(jobs, results)
+        stop = threading.Event()
+
+        def guarded(name: str, fn: Callable[[], T]) -> T:
+            if stop.is_set():
+                raise Cancelled(f"not started: another machine failed first (fail-fast)",
+                                machine=name)
+            return fn()
+
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(jobs)),
+                                thread_name_prefix="provisioning") as pool:
+            futures: dict[Future, str] = {pool.submit(guarded, n, f): n for n, f in jobs}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = futures[future]
+                    error = future.exception()
+                    if error is None:
+                        results[name].value = future.result()
+                    else:
+                        results[name].error = error
+                        if self.policy == "fail-fast" and not isinstance(error, Cancelled):
+                            stop.set()
+        return results
+
+    def _run_serial(self, jobs, results: BatchResult) -> BatchResult:
+        failed = False
+        for name, fn in jobs:
+            if failed and self.policy == "fail-fast":
+                results[name].error = Cancelled("not started: another machine failed first "
+                                                "(fail-fast)", machine=name)
+                continue
+            try:
+                results[name].value = fn()
+            except Exception as exc:  # every outcome is reported, none raised here
+                results[name].error = exc
+                failed = True
+        return results

@@ -1,0 +1,124 @@
+"""Scheme -> Driver class. Lazy: classes are imported on first use.
+
+Lookup order: ``register_driver`` calls; the entry-point group ``provisioning.drivers`` (read once
+through importlib.metadata); the built-in module ``provisioning.driver_init.<scheme>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+import threading
+from typing import TYPE_CHECKING, Any
+
+from provisioning.errors import ConfigError, DriverNotFound, MissingExtra
+from provisioning.url import parse_driver_url, validate_scheme
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.config import Config
+    from provisioning.driver import Driver
+
+__all__ = ["register_driver", "driver_class", "driver_for_url", "known_schemes", "scheme_sources",
+           "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "provisioning.drivers"
+#: pip packages we know provide schemes we do not ship (for DriverNotFound's hint)
+KNOWN_PACKAGES = {"vagrant": "provisioning-vagrant", "docker": "provisioning-docker",
+                  "vsphere": "provisioning-vsphere"}
+
+_lock = threading.Lock()
+_registered: dict[str, Any] = {}        # scheme -> class or "module:Class"
+_entry_points: dict[str, Any] | None = None
+
+
+def register_driver(scheme: str, cls_or_path: Any) -> None:
+    """Register a driver class (or a lazy ``"module:Class"`` string) for a scheme."""
+    validate_scheme(scheme)
+    with _lock:
+        _registered[scheme] = cls_or_path
+
+
+def _load_entry_points() -> dict[str, Any]:
+    global _entry_points
+    if _entry_points is None:
+        from importlib.metadata import entry_points
+
+        found: dict[str, Any] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            found.setdefault(ep.name, ep)
+        _entry_points = found
+    return _entry_points
+
+
+def reload_entry_points() -> None:
+    """Forget the cached entry points (after installing a driver package in this process)."""
+    global _entry_points
+    _entry_points = None
+
+
+def _builtin_schemes() -> list[str]:
+    import provisioning.driver_init as package
+
+    return [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+
+
+def known_schemes() -> list[str]:
+    return sorted(set(_registered) | set(_load_entry_points()) | set(_builtin_schemes()))
+
+
+def scheme_sources() -> dict[str, str]:
+    """scheme -> where it comes from: 'registered', a distribution 'name version', or 'built-in'."""
+    out: dict[str, str] = {s: "built-in" for s in _builtin_schemes()}
+    for scheme, ep in _load_entry_points().items():
+        dist = getattr(ep, "dist", None)
+        out[scheme] = f"{dist.name} {dist.version}" if dist is not None else "entry point"
+    for scheme in _registered:
+        out[scheme] = "registered"
+    return out
+
+
+def _resolve(target: Any) -> "type[Driver]":
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    return target
+
+
+def driver_class(scheme: str) -> "type[Driver]":
+    """The Driver class for a scheme, importing it now if needed."""
+    with _lock:
+        target = _registered.get(scheme)
+    if target is not None:
+        return _resolve(target)
+    ep = _load_entry_points().get(scheme)
+    if ep is not None:
+        return ep.load()
+    if scheme in _builtin_schemes():
+        module = importlib.import_module(f"provisioning.driver_init.{scheme}")
+        return _resolve(module.DRIVER)
+    known = known_schemes()
+    close = difflib.get_close_matches(scheme, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else None
+    if scheme in KNOWN_PACKAGES:
+        hint = f"install it with: pip install {KNOWN_PACKAGES[scheme]}"
+    raise DriverNotFound(scheme, known, hint)
+
+
+def driver_for_url(url: str, config: "Config | None" = None) -> "Driver":
+    """The driver for a URL, built on its canonical form with the options of both URLs merged."""
+    from provisioning.config import Config
+
+    config = config or Config.load()
+    parsed = parse_driver_url(url)
+    cls = driver_class(parsed.scheme)
+    try:
+        canonical = cls.canonicalize_url(str(parsed), config)
+    except ImportError as exc:
+        raise MissingExtra(f"the {parsed.scheme}: driver", getattr(cls, "extra", parsed.scheme),
+                           exc.name or str(exc)) from exc
+    if parse_driver_url(canonical).scheme != parsed.scheme:
+        raise ConfigError(f"driver for {parsed.scheme!r} canonicalized {url!r} to another scheme "
+                          f"({canonical!r}); this is a bug in that driver", key="driver")
+    return cls.from_url(canonical, config)

@@ -1,0 +1,119 @@
+"""MachineSpec: the saved record of one machine (chef-provisioning's ManagedEntry).
+
+The ``reference`` is plain JSON owned by the driver: how to find the machine again (provider id,
+PID, namespace, pinned host key...). ``driver_url`` in it is required once the machine exists.
+The core owns the rest: when it was last acted on, how that went, and the store's version used for
+optimistic concurrency (a save over a newer version raises ``StateConflict``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from provisioning.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.store.base import ManagedEntryStore
+
+__all__ = ["ManagedEntry", "MachineSpec"]
+
+#: keys that must never be saved in a reference (secrets belong in config, not in state)
+SECRET_KEYS = frozenset({"password", "passphrase", "secret", "secret_key", "access_key_secret",
+                         "token", "private_key_pem"})
+
+
+@dataclass
+class ManagedEntry:
+    """One entry in the state store, of a kind (``machine`` now; ``image`` later)."""
+
+    name: str
+    reference: dict[str, Any] = field(default_factory=dict)
+    kind: str = "machine"
+    last_action: str | None = None
+    last_error: str | None = None
+    updated_at: float | None = None
+    version: int = 0
+    store: "ManagedEntryStore | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def driver_url(self) -> str | None:
+        return self.reference.get("driver_url")
+
+    @property
+    def store_id(self) -> str | None:
+        """The store's identity: drivers tag provider resources with it (with the name), so a
+        re-run finds what a crashed run created."""
+        return self.store.store_id if self.store is not None else None
+
+    @property
+    def exists(self) -> bool:
+        """True once a driver has recorded a reference."""
+        return bool(self.reference)
+
+    def save(self, action_handler: Any = None) -> None:
+        """Persist now (drivers call this right after creating a resource, before waiting)."""
+        if self.store is None:
+            return
+        if self.reference and not self.reference.get("driver_url"):
+            raise ConfigError(f"reference of {self.kind} {self.name!r} has no driver_url; "
+                              "a driver must record its canonical URL", key="reference.driver_url")
+        _reject_secrets(self.reference, f"{self.kind} {self.name!r}")
+        self.updated_at = time.time()
+        self.store.save(self)
+
+    def delete(self) -> None:
+        """Forget this entry in the store (after destroy)."""
+        self.reference = {}
+        if self.store is not None:
+            self.store.delete(self.kind, self.name)
+            self.version = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "reference": copy.deepcopy(self.reference),
+            "last_action": self.last_action,
+            "last_error": self.last_error,
+            "updated_at": self.updated_at,
+            "version": self.version,
+        }
+
+    def data_json(self) -> str:
+        """What a store writes: everything but name, kind and version (those are columns)."""
+        return json.dumps({"reference": self.reference, "last_action": self.last_action,
+                           "last_error": self.last_error, "updated_at": self.updated_at},
+                          sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_row(cls, kind: str, name: str, data: str, version: int,
+                 store: "ManagedEntryStore | None" = None) -> "ManagedEntry":
+        body = json.loads(data)
+        entry_cls = MachineSpec if kind == "machine" else ManagedEntry
+        entry = entry_cls(name=name, reference=body.get("reference") or {}, kind=kind,
+                          last_action=body.get("last_action"), last_error=body.get("last_error"),
+                          updated_at=body.get("updated_at"), version=version, store=store)
+        return entry
+
+
+@dataclass
+class MachineSpec(ManagedEntry):
+    """The saved record of one machine."""
+
+    kind: str = "machine"
+
+
+def _reject_secrets(value: Any, where: str, path: str = "reference") -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key).lower() in SECRET_KEYS and item:
+                raise ConfigError(f"{where}: refusing to save a secret ({path}.{key}) in state; "
+                                  "keep secrets in config or the environment", key=f"{path}.{key}")
+            _reject_secrets(item, where, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_secrets(item, where, f"{path}[{index}]")

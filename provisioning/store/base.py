@@ -1,0 +1,193 @@
+"""ManagedEntryStore: where machine records and per-machine locks live.
+
+Stores implement a handful of small primitives (``_load``, ``_store``, ``_try_acquire``...);
+the base class builds the public contract on them once: optimistic versions, lock leases with a
+heartbeat, waiting with a deadline, and the ``StateLocked`` error that names the holder.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+
+from provisioning.errors import StateLocked
+from provisioning.spec import ManagedEntry
+
+__all__ = ["ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LOCK_TTL"]
+
+#: seconds a lock lives without a heartbeat; a dead runner's locks free after this
+DEFAULT_LOCK_TTL = 30.0
+
+
+def holder_info(command: str | None = None) -> dict[str, Any]:
+    """Who is taking a lock: host, PID, command line, since when."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": command or " ".join(os.path.basename(a) if i == 0 else a
+                                       for i, a in enumerate(sys.argv))[:200],
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def holder_is_dead(holder: dict[str, Any]) -> bool:
+    """True when the holder ran on this host and its process no longer exists."""
+    if holder.get("host") != socket.gethostname() or not holder.get("pid"):
+        return False
+    pid = int(holder["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        return state in (b"Z", b"X")
+    except (FileNotFoundError, IndexError):
+        return True
+    except OSError:
+        return False
+
+
+class Lock:
+    """A held lock on one name. Renewed by a heartbeat thread until released."""
+
+    def __init__(self, store: "ManagedEntryStore", name: str, token: str, ttl: float,
+                 holder: dict[str, Any]) -> None:
+        self.store = store
+        self.name = name
+        self.token = token
+        self.ttl = ttl
+        self.holder = holder
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, daemon=True,
+                                        name=f"lock-heartbeat:{name}")
+        self._thread.start()
+
+    def _heartbeat(self) -> None:
+        interval = max(self.ttl / 3.0, 0.05)
+        while not self._stop.wait(interval):
+            try:
+                self.store._renew(self.name, self.token, self.ttl)
+            except Exception:  # a failed renewal only shortens the lease; the next try may work
+                pass
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.store._release(self.name, self.token)
+
+    def __enter__(self) -> "Lock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class ManagedEntryStore(abc.ABC):
+    """Entries by (kind, name), and leases on names."""
+
+    #: the URL this store was opened with, with any password masked
+    url: str = ""
+
+    # -- primitives each store implements ----------------------------------------------------
+    @abc.abstractmethod
+    def _load(self, kind: str, name: str) -> tuple[str, int] | None:
+        """(data json, version) or None."""
+
+    @abc.abstractmethod
+    def _store(self, kind: str, name: str, data: str, expected_version: int) -> int:
+        """Write if the current version is ``expected_version`` (0: absent); return the new
+        version, or raise ``StateConflict``. Atomic."""
+
+    @abc.abstractmethod
+    def _remove(self, kind: str, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def _names(self, kind: str) -> list[tuple[str, str, int]]:
+        """(name, data json, version) of every entry of a kind, sorted by name."""
+
+    @abc.abstractmethod
+    def _try_acquire(self, name: str, token: str, holder: dict[str, Any],
+                     ttl: float) -> dict[str, Any] | None:
+        """Take the lease if free, expired or held by a dead local process. Returns None when
+        taken, else the current holder."""
+
+    @abc.abstractmethod
+    def _renew(self, name: str, token: str, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    def _release(self, name: str, token: str) -> None: ...
+
+    @abc.abstractmethod
+    def _meta(self, key: str, default: str | None = None) -> str | None:
+        """Read a store-level value, creating it as ``default`` if absent."""
+
+    @abc.abstractmethod
+    def locks(self) -> dict[str, dict[str, Any]]:
+        """Current live leases: name -> holder (for ``status``)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # -- the contract ------------------------------------------------------------------------
+    @property
+    def store_id(self) -> str:
+        """A random id made when the store was created: tags provider resources as ours."""
+        if not hasattr(self, "_store_id"):
+            self._store_id = self._meta("store_id", uuid.uuid4().hex[:16])
+        return self._store_id  # type: ignore[return-value]
+
+    def get(self, kind: str, name: str) -> ManagedEntry | None:
+        row = self._load(kind, name)
+        if row is None:
+            return None
+        return ManagedEntry.from_row(kind, name, row[0], row[1], store=self)
+
+    def get_or_new(self, kind: str, name: str) -> ManagedEntry:
+        """The saved entry, or a fresh unsaved one bound to this store."""
+        entry = self.get(kind, name)
+        if entry is None:
+            entry = ManagedEntry.from_row(kind, name, "{}", 0, store=self)
+        return entry
+
+    def save(self, entry: ManagedEntry) -> None:
+        entry.store = self
+        entry.version = self._store(entry.kind, entry.name, entry.data_json(), entry.version)
+
+    def delete(self, kind: str, name: str) -> None:
+        self._remove(kind, name)
+
+    def list(self, kind: str = "machine") -> list[ManagedEntry]:
+        return [ManagedEntry.from_row(kind, name, data, version, store=self)
+                for name, data, version in self._names(kind)]
+
+    def lock(self, name: str, ttl: float = DEFAULT_LOCK_TTL, *, wait: float = 0.0,
+             holder: dict[str, Any] | None = None, poll: float = 0.1) -> Lock:
+        """Take the lease on ``name``; wait up to ``wait`` seconds, then raise ``StateLocked``
+        naming the holder. Use as a context manager."""
+        token = uuid.uuid4().hex
+        info = dict(holder or holder_info())
+        deadline = time.monotonic() + wait
+        while True:
+            current = self._try_acquire(name, token, info, ttl)
+            if current is None:
+                return Lock(self, name, token, ttl, info)
+            if time.monotonic() >= deadline:
+                raise StateLocked(name, current)
+            time.sleep(poll)
+
+    def iter_entries(self, kind: str = "machine") -> Iterator[ManagedEntry]:
+        yield from self.list(kind)
+
+    def __enter__(self) -> "ManagedEntryStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

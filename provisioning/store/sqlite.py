@@ -1,0 +1,154 @@
+"""SQLiteStore: the default state store, a single file beside the cluster file.
+
+WAL mode, every write in one ``BEGIN IMMEDIATE`` transaction (atomic: a crash mid-save leaves
+the previous version), file mode 0600 in a 0700 directory. Safe across threads and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from provisioning.errors import StateConflict, StateError
+from provisioning.store.base import ManagedEntryStore, holder_is_dead
+
+__all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
+
+DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+    version INTEGER NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY, token TEXT NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL);
+"""
+
+
+class SQLiteStore(ManagedEntryStore):
+    def __init__(self, path: str | os.PathLike = DEFAULT_STATE_PATH) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.url = f"sqlite://{self.path}"
+        directory = os.path.dirname(self.path)
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            if not os.path.exists(self.path):
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.chmod(self.path, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot create the state file {self.path}: {exc.strerror}; "
+                             "choose a writable location with --state") from exc
+        self._mutex = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._tx(lambda db: db.executescript(_SCHEMA) and None, script=True)
+            version = self._meta("schema_version", str(SCHEMA_VERSION))
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path} is not a usable provisioning state file: {exc}") from exc
+        if int(version or 0) > SCHEMA_VERSION:
+            raise StateError(f"{self.path} was written by a newer provisioning (schema {version}, "
+                             f"this one knows {SCHEMA_VERSION}); upgrade provisioning")
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.chmod(self.path + suffix, 0o600)
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], *, script: bool = False) -> T:
+        """Run ``fn`` in one IMMEDIATE transaction (serialized against other processes)."""
+        with self._mutex:
+            db = self._db
+            if script:
+                return fn(db)
+            for attempt in range(50):
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise StateError(f"state file {self.path} is busy: {exc}") from exc
+                    time.sleep(0.05)
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+    def _load(self, kind, name):
+        with self._mutex:
+            row = self._db.execute("SELECT data, version FROM entries WHERE kind=? AND name=?",
+                                   (kind, name)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _store(self, kind, name, data, expected_version):
+        def write(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT version FROM entries WHERE kind=? AND name=?",
+                             (kind, name)).fetchone()
+            version = row[0] if row else 0
+            if version != expected_version:
+                raise StateConflict(f"{kind} {name!r} changed since it was read (version {version}"
+                                    f", expected {expected_version}); re-read and retry")
+            db.execute("INSERT OR REPLACE INTO entries (kind, name, data, version, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?)", (kind, name, data, version + 1, time.time()))
+            return version + 1
+        return self._tx(write)
+
+    def _remove(self, kind, name):
+        self._tx(lambda db: db.execute("DELETE FROM entries WHERE kind=? AND name=?", (kind, name)))
+
+    def _names(self, kind):
+        with self._mutex:
+            rows = self._db.execute("SELECT name, data, version FROM entries WHERE kind=? "
+                                    "ORDER BY name", (kind,)).fetchall()
+        return [tuple(r) for r in rows]
+
+    def _try_acquire(self, name, token, holder, ttl):
+        def take(db: sqlite3.Connection) -> dict[str, Any] | None:
+            now = time.time()
+            row = db.execute("SELECT holder, expires_at FROM locks WHERE name=?", (name,)).fetchone()
+            if row is not None:
+                current = json.loads(row[0])
+                if row[1] > now and not holder_is_dead(current):
+                    return current
+            db.execute("INSERT OR REPLACE INTO locks (name, token, holder, expires_at) "
+                       "VALUES (?, ?, ?, ?)", (name, token, json.dumps(holder), now + ttl))
+            return None
+        return self._tx(take)
+
+    def _renew(self, name, token, ttl):
+        self._tx(lambda db: db.execute("UPDATE locks SET expires_at=? WHERE name=? AND token=?",
+                                       (time.time() + ttl, name, token)))
+
+    def _release(self, name, token):
+        self._tx(lambda db: db.execute("DELETE FROM locks WHERE name=? AND token=?", (name, token)))
+
+    def _meta(self, key, default=None):
+        def get(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            if row is None and default is not None:
+                db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, default))
+                return default
+            return row[0] if row else None
+        return self._tx(get)
+
+    def locks(self):
+        with self._mutex:
+            rows = self._db.execute("SELECT name, holder FROM locks WHERE expires_at > ?",
+                                    (time.time(),)).fetchall()
+        return {name: json.loads(holder) for name, holder in rows}
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()

@@ -1,0 +1,111 @@
+"""Transport: how commands and files reach one machine.
+
+A transport owns one connection (opened lazily, reused for every call, thread-safe) and refuses
+use after ``disconnect()``. Implementations translate their backend's exceptions into
+``provisioning.errors`` at this boundary; nothing above ``transports/`` sees paramiko or pywinrm.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+from typing import Callable, Mapping
+
+from provisioning.errors import TransferError, UnsupportedOperation
+from provisioning.machine.result import CommandResult
+
+#: callback for streamed output: (stream name "stdout" or "stderr", text chunk)
+StreamCallback = Callable[[str, str], None]
+
+#: default per-command timeout in seconds; every command has one
+DEFAULT_COMMAND_TIMEOUT = 600.0
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a local file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Transport(abc.ABC):
+    """A connection to one machine: run commands, move files."""
+
+    #: a human-readable address (``root@10.0.0.5:22``) used in errors and events
+    host: str = "?"
+
+    @abc.abstractmethod
+    def execute(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        stream: StreamCallback | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        input: bytes | str | None = None,
+        pty: bool = False,
+    ) -> CommandResult:
+        """Run ``command`` through the remote shell and return its result (never raises on a
+        non-zero exit; raises ``CommandTimeout`` past ``timeout``, ``TransportError`` when the
+        machine cannot be reached)."""
+
+    @abc.abstractmethod
+    def read_file(self, path: str) -> bytes | None:
+        """The file's content, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def write_file(self, path: str, content: bytes, *, mode: int | None = None) -> None:
+        """Write ``content`` atomically (temporary name, then rename)."""
+
+    @abc.abstractmethod
+    def upload_file(self, local_path: str, remote_path: str) -> None:
+        """Copy a local file to the machine atomically and verify its sha256 there."""
+
+    @abc.abstractmethod
+    def download_file(self, remote_path: str, local_path: str) -> None:
+        """Copy a remote file here atomically and verify its sha256."""
+
+    def remote_sha256(self, path: str) -> str | None:
+        """sha256 of a remote file, or None when it does not exist. Used to skip unchanged copies."""
+        result = self.execute(f"sha256sum -- {_quote(path)} 2>/dev/null", timeout=120)
+        if not result.ok or not result.stdout.strip():
+            return None
+        return result.stdout.split()[0]
+
+    @abc.abstractmethod
+    def available(self) -> bool:
+        """True when the machine answers right now (connects and runs a trivial command)."""
+
+    def forward_remote(self, local_url: str) -> str:
+        """Make a URL on this host reachable from the machine; returns the URL to use there."""
+        raise UnsupportedOperation(f"{type(self).__name__} cannot forward {local_url} to the machine")
+
+    @abc.abstractmethod
+    def disconnect(self) -> None:
+        """Close the connection. The transport refuses use afterwards."""
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+
+def check_sha256(expected: str, actual: str | None, *, what: str, host: str) -> None:
+    """Raise ``TransferError`` unless both sides saw the same bytes."""
+    if actual != expected:
+        raise TransferError(
+            f"{what}: sha256 differs after transfer (local {expected}, remote {actual}); "
+            "the copy was discarded, retry the transfer",
+            host=host,
+        )
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
