@@ -1,0 +1,303 @@
+"""DriverConformance: the test class every driver passes (in the spirit of Flocker's
+``make_iblockdeviceapi_tests``).
+
+A driver package subclasses it in a test module and says how to build its driver::
+
+    from provisioning.testing.conformance import DriverConformance
+
+    class TestMyDriver(DriverConformance):
+        def driver_url(self, tmp_path):
+            return f"mine:{tmp_path / 'warehouse'}"
+
+        def count_machines(self, driver, name):
+            return len(driver.find_by_tag(name))   # resources the provider holds for ``name``
+
+Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
+``worker_env``, ``delete_behind_back``, ``cleanup``. ``capabilities`` defaults to the driver
+class's own; a case a driver declares it cannot do is reported as not applicable with the flag
+named, and for ``stoppable=False`` the suite checks that stopping raises UnsupportedOperation.
+
+Every case runs against a real SQLite store; the concurrency and crash cases run separate
+processes (``python -m provisioning.testing.conformance_worker``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Mapping
+
+import pytest
+
+from provisioning.actions import RecordingActionHandler
+from provisioning.config import Config
+from provisioning.driver import Capabilities, Driver
+from provisioning.errors import UnsupportedOperation
+from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
+from provisioning.lifecycle import Provisioner
+from provisioning.registry import driver_for_url
+from provisioning.store.sqlite import SQLiteStore
+from provisioning.url import parse_driver_url
+
+__all__ = ["DriverConformance"]
+
+WORKER = "provisioning.testing.conformance_worker"
+
+
+class DriverConformance:
+    """Subclass me (name starting with ``Test``) and implement ``driver_url`` and
+    ``count_machines``."""
+
+    #: None: use the driver class's declared capabilities
+    capabilities: Capabilities | None = None
+    #: seconds a subprocess allocate may take
+    worker_timeout: float = 300.0
+
+    # -- hooks for the subclass ----------------------------------------------------------------
+    def driver_url(self, tmp_path) -> str:
+        raise NotImplementedError("DriverConformance subclasses return their driver URL here")
+
+    def count_machines(self, driver: Driver, name: str) -> int:
+        """How many provider resources exist for machine ``name`` (tagged or named for it)."""
+        raise NotImplementedError("DriverConformance subclasses count provider resources here")
+
+    def config_data(self, tmp_path) -> dict[str, Any]:
+        """Config as plain data (JSON-able): subprocesses rebuild the same Config from it."""
+        return {}
+
+    def machine_options(self, name: str) -> dict[str, Any]:
+        return {}
+
+    def worker_env(self) -> dict[str, str]:
+        """Extra environment for subprocess workers."""
+        return {}
+
+    def delete_behind_back(self, driver: Driver, spec) -> None:
+        """Make the provider forget a machine without touching our state (the default asks the
+        driver to destroy a copy of the spec that is not bound to the store)."""
+        from provisioning.actions import ActionHandler
+        from provisioning.spec import MachineSpec
+
+        loose = MachineSpec(name=spec.name, reference=dict(spec.reference))
+        driver.destroy_machine(ActionHandler().for_machine(spec.name), loose,
+                               self.machine_options(spec.name))
+
+    def cleanup(self, driver: Driver) -> None:
+        """Remove anything left in the warehouse after a test (after every machine in the store
+        has been destroyed)."""
+
+    # -- fixtures ------------------------------------------------------------------------------
+    @pytest.fixture
+    def conformance_config(self, tmp_path) -> Config:
+        return Config(self.config_data(tmp_path), base_dir=str(tmp_path))
+
+    @pytest.fixture
+    def driver(self, tmp_path, conformance_config) -> Driver:
+        return driver_for_url(self.driver_url(tmp_path), conformance_config)
+
+    @pytest.fixture
+    def caps(self, driver) -> Capabilities:
+        return self.capabilities or type(driver).capabilities
+
+    @pytest.fixture
+    def store(self, tmp_path):
+        store = SQLiteStore(tmp_path / "state.db")
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def handler(self) -> RecordingActionHandler:
+        return RecordingActionHandler()
+
+    @pytest.fixture
+    def provisioner(self, store, conformance_config, handler, driver):
+        provisioner = Provisioner(store, config=conformance_config, action_handler=handler,
+                                  lock_wait=60)
+        yield provisioner
+        cleaner = Provisioner(store, config=conformance_config, lock_wait=60)
+        for spec in store.list("machine"):
+            try:
+                cleaner.destroy(spec.name, self.machine_options(spec.name), driver)
+            except Exception as exc:  # report, but keep cleaning the others
+                print(f"conformance cleanup of {spec.name} failed: {exc}", file=sys.stderr)
+        self.cleanup(driver)
+
+    # -- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def require(caps: Capabilities, flag: str) -> None:
+        if not getattr(caps, flag):
+            pytest.skip(f"not applicable: the driver declares {flag}=False")
+
+    def _worker(self, tmp_path, conformance_config, driver, name: str, *,
+                fault: str | None = None) -> subprocess.Popen:
+        job = {"url": driver.driver_url, "config": conformance_config.to_data(),
+               "base_dir": str(tmp_path), "state": str(tmp_path / "state.db"), "name": name,
+               "options": self.machine_options(name), "lock_wait": 120}
+        env = dict(os.environ, **self.worker_env())
+        env.pop(FAULT_ENV, None)
+        if fault:
+            env[FAULT_ENV] = fault
+        return subprocess.Popen([sys.executable, "-m", WORKER, json.dumps(job)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def _up(self, provisioner, caps, driver, name):
+        options = self.machine_options(name)
+        if caps.connectable:
+            return provisioner.up(driver, name, options)
+        provisioner.allocate(driver, name, options)
+        return None
+
+    # -- the cases -----------------------------------------------------------------------------
+    def test_canonical_url_is_stable_and_round_trips(self, driver, conformance_config):
+        url = driver.driver_url
+        assert parse_driver_url(url).scheme == type(driver).scheme
+        assert type(driver).canonicalize_url(url, conformance_config) == url
+        again = driver_for_url(url, conformance_config)
+        assert again.driver_url == url
+        assert str(parse_driver_url(url)) == url
+
+    def test_allocate_twice_gives_one_machine(self, provisioner, driver, handler):
+        first = provisioner.allocate(driver, "conf-twice", self.machine_options("conf-twice"))
+        reference = dict(first.reference)
+        performed_before = len(handler.actions(performed=True))
+        second = provisioner.allocate(driver, "conf-twice", self.machine_options("conf-twice"))
+        assert self.count_machines(driver, "conf-twice") == 1
+        assert second.reference == reference
+        assert len(handler.actions(performed=True)) == performed_before, \
+            "a second allocate of an existing machine must change nothing"
+
+    def test_reference_holds_driver_url(self, provisioner, driver, store):
+        provisioner.allocate(driver, "conf-ref", self.machine_options("conf-ref"))
+        saved = store.get("machine", "conf-ref")
+        assert saved is not None and saved.reference["driver_url"] == driver.driver_url
+        assert "driver_version" in saved.reference
+        json.dumps(saved.reference)  # the reference is plain JSON
+
+    def test_ready_returns_machine_that_executes(self, provisioner, driver, caps):
+        self.require(caps, "connectable")
+        machine = provisioner.up(driver, "conf-ready", self.machine_options("conf-ready"))
+        assert machine is not None
+        result = machine.execute_always("echo conformance-$((6*7))")
+        assert result.ok and result.stdout.strip() == "conformance-42"
+        failed = machine.execute_always("exit 3", check=False)
+        assert failed.exit_status == 3
+        machine.disconnect()
+
+    def test_connect_changes_nothing(self, provisioner, driver, caps, store, handler):
+        self._up(provisioner, caps, driver, "conf-connect")
+        before = store.get("machine", "conf-connect")
+        actions_before = len(handler.actions(performed=True))
+        if caps.connectable:
+            machine = provisioner.connect("conf-connect", self.machine_options("conf-connect"))
+            assert machine.execute_always("true").ok
+            machine.disconnect()
+        else:
+            spec = provisioner.spec("conf-connect")
+            driver.connect_to_machine(spec, self.machine_options("conf-connect"))
+        after = store.get("machine", "conf-connect")
+        assert after.reference == before.reference and after.version == before.version
+        assert len(handler.actions(performed=True)) == actions_before
+        assert self.count_machines(driver, "conf-connect") == 1
+
+    def test_stop_then_ready(self, provisioner, driver, caps):
+        name = "conf-stop"
+        machine = self._up(provisioner, caps, driver, name)
+        if not caps.stoppable:
+            with pytest.raises(UnsupportedOperation):
+                provisioner.stop(name, self.machine_options(name), driver)
+            return
+        if machine is not None:
+            machine.execute_always("echo kept > conformance-marker.txt")
+            machine.disconnect()
+        provisioner.stop(name, self.machine_options(name), driver)
+        assert driver.machine_state(provisioner.spec(name)) in ("stopped", "unknown")
+        machine = provisioner.ready(driver, name, self.machine_options(name))
+        if caps.connectable:
+            assert machine.execute_always("cat conformance-marker.txt").stdout.strip() == "kept"
+            machine.disconnect()
+        assert self.count_machines(driver, name) == 1
+
+    def test_destroy_is_idempotent(self, provisioner, driver, caps, store):
+        name = "conf-destroy"
+        self._up(provisioner, caps, driver, name)
+        provisioner.destroy(name, self.machine_options(name), driver)
+        assert store.get("machine", name) is None
+        assert self.count_machines(driver, name) == 0
+        provisioner.destroy(name, self.machine_options(name), driver)
+        assert store.get("machine", name) is None
+
+    def test_destroy_works_when_resource_is_gone(self, provisioner, driver, caps, store):
+        name = "conf-gone"
+        self._up(provisioner, caps, driver, name)
+        self.delete_behind_back(driver, provisioner.spec(name))
+        assert self.count_machines(driver, name) == 0
+        provisioner.destroy(name, self.machine_options(name), driver)
+        assert store.get("machine", name) is None
+
+    def test_lost_resource_is_reported_and_recreated(self, provisioner, driver, caps, handler):
+        self.require(caps, "detects_lost")
+        name = "conf-lost"
+        self._up(provisioner, caps, driver, name)
+        old = dict(provisioner.spec(name).reference)
+        self.delete_behind_back(driver, provisioner.spec(name))
+        assert driver.machine_state(provisioner.spec(name)) == "missing"
+        machine = self._up(provisioner, caps, driver, name)
+        assert self.count_machines(driver, name) == 1
+        assert provisioner.spec(name).reference != old, "a lost machine must be re-created"
+        if machine is not None:
+            assert machine.execute_always("true").ok
+            machine.disconnect()
+
+    def test_why_run_on_fresh_spec_performs_nothing(self, store, conformance_config, driver, caps):
+        planner = RecordingActionHandler(why_run=True)
+        provisioner = Provisioner(store, config=conformance_config, action_handler=planner)
+        name = "conf-whyrun"
+        result = provisioner.up(driver, name, self.machine_options(name))
+        assert result is None
+        provisioner.stop(name, self.machine_options(name), driver)
+        provisioner.destroy(name, self.machine_options(name), driver)
+        assert store.get("machine", name) is None
+        assert self.count_machines(driver, name) == 0
+        assert planner.actions(), "why-run must still report what it would do"
+        assert not planner.actions(performed=True)
+
+    def test_batch_allocate_and_ready_five(self, provisioner, driver, caps):
+        names = [f"conf-batch-{i}" for i in range(1, 6)]
+        allocated = provisioner.allocate_batch(driver, [(n, self.machine_options(n)) for n in names])
+        assert allocated.ok, allocated.failures
+        for name in names:
+            assert self.count_machines(driver, name) == 1
+            assert provisioner.spec(name).reference["driver_url"] == driver.driver_url
+        if not caps.connectable:
+            return
+        readied = provisioner.run_many("ready", [(driver, n, self.machine_options(n)) for n in names])
+        assert readied.ok, readied.failures
+        for name, outcome in readied.items():
+            assert outcome.value.execute_always(f"echo {name}").stdout.strip() == name
+            outcome.value.disconnect()
+
+    def test_concurrent_allocates_of_one_name_create_one_machine(
+            self, tmp_path, conformance_config, driver, caps, store):
+        self.require(caps, "cross_process")
+        name = "conf-race"
+        workers = [self._worker(tmp_path, conformance_config, driver, name) for _ in range(2)]
+        outputs = [w.communicate(timeout=self.worker_timeout) for w in workers]
+        for worker, (out, err) in zip(workers, outputs):
+            assert worker.returncode == 0, f"worker failed: {out}\n{err}"
+        assert self.count_machines(driver, name) == 1
+        assert store.get("machine", name).reference["driver_url"] == driver.driver_url
+
+    @pytest.mark.parametrize("point", ["after_create", "before_save"])
+    def test_crash_between_create_and_save_is_adopted(
+            self, tmp_path, conformance_config, driver, caps, provisioner, point):
+        self.require(caps, "crash_safe")
+        name = f"conf-crash-{point.replace('_', '-')}"
+        worker = self._worker(tmp_path, conformance_config, driver, name, fault=f"{point}:crash")
+        out, err = worker.communicate(timeout=self.worker_timeout)
+        assert worker.returncode == CRASH_EXIT_CODE, \
+            f"the driver never reached fault point {point!r} (exit {worker.returncode}): {err}"
+        provisioner.allocate(driver, name, self.machine_options(name))
+        assert self.count_machines(driver, name) == 1, "the re-run must adopt, not create twice"
+        assert provisioner.spec(name).reference["driver_url"] == driver.driver_url

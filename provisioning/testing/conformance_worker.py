@@ -1,0 +1,31 @@
+"""Subprocess side of the conformance suite: allocate one machine, then exit.
+
+``python -m provisioning.testing.conformance_worker '{"url": ..., "config": {...}, ...}'``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from provisioning.config import Config
+    from provisioning.lifecycle import Provisioner
+    from provisioning.registry import driver_for_url
+    from provisioning.store.sqlite import SQLiteStore
+
+    job = json.loads(argv[0])
+    config = Config(job["config"], base_dir=job["base_dir"])
+    driver = driver_for_url(job["url"], config)
+    store = SQLiteStore(job["state"])
+    try:
+        Provisioner(store, config=config, lock_wait=float(job.get("lock_wait", 60))).allocate(
+            driver, job["name"], job.get("options") or {})
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
