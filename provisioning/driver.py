@@ -88,8 +88,17 @@ class Driver(abc.ABC):
 
     def validate_driver_options(self) -> None:
         if self.driver_option_fields:
-            raise_problems(validate_options(self.driver_option_fields, self.driver_options,
+            raise_problems(validate_options(self.driver_option_fields, self.options_with_secrets(),
                                             where=f"driver_options[{self.driver_url!r}]"))
+
+    def options_with_secrets(self) -> dict[str, Any]:
+        """``driver_options`` plus the secret fields found in the config's ``credentials`` for
+        this URL (where ``converge init`` puts them: never in cluster files or state). Use it
+        to read a password or API key; never log or save what it returns."""
+        secret = {f.name.split(".")[0] for f in self.driver_option_fields if f.secret}
+        found = {k: v for k, v in self.config.credentials_for(self.driver_url).items()
+                 if k in secret}
+        return {**self.driver_options, **found}
 
     def validate_machine_options(self, machine_options: Mapping[str, Any], *, where: str,
                                  file: str | None = None) -> list:
@@ -151,15 +160,34 @@ class Driver(abc.ABC):
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> DriverDescription:
         """Option fields, and the warehouse's choices (images, sizes, ...) where it has any."""
+        choices = dict(self.list_choices())
+        for item in (*self.driver_option_fields, *self.machine_option_fields):
+            if callable(item.choices_from):
+                choices[item.name] = list(item.choices_from(self))
         return DriverDescription(scheme=self.scheme, driver_url=self.driver_url,
                                  driver_options=list(self.driver_option_fields),
                                  machine_options=list(self.machine_option_fields),
-                                 choices=self.list_choices(),
+                                 choices=choices,
                                  capabilities=self.capabilities.to_dict())
 
     def list_choices(self) -> dict[str, list[Any]]:
         """images, sizes, locations, networks, security_groups: whatever the warehouse lists."""
         return {}
+
+    def choices_for(self, field: OptionField,
+                    listed: Mapping[str, Sequence[Any]] | None = None) -> list[Any] | None:
+        """The values ``field`` accepts: its fixed ``choices``, else what the warehouse lists
+        for its ``choices_from`` (a ``list_choices()`` key, or a function of this driver).
+        None: any value of its type. Pass ``listed`` to reuse one ``list_choices()`` call."""
+        if field.choices is not None:
+            return list(field.choices)
+        source = field.choices_from
+        if source is None:
+            return None
+        if callable(source):
+            return list(source(self))
+        listed = self.list_choices() if listed is None else listed
+        return list(listed[source]) if source in listed else None
 
     def get_private_key(self, name: str) -> "PrivateKey":
         from provisioning.keys import find_private_key

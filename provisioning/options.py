@@ -9,7 +9,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from provisioning.errors import ConfigError, ConfigProblem
 
-__all__ = ["OptionField", "validate_options", "raise_problems", "DriverDescription"]
+__all__ = ["OptionField", "validate_options", "raise_problems", "DriverDescription",
+           "format_choices"]
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
@@ -22,7 +23,9 @@ class OptionField:
     """One option: ``name`` (dotted for nested: ``transport.port``), its type and help.
 
     ``choices`` is a fixed list, or ``choices_from`` names what the warehouse lists
-    (``images``, ``sizes``, ``locations``, ``networks``, ``security_groups``)."""
+    (``images``, ``sizes``, ``locations``, ``networks``, ``security_groups``: a key of
+    ``Driver.list_choices()``), or is a function of the driver giving the list
+    (``choices_from=lambda driver: driver.list_keypairs()``)."""
 
     name: str
     type: str = "str"
@@ -31,7 +34,7 @@ class OptionField:
     secret: bool = False
     help: str = ""
     choices: Sequence[Any] | None = None
-    choices_from: str | None = None
+    choices_from: "str | Callable[[Any], Sequence[Any]] | None" = None
 
     def check(self, value: Any) -> str | None:
         """None when valid, else what is expected."""
@@ -42,14 +45,78 @@ class OptionField:
             return f"expected one of {', '.join(map(str, self.choices))}; got {value!r}"
         return None
 
+    @property
+    def choices_label(self) -> str:
+        """What one choice is called in messages: 'size' for ``choices_from="sizes"``."""
+        source = self.choices_from
+        if isinstance(source, str) and source:
+            return source[:-1] if source.endswith("s") else source
+        return self.name.rsplit(".", 1)[-1]
+
+    def parse(self, raw: Any) -> Any:
+        """An answer typed by a person (text) turned into this field's type, so the wizard and
+        ``--answers`` files accept ``3`` for an int or ``yes`` for a bool. Values that are not
+        text are returned as they are (``check`` judges them). Raises ValueError saying what is
+        expected."""
+        if not isinstance(raw, str):
+            return raw
+        text = raw.strip()
+        if self.type == "str":
+            return text
+        if self.type == "int":
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"expected an integer, got {text!r}") from None
+        if self.type == "float":
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"expected a number, got {text!r}") from None
+        if self.type == "bool":
+            lowered = text.lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(f"expected yes or no, got {text!r}")
+        if self.type in ("list", "dict", "any"):
+            if self.type == "any":
+                return _yaml_value(text) if text else None
+            if self.type == "list" and text and text[:1] != "[":
+                return [part.strip() for part in text.split(",") if part.strip()]
+            value = _yaml_value(text) if text else ([] if self.type == "list" else {})
+            if self.type == "dict" and not isinstance(value, dict):
+                raise ValueError(f"expected a mapping such as {{key: value}}, got {text!r}")
+            if self.type == "list" and not isinstance(value, list):
+                raise ValueError(f"expected a list such as [a, b], got {text!r}")
+            return value
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "type": self.type, "default": self.default,
                "required": self.required, "secret": self.secret, "help": self.help}
         if self.choices is not None:
             out["choices"] = list(self.choices)
         if self.choices_from:
-            out["choices_from"] = self.choices_from
+            out["choices_from"] = (self.choices_from if isinstance(self.choices_from, str)
+                                   else self.name)
         return out
+
+
+_TRUE = frozenset({"y", "yes", "true", "on", "1"})
+_FALSE = frozenset({"n", "no", "false", "off", "0"})
+
+
+def _yaml_value(text: str) -> Any:
+    """One YAML value (flow style): ``{a: 1}``, ``[x, y]``, ``3``. ValueError if it does not parse."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ValueError(f"{problem}: {text!r}") from None
 
 
 def _lookup(options: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
@@ -80,8 +147,7 @@ def validate_options(fields: Sequence[OptionField], options: Mapping[str, Any], 
         if message is None and item.choices_from and choices is not None:
             allowed = list(choices(item.choices_from))
             if allowed and value not in allowed:
-                shown = ", ".join(map(str, allowed[:20])) + (" ..." if len(allowed) > 20 else "")
-                message = f"unknown {item.choices_from[:-1] if item.choices_from.endswith('s') else item.choices_from} {value!r}; choices: {shown}"
+                message = f"unknown {item.choices_label} {value!r}; choices: {format_choices(allowed)}"
         if message:
             problems.append(ConfigProblem(message, file=file, key=key))
     if strict:
@@ -93,6 +159,13 @@ def validate_options(fields: Sequence[OptionField], options: Mapping[str, Any], 
                 problems.append(ConfigProblem(f"unknown option {key!r}{hint}", file=file,
                                               key=f"{where}.{key}"))
     return problems
+
+
+def format_choices(allowed: Sequence[Any], limit: int = 20) -> str:
+    """``a, b, c`` (the first ``limit``, then how many more) for error messages and prompts."""
+    items = [str(a) for a in allowed]
+    shown = ", ".join(items[:limit])
+    return shown + (f" ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
 def raise_problems(problems: list[ConfigProblem]) -> None:
