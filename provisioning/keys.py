@@ -60,13 +60,13 @@ class PrivateKey:
 
     @property
     def kind(self) -> str:
-        from cryptography.hazmat.primitives.asymmetric import ecdsa, ed25519, rsa
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
         if isinstance(self.key, ed25519.Ed25519PrivateKey):
             return "ed25519"
         if isinstance(self.key, rsa.RSAPrivateKey):
             return "rsa"
-        if isinstance(self.key, ecdsa.EllipticCurvePrivateKey):
+        if isinstance(self.key, ec.EllipticCurvePrivateKey):
             return "ecdsa"
         return type(self.key).__name__
 

@@ -121,4 +121,8 @@ def driver_for_url(url: str, config: "Config | None" = None) -> "Driver":
     if parse_driver_url(canonical).scheme != parsed.scheme:
         raise ConfigError(f"driver for {parsed.scheme!r} canonicalized {url!r} to another scheme "
                           f"({canonical!r}); this is a bug in that driver", key="driver")
+    given = str(parsed)
+    if given != canonical and config.driver_options_for(given):
+        merged = config.driver_options_for(given, url, canonical)
+        config = config.with_data({"driver_options": {canonical: merged}})
     return cls.from_url(canonical, config)

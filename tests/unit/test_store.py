@@ -1,0 +1,119 @@
+"""The SQLite and memory stores: entries, versions, locks (also across processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from provisioning.errors import ConfigError, StateConflict, StateLocked
+from provisioning.spec import MachineSpec
+from provisioning.store import mask_url, open_store
+from provisioning.store.memory import MemoryStore
+from provisioning.store.sqlite import SQLiteStore
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request, tmp_path):
+    s = SQLiteStore(tmp_path / "state.db") if request.param == "sqlite" else MemoryStore()
+    yield s
+    s.close()
+
+
+def test_save_get_list_delete(store):
+    spec = MachineSpec("web-1", {"driver_url": "fake:/x", "id": "é"}, store=store)
+    spec.save()
+    got = store.get("machine", "web-1")
+    assert isinstance(got, MachineSpec) and got.reference == spec.reference and got.version == 1
+    assert [e.name for e in store.list("machine")] == ["web-1"]
+    store.delete("machine", "web-1")
+    assert store.get("machine", "web-1") is None
+
+
+def test_stale_save_is_a_conflict(store):
+    MachineSpec("a", {"driver_url": "fake:"}, store=store).save()
+    one, two = store.get("machine", "a"), store.get("machine", "a")
+    one.reference["x"] = 1
+    one.save()
+    two.reference["x"] = 2
+    with pytest.raises(StateConflict):
+        two.save()
+
+
+def test_reference_needs_driver_url_and_no_secrets(store):
+    with pytest.raises(ConfigError, match="driver_url"):
+        MachineSpec("a", {"id": 1}, store=store).save()
+    with pytest.raises(ConfigError, match="secret"):
+        MachineSpec("a", {"driver_url": "x:", "transport": {"password": "p"}}, store=store).save()
+
+
+def test_lock_names_holder_and_expires(store):
+    with store.lock("web-1", ttl=0.3):
+        with pytest.raises(StateLocked) as info:
+            store.lock("web-1", ttl=0.3)
+        assert info.value.holder["pid"] == os.getpid()
+        assert str(os.getpid()) in str(info.value)
+    with store.lock("web-1", ttl=0.3):
+        pass
+
+
+def test_lock_heartbeat_keeps_it_and_expiry_frees_it(store):
+    held = store.lock("web-2", ttl=0.3)
+    time.sleep(0.8)  # well past the ttl: the heartbeat renewed it
+    with pytest.raises(StateLocked):
+        store.lock("web-2", ttl=0.3)
+    held._stop.set()  # simulate a frozen runner: no more heartbeats
+    time.sleep(0.5)
+    with store.lock("web-2", ttl=0.3):
+        pass
+
+
+def test_sqlite_file_is_private_and_wal(tmp_path):
+    store = SQLiteStore(tmp_path / "sub" / "state.db")
+    MachineSpec("a", {"driver_url": "x:"}, store=store).save()
+    assert stat.S_IMODE(os.stat(tmp_path / "sub" / "state.db").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "sub").st_mode) == 0o700
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_lock_of_a_killed_process_frees_at_once(tmp_path):
+    path = tmp_path / "state.db"
+    code = textwrap.dedent(f"""
+        import sys, time
+        from provisioning.store.sqlite import SQLiteStore
+        s = SQLiteStore({str(path)!r}); s.lock("web-1", ttl=600)
+        print("locked", flush=True); time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    store = SQLiteStore(path)
+    with pytest.raises(StateLocked) as info:
+        store.lock("web-1")
+    assert info.value.holder["pid"] == proc.pid
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with store.lock("web-1", wait=5):
+        pass
+    store.close()
+
+
+def test_store_urls_and_masking(tmp_path):
+    assert isinstance(open_store("memory:"), MemoryStore)
+    assert isinstance(open_store(str(tmp_path / "s.db")), SQLiteStore)
+    assert isinstance(open_store(None, base_dir=str(tmp_path)), SQLiteStore)
+    assert os.path.exists(tmp_path / ".provisioning" / "state.db")
+    with pytest.raises(ConfigError, match="unknown state URL"):
+        open_store("redis://u:pw@h/0")
+    assert mask_url("postgresql://bob:hunter2@db/x") == "postgresql://bob:***@db/x"
+
+
+def test_store_id_is_stable(tmp_path):
+    first = SQLiteStore(tmp_path / "s.db").store_id
+    assert SQLiteStore(tmp_path / "s.db").store_id == first and len(first) == 16
