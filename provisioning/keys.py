@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -183,8 +184,22 @@ def ensure_private_key(config: "Config | None", name: str, directory: str, *,
         return find_private_key(config, name)
     except ConfigError:
         path = os.path.join(directory, name)
-        if os.path.exists(path):
-            with open(path, "rb") as handle:
-                return load_private_key(handle.read(), name=name, path=path,
-                                        passphrase=_passphrase(config, name))
-        return generate_private_key(path, name=name, kind=kind)
+        if not os.path.exists(path):
+            # generate beside it, then link into place: when two runs race, one key wins and
+            # both use it (a replace would leave the loser's public key in authorized_keys)
+            tmp = f"{path}.new-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            fresh = generate_private_key(tmp, name=name, kind=kind)
+            try:
+                os.link(tmp, path)
+                os.replace(f"{tmp}.pub", f"{path}.pub")
+                fresh.path = os.path.abspath(path)
+                return fresh
+            except FileExistsError:
+                pass
+            finally:
+                for leftover in (tmp, f"{tmp}.pub"):
+                    if os.path.exists(leftover):
+                        os.unlink(leftover)
+        with open(path, "rb") as handle:
+            return load_private_key(handle.read(), name=name, path=path,
+                                    passphrase=_passphrase(config, name))

@@ -93,3 +93,13 @@ def test_ensure_generates_once(tmp_path):
     first = ensure_private_key(None, "machine", str(tmp_path))
     second = ensure_private_key(None, "machine", str(tmp_path))
     assert first.fingerprint == second.fingerprint
+
+
+def test_ensure_under_a_race_gives_every_caller_the_same_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: ensure_private_key(None, "shared", str(tmp_path)), range(8)))
+    assert len({k.fingerprint for k in keys}) == 1
+    assert (tmp_path / "shared.pub").read_text().split()[1] == keys[0].public_openssh.split()[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared", "shared.pub"]
