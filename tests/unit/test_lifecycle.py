@@ -1,0 +1,64 @@
+"""Provisioner: locks, state saved with last action and error, faults, why-run."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioning.actions import RecordingActionHandler
+from provisioning.config import Config
+from provisioning.errors import MachineNotFound, ProviderError, StateLocked
+from provisioning.lifecycle import Provisioner, connect_to_machine
+from provisioning.registry import driver_for_url
+from provisioning.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+def setup(tmp_path):
+    config = Config({"state": str(tmp_path / "state.db")}, base_dir=str(tmp_path))
+    store = SQLiteStore(tmp_path / "state.db")
+    driver = driver_for_url("fake:", config)
+    yield Provisioner(store, config=config, action_handler=RecordingActionHandler()), driver, store
+    store.close()
+
+
+def test_failure_is_saved_as_last_error_and_rerun_recovers(setup, monkeypatch):
+    provisioner, driver, store = setup
+    monkeypatch.setenv("PROVISIONING_FAULT", "during_ready:fail")
+    with pytest.raises(ProviderError, match="during_ready"):
+        provisioner.up(driver, "web-1")
+    saved = store.get("machine", "web-1")
+    assert saved.last_action == "ready" and "during_ready" in saved.last_error
+    monkeypatch.delenv("PROVISIONING_FAULT")
+    machine = provisioner.up(driver, "web-1")
+    assert machine.execute("echo ok").stdout == "ok\n"
+    saved = store.get("machine", "web-1")
+    assert saved.last_error is None and saved.last_action == "ready"
+    assert driver.warehouse.counters()["creates"] == 1
+
+
+def test_a_held_lock_stops_a_second_runner(setup):
+    provisioner, driver, store = setup
+    with store.lock("web-1"):
+        with pytest.raises(StateLocked):
+            provisioner.allocate(driver, "web-1")
+    assert driver.warehouse.counters()["creates"] == 0
+
+
+def test_connect_to_machine_by_name_uses_the_saved_driver_url(setup, tmp_path):
+    provisioner, driver, store = setup
+    provisioner.up(driver, "db")
+    machine = connect_to_machine("db", provisioner.config)
+    assert machine.execute("pwd").stdout.strip().startswith(str(tmp_path))
+    with pytest.raises(MachineNotFound, match="converge up ghost"):
+        connect_to_machine("ghost", provisioner.config)
+
+
+def test_why_run_plans_without_locks_or_state(setup):
+    _, driver, store = setup
+    planner = Provisioner(store, config=setup[0].config,
+                          action_handler=RecordingActionHandler(why_run=True))
+    with store.lock("web-9"):  # why-run must not even need the lock
+        assert planner.up(driver, "web-9") is None
+    assert store.list("machine") == []
+    assert [str(e) for e in planner.action_handler.actions()] == [
+        "[web-9] would create server (small, fake-linux)"]
