@@ -1,0 +1,438 @@
+"""PostgresStore: state shared by many runners on many hosts (``--state postgresql://...``).
+
+The password comes from the URL, ``PGPASSWORD`` or a pgpass file (libpq reads them); it is never
+shown: ``url`` is masked, and every error text is scrubbed of it.
+
+Schema: tables prefixed ``provisioning_``, versioned in ``provisioning_schema`` (one row per
+applied migration). Opening a store applies missing migrations under an advisory lock (so many
+runners starting at once migrate once); a schema newer than this code is refused.
+
+Locks are leases (the base class heartbeats them) that also die with their holder's session:
+every store connection holds a session-level advisory lock on a random key, and a lease records
+that key. When a runner dies (kill -9) its connection closes, the server drops the advisory
+lock, and the lease is free at once; when the network is lost instead, the lease expires after
+its TTL (the server's clock decides, so hosts' clocks need not agree).
+
+Work splitting for many runners (``provisioning.claims``) uses ``provisioning_runs`` and
+``provisioning_work`` with ``FOR UPDATE SKIP LOCKED``: a claim never waits on another runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import threading
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+import psycopg.errors
+
+from provisioning.errors import StateConflict, StateError
+from provisioning.faults import checkpoint
+from provisioning.store import mask_url
+from provisioning.store.base import ManagedEntryStore, holder_is_dead
+
+__all__ = ["PostgresStore", "SCHEMA_VERSION", "MIGRATIONS", "masked_url"]
+
+T = TypeVar("T")
+
+#: first half of every advisory-lock key we take ('prov'), so ours never clash with others'
+ADVISORY_NAMESPACE = 0x70726F76
+#: the second half used for the schema-migration lock
+_MIGRATION_KEY = 0
+
+#: (version, description, SQL), applied in order; never edit a released one, append instead
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "entries, metadata and lock leases", """
+        CREATE TABLE provisioning_meta (key text PRIMARY KEY, value text NOT NULL);
+        CREATE TABLE provisioning_entries (
+            kind text NOT NULL, name text NOT NULL, data text NOT NULL,
+            version integer NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (kind, name));
+        CREATE TABLE provisioning_locks (
+            name text PRIMARY KEY, token text NOT NULL, holder jsonb NOT NULL,
+            session_key integer NOT NULL, expires_at timestamptz NOT NULL);
+    """),
+    (2, "runs and work claims for many runners", """
+        CREATE TABLE provisioning_runs (
+            run_key text NOT NULL, generation integer NOT NULL, operation text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            touched_at timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz, PRIMARY KEY (run_key, generation));
+        CREATE TABLE provisioning_work (
+            run_key text NOT NULL, generation integer NOT NULL, name text NOT NULL,
+            state text NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'claimed', 'done', 'failed')),
+            token text, holder jsonb, session_key integer, expires_at timestamptz,
+            claimed_at timestamptz, done_at timestamptz, error text,
+            PRIMARY KEY (run_key, generation, name),
+            FOREIGN KEY (run_key, generation) REFERENCES provisioning_runs ON DELETE CASCADE);
+    """),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+#: SQL true when the session holding advisory key ``{col}`` is still connected
+_SESSION_ALIVE = """EXISTS (SELECT 1 FROM pg_locks pl WHERE pl.locktype = 'advisory'
+    AND pl.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND pl.classid = {ns}::oid AND pl.objid = {col}::oid AND pl.objsubid = 2 AND pl.granted)"""
+
+
+def _alive(column: str) -> str:
+    return _SESSION_ALIVE.format(ns=ADVISORY_NAMESPACE, col=column)
+
+
+def masked_url(url: str) -> str:
+    """The URL with a password in the user part or a ``password=`` parameter masked."""
+    return mask_url(re.sub(r"([?&]password=)[^&]*", r"\1***", url))
+
+
+def _url_password(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.password:
+        return unquote(parts.password)
+    values = parse_qs(parts.query).get("password")
+    return values[0] if values else None
+
+
+class PostgresStore(ManagedEntryStore):
+    """Entries and leases in PostgreSQL; safe across threads, processes and hosts."""
+
+    supports_claims = True
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+        self._raw_url = url if not url.startswith("postgres://") else "postgresql://" + url[11:]
+        self.url = masked_url(url)
+        self._secrets = [s for s in (_url_password(url), os.environ.get("PGPASSWORD")) if s]
+        self._connect_timeout = connect_timeout
+        self._mutex = threading.RLock()
+        self._conn: psycopg.Connection | None = None
+        self.session_key = 0
+        with self._mapped("open"):
+            self._connect()
+            self._migrate()
+
+    # -- errors: the one boundary where psycopg's exceptions become ours ---------------------
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def _mapped(self, doing: str) -> Iterator[None]:
+        """Translate psycopg errors (most specific first), always masking the password."""
+        try:
+            yield
+        except StateError:
+            raise
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StateError(self._scrub(
+                f"the PostgreSQL state at {self.url} refused to {doing}: {exc}; grant the user "
+                "CREATE and USAGE on the database's schema, or use another database")) from exc
+        except psycopg.errors.UntranslatableCharacter as exc:
+            raise StateError(self._scrub(f"cannot {doing}: {exc}")) from exc
+        except psycopg.DataError as exc:
+            raise StateError(self._scrub(f"cannot {doing}: {exc} (names and values must be "
+                                         "valid UTF-8 text without NUL characters)")) from exc
+        except psycopg.OperationalError as exc:
+            self._drop_connection()
+            raise StateError(self._scrub(
+                f"cannot reach the PostgreSQL state at {self.url} to {doing}: "
+                f"{' '.join(str(exc).split())}; check host, port, database, user and password "
+                "(in the URL, PGPASSWORD or ~/.pgpass)")) from exc
+        except psycopg.Error as exc:
+            raise StateError(self._scrub(
+                f"the PostgreSQL state at {self.url} failed to {doing}: {exc}")) from exc
+
+    # -- connection --------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(
+            self._raw_url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout)),
+            application_name="provisioning", keepalives=1, keepalives_idle=10,
+            keepalives_interval=5, keepalives_count=3)
+        # the session key: held as long as this connection lives; leases record it
+        for _ in range(20):
+            key = random.randint(1, 2**31 - 1)
+            if conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                            (ADVISORY_NAMESPACE, key)).fetchone()[0]:
+                break
+        else:  # pragma: no cover - 20 collisions in 2**31 keys
+            raise StateError("could not pick a free session key in the PostgreSQL state")
+        self._conn, self.session_key = conn, key
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _db(self) -> psycopg.Connection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self._drop_connection()
+            conn = self._connect()
+        return conn
+
+    def _run(self, doing: str, fn: Callable[[psycopg.Connection], T], *, tx: bool = True) -> T:
+        """Run ``fn`` on the connection, in one transaction unless ``tx`` is False."""
+        with self._mutex, self._mapped(doing):
+            conn = self._db()
+            if not tx:
+                return fn(conn)
+            with conn.transaction():
+                return fn(conn)
+
+    def _migrate(self) -> None:
+        def migrate(conn: psycopg.Connection) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                         (ADVISORY_NAMESPACE, _MIGRATION_KEY))
+            conn.execute("CREATE TABLE IF NOT EXISTS provisioning_schema ("
+                         "version integer PRIMARY KEY, description text NOT NULL, "
+                         "applied_at timestamptz NOT NULL DEFAULT now())")
+            current = conn.execute("SELECT coalesce(max(version), 0) FROM provisioning_schema"
+                                   ).fetchone()[0]
+            if current > SCHEMA_VERSION:
+                from provisioning import __version__
+
+                raise StateError(
+                    f"the PostgreSQL state at {self.url} has schema version {current}, newer than "
+                    f"this provisioning {__version__} knows ({SCHEMA_VERSION}); upgrade "
+                    "provisioning on this runner (pip install -U provisioning)")
+            for version, description, sql in MIGRATIONS:
+                if version > current:
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO provisioning_schema (version, description) "
+                                 "VALUES (%s, %s)", (version, description))
+        self._run("create or upgrade its schema", migrate)
+
+    def schema_version(self) -> int:
+        return self._run("read the schema version", lambda c: c.execute(
+            "SELECT coalesce(max(version), 0) FROM provisioning_schema").fetchone()[0], tx=False)
+
+    # -- entries -----------------------------------------------------------------------------
+    def _load(self, kind, name):
+        row = self._run(f"read {kind} {name!r}", lambda c: c.execute(
+            "SELECT data, version FROM provisioning_entries WHERE kind = %s AND name = %s",
+            (kind, name)).fetchone(), tx=False)
+        return (row[0], row[1]) if row else None
+
+    def _store(self, kind, name, data, expected_version):
+        def write(conn: psycopg.Connection) -> int:
+            if expected_version == 0:
+                row = conn.execute(
+                    "INSERT INTO provisioning_entries (kind, name, data, version) "
+                    "VALUES (%s, %s, %s, 1) ON CONFLICT (kind, name) DO NOTHING RETURNING version",
+                    (kind, name, data)).fetchone()
+            else:
+                row = conn.execute(
+                    "UPDATE provisioning_entries SET data = %s, version = version + 1, "
+                    "updated_at = now() WHERE kind = %s AND name = %s AND version = %s "
+                    "RETURNING version", (data, kind, name, expected_version)).fetchone()
+            if row is None:
+                now = conn.execute("SELECT version FROM provisioning_entries WHERE kind = %s "
+                                   "AND name = %s", (kind, name)).fetchone()
+                raise StateConflict(f"{kind} {name!r} changed since it was read (version "
+                                    f"{now[0] if now else 0}, expected {expected_version}); "
+                                    "re-read and retry")
+            checkpoint("mid_save", machine=name)  # crash tests: die inside the transaction
+            return row[0]
+        return self._run(f"save {kind} {name!r}", write)
+
+    def _remove(self, kind, name):
+        self._run(f"delete {kind} {name!r}", lambda c: c.execute(
+            "DELETE FROM provisioning_entries WHERE kind = %s AND name = %s", (kind, name)),
+            tx=False)
+
+    def _names(self, kind):
+        rows = self._run(f"list {kind} entries", lambda c: c.execute(
+            "SELECT name, data, version FROM provisioning_entries WHERE kind = %s "
+            'ORDER BY name COLLATE "C"', (kind,)).fetchall(), tx=False)
+        return [tuple(r) for r in rows]
+
+    def kinds(self) -> list[str]:
+        """Every kind that has entries (for export)."""
+        rows = self._run("list kinds", lambda c: c.execute(
+            'SELECT DISTINCT kind FROM provisioning_entries ORDER BY kind COLLATE "C"').fetchall(),
+            tx=False)
+        return [r[0] for r in rows]
+
+    def _meta(self, key, default=None):
+        def get(conn: psycopg.Connection) -> str | None:
+            if default is not None:
+                conn.execute("INSERT INTO provisioning_meta (key, value) VALUES (%s, %s) "
+                             "ON CONFLICT (key) DO NOTHING", (key, default))
+            row = conn.execute("SELECT value FROM provisioning_meta WHERE key = %s",
+                               (key,)).fetchone()
+            return row[0] if row else None
+        return self._run(f"read setting {key!r}", get)
+
+    # -- leases ------------------------------------------------------------------------------
+    def _try_acquire(self, name, token, holder, ttl):
+        from psycopg.types.json import Jsonb
+
+        def take(conn: psycopg.Connection) -> dict[str, Any] | None:
+            row = conn.execute(
+                "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
+                " VALUES (%(n)s, %(t)s, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s')"
+                " ON CONFLICT (name) DO UPDATE SET token = excluded.token, holder = excluded.holder,"
+                " session_key = excluded.session_key, expires_at = excluded.expires_at"
+                f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
+                " RETURNING token",
+                {"n": name, "t": token, "h": Jsonb(holder), "k": self.session_key,
+                 "ttl": float(ttl)}).fetchone()
+            if row is not None:
+                return None
+            current = conn.execute("SELECT holder, token FROM provisioning_locks WHERE name = %s",
+                                   (name,)).fetchone()
+            if current is None:  # released between the two statements: try once more
+                return take(conn)
+            if holder_is_dead(current[0]):  # our host, its process gone: free it now
+                conn.execute("DELETE FROM provisioning_locks WHERE name = %s AND token = %s",
+                             (name, current[1]))
+                return take(conn)
+            return current[0]
+        return self._run(f"lock {name!r}", take)
+
+    def _renew(self, name, token, ttl):
+        self._run(f"renew the lock on {name!r}", lambda c: c.execute(
+            "UPDATE provisioning_locks SET expires_at = clock_timestamp() + %s * interval '1s', "
+            "session_key = %s WHERE name = %s AND token = %s",
+            (float(ttl), self.session_key, name, token)), tx=False)
+
+    def _release(self, name, token):
+        self._run(f"release the lock on {name!r}", lambda c: c.execute(
+            "DELETE FROM provisioning_locks WHERE name = %s AND token = %s", (name, token)),
+            tx=False)
+
+    def locks(self):
+        rows = self._run("list locks", lambda c: c.execute(
+            "SELECT name, holder FROM provisioning_locks l WHERE expires_at > clock_timestamp() "
+            f'AND {_alive("l.session_key")} ORDER BY name COLLATE "C"').fetchall(), tx=False)
+        return {name: holder for name, holder in rows}
+
+    # -- work claims (used by provisioning.claims) -------------------------------------------
+    def join_run(self, run_key: str, operation: str, names: Sequence[str],
+                 fresh_within: float) -> int:
+        """The generation of ``run_key`` to work on: the unfinished one touched within
+        ``fresh_within`` seconds, else a new one with every name pending."""
+        def join(conn: psycopg.Connection) -> int:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                         (ADVISORY_NAMESPACE, run_key))
+            row = conn.execute(
+                "SELECT generation, touched_at > clock_timestamp() - %s * interval '1s' "
+                "FROM provisioning_runs WHERE run_key = %s AND finished_at IS NULL "
+                "ORDER BY generation DESC LIMIT 1", (float(fresh_within), run_key)).fetchone()
+            if row is not None and row[1]:
+                return row[0]
+            conn.execute("UPDATE provisioning_runs SET finished_at = now() WHERE run_key = %s "
+                         "AND finished_at IS NULL", (run_key,))
+            generation = conn.execute("SELECT coalesce(max(generation), 0) + 1 FROM "
+                                      "provisioning_runs WHERE run_key = %s",
+                                      (run_key,)).fetchone()[0]
+            conn.execute("DELETE FROM provisioning_runs WHERE run_key = %s AND generation < %s",
+                         (run_key, generation))
+            conn.execute("INSERT INTO provisioning_runs (run_key, generation, operation) "
+                         "VALUES (%s, %s, %s)", (run_key, generation, operation))
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO provisioning_work (run_key, generation, name) "
+                                "VALUES (%s, %s, %s)", [(run_key, generation, n) for n in names])
+            return generation
+        return self._run(f"join run {run_key}", join)
+
+    def claim_next(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
+                   ttl: float) -> str | None:
+        """Claim one pending (or abandoned) name of the run, skipping rows other runners are
+        claiming right now; None when nothing is claimable."""
+        from psycopg.types.json import Jsonb
+
+        def claim(conn: psycopg.Connection) -> str | None:
+            row = conn.execute(
+                "WITH next AS (SELECT name FROM provisioning_work w WHERE run_key = %(r)s"
+                " AND generation = %(g)s AND (state = 'pending' OR (state = 'claimed' AND"
+                f" (expires_at <= clock_timestamp() OR NOT {_alive('w.session_key')})))"
+                " ORDER BY state = 'claimed', name COLLATE \"C\" LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                " UPDATE provisioning_work w SET state = 'claimed', token = %(t)s, holder = %(h)s,"
+                " session_key = %(k)s, claimed_at = now(), error = NULL,"
+                " expires_at = clock_timestamp() + %(ttl)s * interval '1s'"
+                " FROM next WHERE w.run_key = %(r)s AND w.generation = %(g)s"
+                " AND w.name = next.name RETURNING w.name",
+                {"r": run_key, "g": generation, "t": token, "h": Jsonb(holder),
+                 "k": self.session_key, "ttl": float(ttl)}).fetchone()
+            if row is not None:
+                conn.execute("UPDATE provisioning_runs SET touched_at = now() WHERE run_key = %s"
+                             " AND generation = %s", (run_key, generation))
+            return row[0] if row else None
+        return self._run("claim work", claim)
+
+    def finish_claim(self, run_key: str, generation: int, name: str, token: str,
+                     error: str | None = None) -> bool:
+        """Mark our claim done (or failed); False if another runner took it over meanwhile."""
+        def finish(conn: psycopg.Connection) -> bool:
+            row = conn.execute(
+                "UPDATE provisioning_work SET state = %s, error = %s, done_at = now(), "
+                "expires_at = NULL WHERE run_key = %s AND generation = %s AND name = %s AND "
+                "token = %s AND state = 'claimed' RETURNING name",
+                ("failed" if error else "done", self._scrub(error)[:2000] if error else None,
+                 run_key, generation, name, token)).fetchone()
+            open_rows = conn.execute(
+                "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
+                "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0]
+            conn.execute("UPDATE provisioning_runs SET touched_at = now(), finished_at = "
+                         "CASE WHEN %s = 0 THEN now() END WHERE run_key = %s AND generation = %s",
+                         (open_rows, run_key, generation))
+            return row is not None
+        return self._run(f"finish work on {name!r}", finish)
+
+    def renew_claims(self, token: str, ttl: float) -> None:
+        self._run("renew claims", lambda c: c.execute(
+            "UPDATE provisioning_work SET expires_at = clock_timestamp() + %s * interval '1s', "
+            "session_key = %s WHERE token = %s AND state = 'claimed'",
+            (float(ttl), self.session_key, token)), tx=False)
+
+    def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
+        """name -> {state, holder, error, live} for one run."""
+        rows = self._run("read run progress", lambda c: c.execute(
+            "SELECT name, state, holder, error, state = 'claimed' AND expires_at > "
+            f"clock_timestamp() AND {_alive('w.session_key')} FROM provisioning_work w "
+            'WHERE run_key = %s AND generation = %s ORDER BY name COLLATE "C"',
+            (run_key, generation)).fetchall(), tx=False)
+        return {r[0]: {"state": r[1], "holder": r[2], "error": r[3], "live": r[4]} for r in rows}
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Unfinished runs with their counts and who claims what (for ``status``)."""
+        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            out = []
+            for key, gen, op, created, touched in conn.execute(
+                    "SELECT run_key, generation, operation, created_at, touched_at FROM "
+                    "provisioning_runs WHERE finished_at IS NULL ORDER BY created_at").fetchall():
+                counts = dict(conn.execute(
+                    "SELECT state, count(*) FROM provisioning_work WHERE run_key = %s AND "
+                    "generation = %s GROUP BY state", (key, gen)).fetchall())
+                claimed = {n: h for n, h in conn.execute(
+                    "SELECT name, holder FROM provisioning_work w WHERE run_key = %s AND "
+                    "generation = %s AND state = 'claimed' AND expires_at > clock_timestamp() "
+                    f'AND {_alive("w.session_key")} ORDER BY name COLLATE "C"',
+                    (key, gen)).fetchall()}
+                out.append({"run": key, "generation": gen, "operation": op,
+                            "created_at": created.isoformat(), "touched_at": touched.isoformat(),
+                            "counts": counts, "claimed": claimed})
+            return out
+        return self._run("list runs", read)
+
+    def close(self) -> None:
+        with self._mutex:
+            self._drop_connection()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    def __getstate__(self) -> dict[str, Any]:  # never pickle a password along
+        raise TypeError("a PostgresStore cannot be pickled; open one per process with its URL")
+
+    def describe(self) -> dict[str, Any]:
+        """Plain facts for ``status``: masked URL, schema version."""
+        return {"url": self.url, "schema_version": self.schema_version(),
+                "store_id": self.store_id}
