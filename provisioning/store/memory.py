@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from provisioning.errors import StateConflict
+from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead
 
 __all__ = ["MemoryStore"]
@@ -31,6 +32,7 @@ class MemoryStore(ManagedEntryStore):
             if version != expected_version:
                 raise StateConflict(f"{kind} {name!r} changed since it was read (version "
                                     f"{version}, expected {expected_version}); re-read and retry")
+            checkpoint("mid_save", machine=name)  # fault tests: fail before the write lands
             self._entries[(kind, name)] = (data, version + 1)
             return version + 1
 

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, TypeVar
 
 from provisioning.errors import StateConflict, StateError
+from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead
 
 __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
@@ -102,6 +103,7 @@ class SQLiteStore(ManagedEntryStore):
                                     f", expected {expected_version}); re-read and retry")
             db.execute("INSERT OR REPLACE INTO entries (kind, name, data, version, updated_at) "
                        "VALUES (?, ?, ?, ?, ?)", (kind, name, data, version + 1, time.time()))
+            checkpoint("mid_save", machine=name)  # crash tests: die inside the transaction
             return version + 1
         return self._tx(write)
 

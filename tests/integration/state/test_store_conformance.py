@@ -1,0 +1,290 @@
+"""One conformance class, run against every store: memory, SQLite and PostgreSQL.
+
+Cross-process behaviour (crash mid-save, concurrent writers, a killed lock holder) runs in real
+separate processes for the stores that outlive a process; the memory store, which lives in one
+process, runs the same checks with threads and an injected in-process failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from provisioning.errors import ProviderError, StateConflict, StateLocked
+from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
+from provisioning.spec import MachineSpec
+from provisioning.store import open_store
+from provisioning.store.base import ManagedEntryStore
+from provisioning.store.memory import MemoryStore
+
+WORKER = os.path.join(os.path.dirname(__file__), "store_worker.py")
+
+UNICODE_NAMES = ["wéb-1", "сервер-2", "机器-٣", "🚀-rocket", "a b/c:d", "e\u0301-combining",
+                 "Z-upper", "naïve'quote\"double"]
+
+
+def worker(url: str, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    full = dict(os.environ, STORE_URL=url, **(env or {}))
+    return subprocess.Popen([sys.executable, WORKER, *args], env=full, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+class StoreConformance:
+    """Subclasses provide ``url`` (a fixture) and may set ``shared = False`` (memory)."""
+
+    #: the store outlives a process and is shared between processes
+    shared = True
+
+    @pytest.fixture
+    def store(self, url: str):
+        store = self.open(url)
+        yield store
+        store.close()
+
+    def open(self, url: str) -> ManagedEntryStore:
+        return open_store(url)
+
+    # -- entries -----------------------------------------------------------------------------
+    def test_save_get_list_delete(self, store):
+        assert store.get("machine", "web-1") is None
+        spec = MachineSpec("web-1", {"driver_url": "fake:/x", "id": 7}, store=store)
+        spec.last_action = "allocate"
+        spec.save()
+        MachineSpec("web-2", {"driver_url": "fake:/x", "id": 8}, store=store).save()
+        got = store.get("machine", "web-1")
+        assert isinstance(got, MachineSpec)
+        assert (got.reference, got.last_action, got.version) == ({"driver_url": "fake:/x",
+                                                                  "id": 7}, "allocate", 1)
+        assert [e.name for e in store.list("machine")] == ["web-1", "web-2"]
+        assert store.list("image") == []
+        got.reference["id"] = 9
+        got.save()
+        assert store.get("machine", "web-1").reference["id"] == 9
+        assert store.get("machine", "web-1").version == 2
+        store.delete("machine", "web-1")
+        store.delete("machine", "never-saved")  # deleting a missing entry is fine
+        assert store.get("machine", "web-1") is None
+        assert [e.name for e in store.list("machine")] == ["web-2"]
+
+    def test_stale_save_is_a_conflict(self, store):
+        MachineSpec("a", {"driver_url": "fake:/x", "n": 0}, store=store).save()
+        first, second = store.get("machine", "a"), store.get("machine", "a")
+        first.reference["n"] = 1
+        first.save()
+        second.reference["n"] = 2
+        with pytest.raises(StateConflict, match="changed since it was read"):
+            second.save()
+        fresh = store.get("machine", "a")
+        assert fresh.reference["n"] == 1
+        fresh.reference["n"] = 2
+        fresh.save()
+        assert store.get("machine", "a").version == 3
+        new_twice = MachineSpec("b", {"driver_url": "fake:/x"}, store=store)
+        MachineSpec("b", {"driver_url": "fake:/x"}, store=store).save()
+        with pytest.raises(StateConflict):
+            new_twice.save()
+
+    def test_unicode_names(self, store):
+        for index, name in enumerate(UNICODE_NAMES):
+            MachineSpec(name, {"driver_url": "fake:/x", "label": name * 2, "i": index},
+                        store=store).save()
+        assert [e.name for e in store.list("machine")] == sorted(UNICODE_NAMES)
+        for index, name in enumerate(UNICODE_NAMES):
+            got = store.get("machine", name)
+            assert got.reference == {"driver_url": "fake:/x", "label": name * 2, "i": index}
+        with store.lock(UNICODE_NAMES[3], 10):
+            assert UNICODE_NAMES[3] in store.locks()
+
+    def test_large_reference(self, store):
+        big = {"driver_url": "fake:/x", "blob": "x" * 4_000_000, "lines": ["ä€🚀"] * 50_000,
+               "nested": {"deep": [{"i": i, "s": str(i) * 10} for i in range(5_000)]},
+               "control": "tab\tnewline\nbell\x07nul\x00"}
+        MachineSpec("big", big, store=store).save()
+        assert store.get("machine", "big").reference == big
+        assert store.list("machine")[0].reference == big
+
+    def test_store_id_is_stable(self, url, store):
+        first = store.store_id
+        assert len(first) >= 8
+        if self.shared:
+            other = self.open(url)
+            try:
+                assert other.store_id == first
+            finally:
+                other.close()
+
+    # -- locks -------------------------------------------------------------------------------
+    def test_lock_names_its_holder(self, store, url):
+        other = self.open(url) if self.shared else store
+        try:
+            with store.lock("web-1", 10, holder={"host": "ci-7", "pid": 4242,
+                                                 "command": "converge up", "since": "T0"}):
+                with pytest.raises(StateLocked) as info:
+                    other.lock("web-1", 10)
+                err = info.value
+                assert err.holder["host"] == "ci-7" and err.holder["pid"] == 4242
+                for part in ("ci-7", "4242", "converge up", "T0"):
+                    assert part in str(err)
+                assert other.locks()["web-1"]["command"] == "converge up"
+                other.lock("web-2", 10).release()  # other names stay free
+            other.lock("web-1", 10).release()
+            assert "web-1" not in store.locks()
+        finally:
+            if other is not store:
+                other.close()
+
+    def test_lock_wait_gets_it_when_released(self, store):
+        held = store.lock("w", 10)
+        threading.Timer(0.5, held.release).start()
+        start = time.monotonic()
+        with store.lock("w", 10, wait=10):
+            assert 0.3 < time.monotonic() - start < 5
+
+    def test_unrenewed_lease_expires_after_its_ttl(self, store):
+        holder = {"host": "elsewhere", "pid": 1, "command": "gone", "since": "T0"}
+        assert store._try_acquire("x", "tok", holder, 1.0) is None  # no heartbeat: a lost runner
+        with pytest.raises(StateLocked):
+            store.lock("x", 10)
+        time.sleep(1.3)
+        store.lock("x", 10).release()
+
+    def test_heartbeat_keeps_a_short_lease(self, store):
+        with store.lock("hb", 0.6):
+            time.sleep(1.5)
+            assert "hb" in store.locks()
+            assert store._try_acquire("hb", "intruder", {"host": "elsewhere"}, 5) is not None
+
+    # -- across processes --------------------------------------------------------------------
+    def test_crash_mid_save_keeps_the_previous_version(self, url, store):
+        MachineSpec("m", {"driver_url": "fake:/w", "tag": "old"}, store=store).save()
+        if not self.shared:
+            spec = store.get("machine", "m")
+            spec.reference = {"driver_url": "fake:/w", "tag": "new", "blob": "n" * 100_000}
+            os.environ[FAULT_ENV] = "mid_save:fail"
+            try:
+                with pytest.raises(ProviderError):
+                    spec.save()
+            finally:
+                del os.environ[FAULT_ENV]
+        else:
+            proc = worker(url, "save", "m", "new", "500000", env={FAULT_ENV: "mid_save:crash"})
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == CRASH_EXIT_CODE, err
+            assert "saved" not in out
+        after = self.open(url) if self.shared else store
+        got = after.get("machine", "m")
+        assert got.reference == {"driver_url": "fake:/w", "tag": "old"} and got.version == 1
+        got.reference["tag"] = "next"
+        got.save()  # the store is usable after the crash
+        assert after.get("machine", "m").version == 2
+        if after is not store:
+            after.close()
+
+    def test_concurrent_updates_lose_nothing(self, url, store):
+        MachineSpec("counter", {"driver_url": "fake:/w", "count": 0}, store=store).save()
+        workers, each = 4, 15
+        if self.shared:
+            procs = [worker(url, "increment", "counter", str(each)) for _ in range(workers)]
+            outs = [p.communicate(timeout=120) for p in procs]
+            assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+            conflicts = sum(int(o[0].split()[1]) for o in outs)
+        else:
+            conflicts_seen = []
+
+            def bump() -> None:
+                n = 0
+                for _ in range(each):
+                    while True:
+                        spec = store.get("machine", "counter")
+                        spec.reference["count"] += 1
+                        time.sleep(0.001)  # widen the race window
+                        try:
+                            spec.save()
+                            break
+                        except StateConflict:
+                            n += 1
+                conflicts_seen.append(n)
+            threads = [threading.Thread(target=bump) for _ in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            conflicts = sum(conflicts_seen)
+        got = store.get("machine", "counter")
+        assert got.reference["count"] == workers * each
+        assert got.version == workers * each + 1
+        assert conflicts >= 0
+
+    def test_lock_of_a_killed_holder_frees_within_its_lease(self, url, store):
+        """A holder on another host (so no local PID check helps) killed with SIGKILL: the lock
+        frees by itself within the lease TTL."""
+        ttl = 4.0
+        if self.shared:
+            proc = worker(url, "hold-lock", "job", str(ttl), "another-host")
+            assert proc.stdout.readline().strip() == "locked", proc.stderr.read()
+            with pytest.raises(StateLocked, match="another-host"):
+                store.lock("job", ttl)
+            killed = time.monotonic()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        else:
+            store._try_acquire("job", "t", {"host": "another-host", "pid": 1}, ttl)
+            killed = time.monotonic()
+        with store.lock("job", ttl, wait=ttl + 5):
+            assert time.monotonic() - killed < ttl + 1.5
+        if self.shared:
+            proc.stdout.close()
+            proc.stderr.close()
+
+    def test_lock_of_a_killed_local_process_frees_at_once(self, url, store):
+        host = socket.gethostname()
+        if self.shared:
+            proc = worker(url, "hold-lock", "local", "60", host)
+            assert proc.stdout.readline().strip() == "locked", proc.stderr.read()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            proc.stdout.close()
+            proc.stderr.close()
+        else:
+            done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True)
+            store._try_acquire("local", "t", {"host": host, "pid": int(done.stdout)}, 60)
+        start = time.monotonic()
+        with store.lock("local", 60, wait=20):
+            assert time.monotonic() - start < 5
+
+
+class TestMemoryStore(StoreConformance):
+    shared = False
+
+    @pytest.fixture
+    def url(self):
+        return "memory:"
+
+    @pytest.fixture
+    def store(self, url):
+        self._store = MemoryStore()
+        yield self._store
+
+    def open(self, url):
+        return self._store
+
+
+class TestSQLiteStore(StoreConformance):
+    @pytest.fixture
+    def url(self, tmp_path):
+        return str(tmp_path / "state.db")
+
+
+@pytest.mark.postgres
+class TestPostgresStore(StoreConformance):
+    @pytest.fixture
+    def url(self, postgres_url):
+        return postgres_url
