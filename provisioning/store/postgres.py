@@ -177,13 +177,20 @@ class PostgresStore(ManagedEntryStore):
         return conn
 
     def _run(self, doing: str, fn: Callable[[psycopg.Connection], T], *, tx: bool = True) -> T:
-        """Run ``fn`` on the connection, in one transaction unless ``tx`` is False."""
+        """Run ``fn`` on the connection, in one transaction unless ``tx`` is False. A read
+        (``tx`` False) on a connection found dead is retried once on a new connection."""
         with self._mutex, self._mapped(doing):
             conn = self._db()
-            if not tx:
+            if tx:
+                with conn.transaction():
+                    return fn(conn)
+            try:
                 return fn(conn)
-            with conn.transaction():
-                return fn(conn)
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                self._drop_connection()
+                return fn(self._db())
 
     def _migrate(self) -> None:
         def migrate(conn: psycopg.Connection) -> None:
