@@ -1,0 +1,472 @@
+"""The ``nspawn:`` driver: real Debian machines on this host, booted by systemd-nspawn.
+
+``nspawn:[DIR]`` names a warehouse directory (default ``/var/lib/provisioning/nspawn``; ``~`` and
+relative paths canonicalize to absolute ones). Each machine has systemd as PID 1, an overlay root
+over a cached Debian image, its own network namespace with an address on a bridge in a hub
+namespace the driver owns, an ed25519 host key the driver generates before boot (pinned in the
+reference: no trust on first use), and OpenSSH reached over real SSH through a socket opened
+inside its namespace. Needs root, ``systemd-container`` and ``debootstrap``.
+
+Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from provisioning.driver import Capabilities, Driver
+from provisioning.errors import ConnectError, MachineNotFound, ProviderError
+from provisioning.faults import checkpoint
+from provisioning.options import OptionField, raise_problems
+from provisioning.parallel import BatchResult, Outcome, Parallelizer
+from provisioning.drivers.nspawn_host import host, image as images, netns, proc, rootfs
+from provisioning.drivers.nspawn_host.warehouse import (DEFAULT_SUBNET, MachineRecord, Warehouse,
+                                                        hostname_for)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.keys import PrivateKey
+    from provisioning.machine.unix import UnixMachine
+
+__all__ = ["NspawnDriver", "DEFAULT_DIR", "IMAGE_CACHE_ENV"]
+
+DEFAULT_DIR = "/var/lib/provisioning/nspawn"
+#: where images are cached when the driver option image_cache is not set (shared by test runs)
+IMAGE_CACHE_ENV = "PROVISIONING_NSPAWN_IMAGE_CACHE"
+DEFAULT_KEY_NAME = "nspawn"
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class _Options:
+    image: str
+    hostname: str | None
+    key_name: str
+    username: str
+    sudo: bool
+    connect_timeout: float
+    command_timeout: float
+    transfer_timeout: float
+    ready_timeout: float
+    stop_timeout: float
+    mask_units: bool
+
+
+class NspawnDriver(Driver):
+    scheme = "nspawn"
+    capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
+                                crash_safe=True, detects_lost=True)
+    driver_option_fields = (
+        OptionField("subnet", default=DEFAULT_SUBNET,
+                    help="IPv4 network of the machines (exists only inside the driver's "
+                         "namespaces); default a /24 inside 198.18.0.0/15"),
+        OptionField("image_cache", help=f"directory of built images (default DIR/images, or "
+                                        f"${IMAGE_CACHE_ENV})"),
+        OptionField("mirror", help="Debian mirror for debootstrap (default: the one apt on this "
+                                   "host uses)"),
+        OptionField("ready_timeout", type="float", default=120.0,
+                    help="seconds ready waits for a machine to accept SSH"),
+        OptionField("stop_timeout", type="float", default=20.0,
+                    help="seconds stop waits for a clean poweroff before killing"),
+    )
+    machine_option_fields = (
+        OptionField("image", default=images.DEFAULT_IMAGE,
+                    help="debian:SUITE (built with debootstrap), a rootfs directory or a tarball"),
+        OptionField("hostname", help="the machine's hostname (default: from its name)"),
+        OptionField("key_name", default=DEFAULT_KEY_NAME,
+                    help="private key authorized for root (generated under DIR/keys if absent)"),
+        OptionField("transport", type="dict", default={},
+                    help="username, sudo, connect_timeout, command_timeout, transfer_timeout"),
+        OptionField("ready_timeout", type="float", help="overrides the driver option"),
+        OptionField("stop_timeout", type="float", help="overrides the driver option"),
+        OptionField("mask_units", type="bool", default=True,
+                    help="mask maintenance timers and gettys for a faster boot"),
+    )
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def canonicalize_url(cls, url: str, config) -> str:
+        rest = url.split(":", 1)[1] if ":" in url else ""
+        directory = os.path.expanduser(rest) if rest else DEFAULT_DIR
+        return "nspawn:" + os.path.normpath(os.path.join(config.base_dir, directory))
+
+    def __init__(self, driver_url: str, config) -> None:
+        super().__init__(driver_url, config)
+        self.directory = driver_url.split(":", 1)[1]
+        self.warehouse = Warehouse(self.directory,
+                                   str(self.driver_options.get("subnet") or DEFAULT_SUBNET))
+        self.image_cache = (self.driver_options.get("image_cache")
+                            or os.environ.get(IMAGE_CACHE_ENV)
+                            or os.path.join(self.directory, "images"))
+        self._keys: dict[str, "PrivateKey"] = {}
+        self._keys_lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _options(self, machine_options: Mapping[str, Any], name: str) -> _Options:
+        raise_problems(self.validate_machine_options(machine_options,
+                                                     where=f"machines.{name}.machine_options"))
+        transport = dict(machine_options.get("transport") or {})
+        return _Options(
+            image=machine_options.get("image") or images.DEFAULT_IMAGE,
+            hostname=machine_options.get("hostname"),
+            key_name=(machine_options.get("key_name") or transport.get("key_name")
+                      or DEFAULT_KEY_NAME),
+            username=transport.get("username", "root"),
+            sudo=bool(transport.get("sudo", False)),
+            connect_timeout=float(transport.get("connect_timeout", 10.0)),
+            command_timeout=float(transport.get("command_timeout", 600.0)),
+            transfer_timeout=float(transport.get("transfer_timeout", 600.0)),
+            ready_timeout=float(machine_options.get("ready_timeout")
+                                or self.driver_options.get("ready_timeout") or 120.0),
+            stop_timeout=float(machine_options.get("stop_timeout")
+                               or self.driver_options.get("stop_timeout") or 20.0),
+            mask_units=bool(machine_options.get("mask_units", True)),
+        )
+
+    def _key(self, name: str) -> "PrivateKey":
+        from provisioning.keys import ensure_private_key
+
+        with self._keys_lock:
+            if name not in self._keys:
+                self._keys[name] = ensure_private_key(self.config, name, self.warehouse.keys_dir)
+            return self._keys[name]
+
+    def _record(self, spec) -> MachineRecord | None:
+        return self.warehouse.record(spec.reference.get("machine_id"))
+
+    def find_machines(self, name: str) -> list[MachineRecord]:
+        """Every machine in this warehouse created for ``name`` (whatever store it came from)."""
+        return [r for r in self.warehouse.records() if r.name == name]
+
+    def _reference(self, record: MachineRecord, host_key: str) -> dict[str, Any]:
+        directory = self.warehouse.machine_dir(record.id)
+        return self.base_reference(
+            machine_id=record.id, directory=directory, address=record.address,
+            gateway=record.gateway, prefix=record.prefix, hostname=record.hostname,
+            netns=record.netns, netns_path=netns.netns_path(record.netns),
+            hub_netns=self.warehouse.hub_netns, veth=record.veth, cgroup=record.cgroup,
+            image=record.image, lower=record.lower, key_name=record.key_name,
+            host_key=host_key, state="allocated", pid=None, start_time=None,
+            proxy_command=netns.proxy_command(record.netns, record.address, SSH_PORT))
+
+    def _complete(self, record: MachineRecord, key: "PrivateKey", mask_units: bool) -> str:
+        """Namespace and upper layer of a (possibly half-made) machine; returns its host key."""
+        netns.create_machine_netns(self.warehouse.hub_netns, record.netns, record.veth,
+                                   record.address, record.prefix, record.gateway,
+                                   machine=record.name)
+        upper = os.path.join(self.warehouse.machine_dir(record.id), "upper")
+        return rootfs.prepare_upper(upper, hostname=record.hostname, address=record.address,
+                                    authorized_key=key.public_openssh, mask_units=mask_units)
+
+    def _ensure_hub(self) -> None:
+        """Under the warehouse lock: the hub namespace exists while any machine does."""
+        netns.ensure_hub(self.warehouse.hub_netns, self.warehouse.gateway,
+                         self.warehouse.subnet.prefixlen)
+
+    # -- allocate ------------------------------------------------------------------------------
+    def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
+        opts = self._options(machine_options, machine_spec.name)
+        if machine_spec.exists:
+            record = self._record(machine_spec)
+            if record is not None:
+                if record.image != opts.image:
+                    action_handler.report_progress(
+                        f"machine {record.id} runs image {record.image}, wished {opts.image}: "
+                        "an nspawn machine cannot change its image; destroy and re-create it")
+                return
+            action_handler.report_progress(
+                f"machine {machine_spec.reference.get('machine_id')} no longer exists in "
+                f"{self.directory}; re-creating it")
+            if not action_handler.why_run:
+                self._remove(machine_spec.reference)  # leftovers of the lost one
+        tagged = self.warehouse.tagged(machine_spec.name, machine_spec.store_id)
+        if tagged:
+            description = f"adopt machine {tagged[0].id} created for this machine by an earlier run"
+        else:
+            description = f"create machine ({opts.image}) in {self.directory}"
+        action_handler.perform_action(
+            description, lambda: self._create(action_handler, machine_spec, opts))
+
+    def _create(self, action_handler, spec, opts: _Options) -> None:
+        host.preflight(self.directory)
+        image = images.ensure_image(images.resolve_image(opts.image, self.image_cache),
+                                    mirror=self.driver_options.get("mirror"),
+                                    report=action_handler.report_progress)
+        key = self._key(opts.key_name)
+        with self.warehouse.locked():
+            tagged = self.warehouse.tagged(spec.name, spec.store_id)
+            if tagged:
+                record = tagged[0]
+            else:
+                self.warehouse.check_subnet_unchanged()
+                self._ensure_hub()
+                record = self.warehouse.new_record(
+                    name=spec.name, store_id=spec.store_id,
+                    hostname=opts.hostname or hostname_for(spec.name), image=opts.image,
+                    lower=image.rootfs, key_name=opts.key_name)
+        host_key = self._complete(record, key, opts.mask_units)
+        checkpoint("after_create", machine=spec.name)
+        spec.reference = self._reference(record, host_key)
+        checkpoint("before_save", machine=spec.name)
+        spec.save()
+
+    # -- ready ---------------------------------------------------------------------------------
+    def ready_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine | None":
+        opts = self._options(machine_options, machine_spec.name)
+        if not machine_spec.exists:
+            if action_handler.why_run:
+                action_handler.report_progress("would wait for the new machine to boot and "
+                                               "accept SSH")
+                return None
+            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
+                                  machine=machine_spec.name)
+        deadline = time.monotonic() + opts.ready_timeout
+        if not self._boot_if_needed(action_handler, machine_spec, opts):
+            action_handler.report_progress("would wait for the machine to boot and accept SSH")
+            return None
+        checkpoint("during_ready", machine=machine_spec.name)
+        return self._wait(action_handler, machine_spec, opts, deadline)
+
+    def _boot_if_needed(self, action_handler, spec, opts: _Options) -> bool:
+        """Boot unless running; False when why-run only planned it."""
+        record = self._record(spec)
+        if record is None:
+            raise MachineNotFound(
+                f"machine {spec.reference.get('machine_id')} of {spec.name!r} is gone from "
+                f"{self.directory}; run up to re-create it", machine=spec.name)
+        ref = spec.reference
+        if proc.alive(ref.get("pid"), ref.get("start_time")):
+            return True
+        if ref.get("state") == "running":
+            action_handler.report_progress(
+                f"machine process {ref.get('pid')} is gone although it should run (killed "
+                "behind our back?); booting it again")
+        action_handler.perform_action(f"boot machine {record.id} at {record.address}",
+                                      lambda: self._boot(action_handler, spec, record, opts))
+        return not action_handler.why_run
+
+    def _boot(self, action_handler, spec, record: MachineRecord, opts: _Options) -> None:
+        host.preflight(self.directory)
+        ref = spec.reference
+        if not os.path.isdir(record.lower):
+            raise ProviderError(f"image {record.image} of machine {record.id} is gone from "
+                                f"{record.lower}; rebuild it (up with the same image) or destroy "
+                                "the machine", provider=host.PROVIDER, machine=spec.name)
+        if not netns.netns_exists(record.netns):
+            action_handler.report_progress(f"network namespace {record.netns} is gone; "
+                                           "making it again")
+            with self.warehouse.locked():
+                self._ensure_hub()
+            self._complete(record, self._key(record.key_name), opts.mask_units)
+        proc.kill_all(None, None, record.cgroup)  # leftovers of a machine killed behind our back
+        for message in host.raise_inotify_limit(self._running_count() + 1):
+            action_handler.report_progress(message)
+        directory = self.warehouse.machine_dir(record.id)
+        booted = proc.boot(lower=record.lower, upper=os.path.join(directory, "upper"),
+                           work=os.path.join(directory, "work"),
+                           merged=os.path.join(directory, "merged"),
+                           netns_path=netns.netns_path(record.netns), hostname=record.hostname,
+                           cgroup=record.cgroup, log=os.path.join(directory, "console.log"),
+                           machine=spec.name)
+        ref.update(pid=booted.pid, start_time=booted.start_time, state="running",
+                   booted_at=time.time())
+        spec.save()
+
+    @staticmethod
+    def _running_count() -> int:
+        """Machines of every warehouse running on this host (one cgroup each)."""
+        for root in proc.CGROUP_HIERARCHIES:
+            try:
+                return len(os.listdir(os.path.join(root, "provisioning")))
+            except OSError:
+                continue
+        return 0
+
+    def _wait(self, action_handler, spec, opts: _Options, deadline: float) -> "UnixMachine":
+        """Until sshd listens inside the machine, then one real SSH login (kept for reuse)."""
+        ref = spec.reference
+        log = os.path.join(ref["directory"], "console.log")
+        started = time.monotonic()
+        delay = 0.01
+        while not netns.port_open(ref["netns"], ref["address"], SSH_PORT,
+                                  timeout=max(0.05, min(0.5, deadline - time.monotonic()))):
+            if not proc.alive(ref.get("pid"), ref.get("start_time")):
+                raise ProviderError(
+                    f"machine {ref['machine_id']} stopped while booting; its console said:\n"
+                    f"{proc.console_tail(log)}", provider=host.PROVIDER, machine=spec.name)
+            if time.monotonic() > deadline:
+                raise ConnectError(
+                    f"machine {ref['machine_id']} did not open SSH port {SSH_PORT} within "
+                    f"{opts.ready_timeout:g} s; see its console in {log}, or raise "
+                    "ready_timeout", host=f"{ref['address']}:{SSH_PORT}", machine=spec.name)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+        machine = self._machine(spec, opts, action_handler)
+        from provisioning.transports.ssh import wait_until_connectable
+
+        wait_until_connectable(machine.transport, timeout=max(1.0, deadline - time.monotonic()),
+                               action_handler=action_handler,
+                               what=f"SSH on {ref['address']} (namespace {ref['netns']})")
+        action_handler.report_progress(
+            f"ready at {ref['address']} after {time.monotonic() - started:.2f} s")
+        return machine
+
+    def _machine(self, spec, opts: _Options, action_handler=None) -> "UnixMachine":
+        from provisioning.machine.unix import UnixMachine
+        from provisioning.transports.ssh import SSHTransport
+
+        ref = spec.reference
+        transport = SSHTransport(
+            ref["address"], SSH_PORT, opts.username,
+            private_key=self._key(ref.get("key_name") or opts.key_name),
+            host_key=ref["host_key"],
+            sock_factory=netns.socket_factory(ref["netns"], ref["address"], SSH_PORT,
+                                              machine=spec.name),
+            connect_timeout=opts.connect_timeout, command_timeout=opts.command_timeout,
+            transfer_timeout=opts.transfer_timeout, machine=spec.name)
+        return UnixMachine(spec.name, transport, spec=spec, options={"sudo": opts.sudo},
+                           action_handler=action_handler)
+
+    def connect_to_machine(self, machine_spec, machine_options) -> "UnixMachine":
+        opts = self._options(machine_options, machine_spec.name)
+        if self._record(machine_spec) is None:
+            raise MachineNotFound(f"machine {machine_spec.name!r} does not exist in "
+                                  f"{self.directory}; run up to create it",
+                                  machine=machine_spec.name)
+        ref = machine_spec.reference
+        if not proc.alive(ref.get("pid"), ref.get("start_time")):
+            raise ProviderError(f"machine {machine_spec.name!r} is not running; ready it first "
+                                "(converge up)", provider=host.PROVIDER,
+                                machine=machine_spec.name)
+        return self._machine(machine_spec, opts)
+
+    # -- stop and destroy ----------------------------------------------------------------------
+    def stop_machine(self, action_handler, machine_spec, machine_options) -> None:
+        opts = self._options(machine_options, machine_spec.name)
+        ref = machine_spec.reference
+        if not ref.get("machine_id"):
+            action_handler.report_progress("not allocated: nothing to stop")
+            return
+        if not proc.alive(ref.get("pid"), ref.get("start_time")):
+            action_handler.report_progress("machine is not running: nothing to stop")
+            if ref.get("state") == "running" and not action_handler.why_run:
+                proc.kill_all(None, None, ref["cgroup"])
+                proc.remove_cgroups(ref["cgroup"])
+                ref.update(state="stopped", pid=None, start_time=None)
+            return
+
+        def do_stop() -> None:
+            clean = proc.stop(ref.get("pid"), ref.get("start_time"), ref["cgroup"],
+                              timeout=opts.stop_timeout)
+            if not clean:
+                action_handler.report_progress(f"did not power off within "
+                                               f"{opts.stop_timeout:g} s: killed it")
+            proc.remove_cgroups(ref["cgroup"])
+            ref.update(state="stopped", pid=None, start_time=None)
+        action_handler.perform_action(
+            f"stop machine {ref['machine_id']} (poweroff, kill after {opts.stop_timeout:g} s)",
+            do_stop)
+
+    def destroy_machine(self, action_handler, machine_spec, machine_options) -> None:
+        ref = machine_spec.reference
+        if not ref.get("machine_id"):
+            action_handler.report_progress("not allocated: nothing to destroy")
+            return
+        if not self._present(ref):
+            action_handler.report_progress(f"machine {ref['machine_id']} is already gone")
+            return
+        action_handler.perform_action(f"destroy machine {ref['machine_id']} at "
+                                      f"{ref.get('address')}", lambda: self._remove(ref))
+
+    def _present(self, ref: Mapping[str, Any]) -> bool:
+        return bool(os.path.isdir(self.warehouse.machine_dir(ref["machine_id"]))
+                    or (ref.get("netns") and os.path.lexists(netns.netns_path(ref["netns"])))
+                    or proc.alive(ref.get("pid"), ref.get("start_time"))
+                    or (ref.get("cgroup") and any(os.path.isdir(d)
+                                                  for d in proc.cgroup_dirs(ref["cgroup"]))))
+
+    def _remove(self, ref: Mapping[str, Any]) -> None:
+        """Everything of one machine, whatever is left of it: processes, cgroups, namespace,
+        veth, a leaked mount, its directory; the hub too when no machine remains."""
+        machine_id = ref.get("machine_id")
+        if not machine_id:
+            return
+        record = self.warehouse.record(machine_id)
+        cgroup = ref.get("cgroup") or (record.cgroup if record else
+                                       self.warehouse.cgroup_name(machine_id))
+        name = ref.get("netns") or self.warehouse.netns_name(machine_id)
+        veth = ref.get("veth") or f"v{machine_id}"
+        proc.kill_all(ref.get("pid"), ref.get("start_time"), cgroup)
+        proc.remove_cgroups(cgroup)
+        netns.delete_machine_netns(self.warehouse.hub_netns, name, veth)
+        merged = os.path.join(self.warehouse.machine_dir(machine_id), "merged")
+        if _is_mountpoint(merged):
+            host.run(["umount", "-l", merged], what="unmounting a leaked overlay")
+        with self.warehouse.locked():
+            self.warehouse.remove_dir(machine_id)
+            if not self.warehouse.records():
+                netns.delete_hub(self.warehouse.hub_netns)
+
+    # -- batches -------------------------------------------------------------------------------
+    def ready_machines(self, action_handler, specs_and_options,
+                       parallelizer: Parallelizer | None = None) -> BatchResult:
+        """Boot every machine first (each boot returns at once), then wait for all in parallel:
+        machines boot side by side however small the parallelizer."""
+        results = BatchResult((spec.name, Outcome(spec.name)) for spec, _ in specs_and_options)
+        waiting = []
+        for spec, options in specs_and_options:
+            handler = action_handler.for_machine(spec.name)
+            try:
+                opts = self._options(options, spec.name)
+                deadline = time.monotonic() + opts.ready_timeout
+                if not spec.exists:
+                    if handler.why_run:
+                        handler.report_progress("would wait for the new machine to boot and "
+                                                "accept SSH")
+                        continue
+                    raise MachineNotFound(f"machine {spec.name!r} is not allocated; run up",
+                                          machine=spec.name)
+                if self._boot_if_needed(handler, spec, opts):
+                    waiting.append((spec, opts, deadline, handler))
+                else:
+                    handler.report_progress("would wait for the machine to boot and accept SSH")
+            except Exception as exc:  # this machine's outcome; the others go on
+                results[spec.name].error = exc
+        parallelizer = parallelizer or Parallelizer(max(1, len(waiting)))
+
+        def wait_one(spec, opts, deadline, handler):
+            checkpoint("during_ready", machine=spec.name)
+            return self._wait(handler, spec, opts, deadline)
+        waited = parallelizer.run((item[0].name, (lambda item=item: wait_one(*item)))
+                                  for item in waiting)
+        results.update(waited)
+        return results
+
+    # -- status and choices --------------------------------------------------------------------
+    def machine_state(self, machine_spec) -> str:
+        ref = machine_spec.reference
+        if not ref or self._record(machine_spec) is None:
+            return "missing"
+        return "running" if proc.alive(ref.get("pid"), ref.get("start_time")) else "stopped"
+
+    def list_choices(self) -> dict[str, list[Any]]:
+        built = []
+        try:
+            for entry in sorted(os.listdir(self.image_cache)):
+                if entry.startswith("debian-") and os.path.exists(
+                        os.path.join(self.image_cache, entry, ".complete")):
+                    built.append("debian:" + entry[len("debian-"):])
+        except OSError:
+            pass
+        return {"images": sorted(set(built) | {images.DEFAULT_IMAGE}), "locations": ["local"]}
+
+
+def _is_mountpoint(path: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            return any(line.split()[4] == path for line in handle)
+    except (OSError, IndexError):
+        return False
