@@ -1,0 +1,1 @@
+"""Test package (lets test helpers be imported by dotted name, also from subprocesses)."""
