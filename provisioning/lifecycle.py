@@ -42,6 +42,8 @@ class Provisioner:
         self.parallelizer = Parallelizer(parallel or int(self.config.get("parallel", 10)), policy)
         self.lock_wait = lock_wait
         self.lock_ttl = float(lock_ttl or self.config.get("lock_ttl", 30.0))
+        #: split run_many between every runner on a shared store (PostgreSQL); see claims.py
+        self.split_work = bool(getattr(store, "supports_claims", False))
 
     @property
     def why_run(self) -> bool:
@@ -109,6 +111,15 @@ class Provisioner:
             return d.ready_machine(h, spec, o)
         return self._one("allocate", (driver, name, options), call)
 
+    def run_locked(self, operation: str, driver: "Driver | None", name: str,
+                   options: Mapping[str, Any],
+                   call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]
+                   ) -> Any:
+        """Run ``call(driver, handler, spec, options)`` under the machine's lock, saving the spec
+        (last action, last error) afterwards: for work beyond one driver call, such as the CLI's
+        allocate + ready + converge + healthcheck. ``call`` may update ``spec.last_action``."""
+        return self._one(operation, (driver, name, options), call)  # type: ignore[arg-type]
+
     def stop(self, name: str, options: Mapping[str, Any] = {}, driver: "Driver | None" = None) -> None:
         self._one("stop", (driver, name, options), self._stop_call)  # type: ignore[arg-type]
 
@@ -154,7 +165,12 @@ class Provisioner:
             "stop": lambda r: self.stop(r[1], r[2], r[0]),
             "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
         }[operation]
-        results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
+        if self.split_work and not self.why_run and len(requests) > 1:
+            from provisioning.claims import split_run  # runners sharing the store split the work
+
+            results = split_run(self, operation, requests, method)
+        else:
+            results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
         for name, outcome in results.items():
             if outcome.error is not None:
                 self.action_handler.report_error(outcome.error, machine=name)

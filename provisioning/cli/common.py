@@ -1,0 +1,246 @@
+"""What every ``converge`` command shares: global options, loading the cluster and store, output,
+and turning errors into exit codes (0 ok, 1 a machine failed, 2 bad input; never a traceback).
+
+Kept light: only click is imported here at start-up; the cluster, stores, drivers and rich load
+inside the functions that need them, so ``converge --help`` stays fast.
+
+Command modules use it like this::
+
+    @click.command()
+    @common_options
+    @pass_settings
+    def up(settings, ...):
+        with settings.session() as session: ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import click
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.cli.output import Renderer
+    from provisioning.cli.runner import ClusterRunner
+    from provisioning.parallel import BatchResult
+
+__all__ = ["Settings", "common_options", "why_run_option", "pass_settings", "Session",
+           "finish_batch", "run_cli", "current_settings", "OUTPUTS"]
+
+OUTPUTS = ("text", "json")
+
+
+@dataclass
+class Settings:
+    """The global options, wherever on the command line they were given."""
+
+    file: str = "cluster.yml"
+    state: str | None = None
+    parallel: int | None = None
+    output: str = "text"
+    verbose: int = 0
+    quiet: int = 0
+    why_run: bool = False
+
+    @property
+    def verbosity(self) -> int:
+        return self.verbose - self.quiet
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    @contextlib.contextmanager
+    def session(self, *, why_run: bool | None = None, live: bool = True) -> Iterator["Session"]:
+        """Load the cluster file, open the state store, start the renderer; close all after."""
+        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def renderer(self, *, live: bool = True) -> "Renderer":
+        from provisioning.cli.output import make_renderer
+
+        return make_renderer(self.output, self.verbosity, live=live)
+
+
+_current: Settings | None = None
+
+
+def current_settings() -> Settings:
+    """The settings of the command being run (for the error handler)."""
+    return _current or Settings()
+
+
+def _settings(ctx: click.Context) -> Settings:
+    global _current
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        root.obj = Settings()
+    _current = root.obj
+    return root.obj
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    settings = _settings(ctx)
+    if value is None or value is False or (value == 0 and param.name in ("verbose", "quiet")):
+        return value  # not given here (maybe given on the other side of the command name)
+    if param.name in ("verbose", "quiet"):
+        setattr(settings, param.name, getattr(settings, param.name) + value)
+    else:
+        setattr(settings, param.name, value)
+    return value
+
+
+def common_options(fn: Callable) -> Callable:
+    """The global options; accepted before the command name and after it."""
+    options = [
+        click.option("-f", "--file", metavar="FILE", default=None, expose_value=False,
+                     callback=_store, is_eager=True,
+                     help="Cluster file (default: cluster.yml)."),
+        click.option("--state", metavar="URL", default=None, expose_value=False, callback=_store,
+                     help="State store: a path, sqlite:///PATH, postgresql://... or memory: "
+                          "(default: .provisioning/state.db beside the cluster file)."),
+        click.option("--parallel", metavar="N", type=click.IntRange(min=1), default=None,
+                     expose_value=False, callback=_store,
+                     help="Machines acted on at once (default 10)."),
+        click.option("--output", type=click.Choice(OUTPUTS), default=None, expose_value=False,
+                     callback=_store, help="text (live on a terminal) or json (one event per line)."),
+        click.option("-v", "--verbose", count=True, default=None, expose_value=False,
+                     callback=_store, help="Say more (repeat for more)."),
+        click.option("-q", "--quiet", count=True, default=None, expose_value=False,
+                     callback=_store, help="Say less: only results and errors."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def why_run_option(fn: Callable) -> Callable:
+    return click.option("--why-run", "why_run", is_flag=True, default=None, expose_value=False,
+                        callback=_store,
+                        help="Plan: report what would be created, changed or left alone, and "
+                             "change nothing.")(fn)
+
+
+def pass_settings(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(_settings(click.get_current_context()), *args, **kwargs)
+    return wrapper
+
+
+class Session:
+    """One command's cluster, store, runner and renderer."""
+
+    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True) -> None:
+        from provisioning.actions import ActionHandler
+        from provisioning.cli.runner import ClusterRunner
+        from provisioning.cluster import load_cluster
+        from provisioning.store import open_store
+
+        self.settings = settings
+        self.cluster = load_cluster(settings.file)
+        self.config = self.cluster.config()
+        self.renderer = settings.renderer(live=live)
+        self.store = open_store(self.cluster.state_url(settings.state, self.config),
+                                base_dir=self.cluster.base_dir)
+        handler = ActionHandler(why_run=why_run, listeners=[self.renderer.event])
+        self.runner: ClusterRunner = ClusterRunner(self.cluster, store=self.store,
+                                                   config=self.config, action_handler=handler,
+                                                   parallel=settings.parallel)
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.runner.close()
+
+
+def finish_batch(session: Session, command: str, results: "BatchResult",
+                 extra: dict[str, Any] | None = None) -> int:
+    """Print the summary of a batch and return the exit code (1 if any machine failed)."""
+    machines = {}
+    for name, outcome in results.items():
+        machines[name] = {"ok": outcome.ok, "changes": session.runner.actions.get(name, 0),
+                          "error": None if outcome.ok else str(outcome.error),
+                          "error_type": None if outcome.ok else type(outcome.error).__name__}
+    failed = [n for n, m in machines.items() if not m["ok"]]
+    summary = {"event": "summary", "command": command, "ok": not failed,
+               "why_run": session.runner.why_run, "machines": machines}
+    if extra:
+        summary.update(extra)
+    session.renderer.summary(summary)
+    if not failed:
+        return 0
+    codes = {getattr(results[n].error, "exit_code", 1) for n in failed}
+    return 2 if codes == {2} else 1
+
+
+# -- errors and exit codes -------------------------------------------------------------------
+MAX_PROBLEMS_SHOWN = 20
+
+
+def error_text(exc: BaseException) -> str:
+    """A one-screen message for an error."""
+    from provisioning.errors import ConfigError
+
+    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+        shown = exc.problems[:MAX_PROBLEMS_SHOWN]
+        lines = [f"error: {len(exc.problems)} problems:"] + [f"  {p}" for p in shown]
+        if len(exc.problems) > len(shown):
+            lines.append(f"  ... and {len(exc.problems) - len(shown)} more")
+        return "\n".join(lines)
+    return f"error: {exc}"
+
+
+def report_error(exc: BaseException, exit_code: int) -> None:
+    settings = current_settings()
+    if settings.json:
+        import json
+
+        from provisioning.errors import ConfigError
+
+        record: dict[str, Any] = {"event": "error", "type": type(exc).__name__,
+                                  "message": str(exc), "exit_code": exit_code}
+        if isinstance(exc, ConfigError):
+            record["problems"] = [p.to_dict() for p in exc.problems]
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+    click.echo(error_text(exc), err=True)
+
+
+def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
+    """Run the click group and map every outcome to an exit code."""
+    from provisioning.errors import ProvisioningError
+
+    try:
+        result = group.main(args=argv, prog_name="converge", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except ProvisioningError as exc:
+        report_error(exc, exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug: say so in one line; -vv shows the traceback
+        if current_settings().verbosity >= 2:
+            import traceback
+
+            traceback.print_exc()
+        report_error(RuntimeError(f"internal error: {type(exc).__name__}: {exc} (this is a bug; "
+                                  "run with -vv for the traceback and report it)"), 1)
+        return 1
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,371 @@
+"""The cluster file: load, validate (every problem at once, each with its key path), expand counts.
+
+::
+
+    driver: nspawn:                     # default for every machine
+    driver_options: {"nspawn:": {...}}  # per driver URL
+    private_key_paths: [./keys]
+    machine_options: {transport: {username: root}}   # merged under each machine's own
+    state: .provisioning/state.db       # optional; --state and $PROVISIONING_STATE win
+    machines:
+      web:
+        count: 2                        # web-1, web-2
+        machine_options: {...}
+        converge: [{file: {...}}, {command: {...}}]
+        healthcheck: {tcp: "{{ machine.address }}:22"}
+        verify: [test -f /etc/motd]
+
+Relative paths (sources, templates, key directories, the state file) are relative to the
+cluster file's directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.schema import Problems, describe_type, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.config import Config
+    from provisioning.convergence.steps import Step, StepsConvergence
+    from provisioning.healthcheck import HealthCheck
+
+__all__ = ["Cluster", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
+           "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS"]
+
+DEFAULT_CLUSTER_FILE = "cluster.yml"
+TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
+            "machines", "state")
+MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+MAX_NAME = 60
+MAX_COUNT = 1000
+
+
+@dataclass(frozen=True)
+class VerifyItem:
+    """One verification: a command run on the machine, or a pytest directory run against it."""
+
+    kind: str          # "command" or "pytest"
+    value: str
+    key: str
+
+
+@dataclass(frozen=True)
+class MachineDefinition:
+    """One machine after count expansion and option merging."""
+
+    name: str
+    group: str
+    index: int | None
+    driver_url: str
+    machine_options: Mapping[str, Any]
+    steps: tuple["Step", ...] = ()
+    healthchecks: tuple["HealthCheck", ...] = ()
+    verify: tuple[VerifyItem, ...] = ()
+    key: str = ""
+
+    def variables(self) -> dict[str, Any]:
+        """What templates see as ``machine`` (name and address are added when it is ready)."""
+        return {"name": self.name, "group": self.group, "index": self.index,
+                "driver_url": self.driver_url, "options": copy.deepcopy(dict(self.machine_options))}
+
+
+@dataclass
+class Cluster:
+    """A validated cluster file."""
+
+    path: str
+    base_dir: str
+    driver: str | None
+    driver_options: dict[str, Any] = field(default_factory=dict)
+    private_key_paths: list[str] = field(default_factory=list)
+    private_keys: dict[str, str] = field(default_factory=dict)
+    machine_options: dict[str, Any] = field(default_factory=dict)
+    machines: dict[str, MachineDefinition] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    state: str | None = None
+
+    def config(self, base: "Config | None" = None) -> "Config":
+        """Settings for this cluster: ``provisioning.yml`` beside it, the environment, then the
+        cluster's own driver options and keys."""
+        from provisioning.config import Config
+
+        base = base or Config.load(cwd=self.base_dir)
+        extra: dict[str, Any] = {"driver_options": self.driver_options,
+                                 "private_keys": self.private_keys}
+        if self.private_key_paths:
+            extra["private_key_paths"] = [os.path.join(self.base_dir, os.path.expanduser(p))
+                                          for p in self.private_key_paths] + \
+                list(base.data.get("private_key_paths") or [])
+        return base.with_data(extra)
+
+    def state_url(self, explicit: str | None, config: "Config | None" = None) -> str | None:
+        """--state wins, then $PROVISIONING_STATE (config), then the file's ``state``."""
+        return explicit or (config.state if config is not None else None) or self.state
+
+    def select(self, names: Iterable[str] = ()) -> list[MachineDefinition]:
+        """Machines by name or group name (all when none given), in file order."""
+        names = list(names)
+        if not names:
+            return list(self.machines.values())
+        wanted: list[str] = []
+        problems = Problems(self.path)
+        for name in names:
+            if name in self.machines:
+                members = [name]
+            elif name in self.groups:
+                members = self.groups[name]
+            else:
+                choices = list(self.machines) + [g for g in self.groups if g not in self.machines]
+                problems.add(f"machines.{name}", f"no machine or group {name!r} in this cluster"
+                                                 f"{did_you_mean(name, choices)}")
+                continue
+            wanted += [m for m in members if m not in wanted]
+        problems.raise_if_any()
+        return [self.machines[n] for n in self.machines if n in wanted]
+
+    def convergence(self, definition: MachineDefinition) -> "StepsConvergence":
+        from provisioning.convergence.steps import StepContext, StepsConvergence
+
+        return StepsConvergence(list(definition.steps),
+                                StepContext(self.base_dir, self.path, self.variables(definition)))
+
+    def variables(self, definition: MachineDefinition) -> dict[str, Any]:
+        """Template variables: ``machine``, ``options``, ``cluster`` (names and groups)."""
+        return {"machine": definition.variables(),
+                "options": copy.deepcopy(dict(definition.machine_options)),
+                "cluster": {"machines": list(self.machines), "groups": copy.deepcopy(self.groups),
+                            "file": self.path}}
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> Cluster:
+    """Read and validate a cluster file; raises ConfigError holding every problem."""
+    from provisioning.config import load_yaml_file
+
+    if os.path.isdir(path):
+        raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
+                          file=path)
+    if not os.path.exists(path):
+        raise ConfigError("cluster file not found; create one (see docs/cluster-file.md) or pass "
+                          "-f FILE", file=path)
+    try:
+        data = load_yaml_file(path)
+    except ConfigError as exc:
+        raise _with_yaml_hint(exc, path) from exc.__cause__
+    return parse_cluster(data, path)
+
+
+def _with_yaml_hint(exc: ConfigError, path: str) -> ConfigError:
+    """A YAML error on a line like ``driver: nspawn:`` gets the fix: quote the URL."""
+    match = re.match(r"line (\d+)", exc.key or "")
+    if not match:
+        return exc
+    try:
+        with open(path, encoding="utf-8") as handle:
+            line = handle.read().splitlines()[int(match.group(1)) - 1]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return exc
+    if re.search(r":\s+[a-z][a-z0-9+.-]*:(\S*:)*\s*(#.*)?$", line):
+        return ConfigError(f"{exc.problems[0].message}; a value ending in ':' must be quoted in "
+                           f"YAML, e.g. driver: \"nspawn:\" (or write the bare scheme: nspawn)",
+                           file=exc.file, key=exc.key)
+    return exc
+
+
+def parse_cluster(data: Any, path: str) -> Cluster:
+    """Validate already-parsed cluster data (a mapping) that came from ``path``."""
+    from provisioning.convergence.steps import parse_steps
+    from provisioning.healthcheck import parse_healthchecks
+
+    path = os.path.abspath(path)
+    base_dir = os.path.dirname(path)
+    problems = Problems(path)
+    if data is None:
+        problems.add(None, "the file is empty; expected a mapping with at least 'machines'")
+        problems.raise_if_any()
+    top = problems.mapping(data, "", "a mapping with 'machines' (and optionally driver, "
+                                     "machine_options, ...)")
+    if top is None:
+        problems.raise_if_any()
+    assert top is not None
+    problems.unknown_keys(top, TOP_KEYS, "")
+
+    default_driver = problems.field(top, "driver", "", str, expected="a driver URL like 'nspawn:'")
+    driver_options = problems.mapping(top.get("driver_options", {}), "driver_options",
+                                      "a mapping of driver URL to options") or {}
+    for url, options in driver_options.items():
+        problems.mapping(options, f"driver_options.{url}", "a mapping of options")
+    key_paths = problems.string_list(top.get("private_key_paths", []), "private_key_paths",
+                                     "a list of directories") if "private_key_paths" in top else []
+    private_keys = problems.string_map(top["private_keys"], "private_keys") \
+        if "private_keys" in top else {}
+    defaults = problems.mapping(top.get("machine_options", {}) or {}, "machine_options") or {}
+    state = problems.field(top, "state", "", str, expected="a state URL or path")
+    if state and "://" not in state and state != "memory:":
+        state = os.path.join(base_dir, os.path.expanduser(state))
+
+    cluster = Cluster(path=path, base_dir=base_dir, driver=default_driver,
+                      driver_options=dict(driver_options), private_key_paths=key_paths,
+                      private_keys=private_keys, machine_options=defaults, state=state)
+
+    machines = top.get("machines")
+    if "machines" not in top:
+        problems.add("machines", "required: a mapping of machine names to their settings")
+        machines = {}
+    machines = problems.mapping(machines, "machines", "a mapping of machine names to settings "
+                                                      "(not a list)") or {}
+    if "machines" in top and not machines and isinstance(top.get("machines"), Mapping):
+        problems.add("machines", "no machines defined")
+
+    seen: dict[str, str] = {}
+    for group, body in machines.items():
+        key = f"machines.{group}"
+        if not NAME_RE.match(group) or len(group) > MAX_NAME:
+            problems.add(key, f"invalid machine name {group!r}: use lower-case letters, digits and "
+                              f"'-' (not at either end), at most {MAX_NAME} characters")
+            continue
+        if body is None:
+            body = {}
+        body = problems.mapping(body, key, "a mapping of machine settings")
+        if body is None:
+            continue
+        problems.unknown_keys(body, MACHINE_KEYS, key)
+        count = problems.field(body, "count", key, int, expected="a whole number of machines")
+        if count is not None and not 1 <= count <= MAX_COUNT:
+            problems.add(f"{key}.count", f"expected a number from 1 to {MAX_COUNT}, got {count}")
+            count = None
+        driver = problems.field(body, "driver", key, str, expected="a driver URL like 'nspawn:'")
+        driver = driver or default_driver
+        if driver is None:
+            problems.add(f"{key}.driver", "no driver: set 'driver' here or at the top of the "
+                                          "file (for example 'driver: nspawn:')")
+        own = problems.mapping(body.get("machine_options") or {}, f"{key}.machine_options") or {}
+        options = _deep_merge(defaults, own)
+        steps = parse_steps(body.get("converge"), f"{key}.converge", problems, base_dir)
+        checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
+        verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, base_dir)
+        if driver is not None:
+            _check_driver(driver, options, own, key, problems, cluster)
+        if "count" in body:
+            names = [f"{group}-{i}" for i in range(1, (count or 0) + 1)]
+            indexes: list[int | None] = list(range(1, len(names) + 1))
+        else:
+            names, indexes = [group], [None]
+        for name, index in zip(names, indexes):
+            if name in seen:
+                problems.add(key, f"machine name {name!r} is defined twice (by {seen[name]} and "
+                                  f"{key}); rename one")
+                continue
+            seen[name] = key
+            cluster.machines[name] = MachineDefinition(
+                name=name, group=group, index=index, driver_url=driver or "",
+                machine_options=options, steps=tuple(steps), healthchecks=tuple(checks),
+                verify=tuple(verify), key=key)
+        cluster.groups[group] = names
+    _check_driver_options(cluster, problems)
+    problems.raise_if_any()
+    return cluster
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _parse_verify(value: Any, key: str, problems: Problems, base_dir: str) -> list[VerifyItem]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for index, item in enumerate(items):
+        where = f"{key}[{index}]" if isinstance(value, list) else key
+        if isinstance(item, str) and item.strip():
+            out.append(VerifyItem("command", item, where))
+        elif isinstance(item, Mapping) and set(item) == {"pytest"} and isinstance(item["pytest"], str):
+            directory = os.path.join(base_dir, os.path.expanduser(item["pytest"]))
+            if not os.path.exists(directory):
+                problems.add(f"{where}.pytest", f"{directory} does not exist (paths are relative "
+                                                "to the cluster file)")
+            else:
+                out.append(VerifyItem("pytest", directory, where))
+        elif isinstance(item, Mapping):
+            extra = [k for k in item if k != "pytest"]
+            if extra:
+                problems.add(f"{where}.{extra[0]}", f"unknown key {extra[0]!r}"
+                                                    f"{did_you_mean(str(extra[0]), ['pytest'])}")
+            else:
+                problems.add(f"{where}.pytest", f"expected a directory of tests, got "
+                                                f"{describe_type(item.get('pytest'))}")
+        else:
+            problems.add(where, f"expected a command (string) or {{pytest: DIR}}, got "
+                                f"{describe_type(item)}")
+    return out
+
+
+_driver_classes: dict[str, Any] = {}
+
+
+def _driver_class(url: str, key: str, problems: Problems) -> Any:
+    """The driver class for a URL, or None after recording why there is none."""
+    from provisioning.registry import driver_class
+    from provisioning.url import parse_driver_url
+
+    try:
+        scheme = parse_driver_url(url).scheme
+        if scheme not in _driver_classes:
+            _driver_classes[scheme] = driver_class(scheme)
+        return _driver_classes[scheme]
+    except ConfigError as exc:
+        problems.add(key, exc.problems[0].message if exc.problems else exc.message)
+    except ImportError as exc:
+        problems.add(key, f"the driver for {url!r} cannot be loaded ({exc}); is its package "
+                          "installed?")
+    return None
+
+
+def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
+                  problems: Problems, cluster: Cluster) -> None:
+    from provisioning.options import validate_options
+
+    where_driver = f"{key}.driver" if url != cluster.driver else "driver"
+    cls = _driver_class(url, where_driver, problems)
+    if cls is None:
+        return
+    fields = list(getattr(cls, "machine_option_fields", ()))
+    found = validate_options(fields, options, where=f"{key}.machine_options", file=cluster.path,
+                             strict=bool(fields))
+    known = {(p.key, p.message) for p in problems.items}
+    for problem in found:
+        option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]
+        if option not in own and option in cluster.machine_options:
+            problem = ConfigProblem(problem.message, file=cluster.path,
+                                    key="machine_options." + problem.key.split(
+                                        ".machine_options.", 1)[-1])
+        if (problem.key, problem.message) not in known:
+            known.add((problem.key, problem.message))
+            problems.items.append(problem)
+
+
+def _check_driver_options(cluster: Cluster, problems: Problems) -> None:
+    from provisioning.options import validate_options
+
+    for url, options in cluster.driver_options.items():
+        if not isinstance(options, Mapping):
+            continue
+        cls = _driver_class(url, f"driver_options.{url}", problems)
+        fields = list(getattr(cls, "driver_option_fields", ()) or ())
+        if cls is not None and fields:
+            problems.extend(validate_options(fields, options, where=f"driver_options.{url}",
+                                             file=cluster.path, strict=True))

@@ -1,0 +1,472 @@
+"""The ``steps`` strategy: an ordered list of idempotent steps from the cluster file.
+
+- ``file``: ``path`` with exactly one of ``content``, ``source`` (a local file) or ``template``
+  (a local Jinja file rendered with ``machine``, ``options`` and ``cluster``); ``mode``,
+  ``owner``, ``group``. Written only when the sha256 differs.
+- ``directory``: ``path`` (created with parents), ``mode``, ``owner``, ``group``.
+- ``command``: ``run``, guarded by ``creates`` (a path), ``unless`` and ``onlyif`` (commands);
+  ``sudo``, ``env``, ``timeout``, ``cwd``. Without a guard it runs every time, like any command.
+- ``script``: a local ``source`` uploaded to a temporary path, run with ``args``, then removed;
+  the same guards as ``command``.
+
+Each step checks the machine first and changes only what differs; the changes go through the
+machine's action handler, so why-run reports "would update /etc/motd (sha256 differs)" instead.
+Guards and checks are reads, so they run under why-run too.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from provisioning.convergence.base import ConvergenceStrategy
+from provisioning.errors import ConfigError
+from provisioning.schema import Problems, describe_type, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.actions import ActionHandler
+    from provisioning.machine.base import Machine
+
+__all__ = ["Step", "FileStep", "DirectoryStep", "CommandStep", "ScriptStep", "StepsConvergence",
+           "parse_steps", "STEP_KINDS"]
+
+
+@dataclass(frozen=True)
+class Step(abc.ABC):
+    """One step; ``key`` is its key path in the cluster file (for errors)."""
+
+    key: str
+    kind: ClassVar[str] = "?"
+
+    @abc.abstractmethod
+    def apply(self, machine: "Machine", context: "StepContext") -> bool:
+        """Bring the machine in line with this step; True when something changed."""
+
+    @abc.abstractmethod
+    def summary(self) -> str:
+        """What the step does, for a plan of a machine that does not exist yet."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What steps need besides the machine: where local files live and template variables."""
+
+    base_dir: str
+    file: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+    def local_path(self, path: str) -> str:
+        return os.path.join(self.base_dir, os.path.expanduser(path))
+
+
+# -- attributes shared by file and directory ------------------------------------------------
+@dataclass(frozen=True)
+class _Attributes:
+    mode: str | None = None
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class FileStep(Step):
+    kind: ClassVar[str] = "file"
+    path: str = ""
+    content: str | None = None
+    source: str | None = None
+    template: str | None = None
+    attributes: _Attributes = _Attributes()
+
+    def summary(self) -> str:
+        origin = ("from " + self.source if self.source else
+                  "from template " + self.template if self.template else "with given content")
+        return f"create {self.path} {origin}{_attrs_text(self.attributes)}"
+
+    def apply(self, machine, context) -> bool:
+        attrs = self.attributes
+        if self.source is not None:
+            changed = machine.upload_file(context.local_path(self.source), self.path,
+                                          mode=attrs.mode, owner=attrs.owner, group=attrs.group)
+        else:
+            data = self.content if self.template is None else render_template(
+                self.template, context, key=f"{self.key}.template")
+            changed = machine.write_file(self.path, data or "", mode=attrs.mode,
+                                         owner=attrs.owner, group=attrs.group)
+        if not changed:
+            machine.action_handler.report_progress(f"file {self.path} is up to date")
+        return changed
+
+
+@dataclass(frozen=True)
+class DirectoryStep(Step):
+    kind: ClassVar[str] = "directory"
+    path: str = ""
+    attributes: _Attributes = _Attributes()
+
+    def summary(self) -> str:
+        return f"create directory {self.path}{_attrs_text(self.attributes)}"
+
+    def apply(self, machine, context) -> bool:
+        attrs = self.attributes
+        changed = machine.create_dir(self.path, mode=attrs.mode, owner=attrs.owner,
+                                     group=attrs.group)
+        if not changed:
+            machine.action_handler.report_progress(f"directory {self.path} is up to date")
+        return changed
+
+
+@dataclass(frozen=True)
+class _Guarded(Step):
+    creates: str | None = None
+    unless: str | None = None
+    onlyif: str | None = None
+    sudo: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+
+    def _skip_reason(self, machine: "Machine") -> str | None:
+        """Why this step need not run (a guard says so), or None to run it."""
+        if self.creates is not None and machine.file_exists(self.creates):
+            return f"{self.creates} exists"
+        if self.onlyif is not None:
+            check = machine.execute_always(self.onlyif, check=False, sudo=self.sudo, env=self.env,
+                                           timeout=self.timeout)
+            if not check.ok:
+                return f"onlyif {self.onlyif!r} exited {check.exit_status}"
+        if self.unless is not None:
+            check = machine.execute_always(self.unless, check=False, sudo=self.sudo, env=self.env,
+                                           timeout=self.timeout)
+            if check.ok:
+                return f"unless {self.unless!r} succeeded"
+        return None
+
+    def _guard_text(self) -> str:
+        parts = [f"creates {self.creates}" if self.creates else "",
+                 f"unless {self.unless!r}" if self.unless else "",
+                 f"onlyif {self.onlyif!r}" if self.onlyif else ""]
+        parts = [p for p in parts if p]
+        return f" ({', '.join(parts)})" if parts else ""
+
+
+@dataclass(frozen=True)
+class CommandStep(_Guarded):
+    kind: ClassVar[str] = "command"
+    run: str = ""
+    cwd: str | None = None
+
+    def _command(self) -> str:
+        return f"cd {shlex.quote(self.cwd)} && {self.run}" if self.cwd else self.run
+
+    def summary(self) -> str:
+        return f"run {self.run!r}{self._guard_text()}"
+
+    def apply(self, machine, context) -> bool:
+        reason = self._skip_reason(machine)
+        if reason is not None:
+            machine.action_handler.report_progress(f"skip {self.run!r}: {reason}")
+            return False
+        machine.execute(self._command(), sudo=self.sudo, env=self.env, timeout=self.timeout,
+                        description=f"run {self.run!r}")
+        return True
+
+
+@dataclass(frozen=True)
+class ScriptStep(_Guarded):
+    kind: ClassVar[str] = "script"
+    source: str = ""
+    args: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        return f"upload and run script {self.source}{self._guard_text()}"
+
+    def apply(self, machine, context) -> bool:
+        reason = self._skip_reason(machine)
+        if reason is not None:
+            machine.action_handler.report_progress(f"skip script {self.source}: {reason}")
+            return False
+        local = context.local_path(self.source)
+        size = os.path.getsize(local)
+
+        def upload_and_run() -> None:
+            made = machine.execute_always("mktemp /tmp/provisioning-script.XXXXXXXX")
+            remote = made.stdout.strip()
+            try:
+                machine.transport.upload_file(local, remote)
+                argv = " ".join(shlex.quote(a) for a in (remote, *self.args))
+                machine.execute_always(f"chmod 0700 {shlex.quote(remote)} && {argv}",
+                                       sudo=self.sudo, env=self.env, timeout=self.timeout)
+            finally:
+                machine.execute_always(f"rm -f -- {shlex.quote(remote)}", check=False)
+        machine.action_handler.perform_action(
+            f"upload and run script {self.source} ({size} bytes)", upload_and_run,
+            data={"script": self.source})
+        return True
+
+
+STEP_KINDS: dict[str, type[Step]] = {cls.kind: cls for cls in
+                                     (FileStep, DirectoryStep, CommandStep, ScriptStep)}
+
+
+# -- the strategy ----------------------------------------------------------------------------
+class StepsConvergence(ConvergenceStrategy):
+    """Runs steps in order; stops at the first failing step (later steps may depend on it)."""
+
+    name = "steps"
+
+    def __init__(self, steps: list[Step], context: StepContext) -> None:
+        self.steps = list(steps)
+        self.context = context
+
+    def converge(self, machine) -> bool:
+        variables = dict(self.context.variables)
+        variables["machine"] = _machine_variables(machine, variables.get("machine"))
+        variables.setdefault("options", dict(machine.options))
+        context = StepContext(self.context.base_dir, self.context.file, variables)
+        changed = False
+        for step in self.steps:
+            changed = step.apply(machine, context) or changed
+        if not changed:
+            machine.action_handler.report_progress(
+                f"converged: {len(self.steps)} step{'s' if len(self.steps) != 1 else ''}, "
+                "nothing to change")
+        return changed
+
+    def plan(self, action_handler: "ActionHandler") -> None:
+        """Under why-run, for a machine that does not exist yet: every step would run."""
+        for step in self.steps:
+            action_handler.perform_action(step.summary(), data={"step": step.key})
+
+
+def _machine_variables(machine: "Machine", extra: Any) -> dict[str, Any]:
+    out = dict(extra) if isinstance(extra, Mapping) else {}
+    out.update(name=machine.name, address=machine.address, options=dict(machine.options))
+    return out
+
+
+def _attrs_text(attrs: _Attributes) -> str:
+    parts = [f"mode {attrs.mode}" if attrs.mode else "",
+             f"owner {attrs.owner}" if attrs.owner else "",
+             f"group {attrs.group}" if attrs.group else ""]
+    parts = [p for p in parts if p]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+# -- templates -------------------------------------------------------------------------------
+def _environment(base_dir: str):
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(base_dir),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def render_template(path: str, context: StepContext, *, key: str) -> str:
+    """Render a local Jinja template; every template problem is a ConfigError naming it."""
+    import jinja2
+
+    env = _environment(context.base_dir)
+    try:
+        return env.get_template(path).render(**context.variables)
+    except jinja2.TemplateNotFound as exc:
+        raise ConfigError(f"template {path!r} not found in {context.base_dir}",
+                          file=context.file, key=key) from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"template {path}, line {exc.lineno}: {exc.message}",
+                          file=context.file, key=key) from exc
+    except jinja2.UndefinedError as exc:
+        known = ", ".join(sorted(context.variables))
+        raise ConfigError(f"template {path}: {exc.message}; variables are: {known}",
+                          file=context.file, key=key) from exc
+
+
+def render_string(text: str, variables: Mapping[str, Any], *, file: str | None, key: str) -> str:
+    """Render a short Jinja string (healthcheck targets); plain strings pass through."""
+    if "{{" not in text and "{%" not in text:
+        return text
+    import jinja2
+
+    try:
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        return env.from_string(text).render(**variables)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"cannot render {text!r}: {exc}", file=file, key=key) from exc
+
+
+def check_template_syntax(path: str, base_dir: str) -> str | None:
+    """A message when the template is missing or does not parse, else None."""
+    import jinja2
+
+    full = os.path.join(base_dir, path)
+    if not os.path.isfile(full):
+        return f"template file {full} does not exist"
+    try:
+        with open(full, encoding="utf-8") as handle:
+            _environment(base_dir).parse(handle.read())
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template {path}, line {exc.lineno}: {exc.message}"
+    except UnicodeDecodeError:
+        return f"template {path} is not UTF-8 text"
+    return None
+
+
+# -- parsing ---------------------------------------------------------------------------------
+_ATTR_KEYS = ("mode", "owner", "group")
+_GUARD_KEYS = ("creates", "unless", "onlyif", "sudo", "env", "timeout")
+_KEYS = {
+    "file": ("path", "content", "source", "template") + _ATTR_KEYS,
+    "directory": ("path",) + _ATTR_KEYS,
+    "command": ("run", "cwd") + _GUARD_KEYS,
+    "script": ("source", "args") + _GUARD_KEYS,
+}
+#: the key a one-string short form fills in (``command: make``); file has no short form
+_SHORT = {"directory": "path", "command": "run", "script": "source"}
+
+
+def parse_steps(value: Any, key: str, problems: Problems, base_dir: str) -> list[Step]:
+    """Steps from a ``converge`` list; problems are recorded, never raised."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(key, f"expected a list of steps (file, directory, command, script), "
+                          f"got {describe_type(value)}")
+        return []
+    steps = []
+    for index, item in enumerate(value):
+        step = _parse_step(item, f"{key}[{index}]", problems, base_dir)
+        if step is not None:
+            steps.append(step)
+    return steps
+
+
+def _parse_step(item: Any, key: str, problems: Problems, base_dir: str) -> Step | None:
+    if isinstance(item, str):
+        problems.add(key, f"expected a step like 'command: {item}', got {describe_type(item)}")
+        return None
+    body = problems.mapping(item, key, "a step: a mapping with one of file, directory, command, "
+                                       "script")
+    if body is None:
+        return None
+    kinds = [k for k in body if k in STEP_KINDS]
+    unknown = [k for k in body if k not in STEP_KINDS]
+    for name in unknown:
+        problems.add(f"{key}.{name}", f"unknown step kind {name!r}{did_you_mean(name, STEP_KINDS)}")
+    if len(kinds) > 1:
+        problems.add(key, f"one step per list item, got {' and '.join(kinds)}; split them into "
+                          "separate items")
+        return None
+    if not kinds:
+        if not unknown:
+            problems.add(key, "empty step; expected one of file, directory, command, script")
+        return None
+    kind = kinds[0]
+    where = f"{key}.{kind}"
+    raw = body[kind]
+    if isinstance(raw, str) and kind in _SHORT:
+        raw = {_SHORT[kind]: raw}
+    spec = problems.mapping(raw, where, f"a mapping of {kind} settings"
+                            + (f" or a string ({_SHORT[kind]})" if kind in _SHORT else ""))
+    if spec is None:
+        return None
+    before = len(problems.items)
+    problems.unknown_keys(spec, _KEYS[kind], where)
+    step = _BUILDERS[kind](spec, where, problems, base_dir)
+    return step if len(problems.items) == before else None
+
+
+def _path(spec, where, problems, name="path") -> str:
+    value = problems.field(spec, name, where, str, required=True, expected="a path on the machine")
+    if isinstance(value, str) and not value.strip():
+        problems.add(f"{where}.{name}", "expected a path on the machine, got an empty string")
+    return value or ""
+
+
+def _attributes(spec, where, problems) -> _Attributes:
+    from provisioning.machine.base import normalize_mode
+
+    mode = spec.get("mode")
+    if mode is not None:
+        if isinstance(mode, bool) or not isinstance(mode, (str, int)):
+            problems.add(f"{where}.mode", f"expected an octal mode like \"0644\", got "
+                                          f"{describe_type(mode)}")
+            mode = None
+        elif isinstance(mode, int) and mode > 0o7777:
+            problems.add(f"{where}.mode", f"{mode} is not a mode; quote it: \"0{mode}\"")
+            mode = None
+        else:
+            try:
+                mode = normalize_mode(mode)
+            except ValueError as exc:
+                problems.add(f"{where}.mode", f"expected an octal mode like \"0644\": {exc}")
+                mode = None
+    owner = spec.get("owner")
+    group = spec.get("group")
+    for name, value in (("owner", owner), ("group", group)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            problems.add(f"{where}.{name}", f"expected a user or group name, got "
+                                            f"{describe_type(value)}")
+    return _Attributes(mode=mode, owner=None if owner is None else str(owner),
+                       group=None if group is None else str(group))
+
+
+def _local_file(spec, name, where, problems, base_dir) -> str | None:
+    value = problems.field(spec, name, where, str, expected="a path to a local file")
+    if value is not None and not os.path.isfile(os.path.join(base_dir, os.path.expanduser(value))):
+        problems.add(f"{where}.{name}", f"local file {os.path.join(base_dir, value)} does not exist "
+                                        "(paths are relative to the cluster file)")
+    return value
+
+
+def _build_file(spec, where, problems, base_dir) -> Step:
+    path = _path(spec, where, problems)
+    given = [k for k in ("content", "source", "template") if k in spec]
+    if len(given) != 1:
+        problems.add(where, "expected exactly one of content, source, template; got "
+                            + (", ".join(given) if given else "none"))
+    content = problems.field(spec, "content", where, str, expected="text")
+    source = _local_file(spec, "source", where, problems, base_dir)
+    template = problems.field(spec, "template", where, str, expected="a path to a Jinja template")
+    if template is not None:
+        message = check_template_syntax(template, base_dir)
+        if message:
+            problems.add(f"{where}.template", message)
+    return FileStep(key=where, path=path, content=content, source=source, template=template,
+                    attributes=_attributes(spec, where, problems))
+
+
+def _build_directory(spec, where, problems, base_dir) -> Step:
+    return DirectoryStep(key=where, path=_path(spec, where, problems),
+                         attributes=_attributes(spec, where, problems))
+
+
+def _guards(spec, where, problems) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("creates", "unless", "onlyif"):
+        out[name] = problems.field(spec, name, where, str,
+                                   expected="a path" if name == "creates" else "a command")
+    out["sudo"] = problems.field(spec, "sudo", where, bool, default=False)
+    out["env"] = problems.string_map(spec["env"], f"{where}.env") if "env" in spec else {}
+    out["timeout"] = problems.positive_number(spec, "timeout", where)
+    return out
+
+
+def _build_command(spec, where, problems, base_dir) -> Step:
+    run = problems.field(spec, "run", where, str, required=True, expected="a command to run")
+    if isinstance(run, str) and not run.strip():
+        problems.add(f"{where}.run", "expected a command to run, got an empty string")
+    cwd = problems.field(spec, "cwd", where, str, expected="a directory on the machine")
+    return CommandStep(key=where, run=run or "", cwd=cwd, **_guards(spec, where, problems))
+
+
+def _build_script(spec, where, problems, base_dir) -> Step:
+    if "source" not in spec:
+        problems.add(f"{where}.source", "required: a path to a local script")
+    source = _local_file(spec, "source", where, problems, base_dir)
+    args = problems.string_list(spec.get("args", []), f"{where}.args")
+    return ScriptStep(key=where, source=source or "", args=tuple(args),
+                      **_guards(spec, where, problems))
+
+
+_BUILDERS = {"file": _build_file, "directory": _build_directory, "command": _build_command,
+             "script": _build_script}
