@@ -305,11 +305,15 @@ class NspawnDriver(Driver):
             time.sleep(delay)
             delay = min(delay * 1.5, 0.1)
         machine = self._machine(spec, opts, action_handler)
-        from provisioning.transports.ssh import wait_until_connectable
-
-        wait_until_connectable(machine.transport, timeout=max(1.0, deadline - time.monotonic()),
-                               action_handler=action_handler,
-                               what=f"SSH on {ref['address']} (namespace {ref['netns']})")
+        while True:  # sshd listens: log in once (the connection is kept for the caller)
+            try:
+                machine.transport.connect(timeout=max(0.5, min(opts.connect_timeout,
+                                                               deadline - time.monotonic())))
+                break
+            except ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         action_handler.report_progress(
             f"ready at {ref['address']} after {time.monotonic() - started:.2f} s")
         return machine

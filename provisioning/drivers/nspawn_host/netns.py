@@ -99,9 +99,19 @@ def create_machine_netns(hub: str, name: str, veth: str, address: str, prefix: i
         delete_machine_netns(hub, name, veth)
     run(["ip", "netns", "add", name], machine=machine, what="creating the machine's network namespace")
     try:
-        run(["ip", "-n", hub, "-batch", "-"], machine=machine, what="plugging the machine into the hub",
-            input=(f"link add {veth} type veth peer name eth0 netns {name}\n"
-                   f"link set {veth} master {BRIDGE} up\n"))
+        plug = (f"link add {veth} type veth peer name eth0 netns {name}\n"
+                f"link set {veth} master {BRIDGE} up\n")
+        try:
+            run(["ip", "-n", hub, "-batch", "-"], machine=machine, input=plug,
+                what="plugging the machine into the hub")
+        except ProviderError as exc:
+            if "File exists" not in str(exc):
+                raise
+            # the old namespace is still being torn down by the kernel, its veth with it
+            run(["ip", "-n", hub, "link", "del", veth], machine=machine,
+                what="removing the machine's old veth")
+            run(["ip", "-n", hub, "-batch", "-"], machine=machine, input=plug,
+                what="plugging the machine into the hub")
         run(["ip", "-n", name, "-batch", "-"], machine=machine, what="addressing the machine",
             input=("link set lo up\n"
                    f"addr add {address}/{prefix} dev eth0\n"
