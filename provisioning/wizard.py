@@ -420,12 +420,12 @@ def render_cluster_file(result: InitResult, *, credentials_file: str | None = No
             where = credentials_file or "the config file"
             lines.append(f"# Secrets ({', '.join(secret_names)}) are kept in {where} under "
                          "`credentials:`, not here.")
-        body = _option_lines(result.driver_fields, result.driver_options, {}, "  ")
+        body = _option_lines(result.driver_fields, result.driver_options, {}, "    ")
+        head = ["driver_options:", f"  {_value(result.driver_url)}:"]
         if result.driver_options:
-            lines += ["driver_options:"] + body
+            lines += head + body
         elif body:
-            lines += ["# driver_options:"] + [f"#{line}" if not line.lstrip().startswith("#")
-                                              else line for line in body]
+            lines += [f"# {line}" for line in head] + body
     lines += [
         "",
         "machines:",

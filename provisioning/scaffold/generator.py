@@ -52,7 +52,8 @@ def driver_names(name: str, *, module: str | None = None) -> DriverNames:
     scheme = validate_scheme(name)
     _refuse_builtin(scheme)
     words = [w for w in re.split(r"[-.+]", scheme) if w]
-    module = module or "provisioning_" + "_".join(words)
+    # '-' maps to '_'; '+' and '.' have no faithful spelling in a module name: ask for one
+    module = module or "provisioning_" + scheme.replace("-", "_")
     if not module.isidentifier() or keyword.iskeyword(module):
         raise ConfigError(f"{module!r} is not a valid Python module name; pass --module NAME "
                           "with letters, digits and underscores", key="module")
