@@ -3,9 +3,14 @@ systemd-nspawn machines."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from provisioning.drivers.nspawn import IMAGE_CACHE_ENV
 from provisioning.testing.conformance import DriverConformance
+
+from .conftest import DEFAULT_CACHE
 
 
 @pytest.mark.slow
@@ -13,15 +18,19 @@ class TestNspawnConformance(DriverConformance):
     worker_timeout = 300.0
 
     @pytest.fixture(autouse=True)
-    def _image(self, image_cache, sweeper):
-        self._cache = image_cache
+    def _image(self, image_cache, sweeper, driver):
         self._sweep = sweeper
+        yield
+        # cases without the provisioner fixture (the concurrent-allocate one) destroy nothing
+        # themselves: remove their machines too, so no test leaves anything on the host
+        sweeper(driver)
 
     def driver_url(self, tmp_path) -> str:
         return f"nspawn:{tmp_path / 'warehouse'}"
 
     def config_data(self, tmp_path):
-        return {"driver_options": {self.driver_url(tmp_path): {"image_cache": self._cache}}}
+        cache = os.environ.get(IMAGE_CACHE_ENV) or DEFAULT_CACHE  # as the image_cache fixture
+        return {"driver_options": {self.driver_url(tmp_path): {"image_cache": cache}}}
 
     def count_machines(self, driver, name) -> int:
         return len(driver.find_machines(name))
