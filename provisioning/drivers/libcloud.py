@@ -159,13 +159,15 @@ class LibcloudDriver(Driver):
             from provisioning.drivers.libcloud_parts.providers import ops_for
 
             creds = self._credentials()
-            self._local.credential_source = creds.source
+            self._local.credential_source = f"key {creds.key_hint} from {creds.source}"
             with self._errors("connect"):
                 ops = self._local.ops = ops_for(self.cloud, self.driver_options, creds)
         return ops
 
     def _errors(self, action: str, spec: "MachineSpec | None" = None,
                 options: Mapping[str, Any] | None = None):
+        if action != "connect":
+            self.ops  # noqa: B018 - resolve credentials first, so errors can name their source
         context = {"region": self.region, "driver_url": self.driver_url,
                    "credential_source": getattr(self._local, "credential_source", "unknown")}
         context.update({k: v for k, v in (options or {}).items() if isinstance(v, (str, list))})
@@ -344,6 +346,14 @@ class LibcloudDriver(Driver):
             **({"client_token": plan.client_token} if plan.client_token else {}), **extra)
         spec.save()
 
+    @staticmethod
+    def _forget_pending(spec: "MachineSpec", before: dict[str, Any]) -> None:
+        if before:
+            spec.reference = before
+            spec.save()
+        else:
+            spec.delete()
+
     def allocate_machine(self, action_handler, machine_spec, machine_options):
         opts = self._opts(machine_options)
         if not self._settle_existing(action_handler, machine_spec, opts):
@@ -351,9 +361,16 @@ class LibcloudDriver(Driver):
         plan = self._plan(action_handler, machine_spec, opts, {})
 
         def create() -> None:
+            before = dict(machine_spec.reference)
             self._pending_reference(machine_spec, plan)
-            with self._errors("create a node", machine_spec, opts):
-                node = self.ops.create(plan)[0]
+            try:
+                with self._errors("create a node", machine_spec, opts):
+                    node = self.ops.create(plan)[0]
+            except ConfigError:
+                # refused outright: nothing was made, so forget the token (a fixed retry must
+                # not reuse it: the provider would call that a mismatched idempotent request)
+                self._forget_pending(machine_spec, before)
+                raise
             checkpoint("after_create", machine=machine_spec.name)
             self._record_node(machine_spec, node, opts)
             checkpoint("before_save", machine=machine_spec.name)
@@ -414,10 +431,16 @@ class LibcloudDriver(Driver):
                        client_token=batch)
 
         def create() -> None:
+            before = [dict(spec.reference) for spec, *_ in members]
             for spec, _, member_plan, _ in members:
                 self._pending_reference(spec, member_plan, batch=batch)
-            with self._errors(f"create {len(members)} nodes in one request"):
-                nodes = self.ops.create(plan, count=len(members))
+            try:
+                with self._errors(f"create {len(members)} nodes in one request"):
+                    nodes = self.ops.create(plan, count=len(members))
+            except ConfigError:
+                for (spec, *_), old in zip(members, before):
+                    self._forget_pending(spec, old)
+                raise
             checkpoint("after_create")
             if len(nodes) != len(members):
                 raise ProviderError(f"asked {self.provider} for {len(members)} nodes in batch "
