@@ -47,14 +47,24 @@ def _fmt(template: str, context: Mapping[str, Any]) -> str:
     return template.format_map(_Missing(context))
 
 
+def _message(exc: BaseException) -> str:
+    """The provider's text; some libcloud exceptions fail in their own __str__."""
+    for source in (getattr(exc, "value", None), getattr(exc, "message", None), exc):
+        if source:
+            try:
+                return str(source).strip()
+            except Exception:  # a broken __str__/__repr__ in the backend exception
+                continue
+    return type(exc).__name__
+
+
 def translate(exc: BaseException, *, provider: str, action: str, machine: str | None = None,
               context: Mapping[str, Any] | None = None) -> ProvisioningError | None:
     """Our error for a libcloud (or network) exception, or None when it is not one of theirs."""
     context = dict(context or {})
     context.setdefault("place", f"{provider} {context.get('region') or ''}".strip())
     context.setdefault("url", context.get("driver_url", "libcloud:" + provider))
-    raw = str(getattr(exc, "value", None) or getattr(exc, "message", None) or exc or "")
-    raw = raw.strip()[:_MAX_PROVIDER_MESSAGE]
+    raw = _message(exc)[:_MAX_PROVIDER_MESSAGE]
     where = f"{provider} refused to {action}"
     try:
         from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
