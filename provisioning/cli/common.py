@@ -163,10 +163,12 @@ class Session:
 def finish_batch(session: Session, command: str, results: "BatchResult",
                  extra: dict[str, Any] | None = None) -> int:
     """Print the summary of a batch and return the exit code (1 if any machine failed)."""
+    from provisioning.cli.output import strip_machine
+
     machines = {}
     for name, outcome in results.items():
         machines[name] = {"ok": outcome.ok, "changes": session.runner.actions.get(name, 0),
-                          "error": None if outcome.ok else str(outcome.error),
+                          "error": None if outcome.ok else strip_machine(str(outcome.error), name),
                           "error_type": None if outcome.ok else type(outcome.error).__name__}
     failed = [n for n, m in machines.items() if not m["ok"]]
     summary = {"event": "summary", "command": command, "ok": not failed,

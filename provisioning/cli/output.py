@@ -34,6 +34,12 @@ def make_renderer(output: str, verbosity: int = 0, *, live: bool = True,
     return PlainRenderer(stream, verbosity)
 
 
+def strip_machine(text: str, machine: str | None) -> str:
+    """An error's text without the ``[name] `` prefix the display adds anyway."""
+    prefix = f"[{machine}] "
+    return text[len(prefix):] if machine and text.startswith(prefix) else text
+
+
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Aligned plain-text columns."""
     cells = [[str(c) for c in columns]] + [["-" if v is None else str(v) for v in r] for r in rows]
@@ -103,7 +109,7 @@ class PlainRenderer(Renderer):
         if not self.wants(event):
             return
         if event.kind == "error":
-            lines = str(event.description).splitlines() or [""]
+            lines = strip_machine(event.description, event.machine).splitlines() or [""]
             prefix = f"[{event.machine}] " if event.machine else ""
             self._write(f"{prefix}FAILED: {lines[0]}" + "".join(f"\n{prefix}  {l}" for l in lines[1:]),
                         sys.stderr if self.stream is sys.stdout else self.stream)
@@ -173,7 +179,8 @@ class RichRenderer(Renderer):
                 return
             name = event.machine or "-"
             state = {"result": "ok", "error": "failed"}.get(event.kind, "busy")
-            text = event.description.splitlines()[0] if event.description else ""
+            text = strip_machine(event.description, event.machine).splitlines()[0] \
+                if event.description else ""
             if event.kind == "action" and event.why_run:
                 text = f"would {text}"
             self.rows[name] = [state, escape(text)]
@@ -182,7 +189,8 @@ class RichRenderer(Renderer):
             elif event.kind == "progress" and self.verbosity > 0:
                 self.live.console.print(f"[dim]{escape(name)} {escape(event.description)}[/]")
             elif event.kind == "error":
-                self.live.console.print(f"[red]{escape(name)} FAILED:[/] {escape(event.description)}")
+                self.live.console.print(f"[red]{escape(name)} FAILED:[/] "
+                                       f"{escape(strip_machine(event.description, name))}")
             self.live.update(self._render())
 
     def close(self) -> None:

@@ -391,8 +391,10 @@ def _attributes(spec, where, problems) -> _Attributes:
             problems.add(f"{where}.mode", f"expected an octal mode like \"0644\", got "
                                           f"{describe_type(mode)}")
             mode = None
-        elif isinstance(mode, int) and mode > 0o7777:
-            problems.add(f"{where}.mode", f"{mode} is not a mode; quote it: \"0{mode}\"")
+        elif isinstance(mode, int) and mode > 0o777:
+            # YAML reads 0644 as octal (420) but 644 as decimal: almost surely a missing 0
+            problems.add(f"{where}.mode", f"{mode} read as a decimal number; quote the mode: "
+                                          f"\"0{mode}\"")
             mode = None
         else:
             try:

@@ -1,0 +1,78 @@
+"""Helpers for the CLI tests: run the real ``converge`` console script, fake copies of the
+example cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLES = REPO / "examples"
+#: the console script installed beside this interpreter (not a pyenv shim)
+CONVERGE = os.path.join(os.path.dirname(sys.executable), "converge")
+
+
+def converge(*args: str, cwd: str | os.PathLike, env: dict | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``converge ARGS`` as a user would; text output captured."""
+    full_env = dict(os.environ)
+    full_env.pop("PROVISIONING_STATE", None)
+    full_env.update(env or {})
+    return subprocess.run([CONVERGE, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def fake_copy(source: Path, target: Path) -> Path:
+    """The example cluster on the fake: driver: same steps, paths made relative (a fake
+    machine's files live in its own directory)."""
+    shutil.copytree(source, target)
+    cluster = target / "cluster.yml"
+    text = cluster.read_text()
+    text = text.replace('driver: "nspawn:"', 'driver: "fake:"')
+    text = re.sub(r"(?<=[\s\"'\[{(])/(etc|srv)/", r"\1/", text)
+    text = text.replace('args: ["/"]', 'args: ["."]')
+    cluster.write_text(text)
+    return cluster
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A fake: copy of examples/ in a temporary directory; returns its directory."""
+    fake_copy(EXAMPLES, tmp_path / "example")
+    return tmp_path / "example"
+
+
+def warehouse_counters(directory: Path) -> dict:
+    from provisioning.drivers.fake import FakeWarehouse
+
+    return FakeWarehouse(str(directory / ".provisioning" / "fake")).counters()
+
+
+def warehouse_servers(directory: Path) -> dict:
+    from provisioning.drivers.fake import FakeWarehouse
+
+    return FakeWarehouse(str(directory / ".provisioning" / "fake")).servers()
+
+
+def saved_machines(directory: Path) -> list[str]:
+    from provisioning.store.sqlite import SQLiteStore
+
+    path = directory / ".provisioning" / "state.db"
+    if not path.exists():
+        return []
+    store = SQLiteStore(str(path))
+    try:
+        return [e.name for e in store.list("machine")]
+    finally:
+        store.close()
