@@ -1,0 +1,314 @@
+"""Building an ``SSHTransport`` from ``machine_options["transport"]``, and waiting until a machine
+accepts SSH. Re-exported by ``provisioning.transports.ssh``.
+
+Option keys (all optional but a host from somewhere)::
+
+    transport:
+      host: 10.0.0.5            # else the driver's default_host, else reference["host"]
+      port: 22
+      username: root
+      key_name: deploy          # a private key by name (config private_keys / private_key_paths)
+      password_env: HOST_PW     # an environment variable holding the password (never in state)
+      sudo: true                # default: true when username is not root
+      gateway: {host: bastion, port: 22, username: jump, key_name: deploy}
+      ssh_config: true          # or a path: apply HostName/Port/User/IdentityFile/ProxyJump
+      use_agent: false          # also offer keys from $SSH_AUTH_SOCK
+      known_hosts: ~/k          # verify against this file instead of pinning in state
+      host_key: "ssh-ed25519 AAAA..."   # pin explicitly (else the reference's, else first use)
+      connect_timeout: 10
+      command_timeout: 600
+      transfer_timeout: 600
+      keepalive: 15
+
+Precedence: explicit options > ``ssh_config`` > defaults. The pinned key lives in
+``reference["host_key"]`` (gateways' in ``reference["gateway_host_keys"]["host:port"]``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from provisioning.errors import (AuthenticationError, ConfigError, ConfigProblem, ConnectError,
+                                 HostKeyMismatch)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.actions import ActionHandler
+    from provisioning.config import Config
+    from provisioning.keys import PrivateKey
+    from provisioning.spec import MachineSpec
+    from provisioning.transports.base import Transport
+    from provisioning.transports.ssh import SSHTransport
+
+__all__ = ["ssh_transport_from_options", "wait_until_connectable", "TRANSPORT_KEYS",
+           "GATEWAY_KEYS", "ssh_config_lookup"]
+
+#: option key -> (accepted types, help); the SSH driver declares its option fields from this
+TRANSPORT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "kind": ((str,), "transport kind: ssh (default) or winrm"),
+    "host": ((str,), "address or name of the machine"),
+    "port": ((int,), "SSH port (22)"),
+    "username": ((str,), "login user (root)"),
+    "key_name": ((str,), "private key by name (config private_keys or private_key_paths)"),
+    "password_env": ((str,), "environment variable holding the login password"),
+    "sudo": ((bool,), "run changes through sudo -n (default: when username is not root)"),
+    "gateway": ((dict,), "jump host: {host, port, username, key_name}"),
+    "ssh_config": ((bool, str), "apply your OpenSSH client config: true or a path"),
+    "use_agent": ((bool,), "offer keys from a running ssh-agent"),
+    "known_hosts": ((str,), "verify host keys against this known_hosts file"),
+    "host_key": ((str,), "pinned host key line (ssh-ed25519 AAAA...)"),
+    "connect_timeout": ((int, float), "seconds to connect and log in (10)"),
+    "command_timeout": ((int, float), "seconds one command may run (600)"),
+    "transfer_timeout": ((int, float), "seconds one file transfer may take (600)"),
+    "keepalive": ((int, float), "seconds between keepalives (15; 0: off)"),
+}
+GATEWAY_KEYS = ("host", "port", "username", "key_name", "password_env", "known_hosts", "host_key")
+
+
+def _check(options: Mapping[str, Any], where: str) -> None:
+    problems: list[ConfigProblem] = []
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"must be a mapping of transport options, got {type(options).__name__}",
+                          key=where)
+    for key, value in options.items():
+        if key not in TRANSPORT_KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(TRANSPORT_KEYS), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(TRANSPORT_KEYS)}"
+            problems.append(ConfigProblem(f"unknown transport option {key!r}; {hint}",
+                                          key=f"{where}.{key}"))
+            continue
+        types, help_text = TRANSPORT_KEYS[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            problems.append(ConfigProblem(f"expected {'/'.join(t.__name__ for t in types)} "
+                                          f"({help_text}), got {value!r}", key=f"{where}.{key}"))
+        elif key == "port" and not 0 < value < 65536:
+            problems.append(ConfigProblem(f"port must be 1-65535, got {value}", key=f"{where}.{key}"))
+        elif key.endswith("_timeout") and value <= 0:
+            problems.append(ConfigProblem("must be more than 0 seconds", key=f"{where}.{key}"))
+    gateway = options.get("gateway")
+    if isinstance(gateway, Mapping):
+        for key in gateway:
+            if key not in GATEWAY_KEYS:
+                problems.append(ConfigProblem(f"unknown gateway option {key!r}; known: "
+                                              f"{', '.join(GATEWAY_KEYS)}",
+                                              key=f"{where}.gateway.{key}"))
+        if "host" not in gateway:
+            problems.append(ConfigProblem("a gateway needs a host", key=f"{where}.gateway.host"))
+    if problems:
+        raise ConfigError(problems=problems)
+
+
+def ssh_config_lookup(setting: bool | str, host: str) -> dict[str, Any]:
+    """What the user's OpenSSH client config says for ``host`` (``setting``: True for
+    ~/.ssh/config, or a path). Only HostName, Port, User, IdentityFile and ProxyJump matter."""
+    import paramiko
+
+    path = os.path.expanduser("~/.ssh/config" if setting is True else str(setting))
+    if not os.path.isfile(path):
+        if setting is True:
+            return {}
+        raise ConfigError(f"ssh_config file {path} does not exist", key="transport.ssh_config")
+    try:
+        found = paramiko.SSHConfig.from_path(path).lookup(host)
+    except (paramiko.ssh_exception.ConfigParseError, ValueError, OSError) as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}", key="transport.ssh_config") from exc
+    out: dict[str, Any] = {}
+    if found.get("hostname") and found["hostname"] != host:
+        out["host"] = found["hostname"]
+    if found.get("port"):
+        out["port"] = int(found["port"])
+    if found.get("user"):
+        out["username"] = found["user"]
+    if found.get("identityfile"):
+        out["identity_files"] = [os.path.expanduser(p) for p in found["identityfile"]]
+    if found.get("proxyjump") and found["proxyjump"].lower() != "none":
+        out["proxyjump"] = found["proxyjump"]
+    return out
+
+
+def _parse_jump(text: str) -> dict[str, Any]:
+    """``user@host:port`` (one ProxyJump hop) -> options."""
+    user, _, rest = text.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else None
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    out: dict[str, Any] = {"host": host}
+    if user:
+        out["username"] = user
+    if port:
+        out["port"] = int(port)
+    return out
+
+
+class _Builder:
+    """Shared state for one machine's transport chain (target and its gateways)."""
+
+    def __init__(self, spec: "MachineSpec", config: "Config",
+                 action_handler: "ActionHandler | None", ssh_config: bool | str | None,
+                 known_hosts: str | None, defaults: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self.config = config
+        self.action_handler = action_handler
+        self.ssh_config = ssh_config
+        self.known_hosts = known_hosts
+        self.defaults = defaults
+
+    def key(self, key_name: str | None, identity_files: list[str]) -> "PrivateKey | None":
+        from provisioning.keys import find_private_key, load_private_key
+
+        if key_name:
+            return find_private_key(self.config, key_name)
+        for path in identity_files:
+            if os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    return load_private_key(handle.read(), name=os.path.basename(path), path=path)
+        return None
+
+    def password(self, env_name: str | None, where: str) -> str | None:
+        if not env_name:
+            return None
+        if env_name not in os.environ:
+            raise ConfigError(f"environment variable {env_name} (the password) is not set",
+                              key=f"{where}.password_env")
+        return os.environ[env_name]
+
+    def recorder(self, host: str, port: int, gateway: bool) -> Callable[[str], None]:
+        from provisioning.keys import fingerprint
+
+        def record(line: str) -> None:
+            reference = self.spec.reference
+            if gateway:
+                reference.setdefault("gateway_host_keys", {})[f"{host}:{port}"] = line
+            else:
+                reference["host_key"] = line
+            text = (f"pin host key {fingerprint(line)} of {host}:{port} "
+                    f"({'gateway, ' if gateway else ''}first connection)")
+
+            def save() -> None:
+                if self.spec.reference.get("driver_url"):
+                    self.spec.save()
+            if self.action_handler is not None:
+                self.action_handler.perform_action(text, save, data={
+                    "host": host, "port": port, "fingerprint": fingerprint(line)})
+            else:
+                save()
+        return record
+
+    def build(self, options: Mapping[str, Any], *, where: str, gateway_hop: bool,
+              sock_factory: Any = None, default_host: str | None = None,
+              via: "SSHTransport | None" = None, depth: int = 0) -> "SSHTransport":
+        from provisioning.transports.ssh import SSHTransport
+
+        if depth > 8:
+            raise ConfigError("gateway chain is more than 8 hops deep (a ProxyJump loop?)",
+                              key=f"{where}.gateway")
+        reference = self.spec.reference
+        host = options.get("host") or default_host or (None if gateway_hop else reference.get("host"))
+        if not host:
+            raise ConfigError("no host to connect to: set machine_options.transport.host",
+                              key=f"{where}.host", machine=self.spec.name)
+        found = ssh_config_lookup(self.ssh_config, host) if self.ssh_config else {}
+        hostname = found.get("host", host)  # ssh_config's HostName resolves an alias
+        port = int(options.get("port") or found.get("port") or 22)
+        username = options.get("username") or found.get("username") or \
+            self.defaults.get("username", "root")
+        private_key = self.key(options.get("key_name"), found.get("identity_files", []))
+        if private_key is None and gateway_hop and self.defaults.get("key_name"):
+            private_key = self.key(self.defaults["key_name"], [])  # the target's key
+        password = self.password(options.get("password_env"), where)
+        if gateway_hop:
+            pinned = options.get("host_key") or \
+                reference.get("gateway_host_keys", {}).get(f"{hostname}:{port}")
+        else:
+            pinned = options.get("host_key") or reference.get("host_key")
+        known_hosts = options.get("known_hosts") or self.known_hosts
+        gateway = via
+        gateway_options = options.get("gateway") if not gateway_hop else None
+        if gateway is None and gateway_options:
+            gateway = self.build(dict(gateway_options), where=f"{where}.gateway", gateway_hop=True,
+                                 depth=depth + 1)
+        elif gateway is None and found.get("proxyjump"):
+            for hop in found["proxyjump"].split(","):
+                gateway = self.build(_parse_jump(hop.strip()), where=f"{where}.ssh_config.ProxyJump",
+                                     gateway_hop=True, via=gateway, depth=depth + 1)
+        return SSHTransport(
+            hostname, port, username, private_key=private_key, password=password,
+            host_key=pinned, known_hosts=known_hosts,
+            on_new_host_key=None if (pinned or known_hosts) else
+            self.recorder(hostname, port, gateway_hop),
+            sock_factory=sock_factory if gateway is None else None, gateway=gateway,
+            owns_gateway=gateway is not None,
+            connect_timeout=float(self.defaults.get("connect_timeout", 10.0)),
+            command_timeout=float(self.defaults.get("command_timeout", 600.0)),
+            transfer_timeout=float(self.defaults.get("transfer_timeout", 600.0)),
+            keepalive=float(self.defaults.get("keepalive", 15.0)),
+            use_agent=bool(self.defaults.get("use_agent", False)),
+            machine=self.spec.name,
+            sudo=bool(self.defaults.get("sudo", username != "root")) if not gateway_hop else False,
+        )
+
+
+def ssh_transport_from_options(options: Mapping, spec: "MachineSpec", config: "Config", *,
+                               action_handler: "ActionHandler | None" = None,
+                               sock_factory: Callable[[float], Any] | None = None,
+                               default_host: str | None = None) -> "SSHTransport":
+    """The transport for one machine from ``machine_options`` (its ``transport`` mapping), the
+    pinned key in ``spec.reference["host_key"]`` and the config's keys. A key seen on first use
+    is recorded in the reference, saved, and reported as an action."""
+    where = "machine_options.transport"
+    transport_options = dict(options.get("transport") or {})
+    _check(transport_options, where)
+    builder = _Builder(spec, config, action_handler, transport_options.get("ssh_config"),
+                       transport_options.get("known_hosts"), transport_options)
+    return builder.build(transport_options, where=where, gateway_hop=False,
+                         sock_factory=sock_factory, default_host=default_host)
+
+
+def wait_until_connectable(transport: "Transport", *, timeout: float,
+                           action_handler: "ActionHandler | None", what: str,
+                           sleep: Callable[[float], None] = time.sleep,
+                           first_delay: float = 0.25, max_delay: float = 5.0) -> None:
+    """Retry with exponential backoff while the machine is not reachable (``ConnectError``);
+    ``AuthenticationError`` and ``HostKeyMismatch`` fail at once (waiting will not fix them).
+    Past ``timeout`` raises ``ConnectError`` saying how long it waited and the last error."""
+    started = time.monotonic()
+    deadline = started + timeout
+    delay = first_delay
+    attempts = 0
+    reported = False
+    while True:
+        attempts += 1
+        remaining = deadline - time.monotonic()
+        try:
+            connect = getattr(transport, "connect", None)
+            if connect is not None:
+                limit = getattr(transport, "connect_timeout", remaining)
+                connect(timeout=max(0.5, min(remaining, limit)))
+            else:
+                transport.execute("true", timeout=max(1.0, remaining))
+            if reported and action_handler is not None:
+                action_handler.report_progress(
+                    f"{what} accepts SSH after {time.monotonic() - started:.1f} s")
+            return
+        except (AuthenticationError, HostKeyMismatch):
+            raise
+        except ConnectError as exc:
+            last = exc
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConnectError(
+                f"{what} ({transport.host}) did not accept SSH within {timeout:g} s "
+                f"({attempts} attempts); last error: {last.message}",
+                host=transport.host, machine=last.machine) from last
+        if not reported and action_handler is not None:
+            action_handler.report_progress(
+                f"waiting up to {timeout:g} s for {what} ({transport.host}) to accept SSH")
+            reported = True
+        sleep(min(delay, remaining))
+        delay = min(delay * 2, max_delay)
