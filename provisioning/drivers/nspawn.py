@@ -12,6 +12,7 @@ Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``dur
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 import time
@@ -410,9 +411,13 @@ class NspawnDriver(Driver):
         if _is_mountpoint(merged):
             host.run(["umount", "-l", merged], what="unmounting a leaked overlay")
         with self.warehouse.locked():
-            self.warehouse.remove_dir(machine_id)
+            retired = self.warehouse.retire_dir(machine_id)
             if not self.warehouse.records():
                 netns.delete_hub(self.warehouse.hub_netns)
+        self.warehouse.purge(retired)
+        for stale in glob.glob(os.path.join(self.warehouse.machines_dir,
+                                            f".removing-{machine_id}-*")):
+            self.warehouse.purge(stale)  # an earlier destroy that died before deleting
 
     # -- batches -------------------------------------------------------------------------------
     def ready_machines(self, action_handler, specs_and_options,

@@ -32,6 +32,15 @@ UseDNS no
 """
 
 
+JOURNALD_CONFIG = """\
+# written by the provisioning nspawn: driver: logs in memory (no 8 MB journal file per machine
+# on disk); the host keeps each machine's console in DIR/machines/ID/console.log
+[Journal]
+Storage=volatile
+RuntimeMaxUse=16M
+"""
+
+
 def _write(path: str, text: str | bytes, mode: int = 0o644) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = text.encode() if isinstance(text, str) else text
@@ -80,6 +89,9 @@ def prepare_upper(upper: str, *, hostname: str, address: str, authorized_key: st
     public = host_public_key(upper) or _generate_host_key(upper, hostname)
     _write(os.path.join(upper, "etc/ssh/sshd_config.d/10-provisioning.conf"),
            SSHD_CONFIG.format(host_key=HOST_KEY))
+    if mask_units:
+        _write(os.path.join(upper, "etc/systemd/journald.conf.d/10-provisioning.conf"),
+               JOURNALD_CONFIG)
     ssh_dir = os.path.join(upper, "root/.ssh")
     os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
     os.chmod(ssh_dir, 0o700)

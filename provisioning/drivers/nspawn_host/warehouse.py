@@ -135,6 +135,8 @@ class Warehouse:
         except FileNotFoundError:
             return out
         for machine_id in ids:
+            if machine_id.startswith("."):
+                continue  # being removed
             record = self.record(machine_id)
             if record is not None:
                 out.append(record)
@@ -184,10 +186,20 @@ class Warehouse:
         os.replace(tmp, os.path.join(directory, "machine.json"))
         return record
 
-    def remove_dir(self, machine_id: str) -> None:
+    def retire_dir(self, machine_id: str) -> str | None:
+        """Take a machine's directory out of the warehouse at once (a rename, under the lock);
+        returns where it went, for ``purge`` to delete outside the lock."""
         directory = self.machine_dir(machine_id)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
+        if not os.path.isdir(directory):
+            return None
+        trash = os.path.join(self.machines_dir, f".removing-{machine_id}-{secrets.token_hex(3)}")
+        os.rename(directory, trash)
+        return trash
+
+    @staticmethod
+    def purge(path: str | None) -> None:
+        if path and os.path.isdir(path):
+            shutil.rmtree(path)
 
     def check_subnet_unchanged(self) -> None:
         """Machines keep their addresses: refuse a new subnet while any machine exists."""

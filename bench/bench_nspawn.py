@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Benchmark of the nspawn: driver, image cached: one machine, 20 in a batch, destroy of 20.
+
+    sudo python3 bench/bench_nspawn.py [--count 20] [--rounds 5] [--json out.json]
+
+Every figure is wall time through the public API with a real SQLite state store, and "ready"
+means a real SSH login succeeded (the transport's connection, which the first command reuses).
+The image is built first if it is not cached (timed separately, not part of any figure).
+Machines live in a temporary warehouse that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from provisioning.actions import ActionHandler  # noqa: E402
+from provisioning.config import Config  # noqa: E402
+from provisioning.drivers.nspawn import IMAGE_CACHE_ENV  # noqa: E402
+from provisioning.lifecycle import Provisioner  # noqa: E402
+from provisioning.registry import driver_for_url  # noqa: E402
+from provisioning.store.sqlite import SQLiteStore  # noqa: E402
+
+DEFAULT_CACHE = "/var/cache/provisioning-test-images"
+
+
+def timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20, help="machines in the batch")
+    parser.add_argument("--rounds", type=int, default=5, help="repetitions of the single machine")
+    parser.add_argument("--image-cache", default=os.environ.get(IMAGE_CACHE_ENV) or DEFAULT_CACHE)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root: nspawn machines need it", file=sys.stderr)
+        return 2
+
+    from provisioning.drivers.nspawn_host import image
+
+    img = image.resolve_image(image.DEFAULT_IMAGE, args.image_cache)
+    build_s = None
+    if not img.ready:
+        build_s, _ = timed(lambda: image.ensure_image(img, report=print))
+
+    figures: dict[str, object] = {
+        "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
+        "image_build_s": build_s,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-nspawn-") as tmp:
+        url = f"nspawn:{tmp}/warehouse"
+        config = Config({"driver_options": {url: {"image_cache": args.image_cache}},
+                         "parallel": args.count}, base_dir=tmp)
+        driver = driver_for_url(url, config)
+        store = SQLiteStore(os.path.join(tmp, "state.db"))
+        provisioner = Provisioner(store, config=config, action_handler=ActionHandler(),
+                                  parallel=args.count)
+        try:
+            # -- one machine: allocate + ready (SSH login done), then its first command --------
+            singles, firsts, stops, restarts = [], [], [], []
+            for round_ in range(args.rounds + 1):  # round 0 warms caches (key, page cache)
+                name = f"single-{round_}"
+                seconds, machine = timed(lambda: provisioner.up(driver, name))
+                first, _ = timed(lambda: machine.execute_always("true"))
+                machine.disconnect()
+                stop_s, _ = timed(lambda: provisioner.stop(name, {}, driver))
+                again, machine = timed(lambda: provisioner.ready(driver, name))
+                machine.disconnect()
+                provisioner.destroy(name, {}, driver)
+                if round_:
+                    singles.append(seconds)
+                    firsts.append(first)
+                    stops.append(stop_s)
+                    restarts.append(again)
+            figures["one_up_s"] = {"median": statistics.median(singles), "min": min(singles),
+                                   "max": max(singles)}
+            figures["one_first_command_s"] = statistics.median(firsts)
+            figures["one_stop_s"] = statistics.median(stops)
+            figures["one_ready_after_stop_s"] = statistics.median(restarts)
+
+            # -- a batch through the Provisioner (what `converge up` does), then destroy -------
+            names = [f"batch-{i}" for i in range(1, args.count + 1)]
+            requests = [(driver, n, {}) for n in names]
+            seconds, results = timed(lambda: provisioner.run_many("up", requests))
+            assert results.ok, results.failures
+            ok = all(o.value.execute_always("true").ok for o in results.values())
+            for outcome in results.values():
+                outcome.value.disconnect()
+            figures["batch_up_s"] = seconds
+            figures["batch_all_execute"] = ok
+            seconds, results = timed(lambda: provisioner.run_many("destroy", requests))
+            assert results.ok, results.failures
+            figures["batch_destroy_s"] = seconds
+
+            # -- the same through the driver's batch methods (boot all, then wait) -------------
+            specs = [(store.get_or_new("machine", f"drv-{i}"), {}) for i in range(1, args.count + 1)]
+            handler = ActionHandler()
+            alloc_s, allocated = timed(lambda: driver.allocate_machines(handler, specs))
+            assert allocated.ok, allocated.failures
+            ready_s, readied = timed(lambda: driver.ready_machines(handler, specs))
+            assert readied.ok, readied.failures
+            for outcome in readied.values():
+                outcome.value.disconnect()
+            figures["driver_batch_allocate_s"] = alloc_s
+            figures["driver_batch_ready_s"] = ready_s
+            destroy_s, destroyed = timed(lambda: driver.destroy_machines(handler, specs))
+            assert destroyed.ok, destroyed.failures
+            figures["driver_batch_destroy_s"] = destroy_s
+        finally:
+            for record in driver.warehouse.records():
+                driver._remove({"machine_id": record.id, "cgroup": record.cgroup,
+                                "netns": record.netns, "veth": record.veth})
+            store.close()
+
+    one = figures["one_up_s"]
+    n = args.count
+    print(f"nspawn: driver on {figures['cpus']} CPUs, kernel {figures['kernel']}, image cached")
+    print(f"| one machine allocate+ready (SSH login), median of {args.rounds} | {one['median']:.2f} s "
+          f"(min {one['min']:.2f}, max {one['max']:.2f}) |")
+    print(f"| its first command over the kept connection | {figures['one_first_command_s'] * 1000:.0f} ms |")
+    print(f"| stop (clean poweroff) | {figures['one_stop_s']:.2f} s |")
+    print(f"| ready again after stop | {figures['one_ready_after_stop_s']:.2f} s |")
+    print(f"| {n} machines up, Provisioner.run_many (parallel {n}) | {figures['batch_up_s']:.2f} s |")
+    print(f"| destroy {n}, Provisioner.run_many | {figures['batch_destroy_s']:.2f} s |")
+    print(f"| {n} machines, driver allocate_machines + ready_machines | "
+          f"{figures['driver_batch_allocate_s']:.2f} s + {figures['driver_batch_ready_s']:.2f} s |")
+    print(f"| destroy {n}, driver destroy_machines | {figures['driver_batch_destroy_s']:.2f} s |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
