@@ -368,9 +368,6 @@ class PostgresStore(ManagedEntryStore):
                 " AND w.name = next.name RETURNING w.name",
                 {"r": run_key, "g": generation, "t": token, "h": Jsonb(holder),
                  "k": self.session_key, "ttl": float(ttl)}).fetchone()
-            if row is not None:
-                conn.execute("UPDATE provisioning_runs SET touched_at = now() WHERE run_key = %s"
-                             " AND generation = %s", (run_key, generation))
             return row[0] if row else None
         return self._run("claim work", claim)
 
@@ -387,17 +384,22 @@ class PostgresStore(ManagedEntryStore):
             open_rows = conn.execute(
                 "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
                 "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0]
-            conn.execute("UPDATE provisioning_runs SET touched_at = now(), finished_at = "
-                         "CASE WHEN %s = 0 THEN now() END WHERE run_key = %s AND generation = %s",
-                         (open_rows, run_key, generation))
+            if open_rows == 0:
+                conn.execute("UPDATE provisioning_runs SET touched_at = now(), finished_at = "
+                             "now() WHERE run_key = %s AND generation = %s", (run_key, generation))
             return row is not None
         return self._run(f"finish work on {name!r}", finish)
 
-    def renew_claims(self, token: str, ttl: float) -> None:
-        self._run("renew claims", lambda c: c.execute(
-            "UPDATE provisioning_work SET expires_at = clock_timestamp() + %s * interval '1s', "
-            "session_key = %s WHERE token = %s AND state = 'claimed'",
-            (float(ttl), self.session_key, token)), tx=False)
+    def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
+        """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""
+        def renew(conn: psycopg.Connection) -> None:
+            conn.execute("UPDATE provisioning_work SET expires_at = clock_timestamp() + %s * "
+                         "interval '1s', session_key = %s WHERE run_key = %s AND generation = %s "
+                         "AND token = %s AND state = 'claimed'",
+                         (float(ttl), self.session_key, run_key, generation, token))
+            conn.execute("UPDATE provisioning_runs SET touched_at = now() WHERE run_key = %s "
+                         "AND generation = %s AND finished_at IS NULL", (run_key, generation))
+        self._run("renew claims", renew)
 
     def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
         """name -> {state, holder, error, live} for one run."""
