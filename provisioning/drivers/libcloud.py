@@ -77,8 +77,10 @@ class LibcloudDriver(Driver):
                     help="seconds to wait for a node to run, stop or disappear"),
     )
     machine_option_fields = (
-        OptionField("image", required=True, choices_from="images",
-                    help="image id (EC2: ami-...)"),
+        # no choices_from: describe() lists the usual images, but any image id the provider
+        # knows is valid (marketplace and shared AMIs are not in that list)
+        OptionField("image", required=True,
+                    help="image id (EC2: ami-...); `converge drivers describe` lists common ones"),
         OptionField("size", required=True, choices_from="sizes",
                     help="size / instance type id (EC2: t3.micro)"),
         OptionField("location", choices_from="locations",

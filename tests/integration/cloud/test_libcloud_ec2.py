@@ -360,7 +360,7 @@ def test_describe_lists_images_sizes_and_locations_from_the_server(driver):
     assert choices["networks"], "moto has a default VPC"
     assert any(d["id"] == IMAGE and d["name"] for d in choices["images_details"])
     fields = {f["name"]: f for f in description["machine_options"]}
-    assert fields["image"]["choices_from"] == "images" and fields["image"]["help"]
+    assert fields["size"]["choices_from"] == "sizes" and fields["image"]["help"]
     assert fields["open_ssh"]["type"] == "bool"
     secret = {f["name"] for f in description["driver_options"] if f["secret"]}
     assert {"key", "secret", "token"} <= secret
