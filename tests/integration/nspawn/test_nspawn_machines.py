@@ -272,3 +272,18 @@ def test_machines_have_no_address_on_host_interfaces(provisioner, nspawn_driver)
     host_addrs = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
     assert address not in host_addrs and "198.18." not in host_addrs
     machine.disconnect()
+
+
+def test_stop_kills_a_machine_that_does_not_power_off_in_time(provisioner, nspawn_driver):
+    machine = provisioner.up(nspawn_driver, "stubborn")
+    machine.disconnect()
+    ref = dict(provisioner.spec("stubborn").reference)
+    pids = proc.cgroup_pids(ref["cgroup"])
+    provisioner.action_handler.events.clear()
+    provisioner.stop("stubborn", {"stop_timeout": 0.001}, nspawn_driver)
+    assert any("killed it" in e.description for e in provisioner.action_handler.events)
+    assert not [p for p in pids if proc.alive(p)]
+    assert nspawn_driver.machine_state(provisioner.spec("stubborn")) == "stopped"
+    machine = provisioner.ready(nspawn_driver, "stubborn")
+    assert machine.execute_always("true").ok
+    machine.disconnect()
