@@ -342,13 +342,16 @@ class TestUser:
             subprocess.run(["userdel", "-r", self.name], capture_output=True)
 
 
-def ensure_test_user(name: str = "provtest", *, sudo: str | None = "nopasswd") -> TestUser:
+def ensure_test_user(name: str = "provssh", *, sudo: str | None = "nopasswd") -> TestUser:
     """Create ``name`` if absent (unlocked for key logins with ``UsePAM no``), and grant sudo:
     ``"nopasswd"`` (passwordless), ``"password"`` (sudo that asks for a password: ``sudo -n``
     fails, for the error path) or None. Needs root."""
     created = False
     try:
         entry = pwd.getpwnam(name)
+        if entry.pw_shell.endswith(("nologin", "false")):
+            raise RuntimeError(f"user {name} exists but cannot log in (shell {entry.pw_shell}); "
+                               "pick another name for the SSH test user")
     except KeyError:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
         created = True
@@ -394,12 +397,12 @@ if pytest is not None:
 
     @pytest.fixture(scope="session")
     def sudo_user() -> Iterator[TestUser]:
-        """A non-root account ``provtest`` with passwordless sudo (removed afterwards)."""
+        """A non-root account ``provssh`` with passwordless sudo (removed afterwards)."""
         if os.geteuid() != 0:
             pytest.skip("creating a test user needs root")
         if not shutil.which("sudo") or not shutil.which("useradd"):
             pytest.skip("sudo or useradd is not installed (apt-get install sudo passwd)")
-        user = ensure_test_user("provtest", sudo="nopasswd")
+        user = ensure_test_user("provssh", sudo="nopasswd")
         try:
             yield user
         finally:

@@ -744,17 +744,16 @@ class SSHTransport(Transport):
         sha256 is computed while the file is sent."""
         q = shlex.quote(path)
         sha = f"sha256sum -- {q} >&2 & " if with_sha else ""
-        script = (f"[ -e {q} ] || exit {_MISSING}; [ -r {q} ] || {{ echo 'permission denied' >&2;"
-                  f" exit 1; }}; {sha}cat -- {q} || exit 1; wait")
+        script = f"{sha}cat -- {q}; s=$?; wait; exit $s"
         try:
             status, _, err, _ = self._run(script, timeout=self.transfer_timeout, sudo=self.sudo,
                                           stdout_sink=sink)
         except CommandTimeout as exc:
             raise TransferError(f"{what}: timed out after {self.transfer_timeout:g} s",
                                 host=self.host, machine=self.machine) from exc
-        if status == _MISSING:
-            return False, None
         text = err.decode(errors="replace")
+        if status != 0 and "No such file" in text and "ermission denied" not in text:
+            return False, None
         if status != 0:
             if self._file_sudo():
                 self._check_sudo(what, status, err)

@@ -1,0 +1,116 @@
+"""File transfer over SSH: atomic, sha256-verified, skipped when unchanged; directories."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+import pytest
+
+from provisioning.errors import TransferError
+from provisioning.transports.base import sha256_file
+
+
+@pytest.fixture
+def remote_dir(tmp_path):
+    """A directory the "remote" side writes into (the sshd runs on this host)."""
+    path = tmp_path / "remote"
+    path.mkdir()
+    return path
+
+
+def _leftovers(directory) -> list[str]:
+    return [n for n in os.listdir(directory) if "provisioning" in n]
+
+
+@pytest.mark.slow
+def test_50_mib_upload_and_download_with_sha256(sshd_host, connect, tmp_path, remote_dir):
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as handle:
+        handle.write(os.urandom(50 * 1024 * 1024))
+    transport = connect(sshd_host, transfer_timeout=120)
+    target = remote_dir / "big.bin"
+    assert transport.upload_file(str(source), str(target)) is True
+    assert sha256_file(target) == sha256_file(source)
+    assert transport.remote_sha256(str(target)) == sha256_file(source)
+    assert _leftovers(remote_dir) == []
+    back = tmp_path / "back" / "big.bin"
+    transport.download_file(str(target), str(back))
+    assert sha256_file(back) == sha256_file(source)
+    assert _leftovers(back.parent) == []
+    # unchanged: skipped without copying
+    before = os.stat(target).st_mtime_ns
+    assert transport.upload_file(str(source), str(target), skip_unchanged=True) is False
+    assert os.stat(target).st_mtime_ns == before
+
+
+def test_write_and_read_file(sshd_host, connect, remote_dir):
+    transport = connect(sshd_host)
+    path = remote_dir / "deep" / "er" / "hello.txt"  # parents are created
+    transport.write_file(str(path), b"hello\n", mode=0o640)
+    assert path.read_bytes() == b"hello\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert transport.read_file(str(path)) == b"hello\n"
+    assert transport.read_file(str(remote_dir / "missing")) is None
+    binary = bytes(range(256)) * 10
+    transport.write_file(str(path), binary)
+    assert transport.read_file(str(path)) == binary
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640, "replacing keeps the old file's mode"
+    assert _leftovers(path.parent) == []
+
+
+def test_write_is_atomic_replace(sshd_host, connect, remote_dir):
+    transport = connect(sshd_host)
+    path = remote_dir / "config"
+    path.write_text("old")
+    inode = os.stat(path).st_ino
+    transport.write_file(str(path), b"new")
+    assert path.read_text() == "new"
+    assert os.stat(path).st_ino != inode, "a new file is renamed over the old one"
+
+
+def test_transfer_errors(sshd_host, connect, tmp_path, remote_dir):
+    transport = connect(sshd_host)
+    (remote_dir / "afile").write_text("x")
+    with pytest.raises(TransferError) as caught:
+        transport.write_file(str(remote_dir / "afile" / "below"), b"data")
+    assert caught.value.host == transport.host
+    with pytest.raises(TransferError, match="no such file"):
+        transport.download_file(str(remote_dir / "missing"), str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(TransferError, match="cannot read the local file"):
+        transport.upload_file(str(tmp_path / "nope"), str(remote_dir / "nope"))
+
+
+def test_sha256_mismatch_discards_the_copy(sshd_host, connect, remote_dir):
+    """The remote side checks what it stored against the sha256 we sent."""
+    transport = connect(sshd_host)
+    script = transport._write_script(str(remote_dir / "f"), "0" * 64, None, "t1")
+    result = transport.execute(script, input=b"payload")
+    assert result.exit_status == 97
+    assert not (remote_dir / "f").exists() and _leftovers(remote_dir) == []
+
+
+def test_directory_upload(sshd_host, connect, tmp_path, remote_dir):
+    local = tmp_path / "tree"
+    (local / "sub" / "deeper").mkdir(parents=True)
+    (local / "a.txt").write_text("alpha")
+    (local / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    (local / "sub" / "deeper" / "c.txt").write_text("gamma")
+    (local / "empty").mkdir()
+    target = remote_dir / "site"
+    transport = connect(sshd_host)
+    assert transport.upload_directory(str(local), str(target)) is True
+    for rel in ("a.txt", "sub/b.bin", "sub/deeper/c.txt"):
+        assert sha256_file(target / rel) == sha256_file(local / rel)
+    assert (target / "empty").is_dir()
+    assert transport.upload_directory(str(local), str(target)) is False, "unchanged: skipped"
+    # a changed tree replaces the old one (files gone locally are gone remotely)
+    (local / "a.txt").unlink()
+    (local / "new.txt").write_text("new")
+    assert transport.upload_directory(str(local), str(target)) is True
+    assert not (target / "a.txt").exists() and (target / "new.txt").read_text() == "new"
+    assert _leftovers(remote_dir) == []
+    digest = hashlib.sha256((local / "sub" / "b.bin").read_bytes()).hexdigest()
+    assert transport.remote_sha256(str(target / "sub" / "b.bin")) == digest
