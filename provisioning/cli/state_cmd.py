@@ -1,0 +1,139 @@
+"""``converge state``: move state between stores and see who is working on what.
+
+``export`` writes every entry as JSON (secrets left out), ``import`` reads it into another
+store (say, from the SQLite file to PostgreSQL), ``show`` lists the store, its live locks with
+their holders, and the runs many runners are sharing.
+"""
+
+from __future__ import annotations
+
+import click
+
+from provisioning.cli.common import common_options, pass_settings
+
+
+def _open_store(settings):
+    """The state store of --state, else of the cluster file (when there is one), else the
+    default beside the current directory."""
+    import os
+
+    from provisioning.store import open_store
+
+    if os.path.exists(settings.file):
+        from provisioning.cluster import load_cluster
+
+        cluster = load_cluster(settings.file)
+        return open_store(cluster.state_url(settings.state, cluster.config()),
+                          base_dir=cluster.base_dir)
+    if settings.state:
+        return open_store(settings.state)
+    from provisioning.config import Config
+
+    config = Config.load()
+    return open_store(config.state, base_dir=config.base_dir)
+
+
+def _emit(settings, text: str, record: dict) -> None:
+    import json
+
+    if settings.json:
+        click.echo(json.dumps(record, default=str))
+    else:
+        click.echo(text, err=True)
+
+
+@click.group()
+@common_options
+def state() -> None:
+    """Export, import and inspect the state store (--state URL, or the cluster's)."""
+
+
+@state.command("export")
+@click.option("-o", "--to", "target", metavar="FILE", default="-", show_default=True,
+              help="Where to write the JSON ('-': standard output). Written mode 0600.")
+@common_options
+@pass_settings
+def export(settings, target: str) -> int:
+    """Write every entry of the state as JSON; secrets are left out."""
+    from provisioning.statefile import dump, export_state
+
+    store = _open_store(settings)
+    try:
+        document = export_state(store)
+    finally:
+        store.close()
+    dump(document, target)
+    _emit(settings, f"exported {len(document['entries'])} entries from {document['source']}"
+                    + (f" ({document['secrets_removed']} secret values left out)"
+                       if document["secrets_removed"] else ""),
+          {"event": "state-export", "source": document["source"],
+           "entries": len(document["entries"]), "secrets_removed": document["secrets_removed"],
+           "file": None if target == "-" else target})
+    return 0
+
+
+@state.command("import")
+@click.argument("source", metavar="FILE")
+@click.option("--replace", is_flag=True,
+              help="Overwrite entries that exist in the target with other contents.")
+@common_options
+@pass_settings
+def import_(settings, source: str, replace: bool) -> int:
+    """Read a JSON export (FILE, or '-' for standard input) into the state store."""
+    from provisioning.statefile import import_state, load
+
+    document = load(source)
+    store = _open_store(settings)
+    try:
+        report = import_state(store, document, replace=replace)
+    finally:
+        store.close()
+    text = (f"imported into {report['target']}: {report['created']} new, {report['replaced']} "
+            f"replaced, {report['unchanged']} unchanged")
+    if report["warning"]:
+        text += f"\nwarning: {report['warning']}"
+    _emit(settings, text, dict(report, event="state-import"))
+    return 0
+
+
+@state.command("show")
+@common_options
+@pass_settings
+def show(settings) -> int:
+    """The store (password masked), who holds which machine's lock, and shared runs."""
+    import json
+
+    from provisioning.cli.output import format_table
+
+    store = _open_store(settings)
+    try:
+        locks = store.locks()
+        runs = store.runs() if hasattr(store, "runs") else []
+        entries = len(store.list("machine"))
+        record = {"event": "state", "url": store.url, "entries": entries, "locks": locks,
+                  "runs": runs}
+        if hasattr(store, "schema_version"):
+            record["schema_version"] = store.schema_version()
+    finally:
+        store.close()
+    if settings.json:
+        click.echo(json.dumps(record, default=str))
+        return 0
+    click.echo(f"state: {record['url']} ({entries} machines"
+               + (f", schema {record['schema_version']}" if "schema_version" in record else "")
+               + ")")
+    if locks:
+        click.echo("\nworking now (locks):")
+        click.echo(format_table(("MACHINE", "HOST", "PID", "SINCE", "COMMAND"),
+                                [(n, h.get("host"), h.get("pid"), h.get("since"), h.get("command"))
+                                 for n, h in locks.items()]))
+    else:
+        click.echo("\nno machine is locked: nobody is working on this state")
+    for run in runs:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(run["counts"].items()))
+        click.echo(f"\nrun {run['run']} #{run['generation']} ({run['operation']}): {counts}")
+        if run["claimed"]:
+            click.echo(format_table(("MACHINE", "CLAIMED BY"),
+                                    [(n, f"{h.get('host')} pid {h.get('pid')}")
+                                     for n, h in run["claimed"].items()]))
+    return 0
