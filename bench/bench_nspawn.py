@@ -105,6 +105,16 @@ def main() -> int:
             assert results.ok, results.failures
             figures["batch_destroy_s"] = seconds
 
+            # -- the same with the default parallelism (10): two waves of machines ---------------
+            default = Provisioner(store, config=config, action_handler=ActionHandler(), parallel=10)
+            seconds, results = timed(lambda: default.run_many("up", requests))
+            assert results.ok, results.failures
+            for outcome in results.values():
+                outcome.value.disconnect()
+            figures["batch_up_parallel10_s"] = seconds
+            results = default.run_many("destroy", requests)
+            assert results.ok, results.failures
+
             # -- the same through the driver's batch methods (boot all, then wait) -------------
             specs = [(store.get_or_new("machine", f"drv-{i}"), {}) for i in range(1, args.count + 1)]
             handler = ActionHandler()
@@ -135,6 +145,8 @@ def main() -> int:
     print(f"| ready again after stop | {figures['one_ready_after_stop_s']:.2f} s |")
     print(f"| {n} machines up, Provisioner.run_many (parallel {n}) | {figures['batch_up_s']:.2f} s |")
     print(f"| destroy {n}, Provisioner.run_many | {figures['batch_destroy_s']:.2f} s |")
+    print(f"| {n} machines up, Provisioner.run_many (parallel 10, the default) | "
+          f"{figures['batch_up_parallel10_s']:.2f} s |")
     print(f"| {n} machines, driver allocate_machines + ready_machines | "
           f"{figures['driver_batch_allocate_s']:.2f} s + {figures['driver_batch_ready_s']:.2f} s |")
     print(f"| destroy {n}, driver destroy_machines | {figures['driver_batch_destroy_s']:.2f} s |")

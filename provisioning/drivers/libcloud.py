@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
@@ -427,8 +428,6 @@ class LibcloudDriver(Driver):
         first = members[0][2]
         tags = {k: v for k, v in first.tags if k not in (TAG_NAME,)}
         tags[TAG_BATCH] = batch
-        from dataclasses import replace
-
         plan = replace(first, name=f"provisioning-batch-{batch}", tags=tuple(sorted(tags.items())),
                        client_token=batch)
 

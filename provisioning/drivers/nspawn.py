@@ -203,11 +203,13 @@ class NspawnDriver(Driver):
                 record = tagged[0]
             else:
                 self.warehouse.check_subnet_unchanged()
-                self._ensure_hub()
                 record = self.warehouse.new_record(
                     name=spec.name, store_id=spec.store_id,
                     hostname=opts.hostname or hostname_for(spec.name), image=opts.image,
                     lower=image.rootfs, key_name=opts.key_name)
+            self._ensure_hub()
+        if record.key_name != opts.key_name:  # adopted: keep the key it was made with
+            key = self._key(record.key_name)
         host_key = self._complete(record, key, opts.mask_units)
         checkpoint("after_create", machine=spec.name)
         spec.reference = self._reference(record, host_key)
