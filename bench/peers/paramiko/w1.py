@@ -1,0 +1,20 @@
+# W1: fresh connection per host, `uname -a`, one thread per host.
+from concurrent.futures import ThreadPoolExecutor
+
+from client import connect, run
+import hostlist
+
+_, hosts = hostlist.load()
+
+
+def one(h):
+    client = connect(h)
+    try:
+        return h["name"], run(client, "uname -a").strip()
+    finally:
+        client.close()
+
+
+with ThreadPoolExecutor(len(hosts)) as pool:
+    for name, out in pool.map(one, hosts):
+        hostlist.emit(name, out)
