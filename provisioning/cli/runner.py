@@ -235,7 +235,9 @@ class ClusterRunner:
         handler.report_progress(f"verify: pytest {directory}")
         proc = subprocess.run(argv, cwd=self.cluster.base_dir, env=env, capture_output=True,
                               text=True)
-        tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
+        lines = proc.stdout.strip().splitlines()
+        tail = "\n".join([l for l in lines if l.startswith(("FAILED ", "ERROR "))][-10:]
+                         + lines[-1:])
         if proc.returncode != 0:
             raise ProvisioningError(f"verify: pytest {directory} failed (exit {proc.returncode})"
                                     f"\n{tail}", machine=definition.name)

@@ -78,9 +78,9 @@ class ClusterSession:
                 raise ConfigError(f"which machine? name one of: {', '.join(self.machines)}",
                                   file=self.cluster.path)
         if name not in self.machines:
+            # not brought up by this session (--cluster-machine): connect to it if it exists
             self.cluster.select([name])  # a ConfigError with a did-you-mean when unknown
-            raise ConfigError(f"machine {name!r} was not brought up in this session "
-                              f"(up: {', '.join(self.machines) or 'none'})", file=self.cluster.path)
+            self.machines[name] = self.runner.connect(name)
         return self.machines[name]
 
     def finish(self) -> None:

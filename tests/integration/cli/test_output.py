@@ -1,0 +1,132 @@
+"""Output modes and start-up: JSON lines, plain lines, the live display on a terminal, the
+drivers command, and ``converge --help`` importing nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+from tests.integration.cli.helpers import CONVERGE, converge, json_lines
+
+HEAVY = ("rich", "yaml", "jinja2", "paramiko", "cryptography", "provisioning.cluster",
+         "provisioning.store")
+
+
+def test_help_imports_nothing_heavy_and_lists_commands():
+    code = ("import sys\nfrom provisioning.cli.main import main\n"
+            "rc = main(['--help'])\n"
+            f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules], rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY [] 0" in out.stdout
+    for command in ("up", "stop", "destroy", "status", "exec", "ssh", "test", "drivers"):
+        assert f"\n  {command} " in out.stdout
+
+
+def test_help_is_fast():
+    best = min(_timed([CONVERGE, "--help"]) for _ in range(5))
+    baseline = min(_timed([sys.executable, "-c", "pass"]) for _ in range(5))
+    # the figure for bench/RESULTS.md is measured with hyperfine; here: our own share stays small
+    assert best - baseline < 0.15, (best, baseline)
+
+
+def _timed(argv) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
+def test_json_events_one_per_line(example):
+    result = converge("up", "web-1", "--output", "json", cwd=example)
+    assert result.returncode == 0
+    events = json_lines(result.stdout)
+    assert {e["event"] for e in events} >= {"action", "progress", "result", "summary"}
+    assert all(e["machine"] == "web-1" for e in events if e["event"] != "summary")
+    assert events[-1]["machines"]["web-1"]["changes"] == sum(
+        1 for e in events if e["event"] == "action")
+
+
+def test_quiet_plain_output(example):
+    result = converge("up", "-q", cwd=example)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    # server, motd, index.html, directory, script, command: six changes per machine
+    assert sorted(lines[:2]) == ["[web-1] up: 6 changes", "[web-2] up: 6 changes"]
+    assert lines[2:] == ["up: 2 machines, 2 ok, 0 failed; 12 changes"]
+    assert result.stderr == ""
+
+
+def test_live_display_on_a_terminal(example):
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="100")
+    env.pop("CONVERGE_LIVE", None)
+    proc = subprocess.Popen([CONVERGE, "up"], cwd=example, stdin=terminal, stdout=terminal,
+                            stderr=terminal, env=env)
+    os.close(terminal)
+    chunks = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=30)
+    os.close(controller)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert "\x1b[" in screen                       # a terminal display, not plain lines
+    assert "✓" in screen and "web-1" in screen and "web-2" in screen
+    assert "up: 2 machines, 2 ok, 0 failed" in screen
+
+
+def test_drivers_list_and_describe():
+    listing = converge("drivers", "--output", "json", cwd=".")
+    assert listing.returncode == 0, listing.stderr
+    drivers = {d["scheme"]: d["package"] for d in json.loads(listing.stdout)["drivers"]}
+    assert drivers["fake"].startswith("provisioning") and "nspawn" in drivers
+    text = converge("drivers", cwd=".")
+    assert text.stdout.splitlines()[0].split()[:2] == ["SCHEME", "PACKAGE"]
+    described = converge("drivers", "describe", "fake:/tmp/x", "--output", "json", cwd=".")
+    info = json.loads(described.stdout)
+    assert info["driver_url"] == "fake:/tmp/x"
+    assert {f["name"] for f in info["machine_options"]} >= {"size", "image"}
+    assert info["choices"]["sizes"] == ["small", "medium", "large"]
+    human = converge("drivers", "describe", "fake:", cwd=".")
+    assert "size: str (default 'small') one of: small, medium, large" in human.stdout
+
+
+def test_ssh_refuses_machines_without_ssh(example):
+    assert converge("up", "web-1", "-q", cwd=example).returncode == 0
+    result = converge("ssh", "web-1", cwd=example)
+    assert result.returncode == 1
+    assert "not reached over SSH" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ssh_command_line_pins_the_host_key(tmp_path):
+    from provisioning.cli.ssh_cmd import ssh_argv
+    from provisioning.keys import generate_private_key
+
+    key = generate_private_key(str(tmp_path / "k"))
+    params = {"host": "198.18.0.5", "port": 22, "username": "root", "key": key,
+              "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE comment",
+              "proxy": ["ip", "netns", "exec", "m1", "nc", "%h", "%p"], "alias": "converge-web-1"}
+    directory = tmp_path / "d"
+    directory.mkdir()
+    argv = ssh_argv(params, str(directory), ["uptime"])
+    assert "StrictHostKeyChecking=yes" in argv and "HostKeyAlias=converge-web-1" in argv
+    assert "ProxyCommand=ip netns exec m1 nc %h %p" in argv
+    assert argv[-3:] == ["198.18.0.5", "--", "uptime"]
+    known = (directory / "known_hosts").read_text()
+    assert known == "converge-web-1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE\n"
+    assert oct((directory / "id").stat().st_mode & 0o777) == "0o600"
