@@ -166,8 +166,9 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
             handler.report_result(f"done by another runner ({_who(row.get('holder'))})",
                                   machine=name, data={"runner": row.get("holder")})
         elif row.get("state") == "failed":
-            outcome.error = ProvisioningError(f"failed in another runner ({_who(row.get('holder'))})"
-                                              f": {row.get('error') or 'unknown error'}",
+            who = _who(row.get("holder"))
+            outcome.error = ProvisioningError(f"failed in another runner ({who}): "
+                                              f"{row.get('error') or 'unknown error'}",
                                               machine=name)
         elif problems:
             outcome.error = problems[0]

@@ -146,6 +146,14 @@ class PostgresStore(ManagedEntryStore):
             raise StateError(self._scrub(
                 f"the PostgreSQL state at {self.url} failed to {doing}: {exc}")) from exc
 
+    def _safe_holder(self, holder: dict[str, Any]) -> dict[str, Any]:
+        """The holder as stored and shown to others: its command line (which may carry a
+        ``--state`` URL) with every password masked."""
+        command = holder.get("command")
+        if isinstance(command, str):
+            holder = dict(holder, command=self._scrub(masked_url(command)))
+        return holder
+
     # -- connection --------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(
@@ -284,12 +292,12 @@ class PostgresStore(ManagedEntryStore):
             row = conn.execute(
                 "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
                 " VALUES (%(n)s, %(t)s, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s')"
-                " ON CONFLICT (name) DO UPDATE SET token = excluded.token, holder = excluded.holder,"
-                " session_key = excluded.session_key, expires_at = excluded.expires_at"
+                " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
+                " holder = excluded.holder, session_key = excluded.session_key, expires_at = excluded.expires_at"
                 f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
                 " RETURNING token",
-                {"n": name, "t": token, "h": Jsonb(holder), "k": self.session_key,
-                 "ttl": float(ttl)}).fetchone()
+                {"n": name, "t": token, "h": Jsonb(self._safe_holder(holder)),
+                 "k": self.session_key, "ttl": float(ttl)}).fetchone()
             if row is not None:
                 return None
             current = conn.execute("SELECT holder, token FROM provisioning_locks WHERE name = %s",
@@ -366,7 +374,7 @@ class PostgresStore(ManagedEntryStore):
                 " expires_at = clock_timestamp() + %(ttl)s * interval '1s'"
                 " FROM next WHERE w.run_key = %(r)s AND w.generation = %(g)s"
                 " AND w.name = next.name RETURNING w.name",
-                {"r": run_key, "g": generation, "t": token, "h": Jsonb(holder),
+                {"r": run_key, "g": generation, "t": token, "h": Jsonb(self._safe_holder(holder)),
                  "k": self.session_key, "ttl": float(ttl)}).fetchone()
             return row[0] if row else None
         return self._run("claim work", claim)

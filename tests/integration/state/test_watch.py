@@ -1,0 +1,159 @@
+"""``converge watch``: two watchers on one PostgreSQL state replace an unhealthy machine and
+re-create one deleted behind their back, each exactly once; SIGTERM stops a watcher between
+actions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from provisioning.drivers.fake import FakeWarehouse
+from provisioning.store import open_store
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def write_cluster(directory, count: int, ready_delay: float = 0.0) -> str:
+    path = os.path.join(directory, "cluster.yml")
+    with open(path, "w") as handle:
+        handle.write("driver: fake:./cloud\nmachines:\n  web:\n"
+                     f"    count: {count}\n    machine_options: {{ready_delay: {ready_delay}}}\n"
+                     "    healthcheck: {command: \"test ! -f broken\", deadline: 5}\n")
+    return path
+
+
+def converge(cluster: str, url: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
+                             "--state", url, "--output", "json", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(cluster))
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def servers_by_name(warehouse: FakeWarehouse) -> dict[str, dict]:
+    return {s["name"]: s for s in warehouse.servers().values()}
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_two_watchers_mend_each_machine_once(tmp_path, postgres_url):
+    cluster = write_cluster(tmp_path, 3)
+    up = converge(cluster, postgres_url, "up")
+    out, err = up.communicate(timeout=120)
+    assert up.returncode == 0, out + err
+    warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+    before = servers_by_name(warehouse)
+    assert sorted(before) == ["web-1", "web-2", "web-3"]
+    assert warehouse.counters() == {"creates": 3, "destroys": 0}
+
+    open(os.path.join(before["web-2"]["dir"], "broken"), "w").close()  # its healthcheck fails
+    warehouse.delete(before["web-3"]["id"])                           # gone behind our back
+
+    watchers = [converge(cluster, postgres_url, "watch", "--interval", "0.3", "--grace", "1.5")
+                for _ in range(2)]
+
+    def mended() -> bool:
+        now = servers_by_name(warehouse)
+        return ("web-3" in now and "web-2" in now
+                and now["web-2"]["id"] != before["web-2"]["id"])
+    try:
+        wait_for(mended, 90, "the watchers to replace web-2 and re-create web-3")
+        time.sleep(3)  # several more rounds of both watchers: nothing more may happen
+    finally:
+        for proc in watchers:
+            proc.send_signal(signal.SIGTERM)
+    outs = [proc.communicate(timeout=60) for proc in watchers]
+    for proc, (out, err) in zip(watchers, outs):
+        assert proc.returncode == 0, out + err
+    all_events = [e for out, _ in outs for e in events(out)]
+
+    watch_actions = [(e["machine"], e["data"]["watch"]) for e in all_events
+                     if e["event"] == "action" and "watch" in e.get("data", {})]
+    assert sorted(watch_actions) == [("web-2", "replace"), ("web-3", "recreate")], watch_actions
+    creates = [e["machine"] for e in all_events
+               if e["event"] == "action" and e["description"].startswith("create server")]
+    assert sorted(creates) == ["web-2", "web-3"]
+    assert warehouse.counters() == {"creates": 5, "destroys": 2}  # 1 ours, 1 behind our back
+    for out, _ in outs:  # each stopped cleanly
+        assert events(out)[-1]["data"]["watch"] == "stop"
+
+    now = servers_by_name(warehouse)
+    assert now["web-1"]["id"] == before["web-1"]["id"]  # the healthy one was left alone
+    with open_store(postgres_url) as store:
+        specs = {e.name: e for e in store.list("machine")}
+        assert {n: s.reference["server_id"] for n, s in specs.items()} == \
+            {n: s["id"] for n, s in now.items()}
+        assert all(s.last_error is None for s in specs.values())
+        assert store.locks() == {}
+
+
+def test_sigterm_stops_between_actions(tmp_path, postgres_url):
+    cluster = write_cluster(tmp_path, 1, ready_delay=2.0)
+    watcher = converge(cluster, postgres_url, "watch", "--interval", "0.3")
+    warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+    wait_for(lambda: warehouse.counters().get("creates") == 1 if os.path.exists(
+        warehouse.path) else False, 60, "the watcher to start creating web-1")
+    watcher.send_signal(signal.SIGTERM)  # in the middle of readying (2 s)
+    signalled = time.monotonic()
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, out + err
+    assert time.monotonic() - signalled < 10
+    got = events(out)
+    assert [e["data"]["watch"] for e in got if e["event"] == "action" and "watch" in
+            e.get("data", {})] == ["create"]  # the action finished, no new one began
+    assert got[-1]["data"]["watch"] == "stop"
+    with open_store(postgres_url) as store:
+        spec = store.get("machine", "web-1")
+        assert spec.last_action == "up" and spec.last_error is None
+        assert warehouse.get(spec.reference["server_id"])["state"] == "running"
+        assert store.locks() == {}
+
+
+def test_a_decision_made_on_a_stale_observation_is_dropped(tmp_path, postgres_url):
+    """Two watchers both saw web-1 unhealthy; the first replaces it; the second, acting on what
+    it saw, finds the entry changed under the lock and does nothing."""
+    from provisioning.actions import RecordingActionHandler
+    from provisioning.cli.runner import open_cluster
+    from provisioning.watch import Watcher, fingerprint
+
+    cluster = write_cluster(tmp_path, 1)
+    first = open_cluster(cluster, state=postgres_url)
+    second = open_cluster(cluster, state=postgres_url)
+    try:
+        assert first.up(first.cluster.select()).ok
+        warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+        old = servers_by_name(warehouse)["web-1"]
+        open(os.path.join(old["dir"], "broken"), "w").close()
+        definition = first.cluster.machines["web-1"]
+        seen = fingerprint(second.store.get("machine", "web-1"))
+        recorder = RecordingActionHandler()
+        second.action_handler.subscribe(recorder.emit)
+
+        done = Watcher(first, [definition], grace=0).tend(definition)
+        assert done.verdict == "replaced"
+        late = Watcher(second, [definition], grace=0)._act(
+            definition, "replace", seen, "unhealthy", second.action_handler.for_machine("web-1"))
+        assert late.verdict == "skipped" and "changed it first" in late.detail
+        assert recorder.actions() == []
+        assert warehouse.counters() == {"creates": 2, "destroys": 1}
+        assert Watcher(second, [definition], grace=0).tend(definition).verdict == "healthy"
+        spec = second.store.get("machine", "web-1")
+        assert spec.last_action == "up" and fingerprint(spec) != seen
+    finally:
+        first.close()
+        second.close()
