@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from provisioning.errors import TransferError, UnsupportedOperation
 from provisioning.machine.result import CommandResult
@@ -52,6 +52,25 @@ class Transport(abc.ABC):
         """Run ``command`` through the remote shell and return its result (never raises on a
         non-zero exit; raises ``CommandTimeout`` past ``timeout``, ``TransportError`` when the
         machine cannot be reached)."""
+
+    def execute_many(
+        self,
+        commands: Sequence[str],
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        stop_on_error: bool = False,
+    ) -> list[CommandResult]:
+        """Run commands one after another, each with its own result and ``timeout``; with
+        ``stop_on_error`` the ones after the first failure are not run (nor returned).
+        Transports with a cheaper way override this (SSH: one persistent shell session)."""
+        results = []
+        for command in commands:
+            results.append(self.execute(command, timeout=timeout, env=env, sudo=sudo))
+            if stop_on_error and not results[-1].ok:
+                break
+        return results
 
     @abc.abstractmethod
     def read_file(self, path: str) -> bytes | None:

@@ -94,6 +94,7 @@ def _error_table() -> list[tuple[type[BaseException], type[ProvisioningError] | 
         (se.MessageOrderError, TransportError),
         (se.ConfigParseError, ConfigError),
         (se.CouldNotCanonicalize, ConfigError),
+        (paramiko.hostkeys.InvalidHostKey, ConfigError),   # a bad line in a known_hosts file
         (socket.timeout, None),
         (paramiko.SSHException, None),
         (EOFError, None),
@@ -364,7 +365,11 @@ class SSHTransport(Transport):
         known = client.get_host_keys()
         name = self._known_hosts_name()
         if self.pinned_host_key:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{name} {self.pinned_host_key}")
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{name} {self.pinned_host_key}")
+            except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError,
+                    TypeError):
+                entry = None
             if entry is None or entry.key is None:
                 raise ConfigError(f"pinned host key for {self.host} is not an OpenSSH public key "
                                   f"line: {self.pinned_host_key[:40]!r}", key="reference.host_key",

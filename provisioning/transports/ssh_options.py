@@ -202,7 +202,8 @@ class _Builder:
 
     def build(self, options: Mapping[str, Any], *, where: str, gateway_hop: bool,
               sock_factory: Any = None, default_host: str | None = None,
-              via: "SSHTransport | None" = None, depth: int = 0) -> "SSHTransport":
+              via: "SSHTransport | None" = None, depth: int = 0,
+              fallback_key: "PrivateKey | None" = None) -> "SSHTransport":
         from provisioning.transports.ssh import SSHTransport
 
         if depth > 8:
@@ -219,8 +220,8 @@ class _Builder:
         username = options.get("username") or found.get("username") or \
             self.defaults.get("username", "root")
         private_key = self.key(options.get("key_name"), found.get("identity_files", []))
-        if private_key is None and gateway_hop and self.defaults.get("key_name"):
-            private_key = self.key(self.defaults["key_name"], [])  # the target's key
+        if private_key is None and gateway_hop:
+            private_key = fallback_key  # a jump host without its own key uses the target's
         password = self.password(options.get("password_env"), where)
         if gateway_hop:
             pinned = options.get("host_key") or \
@@ -232,11 +233,12 @@ class _Builder:
         gateway_options = options.get("gateway") if not gateway_hop else None
         if gateway is None and gateway_options:
             gateway = self.build(dict(gateway_options), where=f"{where}.gateway", gateway_hop=True,
-                                 depth=depth + 1)
+                                 depth=depth + 1, fallback_key=private_key or fallback_key)
         elif gateway is None and found.get("proxyjump"):
             for hop in found["proxyjump"].split(","):
                 gateway = self.build(_parse_jump(hop.strip()), where=f"{where}.ssh_config.ProxyJump",
-                                     gateway_hop=True, via=gateway, depth=depth + 1)
+                                     gateway_hop=True, via=gateway, depth=depth + 1,
+                                     fallback_key=private_key or fallback_key)
         return SSHTransport(
             hostname, port, username, private_key=private_key, password=password,
             host_key=pinned, known_hosts=known_hosts,

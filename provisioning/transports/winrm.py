@@ -409,8 +409,12 @@ class WinRMTransport(Transport):
                 message_encryption=self.message_encryption, proxy=self.proxy,
                 kerberos_hostname_override=self.kerberos_hostname_override,
                 kerberos_delegation=self.kerberos_delegation)
-            self._build_session(protocol)
-            shell_id = protocol.open_shell(codepage=65001, noprofile=True)
+            try:
+                self._build_session(protocol)
+                shell_id = protocol.open_shell(codepage=65001, noprofile=True)
+            except BaseException:
+                protocol.transport.close_session()
+                raise
         self._protocol, self._shell_id = protocol, shell_id
         self.stats["shells"] += 1
         log.debug("winrm %s: shell %s opened", self.host, shell_id)
@@ -748,6 +752,20 @@ class WinRMTransport(Transport):
                 os.unlink(handle.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def connect(self, timeout: float | None = None) -> None:
+        """Authenticate and open the shell now (``wait_until_connectable`` calls this).
+        ``timeout`` bounds the TCP/TLS connect when shorter than ``connect_timeout``."""
+        with self._lock:
+            if self._protocol is not None:
+                return
+            configured = self.connect_timeout
+            if timeout is not None:
+                self.connect_timeout = max(0.5, min(configured, float(timeout)))
+            try:
+                self._session()
+            finally:
+                self.connect_timeout = configured
+
     def available(self) -> bool:
         """True when WinRM answers and runs a command; False while it is unreachable. Refused
         credentials and untrusted certificates raise: waiting will not fix them."""

@@ -118,7 +118,7 @@ def _backend_exception_classes():
 
     classes = {cls for _, cls in inspect.getmembers(ssh_exception, inspect.isclass)
                if issubclass(cls, BaseException)}
-    classes |= {paramiko.SFTPError, socket.timeout, EOFError, ConnectionRefusedError,
+    classes |= {paramiko.hostkeys.InvalidHostKey, paramiko.SFTPError, socket.timeout, EOFError, ConnectionRefusedError,
                 ConnectionResetError, OSError}
     return sorted(classes, key=lambda c: c.__name__)
 
@@ -148,6 +148,8 @@ def _instance(cls):
         return cls("ssh -W", "failed")
     if cls.__name__ == "CouldNotCanonicalize":
         return cls()
+    if cls.__name__ == "InvalidHostKey":
+        return cls("h ssh-ed25519 AAAA", ValueError("bad base64"))
     if cls.__name__ == "ConfigParseError":
         return cls("bad line")
     return cls("boom")
