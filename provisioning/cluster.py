@@ -103,7 +103,7 @@ class Cluster:
             extra["private_key_paths"] = [os.path.join(self.base_dir, os.path.expanduser(p))
                                           for p in self.private_key_paths] + \
                 list(base.data.get("private_key_paths") or [])
-        return base.with_data(extra)
+        return base.with_data(extra, source=self.path)
 
     def state_url(self, explicit: str | None, config: "Config | None" = None) -> str | None:
         """--state wins, then $PROVISIONING_STATE (config), then the file's ``state``."""

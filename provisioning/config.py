@@ -132,13 +132,13 @@ class Config:
         if problems:
             raise ConfigError("; ".join(problems), file=self.sources.get("driver_options"))
 
-    def with_data(self, explicit: Mapping[str, Any]) -> "Config":
+    def with_data(self, explicit: Mapping[str, Any], *, source: str = "explicit") -> "Config":
         """A copy with ``explicit`` merged on top (for one cluster file or one command)."""
         clone = Config.__new__(Config)
         clone.data = copy.deepcopy(self.data)
         clone.sources = dict(self.sources)
         clone.base_dir = self.base_dir
-        _merge(clone.data, explicit, clone.sources, "explicit")
+        _merge(clone.data, explicit, clone.sources, source)
         clone._validate()
         return clone
 

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "new-driver": "provisioning.cli.new_driver:new_driver",
     "watch": "provisioning.cli.watch:watch",
     "state": "provisioning.cli.state_cmd:state",
+    "config": "provisioning.cli.config_cmd:config",
 }
 
 
