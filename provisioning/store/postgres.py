@@ -270,7 +270,7 @@ class PostgresStore(ManagedEntryStore):
     def kinds(self) -> list[str]:
         """Every kind that has entries (for export)."""
         rows = self._run("list kinds", lambda c: c.execute(
-            'SELECT DISTINCT kind FROM provisioning_entries ORDER BY kind COLLATE "C"').fetchall(),
+            'SELECT kind FROM provisioning_entries GROUP BY kind ORDER BY kind COLLATE "C"').fetchall(),
             tx=False)
         return [r[0] for r in rows]
 
