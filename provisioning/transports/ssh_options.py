@@ -41,7 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.transports.base import Transport
     from provisioning.transports.ssh import SSHTransport
 
-__all__ = ["ssh_transport_from_options", "wait_until_connectable", "TRANSPORT_KEYS",
+__all__ = ["ssh_transport_from_options", "wait_until_connectable", "check_transport_options",
+           "TRANSPORT_KEYS",
            "GATEWAY_KEYS", "ssh_config_lookup"]
 
 #: option key -> (accepted types, help); the SSH driver declares its option fields from this
@@ -66,7 +67,8 @@ TRANSPORT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 GATEWAY_KEYS = ("host", "port", "username", "key_name", "password_env", "known_hosts", "host_key")
 
 
-def _check(options: Mapping[str, Any], where: str) -> None:
+def check_transport_options(options: Mapping[str, Any], where: str) -> None:
+    """Raise ConfigError naming every unknown or ill-typed key of a transport mapping."""
     problems: list[ConfigProblem] = []
     if not isinstance(options, Mapping):
         raise ConfigError(f"must be a mapping of transport options, got {type(options).__name__}",
@@ -265,7 +267,7 @@ def ssh_transport_from_options(options: Mapping, spec: "MachineSpec", config: "C
     is recorded in the reference, saved, and reported as an action."""
     where = "machine_options.transport"
     transport_options = dict(options.get("transport") or {})
-    _check(transport_options, where)
+    check_transport_options(transport_options, where)
     builder = _Builder(spec, config, action_handler, transport_options.get("ssh_config"),
                        transport_options.get("known_hosts"), transport_options)
     return builder.build(transport_options, where=where, gateway_hop=False,

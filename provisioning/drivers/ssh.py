@@ -1,0 +1,216 @@
+"""The ``ssh:`` driver: machines that already exist and are reached over SSH (bare metal,
+pre-made VMs), in the spirit of chef-provisioning-ssh.
+
+URL: ``ssh:`` or ``ssh:POOL`` (a name for a group of hosts; letters, digits, ``.``, ``_``, ``-``).
+The machine is named by ``machine_options.transport`` (host, port, username, key_name, ...).
+
+- ``allocate_machine`` creates nothing: it records where the machine is (host, port, username,
+  key name) in the reference and saves it. A changed address is reported and re-recorded, and the
+  pinned host key of the old address is dropped (it belongs to another machine).
+- ``ready_machine`` waits, with a deadline and backoff, until the host accepts SSH. "Not
+  reachable yet" is retried; a refused key or a changed host key fails at once.
+- ``stop_machine`` shuts the host down only when ``allow_shutdown`` is set (it is someone else's
+  box); otherwise it reports that it left it running.
+- ``destroy_machine`` forgets the machine, after running ``cleanup_commands`` if any. The host
+  itself is left as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from provisioning.driver import Capabilities, Driver
+from provisioning.errors import (ConfigError, InvalidDriverURL, MachineNotFound, TransportError)
+from provisioning.faults import checkpoint
+from provisioning.options import OptionField
+
+__all__ = ["SSHDriver"]
+
+_POOL = re.compile(r"^[A-Za-z0-9._-]*$")
+#: what the reference records about where the machine is
+_WHERE = ("host", "port", "username", "key_name")
+
+
+def _transport_fields() -> tuple[OptionField, ...]:
+    from provisioning.transports.ssh_options import TRANSPORT_KEYS
+
+    kinds = {int: "int", float: "float", bool: "bool", str: "str", dict: "dict"}
+    fields = []
+    for key, (types, help_text) in TRANSPORT_KEYS.items():
+        kind = "float" if float in types else (kinds[types[0]] if len(types) == 1 else "any")
+        fields.append(OptionField(f"transport.{key}", type=kind, help=help_text,
+                                  required=key == "host"))
+    return tuple(fields)
+
+
+class SSHDriver(Driver):
+    scheme = "ssh"
+    # existing hosts: nothing is created, so a crash leaves nothing behind; a host that vanished
+    # cannot be told apart from one that is down, so "lost" is not detected
+    capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
+                                crash_safe=True, detects_lost=False)
+    driver_option_fields = (
+        OptionField("allow_shutdown", type="bool", default=False,
+                    help="let stop shut hosts of this pool down"),
+        OptionField("ready_timeout", type="float", default=120.0,
+                    help="seconds ready waits for SSH"),
+    )
+    machine_option_fields = (
+        OptionField("transport", type="dict", required=True,
+                    help="where and how to reach the host (host, port, username, key_name...)"),
+        *_transport_fields(),
+        OptionField("ready_timeout", type="float", default=120.0,
+                    help="seconds ready waits for the host to accept SSH"),
+        OptionField("allow_shutdown", type="bool", default=False,
+                    help="stop shuts the host down (otherwise stop leaves it running)"),
+        OptionField("shutdown_command", default="shutdown -h now",
+                    help="command stop runs (with sudo) when allow_shutdown is set"),
+        OptionField("cleanup_commands", type="list", default=[],
+                    help="commands destroy runs (with sudo) before forgetting the machine"),
+    )
+
+    @classmethod
+    def canonicalize_url(cls, url: str, config) -> str:
+        pool = url.split(":", 1)[1].strip() if ":" in url else ""
+        if not _POOL.match(pool):
+            raise InvalidDriverURL(url, "use 'ssh:' or 'ssh:POOL' where POOL is letters, digits, "
+                                        "'.', '_' or '-'")
+        return f"ssh:{pool}"
+
+    # -- helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _transport_options(machine_options: Mapping[str, Any]) -> dict[str, Any]:
+        value = machine_options.get("transport") or {}
+        if not isinstance(value, Mapping):
+            raise ConfigError("must be a mapping (host, port, username, key_name...)",
+                              key="machine_options.transport")
+        return dict(value)
+
+    def _wanted(self, machine_options: Mapping[str, Any]) -> dict[str, Any]:
+        from provisioning.transports.ssh_options import check_transport_options
+
+        options = self._transport_options(machine_options)
+        check_transport_options(options, "machine_options.transport")
+        if not options.get("host"):
+            raise ConfigError("the ssh: driver needs the host's address",
+                              key="machine_options.transport.host")
+        return {"host": options["host"], "port": int(options.get("port", 22)),
+                "username": options.get("username", "root"), "key_name": options.get("key_name")}
+
+    def _option(self, machine_options: Mapping[str, Any], name: str, default: Any) -> Any:
+        if name in machine_options:
+            return machine_options[name]
+        return self.driver_options.get(name, default)
+
+    def _machine(self, spec, machine_options, action_handler=None):
+        """The machine at the recorded address (options may add or override transport keys)."""
+        from provisioning.transports.factory import machine_for
+
+        recorded = {k: spec.reference[k] for k in _WHERE if spec.reference.get(k) is not None}
+        options = dict(machine_options)
+        options["transport"] = {**recorded, **self._transport_options(machine_options)}
+        return machine_for(spec, options, self.config, action_handler=action_handler)
+
+    @staticmethod
+    def _address(where: Mapping[str, Any]) -> str:
+        return f"{where.get('username') or 'root'}@{where.get('host')}:{where.get('port') or 22}"
+
+    # -- the contract ------------------------------------------------------------------------
+    def allocate_machine(self, action_handler, machine_spec, machine_options):
+        wanted = self._wanted(machine_options)
+        if machine_spec.exists:
+            current = {k: machine_spec.reference.get(k) for k in _WHERE}
+            if current == wanted:
+                return
+
+            def move() -> None:
+                reference = dict(machine_spec.reference, **wanted)
+                reference.pop("host_key", None)
+                reference.pop("gateway_host_keys", None)
+                machine_spec.reference = reference
+                machine_spec.save()
+            action_handler.perform_action(
+                f"move machine from {self._address(current)} to {self._address(wanted)} "
+                "(the old pinned host key is dropped)", move)
+            return
+
+        def record() -> None:
+            reference = self.base_reference(**wanted)
+            checkpoint("after_create", machine=machine_spec.name)
+            machine_spec.reference = reference
+            checkpoint("before_save", machine=machine_spec.name)
+            machine_spec.save()
+        action_handler.perform_action(f"register existing host {self._address(wanted)}", record,
+                                      data={"host": wanted["host"], "port": wanted["port"]})
+
+    def ready_machine(self, action_handler, machine_spec, machine_options):
+        from provisioning.transports.ssh_options import wait_until_connectable
+
+        if not machine_spec.exists:
+            if action_handler.why_run:
+                where = self._address(self._wanted(machine_options))
+                action_handler.report_progress(f"would wait for {where} to accept SSH")
+                return None
+            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
+                                  machine=machine_spec.name)
+        machine = self._machine(machine_spec, machine_options, action_handler)
+        if action_handler.why_run:
+            return machine
+        checkpoint("during_ready", machine=machine_spec.name)
+        timeout = float(self._option(machine_options, "ready_timeout", 120.0))
+        try:
+            wait_until_connectable(machine.transport, timeout=timeout,
+                                   action_handler=action_handler,
+                                   what=f"machine {machine_spec.name}")
+        except BaseException:
+            machine.disconnect()
+            raise
+        return machine
+
+    def connect_to_machine(self, machine_spec, machine_options):
+        if not machine_spec.exists:
+            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated",
+                                  machine=machine_spec.name)
+        return self._machine(machine_spec, machine_options)
+
+    def stop_machine(self, action_handler, machine_spec, machine_options):
+        where = self._address(machine_spec.reference)
+        if not self._option(machine_options, "allow_shutdown", False):
+            action_handler.report_progress(
+                f"left {where} running: the ssh: driver shuts hosts down only with "
+                "allow_shutdown: true")
+            return
+        command = str(self._option(machine_options, "shutdown_command", "shutdown -h now"))
+
+        def shutdown() -> None:
+            machine = self._machine(machine_spec, machine_options, action_handler)
+            try:
+                machine.execute_always(command, sudo=True, check=False, timeout=60)
+            except TransportError:
+                pass  # the host going away under the command is the expected outcome
+            finally:
+                machine.disconnect()
+        action_handler.perform_action(f"shut down {where} ({command})", shutdown)
+
+    def destroy_machine(self, action_handler, machine_spec, machine_options):
+        where = self._address(machine_spec.reference)
+        commands = list(self._option(machine_options, "cleanup_commands", []) or [])
+        if commands:
+            def cleanup() -> None:
+                machine = self._machine(machine_spec, machine_options, action_handler)
+                try:
+                    for command in commands:
+                        machine.execute_always(str(command), sudo=True, timeout=600)
+                except TransportError as exc:
+                    action_handler.report_progress(
+                        f"cleanup commands not run on {where}: {exc}; forgetting it anyway")
+                finally:
+                    machine.disconnect()
+            action_handler.perform_action(f"run {len(commands)} cleanup commands on {where}",
+                                          cleanup)
+        action_handler.perform_action(f"forget {where} (the host itself is left as it is)",
+                                      lambda: None)
+
+    def machine_state(self, machine_spec) -> str:
+        return "unknown" if machine_spec.exists else "missing"
