@@ -139,8 +139,8 @@ def test_directories_travel_as_one_zip(http_server, make_transport, tmp_path):
 
 def test_transfer_timeout_is_a_transfer_error(http_server, make_transport, tmp_path):
     source = tmp_path / "slow.bin"
-    source.write_bytes(os.urandom(4 * MIB))
-    transport = make_transport(http_server, transfer_timeout=0.3)
+    source.write_bytes(os.urandom(16 * MIB))  # takes about 1 s here: far beyond 0.1 s
+    transport = make_transport(http_server, transfer_timeout=0.1)
     with pytest.raises(TransferError, match="timed out"):
         transport.upload_file(str(source), "C:\\Slow\\slow.bin")
     assert not os.path.exists(http_server.host_path("C:\\Slow\\slow.bin"))

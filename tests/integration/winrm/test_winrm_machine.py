@@ -195,3 +195,28 @@ def test_available(https_server, make_transport):
     started = time.monotonic()
     assert transport.available() is True
     assert time.monotonic() - started < 10
+
+
+def test_wait_until_connectable(https_server, make_transport):
+    import socket
+
+    from provisioning.errors import ConnectError
+    from provisioning.transports.ssh_options import wait_until_connectable
+    from provisioning.transports.winrm import WinRMTransport
+
+    transport = make_transport(https_server, "ntlm")
+    wait_until_connectable(transport, timeout=20, action_handler=None, what="win-6")
+    assert transport.stats["shells"] == 1
+    with pytest.raises(AuthenticationError):  # fails at once, no waiting
+        wait_until_connectable(make_transport(https_server, "ntlm", password="wrong"), timeout=60,
+                               action_handler=None, what="win-6")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    closed = WinRMTransport("127.0.0.1", port, USER, password=PASSWORD, scheme="http")
+    started = time.monotonic()
+    with pytest.raises(ConnectError):
+        wait_until_connectable(closed, timeout=1.5, action_handler=None, what="win-7",
+                               first_delay=0.1)
+    assert time.monotonic() - started < 10
+    closed.disconnect()
