@@ -30,6 +30,7 @@ from provisioning.registry import driver_for_url  # noqa: E402
 from provisioning.store.sqlite import SQLiteStore  # noqa: E402
 
 DEFAULT_CACHE = "/var/cache/provisioning-test-images"
+SECTION = "## nspawn machines"
 
 
 def timed(fn):
@@ -44,6 +45,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="repetitions of the single machine")
     parser.add_argument("--image-cache", default=os.environ.get(IMAGE_CACHE_ENV) or DEFAULT_CACHE)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--results-md", default=os.path.join(os.path.dirname(
+        os.path.abspath(__file__)), "RESULTS.md"))
+    parser.add_argument("--no-write", action="store_true",
+                        help=f"do not rewrite the '{SECTION}' section of RESULTS.md")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: nspawn machines need it", file=sys.stderr)
@@ -58,7 +63,7 @@ def main() -> int:
 
     figures: dict[str, object] = {
         "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
-        "image_build_s": build_s,
+        "image_build_s": build_s, "loadavg_before": os.getloadavg()[0],
     }
     with tempfile.TemporaryDirectory(prefix="bench-nspawn-") as tmp:
         url = f"nspawn:{tmp}/warehouse"
@@ -135,25 +140,68 @@ def main() -> int:
                                 "netns": record.netns, "veth": record.veth})
             store.close()
 
-    one = figures["one_up_s"]
-    n = args.count
-    print(f"nspawn: driver on {figures['cpus']} CPUs, kernel {figures['kernel']}, image cached")
-    print(f"| one machine allocate+ready (SSH login), median of {args.rounds} | {one['median']:.2f} s "
-          f"(min {one['min']:.2f}, max {one['max']:.2f}) |")
-    print(f"| its first command over the kept connection | {figures['one_first_command_s'] * 1000:.0f} ms |")
-    print(f"| stop (clean poweroff) | {figures['one_stop_s']:.2f} s |")
-    print(f"| ready again after stop | {figures['one_ready_after_stop_s']:.2f} s |")
-    print(f"| {n} machines up, Provisioner.run_many (parallel {n}) | {figures['batch_up_s']:.2f} s |")
-    print(f"| destroy {n}, Provisioner.run_many | {figures['batch_destroy_s']:.2f} s |")
-    print(f"| {n} machines up, Provisioner.run_many (parallel 10, the default) | "
-          f"{figures['batch_up_parallel10_s']:.2f} s |")
-    print(f"| {n} machines, driver allocate_machines + ready_machines | "
-          f"{figures['driver_batch_allocate_s']:.2f} s + {figures['driver_batch_ready_s']:.2f} s |")
-    print(f"| destroy {n}, driver destroy_machines | {figures['driver_batch_destroy_s']:.2f} s |")
+    figures["loadavg_after"] = os.getloadavg()[0]
+    text = section(figures, args)
+    print(text)
+    if not args.no_write:
+        write_section(args.results_md, text)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=1)
     return 0
+
+
+def section(figures: dict, args) -> str:
+    """The RESULTS.md section: the table, how it was made, on what."""
+    one = figures["one_up_s"]
+    n = args.count
+    rows = [
+        (f"one machine: allocate + ready (SSH login done), median of {args.rounds}",
+         f"{one['median']:.2f} s (min {one['min']:.2f}, max {one['max']:.2f})", "< 1 s"),
+        ("its first command, over the connection ready opened",
+         f"{figures['one_first_command_s'] * 1000:.0f} ms", ""),
+        ("stop (clean poweroff)", f"{figures['one_stop_s']:.2f} s", ""),
+        ("ready again after stop (boot + SSH login)", f"{figures['one_ready_after_stop_s']:.2f} s", ""),
+        (f"{n} machines up: `Provisioner.run_many('up')`, parallel {n}",
+         f"{figures['batch_up_s']:.2f} s", "< 8 s"),
+        (f"{n} machines up: `Provisioner.run_many('up')`, parallel 10 (the default)",
+         f"{figures['batch_up_parallel10_s']:.2f} s", ""),
+        (f"{n} machines: driver `allocate_machines` + `ready_machines`",
+         f"{figures['driver_batch_allocate_s']:.2f} s + {figures['driver_batch_ready_s']:.2f} s", ""),
+        (f"destroy {n}: `Provisioner.run_many('destroy')`", f"{figures['batch_destroy_s']:.2f} s", ""),
+        (f"destroy {n}: driver `destroy_machines`", f"{figures['driver_batch_destroy_s']:.2f} s", ""),
+    ]
+    lines = [SECTION, "",
+             f"`sudo python3 bench/bench_nspawn.py` on {figures['cpus']} CPUs (kernel "
+             f"{figures['kernel']}), Debian bookworm image already cached, real SQLite state, "
+             f"real SSH (paramiko through a socket opened in each machine's namespace). "
+             f"Load average {figures['loadavg_before']:.1f} before and "
+             f"{figures['loadavg_after']:.1f} after (other jobs shared the host). "
+             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
+             "| what | time | target |", "|---|---|---|"]
+    lines += [f"| {what} | {value} | {target} |" for what, value, target in rows]
+    if figures.get("image_build_s"):
+        lines += ["", f"Building the image (debootstrap, once) took {figures['image_build_s']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: str, text: str) -> None:
+    """Replace our section of RESULTS.md (or append it), keeping every other section."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            current = handle.read()
+    except FileNotFoundError:
+        current = "# Benchmark results\n"
+    start = current.find(SECTION + "\n")
+    if start < 0:
+        updated = current.rstrip("\n") + "\n\n" + text
+    else:
+        end = current.find("\n## ", start + len(SECTION))
+        updated = current[:start] + text + (current[end:] if end >= 0 else "")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(updated)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
