@@ -32,7 +32,8 @@ from provisioning.schema import Problems, describe_type, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
-    from provisioning.convergence.steps import Step, StepsConvergence
+    from provisioning.convergence.base import ConvergenceStrategy
+    from provisioning.convergence.steps import Step
     from provisioning.healthcheck import HealthCheck
 
 __all__ = ["Cluster", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
@@ -130,9 +131,13 @@ class Cluster:
         problems.raise_if_any()
         return [self.machines[n] for n in self.machines if n in wanted]
 
-    def convergence(self, definition: MachineDefinition) -> "StepsConvergence":
+    def convergence(self, definition: MachineDefinition) -> "ConvergenceStrategy":
+        """The machine's strategy: its steps, or ``none`` when it has no ``converge`` list."""
+        from provisioning.convergence.none import NoConvergence
         from provisioning.convergence.steps import StepContext, StepsConvergence
 
+        if not definition.steps:
+            return NoConvergence()
         return StepsConvergence(list(definition.steps),
                                 StepContext(self.base_dir, self.path, self.variables(definition)))
 

@@ -101,7 +101,9 @@ class ClusterRunner:
         machine = driver.ready_machine(handler, spec, options)
         strategy = self.cluster.convergence(definition)
         if machine is None:
-            strategy.plan(handler)
+            plan = getattr(strategy, "plan", None)
+            if plan is not None:
+                plan(handler)
             for check in definition.healthchecks:
                 handler.report_progress(f"would check {check.describe()}")
             handler.report_result("would be created and converged",
