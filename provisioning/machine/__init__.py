@@ -3,5 +3,6 @@
 from provisioning.machine.base import Machine
 from provisioning.machine.result import CommandResult
 from provisioning.machine.unix import UnixMachine
+from provisioning.machine.windows import WindowsMachine
 
-__all__ = ["Machine", "UnixMachine", "CommandResult"]
+__all__ = ["Machine", "UnixMachine", "WindowsMachine", "CommandResult"]

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import base64
 import re
-import xml.etree.ElementTree as ET
 from typing import Iterable
 
 __all__ = ["ps_quote", "encode_command", "powershell_argv", "script_with", "LIBRARY",
            "ClixmlDecoder", "decode_clixml"]
 
 #: powershell.exe switches used for every script (no profile, no prompts, no progress bars)
-POWERSHELL_SWITCHES = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-                       "-InputFormat", "Text", "-OutputFormat", "Text")
+POWERSHELL_SWITCHES = ("-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")
 
 #: what every script starts with: progress records would otherwise arrive as CLIXML on stderr
 PRELUDE = "$ProgressPreference = 'SilentlyContinue'\n"
@@ -275,6 +273,8 @@ class ClixmlDecoder:
     def _strings(self, document: str) -> str:
         if not document:
             return ""
+        import xml.etree.ElementTree as ET  # only when PowerShell reported an error
+
         try:
             root = ET.fromstring(document)
         except ET.ParseError:

@@ -307,3 +307,18 @@ def test_errors_from_the_backend_are_all_mapped():
     for cls, ours in expected.items():
         assert type(_translate(transport, "test", cls("boom"))) is ours, cls
     assert _translate(transport, "test", KeyError("x")) is None  # our bugs are not disguised
+
+
+def test_clixml_stderr_is_decoded_even_when_split_across_receives():
+    from provisioning.transports.powershell import ClixmlDecoder, decode_clixml
+
+    text = ('#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/'
+            '2004/04"><S S="progress">skip me</S><S S="Error">disk full_x000D__x000A_</S></Objs>'
+            '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+            '<S S="Warning">careful &amp; slow_x000A_</S></Objs>')
+    assert decode_clixml(text) == "disk full\r\ncareful & slow\n"
+    for size in (1, 3, 7, 50):
+        decoder = ClixmlDecoder()
+        pieces = [decoder.feed(text[i:i + size]) for i in range(0, len(text), size)]
+        assert "".join(pieces) + decoder.flush() == "disk full\r\ncareful & slow\n"
+    assert decode_clixml("plain error\r\n") == "plain error\r\n"
