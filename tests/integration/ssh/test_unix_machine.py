@@ -143,3 +143,14 @@ def test_make_url_available_to_remote(sshd_host, config):
         machine.disconnect()
         server.shutdown()
         server.server_close()
+
+
+def test_machine_for_winrm_kind_builds_a_windows_machine(config, monkeypatch):
+    """The factory's other branch: built lazily, nothing connects."""
+    monkeypatch.setenv("PROVISIONING_TEST_WINRM_PW", "not-used")
+    machine = machine_for(MachineSpec(name="win"),
+                          {"transport": {"kind": "winrm", "host": "127.0.0.1",
+                                         "username": "Administrator",
+                                         "password_env": "PROVISIONING_TEST_WINRM_PW"}}, config)
+    assert type(machine).__name__ == "WindowsMachine"
+    assert type(machine.transport).__name__ == "WinRMTransport"
