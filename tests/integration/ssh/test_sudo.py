@@ -71,3 +71,23 @@ def test_sudo_that_needs_a_password_is_a_clear_error(tmp_path, client_key, conne
     finally:
         host.stop()
         user.remove()
+
+
+def test_password_login(tmp_path, connect, sudo_user):
+    """Password auth when asked for (here a user whose sudo also wants that password)."""
+    import subprocess
+
+    user = ensure_test_user("provsshpw", sudo="password")
+    subprocess.run(["chpasswd"], input=f"{user.name}:correct horse\n", text=True, check=True)
+    host = start_sshd(tmp_path, authorized_keys=[], user=user.name,
+                      extra_config="PasswordAuthentication yes\n")
+    try:
+        transport = connect(host, private_key=None, password="correct horse")
+        assert transport.execute("id -un").stdout.strip() == user.name
+        with pytest.raises(AuthenticationError):
+            connect(host, private_key=None, password="wrong").execute("true")
+        with pytest.raises(AuthenticationError, match="needs a password"):
+            transport.execute("true", sudo=True)
+    finally:
+        host.stop()
+        user.remove()
