@@ -5,8 +5,9 @@ URL: ``ssh:`` or ``ssh:POOL`` (a name for a group of hosts; letters, digits, ``.
 The machine is named by ``machine_options.transport`` (host, port, username, key_name, ...).
 
 - ``allocate_machine`` creates nothing: it records where the machine is (host, port, username,
-  key name) in the reference and saves it. A changed address is reported and re-recorded, and the
-  pinned host key of the old address is dropped (it belongs to another machine).
+  key name, jump host) in the reference and saves it. A changed address is reported and
+  re-recorded, and the pinned host key of the old address is dropped (it belongs to another
+  machine).
 - ``ready_machine`` waits, with a deadline and backoff, until the host accepts SSH. "Not
   reachable yet" is retried; a refused key or a changed host key fails at once.
 - ``stop_machine`` shuts the host down only when ``allow_shutdown`` is set (it is someone else's
@@ -28,8 +29,8 @@ from provisioning.options import OptionField
 __all__ = ["SSHDriver"]
 
 _POOL = re.compile(r"^[A-Za-z0-9._-]*$")
-#: what the reference records about where the machine is
-_WHERE = ("host", "port", "username", "key_name")
+#: what the reference records about where the machine is (and the jump host, if any)
+_WHERE = ("host", "port", "username", "key_name", "gateway")
 
 
 def _transport_fields() -> tuple[OptionField, ...]:
@@ -95,8 +96,10 @@ class SSHDriver(Driver):
         if not options.get("host"):
             raise ConfigError("the ssh: driver needs the host's address",
                               key="machine_options.transport.host")
+        gateway = options.get("gateway")
         return {"host": options["host"], "port": int(options.get("port", 22)),
-                "username": options.get("username", "root"), "key_name": options.get("key_name")}
+                "username": options.get("username", "root"), "key_name": options.get("key_name"),
+                "gateway": dict(gateway) if gateway else None}
 
     def _option(self, machine_options: Mapping[str, Any], name: str, default: Any) -> Any:
         if name in machine_options:
@@ -126,6 +129,8 @@ class SSHDriver(Driver):
 
             def move() -> None:
                 reference = dict(machine_spec.reference, **wanted)
+                if reference.get("gateway") is None:
+                    reference.pop("gateway", None)
                 reference.pop("host_key", None)
                 reference.pop("gateway_host_keys", None)
                 machine_spec.reference = reference
@@ -136,7 +141,8 @@ class SSHDriver(Driver):
             return
 
         def record() -> None:
-            reference = self.base_reference(**wanted)
+            reference = self.base_reference(**{k: v for k, v in wanted.items()
+                                               if v is not None or k != "gateway"})
             checkpoint("after_create", machine=machine_spec.name)
             machine_spec.reference = reference
             checkpoint("before_save", machine=machine_spec.name)

@@ -190,3 +190,25 @@ def test_why_run_and_unallocated(sshd_host, store, config):
     assert store.get("machine", "web") is None
     with pytest.raises(MachineNotFound):
         driver.connect_to_machine(_spec(), {})
+
+
+def test_gateway_is_recorded_and_used_by_connect(tmp_path, client_key, provisioner, store):
+    from provisioning.testing.sshd import sshd_hosts, stop_all
+
+    gateway, target = sshd_hosts(2, tmp_path, [client_key.public_openssh])
+    try:
+        assert gateway.port != target.port and gateway.pid != target.pid
+        driver = driver_for_url("ssh:", provisioner.config)
+        options = _options(target, transport={"gateway": {"host": gateway.host,
+                                                          "port": gateway.port}})
+        provisioner.up(driver, "inner", options).disconnect()
+        reference = store.get("machine", "inner").reference
+        assert reference["gateway"] == {"host": "127.0.0.1", "port": gateway.port}
+        assert reference["gateway_host_keys"] == {f"127.0.0.1:{gateway.port}": gateway.host_key}
+        machine = provisioner.connect("inner", {})  # no options: all from the reference
+        assert machine.transport.gateway is not None
+        assert machine.execute_always("echo via").stdout == "via\n"
+        machine.disconnect()
+    finally:
+        stop_all([gateway, target])
+    assert gateway.process is None and target.process is None
