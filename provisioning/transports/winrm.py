@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import zipfile
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
 
 from provisioning.errors import (AuthenticationError, CommandTimeout, ConfigError, ConnectError,
                                  HostKeyMismatch, MissingExtra, TransferError, TransportError)
@@ -36,11 +36,6 @@ from provisioning.machine.result import CommandResult
 from provisioning.transports import powershell as ps
 from provisioning.transports.base import (DEFAULT_COMMAND_TIMEOUT, StreamCallback, Transport,
                                           check_sha256, sha256_file)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.actions import ActionHandler
-    from provisioning.config import Config
-    from provisioning.spec import MachineSpec
 
 __all__ = ["WinRMTransport", "winrm_transport_from_options", "AUTH_METHODS", "certificate_thumbprints"]
 
@@ -860,132 +855,5 @@ def _replace_directory_from_zip(archive: str, target: str) -> None:
                 os.unlink(old)
 
 
-# -- building from machine_options ---------------------------------------------------------
-_OPTION_KEYS = {
-    "kind": "transport kind (winrm)",
-    "host": "address of the machine (default: the driver's address)",
-    "port": "WinRM port (5985 http, 5986 https)",
-    "scheme": "http or https",
-    "auth": "basic, ntlm, kerberos or credssp",
-    "username": "login (DOMAIN\\user or user@domain for domain accounts)",
-    "password_env": "name of an environment variable holding the password",
-    "ca_bundle": "PEM file of the CA(s) that signed the listener's certificate",
-    "cert_thumbprint": "pinned certificate fingerprint (SHA-1 or SHA-256 hex)",
-    "cert_trust": "validate (default) or first_use: pin the certificate seen first",
-    "message_encryption": "auto, always or never",
-    "allow_unencrypted": "allow basic auth or unencrypted messages over http",
-    "connect_timeout": "seconds to wait for a TCP/TLS connection",
-    "operation_timeout": "seconds one WS-Management operation may take",
-    "command_timeout": "default seconds a command may run",
-    "transfer_timeout": "seconds a file transfer may take",
-    "shell": "powershell (default) or cmd for execute()",
-    "path": "URL path of the endpoint (/wsman)",
-    "chunk_size": "raw bytes per base64 line in file transfers",
-    "proxy": "HTTP proxy URL (default: none, environment proxies are ignored)",
-    "kerberos_hostname_override": "host name for the Kerberos SPN",
-    "kerberos_delegation": "forward the Kerberos ticket (double hop)",
-    "sudo": "ignored on Windows",
-}
-
-_PASSWORD_KEYS = ("password", "winrm_password")
-
-
-def winrm_transport_from_options(
-    options: Mapping[str, Any],
-    spec: "MachineSpec",
-    config: "Config",
-    *,
-    action_handler: "ActionHandler | None" = None,
-    default_host: str | None = None,
-    password: str | None = None,
-) -> WinRMTransport:
-    """Build a ``WinRMTransport`` from ``machine_options["transport"]``.
-
-    The password comes from, in order: ``password`` (a driver that fetched it from the
-    provider), the environment variable named by ``password_env``, or the config's
-    ``credentials`` under the machine's driver URL or ``winrm:HOST`` (key ``password``). It is
-    never read from machine options and never saved in state. A pinned certificate thumbprint is
-    read from ``spec.reference["cert_thumbprint"]`` when the options do not give one; with
-    ``cert_trust: first_use`` the first one seen is recorded there.
-    """
-    import difflib
-
-    where = "machine_options.transport"
-    raw = options.get("transport") or {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError("must be a mapping of transport settings", key=where)
-    problems = []
-    for key in raw:
-        if key in _PASSWORD_KEYS:
-            raise ConfigError("refusing a password in machine options (they end up in files and "
-                              "logs); name an environment variable with password_env, or put it in "
-                              "the config's credentials", key=f"{where}.{key}")
-        if key not in _OPTION_KEYS:
-            close = difflib.get_close_matches(str(key), list(_OPTION_KEYS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(f"unknown WinRM option {key!r}{hint}")
-    if problems:
-        raise ConfigError("; ".join(problems) + f" (known: {', '.join(sorted(_OPTION_KEYS))})",
-                          key=where)
-    reference = spec.reference if spec is not None else {}
-    host = raw.get("host") or reference.get("address") or default_host
-    if not host:
-        raise ConfigError("no host to reach over WinRM; set machine_options.transport.host or use "
-                          "a driver that records the machine's address", key=f"{where}.host")
-    auth = raw.get("auth", "ntlm")
-    username = raw.get("username", "Administrator")
-    if password is None and raw.get("password_env"):
-        name = raw["password_env"]
-        password = os.environ.get(name)
-        if password is None:
-            raise ConfigError(f"environment variable {name} (named by password_env) is not set",
-                              key=f"{where}.password_env")
-    if password is None:
-        urls = [u for u in (reference.get("driver_url"), f"winrm:{host}") if u]
-        creds = config.credentials_for(*urls) if config is not None else {}
-        for key in ("winrm_password", "password"):
-            if creds.get(key):
-                password = str(creds[key])
-                break
-    if password is None and auth != "kerberos":
-        raise ConfigError(f"no password for {username}@{host} ({auth} auth); set password_env to "
-                          "the name of an environment variable holding it, or put it in the "
-                          f"config under credentials: {{'winrm:{host}': {{password: ...}}}}",
-                          key=f"{where}.password_env")
-    ca_bundle = raw.get("ca_bundle")
-    if ca_bundle and config is not None:
-        ca_bundle = os.path.join(config.base_dir, os.path.expanduser(str(ca_bundle)))
-    thumbprint = raw.get("cert_thumbprint") or reference.get("cert_thumbprint")
-    cert_trust = raw.get("cert_trust", "validate")
-    if cert_trust not in ("validate", "first_use"):
-        raise ConfigError("cert_trust must be validate or first_use", key=f"{where}.cert_trust")
-    on_new_certificate = None
-    if cert_trust == "first_use" and spec is not None:
-        def on_new_certificate(seen: str) -> None:
-            def record() -> None:
-                spec.reference["cert_thumbprint"] = seen
-                spec.save()
-            description = f"trust WinRM certificate of {host} on first use (SHA-256 {seen})"
-            if action_handler is not None:
-                action_handler.perform_action(description, record, machine=spec.name)
-            else:
-                record()
-
-    def number(key: str, default: float) -> Any:
-        return raw.get(key, default)
-
-    kwargs: dict[str, Any] = {}
-    for key in ("port", "scheme", "path", "chunk_size", "proxy", "kerberos_hostname_override",
-                "shell", "message_encryption"):
-        if raw.get(key) is not None:
-            kwargs[key] = raw[key]
-    return WinRMTransport(
-        str(host), username=username, password=password, auth=auth, ca_bundle=ca_bundle,
-        cert_thumbprint=thumbprint, on_new_certificate=on_new_certificate,
-        allow_unencrypted=bool(raw.get("allow_unencrypted", False)),
-        kerberos_delegation=bool(raw.get("kerberos_delegation", False)),
-        connect_timeout=number("connect_timeout", 10.0),
-        operation_timeout=number("operation_timeout", 20.0),
-        command_timeout=number("command_timeout", DEFAULT_COMMAND_TIMEOUT),
-        transfer_timeout=number("transfer_timeout", 600.0),
-        machine=spec.name if spec is not None else None, **kwargs)
+# the options builder lives in winrm_options.py; imported last (it imports this module)
+from provisioning.transports.winrm_options import winrm_transport_from_options  # noqa: E402

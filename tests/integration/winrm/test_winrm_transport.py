@@ -4,7 +4,6 @@ against the WS-Management test server (HTTP and HTTPS, Basic and NTLM)."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -322,3 +321,19 @@ def test_clixml_stderr_is_decoded_even_when_split_across_receives():
         pieces = [decoder.feed(text[i:i + size]) for i in range(0, len(text), size)]
         assert "".join(pieces) + decoder.flush() == "disk full\r\ncareful & slow\n"
     assert decode_clixml("plain error\r\n") == "plain error\r\n"
+
+
+@pytest.mark.parametrize("auth", ["basic", "ntlm"])
+def test_pywinrm_session_api_works_against_the_test_server(https_server, certs, auth):
+    """pywinrm's own high-level API (not our transport) against the server: the protocol is
+    what pywinrm expects, independent of how our transport drives it."""
+    import winrm
+
+    session = winrm.Session(f"https://127.0.0.1:{https_server.port}/wsman", auth=(USER, PASSWORD),
+                            transport=auth, server_cert_validation="validate",
+                            ca_trust_path=certs.ca, proxy=None)
+    result = session.run_cmd("echo", ["from", "run_cmd"])
+    assert (result.status_code, result.std_out) == (0, b"from run_cmd\r\n")
+    result = session.run_ps("Write-Output 'from run_ps'; Write-Error 'oops'; exit 2")
+    assert result.status_code == 2 and result.std_out == b"from run_ps\r\n"
+    assert b"oops" in result.std_err and b"CLIXML" not in result.std_err

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import shutil
 import stat
 import threading
-import time
 import uuid
 import zipfile
 from typing import Any, Callable, Iterable, Iterator
@@ -511,7 +509,7 @@ class PowerShell:
             head = stage[0]
             if head.kind != "WORD" or isinstance(self.value(head), int):
                 if index != 0 or len(stage) != 1:
-                    raise PSError(f"Expressions are only allowed as the first element of a pipeline.")
+                    raise PSError("Expressions are only allowed as the first element of a pipeline.")
                 value = self.value(head)
                 stream = value if isinstance(value, Iterator) else [value]
                 continue
