@@ -26,7 +26,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from provisioning.errors import ProvisioningError, StateLocked
 

@@ -13,7 +13,6 @@ import sys
 import time
 
 from provisioning.errors import StateConflict
-from provisioning.spec import MachineSpec
 from provisioning.store import open_store
 
 

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 
-import psycopg
 import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'provisioning[postgres]'")
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.store import open_store
@@ -116,6 +117,8 @@ def test_runner_killed_holding_locks_does_not_stop_the_others(tmp_path, postgres
         elapsed = time.monotonic() - killed
         assert code == 0, out + err
         assert elapsed < ttl, f"took {elapsed:.1f} s, the lease is {ttl} s"
+        print(f"\nafter SIGKILL of a runner holding 3 locks, another finished 12 machines in "
+              f"{elapsed:.2f} s (lease {ttl:g} s)")
         entries = store.list("machine")
         assert sorted(e.name for e in entries) == sorted(f"node-{i}" for i in range(1, 13))
         assert all(e.last_action == "up" and e.last_error is None for e in entries)

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 
-import psycopg
 import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'provisioning[postgres]'")
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 
-import psycopg
 import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'provisioning[postgres]'")
 
 from provisioning.errors import StateError, StateLocked
 from provisioning.spec import MachineSpec
