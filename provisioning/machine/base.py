@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from provisioning.actions import ActionHandler
 from provisioning.errors import CommandFailed
@@ -98,6 +98,34 @@ class Machine(abc.ABC):
         if check and not result.ok:
             raise CommandFailed(result, machine=self.name)
         return result
+
+    def execute_many(
+        self,
+        commands: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        description: str | None = None,
+    ) -> list[CommandResult] | None:
+        """Run a sequence of commands as one change, in order, each with its own exit status,
+        output and ``timeout``; over SSH they share one persistent shell (one round trip for
+        all, instead of a channel and a login shell each). With ``check`` the sequence stops
+        at the first failure and raises ``CommandFailed`` for it. None under why-run."""
+        commands = list(commands)
+
+        def run() -> list[CommandResult]:
+            results = self.transport.execute_many(commands, timeout=timeout, env=env, sudo=sudo,
+                                                  stop_on_error=check)
+            if check and results and not results[-1].ok:
+                raise CommandFailed(results[-1], machine=self.name)
+            return results
+
+        return self.action_handler.perform_action(
+            description or f"run {len(commands)} commands ({commands[0]!r}"
+                           f"{' ...' if len(commands) > 1 else ''})" if commands else "run nothing",
+            run)
 
     # -- files -----------------------------------------------------------------------------
     def read_file(self, path: str) -> bytes | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import threading
 from typing import Callable, Mapping, Sequence
 
 from provisioning.errors import TransferError, UnsupportedOperation
@@ -22,13 +23,43 @@ StreamCallback = Callable[[str, str], None]
 DEFAULT_COMMAND_TIMEOUT = 600.0
 
 
+#: sha256 of local files by (path, size, mtime, ctime, inode, device): uploading one file to many
+#: machines (and checking it before each upload) hashes it once per process
+_SHA_CACHE: dict[tuple, str] = {}
+_SHA_LOCKS: dict[tuple, threading.Lock] = {}
+_SHA_GUARD = threading.Lock()
+
+
+def _stat_key(path: str | os.PathLike) -> tuple:
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a local file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a local file, read in 1 MiB blocks (remembered while the file is unchanged;
+    threads asking for the same file wait for one computation)."""
+    key = _stat_key(path)
+    cached = _SHA_CACHE.get(key)
+    if cached is not None:
+        return cached
+    with _SHA_GUARD:
+        lock = _SHA_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        cached = _SHA_CACHE.get(key)
+        if cached is not None:
+            return cached
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        value = digest.hexdigest()
+        if _stat_key(path) == key:  # not remembered if the file changed while it was read
+            with _SHA_GUARD:
+                if len(_SHA_CACHE) > 4096:
+                    _SHA_CACHE.clear()
+                    _SHA_LOCKS.clear()
+                _SHA_CACHE[key] = value
+        return value
 
 
 class Transport(abc.ABC):
