@@ -338,7 +338,9 @@ class PostgresStore(ManagedEntryStore):
                          (ADVISORY_NAMESPACE, run_key))
             row = conn.execute(
                 "SELECT generation, touched_at > clock_timestamp() - %s * interval '1s' "
-                "FROM provisioning_runs WHERE run_key = %s AND finished_at IS NULL "
+                "AND EXISTS (SELECT 1 FROM provisioning_work w WHERE w.run_key = r.run_key AND "
+                "w.generation = r.generation AND w.state IN ('pending', 'claimed')) "
+                "FROM provisioning_runs r WHERE run_key = %s AND finished_at IS NULL "
                 "ORDER BY generation DESC LIMIT 1", (float(fresh_within), run_key)).fetchone()
             if row is not None and row[1]:
                 return row[0]
@@ -383,6 +385,9 @@ class PostgresStore(ManagedEntryStore):
                      error: str | None = None) -> bool:
         """Mark our claim done (or failed); False if another runner took it over meanwhile."""
         def finish(conn: psycopg.Connection) -> bool:
+            # finishers of one run take turns, so the last one sees every other's result
+            conn.execute("SELECT 1 FROM provisioning_runs WHERE run_key = %s AND generation = %s "
+                         "FOR UPDATE", (run_key, generation))
             row = conn.execute(
                 "UPDATE provisioning_work SET state = %s, error = %s, done_at = now(), "
                 "expires_at = NULL WHERE run_key = %s AND generation = %s AND name = %s AND "

@@ -147,3 +147,17 @@ def test_a_failure_in_one_runner_fails_the_run_everywhere(tmp_path, postgres_ser
     lines = (hout + herr).splitlines()
     for name in failed:  # the healthy runner reports the failures it did not do itself
         assert any(name in line and "failed in another runner" in line for line in lines), hout
+
+
+def test_a_finished_run_is_not_joined_by_the_next_command(tmp_path, postgres_url):
+    """Right after a shared run finished, the next ``up`` does the work again (a new run)."""
+    cluster = write_cluster(tmp_path, 3, 0.0)
+    [(code, out, err)] = finish([converge(cluster, postgres_url, "up", "--parallel", "2")])
+    assert code == 0, out + err
+    warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+    gone = next(s for s in warehouse.servers().values() if s["name"] == "node-2")
+    warehouse.delete(gone["id"])  # behind our back
+    [(code, out, err)] = finish([converge(cluster, postgres_url, "up", "--parallel", "2")])
+    assert code == 0, out + err
+    assert warehouse.counters()["creates"] == 4
+    assert "node-2" in {s["name"] for s in warehouse.servers().values()}
