@@ -146,7 +146,8 @@ def test_lost_connection_is_reopened(postgres_url):
         old_key = store.session_key
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                          "application_name = 'provisioning' AND pid <> pg_backend_pid()")
+                          "application_name = 'provisioning' AND datname = current_database() "
+                          "AND pid <> pg_backend_pid()")
         time.sleep(0.2)
         assert store.get("machine", "a").reference == {"driver_url": "fake:/x"}
         with store.lock("a", 10):  # a new session key, and leases work on it
