@@ -20,6 +20,7 @@ defaults (and any ``Match`` block in it after them): it overrides, it does not a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import shutil
@@ -29,7 +30,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 __all__ = ["SSHDHost", "start_sshd", "sshd_hosts", "stop_all", "TestUser", "ensure_test_user",
            "SSHD_PATH", "sshd_available", "client_key", "sshd_host", "sudo_user"]
@@ -324,9 +325,14 @@ def stop_all(hosts: Sequence[SSHDHost]) -> None:
 
 
 # -- a non-root login with sudo ---------------------------------------------------------------
+#: shared/exclusive flocks here make test users safe across concurrent test runs
+_USER_LOCKS = "/run/provisioning-test-users"
+
+
 @dataclass
 class TestUser:
-    """A local account for sudo tests; ``remove()`` undoes what ``ensure_test_user`` did."""
+    """A local account for sudo tests; ``remove()`` undoes what ``ensure_test_user`` did, once
+    no other process (another test run) still uses the account."""
 
     __test__ = False  # not a pytest test class
 
@@ -334,38 +340,63 @@ class TestUser:
     home: str
     created: bool
     sudoers_path: str | None
+    _lock: Any = field(default=None, repr=False)
 
     def remove(self) -> None:
-        if self.sudoers_path and os.path.exists(self.sudoers_path):
-            os.unlink(self.sudoers_path)
-        if self.created:
-            subprocess.run(["userdel", "-r", self.name], capture_output=True)
+        lock, self._lock = self._lock, None
+        if lock is None:
+            return
+        try:
+            try:  # only the last user of the account cleans up
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            if self.sudoers_path and os.path.exists(self.sudoers_path):
+                os.unlink(self.sudoers_path)
+            marker = os.path.join(_USER_LOCKS, f"{self.name}.created")
+            if os.path.exists(marker):
+                subprocess.run(["userdel", "-r", self.name], capture_output=True)
+                os.unlink(marker)
+        finally:
+            lock.close()
 
 
 def ensure_test_user(name: str = "provssh", *, sudo: str | None = "nopasswd") -> TestUser:
     """Create ``name`` if absent (unlocked for key logins with ``UsePAM no``), and grant sudo:
     ``"nopasswd"`` (passwordless), ``"password"`` (sudo that asks for a password: ``sudo -n``
-    fails, for the error path) or None. Needs root."""
-    created = False
+    fails, for the error path) or None. Needs root. An account this function created is deleted
+    by the last ``remove()``; one that existed before is never deleted."""
+    os.makedirs(_USER_LOCKS, mode=0o700, exist_ok=True)
+    lock = open(os.path.join(_USER_LOCKS, f"{name}.lock"), "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        entry = pwd.getpwnam(name)
-        if entry.pw_shell.endswith(("nologin", "false")):
-            raise RuntimeError(f"user {name} exists but cannot log in (shell {entry.pw_shell}); "
-                               "pick another name for the SSH test user")
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
-        created = True
-        entry = pwd.getpwnam(name)
-    # a '!' password locks the account, and sshd without PAM refuses locked accounts
-    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
-    sudoers = None
-    if sudo is not None:
-        if not shutil.which("sudo"):
-            raise RuntimeError("sudo is not installed: apt-get install sudo")
-        rule = "NOPASSWD: ALL" if sudo == "nopasswd" else "ALL"
-        sudoers = f"/etc/sudoers.d/provisioning-test-{name}"
-        _write(sudoers, f"{name} ALL=(ALL) {rule}\n", 0o440)
-    return TestUser(name=name, home=entry.pw_dir, created=created, sudoers_path=sudoers)
+        created = False
+        try:
+            entry = pwd.getpwnam(name)
+            if entry.pw_shell.endswith(("nologin", "false")):
+                raise RuntimeError(f"user {name} exists but cannot log in (shell "
+                                   f"{entry.pw_shell}); pick another name for the SSH test user")
+        except KeyError:
+            subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True,
+                           capture_output=True)
+            _write(os.path.join(_USER_LOCKS, f"{name}.created"), "", 0o600)
+            created = True
+            entry = pwd.getpwnam(name)
+        # a '!' password locks the account, and sshd without PAM refuses locked accounts
+        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+        sudoers = None
+        if sudo is not None:
+            if not shutil.which("sudo"):
+                raise RuntimeError("sudo is not installed: apt-get install sudo")
+            rule = "NOPASSWD: ALL" if sudo == "nopasswd" else "ALL"
+            sudoers = f"/etc/sudoers.d/provisioning-test-{name}"
+            _write(sudoers, f"{name} ALL=(ALL) {rule}\n", 0o440)
+    except BaseException:
+        lock.close()
+        raise
+    fcntl.flock(lock, fcntl.LOCK_SH)  # others may use the account too, until they all remove
+    return TestUser(name=name, home=entry.pw_dir, created=created, sudoers_path=sudoers,
+                    _lock=lock)
 
 
 # -- pytest fixtures --------------------------------------------------------------------------
