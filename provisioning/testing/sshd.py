@@ -346,19 +346,29 @@ class TestUser:
         lock, self._lock = self._lock, None
         if lock is None:
             return
-        try:
-            try:  # only the last user of the account cleans up
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return
-            if self.sudoers_path and os.path.exists(self.sudoers_path):
-                os.unlink(self.sudoers_path)
-            marker = os.path.join(_USER_LOCKS, f"{self.name}.created")
-            if os.path.exists(marker):
-                subprocess.run(["userdel", "-r", self.name], capture_output=True)
-                os.unlink(marker)
-        finally:
-            lock.close()
+        with _setup_lock(self.name):
+            try:
+                try:  # only the last user of the account cleans up
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+                if self.sudoers_path and os.path.exists(self.sudoers_path):
+                    os.unlink(self.sudoers_path)
+                marker = os.path.join(_USER_LOCKS, f"{self.name}.created")
+                if os.path.exists(marker):
+                    subprocess.run(["userdel", "-r", self.name], capture_output=True)
+                    os.unlink(marker)
+            finally:
+                lock.close()
+
+
+@contextlib.contextmanager
+def _setup_lock(name: str) -> Iterator[None]:
+    """Held while an account is created, configured or removed."""
+    os.makedirs(_USER_LOCKS, mode=0o700, exist_ok=True)
+    with open(os.path.join(_USER_LOCKS, f"{name}.setup"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def ensure_test_user(name: str = "provssh", *, sudo: str | None = "nopasswd") -> TestUser:
@@ -366,9 +376,12 @@ def ensure_test_user(name: str = "provssh", *, sudo: str | None = "nopasswd") ->
     ``"nopasswd"`` (passwordless), ``"password"`` (sudo that asks for a password: ``sudo -n``
     fails, for the error path) or None. Needs root. An account this function created is deleted
     by the last ``remove()``; one that existed before is never deleted."""
-    os.makedirs(_USER_LOCKS, mode=0o700, exist_ok=True)
+    with _setup_lock(name):
+        return _ensure_user(name, sudo)
+
+
+def _ensure_user(name: str, sudo: str | None) -> TestUser:
     lock = open(os.path.join(_USER_LOCKS, f"{name}.lock"), "a+")
-    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         created = False
         try:
@@ -391,10 +404,10 @@ def ensure_test_user(name: str = "provssh", *, sudo: str | None = "nopasswd") ->
             rule = "NOPASSWD: ALL" if sudo == "nopasswd" else "ALL"
             sudoers = f"/etc/sudoers.d/provisioning-test-{name}"
             _write(sudoers, f"{name} ALL=(ALL) {rule}\n", 0o440)
+        fcntl.flock(lock, fcntl.LOCK_SH)  # one shared hold per user of the account
     except BaseException:
         lock.close()
         raise
-    fcntl.flock(lock, fcntl.LOCK_SH)  # others may use the account too, until they all remove
     return TestUser(name=name, home=entry.pw_dir, created=created, sudoers_path=sudoers,
                     _lock=lock)
 
