@@ -27,8 +27,15 @@ def status(settings) -> int:
                 row["last_error"] = row["last_error"].splitlines()[0][:80]
             if not row["in_cluster_file"]:
                 row["name"] = f"{row['name']} (not in file)"
+            holder = row.get("locked_by")
+            row["working"] = (f"{holder.get('command') or '?'} (pid {holder.get('pid')} on "
+                              f"{holder.get('host')} since {holder.get('since')})"
+                              if holder else "-")
             shown.append(row)
-        session.renderer.table(COLUMNS, shown, KEYS,
+        columns, keys = COLUMNS, KEYS
+        if any(row.get("locked_by") for row in rows):  # another runner is at work: say who
+            columns, keys = COLUMNS + ("WORKING",), KEYS + ("working",)
+        session.renderer.table(columns, shown, keys,
                                {"event": "status", "file": session.cluster.path,
                                 "state": session.store.url, "machines": rows})
     return 0

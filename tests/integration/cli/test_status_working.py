@@ -1,0 +1,42 @@
+"""``converge status`` says which runner is working on which machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+
+def test_status_names_the_runner_holding_a_machine(tmp_path):
+    (tmp_path / "cluster.yml").write_text("driver: 'fake:'\nmachines:\n  web: {count: 2}\n")
+    subprocess.run(["converge", "up"], cwd=tmp_path, check=True, capture_output=True)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from provisioning.store.sqlite import SQLiteStore
+        SQLiteStore({str(tmp_path / '.provisioning' / 'state.db')!r}).lock(
+            "web-2", ttl=1.5, holder={{"host": "runner-b", "pid": 4242,
+                                       "command": "converge up", "since": "2026-11-25T12:00:00Z"}})
+        print("locked", flush=True); time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        text = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True,
+                              text=True, check=True).stdout
+        line = next(l for l in text.splitlines() if l.startswith("web-2"))
+        assert "WORKING" in text.splitlines()[0]
+        assert "converge up (pid 4242 on runner-b since 2026-11-25T12:00:00Z)" in line
+        web1 = next(l for l in text.splitlines() if l.startswith("web-1"))
+        assert "pid" not in web1
+        data = json.loads(subprocess.run(["converge", "status", "--output", "json"], cwd=tmp_path,
+                                         capture_output=True, text=True, check=True).stdout)
+        assert {m["name"]: (m["locked_by"] or {}).get("pid") for m in data["machines"]} == \
+            {"web-1": None, "web-2": 4242}
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(2)  # a dead runner on another host: its lease runs out, then nobody works
+    idle = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout
+    assert "WORKING" not in idle
