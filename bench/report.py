@@ -122,8 +122,9 @@ def startup_table(rows: list[dict]) -> str:
 
 HEADER = """# Benchmark results
 
-Produced by `python3 bench/fanout.py` (see bench/README section of the project README); other
-engineers append their own sections below (nspawn, CLI start-up, PostgreSQL runners).
+The fan-out, SFTP and `import provisioning` sections come from one run of
+`python3 bench/fanout.py` (how it measures: docs/performance.md). The other sections come from
+their own scripts, named in each.
 """
 
 
