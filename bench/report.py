@@ -16,9 +16,10 @@ WORKLOADS = {
 }
 OURS = ("ours", "ours-batch")
 HOW = {
-    "ours": "this library: `SSHTransport` per host (TCP_NODELAY, aes128-gcm, ed25519), bounded "
-            "thread pool; W2 one round trip per command through `SSHTransport.shell_session()`; "
-            "W3 `upload_file` (pipelined SFTP, temp name + rename, sha256 checked on the host)",
+    "ours": "this library: an `SSHTransport` per host (TCP_NODELAY and quick ACKs, AES-GCM, "
+            "ed25519) on the library's `Parallelizer`; W2 one round trip per command through "
+            "`SSHTransport.shell_session()`; W3 `upload_file` (one exec channel: the file streams "
+            "to a temporary name, is hashed on the host, compared, renamed)",
     "ours-batch": "this library, W2 through `Machine.execute_many` (the 20 commands sent at once, "
                   "still run one after another, each with its own exit status and output)",
     "openssh": "`ssh`/`scp` per host via `xargs -P N`, no multiplexing (W2: 20 connections per host)",
@@ -37,10 +38,9 @@ def _median(cell: dict) -> float | None:
 
 def fanout_tables(cells: list[dict], env: dict) -> str:
     by = {(c["tool"], c["workload"], c["n"]): c for c in cells}
-    tools = []
-    for c in cells:
-        if c["tool"] not in tools:
-            tools.append(c["tool"])
+    order = list(HOW)
+    tools = sorted({c["tool"] for c in cells},
+                   key=lambda t: (order.index(t) if t in order else len(order), t))
     ns = sorted({c["n"] for c in cells})
     lines = [FANOUT, ""]
     lines.append(
@@ -136,7 +136,7 @@ def update_results_md(path: str, sections: dict[str, str]) -> None:
         if line.startswith("## "):
             parts.append([])
         parts[-1].append(line)
-    head = "".join(parts[0]) or HEADER
+    head = "".join(parts[0]) if "".join(parts[0]).strip() else HEADER
     blocks = ["".join(p) for p in parts[1:]]
     done = set()
     out = []

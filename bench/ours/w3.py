@@ -12,4 +12,4 @@ def one(h):
     return data["payload_sha256"]
 
 
-fan_out(hosts, one)
+fan_out(hosts, one, per_core=12)
