@@ -178,7 +178,7 @@ def generate_private_key(path: str, *, name: str | None = None, kind: str = "ed2
 
 
 def ensure_private_key(config: "Config | None", name: str, directory: str, *,
-                       kind: str = "ed25519") -> PrivateKey:
+                       kind: str = "ed25519", bits: int = 3072) -> PrivateKey:
     """The key called ``name``; generated in ``directory`` when it exists nowhere."""
     try:
         return find_private_key(config, name)
@@ -188,7 +188,7 @@ def ensure_private_key(config: "Config | None", name: str, directory: str, *,
             # generate beside it, then link into place: when two runs race, one key wins and
             # both use it (a replace would leave the loser's public key in authorized_keys)
             tmp = f"{path}.new-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            fresh = generate_private_key(tmp, name=name, kind=kind)
+            fresh = generate_private_key(tmp, name=name, kind=kind, bits=bits)
             try:
                 os.link(tmp, path)
                 os.replace(f"{tmp}.pub", f"{path}.pub")

@@ -88,9 +88,12 @@ class LibcloudDriver(Driver):
                     help="location / availability zone (default: the provider picks)"),
         OptionField("key_name", default=DEFAULT_KEY_NAME,
                     help="private key (keys.py name, generated when absent) whose public key is "
-                         "imported as the node's key pair; also the default SSH key"),
+                         "imported as the node's key pair; also the default SSH key. Windows "
+                         "(transport kind winrm): an RSA key, default 'provisioning-rsa', that "
+                         "decrypts the node's Administrator password"),
         OptionField("key_pair", help="an existing provider key pair to use as is (instead of "
-                                     "importing key_name)"),
+                                     "importing key_name; for Windows, key_name must then be its "
+                                     "private key)"),
         OptionField("security_groups", type="list", default=[],
                     help="security group names the node joins (they must exist)"),
         OptionField("open_ssh", type="bool", default=False,
@@ -106,14 +109,16 @@ class LibcloudDriver(Driver):
         OptionField("create_args", type="dict", default={},
                     help="extra keyword arguments for libcloud's create_node (ex_...)"),
         OptionField("address", default="public",
-                    help="address SSH uses: 'public', 'private' (VPN / peered networks), or a "
+                    help="address SSH/WinRM uses: 'public', 'private' (VPN / peered networks), or a "
                          "host name or IP to use instead (NAT, port forward, bastion setups)"),
         OptionField("wait_for_ssh", type="bool", default=True,
-                    help="ready waits until SSH answers (false: only until the node runs)"),
+                    help="ready waits until SSH (or WinRM, for transport kind winrm) answers "
+                         "(false: only until the node runs)"),
         OptionField("wait_timeout", type="float",
                     help="seconds ready waits in all (default: the driver's wait_timeout)"),
         OptionField("transport", type="dict", default={},
-                    help="how to reach the machine: {kind, username, port, key_name, gateway, ...}"),
+                    help="how to reach the machine: {kind: ssh (default) or winrm, username, "
+                         "port, ...}; see docs/ssh.md and docs/windows.md"),
     )
 
     # -- construction ------------------------------------------------------------------------
@@ -179,8 +184,12 @@ class LibcloudDriver(Driver):
                                    context=context)
 
     def _opts(self, machine_options: Mapping[str, Any]) -> dict[str, Any]:
-        """Machine options with defaults filled in."""
+        """Machine options with defaults filled in (Windows nodes default to an RSA key)."""
+        from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_NAME, transport_kind
+
         out = {f.name: f.default for f in self.machine_option_fields if f.default is not None}
+        if transport_kind(machine_options or {}) == "winrm":
+            out["key_name"] = WINDOWS_KEY_NAME
         out.update(machine_options or {})
         return out
 
@@ -296,6 +305,7 @@ class LibcloudDriver(Driver):
         from provisioning.drivers.libcloud_parts.access import ensure_key_pair, ensure_ssh_group
         from provisioning.drivers.libcloud_parts.providers import CreatePlan
         from provisioning.drivers.libcloud_parts.userdata import render_userdata
+        from provisioning.drivers.libcloud_parts.windows import transport_kind
 
         for required in ("image", "size"):
             if not opts.get(required):
@@ -308,7 +318,7 @@ class LibcloudDriver(Driver):
             key_pair = opts.get("key_pair")
             if not key_pair and opts.get("key_name"):
                 key_pair = ensure_key_pair(self.ops, handler, self.config, str(opts["key_name"]),
-                                           cache)
+                                           cache, rsa=transport_kind(opts) == "winrm")
             if opts.get("open_ssh"):
                 name = str(opts.get("ssh_security_group") or "provisioning-ssh")
                 ensure_ssh_group(self.ops, handler, name, str(opts.get("ssh_cidr") or "0.0.0.0/0"),
@@ -507,7 +517,8 @@ class LibcloudDriver(Driver):
         node_id = machine_spec.reference.get("node_id")
         if not node_id:
             if action_handler.why_run:
-                action_handler.report_progress("would wait for the new node to run and answer SSH")
+                action_handler.report_progress("would wait for the new node to run and answer "
+                                               "SSH or WinRM")
                 return None
             raise MachineNotFound(f"machine {machine_spec.name!r} has no node at "
                                   f"{self.driver_url}; allocate it first (converge up)",
@@ -539,18 +550,24 @@ class LibcloudDriver(Driver):
         self._record_node(machine_spec, node, opts)
         if machine_spec.reference != before and not action_handler.why_run:
             machine_spec.save()
-        machine = self._machine(machine_spec, opts, action_handler)
+        machine = self._machine(machine_spec, opts, action_handler, deadline=deadline)
         if opts.get("wait_for_ssh", True):
+            from provisioning.drivers.libcloud_parts.windows import transport_kind
             from provisioning.transports.ssh import wait_until_connectable
 
+            protocol = "WinRM" if transport_kind(opts) == "winrm" else "SSH"
             remaining = max(1.0, deadline - time.monotonic())
             wait_until_connectable(machine.transport, timeout=remaining,
-                                   action_handler=action_handler,
-                                   what=f"SSH on node {node_id} ({machine.transport.host})")
+                                   action_handler=action_handler, protocol=protocol,
+                                   what=f"{protocol} on node {node_id} ({machine.transport.host})")
         return machine
 
     def _machine(self, spec: "MachineSpec", opts: Mapping[str, Any],
-                 action_handler: "ActionHandler | None" = None) -> "Machine":
+                 action_handler: "ActionHandler | None" = None,
+                 deadline: float | None = None) -> "Machine":
+        """The machine for the node. Windows (transport kind winrm): unless the config gives the
+        password, fetch it from the provider (waiting until ``deadline``; None asks once)."""
+        from provisioning.drivers.libcloud_parts.windows import transport_kind
         from provisioning.transports.factory import machine_for
 
         address = spec.reference.get("address")
@@ -561,11 +578,42 @@ class LibcloudDriver(Driver):
                                   "address yet; ready it first, or set the address option",
                                   machine=spec.name)
         transport = dict(opts.get("transport") or {})
+        if transport_kind(opts) == "winrm":
+            password = self._windows_password(spec, opts, transport, address, action_handler,
+                                              deadline)
+            return machine_for(spec, {**opts, "transport": transport}, self.config,
+                               action_handler=action_handler, default_host=address,
+                               password=password)
         if opts.get("key_name") and not opts.get("key_pair"):
             transport.setdefault("key_name", opts["key_name"])
         machine_options = {**opts, "transport": transport}
         return machine_for(spec, machine_options, self.config, action_handler=action_handler,
                            default_host=address)
+
+    def _windows_password(self, spec: "MachineSpec", opts: Mapping[str, Any],
+                          transport: Mapping[str, Any], address: str,
+                          action_handler: "ActionHandler | None",
+                          deadline: float | None) -> str | None:
+        """The Administrator password from the provider, or None when the config supplies one
+        (password_env or credentials win: the transport reads them itself). Memory only."""
+        from provisioning.drivers.libcloud_parts.windows import (fetch_windows_password,
+                                                                 password_configured)
+        from provisioning.keys import find_private_key
+
+        if password_configured(transport, spec, self.config, address):
+            return None
+        if not opts.get("key_name"):
+            raise ConfigError("a Windows node's password is decrypted with the private key of its "
+                              "key pair: set key_name (or give the password with "
+                              "transport.password_env or config credentials)",
+                              key="machine_options.key_name", machine=spec.name)
+        key = find_private_key(self.config, str(opts["key_name"]))
+        return fetch_windows_password(
+            self.ops, str(spec.reference["node_id"]), key,
+            deadline=deadline if deadline is not None else time.monotonic(),
+            interval=self._interval, sleep=self.sleep,
+            errors=lambda action: self._errors(action, spec), handler=action_handler,
+            machine=spec.name)
 
     def connect_to_machine(self, machine_spec, machine_options):
         opts = self._opts(machine_options)

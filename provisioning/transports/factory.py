@@ -24,8 +24,9 @@ TRANSPORT_KINDS = ("ssh", "winrm")
 def machine_for(spec: "MachineSpec", machine_options: Mapping[str, Any], config: "Config", *,
                 action_handler: "ActionHandler | None" = None,
                 sock_factory: Callable[[float], Any] | None = None,
-                default_host: str | None = None) -> "Machine":
-    """Build (without connecting) the machine a driver hands back."""
+                default_host: str | None = None, password: str | None = None) -> "Machine":
+    """Build (without connecting) the machine a driver hands back. ``password`` (winrm only):
+    one the driver fetched from the provider, kept in memory by the transport."""
     transport_options = machine_options.get("transport") or {}
     if not isinstance(transport_options, Mapping):
         raise ConfigError("must be a mapping of transport options", key="machine_options.transport",
@@ -47,7 +48,8 @@ def machine_for(spec: "MachineSpec", machine_options: Mapping[str, Any], config:
 
         transport = winrm_transport_from_options(machine_options, spec, config,
                                                  action_handler=action_handler,
-                                                 default_host=default_host)
+                                                 default_host=default_host,
+                                                 password=password)
         return WindowsMachine(spec.name, transport, action_handler=action_handler, spec=spec)
     raise ConfigError(f"unknown transport kind {kind!r}; use one of {', '.join(TRANSPORT_KINDS)}",
                       key="machine_options.transport.kind", machine=spec.name)

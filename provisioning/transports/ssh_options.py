@@ -277,10 +277,12 @@ def ssh_transport_from_options(options: Mapping, spec: "MachineSpec", config: "C
 def wait_until_connectable(transport: "Transport", *, timeout: float,
                            action_handler: "ActionHandler | None", what: str,
                            sleep: Callable[[float], None] = time.sleep,
-                           first_delay: float = 0.25, max_delay: float = 5.0) -> None:
+                           first_delay: float = 0.25, max_delay: float = 5.0,
+                           protocol: str = "SSH") -> None:
     """Retry with exponential backoff while the machine is not reachable (``ConnectError``);
     ``AuthenticationError`` and ``HostKeyMismatch`` fail at once (waiting will not fix them).
-    Past ``timeout`` raises ``ConnectError`` saying how long it waited and the last error."""
+    Past ``timeout`` raises ``ConnectError`` saying how long it waited and the last error.
+    Works for any transport with ``connect(timeout=)``; ``protocol`` names it in messages."""
     started = time.monotonic()
     deadline = started + timeout
     delay = first_delay
@@ -298,7 +300,7 @@ def wait_until_connectable(transport: "Transport", *, timeout: float,
                 transport.execute("true", timeout=max(1.0, remaining))
             if reported and action_handler is not None:
                 action_handler.report_progress(
-                    f"{what} accepts SSH after {time.monotonic() - started:.1f} s")
+                    f"{what} accepts {protocol} after {time.monotonic() - started:.1f} s")
             return
         except (AuthenticationError, HostKeyMismatch):
             raise
@@ -307,12 +309,12 @@ def wait_until_connectable(transport: "Transport", *, timeout: float,
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ConnectError(
-                f"{what} ({transport.host}) did not accept SSH within {timeout:g} s "
+                f"{what} ({transport.host}) did not accept {protocol} within {timeout:g} s "
                 f"({attempts} attempts); last error: {last.message}",
                 host=transport.host, machine=last.machine) from last
         if not reported and action_handler is not None:
             action_handler.report_progress(
-                f"waiting up to {timeout:g} s for {what} ({transport.host}) to accept SSH")
+                f"waiting up to {timeout:g} s for {what} ({transport.host}) to accept {protocol}")
             reported = True
         sleep(min(delay, remaining))
         delay = min(delay * 2, max_delay)

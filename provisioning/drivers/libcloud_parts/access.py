@@ -33,9 +33,11 @@ def key_pair_name(key_name: str, public_openssh: str) -> str:
 
 
 def ensure_key_pair(ops: "ProviderOps", handler: "ActionHandler", config: "Config",
-                    key_name: str, cache: dict[str, Any]) -> str | None:
+                    key_name: str, cache: dict[str, Any], *, rsa: bool = False) -> str | None:
     """The provider key pair holding ``key_name``'s public key, imported if missing. None only
-    under why-run when the key would first be generated."""
+    under why-run when the key would first be generated. ``rsa`` (Windows nodes): generate an
+    RSA key, and refuse an existing key of another type."""
+    from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_BITS, require_rsa
     from provisioning.keys import ensure_private_key, find_private_key
 
     if ("key", key_name) in cache:
@@ -44,12 +46,15 @@ def ensure_key_pair(ops: "ProviderOps", handler: "ActionHandler", config: "Confi
         key = find_private_key(config, key_name)
     except ConfigError:
         directory = default_key_directory(config)
+        kind = {"kind": "rsa", "bits": WINDOWS_KEY_BITS} if rsa else {}
         key = handler.perform_action(
-            f"generate private key {key_name} in {directory}",
-            lambda: ensure_private_key(config, key_name, directory))
+            f"generate {'RSA ' if rsa else ''}private key {key_name} in {directory}",
+            lambda: ensure_private_key(config, key_name, directory, **kind))
         if key is None:  # why-run
             handler.perform_action(f"import the new key {key_name} as a provider key pair")
             return None
+    if rsa:
+        require_rsa(key)
     public = key.public_openssh
     name = key_pair_name(key_name, public)
     existing = cache.get("key_pairs")

@@ -81,6 +81,8 @@ class ProviderOps:
     driver: Any
     supports_bulk: bool = field(default=False, init=False)
     supports_client_token: bool = field(default=False, init=False)
+    #: the provider serves a Windows node's generated password (``password_data``)
+    supports_password: bool = field(default=False, init=False)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -231,6 +233,10 @@ class ProviderOps:
         else:
             raise UnsupportedOperation(f"libcloud's {self.url.provider} driver cannot tag nodes")
 
+    def password_data(self, node_id: str) -> str:
+        raise UnsupportedOperation(f"libcloud's {self.url.provider} driver cannot fetch a Windows "
+                                   "node's password")
+
     # -- key pairs and security groups -----------------------------------------------------
     def key_pair_names(self) -> list[str]:
         return [k.name for k in self.driver.list_key_pairs()]
@@ -290,6 +296,7 @@ class EC2Ops(ProviderOps):
     def __post_init__(self) -> None:
         self.supports_bulk = True
         self.supports_client_token = True
+        self.supports_password = True
 
     @classmethod
     def constructor_args(cls, url, options, creds):
@@ -311,6 +318,16 @@ class EC2Ops(ProviderOps):
         # a filter (unlike InstanceId.N) answers an empty list for an unknown id, not an error
         nodes = self.driver.list_nodes(ex_filters={"instance-id": node_id})
         return nodes[0] if nodes else None
+
+    def password_data(self, node_id: str) -> str:
+        """``GetPasswordData``: the base64 password encrypted with the key pair's public key,
+        empty until Windows has posted it (libcloud has no call for it, so the request is ours)."""
+        from libcloud.compute.drivers.ec2 import NAMESPACE
+
+        reply = self.driver.connection.request(
+            self.driver.path, params={"Action": "GetPasswordData", "InstanceId": node_id}).object
+        found = reply.find(f"{{{NAMESPACE}}}passwordData")
+        return (found.text or "").strip() if found is not None else ""
 
     def tagged_nodes(self, tags: Mapping[str, str]) -> list[Any]:
         filters: dict[str, Any] = {f"tag:{k}": v for k, v in tags.items()}

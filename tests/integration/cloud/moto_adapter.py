@@ -10,16 +10,51 @@ option. Each fix names the moto behaviour it works around (verified against moto
 3. moto reads list parameters from index 1: libcloud's ``CreateTags``/``DeleteTags`` send
    ``ResourceId.0`` and ``Tag.0.*``, and ``DescribeKeyPairs`` an unindexed ``KeyName``.
 4. ``DetachVolume`` without ``InstanceId`` crashes moto (HTTP 500): look the instance up first.
+5. moto's ``GetPasswordData`` answers 128 random characters for a Windows AMI (nothing
+   encrypted, so nothing can decrypt it) and an empty string for other AMIs. A test that needs
+   what EC2 really serves registers, by machine name, the password a node "generated": the
+   adapter then lets moto answer, looks up the node's key pair at moto (``DescribeKeyPairs``
+   with ``IncludePublicKey``) and replaces the data with the password encrypted with that public
+   key (RSA, PKCS#1 v1.5, base64), as EC2 does; empty for the first ``empty_answers`` requests,
+   as while Windows is still booting. Unregistered machines get moto's own answer.
 """
 
 from __future__ import annotations
 
+import base64
 import re
+import threading
+from dataclasses import dataclass
 
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2Connection, EC2NodeDriver, EC2Response
 
 MOTO_NAMESPACE = NAMESPACE.rstrip("/")
 _INDEXED = re.compile(r"^(ResourceId|Tag)\.(\d+)(\..*)?$")
+
+
+@dataclass
+class ServedPassword:
+    """What GetPasswordData serves for one machine (test side only)."""
+
+    password: str
+    empty_answers: int = 0
+    requests: int = 0
+
+
+#: machine name (tag provisioning:name) -> the password its node serves
+WINDOWS_PASSWORDS: dict[str, ServedPassword] = {}
+_PASSWORDS_LOCK = threading.Lock()
+
+
+def serve_windows_password(machine: str, password: str, empty_answers: int = 0) -> ServedPassword:
+    served = ServedPassword(password, empty_answers)
+    with _PASSWORDS_LOCK:
+        WINDOWS_PASSWORDS[machine] = served
+    return served
+
+
+def _ns(path: str) -> str:
+    return "/".join(f"{{{NAMESPACE}}}{part}" for part in path.split("/"))
 
 
 class MotoEC2Response(EC2Response):
@@ -69,7 +104,37 @@ class MotoEC2Connection(EC2Connection):
                                      f"{{{NAMESPACE}}}instanceId")
                 if found is not None:
                     params["InstanceId"] = found.text
-        return super().request(action, params, *args, **kwargs)
+        response = super().request(action, params, *args, **kwargs)
+        if params and params.get("Action") == "GetPasswordData":
+            self._serve_password(action, str(params["InstanceId"]), response.object)
+        return response
+
+    def _serve_password(self, action, instance_id: str, reply) -> None:
+        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+        described = self.request(action, params={"Action": "DescribeInstances",
+                                                 "InstanceId.1": instance_id}).object
+        instance = described.find(".//" + _ns("instancesSet/item"))
+        tags = {item.findtext(_ns("key")): item.findtext(_ns("value"))
+                for item in instance.findall(_ns("tagSet/item"))}
+        with _PASSWORDS_LOCK:
+            served = WINDOWS_PASSWORDS.get(tags.get("provisioning:name", ""))
+            if served is None:
+                return                                     # moto's own answer
+            served.requests += 1
+            empty = served.requests <= served.empty_answers
+        target = reply.find(_ns("passwordData"))
+        if empty:
+            target.text = ""
+            return
+        key_name = instance.findtext(_ns("keyName"))
+        pairs = self.request(action, params={"Action": "DescribeKeyPairs", "KeyName.1": key_name,
+                                             "IncludePublicKey": "true"}).object
+        public = load_ssh_public_key(pairs.findtext(".//" + _ns("keySet/item/publicKey"))
+                                     .strip().encode())
+        encrypted = public.encrypt(served.password.encode("utf-8"), padding.PKCS1v15())
+        target.text = base64.b64encode(encrypted).decode("ascii")
 
 
 class MotoEC2NodeDriver(EC2NodeDriver):
