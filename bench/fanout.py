@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "date_utc": stamp, "cores": os.cpu_count(), "kernel": platform.release(),
         "python": platform.python_version(),
         "sshd": subprocess.run(["/usr/sbin/sshd", "-V"], capture_output=True, text=True).stderr.strip().splitlines()[0],
-        "runs": args.runs, "slow_runs": args.slow_runs,
+        "runs": args.runs, "slow_runs": args.slow_runs, "loadavg": f"{os.getloadavg()[0]:.1f}",
         "versions": {name: versions(venvs, name) for name in sorted({VENV_OF[t] for t in tools if t in VENV_OF})},
     }
     cells: list[dict] = []
@@ -460,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         extras["startup"] = extras_mod.startup(venvs, out_dir)
         print(report.startup_table(extras["startup"]), flush=True)
     env_info["wall_minutes"] = round((time.monotonic() - started) / 60, 1)
+    env_info["loadavg"] += f" and {os.getloadavg()[0]:.1f}"
     with open(os.path.join(out_dir, "results.json"), "w") as handle:
         json.dump({"env": env_info, "cells": cells, "extras": extras}, handle, indent=1)
     fanout_md = report.fanout_tables(cells, env_info)

@@ -53,6 +53,9 @@ def fanout_tables(cells: list[dict], env: dict) -> str:
         "(below 1 means we are faster).")
     if env.get("wall_minutes"):
         lines.append(f"The whole run took {env['wall_minutes']} min.")
+    if env.get("loadavg"):
+        lines.append(f"Load average (1 min) at start and end: {env['loadavg']}; other jobs on the "
+                     "machine slow every column alike, compare columns only within one run.")
     lines.append("")
     for workload, title in WORKLOADS.items():
         if not any(k[1] == workload for k in by):
@@ -101,7 +104,10 @@ def fanout_tables(cells: list[dict], env: dict) -> str:
 def sftp_table(rows: list[dict]) -> str:
     lines = [SFTP, "",
              "One host, one file to tmpfs, whole process timed; MB/s = size / median wall time "
-             "(connection set-up included, so small files understate the rate).", "",
+             "(connection set-up included, so small files understate the rate). Ours also hashes "
+             "the file on the host, compares it and renames it into place; scp and the SFTP puts "
+             "do neither. The rate of one stream is bound by Python packetising 32 KiB SSH "
+             "packets on the client; scp is C.", "",
              "| tool | size | median s | MB/s | runs |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         mb = r["bytes"] / 1e6
