@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = os.path.join(BENCH, "results", stamp)
     os.makedirs(out_dir, exist_ok=True)
-    state = os.path.join(BENCH, "state")
+    state = os.path.join(BENCH, ".fanout-state")
     shutil.rmtree(state, ignore_errors=True)
     hosts = Hosts(state, max(ns), scratch_root=f"/dev/shm/provisioning-bench-{os.getpid()}")
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
