@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from provisioning.actions import ActionHandler
 from provisioning.errors import CommandFailed
@@ -150,36 +150,32 @@ class Machine(abc.ABC):
         """Write ``content`` unless the file already holds it; then apply attributes.
         Returns True when something changed (or would change under why-run)."""
         data = content.encode() if isinstance(content, str) else content
-        current = self.remote_sha256(path)
-        wanted = hashlib.sha256(data).hexdigest()
-        changed = False
-        if current != wanted:
-            why = "create" if current is None else "update"
-            reason = "" if current is None else " (sha256 differs)"
-            self.action_handler.perform_action(
-                f"{why} {path}{reason}", lambda: self.transport.write_file(path, data),
-                data={"path": path, "sha256": wanted})
-            changed = True
-        return self.set_attributes(path, mode=mode, owner=owner, group=group,
-                                   _exists=not (changed and self.action_handler.why_run)) or changed
+        return self._put(path, hashlib.sha256(data).hexdigest(), "create", "",
+                         lambda: self.transport.write_file(path, data), {},
+                         mode=mode, owner=owner, group=group)
 
     def upload_file(self, local_path: str, path: str, *, mode: str | int | None = None,
                     owner: str | None = None, group: str | None = None) -> bool:
         """Upload a local file unless the remote copy has the same sha256."""
-        wanted = sha256_file(local_path)
+        size = os.path.getsize(local_path)
+        return self._put(path, sha256_file(local_path), "upload",
+                         f" from {local_path} ({size} bytes)",
+                         lambda: self.transport.upload_file(local_path, path), {"bytes": size},
+                         mode=mode, owner=owner, group=group)
+
+    def _put(self, path: str, wanted: str, verb: str, detail: str, copy: Callable[[], object],
+             data: dict, *, mode: str | int | None, owner: str | None, group: str | None) -> bool:
+        """The one way a file lands: copy unless the sha256 matches, then fix attributes."""
         current = self.remote_sha256(path)
-        changed = False
-        if current != wanted:
-            why = "upload" if current is None else "update"
-            reason = "" if current is None else " (sha256 differs)"
-            size = os.path.getsize(local_path)
-            self.action_handler.perform_action(
-                f"{why} {path} from {local_path} ({size} bytes){reason}",
-                lambda: self.transport.upload_file(local_path, path),
-                data={"path": path, "sha256": wanted, "bytes": size})
-            changed = True
+        changed = current != wanted
+        if changed:
+            why, reason = (verb, "") if current is None else ("update", " (sha256 differs)")
+            self.action_handler.perform_action(f"{why} {path}{detail}{reason}", copy,
+                                               data={"path": path, "sha256": wanted, **data})
+        # under why-run a file that does not exist yet has no attributes to compare
+        exists = not (current is None and self.action_handler.why_run)
         return self.set_attributes(path, mode=mode, owner=owner, group=group,
-                                   _exists=not (changed and self.action_handler.why_run)) or changed
+                                   _exists=exists) or changed
 
     def download_file(self, path: str, local_path: str) -> bool:
         """Download unless the local copy already has the remote sha256. Changes only this host,
