@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem
-from provisioning.schema import Problems, describe_type, did_you_mean
+from provisioning.schema import Problems, describe_type, did_you_mean, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
@@ -292,10 +292,8 @@ def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, An
 def _parse_verify(value: Any, key: str, problems: Problems, base_dir: str) -> list[VerifyItem]:
     if value is None:
         return []
-    items = value if isinstance(value, list) else [value]
     out = []
-    for index, item in enumerate(items):
-        where = f"{key}[{index}]" if isinstance(value, list) else key
+    for item, where in one_or_many(value, key):
         if isinstance(item, str) and item.strip():
             out.append(VerifyItem("command", item, where))
         elif isinstance(item, Mapping) and set(item) == {"pytest"} and isinstance(item["pytest"], str):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from provisioning.errors import ProvisioningError
-from provisioning.schema import Problems, describe_type
+from provisioning.schema import Problems, describe_type, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -63,10 +63,8 @@ class HealthCheck:
 def parse_healthchecks(value: Any, key: str, problems: Problems) -> list[HealthCheck]:
     if value is None:
         return []
-    items = value if isinstance(value, list) else [value]
     out = []
-    for index, item in enumerate(items):
-        where = f"{key}[{index}]" if isinstance(value, list) else key
+    for item, where in one_or_many(value, key):
         check = _parse_one(item, where, problems)
         if check is not None:
             out.append(check)

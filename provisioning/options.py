@@ -3,7 +3,7 @@ CLI help and the ``converge init`` wizard all read the same declaration."""
 
 from __future__ import annotations
 
-import difflib
+from provisioning.schema import closest
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -153,7 +153,7 @@ def validate_options(fields: Sequence[OptionField], options: Mapping[str, Any], 
     if strict:
         for key in options:
             if key not in known_top:
-                close = difflib.get_close_matches(str(key), sorted(known_top), n=1)
+                close = closest(key, known_top)
                 hint = f"; did you mean {close[0]!r}?" if close else \
                     f"; known: {', '.join(sorted(known_top))}"
                 problems.append(ConfigProblem(f"unknown option {key!r}{hint}", file=file,

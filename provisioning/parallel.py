@@ -77,7 +77,7 @@ class Parallelizer:
 
         def guarded(name: str, fn: Callable[[], T]) -> T:
             if stop.is_set():
-                raise Cancelled(f"not started: another machine failed first (fail-fast)",
+                raise Cancelled("not started: another machine failed first (fail-fast)",
                                 machine=name)
             return fn()
 

@@ -6,7 +6,7 @@ through importlib.metadata); the built-in module ``provisioning.driver_init.<sch
 
 from __future__ import annotations
 
-import difflib
+from provisioning.schema import closest
 import importlib
 import pkgutil
 import threading
@@ -99,7 +99,7 @@ def driver_class(scheme: str) -> "type[Driver]":
         module = importlib.import_module(f"provisioning.driver_init.{scheme}")
         return _resolve(module.DRIVER)
     known = known_schemes()
-    close = difflib.get_close_matches(scheme, known, n=1)
+    close = closest(scheme, known)
     hint = f"did you mean {close[0]!r}?" if close else None
     if scheme in KNOWN_PACKAGES:
         hint = f"install it with: pip install {KNOWN_PACKAGES[scheme]}"

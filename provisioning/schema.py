@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem
 
-__all__ = ["Problems", "did_you_mean", "describe_type"]
+__all__ = ["Problems", "did_you_mean", "closest", "describe_type", "one_or_many"]
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                list: "a list", dict: "a mapping"}
@@ -33,10 +33,22 @@ def describe_type(value: Any) -> str:
     return type(value).__name__
 
 
+def closest(word: str, choices: Iterable[str], n: int = 1) -> list[str]:
+    """The known names nearest to a misspelt one (the one matcher every did-you-mean uses)."""
+    return difflib.get_close_matches(str(word), sorted(str(c) for c in choices), n=n, cutoff=0.6)
+
+
+def one_or_many(value: Any, key: str) -> list[tuple[Any, str]]:
+    """A value that may be one item or a list of them, as (item, key path) pairs."""
+    if isinstance(value, list):
+        return [(item, f"{key}[{index}]") for index, item in enumerate(value)]
+    return [(value, key)]
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``; did you mean 'x'?`` or ``; expected one of: a, b, c``."""
     options = sorted(str(c) for c in choices)
-    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    close = closest(word, options)
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; expected one of: {', '.join(options)}" if options else ""

@@ -9,7 +9,7 @@ same declarations that validation and ``describe()`` read (va_master's driver "s
 
 from __future__ import annotations
 
-import difflib
+from provisioning.schema import closest
 import json
 import os
 import re
@@ -341,7 +341,7 @@ class InitWizard:
             asked = sorted(self.source.used)  # type: ignore[attr-defined]
             problems = []
             for key in leftover:
-                close = difflib.get_close_matches(key, asked, n=1)
+                close = closest(key, asked)
                 hint = f"; did you mean {close[0]!r}?" if close else \
                     f"; the questions are: {', '.join(asked)}"
                 problems.append(f"no question asks for {key!r}{hint}")

@@ -78,9 +78,9 @@ class LazyGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            import difflib
+            from provisioning.schema import closest
 
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            close = closest(name, self.list_commands(ctx))
             hint = f" Did you mean {close[0]!r}?" if close else ""
             ctx.fail(f"No such command {name!r}.{hint} See 'converge --help'.")
         return super().resolve_command(ctx, args)

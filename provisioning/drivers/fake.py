@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import uuid
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from provisioning.driver import Driver
 from provisioning.errors import MachineNotFound, ProviderError

@@ -27,7 +27,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 

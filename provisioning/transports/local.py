@@ -12,7 +12,7 @@ from typing import Mapping
 
 from provisioning.errors import CommandTimeout, TransferError, TransportError
 from provisioning.machine.result import CommandResult
-from provisioning.transports.base import (DEFAULT_COMMAND_TIMEOUT, StreamCallback, Transport,
+from provisioning.transports.base import (DEFAULT_COMMAND_TIMEOUT, Transport,
                                           check_sha256, sha256_file)
 
 __all__ = ["LocalTransport"]

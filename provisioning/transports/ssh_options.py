@@ -75,9 +75,9 @@ def check_transport_options(options: Mapping[str, Any], where: str) -> None:
                           key=where)
     for key, value in options.items():
         if key not in TRANSPORT_KEYS:
-            import difflib
+            from provisioning.schema import closest
 
-            close = difflib.get_close_matches(str(key), list(TRANSPORT_KEYS), n=1)
+            close = closest(key, TRANSPORT_KEYS)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(TRANSPORT_KEYS)}"
             problems.append(ConfigProblem(f"unknown transport option {key!r}; {hint}",
                                           key=f"{where}.{key}"))

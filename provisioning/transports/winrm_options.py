@@ -64,7 +64,7 @@ def winrm_transport_from_options(
     read from ``spec.reference["cert_thumbprint"]`` when the options do not give one; with
     ``cert_trust: first_use`` the first one seen is recorded there.
     """
-    import difflib
+    from provisioning.schema import closest
 
     from provisioning.transports.winrm import DEFAULT_COMMAND_TIMEOUT, WinRMTransport
 
@@ -79,7 +79,7 @@ def winrm_transport_from_options(
                               "logs); name an environment variable with password_env, or put it in "
                               "the config's credentials", key=f"{where}.{key}")
         if key not in OPTION_KEYS:
-            close = difflib.get_close_matches(str(key), list(OPTION_KEYS), n=1)
+            close = closest(key, OPTION_KEYS)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"unknown WinRM option {key!r}{hint}")
     if problems:

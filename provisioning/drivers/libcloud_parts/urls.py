@@ -9,7 +9,7 @@ not a region but an AWS profile name is resolved to the profile's region and acc
 
 from __future__ import annotations
 
-import difflib
+from provisioning.schema import closest
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
@@ -56,7 +56,7 @@ def _provider_name(raw: str, url: str) -> str:
                                     ", e.g. libcloud:ec2:us-east-1")
     known = known_providers()
     if name not in known:
-        close = difflib.get_close_matches(name, known, n=3)
+        close = closest(name, known, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else \
             "see libcloud.compute.types.Provider for the list"
         raise InvalidDriverURL(url, f"libcloud has no compute provider {raw!r}; {hint}")
@@ -105,7 +105,7 @@ def canonicalize(url: str, config: "Config", env: Mapping[str, str] | None = Non
             creds = resolve_credentials("ec2", {}, env=env, profile=region)
             return str(CloudURL("ec2", options.get("region") or creds.region
                                 or EC2_DEFAULT_REGION, creds.key or ""))
-        close = difflib.get_close_matches(region, regions + sorted(profiles), n=3)
+        close = closest(region, regions + sorted(profiles), n=3)
         hint = f"did you mean {', '.join(close)}?" if close else \
             f"regions: {', '.join(regions)}"
         raise InvalidDriverURL(url, f"{region!r} is neither an EC2 region nor an AWS profile; "

@@ -118,22 +118,6 @@ def driver(config):
 
 
 @pytest.fixture
-def store(tmp_path):
-    from provisioning.store.sqlite import SQLiteStore
-
-    store = SQLiteStore(tmp_path / "state.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def handler():
-    from provisioning.actions import RecordingActionHandler
-
-    return RecordingActionHandler()
-
-
-@pytest.fixture
 def provisioner(store, config, handler):
     from provisioning.lifecycle import Provisioner
 

@@ -14,24 +14,11 @@ from provisioning.errors import (AuthenticationError, ConfigError, ConnectError,
 from provisioning.keys import generate_private_key
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
-from provisioning.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
 def config(client_key, tmp_path):
     return Config({"private_keys": {"client": client_key.path}}, base_dir=str(tmp_path))
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "state.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def handler():
-    return RecordingActionHandler()
 
 
 @pytest.fixture
