@@ -6,12 +6,13 @@ the previous version), file mode 0600 in a 0700 directory. Safe across threads a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from provisioning.errors import StateConflict, StateError
 from provisioning.faults import checkpoint
@@ -65,9 +66,21 @@ class SQLiteStore(ManagedEntryStore):
             if os.path.exists(self.path + suffix):
                 os.chmod(self.path + suffix, 0o600)
 
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Serialize this process's use of the connection, and turn every sqlite3 error into
+        a StateError naming the file (the one place sqlite exceptions are mapped)."""
+        with self._mutex:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                kind = "busy" if "locked" in str(exc) else "unusable"
+                raise StateError(f"state file {self.path} is {kind}: {exc}; check the disk and "
+                                 "the file's permissions, or restore it from a backup") from exc
+
     def _tx(self, fn: Callable[[sqlite3.Connection], T], *, script: bool = False) -> T:
         """Run ``fn`` in one IMMEDIATE transaction (serialized against other processes)."""
-        with self._mutex:
+        with self._guard():
             db = self._db
             if script:
                 return fn(db)
@@ -88,7 +101,7 @@ class SQLiteStore(ManagedEntryStore):
             return result
 
     def _load(self, kind, name):
-        with self._mutex:
+        with self._guard():
             row = self._db.execute("SELECT data, version FROM entries WHERE kind=? AND name=?",
                                    (kind, name)).fetchone()
         return (row[0], row[1]) if row else None
@@ -111,7 +124,7 @@ class SQLiteStore(ManagedEntryStore):
         self._tx(lambda db: db.execute("DELETE FROM entries WHERE kind=? AND name=?", (kind, name)))
 
     def _names(self, kind):
-        with self._mutex:
+        with self._guard():
             rows = self._db.execute("SELECT name, data, version FROM entries WHERE kind=? "
                                     "ORDER BY name", (kind,)).fetchall()
         return [tuple(r) for r in rows]
@@ -146,11 +159,11 @@ class SQLiteStore(ManagedEntryStore):
         return self._tx(get)
 
     def locks(self):
-        with self._mutex:
+        with self._guard():
             rows = self._db.execute("SELECT name, holder FROM locks WHERE expires_at > ?",
                                     (time.time(),)).fetchall()
         return {name: json.loads(holder) for name, holder in rows}
 
     def close(self) -> None:
-        with self._mutex:
+        with self._guard():
             self._db.close()

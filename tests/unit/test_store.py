@@ -117,3 +117,21 @@ def test_store_urls_and_masking(tmp_path):
 def test_store_id_is_stable(tmp_path):
     first = SQLiteStore(tmp_path / "s.db").store_id
     assert SQLiteStore(tmp_path / "s.db").store_id == first and len(first) == 16
+
+
+def test_sqlite_errors_become_state_errors_naming_the_file(tmp_path):
+    from provisioning.errors import StateError
+
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    MachineSpec("a", {"driver_url": "x:"}, store=store).save()
+    store._db.execute("DROP TABLE entries")  # a damaged file, as a crash of another tool leaves
+    with pytest.raises(StateError) as info:
+        store.get("machine", "a")
+    assert str(path) in str(info.value) and isinstance(info.value.__cause__, Exception)
+    with pytest.raises(StateError):
+        MachineSpec("b", {"driver_url": "x:"}, store=store).save()
+    store.close()
+    (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateError, match="junk.db"):
+        SQLiteStore(tmp_path / "junk.db")
