@@ -23,6 +23,7 @@ __all__ = ["ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LOCK_TTL"]
 
 #: seconds a lock lives without a heartbeat; a dead runner's locks free after this
 DEFAULT_LOCK_TTL = 30.0
+_HEARTBEAT_CREATION = threading.Lock()
 
 
 def holder_info(command: str | None = None) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def holder_is_dead(holder: dict[str, Any]) -> bool:
 
 
 class Lock:
-    """A held lock on one name. Renewed by a heartbeat thread until released."""
+    """A held lock on one name, renewed by its store's heartbeat until released."""
 
     def __init__(self, store: "ManagedEntryStore", name: str, token: str, ttl: float,
                  holder: dict[str, Any]) -> None:
@@ -63,24 +64,27 @@ class Lock:
         self.token = token
         self.ttl = ttl
         self.holder = holder
+        #: set: no more renewals (released, or a test freezing this runner)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._heartbeat, daemon=True,
-                                        name=f"lock-heartbeat:{name}")
-        self._thread.start()
+        self._next_renewal = time.monotonic() + self.interval
+        store._heartbeat().add(self)
 
-    def _heartbeat(self) -> None:
-        interval = max(self.ttl / 3.0, 0.05)
-        while not self._stop.wait(interval):
-            try:
-                self.store._renew(self.name, self.token, self.ttl)
-            except Exception:  # a failed renewal only shortens the lease; the next try may work
-                pass
+    @property
+    def interval(self) -> float:
+        return max(self.ttl / 3.0, 0.05)
+
+    def renew(self) -> None:
+        try:
+            self.store._renew(self.name, self.token, self.ttl)
+        except Exception:  # a failed renewal only shortens the lease; the next try may work
+            pass
+        self._next_renewal = time.monotonic() + self.interval
 
     def release(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join(timeout=5)
+        self.store._heartbeat().discard(self)
         self.store._release(self.name, self.token)
 
     def __enter__(self) -> "Lock":
@@ -88,6 +92,45 @@ class Lock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class Heartbeat:
+    """One thread per store renews every lease this process holds there, each a third of its
+    TTL before it would lapse: a batch of a thousand machines costs one thread, not a thousand."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._locks: set[Lock] = set()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lock: Lock) -> None:
+        with self._wake:
+            self._locks.add(lock)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"lock-heartbeat:{self.name}")
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, lock: Lock) -> None:
+        with self._wake:
+            self._locks.discard(lock)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                live = [lock for lock in self._locks if not lock._stop.is_set()]
+                if not live:
+                    self._thread = None
+                    return
+                soonest = min(lock._next_renewal for lock in live)
+                self._wake.wait(max(soonest - time.monotonic(), 0.0))
+                now = time.monotonic()
+                due = [lock for lock in self._locks
+                       if not lock._stop.is_set() and lock._next_renewal <= now]
+            for lock in due:
+                lock.renew()
 
 
 class ManagedEntryStore(abc.ABC):
@@ -135,6 +178,13 @@ class ManagedEntryStore(abc.ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+    def _heartbeat(self) -> Heartbeat:
+        """This store's one lease-renewing thread (made on first use)."""
+        with _HEARTBEAT_CREATION:
+            if not hasattr(self, "_lease_heartbeat"):
+                self._lease_heartbeat = Heartbeat(getattr(self, "url", "") or type(self).__name__)
+        return self._lease_heartbeat
 
     # -- the contract ------------------------------------------------------------------------
     @property

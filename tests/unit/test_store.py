@@ -135,3 +135,20 @@ def test_sqlite_errors_become_state_errors_naming_the_file(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StateError, match="junk.db"):
         SQLiteStore(tmp_path / "junk.db")
+
+
+def test_many_held_locks_share_one_heartbeat_thread_and_stay_alive(tmp_path):
+    import threading
+
+    store = SQLiteStore(tmp_path / "state.db")
+    before = threading.active_count()
+    held = [store.lock(f"m{i}", ttl=0.3) for i in range(200)]
+    assert threading.active_count() <= before + 1
+    time.sleep(0.8)  # past the ttl: every lease was renewed
+    with pytest.raises(StateLocked):
+        store.lock("m199", ttl=0.3)
+    for lock in held:
+        lock.release()
+    with store.lock("m0"):
+        pass
+    store.close()
