@@ -6,7 +6,7 @@ import os
 import statistics
 
 FANOUT = "## Fan-out (W1, W2, W3)"
-SFTP = "## SFTP throughput vs scp"
+SFTP = "## Upload throughput vs scp and SFTP"
 STARTUP = "## import provisioning"
 
 WORKLOADS = {
