@@ -128,7 +128,7 @@ def startup_table(rows: list[dict]) -> str:
 
 HEADER = """# Benchmark results
 
-The fan-out, SFTP and `import provisioning` sections come from one run of
+The fan-out, upload-throughput and `import provisioning` sections come from one run of
 `python3 bench/fanout.py` (how it measures: docs/performance.md). The other sections come from
 their own scripts, named in each.
 """
