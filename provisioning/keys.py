@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
+from provisioning.files import write_private_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
@@ -31,24 +32,6 @@ def fingerprint(public_openssh: str) -> str:
         raise ConfigError(f"not an OpenSSH public key: {public_openssh[:40]!r}")
     blob = base64.b64decode(parts[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def write_private_file(path: str, data: bytes) -> None:
-    """Write a secret atomically with mode 0600 from the first byte."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
+from provisioning.files import write_private_file
 from provisioning.spec import SECRET_KEYS, ManagedEntry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -145,12 +145,8 @@ def dump(document: dict[str, Any], target: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    tmp = f"{target}.tmp-{os.getpid()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
+        write_private_file(target, text.encode("utf-8"), create_dirs=False)
     except OSError as exc:
         raise ConfigError(f"cannot write the export: {exc.strerror}", file=target) from exc
 
