@@ -117,6 +117,20 @@ _HINTS: dict[type[ProvisioningError], str] = {
 }
 
 
+def _send_eof(channel: "paramiko.Channel") -> None:
+    """Tell the far side we send no more input. paramiko's ``shutdown_write`` builds the EOF
+    under the channel lock but sends it after releasing it, so a fast command's CLOSE, handled
+    in between, can go out first; OpenSSH then sees EOF on a freed channel and drops the whole
+    connection ("ieof packet referred to nonexistent channel"). Sending under the lock, and
+    not at all once closed, keeps EOF before CLOSE."""
+    with channel.lock:
+        if channel.closed or channel.transport is None:
+            return
+        message = channel._send_eof()
+        if message is not None:
+            channel.transport._send_user_message(message)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (nothing listens on that port)"
@@ -539,7 +553,7 @@ class SSHTransport(Transport):
                 channel.exec_command(line)
                 writer = None
                 if input is None:
-                    channel.shutdown_write()
+                    _send_eof(channel)
                 else:
                     writer = threading.Thread(target=self._feed, daemon=True,
                                               args=(channel, input, writer_error))
@@ -602,7 +616,7 @@ class SSHTransport(Transport):
             errors.append(exc)
         finally:
             with contextlib.suppress(Exception):
-                channel.shutdown_write()
+                _send_eof(channel)
 
     def _kill_remote(self, token: str, sudo: bool) -> None:
         """Kill the processes (and their groups) of a timed-out command: those whose environment

@@ -137,3 +137,28 @@ def test_available(sshd_host, connect):
     assert connect(sshd_host).available()
     sshd_host.stop()
     assert not connect(sshd_host, connect_timeout=1).available()
+
+
+def test_fast_commands_from_many_threads_never_drop_the_connection(sshd_host, connect):
+    """EOF must reach sshd before CLOSE even when a command ends at once: otherwise OpenSSH
+    drops the whole connection ("ieof packet referred to nonexistent channel")."""
+    transport = connect(sshd_host)
+    transport.execute("true")
+    client = transport._client()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        for _ in range(40):
+            try:
+                assert transport.execute("true").ok
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert transport._client() is client, "the connection was dropped and made again"
+    assert "nonexistent channel" not in sshd_host.log()
