@@ -75,7 +75,9 @@ def is_not_found(exc: BaseException) -> bool:
 def is_conflict(exc: BaseException) -> bool:
     import docker.errors
 
-    return isinstance(exc, docker.errors.APIError) and exc.status_code == 409
+    # Docker answers 409; Podman's compatible API answers 500 "... is already in use"
+    return isinstance(exc, docker.errors.APIError) and (
+        exc.status_code == 409 or "already in use" in str(exc.explanation or exc))
 
 
 def _text(exc: BaseException) -> str:
