@@ -47,6 +47,9 @@ DEFAULT_IMAGE = "debian:bookworm"
 DEFAULT_KEY_NAME = "docker"
 DEFAULT_IMAGE_CACHE = "/var/cache/provisioning/images"
 SNAPSHOT_REPOSITORY = "provisioning-snapshot"
+#: tag of the snapshot image a restored container runs on (never a snapshot name: those start
+#: with a letter or digit)
+BASE_TAG = "_base"
 
 
 @dataclass(frozen=True)
@@ -509,23 +512,31 @@ class DockerDriver(Driver):
             return self.client.images.list(
                 filters={"label": f"{containers.LABEL_SNAPSHOT_OF}={container_name}"})
 
+    def _snapshot_tags(self, container_name: str | None) -> dict[str, Any]:
+        """Snapshot name -> image. A snapshot is a tag ``provisioning-snapshot/CONTAINER:NAME``
+        (Podman prefixes a registry); ``BASE_TAG`` marks the image the container now runs on
+        after a restore, so deleting that snapshot's name only removes its tag."""
+        repository = self._snapshot_repository(container_name or "")
+        found: dict[str, Any] = {}
+        for image in self._snapshot_images(container_name):
+            for tag in image.tags or []:
+                repo, _, name = tag.rpartition(":")
+                if (repo == repository or repo.endswith("/" + repository)) and name != BASE_TAG:
+                    found[name] = image
+        return found
+
     def list_snapshots(self, machine_spec) -> list[Snapshot]:
-        name = machine_spec.reference.get("container_name")
-        out = []
-        for image in self._snapshot_images(name):
-            snapshot = (image.labels or {}).get("io.provisioning.snapshot")
-            if snapshot:
-                out.append(Snapshot(snapshot, _created(image.attrs.get("Created")),
-                                    image.attrs.get("Size")))
+        tags = self._snapshot_tags(machine_spec.reference.get("container_name"))
+        out = [Snapshot(name, _created(image.attrs.get("Created")), image.attrs.get("Size"))
+               for name, image in tags.items()]
         return sorted(out, key=lambda s: (s.created_at, s.name))
 
     def _snapshot_image(self, spec, name: str) -> Any:
-        for image in self._snapshot_images(spec.reference.get("container_name")):
-            if (image.labels or {}).get("io.provisioning.snapshot") == name:
-                return image
-        known = ", ".join(s.name for s in self.list_snapshots(spec)) or "none"
-        raise ConfigError(f"machine {spec.name!r} has no snapshot {name!r} (it has: {known})",
-                          key="snapshot")
+        tags = self._snapshot_tags(spec.reference.get("container_name"))
+        if name not in tags:
+            raise ConfigError(f"machine {spec.name!r} has no snapshot {name!r} (it has: "
+                              f"{', '.join(sorted(tags)) or 'none'})", key="snapshot")
+        return tags[name]
 
     def _require(self, spec) -> Any:
         found = self._get(spec)
@@ -538,22 +549,32 @@ class DockerDriver(Driver):
         found = self._require(machine_spec)
         container_name = machine_spec.reference["container_name"]
         repository = self._snapshot_repository(container_name)
-        previous = [i for i in self._snapshot_images(container_name)
-                    if (i.labels or {}).get("io.provisioning.snapshot") == name]
 
         def commit() -> None:
+            # committing a name again moves its tag; the image it leaves untagged is removed
+            # with the machine (or now, when nothing runs on it)
+            previous = self._snapshot_tags(container_name).get(name)
             with engine_errors(f"committing container {container_name}",
                                machine=machine_spec.name):
-                made = found.commit(repository=repository, tag=name, changes=[
-                    f'LABEL {containers.LABEL_SNAPSHOT_OF}="{container_name}" '
-                    f'io.provisioning.snapshot="{name}"'])
-                for old in previous:  # saving a name again replaces it
-                    if old.id != made.id:
-                        self.client.images.remove(old.id, force=True)
+                found.commit(repository=repository, tag=name, changes=[
+                    f'LABEL {containers.LABEL_SNAPSHOT_OF}="{container_name}"'])
+                if previous is not None:
+                    self._discard(previous)
         action_handler.perform_action(f"save snapshot {name} of container {container_name} "
                                       "(commit)", commit)
         return next((s for s in self.list_snapshots(machine_spec) if s.name == name),
                     Snapshot(name, time.time()))
+
+    def _discard(self, image) -> None:
+        """Remove an image no tag and no container needs any more; keep it otherwise."""
+        import docker.errors
+
+        try:
+            image.reload()
+            if not image.tags:
+                self.client.images.remove(image.id, force=False)
+        except (docker.errors.NotFound, docker.errors.APIError):
+            pass  # still in use: it goes with the machine
 
     def restore_snapshot(self, action_handler, machine_spec, name: str) -> None:
         found = self._require(machine_spec)
@@ -571,6 +592,7 @@ class DockerDriver(Driver):
             kwargs["hostname"] = ref.get("hostname") or kwargs["hostname"]
             with engine_errors(f"replacing container {ref['container_name']}",
                                machine=machine_spec.name):
+                image.tag(self._snapshot_repository(ref["container_name"]), BASE_TAG)
                 try:
                     found.remove(force=True, v=True)
                 except docker.errors.NotFound:
@@ -587,10 +609,13 @@ class DockerDriver(Driver):
 
     def delete_snapshot(self, action_handler, machine_spec, name: str) -> None:
         image = self._snapshot_image(machine_spec, name)
+        repository = self._snapshot_repository(machine_spec.reference["container_name"])
 
         def remove() -> None:
             with engine_errors(f"removing snapshot {name}", machine=machine_spec.name):
-                self.client.images.remove(image.id, force=True)
+                tag = next(t for t in image.tags if t.rpartition(":")[2] == name
+                           and t.rpartition(":")[0].endswith(repository))
+                self.client.images.remove(tag, force=False)  # the tag; the image if unused
         action_handler.perform_action(f"delete snapshot {name}", remove)
 
 
