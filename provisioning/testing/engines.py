@@ -56,6 +56,8 @@ class ContainerEngine:
     """One engine process in its own network namespace. Subclasses say how to start it."""
 
     kind = ""
+    #: seconds between SIGTERM and SIGKILL
+    stop_grace = 30.0
 
     def __init__(self) -> None:
         token = secrets.token_hex(3)
@@ -158,7 +160,9 @@ class ContainerEngine:
             self.remove_containers()
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                # Podman's service waits for its clients' idle keep-alive connections to close;
+                # its containers are gone by now, so a kill after a short grace loses nothing
+                proc.wait(timeout=self.stop_grace)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
@@ -212,6 +216,7 @@ class PodmanService(ContainerEngine):
     cgroup hosts) and default ulimits under this host's hard limits, via a containers.conf."""
 
     kind = "podman"
+    stop_grace = 5.0
 
     def env(self) -> dict[str, str]:
         conf = os.path.join(self.data_dir, "containers.conf")
