@@ -55,9 +55,12 @@ class Settings:
         return self.output == "json"
 
     @contextlib.contextmanager
-    def session(self, *, why_run: bool | None = None, live: bool = True) -> Iterator["Session"]:
-        """Load the cluster file, open the state store, start the renderer; close all after."""
-        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live)
+    def session(self, *, why_run: bool | None = None, live: bool = True,
+                read_only: bool = False) -> Iterator["Session"]:
+        """Load the cluster file, open the state store, start the renderer; close all after.
+        ``read_only`` (and why-run): a missing state file is not created."""
+        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
+                          read_only=read_only)
         try:
             yield session
         finally:
@@ -138,7 +141,8 @@ def pass_settings(fn: Callable) -> Callable:
 class Session:
     """One command's cluster, store, runner and renderer."""
 
-    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True) -> None:
+    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
+                 read_only: bool = False) -> None:
         from provisioning.actions import ActionHandler
         from provisioning.cli.runner import ClusterRunner
         from provisioning.cluster import load_cluster
@@ -147,9 +151,10 @@ class Session:
         self.settings = settings
         self.cluster = load_cluster(settings.file)
         self.config = self.cluster.config()
-        self.renderer = settings.renderer(live=live)
         self.store = open_store(self.cluster.state_url(settings.state, self.config),
-                                base_dir=self.cluster.base_dir)
+                                base_dir=self.cluster.base_dir,
+                                create=not (why_run or read_only))
+        self.renderer = settings.renderer(live=live)
         handler = ActionHandler(why_run=why_run, listeners=[self.renderer.event])
         self.runner: ClusterRunner = ClusterRunner(self.cluster, store=self.store,
                                                    config=self.config, action_handler=handler,

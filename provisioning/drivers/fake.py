@@ -42,6 +42,16 @@ class FakeWarehouse:
         self.path = os.path.join(directory, "servers.json")
 
     @contextlib.contextmanager
+    def _read(self) -> Iterator[dict[str, Any]]:
+        """The data for reading: a warehouse that does not exist yet is empty, and is not
+        created (why-run and status create nothing)."""
+        if not os.path.isdir(self.directory):
+            yield {"servers": {}, "counters": {"creates": 0, "destroys": 0}}
+            return
+        with self._locked() as data:
+            yield data
+
+    @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         with open(os.path.join(self.directory, ".lock"), "a+") as lock:
@@ -63,15 +73,15 @@ class FakeWarehouse:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def servers(self) -> dict[str, dict[str, Any]]:
-        with self._locked() as data:
+        with self._read() as data:
             return dict(data["servers"])
 
     def get(self, server_id: str) -> dict[str, Any] | None:
-        with self._locked() as data:
+        with self._read() as data:
             return data["servers"].get(server_id)
 
     def counters(self) -> dict[str, int]:
-        with self._locked() as data:
+        with self._read() as data:
             return dict(data["counters"])
 
     def find_tagged(self, name: str, store_id: str | None) -> dict[str, Any] | None:
