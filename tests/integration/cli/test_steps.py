@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.actions import RecordingActionHandler
-from provisioning.cluster import parse_cluster
+from provisioning.cluster.file import parse_cluster
 from provisioning.errors import CommandFailed, CommandTimeout, ConfigError
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.local import LocalTransport
