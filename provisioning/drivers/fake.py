@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from provisioning.driver import Driver
+from provisioning.driver import Capabilities, Driver
 from provisioning.errors import MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
@@ -84,7 +84,11 @@ class FakeWarehouse:
     def create(self, name: str, tags: dict[str, str], size: str, image: str) -> dict[str, Any]:
         server_id = "srv-" + uuid.uuid4().hex[:12]
         machine_dir = os.path.join(self.directory, "machines", server_id)
-        os.makedirs(machine_dir, mode=0o700)
+        captured = self.image(image)
+        if captured is not None:  # a machine image: its files are the server's first files
+            shutil.copytree(captured["dir"], machine_dir, symlinks=True)
+        else:
+            os.makedirs(machine_dir, mode=0o700)
         server = {"id": server_id, "name": name, "tags": tags, "size": size, "image": image,
                   "state": "running", "dir": machine_dir, "created_at": time.time()}
         with self._locked() as data:
@@ -98,6 +102,30 @@ class FakeWarehouse:
                 raise MachineNotFound(f"fake server {server_id} does not exist")
             data["servers"][server_id]["state"] = state
 
+    # -- machine images: a copy of a server's files ----------------------------------------
+    def capture(self, server_id: str, name: str) -> dict[str, Any]:
+        server = self.get(server_id)
+        if server is None:
+            raise MachineNotFound(f"fake server {server_id} does not exist")
+        image_id = "img-" + uuid.uuid4().hex[:12]
+        image_dir = os.path.join(self.directory, "images", image_id)
+        shutil.copytree(server["dir"], image_dir, symlinks=True)
+        image = {"id": image_id, "name": name, "dir": image_dir, "created_at": time.time()}
+        with self._locked() as data:
+            data.setdefault("images", {})[image_id] = image
+        return image
+
+    def image(self, image_id: str) -> dict[str, Any] | None:
+        with self._locked() as data:
+            return data.get("images", {}).get(image_id)
+
+    def delete_image(self, image_id: str) -> bool:
+        with self._locked() as data:
+            image = data.get("images", {}).pop(image_id, None)
+        if image is not None:
+            shutil.rmtree(image["dir"], ignore_errors=True)
+        return image is not None
+
     def delete(self, server_id: str) -> bool:
         with self._locked() as data:
             server = data["servers"].pop(server_id, None)
@@ -110,9 +138,11 @@ class FakeWarehouse:
 
 class FakeDriver(Driver):
     scheme = "fake"
+    capabilities = Capabilities(images=True)
     machine_option_fields = (
         OptionField("size", default="small", choices=SIZES, help="simulated server size"),
-        OptionField("image", default="fake-linux", choices=IMAGES, help="simulated image"),
+        OptionField("image", default="fake-linux",
+                    help="simulated image: fake-linux, or the image_id of a captured image"),
         OptionField("transport", type="dict", default={}, help="ignored: fake machines are local"),
         OptionField("ready_delay", type="float", default=0.0,
                     help="seconds ready_machine waits, to simulate a slow boot"),
@@ -145,6 +175,12 @@ class FakeDriver(Driver):
     def allocate_machine(self, action_handler, machine_spec, machine_options):
         size = machine_options.get("size", "small")
         image = machine_options.get("image", "fake-linux")
+        if image not in IMAGES and self.warehouse.image(image) is None:
+            from provisioning.errors import ConfigError
+
+            raise ConfigError(f"fake image {image!r} does not exist; use fake-linux or a "
+                              "captured image", key="machine_options.image",
+                              machine=machine_spec.name)
         if machine_spec.exists:
             server = self._server(machine_spec)
             if server is not None:
@@ -225,3 +261,37 @@ class FakeDriver(Driver):
 
     def list_choices(self):
         return {"sizes": list(SIZES), "images": list(IMAGES), "locations": ["local"]}
+
+    # -- machine images ----------------------------------------------------------------------
+    def allocate_image(self, action_handler, image_spec, image_options, machine_spec,
+                       machine_options):
+        server = self._server(machine_spec)
+        if server is None:
+            raise MachineNotFound(f"builder server of image {image_spec.name!r} is gone",
+                                  machine=machine_spec.name)
+
+        def capture() -> None:
+            image = self.warehouse.capture(server["id"], image_spec.name)
+            image_spec.reference = self.base_reference(image_id=image["id"])
+            image_spec.save()
+        action_handler.perform_action(f"capture server {server['id']} as image "
+                                      f"{image_spec.name}", capture)
+
+    def ready_image(self, action_handler, image_spec, image_options):
+        if not image_spec.reference and action_handler.why_run:
+            return
+        if self.image_state(image_spec) != "available":
+            raise MachineNotFound(f"fake image of {image_spec.name!r} is gone; build it again",
+                                  machine=image_spec.name)
+
+    def destroy_image(self, action_handler, image_spec, image_options):
+        image_id = image_spec.reference.get("image_id")
+        if not image_id or self.warehouse.image(image_id) is None:
+            action_handler.report_progress(f"image {image_spec.name} is already gone")
+            return
+        action_handler.perform_action(f"destroy image {image_id}",
+                                      lambda: self.warehouse.delete_image(image_id))
+
+    def image_state(self, image_spec):
+        image_id = image_spec.reference.get("image_id")
+        return "available" if image_id and self.warehouse.image(image_id) else "missing"
