@@ -14,6 +14,8 @@
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
         verify: [test -f /etc/motd]
+        sync: [{from: ./app, to: /srv/app}]   # synced folders (docs: local machines)
+        ports: ["127.0.0.1:8080:80"]          # forwarded ports, loopback by default
 
 Relative paths (sources, templates, key directories, the state file) are relative to the
 cluster file's directory.
@@ -42,7 +44,8 @@ __all__ = ["Cluster", "MachineDefinition", "VerifyItem", "load_cluster", "parse_
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
             "machines", "state")
-MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify")
+MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
+                "sync", "ports")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_NAME = 60
 MAX_COUNT = 1000
@@ -253,6 +256,7 @@ def parse_cluster(data: Any, path: str) -> Cluster:
                                           "file (for example 'driver: nspawn:')")
         own = problems.mapping(body.get("machine_options") or {}, f"{key}.machine_options") or {}
         options = _deep_merge(defaults, own)
+        _local_features(body, key, count, options, problems, base_dir)
         steps = parse_steps(body.get("converge"), f"{key}.converge", problems, base_dir)
         checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
         verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, base_dir)
@@ -277,6 +281,22 @@ def parse_cluster(data: Any, path: str) -> Cluster:
     _check_driver_options(cluster, problems)
     problems.raise_if_any()
     return cluster
+
+
+def _local_features(body: Mapping[str, Any], key: str, count: int | None,
+                    options: dict[str, Any], problems: Problems, base_dir: str) -> None:
+    """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
+    from provisioning.local_features import parse_forwarded_ports, parse_synced_folders
+
+    if "sync" in body:
+        folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
+        options["sync"] = [folder.to_data() for folder in folders]
+    if "ports" in body:
+        ports = parse_forwarded_ports(body["ports"], f"{key}.ports", problems)
+        if ports and count is not None and count > 1:
+            problems.add(f"{key}.ports", f"{count} machines cannot all bind the same host "
+                                         "ports; forward ports on a machine without count")
+        options["ports"] = [str(port) for port in ports]
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -346,9 +366,15 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
+    from provisioning.local_features import LOCAL_OPTION_KEYS, check_local_options
+
     fields = list(getattr(cls, "machine_option_fields", ()))
-    found = validate_options(fields, options, where=f"{key}.machine_options", file=cluster.path,
+    found = validate_options(fields, {k: v for k, v in options.items()
+                                      if k not in LOCAL_OPTION_KEYS},
+                             where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
+    found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
+                                 file=cluster.path, driver_url=url)
     known = {(p.key, p.message) for p in problems.items}
     for problem in found:
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]

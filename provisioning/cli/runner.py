@@ -110,6 +110,9 @@ class ClusterRunner:
                                   data={"planned": self.actions[definition.name] - before})
             return None
         machine.action_handler = handler
+        if options.get("sync"):
+            spec.last_action = "sync"
+            driver.sync_folders(handler, spec, options, machine)
         spec.last_action = "converge"
         machine.convergence = strategy
         machine.setup_convergence()
@@ -159,6 +162,69 @@ class ClusterRunner:
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
         return self.provisioner.run_many("destroy", requests)  # type: ignore[arg-type]
+
+    # -- local-machine features: synced folders and snapshots ------------------------------
+    def sync(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
+        """Push each machine's copied folders again (mounted ones are live already)."""
+        return self.provisioner.run_many(
+            "sync", self._requests(definitions),
+            lambda r: self.provisioner.run_locked(
+                "sync", r[0], r[1], r[2], lambda d, h, s, o: self._sync_one(d, h, s, o)))
+
+    @staticmethod
+    def _sync_one(driver: "Driver", handler: ActionHandler, spec, options) -> int:
+        if not spec.exists:
+            raise MachineNotFound(f"machine {spec.name!r} has not been created; run "
+                                  f"'converge up {spec.name}' first", machine=spec.name)
+        if not options.get("sync"):
+            handler.report_progress("no synced folders: nothing to push")
+            return 0
+        return driver.sync_folders(handler, spec, options)
+
+    def snapshot(self, operation: str, name: str, snapshot: str | None = None) -> Any:
+        """``save`` (returns the Snapshot), ``restore``, ``delete`` under the machine's lock;
+        ``list`` (returns the Snapshots) without one. ``snapshot`` None: a new name for save,
+        the newest snapshot for restore."""
+        from provisioning.local_features import snapshot_name
+
+        definition = self.cluster.machines.get(name)
+        spec = self.provisioner.spec(name)
+        if definition is None and not spec.exists:
+            self.cluster.select([name])  # ConfigError naming the file, with a did-you-mean
+        if not spec.exists:
+            raise MachineNotFound(f"machine {name!r} has not been created (state: "
+                                  f"{self.store.url}); run 'converge up {name}' first",
+                                  machine=name)
+        default = self.driver(definition.driver_url) if definition is not None else None
+        options = definition.machine_options if definition is not None else {}
+        driver = self.provisioner.driver_for(spec, default)
+        if operation == "list":
+            return driver.list_snapshots(spec)
+        if operation == "save":
+            wanted = snapshot_name(snapshot)
+            call = lambda d, h, s, o: d.save_snapshot(h, s, wanted)  # noqa: E731
+        elif operation in ("restore", "delete"):
+            wanted = snapshot_name(snapshot) if snapshot is not None else \
+                self._newest_snapshot(driver, spec, operation)
+            method = driver.restore_snapshot if operation == "restore" else driver.delete_snapshot
+            call = lambda d, h, s, o: method(h, s, wanted)  # noqa: E731
+        else:
+            raise ValueError(f"unknown snapshot operation {operation!r}")
+        return self.provisioner.run_locked(f"snapshot {operation}", driver, name, options, call)
+
+    @staticmethod
+    def _newest_snapshot(driver: "Driver", spec, operation: str) -> str:
+        from provisioning.errors import ConfigError
+
+        snapshots = driver.list_snapshots(spec)
+        if not snapshots:
+            raise ConfigError(f"machine {spec.name!r} has no snapshots to {operation}; save one "
+                              f"first (converge snapshot save {spec.name})", key="snapshot")
+        if operation == "delete":
+            raise ConfigError(f"name the snapshot to delete: converge snapshot delete {spec.name} "
+                              f"NAME (one of: {', '.join(s.name for s in snapshots)})",
+                              key="snapshot")
+        return snapshots[-1].name
 
     # -- reading ---------------------------------------------------------------------------
     def connect(self, name: str) -> "Machine":
