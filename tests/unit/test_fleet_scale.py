@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from provisioning.cli.runner import open_cluster
+from provisioning.cluster import Cluster
 from provisioning.drivers.fake import FakeDriver, FakeWarehouse
 from provisioning.registry import register_driver
 
@@ -45,13 +45,10 @@ def test_status_asks_each_driver_once_for_all_its_machines(tmp_path, counting):
                        "  web: {count: 30, driver: 'scale-counting:./east'}\n"
                        "  db: {count: 12, driver: 'scale-counting:./west'}\n"
                        "  spare: {driver: 'scale-counting:./west'}\n")
-    runner = open_cluster(str(cluster), parallel=8)
-    try:
-        assert runner.up(runner.cluster.select(["web", "db"])).ok
+    with Cluster.load(str(cluster), parallel=8) as fleet:
+        assert fleet.up(["web", "db"]).ok
         counting.calls.clear()
-        rows = {row["name"]: row for row in runner.status()}
-    finally:
-        runner.close()
+        rows = {row["name"]: row for row in fleet.status()}
     east, west = (f"scale-counting:{tmp_path / d}" for d in ("east", "west"))
     assert counting.calls == {east: ["machine_states:30"], west: ["machine_states:12"]}
     assert rows["web-7"]["state"] == rows["db-12"]["state"] == "running"

@@ -36,9 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
     from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.convergence.steps import Step
-    from provisioning.healthcheck import HealthCheck
+    from provisioning.cluster.healthcheck import HealthCheck
 
-__all__ = ["Cluster", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
+__all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
            "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS"]
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
@@ -81,7 +81,7 @@ class MachineDefinition:
 
 
 @dataclass
-class Cluster:
+class ClusterFile:
     """A validated cluster file."""
 
     path: str
@@ -153,7 +153,7 @@ class Cluster:
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> Cluster:
+def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
     from provisioning.config import load_yaml_file
 
@@ -187,10 +187,10 @@ def _with_yaml_hint(exc: ConfigError, path: str) -> ConfigError:
     return exc
 
 
-def parse_cluster(data: Any, path: str) -> Cluster:
+def parse_cluster(data: Any, path: str) -> ClusterFile:
     """Validate already-parsed cluster data (a mapping) that came from ``path``."""
     from provisioning.convergence.steps import parse_steps
-    from provisioning.healthcheck import parse_healthchecks
+    from provisioning.cluster.healthcheck import parse_healthchecks
 
     path = os.path.abspath(path)
     base_dir = os.path.dirname(path)
@@ -219,7 +219,7 @@ def parse_cluster(data: Any, path: str) -> Cluster:
     if state and "://" not in state and state != "memory:":
         state = os.path.join(base_dir, os.path.expanduser(state))
 
-    cluster = Cluster(path=path, base_dir=base_dir, driver=default_driver,
+    cluster = ClusterFile(path=path, base_dir=base_dir, driver=default_driver,
                       driver_options=dict(driver_options), private_key_paths=key_paths,
                       private_keys=private_keys, machine_options=defaults, state=state)
 
@@ -359,7 +359,7 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
-                  problems: Problems, cluster: Cluster) -> None:
+                  problems: Problems, cluster: ClusterFile) -> None:
     from provisioning.options import validate_options
 
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
@@ -387,7 +387,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
             problems.items.append(problem)
 
 
-def _check_driver_options(cluster: Cluster, problems: Problems) -> None:
+def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
     from provisioning.options import validate_options
 
     for url, options in cluster.driver_options.items():
