@@ -171,6 +171,23 @@ class Driver(abc.ABC):
                          parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
 
+    # -- fleet scale: one call for many machines ----------------------------------------------
+    #: most machines ``converge up`` hands to one ``allocate_machines`` call (bulk APIs cap a
+    #: request; a driver without one still gets its per-machine calls in parallel)
+    allocate_chunk_size: ClassVar[int] = 100
+
+    def machine_states(self, machine_specs: Sequence["MachineSpec"],
+                       parallelizer: Parallelizer | None = None) -> dict[str, str]:
+        """``machine_state`` of many machines, name -> state: ``status`` asks each driver once
+        for all its machines. The default asks one by one (in parallel); drivers whose
+        warehouse lists many machines in one request override it."""
+        parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
+        results = parallelizer.run((spec.name, (lambda s=spec: self.machine_state(s)))
+                                   for spec in machine_specs)
+        return {name: outcome.value if outcome.ok else
+                f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
+                for name, outcome in results.items()}
+
     # -- local-machine features: snapshots, synced folders, forwarded ports -------------------
     # Declared here once (docs/driver-guide.md); a driver that can, sets the matching
     # Capabilities flag and overrides them. Under why-run they report and change nothing.
