@@ -14,6 +14,8 @@
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
         verify: [test -f /etc/motd]
+        sync: [{from: ./app, to: /srv/app}]   # synced folders (docs: local machines)
+        ports: ["127.0.0.1:8080:80"]          # forwarded ports, loopback by default
 
 Relative paths (sources, templates, key directories, the state file) are relative to the
 cluster file's directory.
@@ -35,15 +37,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
     from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.convergence.steps import Step
-    from provisioning.healthcheck import HealthCheck
+    from provisioning.cluster.healthcheck import HealthCheck
 
-__all__ = ["Cluster", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
+__all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
            "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS"]
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
             "machines", "state")
-MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify")
+MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
+                "sync", "ports")
 MAX_COUNT = 1000
 
 
@@ -77,7 +80,7 @@ class MachineDefinition:
 
 
 @dataclass
-class Cluster:
+class ClusterFile:
     """A validated cluster file."""
 
     path: str
@@ -149,7 +152,7 @@ class Cluster:
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> Cluster:
+def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
     from provisioning.userfiles import read_user_text
     from provisioning.yamlfile import load_yaml_text
@@ -184,10 +187,10 @@ def _with_yaml_hint(exc: ConfigError, text: str) -> ConfigError:
     return exc
 
 
-def parse_cluster(data: Any, path: str) -> Cluster:
+def parse_cluster(data: Any, path: str) -> ClusterFile:
     """Validate already-parsed cluster data (a mapping) that came from ``path``."""
     from provisioning.convergence.steps import parse_steps
-    from provisioning.healthcheck import parse_healthchecks
+    from provisioning.cluster.healthcheck import parse_healthchecks
 
     path = os.path.abspath(path)
     base_dir = os.path.dirname(path)
@@ -216,7 +219,7 @@ def parse_cluster(data: Any, path: str) -> Cluster:
     if state and "://" not in state and state != "memory:":
         state = os.path.join(base_dir, os.path.expanduser(state))
 
-    cluster = Cluster(path=path, base_dir=base_dir, driver=default_driver,
+    cluster = ClusterFile(path=path, base_dir=base_dir, driver=default_driver,
                       driver_options=dict(driver_options), private_key_paths=key_paths,
                       private_keys=private_keys, machine_options=defaults, state=state)
 
@@ -253,6 +256,7 @@ def parse_cluster(data: Any, path: str) -> Cluster:
                                           "file (for example 'driver: nspawn:')")
         own = problems.mapping(body.get("machine_options") or {}, f"{key}.machine_options") or {}
         options = _deep_merge(defaults, own)
+        _local_features(body, key, count, options, problems, base_dir)
         steps = parse_steps(body.get("converge"), f"{key}.converge", problems, base_dir)
         checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
         verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, base_dir)
@@ -282,6 +286,22 @@ def parse_cluster(data: Any, path: str) -> Cluster:
     problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
     problems.raise_if_any()
     return cluster
+
+
+def _local_features(body: Mapping[str, Any], key: str, count: int | None,
+                    options: dict[str, Any], problems: Problems, base_dir: str) -> None:
+    """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
+    from provisioning.local_features import parse_forwarded_ports, parse_synced_folders
+
+    if "sync" in body:
+        folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
+        options["sync"] = [folder.to_data() for folder in folders]
+    if "ports" in body:
+        ports = parse_forwarded_ports(body["ports"], f"{key}.ports", problems)
+        if ports and count is not None and count > 1:
+            problems.add(f"{key}.ports", f"{count} machines cannot all bind the same host "
+                                         "ports; forward ports on a machine without count")
+        options["ports"] = [str(port) for port in ports]
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,16 +364,22 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
-                  problems: Problems, cluster: Cluster) -> None:
+                  problems: Problems, cluster: ClusterFile) -> None:
     from provisioning.options import validate_options
 
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
+    from provisioning.local_features import LOCAL_OPTION_KEYS, check_local_options
+
     fields = list(getattr(cls, "machine_option_fields", ()))
-    found = validate_options(fields, options, where=f"{key}.machine_options", file=cluster.path,
+    found = validate_options(fields, {k: v for k, v in options.items()
+                                      if k not in LOCAL_OPTION_KEYS},
+                             where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
+    found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
+                                 file=cluster.path, driver_url=url)
     known = {(p.key, p.message) for p in problems.items}
     for problem in found:
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]
@@ -366,7 +392,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
             problems.items.append(problem)
 
 
-def _check_driver_options(cluster: Cluster, problems: Problems) -> None:
+def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
     from provisioning.options import validate_options
 
     for url, options in cluster.driver_options.items():
