@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from provisioning.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster import Cluster
+    from provisioning.cluster.file import ClusterFile as Cluster
 
 __all__ = ["key_problems"]
 
