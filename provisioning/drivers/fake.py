@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from provisioning.driver import Driver
+from provisioning.driver import Capabilities, Driver
 from provisioning.errors import MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
@@ -158,7 +158,11 @@ class FakeWarehouse:
         for name, tags, size, image in wishes:
             server_id = "srv-" + uuid.uuid4().hex[:12]
             machine_dir = os.path.join(self.directory, "machines", server_id)
-            os.makedirs(machine_dir, mode=0o700)
+            captured = self.image(image)
+            if captured is not None:  # a machine image: its files are the server's first files
+                shutil.copytree(captured["dir"], machine_dir, symlinks=True)
+            else:
+                os.makedirs(machine_dir, mode=0o700)
             server = {"id": server_id, "name": name, "tags": tags, "size": size,
                       "image": image, "state": "running", "dir": machine_dir,
                       "created_at": time.time()}
@@ -174,6 +178,37 @@ class FakeWarehouse:
             raise MachineNotFound(f"fake server {server_id} does not exist")
         server["state"] = state
         self._write_json(os.path.join(self.servers_dir, server_id + ".json"), server)
+
+    # -- machine images: a copy of a server's files (images/ID/files, images/ID.json) ------
+    def capture(self, server_id: str, name: str) -> dict[str, Any]:
+        server = self.get(server_id)
+        if server is None:
+            raise MachineNotFound(f"fake server {server_id} does not exist")
+        image_id = "img-" + uuid.uuid4().hex[:12]
+        image_dir = os.path.join(self.directory, "images", image_id)
+        shutil.copytree(server["dir"], os.path.join(image_dir, "files"), symlinks=True)
+        image = {"id": image_id, "name": name, "dir": os.path.join(image_dir, "files"),
+                 "created_at": time.time()}
+        self._write_json(os.path.join(image_dir, "image.json"), image)
+        return image
+
+    def image(self, image_id: str) -> dict[str, Any] | None:
+        if not image_id.startswith("img-") or "/" in image_id:
+            return None
+        try:
+            with open(os.path.join(self.directory, "images", image_id, "image.json"),
+                      encoding="utf-8") as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def delete_image(self, image_id: str) -> bool:
+        if self.image(image_id) is None:
+            return False
+        image_dir = os.path.join(self.directory, "images", image_id)
+        os.unlink(os.path.join(image_dir, "image.json"))
+        shutil.rmtree(image_dir, ignore_errors=True)
+        return True
 
     def delete(self, server_id: str) -> bool:
         server = self.get(server_id)
@@ -199,9 +234,11 @@ class FakeWarehouse:
 
 class FakeDriver(Driver):
     scheme = "fake"
+    capabilities = Capabilities(images=True)
     machine_option_fields = (
         OptionField("size", default="small", choices=SIZES, help="simulated server size"),
-        OptionField("image", default="fake-linux", choices=IMAGES, help="simulated image"),
+        OptionField("image", default="fake-linux",
+                    help="simulated image: fake-linux, or the image_id of a captured image"),
         OptionField("transport", type="dict", default={}, help="ignored: fake machines are local"),
         OptionField("ready_delay", type="float", default=0.0,
                     help="seconds ready_machine waits, to simulate a slow boot"),
@@ -237,6 +274,12 @@ class FakeDriver(Driver):
     def allocate_machine(self, action_handler, machine_spec, machine_options):
         size = machine_options.get("size", "small")
         image = machine_options.get("image", "fake-linux")
+        if image not in IMAGES and self.warehouse.image(image) is None:
+            from provisioning.errors import ConfigError
+
+            raise ConfigError(f"fake image {image!r} does not exist; use fake-linux or a "
+                              "captured image", key="machine_options.image",
+                              machine=machine_spec.name)
         if machine_spec.exists:
             server = self._server(machine_spec)
             if server is not None:
@@ -376,3 +419,37 @@ class FakeDriver(Driver):
 
     def list_choices(self):
         return {"sizes": list(SIZES), "images": list(IMAGES), "locations": ["local"]}
+
+    # -- machine images ----------------------------------------------------------------------
+    def allocate_image(self, action_handler, image_spec, image_options, machine_spec,
+                       machine_options):
+        server = self._server(machine_spec)
+        if server is None:
+            raise MachineNotFound(f"builder server of image {image_spec.name!r} is gone",
+                                  machine=machine_spec.name)
+
+        def capture() -> None:
+            image = self.warehouse.capture(server["id"], image_spec.name)
+            image_spec.reference = self.base_reference(image_id=image["id"])
+            image_spec.save()
+        action_handler.perform_action(f"capture server {server['id']} as image "
+                                      f"{image_spec.name}", capture)
+
+    def ready_image(self, action_handler, image_spec, image_options):
+        if not image_spec.reference and action_handler.why_run:
+            return
+        if self.image_state(image_spec) != "available":
+            raise MachineNotFound(f"fake image of {image_spec.name!r} is gone; build it again",
+                                  machine=image_spec.name)
+
+    def destroy_image(self, action_handler, image_spec, image_options):
+        image_id = image_spec.reference.get("image_id")
+        if not image_id or self.warehouse.image(image_id) is None:
+            action_handler.report_progress(f"image {image_spec.name} is already gone")
+            return
+        action_handler.perform_action(f"destroy image {image_id}",
+                                      lambda: self.warehouse.delete_image(image_id))
+
+    def image_state(self, image_spec):
+        image_id = image_spec.reference.get("image_id")
+        return "available" if image_id and self.warehouse.image(image_id) else "missing"
