@@ -85,9 +85,19 @@ class ImageBuilder:
         return self.store.get_or_new("image", name)  # type: ignore[return-value]
 
     # -- reading -----------------------------------------------------------------------------
+    def key(self, name: str) -> str:
+        """The image's cache key; an image built ``from`` another includes that one's key."""
+        import hashlib
+
+        definition = self.definition(name)
+        own = definition.cache_key()
+        if definition.base in self.images:
+            own = hashlib.sha256(f"{own}\0{self.key(definition.base)}".encode()).hexdigest()
+        return own
+
     def status(self, name: str) -> ImageStatus:
         definition = self.definition(name)
-        key = definition.cache_key()
+        key = self.key(name)
         spec = self.spec(name)
         ref = spec.reference
         if not ref.get("image_id"):
@@ -115,6 +125,9 @@ class ImageBuilder:
 
     def _ensure_one(self, name: str, *, force: bool) -> str | None:
         handler = self.handler.for_machine(LOCK_PREFIX + name)
+        parent = self.definition(name).base
+        if parent in self.images:  # built from another image of the file: that one first
+            self._ensure_one(parent, force=False)
         status = self.status(name)
         if not status.needs_build and not force:
             handler.report_progress(f"image {name} is up to date ({status.key[:12]}): reused")
@@ -143,6 +156,8 @@ class ImageBuilder:
                                 f"builder machine {definition.builder}")
         started = time.monotonic()
         options = definition.builder_options()
+        if definition.base in self.images:
+            options["image"] = self.image_id(definition.base)
         strategy = StepsConvergence(definition.all_steps(), StepContext(
             definition.base_dir, None, {"image": {"name": name, "from": definition.base}}))
 

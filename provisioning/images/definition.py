@@ -4,7 +4,8 @@
 
     images:
       web-base:
-        from: "debian:bookworm"       # the driver's own image to start from (required)
+        from: "debian:bookworm"       # the driver's image to start from, or another image
+                                      # of this file (required)
         driver: nspawn:               # default: the file's driver
         machine_options: {...}        # for the builder machine (merged over the file's)
         packages: [nginx, curl]       # installed first (a package step)
@@ -153,7 +154,29 @@ def parse_images(value: Any, problems: Problems, *, base_dir: str, default_drive
         out[name] = ImageDefinition(name=name, base=base or "", driver_url=driver or "",
                                     machine_options=options, packages=tuple(names),
                                     steps=tuple(steps), base_dir=base_dir, key_path=key)
+    _check_parents(out, problems)
     return out
+
+
+def _check_parents(images: Mapping[str, ImageDefinition], problems: Problems) -> None:
+    """``from`` may name another image of the file: same driver, and no cycle."""
+    for name, image in images.items():
+        seen = [name]
+        current = image
+        while current.base in images:
+            parent = images[current.base]
+            if parent.driver_url != current.driver_url:
+                problems.add(f"{current.key_path}.from", f"image {parent.name!r} is built with "
+                                                         f"driver {parent.driver_url!r}, not "
+                                                         f"{current.driver_url!r}")
+                break
+            if parent.name in seen:
+                if parent.name == name:
+                    problems.add(f"{image.key_path}.from", "images built from each other: "
+                                                           + " -> ".join(seen + [parent.name]))
+                break
+            seen.append(parent.name)
+            current = parent
 
 
 def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

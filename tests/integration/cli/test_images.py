@@ -97,7 +97,9 @@ def test_bad_image_definitions_are_config_errors_naming_the_key(tmp_path: Path):
     data = {"driver": "fake:", "images": {"Bad": {"from": "x"}, "ok": {"packages": ["Nope!"],
                                                                     "colour": 1},
                                           "pinned": {"from": "fake-linux",
-                                                     "machine_options": {"image": "x"}}},
+                                                     "machine_options": {"image": "x"}},
+                                          "loop-a": {"from": "loop-b"},
+                                          "loop-b": {"from": "loop-a"}},
             "machines": {"m": {"machine_options": {"image": "ok"}, "driver": "fake:other"}}}
     with pytest.raises(ConfigError) as info:
         parse_cluster(data, str(tmp_path / "cluster.yml"))
@@ -108,6 +110,7 @@ def test_bad_image_definitions_are_config_errors_naming_the_key(tmp_path: Path):
     assert "unknown key 'colour'" in problems["images.ok.colour"]
     assert "set the base image with 'from'" in problems["images.pinned.machine_options.image"]
     assert "use one driver for both" in problems["machines.m.machine_options.image"]
+    assert "loop-a -> loop-b -> loop-a" in problems["images.loop-a.from"]
 
 
 def test_unknown_image_name_in_the_cli_has_a_did_you_mean(project: Path):
