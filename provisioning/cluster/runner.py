@@ -45,6 +45,10 @@ class ClusterRunner:
             self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
+        from provisioning.images.builder import ImageBuilder
+
+        #: the cluster's images (``images:``), built through this runner's provisioner
+        self.images = ImageBuilder(cluster.images, self.provisioner, self.driver)
         self.actions: Counter[str] = Counter()
         self.action_handler.subscribe(self._count)
 
@@ -71,7 +75,10 @@ class ClusterRunner:
     # -- up --------------------------------------------------------------------------------
     def up(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate, ready, converge and healthcheck each machine; value: its Machine (None for
-        a machine why-run would create)."""
+        a machine why-run would create). Images the machines boot from are built first."""
+        from provisioning.images.builder import boot_from_images
+
+        definitions = boot_from_images(definitions, self.images)
         by_name = {d.name: d for d in definitions}
         return self.provisioner.run_many(
             "up", self._requests(definitions),
