@@ -49,6 +49,12 @@ _EXPORTS = {
     "CommandTimeout": "provisioning.errors",
     "TransferError": "provisioning.errors",
     "CommandFailed": "provisioning.errors",
+    "ConvergenceFailed": "provisioning.errors",
+    "VerifyFailed": "provisioning.errors",
+    "ConvergenceStrategy": "provisioning.convergence.base",
+    "ConvergenceContext": "provisioning.convergence.base",
+    "register_strategy": "provisioning.convergence.registry",
+    "Kitchen": "provisioning.kitchen",
     "ProviderError": "provisioning.errors",
     "UnsupportedOperation": "provisioning.errors",
 }

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
-from provisioning.cli.common import common_options, finish_batch, pass_settings, why_run_option
+from provisioning.cli.common import (common_options, concurrency_option, finish_batch,
+                                     pass_settings, why_run_option)
 
 
 @click.command()
-@click.argument("machines", nargs=-1, metavar="[MACHINE|GROUP]...")
+@click.argument("machines", nargs=-1, metavar="[MACHINE|GROUP|INSTANCE|REGEX]...")
 @click.option("--orphans", is_flag=True,
               help="Also destroy saved machines that are no longer in the cluster file.")
+@concurrency_option
 @common_options
 @why_run_option
 @pass_settings
@@ -19,9 +21,13 @@ def destroy(settings, machines: tuple[str, ...], orphans: bool) -> int:
 
     Destroying a machine that is already gone is not an error.
     """
+    from provisioning.kitchen import Kitchen
+
     with settings.session() as session:
-        names = [d.name for d in session.cluster.select(machines)]
-        if orphans:
-            names += [e.name for e in session.store.list("machine")
-                      if e.name not in session.cluster.machines and e.name not in names]
-        return finish_batch(session, "destroy", session.runner.destroy_names(names))
+        chosen = session.cluster.choose(machines)
+        orphaned = [e.name for e in session.store.list("machine")
+                    if e.name not in session.cluster.machines] if orphans else []
+        results = Kitchen(session.runner).destroy(chosen)
+        if orphaned:
+            results.update(session.runner.destroy_names(orphaned))
+        return finish_batch(session, "destroy", results)

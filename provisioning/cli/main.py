@@ -33,6 +33,14 @@ COMMANDS: dict[str, str] = {
     "watch": "provisioning.cli.watch:watch",
     "state": "provisioning.cli.state_cmd:state",
     "config": "provisioning.cli.config_cmd:config",
+    "create": "provisioning.cli.kitchen_cmd:create",
+    "converge": "provisioning.cli.kitchen_cmd:converge_",
+    "verify": "provisioning.cli.kitchen_cmd:verify",
+    "list": "provisioning.cli.kitchen_cmd:list_",
+    "login": "provisioning.cli.ssh_cmd:login",
+    "output": "provisioning.cli.inventory_cmd:output",
+    "inventory": "provisioning.cli.inventory_cmd:inventory",
+    "schema": "provisioning.cli.schema_cmd:schema",
 }
 
 

@@ -1,0 +1,17 @@
+"""``converge schema``: the cluster file's JSON Schema, for editors."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+def schema() -> int:
+    """Print the JSON Schema of cluster files (point the YAML language server at it:
+    docs/cluster-file.md, "Editor support")."""
+    import json
+
+    from provisioning.cluster_schema import cluster_schema
+
+    click.echo(json.dumps(cluster_schema(), indent=2))
+    return 0
