@@ -26,6 +26,7 @@ from provisioning.options import DriverDescription, OptionField, raise_problems,
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.local_features import Snapshot
     from provisioning.actions import ActionHandler
     from provisioning.config import Config
     from provisioning.keys import PrivateKey
@@ -48,6 +49,10 @@ class Capabilities:
     cross_process: bool = True      # state and resources are visible to other processes
     crash_safe: bool = True         # a crash between create and save is adopted on re-run
     detects_lost: bool = True       # a resource deleted behind our back is noticed
+    # local-machine features (provisioning.local_features); off unless a driver declares them
+    snapshots: bool = False         # save/restore/list/delete_snapshot work
+    mounts_folders: bool = False    # synced folders can be shared live (mode auto or mount)
+    forwards_ports: bool = False    # machine_options["ports"] are forwarded from the host
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -102,9 +107,16 @@ class Driver(abc.ABC):
 
     def validate_machine_options(self, machine_options: Mapping[str, Any], *, where: str,
                                  file: str | None = None) -> list:
-        """Problems with one machine's options (the cluster loader collects them all)."""
-        return validate_options(self.machine_option_fields, machine_options, where=where,
-                                file=file, strict=bool(self.machine_option_fields))
+        """Problems with one machine's options (the cluster loader collects them all). The
+        local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
+        capabilities, and never reach the driver's own option fields."""
+        from provisioning.local_features import LOCAL_OPTION_KEYS, check_local_options
+
+        own = {k: v for k, v in machine_options.items() if k not in LOCAL_OPTION_KEYS}
+        return validate_options(self.machine_option_fields, own, where=where,
+                                file=file, strict=bool(self.machine_option_fields)) + \
+            check_local_options(machine_options, self.capabilities, where=where, file=file,
+                                driver_url=self.driver_url)
 
     # -- the contract ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -156,6 +168,61 @@ class Driver(abc.ABC):
     def destroy_machines(self, action_handler, specs_and_options: SpecsAndOptions,
                          parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
+
+    # -- local-machine features: snapshots, synced folders, forwarded ports -------------------
+    # Declared here once (docs/driver-guide.md); a driver that can, sets the matching
+    # Capabilities flag and overrides them. Under why-run they report and change nothing.
+    def save_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                      name: str) -> "Snapshot":
+        """Save the machine's files (running or stopped) as snapshot ``name``; saving an
+        existing name replaces it."""
+        from provisioning.local_features import unsupported
+
+        raise unsupported(self, "save snapshots")
+
+    def restore_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                         name: str) -> None:
+        """Return the machine's files to exactly snapshot ``name``; a machine that was running
+        runs again afterwards (ready it to get a connection)."""
+        from provisioning.local_features import unsupported
+
+        raise unsupported(self, "restore snapshots")
+
+    def list_snapshots(self, machine_spec: "MachineSpec") -> "list[Snapshot]":
+        """The machine's snapshots, oldest first. Changes nothing."""
+        from provisioning.local_features import unsupported
+
+        raise unsupported(self, "list snapshots")
+
+    def delete_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                        name: str) -> None:
+        """Remove snapshot ``name``; MachineNotFound-free: a missing name is reported."""
+        from provisioning.local_features import unsupported
+
+        raise unsupported(self, "delete snapshots")
+
+    def sync_folders(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                     machine_options: Mapping[str, Any], machine: "Machine | None" = None) -> int:
+        """Bring the machine's copied folders (``machine_options["sync"]`` that this driver
+        does not mount) up to date over its transport; returns the files sent. Mounted folders
+        are live and need nothing. ``up`` calls it after ready; so does ``converge sync``."""
+        from provisioning.local_features import copy_folder, synced_folders
+
+        copied = [f for f in synced_folders(machine_options)
+                  if not f.mounted_by(self.capabilities.mounts_folders)]
+        if not copied:
+            return 0
+        own = machine is None
+        machine = machine or self.connect_to_machine(machine_spec, machine_options)
+        try:
+            previous, machine.action_handler = machine.action_handler, action_handler
+            try:
+                return sum(copy_folder(machine, folder, action_handler) for folder in copied)
+            finally:
+                machine.action_handler = previous
+        finally:
+            if own:
+                machine.disconnect()
 
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> DriverDescription:

@@ -42,8 +42,9 @@ class Provisioner:
         self.parallelizer = Parallelizer(parallel or int(self.config.get("parallel", 10)), policy)
         self.lock_wait = lock_wait
         self.lock_ttl = float(lock_ttl or self.config.get("lock_ttl", 30.0))
-        #: split run_many between every runner on a shared store (PostgreSQL); see claims.py
-        self.split_work = bool(getattr(store, "supports_claims", False))
+        #: how ``run_many`` shares its machines with other runners on one store, or None to do
+        #: them all here; the cluster runner sets ``provisioning.cluster.claims.split_run``
+        self.split_run: Callable[..., BatchResult] | None = None
 
     @property
     def why_run(self) -> bool:
@@ -165,10 +166,8 @@ class Provisioner:
             "stop": lambda r: self.stop(r[1], r[2], r[0]),
             "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
         }[operation]
-        if self.split_work and not self.why_run and len(requests) > 1:
-            from provisioning.claims import split_run  # runners sharing the store split the work
-
-            results = split_run(self, operation, requests, method)
+        if self.split_run is not None and not self.why_run and len(requests) > 1:
+            results = self.split_run(self, operation, requests, method)
         else:
             results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
         for name, outcome in results.items():

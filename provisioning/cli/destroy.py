@@ -21,13 +21,10 @@ def destroy(settings, machines: tuple[str, ...], orphans: bool) -> int:
 
     Destroying a machine that is already gone is not an error.
     """
-    from provisioning.kitchen import Kitchen
-
     with settings.session() as session:
-        chosen = session.cluster.choose(machines)
-        orphaned = [e.name for e in session.store.list("machine")
-                    if e.name not in session.cluster.machines] if orphans else []
-        results = Kitchen(session.runner).destroy(chosen)
+        cluster = session.cluster
+        results = cluster.kitchen.destroy(cluster.choose(machines))
+        orphaned = [n for n in session.runner.orphans() if n not in results] if orphans else []
         if orphaned:
             results.update(session.runner.destroy_names(orphaned))
         return finish_batch(session, "destroy", results)

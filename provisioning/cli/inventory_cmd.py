@@ -18,15 +18,13 @@ def output(settings, name: str | None) -> int:
     state knows now (addresses, facts). --output json prints one object."""
     from provisioning.errors import ConfigError
     from provisioning.schema import did_you_mean
-    from provisioning.topology import render_outputs
-
     with settings.session(live=False) as session:
-        cluster = session.cluster
+        cluster = session.cluster.file
         if name is not None and name not in cluster.outputs:
             raise ConfigError(f"no output {name!r} in this cluster"
                               f"{did_you_mean(name, cluster.outputs)}", file=cluster.path,
                               key=f"outputs.{name}")
-        values = render_outputs(cluster, session.store)
+        values = session.cluster.outputs()
         if name is not None:
             values = {name: values[name]}
         if settings.json:
@@ -64,7 +62,7 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
     from provisioning.errors import ProvisioningError
 
     with settings.session(live=False) as session:
-        cluster, runner = session.cluster, session.runner
+        cluster, runner = session.cluster.file, session.runner
         directory = directory or os.path.join(cluster.base_dir, ".provisioning", "access")
         accesses, groups = [], {}
         for definition in cluster.choose(machines):

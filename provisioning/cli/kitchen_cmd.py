@@ -2,7 +2,7 @@
 
 Arguments are machine, group or instance names, or regular expressions over instance names
 (``converge verify 'bookworm$'``); none means every instance. The lifecycle itself lives in
-``provisioning.kitchen``; ``test`` and ``destroy`` have their own modules.
+``provisioning.cluster.kitchen`` (``Cluster.kitchen``); ``test`` and ``destroy`` have their own modules.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ def _disconnect(results) -> None:
 @pass_settings
 def create(settings, patterns: tuple[str, ...]) -> int:
     """Create and ready instances (no convergence)."""
-    from provisioning.kitchen import Kitchen
-
     with settings.session() as session:
-        results = Kitchen(session.runner).create(session.cluster.choose(patterns))
+        results = session.cluster.kitchen.create(session.cluster.choose(patterns))
         try:
             return finish_batch(session, "create", results)
         finally:
@@ -47,10 +45,8 @@ def create(settings, patterns: tuple[str, ...]) -> int:
 @pass_settings
 def converge_(settings, patterns: tuple[str, ...]) -> int:
     """Create instances if needed and converge them (like 'up', recorded per instance)."""
-    from provisioning.kitchen import Kitchen
-
     with settings.session() as session:
-        results = Kitchen(session.runner).converge(session.cluster.choose(patterns))
+        results = session.cluster.kitchen.converge(session.cluster.choose(patterns))
         try:
             return finish_batch(session, "converge", results)
         finally:
@@ -65,11 +61,9 @@ def converge_(settings, patterns: tuple[str, ...]) -> int:
 def verify(settings, patterns: tuple[str, ...]) -> int:
     """Run the verify entries of instances (converging those not created yet) and record the
     result per instance ('converge list' shows it)."""
-    from provisioning.kitchen import Kitchen
-
     with settings.session() as session:
-        return finish_batch(session, "verify",
-                            Kitchen(session.runner).verify(session.cluster.choose(patterns)))
+        cluster = session.cluster
+        return finish_batch(session, "verify", cluster.kitchen.verify(cluster.choose(patterns)))
 
 
 COLUMNS = ("INSTANCE", "DRIVER", "STATE", "LAST ACTION", "LAST VERIFY", "VERIFIED AT")
@@ -84,14 +78,13 @@ def list_(settings, patterns: tuple[str, ...]) -> int:
     """List instances: driver, state, last action, last verify result and when."""
     import time
 
-    from provisioning.kitchen import Kitchen
-
     def when(stamp) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
 
     with settings.session(live=False) as session:
-        chosen = {session.cluster.instance_of(d) for d in session.cluster.choose(patterns)}
-        rows = [r for r in Kitchen(session.runner).list() if r["instance"] in chosen]
+        cluster = session.cluster
+        chosen = {cluster.file.instance_of(d) for d in cluster.choose(patterns)}
+        rows = [r for r in cluster.kitchen.list() if r["instance"] in chosen]
         shown = []
         for row in rows:
             action = row["last_action"] or "-"
@@ -101,6 +94,6 @@ def list_(settings, patterns: tuple[str, ...]) -> int:
             shown.append(dict(row, last_action_text=action, verify_text=verify,
                               verified_text=when(row["verified_at"])))
         session.renderer.table(COLUMNS, shown, KEYS,
-                               {"event": "list", "file": session.cluster.path,
+                               {"event": "list", "file": cluster.file.path,
                                 "state": session.store.url, "instances": rows})
     return 0

@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "watch": "provisioning.cli.watch:watch",
     "state": "provisioning.cli.state_cmd:state",
     "config": "provisioning.cli.config_cmd:config",
+    "snapshot": "provisioning.cli.snapshot_cmd:snapshot",
+    "sync": "provisioning.cli.sync_cmd:sync",
     "create": "provisioning.cli.kitchen_cmd:create",
     "converge": "provisioning.cli.kitchen_cmd:converge_",
     "verify": "provisioning.cli.kitchen_cmd:verify",

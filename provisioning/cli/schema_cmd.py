@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import click
 
+from provisioning.cli.common import common_options
+
 
 @click.command()
+@common_options
 def schema() -> int:
     """Print the JSON Schema of cluster files (point the YAML language server at it:
     docs/cluster-file.md, "Editor support")."""
     import json
 
-    from provisioning.cluster_schema import cluster_schema
+    from provisioning.cluster.schema import cluster_schema
 
     click.echo(json.dumps(cluster_schema(), indent=2))
     return 0

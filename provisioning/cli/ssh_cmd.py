@@ -51,7 +51,7 @@ def _open_session(settings, machine: str, command: tuple[str, ...]) -> int:
         raise ConfigError("the OpenSSH client 'ssh' is not installed; install openssh-client",
                           key="ssh")
     with settings.session(live=False) as session:
-        name = session.cluster.login_target(machine)
+        name = session.cluster.file.login_target(machine)
         target = session.runner.connect(name)
         spec = target.spec or session.runner.provisioner.spec(name)
         access = ssh_access(target, session.runner.provisioner.driver_for(spec))

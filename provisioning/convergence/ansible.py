@@ -83,7 +83,7 @@ class AnsibleConvergence(ConvergenceStrategy):
 
     @classmethod
     def schema(cls) -> dict[str, Any]:
-        from provisioning.cluster_schema import _object
+        from provisioning.cluster.schema import _object
 
         body = _object(KEYS, required=("playbook",))
         return {"anyOf": [{"type": "string", "description": "the playbook"}, body]}

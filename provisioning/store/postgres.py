@@ -13,7 +13,7 @@ that key. When a runner dies (kill -9) its connection closes, the server drops t
 lock, and the lease is free at once; when the network is lost instead, the lease expires after
 its TTL (the server's clock decides, so hosts' clocks need not agree).
 
-Work splitting for many runners (``provisioning.claims``) uses ``provisioning_runs`` and
+Work splitting for many runners (``provisioning.cluster.claims``) uses ``provisioning_runs`` and
 ``provisioning_work`` with ``FOR UPDATE SKIP LOCKED``: a claim never waits on another runner.
 """
 
@@ -328,7 +328,7 @@ class PostgresStore(ManagedEntryStore):
             f'AND {_alive("l.session_key")} ORDER BY name COLLATE "C"').fetchall(), tx=False)
         return {name: holder for name, holder in rows}
 
-    # -- work claims (used by provisioning.claims) -------------------------------------------
+    # -- work claims (used by provisioning.cluster.claims) -------------------------------------------
     def join_run(self, run_key: str, operation: str, names: Sequence[str],
                  fresh_within: float) -> int:
         """The generation of ``run_key`` to work on: the unfinished one touched within

@@ -22,12 +22,17 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from provisioning.errors import ConfigError, ProviderError
+from provisioning.schema import closest
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary, run
 
 __all__ = ["Image", "AptSource", "apt_sources", "pick_mirror", "resolve_image", "ensure_image",
-           "DEFAULT_IMAGE", "PACKAGES"]
+           "debootstrap_suites", "DEFAULT_IMAGE", "DEBIAN_RELEASES", "PACKAGES"]
 
 DEFAULT_IMAGE = "debian:bookworm"
+#: the Debian releases the driver is tested with: ``image: debian:RELEASE`` builds one base
+#: image per release, once, into ``CACHE/debian-RELEASE/rootfs``
+DEBIAN_RELEASES = ("bullseye", "bookworm", "trixie")
+DEBOOTSTRAP_SCRIPTS = "/usr/share/debootstrap/scripts"
 #: what every machine needs: systemd as PID 1, sshd, sudo and python for convergence, ip
 PACKAGES = ("openssh-server", "systemd-sysv", "dbus", "sudo", "python3-minimal", "iproute2")
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
@@ -149,20 +154,42 @@ def pick_mirror(suite: str, sources: list[AptSource]) -> AptSource:
 
 
 # -- resolving and building ----------------------------------------------------------------------
+def debootstrap_suites(scripts_dir: str = DEBOOTSTRAP_SCRIPTS) -> frozenset[str] | None:
+    """The suites this host's debootstrap has a script for; None when debootstrap is not
+    installed (building then fails with the apt-get line that installs it)."""
+    try:
+        return frozenset(os.listdir(scripts_dir))
+    except OSError:
+        return None
+
+
+def _check_suite(name: str, suite: str, scripts_dir: str) -> None:
+    if not _SUITE_RE.match(suite):
+        raise ConfigError(f"image {name!r}: {suite!r} is not a Debian suite name "
+                          "(for example debian:bookworm)", key="machine_options.image")
+    known = debootstrap_suites(scripts_dir)
+    if known is not None and suite not in known:
+        releases = [r for r in DEBIAN_RELEASES if r in known]
+        close = closest(suite, sorted(known))
+        raise ConfigError(f"image {name!r}: this host's debootstrap cannot build {suite!r} "
+                          f"(no script in {scripts_dir}); Debian releases it builds: "
+                          f"{', '.join('debian:' + r for r in releases) or 'none'}"
+                          f"{f' (did you mean debian:{close[0]}?)' if close else ''}; a newer "
+                          "debootstrap knows newer releases", key="machine_options.image")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-")[:60]
 
 
-def resolve_image(name: str, cache_dir: str) -> Image:
+def resolve_image(name: str, cache_dir: str, *, scripts_dir: str = DEBOOTSTRAP_SCRIPTS) -> Image:
     """Where ``name`` lives (or will live once built); raises ConfigError for what it cannot be."""
     if not isinstance(name, str) or not name:
         raise ConfigError("image must be 'debian:SUITE', a rootfs directory or a tarball",
                           key="machine_options.image")
     if name.startswith("debian:"):
         suite = name.split(":", 1)[1]
-        if not _SUITE_RE.match(suite):
-            raise ConfigError(f"image {name!r}: {suite!r} is not a Debian suite name "
-                              "(for example debian:bookworm)", key="machine_options.image")
+        _check_suite(name, suite, scripts_dir)
         return Image(name, "debootstrap", os.path.join(cache_dir, f"debian-{suite}", "rootfs"), suite)
     path = os.path.abspath(os.path.expanduser(name))
     if os.path.isdir(path):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from provisioning.schema import Problems, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster import Cluster, MachineDefinition
+    from provisioning.cluster.file import ClusterFile as Cluster, MachineDefinition
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 

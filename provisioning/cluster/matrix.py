@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from provisioning.schema import Problems
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster import Cluster, GroupSpec
+    from provisioning.cluster.file import ClusterFile as Cluster, GroupSpec
 
 __all__ = ["expand_matrix", "PLATFORM_KEYS", "SUITE_KEYS"]
 
@@ -43,7 +43,7 @@ _MACHINE_KEYS = ("converge", "verify", "healthcheck")
 def expand_matrix(top: Mapping[str, Any], problems: Problems,
                   cluster: "Cluster") -> list["GroupSpec"]:
     """The groups of every instance; problems (unknown platform in excludes...) recorded."""
-    from provisioning.cluster import GroupSpec, _deep_merge
+    from provisioning.cluster.file import GroupSpec, _deep_merge
 
     platforms = _named(top, "platforms", problems)
     suites = _named(top, "suites", problems)

@@ -95,7 +95,7 @@ def _convergence() -> dict[str, Any]:
 
 
 def _healthcheck() -> dict[str, Any]:
-    from provisioning import healthcheck
+    from provisioning.cluster import healthcheck
 
     one = {"allOf": [_object(healthcheck._KEYS),
                      {"oneOf": [{"required": [k]} for k in healthcheck.KINDS]}]}
@@ -103,7 +103,7 @@ def _healthcheck() -> dict[str, Any]:
 
 
 def _verify() -> dict[str, Any]:
-    from provisioning.cluster import VERIFY_KINDS
+    from provisioning.cluster.file import VERIFY_KINDS
 
     one = {"anyOf": [_STRING] + [_object((k,), required=(k,)) for k in VERIFY_KINDS]}
     return {"anyOf": [one, {"type": "array", "items": one}]}
@@ -111,8 +111,8 @@ def _verify() -> dict[str, Any]:
 
 def cluster_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a cluster file."""
-    from provisioning.cluster import MACHINE_KEYS, TOP_KEYS
-    from provisioning.matrix import PLATFORM_KEYS, SUITE_KEYS
+    from provisioning.cluster.file import MACHINE_KEYS, TOP_KEYS
+    from provisioning.cluster.matrix import PLATFORM_KEYS, SUITE_KEYS
 
     group_refs = {"converge": {"$ref": "#/$defs/converge"},
                   "healthcheck": {"$ref": "#/$defs/healthcheck"},

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cli.runner import ClusterRunner
-    from provisioning.cluster import MachineDefinition
+    from provisioning.cluster.runner import ClusterRunner
+    from provisioning.cluster.file import MachineDefinition
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 
@@ -102,6 +102,7 @@ class Kitchen:
 
     def verify(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Verify existing machines; those not created yet are converged first."""
+        self.runner.provisioner.split_run = None  # verify what this run brought up
         existing = [d for d in definitions if self.runner.provisioner.spec(d.name).exists]
         missing = [d for d in definitions if d not in existing]
         machines: dict[str, Machine] = {}
@@ -150,7 +151,7 @@ class Kitchen:
              ) -> TestRun:
         """Converge, verify, then destroy (per ``destroy``: passing, always, never). An
         instance passes when every one of its machines came up and verified."""
-        self.runner.provisioner.split_work = False  # verify and destroy what this run brought up
+        self.runner.provisioner.split_run = None  # verify and destroy what this run brought up
         created = self.runner.up(definitions)
         ready = {n: o.value for n, o in created.items() if o.ok and o.value is not None}
         verified = self._verify_machines(definitions, ready)

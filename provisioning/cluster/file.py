@@ -14,13 +14,15 @@
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
         verify: [test -f /etc/motd]
+        sync: [{from: ./app, to: /srv/app}]   # synced folders (docs: local machines)
+        ports: ["127.0.0.1:8080:80"]          # forwarded ports, loopback by default
       app:
         after: [web]                    # converged once every web machine is up
         converge: {ansible: {playbook: site.yml}}   # another strategy (a list means steps)
     outputs: {url: "http://{{ machines.web[0].address }}/"}
 
 Instead of ``machines``, a file may give ``platforms`` x ``suites`` (test-kitchen's matrix, see
-``provisioning.matrix``): instances ``SUITE-PLATFORM``.
+``provisioning.cluster.matrix``): instances ``SUITE-PLATFORM``.
 
 Relative paths (sources, templates, key directories, the state file) are relative to the
 cluster file's directory.
@@ -41,15 +43,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
     from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.convergence.steps import Step
-    from provisioning.healthcheck import HealthCheck
+    from provisioning.cluster.healthcheck import HealthCheck
 
-__all__ = ["Cluster", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
+__all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
            "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS"]
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
             "machines", "state", "platforms", "suites", "outputs")
-MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify", "after")
+MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
+                "sync", "ports", "after")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_NAME = 60
 MAX_COUNT = 1000
@@ -97,7 +100,7 @@ class MachineDefinition:
 
 
 @dataclass
-class Cluster:
+class ClusterFile:
     """A validated cluster file."""
 
     path: str
@@ -193,7 +196,7 @@ class Cluster:
     def convergence(self, definition: MachineDefinition,
                     machines: Mapping[str, Any] | None = None) -> "ConvergenceStrategy":
         """The machine's strategy, built from its ``converge`` settings; ``machines`` is what
-        templates see as ``machines`` (see ``provisioning.topology.machines_view``)."""
+        templates see as ``machines`` (see ``provisioning.cluster.topology.machines_view``)."""
         from provisioning.convergence.base import ConvergenceContext
         from provisioning.convergence.registry import strategy_class
 
@@ -216,7 +219,7 @@ class Cluster:
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> Cluster:
+def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
     from provisioning.config import load_yaml_file
 
@@ -250,7 +253,7 @@ def _with_yaml_hint(exc: ConfigError, path: str) -> ConfigError:
     return exc
 
 
-def parse_cluster(data: Any, path: str) -> Cluster:
+def parse_cluster(data: Any, path: str) -> ClusterFile:
     """Validate already-parsed cluster data (a mapping) that came from ``path``."""
     path = os.path.abspath(path)
     base_dir = os.path.dirname(path)
@@ -279,7 +282,7 @@ def parse_cluster(data: Any, path: str) -> Cluster:
     if state and "://" not in state and state != "memory:":
         state = os.path.join(base_dir, os.path.expanduser(state))
 
-    cluster = Cluster(path=path, base_dir=base_dir, driver=default_driver,
+    cluster = ClusterFile(path=path, base_dir=base_dir, driver=default_driver,
                       driver_options=dict(driver_options), private_key_paths=key_paths,
                       private_keys=private_keys, machine_options=defaults, state=state)
 
@@ -289,7 +292,7 @@ def parse_cluster(data: Any, path: str) -> Cluster:
         if "machines" in top:
             problems.add("machines", "a file has either 'machines' or 'platforms' and 'suites' "
                                      "(a suite may hold its own 'machines'); not both")
-        from provisioning.matrix import expand_matrix
+        from provisioning.cluster.matrix import expand_matrix
 
         groups = expand_matrix(top, problems, cluster)
     else:
@@ -308,7 +311,7 @@ def parse_cluster(data: Any, path: str) -> Cluster:
         _add_group(spec, problems, cluster, seen)
     if "outputs" in top:
         cluster.outputs = problems.string_map(top["outputs"], "outputs")
-    from provisioning.topology import check_order
+    from provisioning.cluster.topology import check_order
 
     check_order(cluster, problems)
     _check_driver_options(cluster, problems)
@@ -330,11 +333,11 @@ class GroupSpec:
     defaults: Mapping[str, Any]
 
 
-def _add_group(spec: GroupSpec, problems: Problems, cluster: Cluster,
+def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
                seen: dict[str, str]) -> None:
     """Validate one group's settings and add its machines (``count`` expanded) to the cluster."""
     from provisioning.convergence.registry import parse_convergence
-    from provisioning.healthcheck import parse_healthchecks
+    from provisioning.cluster.healthcheck import parse_healthchecks
 
     group, key = spec.name, spec.key
     if not NAME_RE.match(group) or len(group) > MAX_NAME:
@@ -357,6 +360,7 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: Cluster,
                                       "file (for example 'driver: nspawn:')")
     own = problems.mapping(body.get("machine_options") or {}, f"{key}.machine_options") or {}
     options = _deep_merge(spec.defaults, own)
+    _local_features(body, key, count, options, problems, cluster.base_dir)
     strategy, settings = parse_convergence(body.get("converge"), f"{key}.converge", problems,
                                            cluster.base_dir)
     checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
@@ -388,6 +392,22 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: Cluster,
         if spec.instance is not None:
             cluster.instances.setdefault(spec.instance, []).append(name)
     cluster.groups[group] = names
+
+
+def _local_features(body: Mapping[str, Any], key: str, count: int | None,
+                    options: dict[str, Any], problems: Problems, base_dir: str) -> None:
+    """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
+    from provisioning.local_features import parse_forwarded_ports, parse_synced_folders
+
+    if "sync" in body:
+        folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
+        options["sync"] = [folder.to_data() for folder in folders]
+    if "ports" in body:
+        ports = parse_forwarded_ports(body["ports"], f"{key}.ports", problems)
+        if ports and count is not None and count > 1:
+            problems.add(f"{key}.ports", f"{count} machines cannot all bind the same host "
+                                         "ports; forward ports on a machine without count")
+        options["ports"] = [str(port) for port in ports]
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -456,16 +476,22 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
-                  problems: Problems, cluster: Cluster) -> None:
+                  problems: Problems, cluster: ClusterFile) -> None:
     from provisioning.options import validate_options
 
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
+    from provisioning.local_features import LOCAL_OPTION_KEYS, check_local_options
+
     fields = list(getattr(cls, "machine_option_fields", ()))
-    found = validate_options(fields, options, where=f"{key}.machine_options", file=cluster.path,
+    found = validate_options(fields, {k: v for k, v in options.items()
+                                      if k not in LOCAL_OPTION_KEYS},
+                             where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
+    found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
+                                 file=cluster.path, driver_url=url)
     known = {(p.key, p.message) for p in problems.items}
     for problem in found:
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]
@@ -478,7 +504,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
             problems.items.append(problem)
 
 
-def _check_driver_options(cluster: Cluster, problems: Problems) -> None:
+def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
     from provisioning.options import validate_options
 
     for url, options in cluster.driver_options.items():

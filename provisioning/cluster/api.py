@@ -1,0 +1,121 @@
+"""``Cluster``: a cluster file bound to its state store, the library face of ``converge``.
+
+::
+
+    from provisioning.cluster import Cluster
+
+    with Cluster.load("cluster.yml") as cluster:
+        results = cluster.up(["web"])          # allocate, ready, converge, healthcheck
+        print(cluster.status())
+        cluster.destroy()
+
+The CLI is a thin layer over this class: it parses arguments and renders what comes back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from provisioning.actions import ActionHandler, Event
+from provisioning.cluster.file import ClusterFile, MachineDefinition, load_cluster
+from provisioning.cluster.runner import ClusterRunner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.cluster.kitchen import Kitchen
+    from provisioning.config import Config
+    from provisioning.parallel import BatchResult
+    from provisioning.store.base import ManagedEntryStore
+
+__all__ = ["Cluster"]
+
+
+class Cluster:
+    """The machines of one cluster file and the store that records them."""
+
+    def __init__(self, file: ClusterFile, runner: ClusterRunner) -> None:
+        self.file = file
+        self.runner = runner
+
+    @classmethod
+    def load(cls, path: str = "cluster.yml", *, state: str | None = None,
+             why_run: bool = False, parallel: int | None = None,
+             listeners: Sequence[Callable[[Event], None]] = ()) -> "Cluster":
+        """Validate the cluster file and open its state store (``state`` wins over the file's
+        ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem."""
+        from provisioning.store import open_store
+
+        file = load_cluster(path)
+        config = file.config()
+        store = open_store(file.state_url(state, config), base_dir=file.base_dir)
+        handler = ActionHandler(why_run=why_run, listeners=listeners)
+        return cls(file, ClusterRunner(file, store=store, config=config, action_handler=handler,
+                                       parallel=parallel))
+
+    # -- what it holds ---------------------------------------------------------------------
+    @property
+    def store(self) -> "ManagedEntryStore":
+        return self.runner.store
+
+    @property
+    def config(self) -> "Config":
+        return self.runner.config
+
+    @property
+    def action_handler(self) -> ActionHandler:
+        return self.runner.action_handler
+
+    def select(self, names: Iterable[str] = ()) -> list[MachineDefinition]:
+        """Machines by name or group (all when none given), in file order."""
+        return self.file.select(names)
+
+    def choose(self, patterns: Iterable[str] = ()) -> list[MachineDefinition]:
+        """Machines by name, group, matrix instance or regular expression (all when none)."""
+        return self.file.choose(patterns)
+
+    @property
+    def kitchen(self) -> "Kitchen":
+        """test-kitchen's lifecycle (create, converge, verify, test, list) on this cluster."""
+        from provisioning.cluster.kitchen import Kitchen
+
+        return Kitchen(self.runner)
+
+    def outputs(self) -> dict[str, str]:
+        """The file's ``outputs``, rendered with what the state knows now."""
+        from provisioning.cluster.topology import render_outputs
+
+        return render_outputs(self.file, self.store)
+
+    # -- operations ------------------------------------------------------------------------
+    def up(self, names: Iterable[str] = ()) -> "BatchResult":
+        """Create (if needed), ready, converge and healthcheck; value per machine: its
+        ``Machine`` (None under why-run for a machine that would be created)."""
+        return self.runner.up(self.select(names))
+
+    def stop(self, names: Iterable[str] = ()) -> "BatchResult":
+        return self.runner.stop(self.select(names))
+
+    def destroy(self, names: Iterable[str] = (), *, orphans: bool = False) -> "BatchResult":
+        """Destroy machines of this cluster and forget them; ``orphans``: also those saved in
+        the state but no longer in the file."""
+        wanted = [d.name for d in self.select(names)]
+        if orphans:
+            wanted += [n for n in self.runner.orphans() if n not in wanted]
+        return self.runner.destroy_names(wanted)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per machine (see ``ClusterRunner.status``)."""
+        return self.runner.status()
+
+    def connect(self, name: str):
+        """A ``Machine`` for a saved machine, changing nothing."""
+        return self.runner.connect(name)
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
