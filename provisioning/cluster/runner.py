@@ -278,40 +278,50 @@ class ClusterRunner:
 
     def status(self) -> list[dict[str, Any]]:
         """One row per machine in the cluster file or the store: name, driver URL, state,
-        address, last action, last error, and whether it is in the file."""
+        address, last action, last error, and whether it is in the file. One store read for
+        the machines, one for the locks, and one ``machine_states`` call per driver."""
         saved = {entry.name: entry for entry in self.store.list("machine")}
         names = list(self.cluster.machines) + [n for n in saved if n not in self.cluster.machines]
         locks = self.store.locks()
-
-        def row(name: str) -> dict[str, Any]:
+        states = self._states([spec for spec in saved.values() if spec.exists])
+        rows = []
+        for name in names:
             definition = self.cluster.machines.get(name)
             spec = saved.get(name)
             url = (spec.driver_url if spec is not None and spec.driver_url else
                    definition.driver_url if definition is not None else None)
-            state = "not created"
-            if spec is not None and spec.exists:
-                try:
-                    state = self.provisioner.driver_for(spec).machine_state(spec)
-                except ProvisioningError as exc:
-                    state = f"unknown ({exc.message[:60]})"
-            holder = locks.get(name)
-            return {"name": name, "driver_url": url, "state": state,
-                    "address": spec.reference.get("address") if spec is not None else None,
-                    "last_action": spec.last_action if spec is not None else None,
-                    "last_error": spec.last_error if spec is not None else None,
-                    "in_cluster_file": definition is not None,
-                    "locked_by": holder}
-
-        results = self.provisioner.parallelizer.run((n, (lambda n=n: row(n))) for n in names)
-        rows = []
-        for name, outcome in results.items():
-            if outcome.ok:
-                rows.append(outcome.value)
-            else:
-                rows.append({"name": name, "driver_url": None, "state": f"error: {outcome.error}",
-                             "address": None, "last_action": None, "last_error": None,
-                             "in_cluster_file": name in self.cluster.machines, "locked_by": None})
+            rows.append({"name": name, "driver_url": url,
+                         "state": states.get(name, "not created"),
+                         "address": spec.reference.get("address") if spec is not None else None,
+                         "last_action": spec.last_action if spec is not None else None,
+                         "last_error": spec.last_error if spec is not None else None,
+                         "in_cluster_file": definition is not None,
+                         "locked_by": locks.get(name)})
         return rows
+
+    def _states(self, specs: Sequence[Any]) -> dict[str, str]:
+        """name -> what its driver says now, asking each driver once for all its machines."""
+        states: dict[str, str] = {}
+        groups: dict[str, tuple["Driver", list[Any]]] = {}
+        for spec in specs:
+            try:
+                driver = self.provisioner.driver_for(spec)
+            except ProvisioningError as exc:
+                states[spec.name] = f"unknown ({exc.message[:60]})"
+                continue
+            groups.setdefault(driver.driver_url, (driver, []))[1].append(spec)
+        parallelizer = self.provisioner.parallelizer
+        results = parallelizer.run(
+            (url, (lambda d=driver, g=group: d.machine_states(g, parallelizer)))
+            for url, (driver, group) in groups.items())
+        for url, outcome in results.items():
+            group = groups[url][1]
+            if outcome.ok:
+                states.update(outcome.value)
+            else:
+                text = getattr(outcome.error, "message", str(outcome.error))[:60]
+                states.update({spec.name: f"unknown ({text})" for spec in group})
+        return states
 
     # -- verify ----------------------------------------------------------------------------
     def verify(self, definition: "MachineDefinition", machine: "Machine") -> None:

@@ -25,6 +25,7 @@ from provisioning.faults import checkpoint
 from provisioning.options import OptionField, raise_problems
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
 from provisioning.drivers.nspawn_host import host, image as images, netns, package_proxy, proc, rootfs
+from provisioning.drivers.nspawn_host.imaging import NspawnImages
 from provisioning.drivers.nspawn_host.warehouse import (DEFAULT_SUBNET, MachineRecord, Warehouse,
                                                         hostname_for)
 
@@ -56,10 +57,10 @@ class _Options:
     mask_units: bool
 
 
-class NspawnDriver(Driver):
+class NspawnDriver(NspawnImages, Driver):
     scheme = "nspawn"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
-                                crash_safe=True, detects_lost=True)
+                                crash_safe=True, detects_lost=True, images=True)
     driver_option_fields = (
         OptionField("subnet", default=DEFAULT_SUBNET,
                     help="IPv4 network of the machines (exists only inside the driver's "
@@ -278,7 +279,7 @@ class NspawnDriver(Driver):
     def _boot(self, action_handler, spec, record: MachineRecord, opts: _Options) -> None:
         host.preflight(self.directory)
         ref = spec.reference
-        if not os.path.isdir(record.lower):
+        if not all(os.path.isdir(lower) for lower in record.lower.split(":")):
             raise ProviderError(f"image {record.image} of machine {record.id} is gone from "
                                 f"{record.lower}; rebuild it (up with the same image) or destroy "
                                 "the machine", provider=host.PROVIDER, machine=spec.name)

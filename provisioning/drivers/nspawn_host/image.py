@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 from provisioning.errors import ConfigError, ProviderError
 from provisioning.schema import closest
+from provisioning.drivers.nspawn_host import frozen
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary, run
 
 __all__ = ["Image", "AptSource", "apt_sources", "pick_mirror", "resolve_image", "ensure_image",
@@ -42,7 +43,8 @@ _SUITE_RE = re.compile(r"^[a-z][a-z0-9.-]*$")
 @dataclass(frozen=True)
 class Image:
     """A resolved image: ``name`` as the user wrote it, ``rootfs`` the lower directory once
-    built, ``kind`` one of debootstrap, directory, tarball."""
+    built (for ``layered``, a machine image, the overlay lower chain ``layer:base``), ``kind``
+    one of debootstrap, directory, tarball, layered."""
 
     name: str
     kind: str
@@ -53,6 +55,8 @@ class Image:
     def ready(self) -> bool:
         if self.kind == "directory":
             return os.path.isdir(self.rootfs)
+        if self.kind == "layered":  # rootfs: the lower chain, top layer first
+            return bool(self.rootfs) and all(os.path.isdir(p) for p in self.rootfs.split(":"))
         return os.path.exists(os.path.join(os.path.dirname(self.rootfs), ".complete"))
 
 
@@ -192,6 +196,9 @@ def resolve_image(name: str, cache_dir: str, *, scripts_dir: str = DEBOOTSTRAP_S
         _check_suite(name, suite, scripts_dir)
         return Image(name, "debootstrap", os.path.join(cache_dir, f"debian-{suite}", "rootfs"), suite)
     path = os.path.abspath(os.path.expanduser(name))
+    if frozen.is_image_dir(path):  # a machine image this driver built (allocate_image)
+        lowers = (frozen.manifest(path) or {}).get("lowers") or []
+        return Image(name, "layered", ":".join(lowers), path)
     if os.path.isdir(path):
         for needed in ("usr/sbin/sshd", "usr/lib/systemd/systemd"):
             if not os.path.exists(os.path.join(path, needed)) and not os.path.exists(
@@ -228,6 +235,10 @@ def ensure_image(image: Image, *, mirror: str | None = None,
         return image
     if image.kind == "directory":
         raise ConfigError(f"image directory {image.rootfs} does not exist",
+                          key="machine_options.image")
+    if image.kind == "layered":
+        raise ConfigError(f"machine image {image.source} is incomplete (a layer of "
+                          f"{image.rootfs} is gone); build it again (converge image build)",
                           key="machine_options.image")
     home = os.path.dirname(image.rootfs)
     with _file_lock(home + ".lock"):
