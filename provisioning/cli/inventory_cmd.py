@@ -15,7 +15,9 @@ FORMATS = ("ansible", "ssh-config", "json")
 @pass_settings
 def output(settings, name: str | None) -> int:
     """Print the cluster file's outputs (all, or NAME's value alone), rendered with what the
-    state knows now (addresses, facts). --output json prints one object."""
+    state knows now (addresses, facts).
+
+    --output json prints one object."""
     from provisioning.errors import ConfigError
     from provisioning.schema import did_you_mean
     with settings.session(live=False) as session:

@@ -10,8 +10,8 @@ from provisioning.cli.common import common_options
 @click.command()
 @common_options
 def schema() -> int:
-    """Print the JSON Schema of cluster files (point the YAML language server at it:
-    docs/cluster-file.md, "Editor support")."""
+    """Print the JSON Schema of cluster files, for editors (docs/cluster-file.md, "Editor
+    support")."""
     import json
 
     from provisioning.cluster.schema import cluster_schema
