@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "config": "provisioning.cli.config_cmd:config",
     "snapshot": "provisioning.cli.snapshot_cmd:snapshot",
     "sync": "provisioning.cli.sync_cmd:sync",
+    "image": "provisioning.cli.image_cmd:image",
     "create": "provisioning.cli.kitchen_cmd:create",
     "converge": "provisioning.cli.kitchen_cmd:converge_",
     "verify": "provisioning.cli.kitchen_cmd:verify",
@@ -55,6 +56,7 @@ SUMMARIES: dict[str, str] = {
     "destroy": "Destroy machines (all of the cluster's by default) and remove them from the state.",
     "drivers": "List driver schemes and the package providing each (or: drivers describe URL).",
     "exec": "Run COMMAND on MACHINE and pass its output and exit status through.",
+    "image": "Build, list and destroy the cluster file's machine images (images:).",
     "init": "Ask for a driver URL and each of its options, checking every answer at once, and "
             "write a commented cluster file (-f, default cluster.yml).",
     "new-driver": "Write a driver package for scheme NAME: pyproject (entry point), a working "

@@ -50,7 +50,7 @@ __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
-            "machines", "state", "platforms", "suites", "outputs")
+            "machines", "state", "platforms", "suites", "outputs", "images")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
                 "sync", "ports", "after")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -116,6 +116,8 @@ class ClusterFile:
     #: matrix instance -> its machine names (empty for a plain ``machines:`` file)
     instances: dict[str, list[str]] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    #: ``images:``, name -> provisioning.images.ImageDefinition
+    images: dict[str, Any] = field(default_factory=dict)
 
     def config(self, base: "Config | None" = None) -> "Config":
         """Settings for this cluster: ``provisioning.yml`` beside it, the environment, then the
@@ -286,6 +288,15 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                       driver_options=dict(driver_options), private_key_paths=key_paths,
                       private_keys=private_keys, machine_options=defaults, state=state)
 
+    from provisioning.images.definition import parse_images
+
+    cluster.images = parse_images(top.get("images"), problems, base_dir=base_dir,
+                                  default_driver=default_driver, defaults=defaults,
+                                  name_re=NAME_RE, max_name=MAX_NAME)
+    for image in cluster.images.values():
+        if image.driver_url:
+            _check_driver(image.driver_url, image.builder_options(), image.machine_options,
+                          image.key_path, problems, cluster)
     matrix = "platforms" in top or "suites" in top
     machines = top.get("machines")
     if matrix:
@@ -368,7 +379,8 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
     after = tuple(problems.string_list(body["after"], f"{key}.after", "a list of group names")
                   ) if "after" in body else ()
     if driver is not None:
-        _check_driver(driver, options, own, key, problems, cluster)
+        _check_driver(driver, _with_image_base(options, driver, key, problems, cluster),
+                      own, key, problems, cluster)
     if "count" in body:
         names = [f"{group}-{i}" for i in range(1, (count or 0) + 1)]
         indexes: list[int | None] = list(range(1, len(names) + 1))
@@ -392,6 +404,20 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
         if spec.instance is not None:
             cluster.instances.setdefault(spec.instance, []).append(name)
     cluster.groups[group] = names
+
+
+def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: Problems,
+                     cluster: ClusterFile) -> dict[str, Any]:
+    """Options as the driver will see them: an ``image`` naming one of the file's images is
+    checked as that image's base (the built image id replaces it at ``up``)."""
+    image = cluster.images.get(options.get("image"))  # type: ignore[arg-type]
+    if image is None:
+        return options
+    if image.driver_url != driver:
+        problems.add(f"{key}.machine_options.image", f"image {image.name!r} is built with "
+                                                     f"driver {image.driver_url!r}, this machine "
+                                                     f"uses {driver!r}; use one driver for both")
+    return {**options, "image": image.base}
 
 
 def _local_features(body: Mapping[str, Any], key: str, count: int | None,

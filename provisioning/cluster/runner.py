@@ -45,6 +45,10 @@ class ClusterRunner:
             self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
+        from provisioning.images.builder import ImageBuilder
+
+        #: the cluster's images (``images:``), built through this runner's provisioner
+        self.images = ImageBuilder(cluster.images, self.provisioner, self.driver)
         self.actions: Counter[str] = Counter()
         self.action_handler.subscribe(self._count)
 
@@ -71,12 +75,14 @@ class ClusterRunner:
     # -- up --------------------------------------------------------------------------------
     def up(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate, ready, converge and healthcheck each machine; value: its Machine (None for
-        a machine why-run would create). Groups with ``after`` wait for the groups they name
-        (waves, see ``provisioning.cluster.topology``); a machine whose dependency failed fails
-        untouched."""
-        from provisioning.parallel import Outcome
+        a machine why-run would create). Images the machines boot from are built first. Groups
+        with ``after`` wait for the groups they name (waves, see
+        ``provisioning.cluster.topology``); a machine whose dependency failed fails untouched."""
         from provisioning.cluster.topology import dependencies, waves
+        from provisioning.images.builder import boot_from_images
+        from provisioning.parallel import Outcome
 
+        definitions = boot_from_images(definitions, self.images)
         results = BatchResult()
         for wave in waves(self.cluster, definitions):
             runnable = []
