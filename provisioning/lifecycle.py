@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from provisioning.actions import ActionHandler
 from provisioning.errors import MachineNotFound, ProvisioningError
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
+from provisioning.requestcheck import check_request
 from provisioning.spec import MachineSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,6 +27,8 @@ __all__ = ["Provisioner", "MachineRequest", "connect_to_machine"]
 
 #: (driver, machine name, machine_options): one machine to act on
 MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+#: operations that may create a machine: their requests are checked like a cluster file's
+_CREATING = ("allocate", "ready", "up")
 
 
 class Provisioner:
@@ -101,6 +104,8 @@ class Provisioner:
     def _one(self, operation: str, request: MachineRequest,
              call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
         driver, name, options = request
+        if operation in _CREATING:
+            check_request(driver, name, options)
         handler = self.action_handler.for_machine(name)
         with self._held(name) as spec:
             spec.last_action = operation
@@ -173,6 +178,8 @@ class Provisioner:
     def run_many(self, operation: str, requests: Sequence[MachineRequest],
                  fn: Callable[[MachineRequest], Any] | None = None) -> BatchResult:
         """One operation on many machines in parallel; every machine's outcome comes back."""
+        if operation in _CREATING:
+            _check_all(requests)
         method = fn or {
             "allocate": lambda r: self.allocate(*r),
             "ready": lambda r: self.ready(*r),
@@ -192,6 +199,7 @@ class Provisioner:
     def allocate_batch(self, driver: "Driver", requests: Sequence[tuple[str, Mapping[str, Any]]]
                        ) -> BatchResult:
         """Allocate many machines of one driver through its batch method (bulk APIs)."""
+        _check_all([(driver, name, options) for name, options in requests])
         results = BatchResult((name, Outcome(name)) for name, _ in requests)
         with contextlib.ExitStack() as stack:
             specs = []
@@ -211,6 +219,25 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+def _check_all(requests: Sequence[Any]) -> None:
+    """Every problem of every request, before the first one is acted on."""
+    from provisioning.errors import ConfigError
+
+    problems = []
+    for request in requests:
+        try:
+            driver, name, options = request
+            check_request(driver, name, options)
+        except ConfigError as exc:
+            problems += [type(p)(f"machine {request[1]!r}: {p.message}", key=p.key)
+                         for p in exc.problems]
+        except (TypeError, ValueError):
+            raise ConfigError(f"a request is (driver, name, options), got {request!r:.80}",
+                              key="requests") from None
+    if problems:
+        raise ConfigError(problems=problems)
 
 
 def connect_to_machine(name_or_spec: "str | MachineSpec", config: "Config | None" = None, *,

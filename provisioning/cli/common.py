@@ -56,9 +56,12 @@ class Settings:
         return self.output == "json"
 
     @contextlib.contextmanager
-    def session(self, *, why_run: bool | None = None, live: bool = True) -> Iterator["Session"]:
-        """Load the cluster file, open the state store, start the renderer; close all after."""
-        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live)
+    def session(self, *, why_run: bool | None = None, live: bool = True,
+                read_only: bool = False) -> Iterator["Session"]:
+        """Load the cluster file, open the state store, start the renderer; close all after.
+        ``read_only`` (and why-run): a missing state file is not created."""
+        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
+                          read_only=read_only)
         try:
             yield session
         finally:
@@ -147,7 +150,8 @@ def pass_settings(fn: Callable) -> Callable:
 class Session:
     """One command's cluster (file, store, runner) and renderer."""
 
-    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True) -> None:
+    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
+                 read_only: bool = False) -> None:
         from provisioning.cluster import Cluster
 
         self.settings = settings
@@ -155,7 +159,8 @@ class Session:
         try:
             self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
                                                  why_run=why_run, parallel=settings.parallel,
-                                                 listeners=[self.renderer.event])
+                                                 listeners=[self.renderer.event],
+                                                 read_only=read_only)
         except BaseException:
             self.renderer.close()
             raise

@@ -20,7 +20,7 @@ def output(settings, name: str | None) -> int:
     --output json prints one object."""
     from provisioning.errors import ConfigError
     from provisioning.schema import did_you_mean
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         cluster = session.cluster.file
         if name is not None and name not in cluster.outputs:
             raise ConfigError(f"no output {name!r} in this cluster"
@@ -63,7 +63,7 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
                                      write_access)
     from provisioning.errors import ProvisioningError
 
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         cluster, runner = session.cluster.file, session.runner
         directory = directory or os.path.join(cluster.base_dir, ".provisioning", "access")
         accesses, groups = [], {}

@@ -81,7 +81,7 @@ def list_(settings, patterns: tuple[str, ...]) -> int:
     def when(stamp) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
 
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         cluster = session.cluster
         chosen = {cluster.file.instance_of(d) for d in cluster.choose(patterns)}
         rows = [r for r in cluster.kitchen.list() if r["instance"] in chosen]

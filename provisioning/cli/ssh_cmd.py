@@ -50,7 +50,7 @@ def _open_session(settings, machine: str, command: tuple[str, ...]) -> int:
     if shutil.which("ssh") is None:
         raise ConfigError("the OpenSSH client 'ssh' is not installed; install openssh-client",
                           key="ssh")
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         name = session.cluster.file.login_target(machine)
         target = session.runner.connect(name)
         spec = target.spec or session.runner.provisioner.spec(name)

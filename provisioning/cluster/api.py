@@ -39,14 +39,17 @@ class Cluster:
     @classmethod
     def load(cls, path: str = "cluster.yml", *, state: str | None = None,
              why_run: bool = False, parallel: int | None = None,
-             listeners: Sequence[Callable[[Event], None]] = ()) -> "Cluster":
+             listeners: Sequence[Callable[[Event], None]] = (),
+             read_only: bool = False) -> "Cluster":
         """Validate the cluster file and open its state store (``state`` wins over the file's
-        ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem."""
+        ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
+        Under why-run or ``read_only`` a state file that does not exist is not created."""
         from provisioning.store import open_store
 
         file = load_cluster(path)
         config = file.config()
-        store = open_store(file.state_url(state, config), base_dir=file.base_dir)
+        store = open_store(file.state_url(state, config), base_dir=file.base_dir,
+                           create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)
         return cls(file, ClusterRunner(file, store=store, config=config, action_handler=handler,
                                        parallel=parallel))

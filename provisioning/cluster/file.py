@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.requestcheck import MAX_NAME, NAME_RE
 from provisioning.schema import Problems, describe_type, did_you_mean, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +54,6 @@ TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "ma
             "machines", "state", "platforms", "suites", "outputs", "images")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
                 "sync", "ports", "after")
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-MAX_NAME = 60
 MAX_COUNT = 1000
 
 
@@ -223,30 +222,31 @@ class ClusterFile:
 # -- loading ---------------------------------------------------------------------------------
 def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
-    from provisioning.config import load_yaml_file
+    from provisioning.userfiles import read_user_text
+    from provisioning.yamlfile import load_yaml_text
 
     if os.path.isdir(path):
         raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
                           file=path)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise ConfigError("cluster file not found; create one (see docs/cluster-file.md) or pass "
                           "-f FILE", file=path)
+    text = read_user_text(path, what="cluster file")
     try:
-        data = load_yaml_file(path)
+        data = load_yaml_text(text, path)
     except ConfigError as exc:
-        raise _with_yaml_hint(exc, path) from exc.__cause__
+        raise _with_yaml_hint(exc, text) from exc.__cause__
     return parse_cluster(data, path)
 
 
-def _with_yaml_hint(exc: ConfigError, path: str) -> ConfigError:
+def _with_yaml_hint(exc: ConfigError, text: str) -> ConfigError:
     """A YAML error on a line like ``driver: nspawn:`` gets the fix: quote the URL."""
     match = re.match(r"line (\d+)", exc.key or "")
     if not match:
         return exc
     try:
-        with open(path, encoding="utf-8") as handle:
-            line = handle.read().splitlines()[int(match.group(1)) - 1]
-    except (OSError, IndexError, UnicodeDecodeError):
+        line = text.splitlines()[int(match.group(1)) - 1]
+    except IndexError:
         return exc
     if re.search(r":\s+[a-z][a-z0-9+.-]*:(\S*:)*\s*(#.*)?$", line):
         return ConfigError(f"{exc.problems[0].message}; a value ending in ':' must be quoted in "
@@ -326,6 +326,11 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
 
     check_order(cluster, problems)
     _check_driver_options(cluster, problems)
+    problems.raise_if_any()
+    from provisioning.keycheck import key_problems
+
+    urls = {d.driver_url for d in cluster.machines.values()}
+    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
     problems.raise_if_any()
     return cluster
 

@@ -277,61 +277,27 @@ def _attrs_text(attrs: _Attributes) -> str:
 
 
 # -- templates -------------------------------------------------------------------------------
-def _environment(base_dir: str):
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(base_dir),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False)
-
-
 def render_template(path: str, context: StepContext, *, key: str) -> str:
-    """Render a local Jinja template; every template problem is a ConfigError naming it."""
-    import jinja2
+    """Render a local Jinja template in the bounded sandbox (provisioning.templating)."""
+    from provisioning.templating import render_file
 
-    env = _environment(context.base_dir)
-    try:
-        return env.get_template(path).render(**context.variables)
-    except jinja2.TemplateNotFound as exc:
-        raise ConfigError(f"template {path!r} not found in {context.base_dir}",
-                          file=context.file, key=key) from exc
-    except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"template {path}, line {exc.lineno}: {exc.message}",
-                          file=context.file, key=key) from exc
-    except jinja2.UndefinedError as exc:
-        known = ", ".join(sorted(context.variables))
-        raise ConfigError(f"template {path}: {exc.message}; variables are: {known}",
-                          file=context.file, key=key) from exc
+    return render_file(path, context.base_dir, context.variables, file=context.file, key=key)
 
 
 def render_string(text: str, variables: Mapping[str, Any], *, file: str | None, key: str) -> str:
     """Render a short Jinja string (healthcheck targets); plain strings pass through."""
     if "{{" not in text and "{%" not in text:
         return text
-    import jinja2
+    from provisioning.templating import render_text
 
-    try:
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        return env.from_string(text).render(**variables)
-    except jinja2.TemplateError as exc:
-        raise ConfigError(f"cannot render {text!r}: {exc}", file=file, key=key) from exc
+    return render_text(text, variables, file=file, key=key)
 
 
 def check_template_syntax(path: str, base_dir: str) -> str | None:
     """A message when the template is missing or does not parse, else None."""
-    import jinja2
+    from provisioning.templating import template_syntax_problem
 
-    full = os.path.join(base_dir, path)
-    if not os.path.isfile(full):
-        return f"template file {full} does not exist"
-    try:
-        with open(full, encoding="utf-8") as handle:
-            _environment(base_dir).parse(handle.read())
-    except jinja2.TemplateSyntaxError as exc:
-        return f"template {path}, line {exc.lineno}: {exc.message}"
-    except UnicodeDecodeError:
-        return f"template {path} is not UTF-8 text"
-    return None
+    return template_syntax_problem(path, base_dir)
 
 
 # -- parsing ---------------------------------------------------------------------------------
