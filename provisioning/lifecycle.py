@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from provisioning.actions import ActionHandler
 from provisioning.errors import MachineNotFound, ProvisioningError
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
+from provisioning.requestcheck import check_request
 from provisioning.spec import MachineSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +28,8 @@ __all__ = ["Provisioner", "MachineRequest", "connect_to_machine"]
 
 #: (driver, machine name, machine_options): one machine to act on
 MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+#: operations that may create a machine: their requests are checked like a cluster file's
+_CREATING = ("allocate", "ready", "up")
 
 
 class Provisioner:
@@ -102,6 +105,8 @@ class Provisioner:
     def _one(self, operation: str, request: MachineRequest,
              call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
         driver, name, options = request
+        if operation in _CREATING:
+            check_request(driver, name, options)
         handler = self.action_handler.for_machine(name)
         with self._held(name) as spec:
             spec.last_action = operation
@@ -167,6 +172,8 @@ class Provisioner:
                  fn: Callable[[MachineRequest], Any] | None = None) -> BatchResult:
         """One operation on many machines in parallel; every machine's outcome comes back.
         ``fn(request)``, when given, does each machine's work (and its own locking)."""
+        if operation in _CREATING:
+            _check_all(requests)
         if fn is None:
             return self.run_many_locked(operation, requests, self._calls()[operation],
                                         action="allocate" if operation == "up" else operation)
@@ -186,6 +193,8 @@ class Provisioner:
         ``prepare`` sees each chunk before its machines' calls. Runners sharing the store
         split the machines between them (each then one at a time)."""
         action = action or operation
+        if operation in _CREATING or action in _CREATING:
+            _check_all(requests)
         if self.split_run is not None and not self.why_run and len(requests) > 1:
             results = self.split_run(self, operation, requests,
                                      lambda r: self._one(action, r, call))
@@ -249,6 +258,7 @@ class Provisioner:
     def allocate_batch(self, driver: "Driver", requests: Sequence[tuple[str, Mapping[str, Any]]]
                        ) -> BatchResult:
         """Allocate many machines of one driver through its batch method (bulk APIs)."""
+        _check_all([(driver, name, options) for name, options in requests])
         results = BatchResult((name, Outcome(name)) for name, _ in requests)
         with contextlib.ExitStack() as stack:
             specs = []
@@ -268,6 +278,25 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+def _check_all(requests: Sequence[Any]) -> None:
+    """Every problem of every request, before the first one is acted on."""
+    from provisioning.errors import ConfigError
+
+    problems = []
+    for request in requests:
+        try:
+            driver, name, options = request
+            check_request(driver, name, options)
+        except ConfigError as exc:
+            problems += [type(p)(f"machine {request[1]!r}: {p.message}", key=p.key)
+                         for p in exc.problems]
+        except (TypeError, ValueError):
+            raise ConfigError(f"a request is (driver, name, options), got {request!r:.80}",
+                              key="requests") from None
+    if problems:
+        raise ConfigError(problems=problems)
 
 
 def connect_to_machine(name_or_spec: "str | MachineSpec", config: "Config | None" = None, *,

@@ -55,6 +55,10 @@ class FakeWarehouse:
         self._ready = False
 
     # -- files -------------------------------------------------------------------------------
+    def _absent(self) -> bool:
+        """No warehouse yet: readers see it empty and do not create it (why-run, status)."""
+        return not self._ready and not os.path.isdir(self.directory)
+
     def _prepare(self) -> None:
         if self._ready:
             return
@@ -111,6 +115,8 @@ class FakeWarehouse:
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, server_id: str) -> dict[str, Any] | None:
+        if self._absent():
+            return None
         self._prepare()
         try:
             with open(os.path.join(self.servers_dir, server_id + ".json"),
@@ -120,6 +126,8 @@ class FakeWarehouse:
             return None
 
     def servers(self) -> dict[str, dict[str, Any]]:
+        if self._absent():
+            return {}
         self._prepare()
         out = {}
         for entry in sorted(os.listdir(self.servers_dir)):
@@ -130,11 +138,15 @@ class FakeWarehouse:
         return out
 
     def counters(self) -> dict[str, int]:
+        if self._absent():
+            return {"creates": 0, "destroys": 0}
         self._prepare()
         with self._counters() as counters:
             return dict(counters)
 
     def find_tagged(self, name: str, store_id: str | None) -> dict[str, Any] | None:
+        if self._absent():
+            return None
         self._prepare()
         try:
             with open(self._tag_path(name, store_id), encoding="utf-8") as handle:
