@@ -172,11 +172,11 @@ class Provisioner:
                  fn: Callable[[MachineRequest], Any] | None = None) -> BatchResult:
         """One operation on many machines in parallel; every machine's outcome comes back.
         ``fn(request)``, when given, does each machine's work (and its own locking)."""
-        if operation in _CREATING:
-            _check_all(requests)
         if fn is None:
             return self.run_many_locked(operation, requests, self._calls()[operation],
                                         action="allocate" if operation == "up" else operation)
+        if operation in _CREATING:
+            _check_all(requests)
         if self.split_run is not None and not self.why_run and len(requests) > 1:
             results = self.split_run(self, operation, requests, fn)
         else:
