@@ -159,8 +159,10 @@ class CommandStep(_Guarded):
     run: str = ""
     cwd: str | None = None
 
-    def _command(self) -> str:
-        return f"cd {shlex.quote(self.cwd)} && {self.run}" if self.cwd else self.run
+    def _command(self, machine: "Machine") -> str:
+        if not self.cwd:
+            return self.run
+        return f"cd {shlex.quote(machine.transport.resolve_path(self.cwd))} && {self.run}"
 
     def summary(self) -> str:
         return f"run {self.run!r}{self._guard_text()}"
@@ -170,7 +172,7 @@ class CommandStep(_Guarded):
         if reason is not None:
             machine.action_handler.report_progress(f"skip {self.run!r}: {reason}")
             return False
-        machine.execute(self._command(), sudo=self.sudo, env=self.env, timeout=self.timeout,
+        machine.execute(self._command(machine), sudo=self.sudo, env=self.env, timeout=self.timeout,
                         description=f"run {self.run!r}")
         return True
 
