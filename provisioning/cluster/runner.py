@@ -75,10 +75,33 @@ class ClusterRunner:
     # -- up --------------------------------------------------------------------------------
     def up(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate, ready, converge and healthcheck each machine; value: its Machine (None for
-        a machine why-run would create). Images the machines boot from are built first."""
+        a machine why-run would create). Images the machines boot from are built first. Groups
+        with ``after`` wait for the groups they name (waves, see
+        ``provisioning.cluster.topology``); a machine whose dependency failed fails untouched."""
+        from provisioning.cluster.topology import dependencies, waves
         from provisioning.images.builder import boot_from_images
+        from provisioning.parallel import Outcome
 
         definitions = boot_from_images(definitions, self.images)
+        results = BatchResult()
+        for wave in waves(self.cluster, definitions):
+            runnable = []
+            for definition in wave:
+                failed = [n for n in dependencies(self.cluster, definition)
+                          if n in results and not results[n].ok]
+                if failed:
+                    outcome: Outcome = Outcome(definition.name)
+                    outcome.error = ProvisioningError(
+                        f"not brought up: it comes after {', '.join(failed)}, which failed",
+                        machine=definition.name)
+                    results[definition.name] = outcome
+                    self.action_handler.for_machine(definition.name).report_error(outcome.error)
+                else:
+                    runnable.append(definition)
+            results.update(self._up_wave(runnable))
+        return BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
+
+    def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
         return self.provisioner.run_many(
             "up", self._requests(definitions),
@@ -96,11 +119,13 @@ class ClusterRunner:
         driver.allocate_machine(handler, spec, options)
         spec.last_action = "ready"
         machine = driver.ready_machine(handler, spec, options)
-        strategy = self.cluster.convergence(definition)
+        if machine is not None and not self.why_run:
+            from provisioning.cluster.topology import record_facts
+
+            record_facts(self.store, machine, spec.driver_url or definition.driver_url)
+        strategy = self.cluster.convergence(definition, self.machines_view(definition))
         if machine is None:
-            plan = getattr(strategy, "plan", None)
-            if plan is not None:
-                plan(handler)
+            strategy.plan(handler)
             for check in definition.healthchecks:
                 handler.report_progress(f"would check {check.describe()}")
             handler.report_result("would be created and converged",
@@ -134,8 +159,14 @@ class ClusterRunner:
                                           "address": spec.reference.get("address")})
         return machine
 
+    def machines_view(self, definition: "MachineDefinition | None" = None) -> dict[str, list]:
+        """What templates see as ``machines`` now (see ``provisioning.cluster.topology``)."""
+        from provisioning.cluster.topology import machines_view
+
+        return machines_view(self.cluster, self.store, definition)
+
     def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
-        variables = self.cluster.variables(definition)
+        variables = self.cluster.variables(definition, self.machines_view(definition))
         variables["machine"].update(name=machine.name, address=machine.address)
         return variables
 
@@ -151,7 +182,8 @@ class ClusterRunner:
         return self.provisioner.run_many("stop", self._requests(definitions))
 
     def destroy(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
-        return self.provisioner.run_many("destroy", self._requests(definitions))
+        return self._forget_facts(self.provisioner.run_many("destroy",
+                                                            self._requests(definitions)))
 
     def orphans(self) -> list[str]:
         """Machines saved in the state but no longer in the cluster file."""
@@ -162,7 +194,15 @@ class ClusterRunner:
         by_name = self.cluster.machines
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
-        return self.provisioner.run_many("destroy", requests)  # type: ignore[arg-type]
+        return self._forget_facts(self.provisioner.run_many("destroy", requests))  # type: ignore[arg-type]
+
+    def _forget_facts(self, results: BatchResult) -> BatchResult:
+        """A destroyed machine's recorded facts go with it."""
+        from provisioning.cluster.topology import FACTS_KIND, forget
+
+        if not self.why_run:
+            forget(self.store, [n for n, o in results.items() if o.ok], [FACTS_KIND])
+        return results
 
     # -- local-machine features: synced folders and snapshots ------------------------------
     def sync(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
@@ -302,6 +342,8 @@ class ClusterRunner:
                 if not result.ok:
                     raise CommandFailed(result, machine=definition.name)
                 handler.report_progress(f"verify {item.value!r}: passed")
+            elif item.kind == "testinfra":
+                self._verify_testinfra(definition, machine, item.value, handler)
             else:
                 self._verify_pytest(definition, item.value, handler)
 
@@ -312,15 +354,49 @@ class ClusterRunner:
                 "--cluster-machine", definition.name, "--keep"]
         env = dict(os.environ, PROVISIONING_MACHINE=definition.name)
         handler.report_progress(f"verify: pytest {directory}")
+        self._run_pytest(definition, "pytest", directory, argv, env, handler)
+
+    def _verify_testinfra(self, definition: "MachineDefinition", machine: "Machine",
+                          directory: str, handler: ActionHandler) -> None:
+        """pytest-testinfra tests through OpenSSH with a generated config that pins the
+        machine's host key (``provisioning.access``); checking is never turned off."""
+        import tempfile
+
+        from provisioning.access import ssh_access, ssh_config, write_access
+
+        try:
+            import testinfra  # noqa: F401
+        except ImportError as exc:
+            from provisioning.errors import MissingExtra
+
+            raise MissingExtra("testinfra verify", "testinfra", "pytest-testinfra") from exc
+        driver = self.provisioner.driver_for(machine.spec) if machine.spec is not None else None
+        access = ssh_access(machine, driver)
+        handler.report_progress(f"verify: testinfra {directory}")
+        with tempfile.TemporaryDirectory(prefix="converge-testinfra-") as tmp:
+            files = write_access([access], tmp)
+            config = os.path.join(tmp, "ssh_config")
+            with open(config, "w", encoding="utf-8") as out:
+                out.write(ssh_config([access], files))
+            argv = [sys.executable, "-m", "pytest", directory, "-q", "-p", "no:cacheprovider",
+                    "-rfE", "--tb=short", f"--hosts=ssh://{access.name}", f"--ssh-config={config}"]
+            env = dict(os.environ, PROVISIONING_MACHINE=definition.name)
+            self._run_pytest(definition, "testinfra", directory, argv, env, handler)
+
+    def _run_pytest(self, definition: "MachineDefinition", kind: str, directory: str,
+                    argv: list[str], env: dict[str, str], handler: ActionHandler) -> None:
+        """Run a pytest session; a failure raises with its failing tests and their assertions."""
+        from provisioning.errors import VerifyFailed
+
         proc = subprocess.run(argv, cwd=self.cluster.base_dir, env=env, capture_output=True,
                               text=True)
         lines = proc.stdout.strip().splitlines()
-        tail = "\n".join([l for l in lines if l.startswith(("FAILED ", "ERROR "))][-10:]
+        tail = "\n".join([line for line in lines if line.startswith(("FAILED ", "ERROR "))][-10:]
                          + lines[-1:])
         if proc.returncode != 0:
-            raise ProvisioningError(f"verify: pytest {directory} failed (exit {proc.returncode})"
-                                    f"\n{tail}", machine=definition.name)
-        handler.report_progress(f"verify: pytest {directory} passed: "
+            raise VerifyFailed(f"verify: {kind} {directory} failed (exit {proc.returncode})"
+                               f"\n{tail}", machine=definition.name, output=proc.stdout)
+        handler.report_progress(f"verify: {kind} {directory} passed: "
                                 f"{tail.splitlines()[-1] if tail else ''}")
 
     def close(self) -> None:

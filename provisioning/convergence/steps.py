@@ -4,7 +4,7 @@
   (a local Jinja file rendered with ``machine``, ``options`` and ``cluster``); ``mode``,
   ``owner``, ``group``. Written only when the sha256 differs.
 - ``directory``: ``path`` (created with parents), ``mode``, ``owner``, ``group``.
-- ``command``: ``run``, guarded by ``creates`` (a path), ``unless`` and ``onlyif`` (commands);
+- ``command``: ``run`` (rendered like a template when it holds ``{{``), guarded by ``creates`` (a path), ``unless`` and ``onlyif`` (commands);
   ``sudo``, ``env``, ``timeout``, ``cwd``. Without a guard it runs every time, like any command.
 - ``script``: a local ``source`` uploaded to a temporary path, run with ``args``, then removed;
   the same guards as ``command``.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.convergence import packages
-from provisioning.convergence.base import ConvergenceStrategy
+from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
 from provisioning.errors import ConfigError
 from provisioning.schema import Problems, describe_type, did_you_mean
 
@@ -53,16 +53,8 @@ class Step(abc.ABC):
         """What the step does, for a plan of a machine that does not exist yet."""
 
 
-@dataclass(frozen=True)
-class StepContext:
-    """What steps need besides the machine: where local files live and template variables."""
-
-    base_dir: str
-    file: str | None = None
-    variables: Mapping[str, Any] = field(default_factory=dict)
-
-    def local_path(self, path: str) -> str:
-        return os.path.join(self.base_dir, os.path.expanduser(path))
+#: what steps need besides the machine (the one context every strategy gets)
+StepContext = ConvergenceContext
 
 
 # -- attributes shared by file and directory ------------------------------------------------
@@ -159,10 +151,8 @@ class CommandStep(_Guarded):
     run: str = ""
     cwd: str | None = None
 
-    def _command(self, machine: "Machine") -> str:
-        if not self.cwd:
-            return self.run
-        return f"cd {shlex.quote(machine.transport.resolve_path(self.cwd))} && {self.run}"
+    def _run(self, context: StepContext) -> str:
+        return render_string(self.run, context.variables, file=context.file, key=f"{self.key}.run")
 
     def summary(self) -> str:
         return f"run {self.run!r}{self._guard_text()}"
@@ -172,8 +162,11 @@ class CommandStep(_Guarded):
         if reason is not None:
             machine.action_handler.report_progress(f"skip {self.run!r}: {reason}")
             return False
-        machine.execute(self._command(machine), sudo=self.sudo, env=self.env, timeout=self.timeout,
-                        description=f"run {self.run!r}")
+        run = self._run(context)
+        if self.cwd:  # where the machine keeps that directory (a fake: machine's own root)
+            run = f"cd {shlex.quote(machine.transport.resolve_path(self.cwd))} && {run}"
+        machine.execute(run, sudo=self.sudo, env=self.env, timeout=self.timeout,
+                        description=f"run {self._run(context)!r}")
         return True
 
 
@@ -237,6 +230,18 @@ class StepsConvergence(ConvergenceStrategy):
     def __init__(self, steps: list[Step], context: StepContext) -> None:
         self.steps = list(steps)
         self.context = context
+
+    @classmethod
+    def parse(cls, value: Any, key: str, problems: Problems, base_dir: str) -> tuple[Step, ...]:
+        return tuple(parse_steps(value, key, problems, base_dir))
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return {"$ref": "#/$defs/steps"}
+
+    @classmethod
+    def from_settings(cls, settings: Any, context: ConvergenceContext) -> "StepsConvergence":
+        return cls(list(settings or ()), context)
 
     def converge(self, machine) -> bool:
         variables = dict(self.context.variables)

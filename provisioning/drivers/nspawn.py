@@ -377,6 +377,12 @@ class NspawnDriver(NspawnImages, Driver):
                                 machine=machine_spec.name)
         return self._machine(machine_spec, opts)
 
+    def open_connection(self, machine_spec, host: str, port: int, timeout: float):
+        """A socket to ``host:port`` opened inside the machine's network namespace (the
+        cluster runner's network healthchecks use it: the host has no route to machines)."""
+        return netns.socket_factory(machine_spec.reference["netns"], host, port,
+                                    machine=machine_spec.name)(timeout)
+
     # -- stop and destroy ----------------------------------------------------------------------
     def stop_machine(self, action_handler, machine_spec, machine_options) -> None:
         opts = self._options(machine_options, machine_spec.name)
