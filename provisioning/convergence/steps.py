@@ -188,15 +188,19 @@ class ScriptStep(_Guarded):
         size = os.path.getsize(local)
 
         def upload_and_run() -> None:
-            made = machine.execute_always("mktemp /tmp/provisioning-script.XXXXXXXX")
-            remote = made.stdout.strip()
+            # the machine's /tmp: a fake: machine keeps it inside its own root
+            tmp = shlex.quote(machine.transport.resolve_path("/tmp"))
+            made = machine.execute_always(f"mkdir -p {tmp} && mktemp {tmp}/provisioning-script."
+                                          "XXXXXXXX")
+            remote = "/tmp/" + made.stdout.strip().rsplit("/", 1)[-1]
+            where = shlex.quote(machine.transport.resolve_path(remote))
             try:
                 machine.transport.upload_file(local, remote)
-                argv = " ".join(shlex.quote(a) for a in (remote, *self.args))
-                machine.execute_always(f"chmod 0700 {shlex.quote(remote)} && {argv}",
+                argv = " ".join([where, *(shlex.quote(a) for a in self.args)])
+                machine.execute_always(f"chmod 0700 {where} && {argv}",
                                        sudo=self.sudo, env=self.env, timeout=self.timeout)
             finally:
-                machine.execute_always(f"rm -f -- {shlex.quote(remote)}", check=False)
+                machine.execute_always(f"rm -f -- {where}", check=False)
         machine.action_handler.perform_action(
             f"upload and run script {self.source} ({size} bytes)", upload_and_run,
             data={"script": self.source})
