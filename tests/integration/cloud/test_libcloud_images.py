@@ -28,8 +28,7 @@ def test_image_from_a_converged_node_with_create_image(tmp_path, ssh_config, ssh
             "images": {"app": {"from": IMAGE, "machine_options": {"size": SIZE, **reach},
                                "converge": [{"file": {"path": str(marker),
                                                       "content": "converged in the builder\n"}}]}},
-            "machines": {"app": {"machine_options": {"image": "app", "size": SIZE,
-                                                     "wait_for_ssh": False}}}}
+            "machines": {"app": {"machine_options": {"image": "app", "size": SIZE, **reach}}}}
     cluster = parse_cluster(data, str(tmp_path / "cluster.yml"))
     from provisioning.actions import ActionHandler
 
