@@ -18,7 +18,7 @@ __all__ = ["checkpoint", "FAULT_ENV", "CRASH_EXIT_CODE", "POINTS"]
 FAULT_ENV = "PROVISIONING_FAULT"
 CRASH_EXIT_CODE = 86
 #: the points drivers are expected to offer
-POINTS = ("after_create", "before_save", "during_ready")
+POINTS = ("after_create", "before_save", "during_ready", "during_destroy")
 
 
 def checkpoint(point: str, *, machine: str | None = None) -> None:
