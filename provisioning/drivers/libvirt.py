@@ -387,6 +387,11 @@ class LibvirtDriver(Driver):
                 raise ProviderError(
                     f"domain {ref['domain']} stopped while booting; its console said:\n"
                     f"{self.console_tail(spec)}", provider=PROVIDER, machine=spec.name)
+            console = self.console_tail(spec)
+            if "Kernel panic" in console:
+                raise ProviderError(
+                    f"the kernel of domain {ref['domain']} panicked while booting; its console "
+                    f"said:\n{console}", provider=PROVIDER, machine=spec.name)
             if time.monotonic() > deadline:
                 raise ConnectError(
                     f"machine {ref['machine_id']} did not answer SSH within "

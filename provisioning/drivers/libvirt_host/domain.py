@@ -72,7 +72,7 @@ def domain_xml(spec: DomainSpec) -> str:
     <type arch='x86_64' machine='q35'>hvm</type>
     <kernel>{escape(spec.kernel)}</kernel>
     <initrd>{escape(spec.initrd)}</initrd>
-    <cmdline>root=/dev/vda rw console=ttyS0 quiet</cmdline>
+    <cmdline>root=/dev/vda rw console=ttyS0 quiet no_timer_check</cmdline>
   </os>
   <features><acpi/>{tcg}</features>
   {cpu}

@@ -85,8 +85,10 @@ def libvirt_pool(libvirt_daemons, libvirt_image_cache, tmp_path_factory):
     from provisioning.store.sqlite import SQLiteStore
 
     base = str(tmp_path_factory.mktemp("libvirt-pool"))
+    # boots take minutes under TCG on a loaded host: wait long rather than fail
     config = Config({"driver_options": {URL: {"directory": os.path.join(base, "warehouse"),
-                                              "image_cache": libvirt_image_cache}}},
+                                              "image_cache": libvirt_image_cache,
+                                              "ready_timeout": 1800}}},
                     base_dir=base)
     driver = driver_for_url(URL, config)
     store = SQLiteStore(os.path.join(base, "state.db"))
