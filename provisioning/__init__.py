@@ -51,6 +51,9 @@ _EXPORTS = {
     "CommandFailed": "provisioning.errors",
     "ProviderError": "provisioning.errors",
     "UnsupportedOperation": "provisioning.errors",
+    "Snapshot": "provisioning.local_features",
+    "SyncedFolder": "provisioning.local_features",
+    "ForwardedPort": "provisioning.local_features",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "errors"]
@@ -77,6 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.driver import Capabilities, Driver
     from provisioning.errors import *  # noqa: F401,F403
     from provisioning.lifecycle import Provisioner, connect_to_machine
+    from provisioning.local_features import ForwardedPort, Snapshot, SyncedFolder
     from provisioning.machine.base import Machine
     from provisioning.machine.result import CommandResult
     from provisioning.machine.unix import UnixMachine

@@ -8,6 +8,7 @@ and last error. Under why-run it takes no lock and saves nothing.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from provisioning.actions import ActionHandler
@@ -42,8 +43,11 @@ class Provisioner:
         self.parallelizer = Parallelizer(parallel or int(self.config.get("parallel", 10)), policy)
         self.lock_wait = lock_wait
         self.lock_ttl = float(lock_ttl or self.config.get("lock_ttl", 30.0))
-        #: split run_many between every runner on a shared store (PostgreSQL); see claims.py
-        self.split_work = bool(getattr(store, "supports_claims", False))
+        #: how ``run_many`` shares its machines with other runners on one store, or None to do
+        #: them all here; the cluster runner sets ``provisioning.cluster.claims.split_run``
+        self.split_run: Callable[..., BatchResult] | None = None
+        self._drivers: dict[str, "Driver"] = {}
+        self._drivers_lock = threading.Lock()
 
     @property
     def why_run(self) -> bool:
@@ -54,15 +58,26 @@ class Provisioner:
 
     def driver_for(self, spec: MachineSpec, default: "Driver | None" = None) -> "Driver":
         """The driver that owns a saved machine (from its reference), else ``default``."""
-        from provisioning.registry import driver_for_url
-
         url = spec.driver_url
         if url and (default is None or default.driver_url != url):
-            return driver_for_url(url, self.config)
+            return self._driver(url)
         if default is None:
             raise MachineNotFound(f"machine {spec.name!r} has no saved driver URL and none was "
                                   "given", machine=spec.name)
         return default
+
+    def _driver(self, url: str) -> "Driver":
+        """One driver per saved URL for this provisioner's life (building one per machine made
+        a thousand machines cost a thousand registry look-ups)."""
+        from provisioning.registry import driver_for_url
+
+        with self._drivers_lock:
+            driver = self._drivers.get(url)
+        if driver is None:
+            driver = driver_for_url(url, self.config)
+            with self._drivers_lock:
+                driver = self._drivers.setdefault(url, driver)
+        return driver
 
     @contextlib.contextmanager
     def _held(self, name: str) -> Iterator[MachineSpec]:
@@ -165,10 +180,8 @@ class Provisioner:
             "stop": lambda r: self.stop(r[1], r[2], r[0]),
             "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
         }[operation]
-        if self.split_work and not self.why_run and len(requests) > 1:
-            from provisioning.claims import split_run  # runners sharing the store split the work
-
-            results = split_run(self, operation, requests, method)
+        if self.split_run is not None and not self.why_run and len(requests) > 1:
+            results = self.split_run(self, operation, requests, method)
         else:
             results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
         for name, outcome in results.items():

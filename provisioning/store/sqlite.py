@@ -22,6 +22,8 @@ __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
 
 DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
 SCHEMA_VERSION = 1
+#: seconds a statement waits for another process's write to finish before giving up
+BUSY_TIMEOUT = 30.0
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -50,11 +52,11 @@ class SQLiteStore(ManagedEntryStore):
                              "choose a writable location with --state") from exc
         self._mutex = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                        check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            self._switch_to_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
             self._tx(lambda db: db.executescript(_SCHEMA) and None, script=True)
             version = self._meta("schema_version", str(SCHEMA_VERSION))
         except sqlite3.DatabaseError as exc:
@@ -65,6 +67,24 @@ class SQLiteStore(ManagedEntryStore):
         for suffix in ("-wal", "-shm"):
             if os.path.exists(self.path + suffix):
                 os.chmod(self.path + suffix, 0o600)
+
+    def _switch_to_wal(self) -> None:
+        """Turn on WAL mode. Several processes opening one brand-new file race for it, and
+        SQLite answers "database is locked" at once rather than waiting: retry within the busy
+        timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        delay = 0.001
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -162,7 +182,10 @@ class SQLiteStore(ManagedEntryStore):
         with self._guard():
             rows = self._db.execute("SELECT name, holder FROM locks WHERE expires_at > ?",
                                     (time.time(),)).fetchall()
-        return {name: json.loads(holder) for name, holder in rows}
+        holders = {name: json.loads(holder) for name, holder in rows}
+        # a lease whose process on this host is gone is free (``_try_acquire`` takes it): not
+        # shown as someone at work
+        return {name: h for name, h in holders.items() if not holder_is_dead(h)}
 
     def close(self) -> None:
         with self._guard():

@@ -11,7 +11,7 @@ import pytest
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.errors import ProvisioningError
-from provisioning.healthcheck import parse_healthchecks, run_healthchecks
+from provisioning.cluster.healthcheck import parse_healthchecks, run_healthchecks
 from provisioning.machine.unix import UnixMachine
 from provisioning.schema import Problems
 from provisioning.transports.local import LocalTransport
