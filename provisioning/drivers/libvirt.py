@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from provisioning.driver import Capabilities, Driver
 from provisioning.drivers.libvirt_host import accel as accels
 from provisioning.drivers.libvirt_host import image as images
-from provisioning.drivers.libvirt_host import netns, seed
+from provisioning.drivers.libvirt_host import netns, seed, snapshots
 from provisioning.drivers.libvirt_host.conn import (is_local_uri, libvirt_module, mapped,
                                                     open_connection)
 from provisioning.drivers.libvirt_host.domain import DomainSpec, Forward, domain_xml
@@ -32,6 +32,7 @@ from provisioning.drivers.libvirt_host.host import PROVIDER, run
 from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse, hostname_for
 from provisioning.errors import ConnectError, InvalidDriverURL, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
+from provisioning.local_features import Snapshot, forwarded_ports, snapshot_name
 from provisioning.options import OptionField, raise_problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,13 +64,15 @@ class _Options:
     transfer_timeout: float
     ready_timeout: float
     stop_timeout: float
+    ports: tuple[Forward, ...] = ()
 
 
 class LibvirtDriver(Driver):
     scheme = "libvirt"
     extra = "libvirt"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
-                                crash_safe=True, detects_lost=True)
+                                crash_safe=True, detects_lost=True, snapshots=True,
+                                forwards_ports=True)
     driver_option_fields = (
         OptionField("directory", default=DEFAULT_DIR,
                     help="where overlays, seed disks, consoles and keys live"),
@@ -147,6 +150,8 @@ class LibvirtDriver(Driver):
                                 or self.driver_options.get("ready_timeout") or 600.0),
             stop_timeout=float(machine_options.get("stop_timeout")
                                or self.driver_options.get("stop_timeout") or 60.0),
+            ports=tuple(Forward(p.host_address, p.host_port, p.guest_port)
+                        for p in forwarded_ports(machine_options)),
         )
 
     def connection(self) -> Any:
@@ -187,8 +192,7 @@ class LibvirtDriver(Driver):
         return self.warehouse.record(spec.reference.get("machine_id"))
 
     def find_machines(self, name: str) -> list[MachineRecord]:
-        """Every machine in this warehouse created for ``name`` (whatever store it came from)."""
-        return [r for r in self.warehouse.records() if r.name == name]
+        return [r for r in self.warehouse.records() if r.name == name]  # of any store
 
     def _accel(self, opts: _Options, report: Callable[[str], None]) -> accels.Accel:
         chosen = accels.choose_accel(opts.accel, local=self.local)
@@ -260,8 +264,8 @@ class LibvirtDriver(Driver):
         key_path, pub_path = w.path(record.id, "host_key"), w.path(record.id, "host_key.pub")
         if not os.path.exists(pub_path):
             private, public = seed.generate_host_key(record.hostname)
-            _write_private(key_path, private)
-            _write_private(pub_path, (public + "\n").encode(), mode=0o644)
+            seed.write_private(key_path, private)
+            seed.write_private(pub_path, (public + "\n").encode(), mode=0o644)
         with open(pub_path, encoding="ascii") as handle:
             public = " ".join(handle.read().split()[:2])
         disk = w.path(record.id, "disk.qcow2")
@@ -278,11 +282,13 @@ class LibvirtDriver(Driver):
                             authorized_key=key.public_openssh, hostname=record.hostname)
         if self._domain(record, spec.name) is None:
             self._define(record, base, opts.memory, opts.cpus, chosen.domain_type,
-                         self._forwards(record, spec.name), spec.name)
+                         self._forwards(opts), spec.name)
         return public
 
-    def _forwards(self, record: MachineRecord, machine: str) -> tuple[Forward, ...]:
-        return (Forward("127.0.0.1", netns.free_port(self._netns_path(None)), SSH_PORT),)
+    def _forwards(self, opts: _Options) -> tuple[Forward, ...]:
+        """SSH on a loopback port free now, then the machine's own forwarded ports."""
+        return (Forward("127.0.0.1", netns.free_port(self._netns_path(None)), SSH_PORT),
+                *opts.ports)
 
     def _define(self, record: MachineRecord, base: images.BaseImage, memory: int, cpus: int,
                 domain_type: str, forwards: tuple[Forward, ...], machine: str) -> None:
@@ -342,6 +348,12 @@ class LibvirtDriver(Driver):
                 f"{self.directory}; run up to re-create it", machine=spec.name)
         domain = self._domain(record, spec.name)
         if domain is not None and domain.isActive():
+            wanted = [f"{f.bind}:{f.host_port}:{f.guest_port}" for f in opts.ports]
+            if wanted != list(spec.reference.get("ports") or []):
+                action_handler.report_progress(
+                    f"forwarded ports {wanted} differ from the running machine's "
+                    f"{spec.reference.get('ports') or []}: they apply at its next start "
+                    "(converge stop, then up)")
             return True
         if spec.reference.get("state") == "running":
             action_handler.report_progress(f"domain {record.domain} is not running although it "
@@ -357,7 +369,7 @@ class LibvirtDriver(Driver):
         base = self._base(record.image, action_handler.report_progress)
         chosen = self._accel(opts, action_handler.report_progress)
         for attempt in range(3):
-            forwards = self._forwards(record, spec.name)
+            forwards = self._forwards(opts)
             self._define(record, base, int(ref.get("memory") or opts.memory),
                          int(ref.get("cpus") or opts.cpus), chosen.domain_type, forwards,
                          spec.name)
@@ -372,6 +384,7 @@ class LibvirtDriver(Driver):
                     with mapped(f"starting domain {record.domain}", machine=spec.name):
                         raise
         ref.update(ssh_port=forwards[0].host_port, state="running", accel=chosen.kind,
+                   ports=[f"{f.bind}:{f.host_port}:{f.guest_port}" for f in opts.ports],
                    booted_at=time.time())
         spec.save()
 
@@ -381,13 +394,13 @@ class LibvirtDriver(Driver):
         started = time.monotonic()
         factory = self.socket_factory(spec, int(ref["ssh_port"]))
         delay = 0.2
-        while not _banner(factory):
+        while not netns.ssh_banner(factory):
             domain = self._domain(ref["domain"], spec.name)
             if domain is None or not domain.isActive():
                 raise ProviderError(
                     f"domain {ref['domain']} stopped while booting; its console said:\n"
-                    f"{self.console_tail(spec)}", provider=PROVIDER, machine=spec.name)
-            console = self.console_tail(spec)
+                    f"{self.warehouse.console_tail(ref['machine_id'])}", provider=PROVIDER, machine=spec.name)
+            console = self.warehouse.console_tail(ref['machine_id'])
             if "Kernel panic" in console:
                 raise ProviderError(
                     f"the kernel of domain {ref['domain']} panicked while booting; its console "
@@ -413,15 +426,6 @@ class LibvirtDriver(Driver):
         action_handler.report_progress(f"ready (SSH on 127.0.0.1:{ref['ssh_port']}) after "
                                        f"{time.monotonic() - started:.1f} s")
         return machine
-
-    def console_tail(self, spec, size: int = 2000) -> str:
-        path = self.warehouse.path(spec.reference.get("machine_id", "-"), "console.log")
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(max(0, os.path.getsize(path) - size))
-                return handle.read().decode("utf-8", "replace")
-        except OSError:
-            return "(no console output)"
 
     def _machine(self, spec, opts: _Options, action_handler=None) -> "UnixMachine":
         from provisioning.machine.unix import UnixMachine
@@ -514,6 +518,62 @@ class LibvirtDriver(Driver):
                 domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
         self.warehouse.retire(machine_id)
 
+    # -- snapshots (libvirt's snapshot API; see libvirt_host.snapshots) -------------------------
+    def _existing_domain(self, spec) -> Any:
+        record = self._record(spec) if spec.reference else None
+        domain = self._domain(record, spec.name) if record else None
+        if domain is None:
+            raise MachineNotFound(f"machine {spec.name!r} has no domain in {self.uri}; run up "
+                                  "to create it", machine=spec.name)
+        return domain
+
+    def save_snapshot(self, action_handler, machine_spec, name) -> Snapshot:
+        name = snapshot_name(name)
+        domain = self._existing_domain(machine_spec)
+        what = "disk and memory" if domain.isActive() else "disk"
+        action_handler.perform_action(
+            f"save snapshot {name} of domain {domain.name()} ({what})",
+            lambda: snapshots.create(domain, name, machine=machine_spec.name))
+        found = [s for s in self.list_snapshots(machine_spec) if s.name == name]
+        return found[0] if found else Snapshot(name, time.time())
+
+    def restore_snapshot(self, action_handler, machine_spec, name) -> None:
+        name = snapshot_name(name)
+        domain = self._existing_domain(machine_spec)
+        snap = snapshots.find(domain, name)
+        if snap is None:
+            raise MachineNotFound(f"machine {machine_spec.name!r} has no snapshot {name!r}; "
+                                  "list them with: converge snapshot list "
+                                  f"{machine_spec.name}", machine=machine_spec.name)
+
+        def do_restore() -> None:
+            snapshots.revert(domain, snap, machine=machine_spec.name)
+            ref = machine_spec.reference
+            if domain.isActive():
+                ref.update(state="running", ssh_port=snapshots.live_ssh_port(domain))
+            else:
+                ref.update(state="stopped", ssh_port=None)
+        action_handler.perform_action(f"restore snapshot {name} of domain {domain.name()}",
+                                      do_restore)
+
+    def list_snapshots(self, machine_spec) -> list[Snapshot]:
+        domain = self._existing_domain(machine_spec)
+        return [Snapshot(name, created) for name, created, _ in snapshots.listed(domain)]
+
+    def delete_snapshot(self, action_handler, machine_spec, name) -> None:
+        name = snapshot_name(name)
+        domain = self._existing_domain(machine_spec)
+        snap = snapshots.find(domain, name)
+        if snap is None:
+            action_handler.report_progress(f"no snapshot {name!r}: nothing to delete")
+            return
+
+        def do_delete() -> None:
+            with mapped(f"deleting snapshot {name}", machine=machine_spec.name):
+                snap.delete(0)
+        action_handler.perform_action(f"delete snapshot {name} of domain {domain.name()}",
+                                      do_delete)
+
     # -- status and choices --------------------------------------------------------------------
     def machine_state(self, machine_spec) -> str:
         ref = machine_spec.reference
@@ -535,28 +595,4 @@ class LibvirtDriver(Driver):
         except OSError:
             pass
         return {"images": sorted(set(built) | {images.DEFAULT_IMAGE}), "locations": [self.uri]}
-
-
-def _banner(factory: Callable[[float], socket.socket]) -> bool:
-    """True when an SSH server greets on the forwarded port (user-mode NAT accepts the TCP
-    connection before the guest listens, so only the banner proves sshd is up)."""
-    try:
-        sock = factory(2.0)
-    except (ConnectError, OSError):
-        return False
-    try:
-        sock.settimeout(3.0)
-        return sock.recv(8).startswith(b"SSH-")
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
-def _write_private(path: str, data: bytes, mode: int = 0o600) -> None:
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 

@@ -15,7 +15,7 @@ import socket
 from provisioning.drivers.nspawn_host.netns import socket_in_netns
 from provisioning.errors import ConnectError
 
-__all__ = ["namespace_of", "free_port", "connect", "daemon_pid"]
+__all__ = ["namespace_of", "free_port", "connect", "daemon_pid", "ssh_banner"]
 
 DAEMONS = ("libvirtd", "virtqemud")
 QEMU_PID_DIR = "/run/libvirt/qemu"
@@ -90,3 +90,19 @@ def connect(address: str, port: int, timeout: float, ns_path: str | None, *,
         raise ConnectError(f"cannot connect to {address}:{port}: {exc.strerror or exc}",
                            host=f"{address}:{port}", machine=machine) from exc
     return sock
+
+
+def ssh_banner(factory) -> bool:
+    """True when an SSH server greets through ``factory`` (user-mode NAT accepts the TCP
+    connection before the guest listens, so only the banner proves sshd is up)."""
+    try:
+        sock = factory(2.0)
+    except (ConnectError, OSError):
+        return False
+    try:
+        sock.settimeout(3.0)
+        return sock.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+    finally:
+        sock.close()

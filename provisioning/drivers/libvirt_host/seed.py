@@ -15,7 +15,7 @@ import tempfile
 
 from provisioning.drivers.libvirt_host.host import run
 
-__all__ = ["GUEST_FILES", "SEED_LABEL", "write_seed", "generate_host_key"]
+__all__ = ["GUEST_FILES", "SEED_LABEL", "write_seed", "generate_host_key", "write_private"]
 
 SEED_LABEL = "provseed"
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
@@ -116,3 +116,12 @@ def write_seed(path: str, *, host_key: bytes, host_public: str, authorized_key: 
         os.replace(image, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically, created with ``mode`` (never wider first)."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)

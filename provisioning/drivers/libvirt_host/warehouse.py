@@ -128,6 +128,16 @@ class Warehouse:
         os.replace(tmp, os.path.join(directory, "machine.json"))
         return record
 
+    def console_tail(self, machine_id: str, size: int = 2000) -> str:
+        """The end of a machine's serial console, for error messages."""
+        path = self.path(machine_id, "console.log")
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(max(0, os.path.getsize(path) - size))
+                return handle.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no console output)"
+
     def retire(self, machine_id: str) -> None:
         """Remove a machine's directory: renamed away under the lock, deleted after."""
         directory = self.machine_dir(machine_id)

@@ -51,19 +51,11 @@ class Pool:
     driver: object
     store: object
     names: tuple[str, ...]
+    options: dict
 
     @property
     def state_path(self) -> str:
         return os.path.join(self.base, "state.db")
-
-
-def leftovers(driver) -> list[str]:
-    """Records, domains and files of this warehouse still present (for leak checks)."""
-    found = [f"record {r.id} ({r.name})" for r in driver.warehouse.records()]
-    prefix = f"prov-{driver.warehouse.tag}-"
-    found += [f"domain {d.name()}" for d in driver.connection().listAllDomains()
-              if d.name().startswith(prefix)]
-    return found
 
 
 def sweep(driver) -> None:
@@ -78,7 +70,7 @@ def sweep(driver) -> None:
 
 
 @pytest.fixture(scope="session")
-def libvirt_pool(libvirt_daemons, libvirt_image_cache, tmp_path_factory):
+def libvirt_pool(libvirt_daemons, libvirt_image_cache, tmp_path_factory):  # noqa: F811
     """The session's machines, booted in parallel through the driver's batch calls."""
     from provisioning.lifecycle import Provisioner
     from provisioning.registry import driver_for_url
@@ -93,11 +85,18 @@ def libvirt_pool(libvirt_daemons, libvirt_image_cache, tmp_path_factory):
     driver = driver_for_url(URL, config)
     store = SQLiteStore(os.path.join(base, "state.db"))
     provisioner = Provisioner(store, config=config, lock_wait=60)
-    pool = Pool(base, URL, config, driver, store, POOL)
+    from provisioning.drivers.libvirt_host.netns import free_port, namespace_of
+
+    # pool-b forwards a port (test_libvirt_local): free where qemu binds it, in libvirtd's netns
+    guest_port = 8000
+    host_port = free_port(namespace_of(None))
+    options = {n: {} for n in POOL}
+    options["pool-b"] = {"ports": [f"127.0.0.1:{host_port}:{guest_port}"]}
+    pool = Pool(base, URL, config, driver, store, POOL, options)
     try:
-        allocated = provisioner.allocate_batch(driver, [(n, {}) for n in POOL])
+        allocated = provisioner.allocate_batch(driver, [(n, options[n]) for n in POOL])
         assert allocated.ok, allocated.failures
-        readied = provisioner.run_many("ready", [(driver, n, {}) for n in POOL])
+        readied = provisioner.run_many("ready", [(driver, n, options[n]) for n in POOL])
         assert readied.ok, readied.failures
         for outcome in readied.values():
             outcome.value.disconnect()

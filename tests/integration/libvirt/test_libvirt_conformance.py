@@ -21,8 +21,6 @@ from provisioning.faults import FAULT_ENV
 from provisioning.lifecycle import Provisioner
 from provisioning.testing.conformance import WORKER, DriverConformance
 
-from .conftest import leftovers
-
 SHARED = {"conf-ready": "pool-a", "conf-connect": "pool-a", "conf-stop": "pool-a",
           "conf-batch-1": "pool-a", "conf-batch-2": "pool-b", "conf-destroy": "pool-destroy",
           "conf-gone": "pool-gone", "conf-lost": "pool-lost"}
