@@ -7,9 +7,8 @@ packages (``libvirt_host.image``), on its own qcow2 overlay, with a seed disk ca
 key we generated (pinned in the reference before the first boot) and the authorized key.
 Networking is QEMU's user-mode NAT with SSH forwarded to a loopback port of the network
 namespace qemu runs in (the driver opens its sockets there), so no host interface or firewall
-is touched. ``accel: auto`` picks KVM only where it can run stock kernels, else TCG.
-
-Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+is touched. ``accel: auto`` picks KVM only where it can run stock kernels, else TCG. Fault
+points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
 """
 
 from __future__ import annotations
@@ -163,9 +162,9 @@ class LibvirtDriver(Driver):
 
     @staticmethod
     def _alive(conn: Any) -> bool:
-        try:
+        try:  # a dead connection raises instead of answering
             return bool(conn.isAlive())
-        except Exception:  # a dead connection raises instead of answering
+        except Exception:
             return False
 
     def _domain(self, record_or_name: "MachineRecord | str", machine: str | None = None) -> Any:
@@ -414,9 +413,10 @@ class LibvirtDriver(Driver):
             time.sleep(delay)
             delay = min(delay * 1.5, 2.0)
         machine = self._machine(spec, opts, action_handler)
+        transport: Any = machine.transport  # an SSHTransport: connect once, kept for the caller
         while True:
             try:
-                machine.transport.connect(timeout=max(1.0, min(opts.connect_timeout,
+                transport.connect(timeout=max(1.0, min(opts.connect_timeout,
                                                                deadline - time.monotonic())))
                 break
             except ConnectError:
@@ -466,9 +466,11 @@ class LibvirtDriver(Driver):
                 ref.update(state="stopped", ssh_port=None)
             return
 
+        name = domain.name()
+
         def do_stop() -> None:
             libvirt = libvirt_module()
-            with mapped(f"shutting down domain {record.domain}", machine=machine_spec.name):
+            with mapped(f"shutting down domain {name}", machine=machine_spec.name):
                 try:
                     domain.shutdown()
                 except libvirt.libvirtError:
@@ -480,12 +482,12 @@ class LibvirtDriver(Driver):
             if domain.isActive():
                 action_handler.report_progress(f"did not power off within "
                                                f"{opts.stop_timeout:g} s: pulled the plug")
-                with mapped(f"stopping domain {record.domain}", machine=machine_spec.name):
+                with mapped(f"stopping domain {name}", machine=machine_spec.name):
                     if domain.isActive():
                         domain.destroy()
             ref.update(state="stopped", ssh_port=None)
         action_handler.perform_action(
-            f"stop domain {record.domain} (ACPI poweroff, pull the plug after "
+            f"stop domain {name} (ACPI poweroff, pull the plug after "
             f"{opts.stop_timeout:g} s)", do_stop)
 
     def destroy_machine(self, action_handler, machine_spec, machine_options) -> None:

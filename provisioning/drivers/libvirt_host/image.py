@@ -119,7 +119,7 @@ def ensure_base(base: BaseImage, *, rootfs_cache: str, mirror: str | None = None
     return base
 
 
-def _lap(laps: dict[str, float], name: str, fn: Callable[[], None]) -> None:
+def _lap(laps: dict[str, float], name: str, fn: Callable[[], object]) -> None:
     started = time.monotonic()
     fn()
     laps[name] = round(time.monotonic() - started, 1)
