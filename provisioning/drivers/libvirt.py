@@ -306,8 +306,7 @@ class LibvirtDriver(Driver):
 
     # -- networking ----------------------------------------------------------------------------
     def _netns_path(self, domain: str | None) -> str | None:
-        """The network namespace qemu runs in (its forwarded ports live there), when it is
-        not ours: from the domain's qemu, else from the libvirt daemon. Local URIs only."""
+        """The network namespace qemu runs in (local URIs), when it is not ours."""
         if not self.local:
             return None
         return netns.namespace_of(domain)
@@ -591,9 +590,10 @@ class LibvirtDriver(Driver):
         built = []
         try:
             for entry in sorted(os.listdir(self.image_cache)):
-                if entry.startswith("qcow2-debian-") and os.path.exists(
+                prefix = f"qcow2-v{images.LAYOUT}-debian-"
+                if entry.startswith(prefix) and os.path.exists(
                         os.path.join(self.image_cache, entry, ".complete")):
-                    built.append("debian:" + entry[len("qcow2-debian-"):])
+                    built.append("debian:" + entry[len(prefix):])
         except OSError:
             pass
         return {"images": sorted(set(built) | {images.DEFAULT_IMAGE}), "locations": [self.uri]}

@@ -6,7 +6,7 @@ copy inside a private mount namespace (nothing leaks into the host's mounts), co
 the virtio NIC, sshd with one ed25519 host key, and the seed unit (``seed.py``) that installs
 each machine's own keys at boot. The root is then turned into an ext4 filesystem without
 mounting anything (``mkfs.ext4 -d``) and converted to qcow2; the kernel and initrd go beside it
-for direct kernel boot. Cached as ``CACHE/qcow2-debian-SUITE/{base.qcow2,vmlinuz,initrd.img}``,
+for direct kernel boot. Cached as ``CACHE/qcow2-vN-debian-SUITE/{base.qcow2,vmlinuz,initrd.img}``,
 built under a file lock, so parallel runs build it once.
 """
 
@@ -32,6 +32,8 @@ DEFAULT_IMAGE = "debian:bookworm"
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 #: virtual size of the root filesystem (sparse: the qcow2 holds only what is written)
 ROOT_SIZE = "4G"
+#: bumped whenever what goes into a base disk changes: a new version is built beside the old
+LAYOUT = 2
 #: modules the initramfs needs to find the root disk on virtio
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")
 
@@ -77,7 +79,8 @@ def resolve_base(name: str, cache_dir: str) -> BaseImage:
                           "packages; use debian:SUITE (for example debian:bookworm)",
                           key="machine_options.image")
     rootfs = resolve_image(name, cache_dir)  # validates the suite name
-    return BaseImage(name, rootfs.source, os.path.join(cache_dir, f"qcow2-debian-{rootfs.source}"))
+    return BaseImage(name, rootfs.source,
+                     os.path.join(cache_dir, f"qcow2-v{LAYOUT}-debian-{rootfs.source}"))
 
 
 @contextlib.contextmanager

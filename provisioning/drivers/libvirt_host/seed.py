@@ -69,8 +69,27 @@ Storage=volatile
 RuntimeMaxUse=16M
 """
 
+_SYSTEMD = """# written by the provisioning libvirt: driver: under TCG on a busy host a guest may get a few
+# percent of a CPU; systemd's default 90 s start timeouts then kill services that are merely slow
+[Manager]
+DefaultTimeoutStartSec=20min
+DefaultDeviceTimeoutSec=20min
+"""
+
+_NO_WATCHDOG = """# written by the provisioning libvirt: driver: a starved guest misses watchdog pings
+[Service]
+WatchdogSec=0
+TimeoutStartSec=20min
+"""
+
 #: files of the base image: (path inside the root, text, mode)
 GUEST_FILES = (
+    ("etc/systemd/system.conf.d/10-provisioning.conf", _SYSTEMD, 0o644),
+    ("etc/systemd/system/systemd-journald.service.d/10-provisioning.conf", _NO_WATCHDOG, 0o644),
+    ("etc/systemd/system/systemd-udevd.service.d/10-provisioning.conf", _NO_WATCHDOG, 0o644),
+    ("etc/systemd/system/systemd-logind.service.d/10-provisioning.conf", _NO_WATCHDOG, 0o644),
+    ("etc/systemd/system/systemd-networkd.service.d/10-provisioning.conf", _NO_WATCHDOG,
+     0o644),
     ("usr/local/sbin/provisioning-seed", _SCRIPT, 0o755),
     ("etc/systemd/system/provisioning-seed.service", _UNIT, 0o644),
     ("etc/ssh/sshd_config.d/10-provisioning.conf", _SSHD, 0o644),

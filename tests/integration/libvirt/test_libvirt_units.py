@@ -129,7 +129,7 @@ def test_only_debian_images_are_built(tmp_path):
     with pytest.raises(ConfigError, match="not a Debian suite"):
         image.resolve_base("debian:Book Worm", str(tmp_path))
     base = image.resolve_base("debian:trixie", str(tmp_path))
-    assert base.home == str(tmp_path / "qcow2-debian-trixie") and not base.ready
+    assert base.home == str(tmp_path / f"qcow2-v{image.LAYOUT}-debian-trixie") and not base.ready
 
 
 libvirt = pytest.importorskip("libvirt")
