@@ -2,7 +2,8 @@
 
 Where no ``libvirtd`` (or ``virtqemud``) runs, ``LibvirtDaemons.start`` creates a private
 network namespace and starts ``virtlogd`` and ``libvirtd`` inside it with ``nsenter --net=``
-(``ip netns exec`` would remount /sys and hide the cgroup hierarchies libvirtd needs). Whatever
+(``ip netns exec`` would remount /sys and hide the cgroup hierarchies libvirtd needs), libvirtd
+in its own mount namespace with a private /dev/kvm node (see ``_kvm_node``). Whatever
 libvirtd sets up for its networks then lands in that namespace, never in the host's; the driver
 reaches its machines' forwarded ports there. ``stop`` kills exactly the PIDs it started, waits
 for them, and deletes the namespace. PID 1 is not assumed to be systemd.
@@ -16,6 +17,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from typing import Iterator
@@ -66,7 +68,6 @@ class LibvirtDaemons:
         self.pids: dict[str, int] = {}
         self.started = False
         self.run_dir = "/run/provisioning-test-libvirt"
-        self._kvm_mode: tuple[int, int, int] | None = None
 
     def start(self, timeout: float = 180.0) -> "LibvirtDaemons":
         from provisioning.drivers.libvirt_host.netns import daemon_pid
@@ -75,39 +76,47 @@ class LibvirtDaemons:
             self._wait_ready(timeout)
             return self
         self.started = True
-        self._kvm_like_udev()
         self.netns = f"prov-libvirt-{secrets.token_hex(3)}"
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True,
                        capture_output=True)
         os.makedirs(self.run_dir, exist_ok=True)
+        kvm = self._kvm_node()
         for daemon in DAEMONS:
             pidfile = os.path.join(self.run_dir, f"{daemon}.pid")
             if os.path.exists(pidfile):
                 os.unlink(pidfile)
-            subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", _binary(daemon) or daemon,
-                            "-d", "-p", pidfile], check=True, capture_output=True, timeout=60)
+            argv = [_binary(daemon) or daemon, "-d", "-p", pidfile]
+            if daemon == "libvirtd" and kvm:
+                argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        'mount --bind "$0" /dev/kvm && exec "$@"', kvm, *argv]
+            subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", *argv], check=True,
+                           capture_output=True, timeout=60)
             self.pids[daemon] = self._read_pid(pidfile, timeout=30)
         self._wait_ready(timeout)
         return self
 
-    def _kvm_like_udev(self) -> None:
-        """Give /dev/kvm the owner and mode Debian's udev rule gives it (root:kvm 0660) when no
-        udev did. Otherwise libvirtd's probe of qemu (as root) and its later check (as the qemu
-        user) disagree about KVM, and it probes qemu again at every domain definition (over a
-        minute each here). Restored by ``stop``."""
+    def _kvm_node(self) -> str | None:
+        """A private /dev/kvm node for libvirtd (root:kvm 0660, as Debian's udev rule makes it),
+        or None. libvirtd probes qemu as root but later checks KVM as its qemu user; when the two
+        disagree (``/dev/kvm`` 0600 root, as on hosts without udev, or another owner set by
+        someone else meanwhile) it probes qemu again at every domain definition, over a minute
+        each. The node is bind-mounted over /dev/kvm in libvirtd's own mount namespace only:
+        the host's /dev/kvm is left as it is."""
         import grp
 
         try:
             info = os.stat("/dev/kvm")
             kvm_gid = grp.getgrnam("kvm").gr_gid
         except (OSError, KeyError):
-            return
-        if info.st_gid == kvm_gid and info.st_mode & 0o660 == 0o660:
-            return
-        self._kvm_mode = (info.st_uid, info.st_gid, info.st_mode & 0o7777)
-        os.chown("/dev/kvm", 0, kvm_gid)
-        os.chmod("/dev/kvm", 0o660)
+            return None
+        node = os.path.join(self.run_dir, "kvm")
+        if os.path.lexists(node):
+            os.unlink(node)
+        os.mknod(node, 0o660 | stat.S_IFCHR, info.st_rdev)
+        os.chown(node, 0, kvm_gid)
+        os.chmod(node, 0o660)
+        return node
 
     @staticmethod
     def _read_pid(pidfile: str, timeout: float) -> int:
@@ -155,11 +164,6 @@ class LibvirtDaemons:
                     os.kill(pid, signal.SIGKILL)
         if self.netns:
             subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
-        if self._kvm_mode is not None:
-            uid, gid, mode = self._kvm_mode
-            os.chown("/dev/kvm", uid, gid)
-            os.chmod("/dev/kvm", mode)
-            self._kvm_mode = None
         self.started = False
 
 
