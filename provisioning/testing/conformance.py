@@ -13,7 +13,9 @@ A driver package subclasses it in a test module and says how to build its driver
             return len(driver.find_by_tag(name))   # resources the provider holds for ``name``
 
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
-``worker_env``, ``delete_behind_back``, ``cleanup``, ``image_of`` (drivers with ``images``). ``capabilities`` defaults to the driver
+``worker_env``, ``delete_behind_back``, ``cleanup``, ``image_of`` (drivers with ``images``),
+``machine_name`` and ``batch_size`` (drivers whose machines take minutes to boot share them
+between cases; see the libvirt tests). ``capabilities`` defaults to the driver
 class's own; a case a driver declares it cannot do is reported as not applicable with the flag
 named, and for ``stoppable=False`` the suite checks that stopping raises UnsupportedOperation.
 
