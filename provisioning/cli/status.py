@@ -18,7 +18,7 @@ def status(settings) -> int:
 
     Machines saved in the state but no longer in the cluster file are listed too.
     """
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         rows = session.cluster.status()
         shown = []
         for row in rows:

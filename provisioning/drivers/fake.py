@@ -2,9 +2,10 @@
 
 ``fake:[DIR]`` keeps its "cloud" in DIR (default ``.provisioning/fake`` beside the state), as a
 JSON file guarded by a file lock, so it survives across processes and counts every create. Each
-server is a directory; its machine runs commands on this host through ``LocalTransport`` with
-that directory as the working directory (relative paths land inside it; absolute paths are this
-host's own, so keep fake clusters to relative paths).
+server is a directory, the machine's whole filesystem: its machine runs commands on this host
+through ``LocalTransport`` in that directory, and every path of a file step or a command's
+``cwd`` (absolute, relative, with ``..``) lands inside it; a symbolic link leading out is refused.
+Commands themselves still run on this host: the simulation confines paths, it is no jail.
 
 Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
 """
@@ -55,6 +56,10 @@ class FakeWarehouse:
         self._ready = False
 
     # -- files -------------------------------------------------------------------------------
+    def _absent(self) -> bool:
+        """No warehouse yet: readers see it empty and do not create it (why-run, status)."""
+        return not self._ready and not os.path.isdir(self.directory)
+
     def _prepare(self) -> None:
         if self._ready:
             return
@@ -111,6 +116,8 @@ class FakeWarehouse:
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, server_id: str) -> dict[str, Any] | None:
+        if self._absent():
+            return None
         self._prepare()
         try:
             with open(os.path.join(self.servers_dir, server_id + ".json"),
@@ -120,6 +127,8 @@ class FakeWarehouse:
             return None
 
     def servers(self) -> dict[str, dict[str, Any]]:
+        if self._absent():
+            return {}
         self._prepare()
         out = {}
         for entry in sorted(os.listdir(self.servers_dir)):
@@ -130,11 +139,15 @@ class FakeWarehouse:
         return out
 
     def counters(self) -> dict[str, int]:
+        if self._absent():
+            return {"creates": 0, "destroys": 0}
         self._prepare()
         with self._counters() as counters:
             return dict(counters)
 
     def find_tagged(self, name: str, store_id: str | None) -> dict[str, Any] | None:
+        if self._absent():
+            return None
         self._prepare()
         try:
             with open(self._tag_path(name, store_id), encoding="utf-8") as handle:
@@ -267,7 +280,7 @@ class FakeDriver(Driver):
         if server is None:
             raise MachineNotFound(f"fake server for {spec.name!r} is gone; run up to re-create it",
                                   machine=spec.name)
-        return UnixMachine(spec.name, LocalTransport(server["dir"]), spec=spec, options=options,
+        return UnixMachine(spec.name, LocalTransport(server["dir"], confine=True), spec=spec, options=options,
                            action_handler=action_handler)
 
     # -- the contract ------------------------------------------------------------------------
