@@ -171,6 +171,10 @@ class SQLiteStore(ManagedEntryStore):
     def _remove(self, kind, name):
         self._tx(lambda db: db.execute("DELETE FROM entries WHERE kind=? AND name=?", (kind, name)))
 
+    def _remove_many(self, kind, names):
+        self._tx(lambda db: db.executemany("DELETE FROM entries WHERE kind=? AND name=?",
+                                           [(kind, n) for n in names]) and None)
+
     def _names(self, kind):
         with self._guard():
             rows = self._db.execute("SELECT name, data, version FROM entries WHERE kind=? "
