@@ -181,8 +181,9 @@ class PackageProxy:
         if upstream is None:
             return
         with upstream:
+            # no half-close after the request: deb.debian.org's CDN resets a connection whose
+            # client shut its sending side (apt saw "Connection failed"); Connection: close ends it
             upstream.sendall(request.encode("latin-1"))
-            upstream.shutdown(socket.SHUT_WR)
             while True:
                 data = upstream.recv(65536)
                 if not data:
