@@ -18,7 +18,7 @@ from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.claims import split_run, supports_claims
 from provisioning.errors import CommandFailed, MachineNotFound, ProvisioningError
 from provisioning.lifecycle import Provisioner
-from provisioning.parallel import BatchResult
+from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
@@ -103,20 +103,62 @@ class ClusterRunner:
 
     def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
-        return self.provisioner.run_many(
+        allocated: dict[str, int] = {}  # allocated in a batch -> its action count before
+        return self.provisioner.run_many_locked(
             "up", self._requests(definitions),
-            lambda r: self.provisioner.run_locked("allocate", r[0], r[1], r[2],
-                                                  lambda d, h, s, o: self.up_one(
-                                                      by_name[r[1]], d, h, s, o)))
+            lambda d, h, s, o: self.up_one(by_name[s.name], d, h, s, o,
+                                           allocated_from=allocated.pop(s.name, None)),
+            action="allocate", prepare=lambda specs: self._allocate_new(specs, by_name,
+                                                                        allocated))
+
+    def _allocate_new(self, specs: Sequence[Any], by_name: Mapping[str, "MachineDefinition"],
+                      allocated: dict[str, int]) -> dict[str, BaseException]:
+        """The machines of a held chunk that need creating go to their driver's batch
+        allocate, in chunks of the driver's ``allocate_chunk_size`` (one bulk request each
+        where the warehouse has a bulk API); returns name -> error for those it failed."""
+        if self.why_run:
+            return {}
+        groups: dict[str, tuple["Driver", list[Any]]] = {}
+        for spec in specs:
+            if not spec.exists:
+                definition = by_name[spec.name]
+                driver = self.driver(definition.driver_url)
+                groups.setdefault(driver.driver_url, (driver, []))[1].append(
+                    (spec, definition.machine_options))
+        errors: dict[str, BaseException] = {}
+        for driver, items in groups.values():
+            size = max(1, int(driver.allocate_chunk_size))
+            for start in range(0, len(items), size):
+                part = items[start:start + size]
+                before = {spec.name: self.actions[spec.name] for spec, _ in part}
+                for spec, _ in part:
+                    spec.last_action = "allocate"
+                try:
+                    batch = driver.allocate_machines(self.action_handler, part,
+                                                     self.provisioner.parallelizer)
+                except Exception as exc:  # the bulk request failed: each machine in it did
+                    batch = BatchResult((s.name, Outcome(s.name, error=exc)) for s, _ in part)
+                for spec, _ in part:
+                    outcome = batch.get(spec.name)
+                    if outcome is not None and not outcome.ok:
+                        errors[spec.name] = outcome.error  # type: ignore[assignment]
+                    else:
+                        allocated[spec.name] = before[spec.name]
+        return errors
 
     def up_one(self, definition: "MachineDefinition", driver: "Driver", handler: ActionHandler,
-                spec, options: Mapping[str, Any]) -> "Machine | None":
+               spec, options: Mapping[str, Any], *, allocated_from: int | None = None
+               ) -> "Machine | None":
         """The pipeline of one machine, under its lock (``Provisioner.run_locked``): allocate,
-        ready, converge, healthcheck."""
+        ready, converge, healthcheck. ``allocated_from``: the machine was allocated in a batch
+        already, when its action count was this."""
         from provisioning.cluster.healthcheck import run_healthchecks
 
-        before = self.actions[definition.name]
-        driver.allocate_machine(handler, spec, options)
+        if allocated_from is None:
+            before = self.actions[definition.name]
+            driver.allocate_machine(handler, spec, options)
+        else:  # allocated in a batch with other machines (``_allocate_new``)
+            before = allocated_from
         spec.last_action = "ready"
         machine = driver.ready_machine(handler, spec, options)
         if machine is not None and not self.why_run:
