@@ -8,7 +8,8 @@ key we generated (pinned in the reference before the first boot) and the authori
 Networking is QEMU's user-mode NAT with SSH forwarded to a loopback port of the network
 namespace qemu runs in (the driver opens its sockets there), so no host interface or firewall
 is touched. ``accel: auto`` picks KVM only where it can run stock kernels, else TCG. Fault
-points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
+``during_destroy``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from provisioning.driver import Capabilities, Driver
 from provisioning.drivers.libvirt_host import accel as accels
 from provisioning.drivers.libvirt_host import image as images
 from provisioning.drivers.libvirt_host import netns, seed, snapshots
-from provisioning.drivers.libvirt_host.conn import (is_local_uri, libvirt_module, mapped,
-                                                    open_connection)
+from provisioning.drivers.libvirt_host.conn import (is_alive, is_local_uri, libvirt_module,
+                                                    mapped, open_connection)
 from provisioning.drivers.libvirt_host.domain import DomainSpec, Forward, domain_xml
 from provisioning.drivers.libvirt_host.host import PROVIDER, run
 from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse, hostname_for
@@ -71,7 +72,7 @@ class LibvirtDriver(Driver):
     extra = "libvirt"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, snapshots=True,
-                                forwards_ports=True)
+                                forwards_ports=True, crash_safe_destroy=True)
     driver_option_fields = (
         OptionField("directory", default=DEFAULT_DIR,
                     help="where overlays, seed disks, consoles and keys live"),
@@ -156,16 +157,9 @@ class LibvirtDriver(Driver):
     def connection(self) -> Any:
         """One libvirt connection per driver (libvirt connections are thread-safe)."""
         with self._lock:
-            if self._conn is None or not self._alive(self._conn):
+            if self._conn is None or not is_alive(self._conn):
                 self._conn = open_connection(self.uri)
             return self._conn
-
-    @staticmethod
-    def _alive(conn: Any) -> bool:
-        try:  # a dead connection raises instead of answering
-            return bool(conn.isAlive())
-        except Exception:
-            return False
 
     def _domain(self, record_or_name: "MachineRecord | str", machine: str | None = None) -> Any:
         """The libvirt domain, or None when it is not defined."""
@@ -517,6 +511,7 @@ class LibvirtDriver(Driver):
                 if domain.isActive():
                     domain.destroy()
                 domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        checkpoint("during_destroy", machine=machine)  # the files remain: a re-run removes them
         self.warehouse.retire(machine_id)
 
     # -- snapshots (libvirt's snapshot API; see libvirt_host.snapshots) -------------------------

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 from provisioning.drivers.libvirt_host.host import PROVIDER
 from provisioning.errors import ConnectError, MachineNotFound, MissingExtra, ProviderError
 
-__all__ = ["libvirt_module", "open_connection", "mapped", "ERROR_TABLE", "is_local_uri"]
+__all__ = ["libvirt_module", "open_connection", "mapped", "ERROR_TABLE", "is_local_uri",
+           "is_alive"]
 
 _lock = threading.Lock()
 _quiet = False
@@ -74,6 +75,13 @@ def mapped(what: str, *, machine: str | None = None) -> Iterator[None]:
                                     machine=machine) from exc
         raise ProviderError(f"{what}: libvirt said: {message}", provider=PROVIDER,
                             provider_message=message, machine=machine) from exc
+
+
+def is_alive(conn: Any) -> bool:
+    try:  # a dead connection raises instead of answering
+        return bool(conn.isAlive())
+    except Exception:
+        return False
 
 
 def open_connection(uri: str) -> Any:

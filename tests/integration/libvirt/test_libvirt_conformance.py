@@ -9,17 +9,15 @@ Allocate-only cases (allocate twice, reference, race, crashes) keep their own fr
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
 from provisioning.actions import RecordingActionHandler
-from provisioning.faults import FAULT_ENV
 from provisioning.lifecycle import Provisioner
-from provisioning.testing.conformance import WORKER, DriverConformance
+from provisioning.testing.conformance import DriverConformance
 
 SHARED = {"conf-ready": "pool-a", "conf-connect": "pool-a", "conf-stop": "pool-a",
           "conf-batch-1": "pool-a", "conf-batch-2": "pool-b", "conf-destroy": "pool-destroy",
@@ -75,17 +73,20 @@ class TestLibvirtConformance(DriverConformance):
                   if r.name not in libvirt_pool.names]
         assert not strays, f"a case left machines behind: {strays}"
 
-    def _worker(self, tmp_path, conformance_config, driver, name, *, fault=None):
-        pool_base = conformance_config.base_dir
-        job = {"url": driver.driver_url, "config": conformance_config.to_data(),
-               "base_dir": pool_base, "state": os.path.join(pool_base, "state.db"),
-               "name": name, "options": self.machine_options(name), "lock_wait": 120}
-        env = dict(os.environ)
-        env.pop(FAULT_ENV, None)
-        if fault:
-            env[FAULT_ENV] = fault
-        return subprocess.Popen([sys.executable, "-m", WORKER, json.dumps(job)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def _worker(self, tmp_path, conformance_config, driver, name, **kwargs):
+        """Workers share the pool's state store (its directory stands in for tmp_path)."""
+        return super()._worker(Path(conformance_config.base_dir), conformance_config, driver,
+                               name, **kwargs)
+
+    def leftovers(self, driver) -> list[str]:
+        """Domains of this warehouse without a record, and directories half removed."""
+        prefix = f"prov-{driver.warehouse.tag}-"
+        ids = {r.id for r in driver.warehouse.records()}
+        found = [f"domain {d.name()}" for d in driver.connection().listAllDomains()
+                 if d.name().startswith(prefix) and d.name()[len(prefix):] not in ids]
+        found += [f"directory {n}" for n in os.listdir(driver.warehouse.machines_dir)
+                  if n.startswith(".")]
+        return found
 
     # -- libvirt specifics ---------------------------------------------------------------------
     def test_host_key_is_the_one_written_before_boot(self, libvirt_pool, provisioner):
