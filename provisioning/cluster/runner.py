@@ -418,10 +418,12 @@ class ClusterRunner:
         with tempfile.TemporaryDirectory(prefix="converge-testinfra-") as tmp:
             files = write_access([access], tmp)
             config = os.path.join(tmp, "ssh_config")
-            with open(config, "w", encoding="utf-8") as out:
-                out.write(ssh_config([access], files))
+            with open(config, "w", encoding="utf-8") as out:  # one login reused by every test
+                out.write(ssh_config([access], files) +
+                          f"\nHost *\n  ControlPath {os.path.join(tmp, 'cm-%C')}\n")
             argv = [sys.executable, "-m", "pytest", directory, "-q", "-p", "no:cacheprovider",
-                    "-rfE", "--tb=short", f"--hosts=ssh://{access.name}", f"--ssh-config={config}"]
+                    "-rfE", "--tb=short", f"--hosts=ssh://{access.name}?controlpersist=2",
+                    f"--ssh-config={config}"]
             env = dict(os.environ, PROVISIONING_MACHINE=definition.name)
             self._run_pytest(definition, "testinfra", directory, argv, env, handler)
 
@@ -433,8 +435,10 @@ class ClusterRunner:
         proc = subprocess.run(argv, cwd=self.cluster.base_dir, env=env, capture_output=True,
                               text=True)
         lines = proc.stdout.strip().splitlines()
-        tail = "\n".join([line for line in lines if line.startswith(("FAILED ", "ERROR "))][-10:]
-                         + lines[-1:])
+        failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))][-10:]
+        # the assertion of each failure: the "E   ..." lines of its traceback
+        errors = [line[1:].strip() for line in lines if line.startswith("E   ")]
+        tail = "\n".join(failed + [f"  {e}" for e in errors[:12]] + lines[-1:])
         if proc.returncode != 0:
             raise VerifyFailed(f"verify: {kind} {directory} failed (exit {proc.returncode})"
                                f"\n{tail}", machine=definition.name, output=proc.stdout)
