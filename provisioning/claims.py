@@ -39,7 +39,7 @@ def _who(holder: dict[str, Any] | None) -> str:
 
 def supports_claims(store: Any) -> bool:
     """True when the store can split work between runners (PostgreSQL)."""
-    return bool(getattr(store, "supports_claims", False))
+    return bool(store.supports_claims)
 
 
 def run_key(operation: str, names: Sequence[str]) -> str:

@@ -340,7 +340,7 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
                   problems: Problems, cluster: Cluster) -> None:
-    from provisioning.options import validate_options
+    from provisioning.driver.options import validate_options
 
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
@@ -362,7 +362,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
 
 
 def _check_driver_options(cluster: Cluster, problems: Problems) -> None:
-    from provisioning.options import validate_options
+    from provisioning.driver.options import validate_options
 
     for url, options in cluster.driver_options.items():
         if not isinstance(options, Mapping):

@@ -16,13 +16,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
-from provisioning.files import write_private_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
 
 __all__ = ["PrivateKey", "find_private_key", "generate_private_key", "ensure_private_key",
            "load_private_key", "fingerprint", "write_private_file"]
+
+
+def write_private_file(path: str, data: bytes, *, create_dirs: bool = True) -> None:
+    """Write a secret (a key, credentials, a state export) atomically with mode 0600 from the
+    first byte (parent directories made 0700 when ``create_dirs``). The one private-file writer."""
+    if create_dirs:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def fingerprint(public_openssh: str) -> str:

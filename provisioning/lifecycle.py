@@ -8,7 +8,7 @@ and last error. Under why-run it takes no lock and saves nothing.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from provisioning.actions import ActionHandler
 from provisioning.errors import MachineNotFound, ProvisioningError
@@ -21,10 +21,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["Provisioner", "MachineRequest", "connect_to_machine"]
+__all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"]
 
 #: (driver, machine name, machine_options): one machine to act on
 MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+
+
+class WorkSplitter(Protocol):
+    """Shares ``run_many`` between every runner on a store that ``supports_claims``: does
+    ``call(request)`` for the machines this runner claims and returns every machine's outcome
+    (``provisioning.claims.split_run`` is the one implementation; the orchestration layer above
+    passes it in, so this module does not depend on it)."""
+
+    def __call__(self, provisioner: "Provisioner", operation: str,
+                 requests: Sequence[MachineRequest],
+                 call: Callable[[MachineRequest], Any]) -> BatchResult: ...
 
 
 class Provisioner:
@@ -33,7 +44,7 @@ class Provisioner:
     def __init__(self, store: "ManagedEntryStore", *, config: "Config | None" = None,
                  action_handler: ActionHandler | None = None, parallel: int | None = None,
                  policy: str = "continue", lock_wait: float = 0.0,
-                 lock_ttl: float | None = None) -> None:
+                 lock_ttl: float | None = None, work_splitter: WorkSplitter | None = None) -> None:
         from provisioning.config import Config
 
         self.store = store
@@ -42,8 +53,8 @@ class Provisioner:
         self.parallelizer = Parallelizer(parallel or int(self.config.get("parallel", 10)), policy)
         self.lock_wait = lock_wait
         self.lock_ttl = float(lock_ttl or self.config.get("lock_ttl", 30.0))
-        #: split run_many between every runner on a shared store (PostgreSQL); see claims.py
-        self.split_work = bool(getattr(store, "supports_claims", False))
+        #: splits run_many between every runner on a shared store (PostgreSQL), when given
+        self.work_splitter = work_splitter if store.supports_claims else None
 
     @property
     def why_run(self) -> bool:
@@ -165,10 +176,8 @@ class Provisioner:
             "stop": lambda r: self.stop(r[1], r[2], r[0]),
             "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
         }[operation]
-        if self.split_work and not self.why_run and len(requests) > 1:
-            from provisioning.claims import split_run  # runners sharing the store split the work
-
-            results = split_run(self, operation, requests, method)
+        if self.work_splitter is not None and not self.why_run and len(requests) > 1:
+            results = self.work_splitter(self, operation, requests, method)
         else:
             results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
         for name, outcome in results.items():

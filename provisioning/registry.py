@@ -6,13 +6,13 @@ through importlib.metadata); the built-in module ``provisioning.driver_init.<sch
 
 from __future__ import annotations
 
-from provisioning.schema import closest
 import importlib
 import pkgutil
 import threading
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError, DriverNotFound, MissingExtra
+from provisioning.schema import closest
 from provisioning.url import parse_driver_url, validate_scheme
 
 if TYPE_CHECKING:  # pragma: no cover

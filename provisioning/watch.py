@@ -161,8 +161,8 @@ class Watcher:
                state: str) -> str | None:
         """None when healthy, else why not. One attempt per check: the grace period is what
         gives a machine time, not the check's own deadline."""
-        from provisioning.healthcheck import run_healthcheck
         from provisioning.actions import ActionHandler
+        from provisioning.healthcheck import run_healthcheck
 
         if state not in ("running", "unknown"):
             return f"the provider says it is {state}"

@@ -37,8 +37,9 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """Resolves ``COMMANDS`` entries on first use; a module that is not there yet (another
-    engineer's command still being written) is left out of the listing instead of failing."""
+    """Resolves ``COMMANDS`` entries on first use (so ``converge --help`` imports no command
+    module it does not show); a command whose module is missing is left out of the listing
+    instead of breaking every other command."""
 
     def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
         super().__init__(*args, **kwargs)

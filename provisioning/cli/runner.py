@@ -15,6 +15,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from provisioning.actions import ActionHandler, Event
+from provisioning.claims import split_run
 from provisioning.errors import CommandFailed, MachineNotFound, ProvisioningError
 from provisioning.lifecycle import Provisioner
 from provisioning.parallel import BatchResult
@@ -54,7 +55,7 @@ class ClusterRunner:
         self.config = config
         self.action_handler = action_handler or ActionHandler()
         self.provisioner = Provisioner(store, config=config, action_handler=self.action_handler,
-                                       parallel=parallel)
+                                       parallel=parallel, work_splitter=split_run)
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
         self.actions: Counter[str] = Counter()

@@ -6,7 +6,7 @@ server is a directory; its machine runs commands on this host through ``LocalTra
 that directory as the working directory (relative paths land inside it; absolute paths are this
 host's own, so keep fake clusters to relative paths).
 
-Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+Fault points (``provisioning.driver.faults``): ``after_create``, ``before_save``, ``during_ready``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import uuid
 from typing import Any, Iterator
 
 from provisioning.driver import Driver
+from provisioning.driver.faults import checkpoint
+from provisioning.driver.options import OptionField
 from provisioning.errors import MachineNotFound, ProviderError
-from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
-from provisioning.options import OptionField
 from provisioning.transports.local import LocalTransport
 
 __all__ = ["FakeDriver", "FakeWarehouse"]

@@ -7,7 +7,7 @@ namespace the driver owns, an ed25519 host key the driver generates before boot 
 reference: no trust on first use), and OpenSSH reached over real SSH through a socket opened
 inside its namespace. Needs root, ``systemd-container`` and ``debootstrap``.
 
-Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+Fault points (``provisioning.driver.faults``): ``after_create``, ``before_save``, ``during_ready``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.driver import Capabilities, Driver
+from provisioning.driver.faults import checkpoint
+from provisioning.driver.options import OptionField, raise_problems
+from provisioning.drivers.nspawn_host import host, netns, proc, rootfs
+from provisioning.drivers.nspawn_host import image as images
+from provisioning.drivers.nspawn_host.warehouse import DEFAULT_SUBNET, MachineRecord, Warehouse, hostname_for
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
-from provisioning.faults import checkpoint
-from provisioning.options import OptionField, raise_problems
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
-from provisioning.drivers.nspawn_host import host, image as images, netns, proc, rootfs
-from provisioning.drivers.nspawn_host.warehouse import (DEFAULT_SUBNET, MachineRecord, Warehouse,
-                                                        hostname_for)
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey

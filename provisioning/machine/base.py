@@ -10,18 +10,27 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from provisioning.actions import ActionHandler
-from provisioning.errors import CommandFailed
-from provisioning.machine.result import CommandResult
+from provisioning.errors import CommandFailed, CommandResult
 from provisioning.transports.base import StreamCallback, Transport, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.spec import MachineSpec
 
-__all__ = ["Machine", "FileAttributes"]
+__all__ = ["Machine", "FileAttributes", "Convergence", "normalize_mode"]
+
+
+class Convergence(Protocol):
+    """What a machine needs of its convergence strategy (``provisioning.convergence``'s
+    ``ConvergenceStrategy``, a layer above, implements it)."""
+
+    def setup(self, machine: "Machine") -> None: ...
+
+    def converge(self, machine: "Machine") -> bool: ...
+
+    def cleanup(self, machine: "Machine") -> None: ...
 
 #: attributes a machine can report and set on a path
 FileAttributes = dict  # {"mode": "0644", "owner": "root", "group": "root"} (None where unknown)
@@ -38,7 +47,7 @@ class Machine(abc.ABC):
         action_handler: ActionHandler | None = None,
         spec: "MachineSpec | None" = None,
         options: Mapping[str, Any] | None = None,
-        convergence: "ConvergenceStrategy | None" = None,
+        convergence: Convergence | None = None,
     ) -> None:
         self.name = name
         self.transport = transport

@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from provisioning.errors import CommandFailed, ConfigError
+from provisioning.errors import CommandFailed, CommandResult, ConfigError
 from provisioning.machine.base import FileAttributes, Machine, normalize_mode
-from provisioning.machine.result import CommandResult
 from provisioning.transports import powershell as ps
 
 __all__ = ["WindowsMachine"]

@@ -30,10 +30,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 import psycopg.errors
 
+from provisioning.driver.faults import checkpoint
 from provisioning.errors import StateConflict, StateError
-from provisioning.faults import checkpoint
-from provisioning.store import mask_url
-from provisioning.store.base import ManagedEntryStore, holder_is_dead
+from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "MIGRATIONS", "masked_url"]
 
@@ -293,7 +292,8 @@ class PostgresStore(ManagedEntryStore):
                 "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
                 " VALUES (%(n)s, %(t)s, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s')"
                 " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
-                " holder = excluded.holder, session_key = excluded.session_key, expires_at = excluded.expires_at"
+                " holder = excluded.holder, session_key = excluded.session_key,"
+                " expires_at = excluded.expires_at"
                 f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
                 " RETURNING token",
                 {"n": name, "t": token, "h": Jsonb(self._safe_holder(holder)),

@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Any, Callable, Iterator, TypeVar
 
+from provisioning.driver.faults import checkpoint
 from provisioning.errors import StateConflict, StateError
-from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead
 
 __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]

@@ -34,8 +34,8 @@ import pytest
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
 from provisioning.driver import Capabilities, Driver
+from provisioning.driver.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.errors import UnsupportedOperation
-from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
 from provisioning.store.sqlite import SQLiteStore

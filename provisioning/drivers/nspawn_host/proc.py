@@ -18,8 +18,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from provisioning.errors import ProviderError
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary
+from provisioning.errors import ProviderError
 
 __all__ = ["Booted", "boot", "alive", "start_time", "stop", "kill_all", "cgroup_dirs",
            "remove_cgroups", "cgroup_pids", "console_tail"]

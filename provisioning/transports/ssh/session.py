@@ -33,8 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from provisioning.errors import CommandTimeout, TransportError
-from provisioning.machine.result import CommandResult
+from provisioning.errors import CommandResult, CommandTimeout, TransportError
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, StreamCallback
 
 if TYPE_CHECKING:  # pragma: no cover

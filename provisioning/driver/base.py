@@ -22,7 +22,7 @@ import abc
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from provisioning.options import DriverDescription, OptionField, raise_problems, validate_options
+from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover

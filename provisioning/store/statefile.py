@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
-from provisioning.files import write_private_file
+from provisioning.keys import write_private_file
 from provisioning.spec import SECRET_KEYS, ManagedEntry
 
 if TYPE_CHECKING:  # pragma: no cover

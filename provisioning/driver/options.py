@@ -3,11 +3,11 @@ CLI help and the ``converge init`` wizard all read the same declaration."""
 
 from __future__ import annotations
 
-from provisioning.schema import closest
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.schema import closest
 
 __all__ = ["OptionField", "validate_options", "raise_problems", "DriverDescription",
            "format_choices"]
