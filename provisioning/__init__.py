@@ -59,6 +59,9 @@ _EXPORTS = {
     "CommandFailed": "provisioning.errors",
     "ProviderError": "provisioning.errors",
     "UnsupportedOperation": "provisioning.errors",
+    "Snapshot": "provisioning.driver.local_features",
+    "SyncedFolder": "provisioning.driver.local_features",
+    "ForwardedPort": "provisioning.driver.local_features",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "errors"]
@@ -82,7 +85,7 @@ def __dir__() -> list[str]:
 #: old module name -> where it lives now (imports of the old name warn, then get the new module)
 _MOVED = {
     "provisioning.options": "provisioning.driver.options",
-    "provisioning.faults": "provisioning.driver.faults",
+    "provisioning.schema": "provisioning.inputs.schema",
     "provisioning.files": "provisioning.keys",
     "provisioning.statefile": "provisioning.store.statefile",
     "provisioning.wizard": "provisioning.scaffold.wizard",
@@ -91,6 +94,12 @@ _MOVED = {
     "provisioning.transports.ssh_options": "provisioning.transports.ssh.options",
     "provisioning.transports.shell_session": "provisioning.transports.ssh.session",
     "provisioning.transports.winrm_options": "provisioning.transports.winrm.options",
+    "provisioning.yamlfile": "provisioning.inputs.yamlfile",
+    "provisioning.userfiles": "provisioning.inputs.userfiles",
+    "provisioning.templating": "provisioning.inputs.templating",
+    "provisioning.keycheck": "provisioning.cluster.keycheck",
+    "provisioning.requestcheck": "provisioning.driver.requestcheck",
+    "provisioning.local_features": "provisioning.driver.local_features",
 }
 
 
@@ -125,6 +134,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler, Event, PrefixedActionHandler, RecordingActionHandler
     from provisioning.config import Config
     from provisioning.driver.base import Capabilities, Driver
+    from provisioning.driver.local_features import ForwardedPort, Snapshot, SyncedFolder
     from provisioning.driver.options import OptionField
     from provisioning.errors import *  # noqa: F401,F403
     from provisioning.errors import CommandResult

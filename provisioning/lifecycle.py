@@ -8,9 +8,11 @@ and last error. Under why-run it takes no lock and saves nothing.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from provisioning.actions import ActionHandler
+from provisioning.driver.requestcheck import check_request
 from provisioning.errors import MachineNotFound, ProvisioningError
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
 from provisioning.spec import MachineSpec
@@ -25,13 +27,15 @@ __all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"
 
 #: (driver, machine name, machine_options): one machine to act on
 MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+#: operations that may create a machine: their requests are checked like a cluster file's
+_CREATING = ("allocate", "ready", "up")
 
 
 class WorkSplitter(Protocol):
     """Shares ``run_many`` between every runner on a store that ``supports_claims``: does
     ``call(request)`` for the machines this runner claims and returns every machine's outcome
-    (``provisioning.claims.split_run`` is the one implementation; the orchestration layer above
-    passes it in, so this module does not depend on it)."""
+    (``provisioning.cluster.claims.split_run`` is the one implementation; the orchestration
+    layer above passes it in, so this module does not depend on it)."""
 
     def __call__(self, provisioner: "Provisioner", operation: str,
                  requests: Sequence[MachineRequest],
@@ -44,7 +48,7 @@ class Provisioner:
     def __init__(self, store: "ManagedEntryStore", *, config: "Config | None" = None,
                  action_handler: ActionHandler | None = None, parallel: int | None = None,
                  policy: str = "continue", lock_wait: float = 0.0,
-                 lock_ttl: float | None = None, work_splitter: WorkSplitter | None = None) -> None:
+                 lock_ttl: float | None = None, split_run: WorkSplitter | None = None) -> None:
         from provisioning.config import Config
 
         self.store = store
@@ -53,8 +57,12 @@ class Provisioner:
         self.parallelizer = Parallelizer(parallel or int(self.config.get("parallel", 10)), policy)
         self.lock_wait = lock_wait
         self.lock_ttl = float(lock_ttl or self.config.get("lock_ttl", 30.0))
-        #: splits run_many between every runner on a shared store (PostgreSQL), when given
-        self.work_splitter = work_splitter if store.supports_claims else None
+        #: how ``run_many`` shares its machines with other runners on one store that
+        #: ``supports_claims``, or None to do them all here; the cluster runner passes
+        #: ``provisioning.cluster.claims.split_run``
+        self.split_run: WorkSplitter | None = split_run if store.supports_claims else None
+        self._drivers: dict[str, "Driver"] = {}
+        self._drivers_lock = threading.Lock()
 
     @property
     def why_run(self) -> bool:
@@ -65,15 +73,26 @@ class Provisioner:
 
     def driver_for(self, spec: MachineSpec, default: "Driver | None" = None) -> "Driver":
         """The driver that owns a saved machine (from its reference), else ``default``."""
-        from provisioning.registry import driver_for_url
-
         url = spec.driver_url
         if url and (default is None or default.driver_url != url):
-            return driver_for_url(url, self.config)
+            return self._driver(url)
         if default is None:
             raise MachineNotFound(f"machine {spec.name!r} has no saved driver URL and none was "
                                   "given", machine=spec.name)
         return default
+
+    def _driver(self, url: str) -> "Driver":
+        """One driver per saved URL for this provisioner's life (building one per machine made
+        a thousand machines cost a thousand registry look-ups)."""
+        from provisioning.registry import driver_for_url
+
+        with self._drivers_lock:
+            driver = self._drivers.get(url)
+        if driver is None:
+            driver = driver_for_url(url, self.config)
+            with self._drivers_lock:
+                driver = self._drivers.setdefault(url, driver)
+        return driver
 
     @contextlib.contextmanager
     def _held(self, name: str) -> Iterator[MachineSpec]:
@@ -97,6 +116,8 @@ class Provisioner:
     def _one(self, operation: str, request: MachineRequest,
              call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
         driver, name, options = request
+        if operation in _CREATING:
+            check_request(driver, name, options)
         handler = self.action_handler.for_machine(name)
         with self._held(name) as spec:
             spec.last_action = operation
@@ -169,6 +190,8 @@ class Provisioner:
     def run_many(self, operation: str, requests: Sequence[MachineRequest],
                  fn: Callable[[MachineRequest], Any] | None = None) -> BatchResult:
         """One operation on many machines in parallel; every machine's outcome comes back."""
+        if operation in _CREATING:
+            _check_all(requests)
         method = fn or {
             "allocate": lambda r: self.allocate(*r),
             "ready": lambda r: self.ready(*r),
@@ -176,8 +199,8 @@ class Provisioner:
             "stop": lambda r: self.stop(r[1], r[2], r[0]),
             "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
         }[operation]
-        if self.work_splitter is not None and not self.why_run and len(requests) > 1:
-            results = self.work_splitter(self, operation, requests, method)
+        if self.split_run is not None and not self.why_run and len(requests) > 1:
+            results = self.split_run(self, operation, requests, method)
         else:
             results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
         for name, outcome in results.items():
@@ -188,6 +211,7 @@ class Provisioner:
     def allocate_batch(self, driver: "Driver", requests: Sequence[tuple[str, Mapping[str, Any]]]
                        ) -> BatchResult:
         """Allocate many machines of one driver through its batch method (bulk APIs)."""
+        _check_all([(driver, name, options) for name, options in requests])
         results = BatchResult((name, Outcome(name)) for name, _ in requests)
         with contextlib.ExitStack() as stack:
             specs = []
@@ -207,6 +231,25 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+def _check_all(requests: Sequence[Any]) -> None:
+    """Every problem of every request, before the first one is acted on."""
+    from provisioning.errors import ConfigError
+
+    problems = []
+    for request in requests:
+        try:
+            driver, name, options = request
+            check_request(driver, name, options)
+        except ConfigError as exc:
+            problems += [type(p)(f"machine {request[1]!r}: {p.message}", key=p.key)
+                         for p in exc.problems]
+        except (TypeError, ValueError):
+            raise ConfigError(f"a request is (driver, name, options), got {request!r:.80}",
+                              key="requests") from None
+    if problems:
+        raise ConfigError(problems=problems)
 
 
 def connect_to_machine(name_or_spec: "str | MachineSpec", config: "Config | None" = None, *,

@@ -12,7 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError, DriverNotFound, MissingExtra
-from provisioning.schema import closest
+from provisioning.inputs.schema import closest
 from provisioning.url import parse_driver_url, validate_scheme
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -18,14 +18,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cli.output import Renderer
-    from provisioning.cli.runner import ClusterRunner
+    from provisioning.cluster import Cluster, ClusterRunner
     from provisioning.parallel import BatchResult
 
 __all__ = ["Settings", "common_options", "why_run_option", "pass_settings", "Session",
@@ -34,17 +33,18 @@ __all__ = ["Settings", "common_options", "why_run_option", "pass_settings", "Ses
 OUTPUTS = ("text", "json")
 
 
-@dataclass
 class Settings:
-    """The global options, wherever on the command line they were given."""
+    """The global options, wherever on the command line they were given. (A plain class: the
+    dataclasses module would cost every command's start-up more than it saves here.)"""
 
-    file: str = "cluster.yml"
-    state: str | None = None
-    parallel: int | None = None
-    output: str = "text"
-    verbose: int = 0
-    quiet: int = 0
-    why_run: bool = False
+    def __init__(self) -> None:
+        self.file: str = "cluster.yml"
+        self.state: str | None = None
+        self.parallel: int | None = None
+        self.output: str = "text"
+        self.verbose: int = 0
+        self.quiet: int = 0
+        self.why_run: bool = False
 
     @property
     def verbosity(self) -> int:
@@ -55,9 +55,12 @@ class Settings:
         return self.output == "json"
 
     @contextlib.contextmanager
-    def session(self, *, why_run: bool | None = None, live: bool = True) -> Iterator["Session"]:
-        """Load the cluster file, open the state store, start the renderer; close all after."""
-        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live)
+    def session(self, *, why_run: bool | None = None, live: bool = True,
+                read_only: bool = False) -> Iterator["Session"]:
+        """Load the cluster file, open the state store, start the renderer; close all after.
+        ``read_only`` (and why-run): a missing state file is not created."""
+        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
+                          read_only=read_only)
         try:
             yield session
         finally:
@@ -136,28 +139,29 @@ def pass_settings(fn: Callable) -> Callable:
 
 
 class Session:
-    """One command's cluster, store, runner and renderer."""
+    """One command's cluster (file, store, runner) and renderer."""
 
-    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True) -> None:
-        from provisioning.actions import ActionHandler
-        from provisioning.cli.runner import ClusterRunner
-        from provisioning.cluster import load_cluster
-        from provisioning.store import open_store
+    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
+                 read_only: bool = False) -> None:
+        from provisioning.cluster import Cluster
 
         self.settings = settings
-        self.cluster = load_cluster(settings.file)
-        self.config = self.cluster.config()
         self.renderer = settings.renderer(live=live)
-        self.store = open_store(self.cluster.state_url(settings.state, self.config),
-                                base_dir=self.cluster.base_dir)
-        handler = ActionHandler(why_run=why_run, listeners=[self.renderer.event])
-        self.runner: ClusterRunner = ClusterRunner(self.cluster, store=self.store,
-                                                   config=self.config, action_handler=handler,
-                                                   parallel=settings.parallel)
+        try:
+            self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
+                                                 why_run=why_run, parallel=settings.parallel,
+                                                 listeners=[self.renderer.event],
+                                                 read_only=read_only)
+        except BaseException:
+            self.renderer.close()
+            raise
+        self.store = self.cluster.store
+        self.config = self.cluster.config
+        self.runner: ClusterRunner = self.cluster.runner
 
     def close(self) -> None:
         self.renderer.close()
-        self.runner.close()
+        self.cluster.close()
 
 
 def finish_batch(session: Session, command: str, results: "BatchResult",

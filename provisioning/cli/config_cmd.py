@@ -21,7 +21,7 @@ def config() -> None:
 @pass_settings
 def show(settings) -> int:
     """Print every setting with its value and where it came from (secrets masked)."""
-    from provisioning.cluster import load_cluster
+    from provisioning.cluster.file import load_cluster
     from provisioning.config import Config
 
     if os.path.exists(settings.file):

@@ -20,8 +20,4 @@ def destroy(settings, machines: tuple[str, ...], orphans: bool) -> int:
     Destroying a machine that is already gone is not an error.
     """
     with settings.session() as session:
-        names = [d.name for d in session.cluster.select(machines)]
-        if orphans:
-            names += [e.name for e in session.store.list("machine")
-                      if e.name not in session.cluster.machines and e.name not in names]
-        return finish_batch(session, "destroy", session.runner.destroy_names(names))
+        return finish_batch(session, "destroy", session.cluster.destroy(machines, orphans=orphans))

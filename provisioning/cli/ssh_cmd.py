@@ -35,7 +35,7 @@ def ssh(settings, machine: str, command: tuple[str, ...]) -> int:
     if shutil.which("ssh") is None:
         raise ConfigError("the OpenSSH client 'ssh' is not installed; install openssh-client",
                           key="ssh")
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         target = session.runner.connect(machine)
         spec = target.spec or session.runner.provisioner.spec(machine)
         driver = session.runner.provisioner.driver_for(spec)

@@ -20,7 +20,7 @@ def _open_store(settings):
     from provisioning.store import open_store
 
     if os.path.exists(settings.file):
-        from provisioning.cluster import load_cluster
+        from provisioning.cluster.file import load_cluster
 
         cluster = load_cluster(settings.file)
         return open_store(cluster.state_url(settings.state, cluster.config()),

@@ -18,8 +18,8 @@ def status(settings) -> int:
 
     Machines saved in the state but no longer in the cluster file are listed too.
     """
-    with settings.session(live=False) as session:
-        rows = session.runner.status()
+    with settings.session(live=False, read_only=True) as session:
+        rows = session.cluster.status()
         shown = []
         for row in rows:
             row = dict(row)
@@ -36,6 +36,6 @@ def status(settings) -> int:
         if any(row.get("locked_by") for row in rows):  # another runner is at work: say who
             columns, keys = COLUMNS + ("WORKING",), KEYS + ("working",)
         session.renderer.table(columns, shown, keys,
-                               {"event": "status", "file": session.cluster.path,
+                               {"event": "status", "file": session.cluster.file.path,
                                 "state": session.store.url, "machines": rows})
     return 0

@@ -28,7 +28,7 @@ def test(settings, machines: tuple[str, ...], destroy: str) -> int:
 
     with settings.session() as session:
         runner = session.runner
-        runner.provisioner.work_splitter = None  # verify and destroy what this run brought up
+        runner.provisioner.split_run = None  # verify and destroy what this run brought up
         definitions = session.cluster.select(machines)
         by_name = {d.name: d for d in definitions}
         created = runner.up(definitions)

@@ -29,7 +29,7 @@ def watch(settings, machines: tuple[str, ...], interval: float, grace: float, on
     import signal
     import threading
 
-    from provisioning.watch import Watcher
+    from provisioning.cluster.watch import Watcher
 
     stop = threading.Event()
     previous: dict[int, object] = {}

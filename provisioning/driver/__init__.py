@@ -12,7 +12,6 @@ from __future__ import annotations
 from provisioning.actions import ActionHandler
 from provisioning.config import Config
 from provisioning.driver.base import Capabilities, Driver, SpecsAndOptions
-from provisioning.driver.faults import checkpoint
 from provisioning.driver.options import DriverDescription, OptionField
 from provisioning.errors import (
                                  CommandResult,
@@ -21,6 +20,7 @@ from provisioning.errors import (
                                  ProviderError,
                                  UnsupportedOperation,
 )
+from provisioning.faults import checkpoint
 from provisioning.keys import PrivateKey, find_private_key
 from provisioning.machine import Machine, UnixMachine, WindowsMachine, machine_for
 from provisioning.parallel import BatchResult, Parallelizer

@@ -28,9 +28,10 @@ from provisioning.parallel import BatchResult, Parallelizer
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.config import Config
+    from provisioning.driver.local_features import Snapshot
     from provisioning.keys import PrivateKey
     from provisioning.machine.base import Machine
-    from provisioning.spec import MachineSpec
+    from provisioning.spec import ImageSpec, MachineSpec
 
 __all__ = ["Driver", "Capabilities", "SpecsAndOptions"]
 
@@ -48,6 +49,12 @@ class Capabilities:
     cross_process: bool = True      # state and resources are visible to other processes
     crash_safe: bool = True         # a crash between create and save is adopted on re-run
     detects_lost: bool = True       # a resource deleted behind our back is noticed
+    # local-machine features (provisioning.driver.local_features); off unless a driver declares them
+    snapshots: bool = False         # save/restore/list/delete_snapshot work
+    mounts_folders: bool = False    # synced folders can be shared live (mode auto or mount)
+    forwards_ports: bool = False    # machine_options["ports"] are forwarded from the host
+    # machine images (provisioning.images); off unless a driver declares it
+    images: bool = False            # allocate/ready/destroy_image capture a converged machine
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -102,9 +109,16 @@ class Driver(abc.ABC):
 
     def validate_machine_options(self, machine_options: Mapping[str, Any], *, where: str,
                                  file: str | None = None) -> list:
-        """Problems with one machine's options (the cluster loader collects them all)."""
-        return validate_options(self.machine_option_fields, machine_options, where=where,
-                                file=file, strict=bool(self.machine_option_fields))
+        """Problems with one machine's options (the cluster loader collects them all). The
+        local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
+        capabilities, and never reach the driver's own option fields."""
+        from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
+
+        own = {k: v for k, v in machine_options.items() if k not in LOCAL_OPTION_KEYS}
+        return validate_options(self.machine_option_fields, own, where=where,
+                                file=file, strict=bool(self.machine_option_fields)) + \
+            check_local_options(machine_options, self.capabilities, where=where, file=file,
+                                driver_url=self.driver_url)
 
     # -- the contract ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -156,6 +170,113 @@ class Driver(abc.ABC):
     def destroy_machines(self, action_handler, specs_and_options: SpecsAndOptions,
                          parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
+
+    # -- fleet scale: one call for many machines ----------------------------------------------
+    #: most machines ``converge up`` hands to one ``allocate_machines`` call (bulk APIs cap a
+    #: request; a driver without one still gets its per-machine calls in parallel)
+    allocate_chunk_size: ClassVar[int] = 100
+
+    def machine_states(self, machine_specs: Sequence["MachineSpec"],
+                       parallelizer: Parallelizer | None = None) -> dict[str, str]:
+        """``machine_state`` of many machines, name -> state: ``status`` asks each driver once
+        for all its machines. The default asks one by one (in parallel); drivers whose
+        warehouse lists many machines in one request override it."""
+        parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
+        results = parallelizer.run((spec.name, (lambda s=spec: self.machine_state(s)))
+                                   for spec in machine_specs)
+        return {name: outcome.value if outcome.ok else
+                f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
+                for name, outcome in results.items()}
+
+    # -- local-machine features: snapshots, synced folders, forwarded ports -------------------
+    # Declared here once (docs/driver-guide.md); a driver that can, sets the matching
+    # Capabilities flag and overrides them. Under why-run they report and change nothing.
+    def save_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                      name: str) -> "Snapshot":
+        """Save the machine's files (running or stopped) as snapshot ``name``; saving an
+        existing name replaces it."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "save snapshots")
+
+    def restore_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                         name: str) -> None:
+        """Return the machine's files to exactly snapshot ``name``; a machine that was running
+        runs again afterwards (ready it to get a connection)."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "restore snapshots")
+
+    def list_snapshots(self, machine_spec: "MachineSpec") -> "list[Snapshot]":
+        """The machine's snapshots, oldest first. Changes nothing."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "list snapshots")
+
+    def delete_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                        name: str) -> None:
+        """Remove snapshot ``name``; MachineNotFound-free: a missing name is reported."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "delete snapshots")
+
+    def sync_folders(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                     machine_options: Mapping[str, Any], machine: "Machine | None" = None) -> int:
+        """Bring the machine's copied folders (``machine_options["sync"]`` that this driver
+        does not mount) up to date over its transport; returns the files sent. Mounted folders
+        are live and need nothing. ``up`` calls it after ready; so does ``converge sync``."""
+        from provisioning.driver.local_features import copy_folder, synced_folders
+
+        copied = [f for f in synced_folders(machine_options)
+                  if not f.mounted_by(self.capabilities.mounts_folders)]
+        if not copied:
+            return 0
+        own = machine is None
+        machine = machine or self.connect_to_machine(machine_spec, machine_options)
+        try:
+            previous, machine.action_handler = machine.action_handler, action_handler
+            try:
+                return sum(copy_folder(machine, folder, action_handler) for folder in copied)
+            finally:
+                machine.action_handler = previous
+        finally:
+            if own:
+                machine.disconnect()
+
+    # -- machine images (chef's machine_image) -------------------------------------------------
+    # The core builds a machine from the image's base, converges it, then asks the driver to
+    # capture it; it destroys the builder machine after ready_image. A driver that can sets
+    # Capabilities.images and overrides these. Each change goes through perform_action.
+    def allocate_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                       image_options: Mapping[str, Any], machine_spec: "MachineSpec",
+                       machine_options: Mapping[str, Any]) -> None:
+        """Start capturing the converged machine ``machine_spec`` as image ``image_spec.name``
+        and record ``image_spec.reference`` (``driver_url``, and ``image_id``: the value this
+        driver's ``image`` machine option takes to boot from the image), saving it before any
+        wait. The builder machine may be stopped or consumed: the core destroys it next."""
+        raise self._no_images("capture machine images")
+
+    def ready_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                    image_options: Mapping[str, Any]) -> None:
+        """Wait until the image can boot machines."""
+        raise self._no_images("wait for machine images")
+
+    def destroy_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                      image_options: Mapping[str, Any]) -> None:
+        """Remove the image; idempotent, and works when it is already gone."""
+        raise self._no_images("destroy machine images")
+
+    def image_state(self, image_spec: "ImageSpec") -> str:
+        """What the warehouse says of the image: 'available', 'pending', 'missing' or
+        'unknown'. Changes nothing. A cached image that is 'missing' is built again."""
+        return "unknown" if image_spec.reference else "missing"
+
+    def _no_images(self, what: str) -> Exception:
+        from provisioning.errors import UnsupportedOperation
+
+        return UnsupportedOperation(f"the {self.scheme}: driver ({self.driver_url}) cannot "
+                                    f"{what} (its capabilities say images=False); boot machines "
+                                    "from a base image and converge them instead")
 
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> DriverDescription:

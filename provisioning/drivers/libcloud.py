@@ -22,11 +22,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
-from provisioning.driver.faults import checkpoint
 from provisioning.drivers.libcloud_parts.errors import map_libcloud_errors
+from provisioning.drivers.libcloud_parts.images import LibcloudImages
 from provisioning.drivers.libcloud_parts.options import DRIVER_OPTION_FIELDS, MACHINE_OPTION_FIELDS
 from provisioning.drivers.libcloud_parts.urls import CloudURL, options_for, parse_cloud_url
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
+from provisioning.faults import checkpoint
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,10 +44,10 @@ TAG_STORE = "provisioning:store"
 TAG_BATCH = "provisioning:batch"
 
 
-class LibcloudDriver(Driver):
+class LibcloudDriver(LibcloudImages, Driver):
     scheme = "libcloud"
     extra = "cloud"
-    capabilities = Capabilities()
+    capabilities = Capabilities(images=True)
     version = "1"
 
     driver_option_fields = DRIVER_OPTION_FIELDS

@@ -22,9 +22,9 @@ import re
 from typing import Any, Mapping
 
 from provisioning.driver import Capabilities, Driver
-from provisioning.driver.faults import checkpoint
 from provisioning.driver.options import OptionField
 from provisioning.errors import ConfigError, InvalidDriverURL, MachineNotFound, TransportError
+from provisioning.faults import checkpoint
 
 __all__ = ["SSHDriver"]
 

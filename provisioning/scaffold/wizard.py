@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from provisioning.driver.options import OptionField, format_choices
 from provisioning.errors import ConfigError, ProvisioningError
-from provisioning.schema import closest
+from provisioning.inputs.schema import closest
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config

@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any
 
-from provisioning.driver.faults import checkpoint
 from provisioning.errors import StateConflict
+from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead
 
 __all__ = ["MemoryStore"]

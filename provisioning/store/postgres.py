@@ -13,7 +13,7 @@ that key. When a runner dies (kill -9) its connection closes, the server drops t
 lock, and the lease is free at once; when the network is lost instead, the lease expires after
 its TTL (the server's clock decides, so hosts' clocks need not agree).
 
-Work splitting for many runners (``provisioning.claims``) uses ``provisioning_runs`` and
+Work splitting for many runners (``provisioning.cluster.claims``) uses ``provisioning_runs`` and
 ``provisioning_work`` with ``FOR UPDATE SKIP LOCKED``: a claim never waits on another runner.
 """
 
@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 import psycopg.errors
 
-from provisioning.driver.faults import checkpoint
 from provisioning.errors import StateConflict, StateError
+from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "MIGRATIONS", "masked_url"]
@@ -72,6 +72,8 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: seconds a finished run's rows are kept for the runners still reading its results
+RUN_RETENTION = 3600.0
 
 #: SQL true when the session holding advisory key ``{col}`` is still connected
 _SESSION_ALIVE = """EXISTS (SELECT 1 FROM pg_locks pl WHERE pl.locktype = 'advisory'
@@ -326,9 +328,9 @@ class PostgresStore(ManagedEntryStore):
         rows = self._run("list locks", lambda c: c.execute(
             "SELECT name, holder FROM provisioning_locks l WHERE expires_at > clock_timestamp() "
             f'AND {_alive("l.session_key")} ORDER BY name COLLATE "C"').fetchall(), tx=False)
-        return {name: holder for name, holder in rows}
+        return {name: holder for name, holder in rows if not holder_is_dead(holder)}
 
-    # -- work claims (used by provisioning.claims) -------------------------------------------
+    # -- work claims (used by provisioning.cluster.claims) -------------------------------------------
     def join_run(self, run_key: str, operation: str, names: Sequence[str],
                  fresh_within: float) -> int:
         """The generation of ``run_key`` to work on: the unfinished one touched within
@@ -349,8 +351,12 @@ class PostgresStore(ManagedEntryStore):
             generation = conn.execute("SELECT coalesce(max(generation), 0) + 1 FROM "
                                       "provisioning_runs WHERE run_key = %s",
                                       (run_key,)).fetchone()[0]
-            conn.execute("DELETE FROM provisioning_runs WHERE run_key = %s AND generation < %s",
-                         (run_key, generation))
+            # older generations stay readable: their runners may still be collecting results
+            # (deleting them made those runners report others' machines as never started);
+            # only generations finished long ago are pruned
+            conn.execute("DELETE FROM provisioning_runs WHERE run_key = %s AND generation < %s "
+                         "AND finished_at < now() - %s * interval '1s'",
+                         (run_key, generation, float(RUN_RETENTION)))
             conn.execute("INSERT INTO provisioning_runs (run_key, generation, operation) "
                          "VALUES (%s, %s, %s)", (run_key, generation, operation))
             with conn.cursor() as cur:
@@ -414,6 +420,13 @@ class PostgresStore(ManagedEntryStore):
                          "AND generation = %s AND finished_at IS NULL", (run_key, generation))
         self._run("renew claims", renew)
 
+    def run_open(self, run_key: str, generation: int) -> int:
+        """How many machines of one run are still pending or claimed (one count, not a list:
+        idle workers ask this while they wait)."""
+        return self._run("read run progress", lambda c: c.execute(
+            "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
+            "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0], tx=False)
+
     def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
         """name -> {state, holder, error, live} for one run."""
         rows = self._run("read run progress", lambda c: c.execute(
@@ -440,7 +453,9 @@ class PostgresStore(ManagedEntryStore):
                     (key, gen)).fetchall()}
                 out.append({"run": key, "generation": gen, "operation": op,
                             "created_at": created.isoformat(), "touched_at": touched.isoformat(),
-                            "counts": counts, "claimed": claimed})
+                            "counts": counts,
+                            "claimed": {n: h for n, h in claimed.items()
+                                        if not holder_is_dead(h)}})
             return out
         return self._run("list runs", read)
 

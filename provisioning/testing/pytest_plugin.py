@@ -44,12 +44,13 @@ class ClusterSession:
 
     def __init__(self, path: str, *, state: str | None = None, names: list[str] | None = None,
                  keep: bool = False) -> None:
-        from provisioning.cli.runner import open_cluster
+        from provisioning.cluster import Cluster
 
         self.keep = keep
         self.names = list(names or [])
-        self.runner = open_cluster(path, state=state)
-        self.cluster = self.runner.cluster
+        self.handle = Cluster.load(path, state=state)
+        self.runner = self.handle.runner
+        self.cluster = self.handle.file
         self.events: list[Any] = []
         self.runner.action_handler.subscribe(self.events.append)
         self.definitions = self.cluster.select(self.names)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.errors import InvalidDriverURL
-from provisioning.schema import closest
+from provisioning.inputs.schema import closest
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config

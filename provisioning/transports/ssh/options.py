@@ -32,8 +32,8 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem
-from provisioning.keys import find_private_key, load_private_key
-from provisioning.schema import closest
+from provisioning.inputs.schema import closest
+from provisioning.keys import find_private_key, load_private_key, read_key_file
 from provisioning.transports.base import HostKeyCallback, NewHostKey
 from provisioning.transports.ssh.transport import SSHTransport
 
@@ -163,9 +163,9 @@ class _Builder:
         if key_name:
             return find_private_key(self.config, key_name)
         for path in identity_files:
-            if os.path.isfile(path):
-                with open(path, "rb") as handle:
-                    return load_private_key(handle.read(), name=os.path.basename(path), path=path)
+            if os.path.lexists(path):
+                return load_private_key(read_key_file(path, name=os.path.basename(path)),
+                                        name=os.path.basename(path), path=path)
         return None
 
     def password(self, env_name: str | None, where: str) -> str | None:

@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.errors import ConfigError
-from provisioning.schema import closest
+from provisioning.inputs.schema import closest
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, HostKeyCallback, NewHostKey
 from provisioning.transports.winrm.connection import DEFAULT_PORTS
 from provisioning.transports.winrm.transport import WinRMTransport

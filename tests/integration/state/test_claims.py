@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from provisioning.claims import WorkSplit, run_key, supports_claims
+from provisioning.cluster.claims import WorkSplit, run_key, supports_claims
 from provisioning.store import open_store
 
 pytestmark = pytest.mark.postgres

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from provisioning.driver.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.errors import ProviderError, StateConflict, StateLocked
+from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
 from provisioning.store.base import ManagedEntryStore

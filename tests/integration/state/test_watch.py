@@ -128,12 +128,12 @@ def test_a_decision_made_on_a_stale_observation_is_dropped(tmp_path, postgres_ur
     """Two watchers both saw web-1 unhealthy; the first replaces it; the second, acting on what
     it saw, finds the entry changed under the lock and does nothing."""
     from provisioning.actions import RecordingActionHandler
-    from provisioning.cli.runner import open_cluster
-    from provisioning.watch import Watcher, fingerprint
+    from provisioning.cluster import Cluster
+    from provisioning.cluster.watch import Watcher, fingerprint
 
     cluster = write_cluster(tmp_path, 1)
-    first = open_cluster(cluster, state=postgres_url)
-    second = open_cluster(cluster, state=postgres_url)
+    first = Cluster.load(cluster, state=postgres_url).runner
+    second = Cluster.load(cluster, state=postgres_url).runner
     try:
         assert first.up(first.cluster.select()).ok
         warehouse = FakeWarehouse(str(tmp_path / "cloud"))

@@ -1,8 +1,9 @@
 """ClusterRunner: a cluster file's machines driven through the ``Provisioner`` (locks, state).
 
-Used by the ``converge`` commands and the pytest plugin. ``up`` does, per machine and under its
-lock: allocate, ready, converge (the steps), healthcheck; the spec's ``last_action`` follows
-along so ``status`` shows where a failed machine stopped. Results come back per machine.
+Used by ``Cluster`` (the ``converge`` commands, the pytest plugin, watch). ``up`` does, per
+machine and under its lock: allocate, ready, converge (the steps), healthcheck; the spec's
+``last_action`` follows along so ``status`` shows where a failed machine stopped. Results
+come back per machine.
 """
 
 from __future__ import annotations
@@ -15,49 +16,40 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from provisioning.actions import ActionHandler, Event
-from provisioning.claims import split_run
+from provisioning.cluster.claims import split_run, supports_claims
 from provisioning.errors import CommandFailed, MachineNotFound, ProvisioningError
 from provisioning.lifecycle import Provisioner
 from provisioning.parallel import BatchResult
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster import Cluster, MachineDefinition
+    from provisioning.cluster.file import ClusterFile, MachineDefinition
     from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["ClusterRunner", "open_cluster"]
-
-
-def open_cluster(path: str, *, state: str | None = None, why_run: bool = False,
-                 parallel: int | None = None, listeners: Sequence[Callable[[Event], None]] = ()
-                 ) -> "ClusterRunner":
-    """Load a cluster file and open its state store: the one-call start for scripts."""
-    from provisioning.cluster import load_cluster
-    from provisioning.store import open_store
-
-    cluster = load_cluster(path)
-    config = cluster.config()
-    store = open_store(cluster.state_url(state, config), base_dir=cluster.base_dir)
-    handler = ActionHandler(why_run=why_run, listeners=listeners)
-    return ClusterRunner(cluster, store=store, config=config, action_handler=handler,
-                         parallel=parallel)
+__all__ = ["ClusterRunner"]
 
 
 class ClusterRunner:
     """Operations on a cluster's machines. Every driver call goes through ``Provisioner``."""
 
-    def __init__(self, cluster: "Cluster", *, store: "ManagedEntryStore", config: "Config",
+    def __init__(self, cluster: "ClusterFile", *, store: "ManagedEntryStore", config: "Config",
                  action_handler: ActionHandler | None = None, parallel: int | None = None) -> None:
         self.cluster = cluster
         self.store = store
         self.config = config
         self.action_handler = action_handler or ActionHandler()
         self.provisioner = Provisioner(store, config=config, action_handler=self.action_handler,
-                                       parallel=parallel, work_splitter=split_run)
+                                       parallel=parallel)
+        if supports_claims(store):  # runners sharing the store split the work
+            self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
+        from provisioning.images.builder import ImageBuilder
+
+        #: the cluster's images (``images:``), built through this runner's provisioner
+        self.images = ImageBuilder(cluster.images, self.provisioner, self.driver)
         self.actions: Counter[str] = Counter()
         self.action_handler.subscribe(self._count)
 
@@ -84,17 +76,22 @@ class ClusterRunner:
     # -- up --------------------------------------------------------------------------------
     def up(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate, ready, converge and healthcheck each machine; value: its Machine (None for
-        a machine why-run would create)."""
+        a machine why-run would create). Images the machines boot from are built first."""
+        from provisioning.images.builder import boot_from_images
+
+        definitions = boot_from_images(definitions, self.images)
         by_name = {d.name: d for d in definitions}
         return self.provisioner.run_many(
             "up", self._requests(definitions),
             lambda r: self.provisioner.run_locked("allocate", r[0], r[1], r[2],
-                                                  lambda d, h, s, o: self._up_one(
+                                                  lambda d, h, s, o: self.up_one(
                                                       by_name[r[1]], d, h, s, o)))
 
-    def _up_one(self, definition: "MachineDefinition", driver: "Driver", handler: ActionHandler,
+    def up_one(self, definition: "MachineDefinition", driver: "Driver", handler: ActionHandler,
                 spec, options: Mapping[str, Any]) -> "Machine | None":
-        from provisioning.healthcheck import run_healthchecks
+        """The pipeline of one machine, under its lock (``Provisioner.run_locked``): allocate,
+        ready, converge, healthcheck."""
+        from provisioning.cluster.healthcheck import run_healthchecks
 
         before = self.actions[definition.name]
         driver.allocate_machine(handler, spec, options)
@@ -111,6 +108,9 @@ class ClusterRunner:
                                   data={"planned": self.actions[definition.name] - before})
             return None
         machine.action_handler = handler
+        if options.get("sync"):
+            spec.last_action = "sync"
+            driver.sync_folders(handler, spec, options, machine)
         spec.last_action = "converge"
         machine.convergence = strategy
         machine.setup_convergence()
@@ -121,8 +121,8 @@ class ClusterRunner:
         if definition.healthchecks:
             spec.last_action = "healthcheck"
             run_healthchecks(list(definition.healthchecks), machine, handler,
-                             self._variables(definition, machine), file=self.cluster.path,
-                             opener=self._opener(driver, spec))
+                             self.variables_for(definition, machine), file=self.cluster.path,
+                             opener=self.opener(driver, spec))
         spec.last_action = "up"
         changes = self.actions[definition.name] - before
         if self.why_run:
@@ -135,13 +135,13 @@ class ClusterRunner:
                                           "address": spec.reference.get("address")})
         return machine
 
-    def _variables(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
+    def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
         variables = self.cluster.variables(definition)
         variables["machine"].update(name=machine.name, address=machine.address)
         return variables
 
     @staticmethod
-    def _opener(driver: "Driver", spec) -> Callable | None:
+    def opener(driver: "Driver", spec) -> Callable | None:
         open_connection = getattr(driver, "open_connection", None)
         if open_connection is None:
             return None
@@ -154,12 +154,79 @@ class ClusterRunner:
     def destroy(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         return self.provisioner.run_many("destroy", self._requests(definitions))
 
+    def orphans(self) -> list[str]:
+        """Machines saved in the state but no longer in the cluster file."""
+        return [e.name for e in self.store.list("machine") if e.name not in self.cluster.machines]
+
     def destroy_names(self, names: Sequence[str]) -> BatchResult:
         """Destroy saved machines by name (those no longer in the cluster file too)."""
         by_name = self.cluster.machines
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
         return self.provisioner.run_many("destroy", requests)  # type: ignore[arg-type]
+
+    # -- local-machine features: synced folders and snapshots ------------------------------
+    def sync(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
+        """Push each machine's copied folders again (mounted ones are live already)."""
+        return self.provisioner.run_many(
+            "sync", self._requests(definitions),
+            lambda r: self.provisioner.run_locked(
+                "sync", r[0], r[1], r[2], lambda d, h, s, o: self._sync_one(d, h, s, o)))
+
+    @staticmethod
+    def _sync_one(driver: "Driver", handler: ActionHandler, spec, options) -> int:
+        if not spec.exists:
+            raise MachineNotFound(f"machine {spec.name!r} has not been created; run "
+                                  f"'converge up {spec.name}' first", machine=spec.name)
+        if not options.get("sync"):
+            handler.report_progress("no synced folders: nothing to push")
+            return 0
+        return driver.sync_folders(handler, spec, options)
+
+    def snapshot(self, operation: str, name: str, snapshot: str | None = None) -> Any:
+        """``save`` (returns the Snapshot), ``restore``, ``delete`` under the machine's lock;
+        ``list`` (returns the Snapshots) without one. ``snapshot`` None: a new name for save,
+        the newest snapshot for restore."""
+        from provisioning.driver.local_features import snapshot_name
+
+        definition = self.cluster.machines.get(name)
+        spec = self.provisioner.spec(name)
+        if definition is None and not spec.exists:
+            self.cluster.select([name])  # ConfigError naming the file, with a did-you-mean
+        if not spec.exists:
+            raise MachineNotFound(f"machine {name!r} has not been created (state: "
+                                  f"{self.store.url}); run 'converge up {name}' first",
+                                  machine=name)
+        default = self.driver(definition.driver_url) if definition is not None else None
+        options = definition.machine_options if definition is not None else {}
+        driver = self.provisioner.driver_for(spec, default)
+        if operation == "list":
+            return driver.list_snapshots(spec)
+        if operation == "save":
+            wanted = snapshot_name(snapshot)
+            call = lambda d, h, s, o: d.save_snapshot(h, s, wanted)  # noqa: E731
+        elif operation in ("restore", "delete"):
+            wanted = snapshot_name(snapshot) if snapshot is not None else \
+                self._newest_snapshot(driver, spec, operation)
+            method = driver.restore_snapshot if operation == "restore" else driver.delete_snapshot
+            call = lambda d, h, s, o: method(h, s, wanted)  # noqa: E731
+        else:
+            raise ValueError(f"unknown snapshot operation {operation!r}")
+        return self.provisioner.run_locked(f"snapshot {operation}", driver, name, options, call)
+
+    @staticmethod
+    def _newest_snapshot(driver: "Driver", spec, operation: str) -> str:
+        from provisioning.errors import ConfigError
+
+        snapshots = driver.list_snapshots(spec)
+        if not snapshots:
+            raise ConfigError(f"machine {spec.name!r} has no snapshots to {operation}; save one "
+                              f"first (converge snapshot save {spec.name})", key="snapshot")
+        if operation == "delete":
+            raise ConfigError(f"name the snapshot to delete: converge snapshot delete {spec.name} "
+                              f"NAME (one of: {', '.join(s.name for s in snapshots)})",
+                              key="snapshot")
+        return snapshots[-1].name
 
     # -- reading ---------------------------------------------------------------------------
     def connect(self, name: str) -> "Machine":
@@ -178,40 +245,50 @@ class ClusterRunner:
 
     def status(self) -> list[dict[str, Any]]:
         """One row per machine in the cluster file or the store: name, driver URL, state,
-        address, last action, last error, and whether it is in the file."""
+        address, last action, last error, and whether it is in the file. One store read for
+        the machines, one for the locks, and one ``machine_states`` call per driver."""
         saved = {entry.name: entry for entry in self.store.list("machine")}
         names = list(self.cluster.machines) + [n for n in saved if n not in self.cluster.machines]
         locks = self.store.locks()
-
-        def row(name: str) -> dict[str, Any]:
+        states = self._states([spec for spec in saved.values() if spec.exists])
+        rows = []
+        for name in names:
             definition = self.cluster.machines.get(name)
             spec = saved.get(name)
             url = (spec.driver_url if spec is not None and spec.driver_url else
                    definition.driver_url if definition is not None else None)
-            state = "not created"
-            if spec is not None and spec.exists:
-                try:
-                    state = self.provisioner.driver_for(spec).machine_state(spec)
-                except ProvisioningError as exc:
-                    state = f"unknown ({exc.message[:60]})"
-            holder = locks.get(name)
-            return {"name": name, "driver_url": url, "state": state,
-                    "address": spec.reference.get("address") if spec is not None else None,
-                    "last_action": spec.last_action if spec is not None else None,
-                    "last_error": spec.last_error if spec is not None else None,
-                    "in_cluster_file": definition is not None,
-                    "locked_by": holder}
-
-        results = self.provisioner.parallelizer.run((n, (lambda n=n: row(n))) for n in names)
-        rows = []
-        for name, outcome in results.items():
-            if outcome.ok:
-                rows.append(outcome.value)
-            else:
-                rows.append({"name": name, "driver_url": None, "state": f"error: {outcome.error}",
-                             "address": None, "last_action": None, "last_error": None,
-                             "in_cluster_file": name in self.cluster.machines, "locked_by": None})
+            rows.append({"name": name, "driver_url": url,
+                         "state": states.get(name, "not created"),
+                         "address": spec.reference.get("address") if spec is not None else None,
+                         "last_action": spec.last_action if spec is not None else None,
+                         "last_error": spec.last_error if spec is not None else None,
+                         "in_cluster_file": definition is not None,
+                         "locked_by": locks.get(name)})
         return rows
+
+    def _states(self, specs: Sequence[Any]) -> dict[str, str]:
+        """name -> what its driver says now, asking each driver once for all its machines."""
+        states: dict[str, str] = {}
+        groups: dict[str, tuple["Driver", list[Any]]] = {}
+        for spec in specs:
+            try:
+                driver = self.provisioner.driver_for(spec)
+            except ProvisioningError as exc:
+                states[spec.name] = f"unknown ({exc.message[:60]})"
+                continue
+            groups.setdefault(driver.driver_url, (driver, []))[1].append(spec)
+        parallelizer = self.provisioner.parallelizer
+        results = parallelizer.run(
+            (url, (lambda d=driver, g=group: d.machine_states(g, parallelizer)))
+            for url, (driver, group) in groups.items())
+        for url, outcome in results.items():
+            group = groups[url][1]
+            if outcome.ok:
+                states.update(outcome.value)
+            else:
+                text = getattr(outcome.error, "message", str(outcome.error))[:60]
+                states.update({spec.name: f"unknown ({text})" for spec in group})
+        return states
 
     # -- verify ----------------------------------------------------------------------------
     def verify(self, definition: "MachineDefinition", machine: "Machine") -> None:

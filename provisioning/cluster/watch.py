@@ -32,8 +32,8 @@ from provisioning.errors import ProvisioningError, StateLocked
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
-    from provisioning.cli.runner import ClusterRunner
-    from provisioning.cluster import MachineDefinition
+    from provisioning.cluster.file import MachineDefinition
+    from provisioning.cluster.runner import ClusterRunner
     from provisioning.driver import Driver
     from provisioning.spec import MachineSpec
 
@@ -162,7 +162,7 @@ class Watcher:
         """None when healthy, else why not. One attempt per check: the grace period is what
         gives a machine time, not the check's own deadline."""
         from provisioning.actions import ActionHandler
-        from provisioning.healthcheck import run_healthcheck
+        from provisioning.cluster.healthcheck import run_healthcheck
 
         if state not in ("running", "unknown"):
             return f"the provider says it is {state}"
@@ -174,11 +174,11 @@ class Watcher:
         except ProvisioningError as exc:
             return f"cannot connect: {exc.message}"
         try:
-            variables = self.runner._variables(definition, machine)
+            variables = self.runner.variables_for(definition, machine)
             for check in definition.healthchecks:
                 run_healthcheck(dataclasses.replace(check, deadline=0.0), machine, quiet,
                                 variables, file=self.runner.cluster.path,
-                                opener=self.runner._opener(driver, spec))
+                                opener=self.runner.opener(driver, spec))
         except ProvisioningError as exc:
             return exc.message
         finally:
@@ -221,7 +221,7 @@ class Watcher:
                     spec.reference = {}
                     spec.save()
                 spec.last_action = "allocate"
-                self.runner._up_one(definition, d, h, spec, options)
+                self.runner.up_one(definition, d, h, spec, options)
             description = {"create": "create missing machine",
                            "recreate": "re-create machine",
                            "replace": "replace machine"}[verdict]

@@ -14,6 +14,8 @@
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
         verify: [test -f /etc/motd]
+        sync: [{from: ./app, to: /srv/app}]   # synced folders (docs: local machines)
+        ports: ["127.0.0.1:8080:80"]          # forwarded ports, loopback by default
 
 Relative paths (sources, templates, key directories, the state file) are relative to the
 cluster file's directory.
@@ -27,24 +29,24 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from provisioning.driver.requestcheck import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, ConfigProblem
-from provisioning.schema import Problems, describe_type, did_you_mean, one_or_many
+from provisioning.inputs.schema import Problems, describe_type, did_you_mean, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.cluster.healthcheck import HealthCheck
     from provisioning.config import Config
     from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.convergence.steps import Step
-    from provisioning.healthcheck import HealthCheck
 
-__all__ = ["Cluster", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
+__all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
            "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS"]
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
-            "machines", "state")
-MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify")
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-MAX_NAME = 60
+            "machines", "state", "images")
+MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
+                "sync", "ports")
 MAX_COUNT = 1000
 
 
@@ -78,7 +80,7 @@ class MachineDefinition:
 
 
 @dataclass
-class Cluster:
+class ClusterFile:
     """A validated cluster file."""
 
     path: str
@@ -91,6 +93,8 @@ class Cluster:
     machines: dict[str, MachineDefinition] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
     state: str | None = None
+    #: ``images:``, name -> provisioning.images.ImageDefinition
+    images: dict[str, Any] = field(default_factory=dict)
 
     def config(self, base: "Config | None" = None) -> "Config":
         """Settings for this cluster: ``provisioning.yml`` beside it, the environment, then the
@@ -150,32 +154,33 @@ class Cluster:
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> Cluster:
+def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
-    from provisioning.config import load_yaml_file
+    from provisioning.inputs.userfiles import read_user_text
+    from provisioning.inputs.yamlfile import load_yaml_text
 
     if os.path.isdir(path):
         raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
                           file=path)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise ConfigError("cluster file not found; create one (see docs/cluster-file.md) or pass "
                           "-f FILE", file=path)
+    text = read_user_text(path, what="cluster file")
     try:
-        data = load_yaml_file(path)
+        data = load_yaml_text(text, path)
     except ConfigError as exc:
-        raise _with_yaml_hint(exc, path) from exc.__cause__
+        raise _with_yaml_hint(exc, text) from exc.__cause__
     return parse_cluster(data, path)
 
 
-def _with_yaml_hint(exc: ConfigError, path: str) -> ConfigError:
+def _with_yaml_hint(exc: ConfigError, text: str) -> ConfigError:
     """A YAML error on a line like ``driver: nspawn:`` gets the fix: quote the URL."""
     match = re.match(r"line (\d+)", exc.key or "")
     if not match:
         return exc
     try:
-        with open(path, encoding="utf-8") as handle:
-            line = handle.read().splitlines()[int(match.group(1)) - 1]
-    except (OSError, IndexError, UnicodeDecodeError):
+        line = text.splitlines()[int(match.group(1)) - 1]
+    except IndexError:
         return exc
     if re.search(r":\s+[a-z][a-z0-9+.-]*:(\S*:)*\s*(#.*)?$", line):
         return ConfigError(f"{exc.problems[0].message}; a value ending in ':' must be quoted in "
@@ -184,10 +189,10 @@ def _with_yaml_hint(exc: ConfigError, path: str) -> ConfigError:
     return exc
 
 
-def parse_cluster(data: Any, path: str) -> Cluster:
+def parse_cluster(data: Any, path: str) -> ClusterFile:
     """Validate already-parsed cluster data (a mapping) that came from ``path``."""
+    from provisioning.cluster.healthcheck import parse_healthchecks
     from provisioning.convergence.steps import parse_steps
-    from provisioning.healthcheck import parse_healthchecks
 
     path = os.path.abspath(path)
     base_dir = os.path.dirname(path)
@@ -216,10 +221,19 @@ def parse_cluster(data: Any, path: str) -> Cluster:
     if state and "://" not in state and state != "memory:":
         state = os.path.join(base_dir, os.path.expanduser(state))
 
-    cluster = Cluster(path=path, base_dir=base_dir, driver=default_driver,
+    cluster = ClusterFile(path=path, base_dir=base_dir, driver=default_driver,
                       driver_options=dict(driver_options), private_key_paths=key_paths,
                       private_keys=private_keys, machine_options=defaults, state=state)
 
+    from provisioning.images.definition import parse_images
+
+    cluster.images = parse_images(top.get("images"), problems, base_dir=base_dir,
+                                  default_driver=default_driver, defaults=defaults,
+                                  name_re=NAME_RE, max_name=MAX_NAME)
+    for image in cluster.images.values():
+        if image.driver_url:
+            _check_driver(image.driver_url, image.builder_options(), image.machine_options,
+                          image.key_path, problems, cluster)
     machines = top.get("machines")
     if "machines" not in top:
         problems.add("machines", "required: a mapping of machine names to their settings")
@@ -253,11 +267,13 @@ def parse_cluster(data: Any, path: str) -> Cluster:
                                           "file (for example 'driver: nspawn:')")
         own = problems.mapping(body.get("machine_options") or {}, f"{key}.machine_options") or {}
         options = _deep_merge(defaults, own)
+        _local_features(body, key, count, options, problems, base_dir)
         steps = parse_steps(body.get("converge"), f"{key}.converge", problems, base_dir)
         checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
         verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, base_dir)
         if driver is not None:
-            _check_driver(driver, options, own, key, problems, cluster)
+            _check_driver(driver, _with_image_base(options, driver, key, problems, cluster),
+                          own, key, problems, cluster)
         if "count" in body:
             names = [f"{group}-{i}" for i in range(1, (count or 0) + 1)]
             indexes: list[int | None] = list(range(1, len(names) + 1))
@@ -276,7 +292,42 @@ def parse_cluster(data: Any, path: str) -> Cluster:
         cluster.groups[group] = names
     _check_driver_options(cluster, problems)
     problems.raise_if_any()
+    from provisioning.cluster.keycheck import key_problems
+
+    urls = {d.driver_url for d in cluster.machines.values()}
+    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
+    problems.raise_if_any()
     return cluster
+
+
+def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: Problems,
+                     cluster: ClusterFile) -> dict[str, Any]:
+    """Options as the driver will see them: an ``image`` naming one of the file's images is
+    checked as that image's base (the built image id replaces it at ``up``)."""
+    image = cluster.images.get(options.get("image"))  # type: ignore[arg-type]
+    if image is None:
+        return options
+    if image.driver_url != driver:
+        problems.add(f"{key}.machine_options.image", f"image {image.name!r} is built with "
+                                                     f"driver {image.driver_url!r}, this machine "
+                                                     f"uses {driver!r}; use one driver for both")
+    return {**options, "image": image.base}
+
+
+def _local_features(body: Mapping[str, Any], key: str, count: int | None,
+                    options: dict[str, Any], problems: Problems, base_dir: str) -> None:
+    """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
+    from provisioning.driver.local_features import parse_forwarded_ports, parse_synced_folders
+
+    if "sync" in body:
+        folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
+        options["sync"] = [folder.to_data() for folder in folders]
+    if "ports" in body:
+        ports = parse_forwarded_ports(body["ports"], f"{key}.ports", problems)
+        if ports and count is not None and count > 1:
+            problems.add(f"{key}.ports", f"{count} machines cannot all bind the same host "
+                                         "ports; forward ports on a machine without count")
+        options["ports"] = [str(port) for port in ports]
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,16 +390,22 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
-                  problems: Problems, cluster: Cluster) -> None:
+                  problems: Problems, cluster: ClusterFile) -> None:
     from provisioning.driver.options import validate_options
 
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
+    from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
+
     fields = list(getattr(cls, "machine_option_fields", ()))
-    found = validate_options(fields, options, where=f"{key}.machine_options", file=cluster.path,
+    found = validate_options(fields, {k: v for k, v in options.items()
+                                      if k not in LOCAL_OPTION_KEYS},
+                             where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
+    found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
+                                 file=cluster.path, driver_url=url)
     known = {(p.key, p.message) for p in problems.items}
     for problem in found:
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]
@@ -361,7 +418,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
             problems.items.append(problem)
 
 
-def _check_driver_options(cluster: Cluster, problems: Problems) -> None:
+def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
     from provisioning.driver.options import validate_options
 
     for url, options in cluster.driver_options.items():

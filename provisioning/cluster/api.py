@@ -1,0 +1,130 @@
+"""``Cluster``: a cluster file bound to its state store, the library face of ``converge``.
+
+::
+
+    from provisioning.cluster import Cluster
+
+    with Cluster.load("cluster.yml") as cluster:
+        results = cluster.up(["web"])          # allocate, ready, converge, healthcheck
+        print(cluster.status())
+        cluster.destroy()
+
+The CLI is a thin layer over this class: it parses arguments and renders what comes back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from provisioning.actions import ActionHandler, Event
+from provisioning.cluster.file import ClusterFile, MachineDefinition, load_cluster
+from provisioning.cluster.runner import ClusterRunner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.config import Config
+    from provisioning.parallel import BatchResult
+    from provisioning.store.base import ManagedEntryStore
+
+__all__ = ["Cluster"]
+
+
+class Cluster:
+    """The machines of one cluster file and the store that records them."""
+
+    def __init__(self, file: ClusterFile, runner: ClusterRunner) -> None:
+        self.file = file
+        self.runner = runner
+
+    @classmethod
+    def load(cls, path: str = "cluster.yml", *, state: str | None = None,
+             why_run: bool = False, parallel: int | None = None,
+             listeners: Sequence[Callable[[Event], None]] = (),
+             read_only: bool = False) -> "Cluster":
+        """Validate the cluster file and open its state store (``state`` wins over the file's
+        ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
+        Under why-run or ``read_only`` a state file that does not exist is not created."""
+        from provisioning.store import open_store
+
+        file = load_cluster(path)
+        config = file.config()
+        store = open_store(file.state_url(state, config), base_dir=file.base_dir,
+                           create=not (why_run or read_only))
+        handler = ActionHandler(why_run=why_run, listeners=listeners)
+        return cls(file, ClusterRunner(file, store=store, config=config, action_handler=handler,
+                                       parallel=parallel))
+
+    # -- what it holds ---------------------------------------------------------------------
+    @property
+    def store(self) -> "ManagedEntryStore":
+        return self.runner.store
+
+    @property
+    def config(self) -> "Config":
+        return self.runner.config
+
+    @property
+    def action_handler(self) -> ActionHandler:
+        return self.runner.action_handler
+
+    def select(self, names: Iterable[str] = ()) -> list[MachineDefinition]:
+        """Machines by name or group (all when none given), in file order."""
+        return self.file.select(names)
+
+    # -- operations ------------------------------------------------------------------------
+    def up(self, names: Iterable[str] = ()) -> "BatchResult":
+        """Create (if needed), ready, converge and healthcheck; value per machine: its
+        ``Machine`` (None under why-run for a machine that would be created)."""
+        return self.runner.up(self.select(names))
+
+    def stop(self, names: Iterable[str] = ()) -> "BatchResult":
+        return self.runner.stop(self.select(names))
+
+    def destroy(self, names: Iterable[str] = (), *, orphans: bool = False) -> "BatchResult":
+        """Destroy machines of this cluster and forget them; ``orphans``: also those saved in
+        the state but no longer in the file."""
+        wanted = [d.name for d in self.select(names)]
+        if orphans:
+            wanted += [n for n in self.runner.orphans() if n not in wanted]
+        return self.runner.destroy_names(wanted)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per machine (see ``ClusterRunner.status``)."""
+        return self.runner.status()
+
+    def connect(self, name: str):
+        """A ``Machine`` for a saved machine, changing nothing."""
+        return self.runner.connect(name)
+
+    # -- images (``images:``) -----------------------------------------------------------------
+    def build_images(self, names: Iterable[str] = (), *, force: bool = False) -> dict[str, Any]:
+        """Build the named images (all by default) unless they are up to date (``force``:
+        build anyway); returns each image's id (None for one why-run would build)."""
+        return self.runner.images.ensure(self._image_names(names), force=force)
+
+    def image_status(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """One row per image: name, state (built, outdated, missing, not built), key, image
+        id, when it was built and how long that took."""
+        return [self.runner.images.status(n).to_dict() for n in self._image_names(names)]
+
+    def destroy_images(self, names: Iterable[str] = ()) -> list[str]:
+        """Destroy the named images (all the store holds by default) and forget them."""
+        names = list(names) or self.runner.images.saved_names()
+        for name in names:
+            self.runner.images.destroy(name)
+        return names
+
+    def _image_names(self, names: Iterable[str]) -> list[str]:
+        names = list(names) or list(self.file.images)
+        for name in names:
+            self.runner.images.definition(name)  # ConfigError with a did-you-mean
+        return names
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
