@@ -111,7 +111,7 @@ class _MovedModules:
     def find_spec(name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
         if name not in _MOVED:
             return None
-        return ModuleSpec(name, _MovedModules, origin=_MOVED[name])
+        return ModuleSpec(name, _MovedModules, origin=_MOVED[name])  # type: ignore[arg-type]
 
     @staticmethod
     def create_module(spec: ModuleSpec) -> ModuleType:
@@ -127,7 +127,7 @@ class _MovedModules:
 
 
 if not any(isinstance(f, type) and f.__name__ == "_MovedModules" for f in sys.meta_path):
-    sys.meta_path.append(_MovedModules)  # type: ignore[arg-type]
+    sys.meta_path.append(_MovedModules)
 
 
 if TYPE_CHECKING:  # pragma: no cover

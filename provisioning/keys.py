@@ -89,9 +89,10 @@ class PrivateKey:
         """The unencrypted private key in OpenSSH format (for transports; never logged)."""
         from cryptography.hazmat.primitives import serialization
 
-        return self.key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.OpenSSH,
-                                      serialization.NoEncryption())
+        data: bytes = self.key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.OpenSSH,
+                                             serialization.NoEncryption())
+        return data
 
 
 def _passphrase(config: "Config | None", name: str) -> bytes | None:
@@ -111,7 +112,7 @@ def load_private_key(data: bytes, *, name: str, path: str | None = None,
     where = path or f"private_keys.{name}"
     try:
         if b"OPENSSH PRIVATE KEY" in data:
-            key = serialization.load_ssh_private_key(data, password=passphrase)
+            key: Any = serialization.load_ssh_private_key(data, password=passphrase)
         else:
             key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as exc:
@@ -177,6 +178,7 @@ def generate_private_key(path: str, *, name: str | None = None, kind: str = "ed2
     """Create a new key pair at ``path`` (0600) and ``path.pub``."""
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+    key: Any
     if kind == "ed25519":
         key = ed25519.Ed25519PrivateKey.generate()
     elif kind == "rsa":

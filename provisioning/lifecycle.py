@@ -8,25 +8,30 @@ and last error. Under why-run it takes no lock and saves nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from provisioning.actions import ActionHandler
+from provisioning.config import Config
 from provisioning.driver.requestcheck import check_request
-from provisioning.errors import MachineNotFound, ProvisioningError
+from provisioning.errors import ConfigError, MachineNotFound, ProvisioningError
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
+from provisioning.registry import driver_for_url
 from provisioning.spec import MachineSpec
+from provisioning.store import open_store
+from provisioning.store.base import ManagedEntryStore
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
-    from provisioning.store.base import ManagedEntryStore
 
 __all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"]
 
 #: (driver, machine name, machine_options): one machine to act on
 MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+#: work done under one machine's lock: (its driver, its handler, its spec, its options) -> result
+LockedCall = Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]
 #: operations that may create a machine: their requests are checked like a cluster file's
 _CREATING = ("allocate", "ready", "up")
 
@@ -49,8 +54,6 @@ class Provisioner:
                  action_handler: ActionHandler | None = None, parallel: int | None = None,
                  policy: str = "continue", lock_wait: float = 0.0,
                  lock_ttl: float | None = None, split_run: WorkSplitter | None = None) -> None:
-        from provisioning.config import Config
-
         self.store = store
         self.config = config or Config.load()
         self.action_handler = action_handler or ActionHandler()
@@ -69,7 +72,9 @@ class Provisioner:
         return self.action_handler.why_run
 
     def spec(self, name: str) -> MachineSpec:
-        return self.store.get_or_new("machine", name)  # type: ignore[return-value]
+        entry = self.store.get_or_new("machine", name)
+        assert isinstance(entry, MachineSpec)  # the store builds machine entries as MachineSpec
+        return entry
 
     def driver_for(self, spec: MachineSpec, default: "Driver | None" = None) -> "Driver":
         """The driver that owns a saved machine (from its reference), else ``default``."""
@@ -84,8 +89,6 @@ class Provisioner:
     def _driver(self, url: str) -> "Driver":
         """One driver per saved URL for this provisioner's life (building one per machine made
         a thousand machines cost a thousand registry look-ups)."""
-        from provisioning.registry import driver_for_url
-
         with self._drivers_lock:
             driver = self._drivers.get(url)
         if driver is None:
@@ -113,8 +116,10 @@ class Provisioner:
                 if spec.exists or spec.version:  # a destroyed, forgotten spec has neither
                     spec.save()
 
-    def _one(self, operation: str, request: MachineRequest,
-             call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
+    def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
+             call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
+        """``call`` gets the machine's driver: the one its reference names, else the given one
+        (None only for a machine that was never allocated and no driver given)."""
         driver, name, options = request
         if operation in _CREATING:
             check_request(driver, name, options)
@@ -126,52 +131,61 @@ class Provisioner:
 
     # -- single machines ---------------------------------------------------------------------
     def allocate(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> MachineSpec:
-        def call(d, h, spec, o):
+        def call(d: "Driver", h: ActionHandler, spec: MachineSpec, o: Mapping[str, Any]
+                 ) -> MachineSpec:
             d.allocate_machine(h, spec, o)
             return spec
-        return self._one("allocate", (driver, name, options), call)
+        result: MachineSpec = self._one("allocate", (driver, name, options), call)
+        return result
 
     def ready(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
-        return self._one("ready", (driver, name, options),
-                         lambda d, h, spec, o: d.ready_machine(h, spec, o))
+        machine: "Machine | None" = self._one(
+            "ready", (driver, name, options), lambda d, h, spec, o: d.ready_machine(h, spec, o))
+        return machine
 
     def up(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
         """Allocate then ready, under one lock."""
-        def call(d, h, spec, o):
+        def call(d: "Driver", h: ActionHandler, spec: MachineSpec, o: Mapping[str, Any]
+                 ) -> "Machine | None":
             d.allocate_machine(h, spec, o)
             spec.last_action = "ready"
             return d.ready_machine(h, spec, o)
-        return self._one("allocate", (driver, name, options), call)
+        machine: "Machine | None" = self._one("allocate", (driver, name, options), call)
+        return machine
 
     def run_locked(self, operation: str, driver: "Driver | None", name: str,
                    options: Mapping[str, Any],
-                   call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]
-                   ) -> Any:
+                   call: LockedCall) -> Any:
         """Run ``call(driver, handler, spec, options)`` under the machine's lock, saving the spec
         (last action, last error) afterwards: for work beyond one driver call, such as the CLI's
         allocate + ready + converge + healthcheck. ``call`` may update ``spec.last_action``."""
-        return self._one(operation, (driver, name, options), call)  # type: ignore[arg-type]
+        return self._one(operation, (driver, name, options), call)
 
     def stop(self, name: str, options: Mapping[str, Any] = {}, driver: "Driver | None" = None) -> None:
-        self._one("stop", (driver, name, options), self._stop_call)  # type: ignore[arg-type]
+        self._one("stop", (driver, name, options), self._stop_call)
 
     def destroy(self, name: str, options: Mapping[str, Any] = {},
                 driver: "Driver | None" = None) -> None:
-        self._one("destroy", (driver, name, options), self._destroy_call)  # type: ignore[arg-type]
+        self._one("destroy", (driver, name, options), self._destroy_call)
 
     @staticmethod
-    def _stop_call(d, h, spec, o):
+    def _stop_call(d: "Driver | None", h: ActionHandler, spec: MachineSpec,
+                   o: Mapping[str, Any]) -> None:
         if not spec.exists:
             h.report_progress("not allocated: nothing to stop")
             return None
-        return d.stop_machine(h, spec, o)
+        assert d is not None  # an allocated machine's reference names its driver
+        d.stop_machine(h, spec, o)
+        return None
 
-    def _destroy_call(self, d, h, spec, o):
+    def _destroy_call(self, d: "Driver | None", h: ActionHandler, spec: MachineSpec,
+                      o: Mapping[str, Any]) -> None:
         if not spec.exists:
             h.report_progress("not allocated: nothing to destroy")
             if spec.version and not self.why_run:
                 spec.delete()
             return None
+        assert d is not None  # an allocated machine's reference names its driver
         d.destroy_machine(h, spec, o)
         if not self.why_run:
             spec.delete()
@@ -192,17 +206,19 @@ class Provisioner:
         """One operation on many machines in parallel; every machine's outcome comes back."""
         if operation in _CREATING:
             _check_all(requests)
-        method = fn or {
+        methods: dict[str, Callable[[MachineRequest], Any]] = {
             "allocate": lambda r: self.allocate(*r),
             "ready": lambda r: self.ready(*r),
             "up": lambda r: self.up(*r),
             "stop": lambda r: self.stop(r[1], r[2], r[0]),
             "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
-        }[operation]
+        }
+        method = fn or methods[operation]
         if self.split_run is not None and not self.why_run and len(requests) > 1:
             results = self.split_run(self, operation, requests, method)
         else:
-            results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
+            results = self.parallelizer.run(
+                (r[1], functools.partial(method, r)) for r in requests)
         for name, outcome in results.items():
             if outcome.error is not None:
                 self.action_handler.report_error(outcome.error, machine=name)
@@ -235,7 +251,6 @@ class Provisioner:
 
 def _check_all(requests: Sequence[Any]) -> None:
     """Every problem of every request, before the first one is acted on."""
-    from provisioning.errors import ConfigError
 
     problems = []
     for request in requests:
@@ -256,13 +271,12 @@ def connect_to_machine(name_or_spec: "str | MachineSpec", config: "Config | None
                        store: "ManagedEntryStore | None" = None,
                        machine_options: Mapping[str, Any] | None = None) -> "Machine":
     """A Machine for a saved machine: its spec from the store, its driver from the reference."""
-    from provisioning.config import Config
-    from provisioning.store import open_store
 
     config = config or Config.load()
     if isinstance(name_or_spec, MachineSpec):
         spec = name_or_spec
-        return Provisioner(spec.store or open_store(config.state), config=config).driver_for(
+        owner = spec.store if isinstance(spec.store, ManagedEntryStore) else open_store(config.state)
+        return Provisioner(owner, config=config).driver_for(
             spec).connect_to_machine(spec, machine_options or {})
     store = store or open_store(config.state, base_dir=config.base_dir)
     return Provisioner(store, config=config).connect(name_or_spec, machine_options or {})

@@ -17,9 +17,14 @@ from provisioning.keys import find_private_key
 class Cluster(Protocol):
     """What the check reads of a loaded cluster file (``ClusterFile``, which calls it)."""
 
-    path: str
-    private_keys: Mapping[str, Any]
-    machines: Mapping[str, Any]
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def private_keys(self) -> Mapping[str, Any]: ...
+
+    @property
+    def machines(self) -> Mapping[str, Any]: ...
 
     def config(self) -> Any: ...
 

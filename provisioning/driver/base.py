@@ -19,10 +19,12 @@ Contract (the conformance suite in ``provisioning.testing.conformance`` checks i
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
+from provisioning.errors import ConfigProblem
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,7 +110,7 @@ class Driver(abc.ABC):
         return {**self.driver_options, **found}
 
     def validate_machine_options(self, machine_options: Mapping[str, Any], *, where: str,
-                                 file: str | None = None) -> list:
+                                 file: str | None = None) -> list[ConfigProblem]:
         """Problems with one machine's options (the cluster loader collects them all). The
         local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
         capabilities, and never reach the driver's own option fields."""
@@ -152,22 +154,22 @@ class Driver(abc.ABC):
         parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
         fn = getattr(self, method)
         return parallelizer.run(
-            (spec.name, (lambda s=spec, o=opts: fn(action_handler.for_machine(s.name), s, o)))
+            (spec.name, functools.partial(fn, action_handler.for_machine(spec.name), spec, opts))
             for spec, opts in specs_and_options)
 
-    def allocate_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def allocate_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                           parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("allocate_machine", action_handler, specs_and_options, parallelizer)
 
-    def ready_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def ready_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                        parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("ready_machine", action_handler, specs_and_options, parallelizer)
 
-    def stop_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def stop_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                       parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("stop_machine", action_handler, specs_and_options, parallelizer)
 
-    def destroy_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def destroy_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                          parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
 
@@ -182,9 +184,9 @@ class Driver(abc.ABC):
         for all its machines. The default asks one by one (in parallel); drivers whose
         warehouse lists many machines in one request override it."""
         parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
-        results = parallelizer.run((spec.name, (lambda s=spec: self.machine_state(s)))
+        results = parallelizer.run((spec.name, functools.partial(self.machine_state, spec))
                                    for spec in machine_specs)
-        return {name: outcome.value if outcome.ok else
+        return {name: str(outcome.value) if outcome.ok else
                 f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
                 for name, outcome in results.items()}
 

@@ -28,7 +28,8 @@ class UnixMachine(Machine):
     def is_directory(self, path: str) -> bool:
         return self._check(f"test -d {q(path)}")
 
-    def create_dir(self, path: str, *, mode=None, owner=None, group=None) -> bool:
+    def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                   group: str | None = None) -> bool:
         changed = False
         exists = self.is_directory(path)
         if not exists:
@@ -54,7 +55,8 @@ class UnixMachine(Machine):
         mode, owner, group = result.stdout.split()
         return {"mode": normalize_mode(mode), "owner": owner, "group": group}
 
-    def set_attributes(self, path: str, *, mode=None, owner=None, group=None,
+    def set_attributes(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                       group: str | None = None,
                        _exists: bool = True) -> bool:
         wanted_mode = normalize_mode(mode)
         if wanted_mode is None and owner is None and group is None:

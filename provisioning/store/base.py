@@ -8,6 +8,7 @@ heartbeat, waiting with a deadline, and the ``StateLocked`` error that names the
 from __future__ import annotations
 
 import abc
+import builtins
 import os
 import re
 import socket
@@ -282,7 +283,7 @@ class ManagedEntryStore(abc.ABC):
         """name -> {state, holder, error, live} for one run."""
         raise self._no_claims()
 
-    def runs(self) -> list[dict[str, Any]]:
+    def runs(self) -> "builtins.list[dict[str, Any]]":
         """Unfinished runs with their counts and who claims what (for ``status``); none here."""
         return []
 

@@ -439,11 +439,11 @@ class PostgresStore(ManagedEntryStore):
     def runs(self) -> list[dict[str, Any]]:
         """Unfinished runs with their counts and who claims what (for ``status``)."""
         def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            out = []
+            out: list[dict[str, Any]] = []
             for key, gen, op, created, touched in conn.execute(
                     "SELECT run_key, generation, operation, created_at, touched_at FROM "
                     "provisioning_runs WHERE finished_at IS NULL ORDER BY created_at").fetchall():
-                counts = dict(conn.execute(
+                counts: dict[str, int] = dict(conn.execute(
                     "SELECT state, count(*) FROM provisioning_work WHERE run_key = %s AND "
                     "generation = %s GROUP BY state", (key, gen)).fetchall())
                 claimed = {n: h for n, h in conn.execute(

@@ -58,17 +58,17 @@ DEFAULT_COMMAND_TIMEOUT = 600.0
 
 #: sha256 of local files by (path, size, mtime, ctime, inode, device): uploading one file to many
 #: machines (and checking it before each upload) hashes it once per process
-_SHA_CACHE: dict[tuple, str] = {}
-_SHA_LOCKS: dict[tuple, threading.Lock] = {}
+_SHA_CACHE: dict[tuple[object, ...], str] = {}
+_SHA_LOCKS: dict[tuple[object, ...], threading.Lock] = {}
 _SHA_GUARD = threading.Lock()
 
 
-def _stat_key(path: str | os.PathLike) -> tuple:
+def _stat_key(path: str | os.PathLike[str]) -> tuple[object, ...]:
     st = os.stat(path)
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """sha256 of a local file, read in 1 MiB blocks (remembered while the file is unchanged;
     threads asking for the same file wait for one computation)."""
     key = _stat_key(path)

@@ -64,6 +64,7 @@ class LocalTransport(Transport):
         for reader in readers:
             reader.start()
         try:
+            assert proc.stdin is not None  # started with stdin=PIPE
             if input is not None:
                 proc.stdin.write(input.encode() if isinstance(input, str) else input)
             proc.stdin.close()

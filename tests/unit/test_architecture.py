@@ -104,6 +104,27 @@ def _inside(module: str, prefixes: tuple[str, ...] | str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
+#: the public API; a change here is a change for every user (and belongs in CHANGELOG.md)
+PUBLIC_API = [
+    "ActionHandler", "AuthenticationError", "Capabilities", "CommandFailed", "CommandResult",
+    "CommandTimeout", "Config", "ConfigError", "ConnectError", "Driver", "DriverNotFound", "Event",
+    "ForwardedPort", "HostKeyMismatch", "InvalidDriverURL", "Machine", "MachineNotFound",
+    "MachineSpec", "MissingExtra", "OptionField", "Parallelizer", "PrefixedActionHandler",
+    "ProviderError", "Provisioner", "ProvisioningError", "RecordingActionHandler", "Snapshot",
+    "StateConflict", "StateError", "StateLocked", "SyncedFolder", "TransferError",
+    "TransportError", "UnixMachine", "UnsupportedOperation", "WindowsMachine",
+    "connect_to_machine", "driver_for_url", "known_schemes", "machine_for", "open_store",
+    "register_driver", "__version__", "errors",
+]
+
+
+def test_public_api_is_pinned_and_every_name_resolves():
+    assert provisioning.__all__ == PUBLIC_API
+    for name in provisioning.__all__:
+        assert getattr(provisioning, name) is not None, name
+    assert provisioning.errors.ProvisioningError is provisioning.ProvisioningError
+
+
 def test_the_graph_sees_the_imports_it_judges():
     graph = import_graph()
     assert "provisioning.transports.base" in graph["provisioning.transports.local"]

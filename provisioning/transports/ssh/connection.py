@@ -231,7 +231,7 @@ class SSHConnection(Transport):
                 raise ConfigError(f"known_hosts file {self.known_hosts} does not exist",
                                   key="transport.known_hosts", machine=self.machine)
             known.load(self.known_hosts)
-        client.set_missing_host_key_policy(_HostKeyPolicy(self))  # type: ignore[arg-type]
+        client.set_missing_host_key_policy(_HostKeyPolicy(self))
         sock = self._open_socket(timeout)
         remaining = max(0.1, deadline - time.monotonic())
         try:

@@ -84,10 +84,11 @@ def translate_ssh_error(exc: BaseException, *, host: str, phase: str, what: str,
     """Our error for a paramiko/socket exception (the table above, first match wins)."""
     from paramiko import ssh_exception as se
 
-    target: type[ProvisioningError] | None = _PHASE_DEFAULT.get(phase, TransportError)
+    default: type[ProvisioningError] = _PHASE_DEFAULT.get(phase, TransportError)
+    target = default
     for backend, ours in _error_table():
         if isinstance(exc, backend):
-            target = ours or _PHASE_DEFAULT.get(phase, TransportError)
+            target = ours or default
             break
     detail = describe_error(exc)
     if target is HostKeyMismatch and isinstance(exc, se.BadHostKeyException):
@@ -100,7 +101,7 @@ def translate_ssh_error(exc: BaseException, *, host: str, phase: str, what: str,
     message = f"{what}: {detail}; {HINTS.get(target, '')}".rstrip("; ")
     if issubclass(target, TransportError):
         return target(message, host=host, machine=machine)
-    return target(message, machine=machine)  # type: ignore[call-arg]
+    return target(message, machine=machine)
 
 
 def mismatch_message(host: str, expected: str | None, seen: str) -> str:

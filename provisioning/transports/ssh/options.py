@@ -29,7 +29,7 @@ without a callback, an unknown key is refused.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, cast
 
 from provisioning.errors import ConfigError, ConfigProblem
 from provisioning.inputs.schema import closest
@@ -84,9 +84,9 @@ def check_transport_options(options: Mapping[str, Any], where: str) -> None:
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             problems.append(ConfigProblem(f"expected {'/'.join(t.__name__ for t in types)} "
                                           f"({help_text}), got {value!r}", key=f"{where}.{key}"))
-        elif key == "port" and not 0 < value < 65536:
+        elif key == "port" and not 0 < cast(int, value) < 65536:
             problems.append(ConfigProblem(f"port must be 1-65535, got {value}", key=f"{where}.{key}"))
-        elif key.endswith("_timeout") and value <= 0:
+        elif key.endswith("_timeout") and cast(float, value) <= 0:
             problems.append(ConfigProblem("must be more than 0 seconds", key=f"{where}.{key}"))
     gateway = options.get("gateway")
     if isinstance(gateway, Mapping):

@@ -242,6 +242,7 @@ class ShellSession:
 
     def _send(self, data: bytes) -> None:
         try:
+            assert self._chan is not None  # _start opened it
             self._chan.sendall(data)
         except Exception as exc:
             self._drop()
@@ -265,6 +266,7 @@ class ShellSession:
     def _pump(self, deadline: float) -> bool:
         """Move whatever arrived into the buffers; False when the deadline passed first."""
         chan = self._chan
+        assert chan is not None  # _start opened it
         while True:
             got = False
             if chan.recv_ready():
@@ -364,7 +366,7 @@ class ShellSession:
         del self._err[:err_done + len(err_mark)]
         if status == "skip":
             return None
-        return CommandResult(command=command, exit_status=int(status),
+        return CommandResult(command=command, exit_status=int(status or 0),
                              stdout=stdout.decode(errors="replace"),
                              stderr=stderr.decode(errors="replace"), host=self.host,
                              duration=time.monotonic() - started)

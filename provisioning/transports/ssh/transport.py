@@ -97,8 +97,9 @@ class SSHTransport(SSHConnection):
         raise TransferError(f"{what}: {text[-500:] or f'exit status {status}'}; "
                             f"{HINTS[TransferError]}", host=self.host, machine=self.machine)
 
-    def upload_file(self, local_path: str, remote_path: str, *, mode: int | str | None = None,
-                    skip_unchanged: bool = False) -> bool:
+    def upload_file(  # type: ignore[override]  # the contract plus mode and skip_unchanged
+            self, local_path: str, remote_path: str, *, mode: int | str | None = None,
+            skip_unchanged: bool = False) -> bool:
         """Upload atomically, verified by sha256 on both sides; with ``skip_unchanged`` do
         nothing when the remote file already has the same sha256. True when it copied."""
         what = f"upload {local_path} -> {self.host}:{remote_path}"

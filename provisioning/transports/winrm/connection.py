@@ -343,7 +343,7 @@ class WinRMConnection(Transport):
         with self._lock, map_winrm_errors(self, f"run {display[:60]!r}"):
             command_id = self._start(command, args, skip_cmd_shell=skip_cmd_shell,
                                      console_stdin=stdin is None)
-            protocol, shell_id = self._protocol, self._shell_id
+            protocol, shell_id = self._session()
             self.stats["commands"] += 1
             finished = False
             try:

@@ -192,6 +192,9 @@ def test_wizard_in_a_real_terminal(tmp_path, terminal, converge):
         term.expect(f"machine option {name}")
         term.expect("]:")
         term.send("")
+    term.expect("machine option hold_ready_until")
+    term.expect("(Enter to skip):")
+    term.send("")
     term.expect("wrote")
     assert term.wait() == 0, term.seen
     data = yaml.safe_load((tmp_path / "cluster.yml").read_text())
