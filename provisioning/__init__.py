@@ -28,6 +28,7 @@ _EXPORTS = {
     "Driver": "provisioning.driver.base",
     "Capabilities": "provisioning.driver.base",
     "MachineSpec": "provisioning.spec",
+    "ImageSpec": "provisioning.spec",
     "ActionHandler": "provisioning.actions",
     "PrefixedActionHandler": "provisioning.actions",
     "RecordingActionHandler": "provisioning.actions",
@@ -57,6 +58,12 @@ _EXPORTS = {
     "CommandTimeout": "provisioning.errors",
     "TransferError": "provisioning.errors",
     "CommandFailed": "provisioning.errors",
+    "ConvergenceFailed": "provisioning.errors",
+    "VerifyFailed": "provisioning.errors",
+    "ConvergenceStrategy": "provisioning.convergence.base",
+    "ConvergenceContext": "provisioning.convergence.base",
+    "register_strategy": "provisioning.convergence.registry",
+    "Kitchen": "provisioning.cluster.kitchen",
     "ProviderError": "provisioning.errors",
     "UnsupportedOperation": "provisioning.errors",
     "Snapshot": "provisioning.driver.local_features",
@@ -100,6 +107,8 @@ _MOVED = {
     "provisioning.keycheck": "provisioning.cluster.keycheck",
     "provisioning.requestcheck": "provisioning.driver.requestcheck",
     "provisioning.local_features": "provisioning.driver.local_features",
+    "provisioning.access": "provisioning.machine.access",
+    "provisioning.chunks": "provisioning.store.chunks",
 }
 
 
@@ -145,5 +154,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.machine.windows import WindowsMachine
     from provisioning.parallel import Parallelizer
     from provisioning.registry import driver_for_url, known_schemes, register_driver
-    from provisioning.spec import MachineSpec
+    from provisioning.spec import ImageSpec, MachineSpec
     from provisioning.store import open_store

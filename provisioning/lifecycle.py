@@ -23,8 +23,10 @@ from provisioning.store import open_store
 from provisioning.store.base import ManagedEntryStore
 
 if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
+    from provisioning.store.chunks import ChunkedHold, Prepare
 
 __all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"]
 
@@ -131,26 +133,19 @@ class Provisioner:
 
     # -- single machines ---------------------------------------------------------------------
     def allocate(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> MachineSpec:
-        def call(d: "Driver", h: ActionHandler, spec: MachineSpec, o: Mapping[str, Any]
-                 ) -> MachineSpec:
-            d.allocate_machine(h, spec, o)
-            return spec
-        result: MachineSpec = self._one("allocate", (driver, name, options), call)
-        return result
+        spec: MachineSpec = self._one("allocate", (driver, name, options),
+                                      self._calls()["allocate"])
+        return spec
 
     def ready(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
-        machine: "Machine | None" = self._one(
-            "ready", (driver, name, options), lambda d, h, spec, o: d.ready_machine(h, spec, o))
+        machine: "Machine | None" = self._one("ready", (driver, name, options),
+                                              self._calls()["ready"])
         return machine
 
     def up(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
         """Allocate then ready, under one lock."""
-        def call(d: "Driver", h: ActionHandler, spec: MachineSpec, o: Mapping[str, Any]
-                 ) -> "Machine | None":
-            d.allocate_machine(h, spec, o)
-            spec.last_action = "ready"
-            return d.ready_machine(h, spec, o)
-        machine: "Machine | None" = self._one("allocate", (driver, name, options), call)
+        machine: "Machine | None" = self._one("allocate", (driver, name, options),
+                                              self._calls()["up"])
         return machine
 
     def run_locked(self, operation: str, driver: "Driver | None", name: str,
@@ -203,22 +198,93 @@ class Provisioner:
     # -- many machines -----------------------------------------------------------------------
     def run_many(self, operation: str, requests: Sequence[MachineRequest],
                  fn: Callable[[MachineRequest], Any] | None = None) -> BatchResult:
-        """One operation on many machines in parallel; every machine's outcome comes back."""
+        """One operation on many machines in parallel; every machine's outcome comes back.
+        ``fn(request)``, when given, does each machine's work (and its own locking)."""
+        if fn is None:
+            return self.run_many_locked(operation, requests, self._calls()[operation],
+                                        action="allocate" if operation == "up" else operation)
         if operation in _CREATING:
             _check_all(requests)
-        methods: dict[str, Callable[[MachineRequest], Any]] = {
-            "allocate": lambda r: self.allocate(*r),
-            "ready": lambda r: self.ready(*r),
-            "up": lambda r: self.up(*r),
-            "stop": lambda r: self.stop(r[1], r[2], r[0]),
-            "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
-        }
-        method = fn or methods[operation]
         if self.split_run is not None and not self.why_run and len(requests) > 1:
-            results = self.split_run(self, operation, requests, method)
+            results = self.split_run(self, operation, requests, fn)
         else:
+            results = self.parallelizer.run((r[1], functools.partial(fn, r)) for r in requests)
+        return self._reported(results)
+
+    def run_many_locked(self, operation: str, requests: Sequence[MachineRequest],
+                        call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]],
+                                       Any], *, action: str | None = None,
+                        prepare: "Prepare | None" = None) -> BatchResult:
+        """``call(driver, handler, spec, options)`` for each machine under its lock, saving each
+        spec (``last_action`` starts as ``action``, default ``operation``; last error) after
+        it. Locks and entries are taken a chunk at a time (``provisioning.store.chunks``), and
+        ``prepare`` sees each chunk before its machines' calls. Runners sharing the store
+        split the machines between them (each then one at a time)."""
+        action = action or operation
+        if operation in _CREATING or action in _CREATING:
+            _check_all(requests)
+        if self.split_run is not None and not self.why_run and len(requests) > 1:
+            results = self.split_run(self, operation, requests,
+                                     lambda r: self._one(action, r, call))
+            return self._reported(results)
+        from provisioning.store.chunks import ChunkedHold
+
+        hold = ChunkedHold(self.store, [r[1] for r in requests], ttl=self.lock_ttl,
+                           wait=self.lock_wait, locking=not self.why_run, prepare=prepare)
+        try:
             results = self.parallelizer.run(
-                (r[1], functools.partial(method, r)) for r in requests)
+                (r[1], functools.partial(self._from_hold, hold, action, r, call))
+                for r in requests)
+        finally:
+            hold.close()
+        return self._reported(results)
+
+    def _from_hold(self, hold: "ChunkedHold", action: str, request: MachineRequest,
+                   call: Callable[..., Any]) -> Any:
+        """``_one`` for a machine whose lock and spec a ``ChunkedHold`` took."""
+        driver, name, options = request
+        spec, lock, error = hold.take(name)
+        if spec is None:
+            raise error  # type: ignore[misc]
+        try:
+            if error is not None:
+                raise error
+            spec.last_action = action
+            owner = self.driver_for(spec, driver) if (spec.exists or driver is not None) else None
+            result = call(owner, self.action_handler.for_machine(name), spec, options)
+        except BaseException as exc:
+            spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        else:
+            spec.last_error = None
+        finally:
+            try:
+                if not self.why_run and (spec.exists or spec.version):
+                    spec.save()
+            finally:
+                if lock is not None:
+                    lock.release()
+        return result
+
+    def _calls(self) -> dict[str, Callable[..., Any]]:
+        def allocate(d: "Driver", h: ActionHandler, spec: MachineSpec,
+                     o: Mapping[str, Any]) -> MachineSpec:
+            d.allocate_machine(h, spec, o)
+            return spec
+
+        def ready(d: "Driver", h: ActionHandler, spec: MachineSpec,
+                  o: Mapping[str, Any]) -> "Machine | None":
+            return d.ready_machine(h, spec, o)
+
+        def up(d: "Driver", h: ActionHandler, spec: MachineSpec,
+               o: Mapping[str, Any]) -> "Machine | None":
+            d.allocate_machine(h, spec, o)
+            spec.last_action = "ready"
+            return d.ready_machine(h, spec, o)
+        return {"allocate": allocate, "ready": ready, "up": up, "stop": self._stop_call,
+                "destroy": self._destroy_call}
+
+    def _reported(self, results: BatchResult) -> BatchResult:
         for name, outcome in results.items():
             if outcome.error is not None:
                 self.action_handler.report_error(outcome.error, machine=name)

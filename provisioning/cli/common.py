@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster import Cluster, ClusterRunner
     from provisioning.parallel import BatchResult
 
-__all__ = ["Settings", "common_options", "why_run_option", "pass_settings", "Session",
+__all__ = ["Settings", "common_options", "why_run_option", "concurrency_option", "pass_settings",
+           "Session",
            "finish_batch", "run_cli", "current_settings", "OUTPUTS"]
 
 OUTPUTS = ("text", "json")
@@ -129,6 +130,14 @@ def why_run_option(fn: Callable) -> Callable:
                         callback=_store,
                         help="Plan: report what would be created, changed or left alone, and "
                              "change nothing.")(fn)
+
+
+def concurrency_option(fn: Callable) -> Callable:
+    """test-kitchen's ``-c N``: the same setting as ``--parallel``."""
+    return click.option("-c", "--concurrency", "parallel", metavar="N",
+                        type=click.IntRange(min=1), default=None, expose_value=False,
+                        callback=_store,
+                        help="Instances acted on at once (same as --parallel).")(fn)
 
 
 def pass_settings(fn: Callable) -> Callable:

@@ -21,6 +21,7 @@ from provisioning.cluster.file import ClusterFile, MachineDefinition, load_clust
 from provisioning.cluster.runner import ClusterRunner
 
 if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.cluster.kitchen import Kitchen
     from provisioning.config import Config
     from provisioning.parallel import BatchResult
     from provisioning.store.base import ManagedEntryStore
@@ -69,6 +70,23 @@ class Cluster:
     def select(self, names: Iterable[str] = ()) -> list[MachineDefinition]:
         """Machines by name or group (all when none given), in file order."""
         return self.file.select(names)
+
+    def choose(self, patterns: Iterable[str] = ()) -> list[MachineDefinition]:
+        """Machines by name, group, matrix instance or regular expression (all when none)."""
+        return self.file.choose(patterns)
+
+    @property
+    def kitchen(self) -> "Kitchen":
+        """test-kitchen's lifecycle (create, converge, verify, test, list) on this cluster."""
+        from provisioning.cluster.kitchen import Kitchen
+
+        return Kitchen(self.runner)
+
+    def outputs(self) -> dict[str, str]:
+        """The file's ``outputs``, rendered with what the state knows now."""
+        from provisioning.cluster.topology import render_outputs
+
+        return render_outputs(self.file, self.store)
 
     # -- operations ------------------------------------------------------------------------
     def up(self, names: Iterable[str] = ()) -> "BatchResult":

@@ -4,8 +4,9 @@
   (a local Jinja file rendered with ``machine``, ``options`` and ``cluster``); ``mode``,
   ``owner``, ``group``. Written only when the sha256 differs.
 - ``directory``: ``path`` (created with parents), ``mode``, ``owner``, ``group``.
-- ``command``: ``run``, guarded by ``creates`` (a path), ``unless`` and ``onlyif`` (commands);
-  ``sudo``, ``env``, ``timeout``, ``cwd``. Without a guard it runs every time, like any command.
+- ``command``: ``run`` (rendered like a template when it holds ``{{``), guarded by ``creates``
+  (a path), ``unless`` and ``onlyif`` (commands); ``sudo``, ``env``, ``timeout``, ``cwd``.
+  Without a guard it runs every time, like any command.
 - ``script``: a local ``source`` uploaded to a temporary path, run with ``args``, then removed;
   the same guards as ``command``.
 - ``package``: Debian packages ``name`` (one or a list), ``state`` present (default) or absent;
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.convergence import packages
-from provisioning.convergence.base import ConvergenceStrategy
+from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,16 +53,8 @@ class Step(abc.ABC):
         """What the step does, for a plan of a machine that does not exist yet."""
 
 
-@dataclass(frozen=True)
-class StepContext:
-    """What steps need besides the machine: where local files live and template variables."""
-
-    base_dir: str
-    file: str | None = None
-    variables: Mapping[str, Any] = field(default_factory=dict)
-
-    def local_path(self, path: str) -> str:
-        return os.path.join(self.base_dir, os.path.expanduser(path))
+#: what steps need besides the machine (the one context every strategy gets)
+StepContext = ConvergenceContext
 
 
 # -- attributes shared by file and directory ------------------------------------------------
@@ -158,8 +151,8 @@ class CommandStep(_Guarded):
     run: str = ""
     cwd: str | None = None
 
-    def _command(self) -> str:
-        return f"cd {shlex.quote(self.cwd)} && {self.run}" if self.cwd else self.run
+    def _run(self, context: StepContext) -> str:
+        return render_string(self.run, context.variables, file=context.file, key=f"{self.key}.run")
 
     def summary(self) -> str:
         return f"run {self.run!r}{self._guard_text()}"
@@ -169,8 +162,11 @@ class CommandStep(_Guarded):
         if reason is not None:
             machine.action_handler.report_progress(f"skip {self.run!r}: {reason}")
             return False
-        machine.execute(self._command(), sudo=self.sudo, env=self.env, timeout=self.timeout,
-                        description=f"run {self.run!r}")
+        run = self._run(context)
+        if self.cwd:  # where the machine keeps that directory (a fake: machine's own root)
+            run = f"cd {shlex.quote(machine.transport.resolve_path(self.cwd))} && {run}"
+        machine.execute(run, sudo=self.sudo, env=self.env, timeout=self.timeout,
+                        description=f"run {self._run(context)!r}")
         return True
 
 
@@ -192,15 +188,19 @@ class ScriptStep(_Guarded):
         size = os.path.getsize(local)
 
         def upload_and_run() -> None:
-            made = machine.execute_always("mktemp /tmp/provisioning-script.XXXXXXXX")
-            remote = made.stdout.strip()
+            # the machine's /tmp: a fake: machine keeps it inside its own root
+            tmp = shlex.quote(machine.transport.resolve_path("/tmp"))
+            made = machine.execute_always(f"mkdir -p {tmp} && mktemp {tmp}/provisioning-script."
+                                          "XXXXXXXX")
+            remote = "/tmp/" + made.stdout.strip().rsplit("/", 1)[-1]
+            where = shlex.quote(machine.transport.resolve_path(remote))
             try:
                 machine.transport.upload_file(local, remote)
-                argv = " ".join(shlex.quote(a) for a in (remote, *self.args))
-                machine.execute_always(f"chmod 0700 {shlex.quote(remote)} && {argv}",
+                argv = " ".join([where, *(shlex.quote(a) for a in self.args)])
+                machine.execute_always(f"chmod 0700 {where} && {argv}",
                                        sudo=self.sudo, env=self.env, timeout=self.timeout)
             finally:
-                machine.execute_always(f"rm -f -- {shlex.quote(remote)}", check=False)
+                machine.execute_always(f"rm -f -- {where}", check=False)
         machine.action_handler.perform_action(
             f"upload and run script {self.source} ({size} bytes)", upload_and_run,
             data={"script": self.source})
@@ -234,6 +234,18 @@ class StepsConvergence(ConvergenceStrategy):
     def __init__(self, steps: list[Step], context: StepContext) -> None:
         self.steps = list(steps)
         self.context = context
+
+    @classmethod
+    def parse(cls, value: Any, key: str, problems: Problems, base_dir: str) -> tuple[Step, ...]:
+        return tuple(parse_steps(value, key, problems, base_dir))
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return {"$ref": "#/$defs/steps"}
+
+    @classmethod
+    def from_settings(cls, settings: Any, context: ConvergenceContext) -> "StepsConvergence":
+        return cls(list(settings or ()), context)
 
     def converge(self, machine) -> bool:
         variables = dict(self.context.variables)

@@ -235,6 +235,12 @@ class PostgresStore(ManagedEntryStore):
             (kind, name)).fetchone(), tx=False)
         return (row[0], row[1]) if row else None
 
+    def _load_many(self, kind, names):
+        rows = self._run(f"read {len(names)} {kind} entries", lambda c: c.execute(
+            "SELECT name, data, version FROM provisioning_entries WHERE kind = %s "
+            "AND name = ANY(%s)", (kind, list(names))).fetchall(), tx=False)
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     def _store(self, kind, name, data, expected_version):
         def write(conn: psycopg.Connection) -> int:
             if expected_version == 0:
@@ -312,6 +318,37 @@ class PostgresStore(ManagedEntryStore):
                 return take(conn)
             return current[0]
         return self._run(f"lock {name!r}", take)
+
+    def _try_acquire_many(self, tokens, holder, ttl):
+        """Every free name in one statement; the others' holders in a second."""
+        from psycopg.types.json import Jsonb
+
+        def take(conn: psycopg.Connection) -> dict[str, dict[str, Any] | None]:
+            names, values = list(tokens), [tokens[n] for n in tokens]
+            taken = {r[0] for r in conn.execute(
+                "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
+                " SELECT n, t, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s'"
+                " FROM unnest(%(n)s::text[], %(t)s::text[]) AS w(n, t)"
+                " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
+                " holder = excluded.holder, session_key = excluded.session_key,"
+                " expires_at = excluded.expires_at"
+                f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
+                " RETURNING name",
+                {"n": names, "t": values, "h": Jsonb(self._safe_holder(holder)),
+                 "k": self.session_key, "ttl": float(ttl)}).fetchall()}
+            out: dict[str, dict[str, Any] | None] = {name: None for name in taken}
+            held = [n for n in names if n not in taken]
+            if held:
+                out.update({r[0]: r[1] for r in conn.execute(
+                    "SELECT name, holder FROM provisioning_locks WHERE name = ANY(%s)",
+                    (held,)).fetchall()})
+            return out
+        result = self._run(f"lock {len(tokens)} names", take)
+        # a name freed between the two statements, or held by a dead process here: one by one
+        for name in [n for n in tokens if n not in result or
+                     (result[n] is not None and holder_is_dead(result[n]))]:
+            result[name] = self._try_acquire(name, tokens[name], holder, ttl)
+        return result
 
     def _renew(self, name, token, ttl):
         self._run(f"renew the lock on {name!r}", lambda c: c.execute(

@@ -25,6 +25,8 @@ DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
 SCHEMA_VERSION = 1
 #: seconds a statement waits for another process's write to finish before giving up
 BUSY_TIMEOUT = 30.0
+#: names per ``IN (...)`` list (SQLite allows at least 999 parameters)
+_CHUNK = 500
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -142,6 +144,16 @@ class SQLiteStore(ManagedEntryStore):
                                    (kind, name)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def _load_many(self, kind, names):
+        rows = {}
+        with self._guard():
+            for start in range(0, len(names), _CHUNK):
+                part = names[start:start + _CHUNK]
+                rows.update((r[0], (r[1], r[2])) for r in self._db.execute(
+                    f"SELECT name, data, version FROM entries WHERE kind=? AND name IN "
+                    f"({','.join('?' * len(part))})", (kind, *part)))
+        return rows
+
     def _store(self, kind, name, data, expected_version):
         def write(db: sqlite3.Connection) -> int:
             row = db.execute("SELECT version FROM entries WHERE kind=? AND name=?",
@@ -166,16 +178,27 @@ class SQLiteStore(ManagedEntryStore):
         return [tuple(r) for r in rows]
 
     def _try_acquire(self, name, token, holder, ttl):
-        def take(db: sqlite3.Connection) -> dict[str, Any] | None:
+        return self._try_acquire_many({name: token}, holder, ttl)[name]
+
+    def _try_acquire_many(self, tokens, holder, ttl):
+        """Every name in one transaction."""
+        text = json.dumps(holder)
+
+        def take(db: sqlite3.Connection) -> dict[str, dict[str, Any] | None]:
             now = time.time()
-            row = db.execute("SELECT holder, expires_at FROM locks WHERE name=?", (name,)).fetchone()
-            if row is not None:
-                current = json.loads(row[0])
-                if row[1] > now and not holder_is_dead(current):
-                    return current
-            db.execute("INSERT OR REPLACE INTO locks (name, token, holder, expires_at) "
-                       "VALUES (?, ?, ?, ?)", (name, token, json.dumps(holder), now + ttl))
-            return None
+            out: dict[str, dict[str, Any] | None] = {}
+            for name, token in tokens.items():
+                row = db.execute("SELECT holder, expires_at FROM locks WHERE name=?",
+                                 (name,)).fetchone()
+                if row is not None:
+                    current = json.loads(row[0])
+                    if row[1] > now and not holder_is_dead(current):
+                        out[name] = current
+                        continue
+                db.execute("INSERT OR REPLACE INTO locks (name, token, holder, expires_at) "
+                           "VALUES (?, ?, ?, ?)", (name, token, text, now + ttl))
+                out[name] = None
+            return out
         return self._tx(take)
 
     def _renew(self, name, token, ttl):

@@ -175,6 +175,10 @@ class Transport(abc.ABC):
         files it needs go under ``workdir``. Default: the transport has none."""
         raise UnsupportedOperation(f"{type(self).__name__} offers no interactive login; use "
                                    "'converge exec' to run commands")
+    def resolve_path(self, path: str) -> str:
+        """Where a path given by the user lands on the machine. Unchanged, except for a machine
+        that lives in a directory of this host (``fake:``), which maps every path inside it."""
+        return path
 
     def forward_remote(self, local_url: str) -> str:
         """Make a URL on this host reachable from the machine; returns the URL to use there."""
