@@ -168,7 +168,7 @@ class Machine(abc.ABC):
         changed = current != wanted
         if changed:
             why, reason = (verb, "") if current is None else ("update", " (sha256 differs)")
-            self.action_handler.perform_action(f"{why} {path}{detail}{reason}", copy,
+            self.action_handler.perform_action(f"{why} {shown_path(path)}{detail}{reason}", copy,
                                                data={"path": path, "sha256": wanted, **data})
         # under why-run a file that does not exist yet has no attributes to compare
         exists = not (current is None and self.action_handler.why_run)
@@ -238,6 +238,16 @@ class Machine(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.disconnect()
+
+
+def shown_path(path: str) -> str:
+    """A path as written in a log line: quoted and escaped when it holds a control character
+    (a newline would split the line) or a backslash, as is otherwise."""
+    if any(ord(c) < 32 or c in "\\\x7f" for c in path):
+        import json
+
+        return json.dumps(path, ensure_ascii=False)
+    return path
 
 
 def normalize_mode(mode: str | int | None) -> str | None:

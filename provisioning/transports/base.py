@@ -156,7 +156,8 @@ class Transport(abc.ABC):
 
     def remote_sha256(self, path: str) -> str | None:
         """sha256 of a remote file, or None when it does not exist. Used to skip unchanged copies."""
-        result = self.execute(f"sha256sum -- {shlex.quote(path)} 2>/dev/null", timeout=120)
+        # from stdin: sha256sum escapes a name holding a newline or a backslash ("\\HASH")
+        result = self.execute(f"sha256sum < {shlex.quote(path)} 2>/dev/null", timeout=120)
         if not result.ok or not result.stdout.strip():
             return None
         return result.stdout.split()[0]

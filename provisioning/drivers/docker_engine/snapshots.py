@@ -107,7 +107,9 @@ class DockerSnapshots:
     def restore_snapshot(self, action_handler, machine_spec, name: str) -> None:
         found = self._require(machine_spec)
         image = self._snapshot_image(machine_spec, name)
-        opts = self._options({}, machine_spec.name)
+        process = machine_spec.reference.get("transport") == "docker"
+        opts = self._options({"init": "process"} if process else {},  # type: ignore[attr-defined]
+                             machine_spec.name)
         was_running = found.status == "running"
 
         def restore() -> None:

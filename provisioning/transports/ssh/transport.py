@@ -127,7 +127,8 @@ class SSHTransport(SSHConnection):
                             f"write {self.host}:{path}", mode)
 
     def remote_sha256(self, path: str) -> str | None:
-        result = self.execute(f"sha256sum -- {shlex.quote(path)} 2>/dev/null",
+        # from stdin: sha256sum escapes a name holding a newline or a backslash ("\\HASH")
+        result = self.execute(f"sha256sum < {shlex.quote(path)} 2>/dev/null",
                               timeout=self.transfer_timeout, sudo=self.sudo)
         if not result.ok or not result.stdout.strip():
             return None
@@ -138,7 +139,7 @@ class SSHTransport(SSHConnection):
         """Stream a remote file into ``sink``: (existed, remote sha256 when asked). The remote
         sha256 is computed while the file is sent."""
         q = shlex.quote(path)
-        sha = f"sha256sum -- {q} >&2 & " if with_sha else ""
+        sha = f"sha256sum < {q} >&2 & " if with_sha else ""
         script = f"{sha}cat -- {q}; s=$?; wait; exit $s"
         try:
             status, _, err, _ = self._run(script, timeout=self.transfer_timeout, sudo=self.sudo,
@@ -160,7 +161,7 @@ class SSHTransport(SSHConnection):
         if with_sha:
             for line in text.splitlines():
                 parts = line.split()
-                if len(parts) >= 2 and re.fullmatch(r"[0-9a-f]{64}", parts[0]):
+                if parts and re.fullmatch(r"[0-9a-f]{64}", parts[0]):
                     seen = parts[0]
         return True, seen
 
@@ -207,6 +208,9 @@ class SSHTransport(SSHConnection):
         manifest = {}
         for line in result.stdout.splitlines():
             digest, _, name = line.partition("  ")
+            if digest.startswith("\\"):  # sha256sum escaped a newline or backslash in the name
+                digest = digest[1:]
+                name = name.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
             if name:
                 manifest[posixpath.normpath(name)] = digest
         return manifest
