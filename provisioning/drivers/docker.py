@@ -28,16 +28,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
+from provisioning.driver.local_features import LOCAL_OPTION_KEYS
+from provisioning.driver.options import OptionField, raise_problems
 from provisioning.drivers.docker_engine import container as containers
 from provisioning.drivers.docker_engine import image as images
+from provisioning.drivers.docker_engine.client import (
+    PROVIDER,
+    canonical_endpoint,
+    endpoint_of,
+    engine_errors,
+    is_conflict,
+    open_client,
+)
 from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, DockerSnapshots
-from provisioning.drivers.docker_engine.client import (PROVIDER, canonical_endpoint,
-                                                       endpoint_of, engine_errors, is_conflict,
-                                                       open_client)
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
-from provisioning.local_features import LOCAL_OPTION_KEYS
-from provisioning.options import OptionField, raise_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem, UnsupportedOperation
-from provisioning.schema import Problems, describe_type, did_you_mean
+from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
