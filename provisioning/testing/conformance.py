@@ -12,6 +12,8 @@ A driver package subclasses it in a test module and says how to build its driver
         def count_machines(self, driver, name):
             return len(driver.find_by_tag(name))   # resources the provider holds for ``name``
 
+Snapshot and synced-folder cases run for drivers declaring ``snapshots`` and ``mounts_folders``.
+
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
 ``worker_env``, ``delete_behind_back``, ``cleanup``, ``leftovers``, ``image_of`` (drivers with
 ``images``), ``machine_name`` and ``batch_size`` (drivers whose machines take minutes to boot
@@ -403,3 +405,54 @@ class DriverConformance:
         assert driver.image_state(image) == "missing"
         driver.destroy_image(handler, image, {})  # already gone: reported, no error
         assert driver.image_state(image) == "missing"
+
+    # -- local-machine features: snapshots, synced folders ------------------------------------
+    def test_snapshot_restore_returns_the_saved_files(self, provisioner, driver, caps, handler):
+        name = "conf-snap"
+        if not caps.snapshots:
+            self._up(provisioner, caps, driver, name)
+            with pytest.raises(UnsupportedOperation):
+                driver.save_snapshot(handler.for_machine(name), provisioner.spec(name), "s1")
+            return
+        self.require(caps, "connectable")
+        machine = self._up(provisioner, caps, driver, name)
+        sums = "cd /srv/conf && find . -type f -exec sha256sum {} + | sort"
+        machine.execute_always("mkdir -p /srv/conf && cd /srv/conf && echo one > a && "
+                               "echo two > b && head -c 65536 /dev/urandom > blob")
+        saved = machine.execute_always(sums).stdout
+        driver.save_snapshot(handler.for_machine(name), provisioner.spec(name), "s1")
+        assert [s.name for s in driver.list_snapshots(provisioner.spec(name))] == ["s1"]
+        machine.execute_always("cd /srv/conf && echo changed > a && rm b && echo new > c")
+        assert machine.execute_always(sums).stdout != saved
+        machine.disconnect()
+        options = self.machine_options(name)
+        provisioner.run_locked("snapshot restore", driver, name, options,
+                               lambda d, h, s, o: d.restore_snapshot(h, s, "s1"))
+        machine = provisioner.ready(driver, name, options)
+        assert machine.execute_always(sums).stdout == saved, "restore must bring back the files"
+        machine.disconnect()
+        driver.delete_snapshot(handler.for_machine(name), provisioner.spec(name), "s1")
+        assert driver.list_snapshots(provisioner.spec(name)) == []
+
+    def test_synced_folder_reaches_the_machine(self, tmp_path, provisioner, driver, caps):
+        # copy mode (drivers that cannot mount) is checked on the fake: driver in
+        # tests/integration/local, whose "machines" are this host
+        self.require(caps, "connectable")
+        self.require(caps, "mounts_folders")
+        name = "conf-sync"
+        folder = tmp_path / "synced"
+        folder.mkdir()
+        (folder / "hello.txt").write_text("from the host\n")
+        options = {**self.machine_options(name),
+                   "sync": [{"from": str(folder), "to": "/srv/conf-sync", "mode": "auto"}]}
+        machine = provisioner.up(driver, name, options)
+        provisioner.run_locked("sync", driver, name, options,
+                               lambda d, h, s, o: d.sync_folders(h, s, o, machine))
+        assert machine.execute_always("cat /srv/conf-sync/hello.txt").stdout == "from the host\n"
+        (folder / "hello.txt").write_text("changed on the host\n")
+        provisioner.run_locked("sync", driver, name, options,
+                               lambda d, h, s, o: d.sync_folders(h, s, o, machine))
+        assert machine.execute_always("cat /srv/conf-sync/hello.txt").stdout == \
+            "changed on the host\n"
+        machine.disconnect()
+        provisioner.destroy(name, options, driver)

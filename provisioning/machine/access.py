@@ -13,13 +13,21 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from provisioning.errors import UnsupportedOperation
+from provisioning.keys import write_private_file
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.driver import Driver
     from provisioning.machine.base import Machine
+    from provisioning.spec import MachineSpec
+
+
+class ProxyProvider(Protocol):
+    """What ``ssh_access`` asks of a driver (a layer above): the ProxyCommand that reaches a
+    machine in a network namespace, or None."""
+
+    def ssh_proxy_command(self, machine_spec: "MachineSpec") -> "str | list[str] | None": ...
 
 __all__ = ["SSHAccess", "AccessFiles", "ssh_access", "write_access", "ssh_options", "ssh_argv",
            "ssh_config", "ansible_inventory", "inventory_json"]
@@ -60,7 +68,7 @@ def _attr(obj: Any, *names: str) -> Any:
     return None
 
 
-def ssh_access(machine: "Machine", driver: "Driver | None" = None) -> SSHAccess:
+def ssh_access(machine: "Machine", driver: "ProxyProvider | None" = None) -> SSHAccess:
     """The SSH parameters of a connected machine; ``UnsupportedOperation`` when it is not reached
     over SSH with a key or has no pinned host key yet."""
     spec = machine.spec
@@ -92,8 +100,6 @@ def ssh_access(machine: "Machine", driver: "Driver | None" = None) -> SSHAccess:
 def write_access(accesses: Iterable[SSHAccess], directory: str) -> AccessFiles:
     """Write each machine's private key (``keys/NAME``) and one known_hosts holding every pinned
     host key under its alias; the directory is made private (0700)."""
-    from provisioning.files import write_private_file
-
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     keys: dict[str, str] = {}

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem, UnsupportedOperation
-from provisioning.schema import Problems, describe_type, did_you_mean
+from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -272,8 +272,8 @@ def copy_folder(machine: "Machine", folder: SyncedFolder,
         if parent not in made:
             machine.create_dir(parent)
             made.add(parent)
-        machine.upload_file(path, destination, mode=mode)
-        sent += 1
+        if machine.upload_file(path, destination, mode=mode):  # False: it was the same
+            sent += 1
     if action_handler is not None:
         action_handler.report_progress(f"sync {folder.source} -> {folder.target}: "
                                        f"{sent} file{'s' if sent != 1 else ''} "
