@@ -14,7 +14,8 @@ every start), so it works the same on Linux, Docker Desktop and rootless Podman.
 labels (machine name, store id, driver URL) and a name unique per store and machine: a crashed
 run's container is adopted, two racing runs end with one.
 
-Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
+``during_destroy``.
 """
 
 from __future__ import annotations
@@ -27,16 +28,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
+from provisioning.driver.local_features import LOCAL_OPTION_KEYS
+from provisioning.driver.options import OptionField, raise_problems
 from provisioning.drivers.docker_engine import container as containers
 from provisioning.drivers.docker_engine import image as images
+from provisioning.drivers.docker_engine.client import (
+    PROVIDER,
+    canonical_endpoint,
+    endpoint_of,
+    engine_errors,
+    is_conflict,
+    open_client,
+)
 from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, DockerSnapshots
-from provisioning.drivers.docker_engine.client import (PROVIDER, canonical_endpoint,
-                                                       endpoint_of, engine_errors, is_conflict,
-                                                       open_client)
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
-from provisioning.local_features import LOCAL_OPTION_KEYS
-from provisioning.options import OptionField, raise_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
@@ -69,7 +75,8 @@ class DockerDriver(DockerSnapshots, Driver):
     scheme = "docker"
     extra = "docker"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
-                                crash_safe=True, detects_lost=True, snapshots=True,
+                                crash_safe=True, detects_lost=True, crash_safe_destroy=True,
+                                snapshots=True,
                                 mounts_folders=True, forwards_ports=True)
     driver_option_fields = (
         OptionField("tls", type="dict",
@@ -523,6 +530,7 @@ class DockerDriver(DockerSnapshots, Driver):
                     found.remove(force=True, v=True)  # anonymous volumes go with it
                 except docker.errors.NotFound:
                     pass
+            checkpoint("during_destroy", machine=machine)  # the re-run removes the snapshots
             for snapshot in snapshots:
                 try:
                     self.client.images.remove(snapshot.id, force=True)

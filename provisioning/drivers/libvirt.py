@@ -22,18 +22,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
+from provisioning.driver.local_features import Snapshot, forwarded_ports, snapshot_name
+from provisioning.driver.options import OptionField, raise_problems
 from provisioning.drivers.libvirt_host import accel as accels
 from provisioning.drivers.libvirt_host import image as images
 from provisioning.drivers.libvirt_host import netns, seed, snapshots
-from provisioning.drivers.libvirt_host.conn import (is_alive, is_local_uri, libvirt_module,
-                                                    mapped, open_connection)
+from provisioning.drivers.libvirt_host.conn import (
+    is_alive,
+    is_local_uri,
+    libvirt_module,
+    mapped,
+    open_connection,
+)
 from provisioning.drivers.libvirt_host.domain import DomainSpec, Forward, domain_xml
 from provisioning.drivers.libvirt_host.host import PROVIDER, run
 from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse, hostname_for
 from provisioning.errors import ConnectError, InvalidDriverURL, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
-from provisioning.local_features import Snapshot, forwarded_ports, snapshot_name
-from provisioning.options import OptionField, raise_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey

@@ -32,7 +32,8 @@ class UnixMachine(Machine):
     def is_directory(self, path: str) -> bool:
         return self._check(f"test -d {self._path(path)}")
 
-    def create_dir(self, path: str, *, mode=None, owner=None, group=None) -> bool:
+    def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                   group: str | None = None) -> bool:
         changed = False
         exists = self.is_directory(path)
         if not exists:
@@ -47,7 +48,8 @@ class UnixMachine(Machine):
         if not self.file_exists(path):
             return False
         self.action_handler.perform_action(
-            f"delete {shown_path(path)}", lambda: self.execute_always(f"rm -f -- {self._path(path)}", sudo=self.use_sudo))
+            f"delete {shown_path(path)}",
+            lambda: self.execute_always(f"rm -f -- {self._path(path)}", sudo=self.use_sudo))
         return True
 
     def get_attributes(self, path: str) -> FileAttributes | None:
@@ -58,7 +60,8 @@ class UnixMachine(Machine):
         mode, owner, group = result.stdout.split()
         return {"mode": normalize_mode(mode), "owner": owner, "group": group}
 
-    def set_attributes(self, path: str, *, mode=None, owner=None, group=None,
+    def set_attributes(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                       group: str | None = None,
                        _exists: bool = True) -> bool:
         wanted_mode = normalize_mode(mode)
         if wanted_mode is None and owner is None and group is None:

@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from typing import Any, Mapping
 
-from provisioning.local_features import forwarded_ports, synced_folders
+from provisioning.driver.local_features import forwarded_ports, synced_folders
 
 __all__ = ["container_name", "labels", "create_kwargs", "machine_files", "read_host_key",
            "LABEL_NAME", "LABEL_STORE", "LABEL_URL", "SSH_PORT"]

@@ -22,8 +22,7 @@ import uuid
 from typing import Any
 
 from provisioning.drivers.docker_engine.client import engine_errors
-from provisioning.errors import CommandTimeout, ProviderError, TransferError, TransportError
-from provisioning.machine.result import CommandResult
+from provisioning.errors import CommandResult, CommandTimeout, ProviderError, TransferError, TransportError
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, Transport, check_sha256, sha256_file
 
 __all__ = ["DockerExecTransport"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from provisioning.driver.local_features import Snapshot
 from provisioning.drivers.docker_engine import container as containers
 from provisioning.drivers.docker_engine.client import engine_errors
 from provisioning.errors import ConfigError, MachineNotFound
-from provisioning.local_features import Snapshot
 
 __all__ = ["DockerSnapshots", "SNAPSHOT_REPOSITORY", "BASE_TAG"]
 

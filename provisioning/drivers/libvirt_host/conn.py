@@ -39,7 +39,7 @@ def libvirt_module() -> Any:
     """``import libvirt``, or MissingExtra naming the pip extra."""
     global _quiet
     try:
-        import libvirt  # type: ignore[import-not-found]
+        import libvirt
     except ImportError as exc:
         raise MissingExtra("the libvirt: driver", "libvirt", "libvirt-python") from exc
     with _lock:

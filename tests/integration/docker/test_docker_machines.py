@@ -6,7 +6,6 @@ tests that only look at it."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from provisioning.actions import RecordingActionHandler

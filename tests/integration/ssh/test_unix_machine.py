@@ -10,9 +10,9 @@ import pytest
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
 from provisioning.errors import CommandFailed, ConfigError
+from provisioning.machine.factory import machine_for
 from provisioning.machine.unix import UnixMachine
 from provisioning.spec import MachineSpec
-from provisioning.transports.factory import machine_for
 from provisioning.transports.ssh import SSHTransport
 
 

@@ -8,12 +8,25 @@ directory, world-readable or encrypted key was found only after the machine was 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Protocol
 
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.keys import find_private_key
 
-if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.file import ClusterFile as Cluster
+
+class Cluster(Protocol):
+    """What the check reads of a loaded cluster file (``ClusterFile``, which calls it)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def private_keys(self) -> Mapping[str, Any]: ...
+
+    @property
+    def machines(self) -> Mapping[str, Any]: ...
+
+    def config(self) -> Any: ...
 
 __all__ = ["key_problems"]
 
@@ -39,8 +52,6 @@ def _named_keys(cluster: "Cluster", driver_fields: Mapping[str, Any]) -> Iterato
 
 def key_problems(cluster: "Cluster", driver_classes: Mapping[str, Any]) -> list[ConfigProblem]:
     """One problem per key that cannot be used (``driver_classes``: driver URL -> class)."""
-    from provisioning.keys import find_private_key
-
     fields = {url: {f.name for f in getattr(cls, "machine_option_fields", ())}
               for url, cls in driver_classes.items() if cls is not None}
     wanted = dict(_named_keys(cluster, fields))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioning.errors import ConfigError
-from provisioning.userfiles import MAX_CONFIG_BYTES, read_user_text
+from provisioning.inputs.userfiles import MAX_CONFIG_BYTES, read_user_text
 
 __all__ = ["load_yaml_file", "load_yaml_text", "MAX_DEPTH", "MAX_ALIASES"]
 

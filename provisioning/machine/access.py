@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.errors import UnsupportedOperation
+from provisioning.keys import write_private_file
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.driver import Driver
     from provisioning.machine.base import Machine
+
 
 __all__ = ["SSHAccess", "AccessFiles", "ssh_access", "write_access", "ssh_options", "ssh_argv",
            "ssh_config", "ansible_inventory", "inventory_json"]
@@ -52,48 +53,33 @@ class AccessFiles:
     keys: Mapping[str, str]
 
 
-def _attr(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value not in (None, ""):
-            return value
-    return None
-
-
-def ssh_access(machine: "Machine", driver: "Driver | None" = None) -> SSHAccess:
-    """The SSH parameters of a connected machine; ``UnsupportedOperation`` when it is not reached
-    over SSH with a key or has no pinned host key yet."""
+def ssh_access(machine: "Machine") -> SSHAccess:
+    """The SSH parameters of a connected machine, from its transport's ``ssh_login()`` and its
+    reference (the pinned host key; ``proxy_command`` for machines in a network namespace);
+    ``UnsupportedOperation`` when it is not reached over SSH with a key or has no pinned host
+    key yet."""
     spec = machine.spec
     reference = spec.reference if spec is not None else {}
-    transport = machine.transport
-    key = _attr(transport, "private_key", "_private_key", "key")
-    if key is None or not hasattr(key, "private_openssh"):
+    login = machine.transport.ssh_login()
+    if login is None or login.private_key is None:
         raise UnsupportedOperation(f"machine {machine.name!r} is not reached over SSH with a key "
-                                   f"({type(transport).__name__}); use 'converge exec' instead",
-                                   machine=machine.name)
-    host_key = _attr(transport, "pinned_host_key", "host_key") or reference.get("host_key")
+                                   f"({type(machine.transport).__name__}); use 'converge exec' "
+                                   "instead", machine=machine.name)
+    host_key = login.host_key or reference.get("host_key")
     if not host_key:
         raise UnsupportedOperation(f"machine {machine.name!r} has no pinned host key yet; run "
                                    "'converge up' once so it is recorded", machine=machine.name)
-    proxy = None
-    if driver is not None and hasattr(driver, "ssh_proxy_command") and spec is not None:
-        proxy = driver.ssh_proxy_command(spec)
-    proxy = proxy or reference.get("proxy_command")
+    proxy = reference.get("proxy_command")
     if proxy is not None and not isinstance(proxy, str):
         proxy = shlex.join(proxy)
-    host = _attr(transport, "hostname", "address") or reference.get("address") or \
-        reference.get("host")
-    return SSHAccess(name=machine.name, host=str(host),
-                     port=int(_attr(transport, "port") or 22),
-                     username=str(_attr(transport, "username", "user") or "root"), key=key,
+    return SSHAccess(name=machine.name, host=login.host, port=login.port,
+                     username=login.username, key=login.private_key,
                      host_key=" ".join(str(host_key).split()[:2]), proxy=proxy)
 
 
 def write_access(accesses: Iterable[SSHAccess], directory: str) -> AccessFiles:
     """Write each machine's private key (``keys/NAME``) and one known_hosts holding every pinned
     host key under its alias; the directory is made private (0700)."""
-    from provisioning.files import write_private_file
-
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     keys: dict[str, str] = {}

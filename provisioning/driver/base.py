@@ -19,16 +19,19 @@ Contract (the conformance suite in ``provisioning.testing.conformance`` checks i
 from __future__ import annotations
 
 import abc
+import functools
+import socket
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from provisioning.options import DriverDescription, OptionField, raise_problems, validate_options
+from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
+from provisioning.errors import ConfigProblem
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.local_features import Snapshot
     from provisioning.actions import ActionHandler
     from provisioning.config import Config
+    from provisioning.driver.local_features import Snapshot
     from provisioning.keys import PrivateKey
     from provisioning.machine.base import Machine
     from provisioning.spec import ImageSpec, MachineSpec
@@ -52,7 +55,7 @@ class Capabilities:
     # a destroy killed midway (fault point during_destroy) is finished by the next destroy,
     # leaving nothing behind; off unless a driver declares it (and offers the fault point)
     crash_safe_destroy: bool = False
-    # local-machine features (provisioning.local_features); off unless a driver declares them
+    # local-machine features (provisioning.driver.local_features); off unless a driver declares them
     snapshots: bool = False         # save/restore/list/delete_snapshot work
     mounts_folders: bool = False    # synced folders can be shared live (mode auto or mount)
     forwards_ports: bool = False    # machine_options["ports"] are forwarded from the host
@@ -111,11 +114,11 @@ class Driver(abc.ABC):
         return {**self.driver_options, **found}
 
     def validate_machine_options(self, machine_options: Mapping[str, Any], *, where: str,
-                                 file: str | None = None) -> list:
+                                 file: str | None = None) -> list[ConfigProblem]:
         """Problems with one machine's options (the cluster loader collects them all). The
         local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
         capabilities, and never reach the driver's own option fields."""
-        from provisioning.local_features import LOCAL_OPTION_KEYS, check_local_options
+        from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
 
         own = {k: v for k, v in machine_options.items() if k not in LOCAL_OPTION_KEYS}
         return validate_options(self.machine_option_fields, own, where=where,
@@ -155,22 +158,22 @@ class Driver(abc.ABC):
         parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
         fn = getattr(self, method)
         return parallelizer.run(
-            (spec.name, (lambda s=spec, o=opts: fn(action_handler.for_machine(s.name), s, o)))
+            (spec.name, functools.partial(fn, action_handler.for_machine(spec.name), spec, opts))
             for spec, opts in specs_and_options)
 
-    def allocate_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def allocate_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                           parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("allocate_machine", action_handler, specs_and_options, parallelizer)
 
-    def ready_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def ready_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                        parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("ready_machine", action_handler, specs_and_options, parallelizer)
 
-    def stop_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def stop_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                       parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("stop_machine", action_handler, specs_and_options, parallelizer)
 
-    def destroy_machines(self, action_handler, specs_and_options: SpecsAndOptions,
+    def destroy_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                          parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
 
@@ -185,9 +188,9 @@ class Driver(abc.ABC):
         for all its machines. The default asks one by one (in parallel); drivers whose
         warehouse lists many machines in one request override it."""
         parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
-        results = parallelizer.run((spec.name, (lambda s=spec: self.machine_state(s)))
+        results = parallelizer.run((spec.name, functools.partial(self.machine_state, spec))
                                    for spec in machine_specs)
-        return {name: outcome.value if outcome.ok else
+        return {name: str(outcome.value) if outcome.ok else
                 f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
                 for name, outcome in results.items()}
 
@@ -198,7 +201,7 @@ class Driver(abc.ABC):
                       name: str) -> "Snapshot":
         """Save the machine's files (running or stopped) as snapshot ``name``; saving an
         existing name replaces it."""
-        from provisioning.local_features import unsupported
+        from provisioning.driver.local_features import unsupported
 
         raise unsupported(self, "save snapshots")
 
@@ -206,20 +209,20 @@ class Driver(abc.ABC):
                          name: str) -> None:
         """Return the machine's files to exactly snapshot ``name``; a machine that was running
         runs again afterwards (ready it to get a connection)."""
-        from provisioning.local_features import unsupported
+        from provisioning.driver.local_features import unsupported
 
         raise unsupported(self, "restore snapshots")
 
     def list_snapshots(self, machine_spec: "MachineSpec") -> "list[Snapshot]":
         """The machine's snapshots, oldest first. Changes nothing."""
-        from provisioning.local_features import unsupported
+        from provisioning.driver.local_features import unsupported
 
         raise unsupported(self, "list snapshots")
 
     def delete_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                         name: str) -> None:
         """Remove snapshot ``name``; MachineNotFound-free: a missing name is reported."""
-        from provisioning.local_features import unsupported
+        from provisioning.driver.local_features import unsupported
 
         raise unsupported(self, "delete snapshots")
 
@@ -228,7 +231,7 @@ class Driver(abc.ABC):
         """Bring the machine's copied folders (``machine_options["sync"]`` that this driver
         does not mount) up to date over its transport; returns the files sent. Mounted folders
         are live and need nothing. ``up`` calls it after ready; so does ``converge sync``."""
-        from provisioning.local_features import copy_folder, synced_folders
+        from provisioning.driver.local_features import copy_folder, synced_folders
 
         copied = [f for f in synced_folders(machine_options)
                   if not f.mounted_by(self.capabilities.mounts_folders)]
@@ -312,6 +315,16 @@ class Driver(abc.ABC):
             return list(source(self))
         listed = self.list_choices() if listed is None else listed
         return list(listed[source]) if source in listed else None
+
+    # -- routes to a machine ------------------------------------------------------------------
+    def open_connection(self, machine_spec: "MachineSpec", host: str, port: int,
+                        timeout: float) -> socket.socket:
+        """A TCP connection to ``host:port`` as the machine's network sees it (network
+        healthchecks use it). Default: straight from this host. Drivers whose machines live in
+        their own network namespace (nspawn, docker) open it there."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def get_private_key(self, name: str) -> "PrivateKey":
         from provisioning.keys import find_private_key

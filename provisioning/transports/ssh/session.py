@@ -33,8 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from provisioning.errors import CommandTimeout, TransportError
-from provisioning.machine.result import CommandResult
+from provisioning.errors import CommandResult, CommandTimeout, TransportError
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, StreamCallback
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -243,6 +242,7 @@ class ShellSession:
 
     def _send(self, data: bytes) -> None:
         try:
+            assert self._chan is not None  # _start opened it
             self._chan.sendall(data)
         except Exception as exc:
             self._drop()
@@ -266,6 +266,7 @@ class ShellSession:
     def _pump(self, deadline: float) -> bool:
         """Move whatever arrived into the buffers; False when the deadline passed first."""
         chan = self._chan
+        assert chan is not None  # _start opened it
         while True:
             got = False
             if chan.recv_ready():
@@ -365,7 +366,7 @@ class ShellSession:
         del self._err[:err_done + len(err_mark)]
         if status == "skip":
             return None
-        return CommandResult(command=command, exit_status=int(status),
+        return CommandResult(command=command, exit_status=int(status or 0),
                              stdout=stdout.decode(errors="replace"),
                              stderr=stderr.decode(errors="replace"), host=self.host,
                              duration=time.monotonic() - started)

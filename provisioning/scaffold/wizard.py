@@ -9,7 +9,6 @@ same declarations that validation and ``describe()`` read (va_master's driver "s
 
 from __future__ import annotations
 
-from provisioning.schema import closest
 import json
 import os
 import re
@@ -17,8 +16,9 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
+from provisioning.driver.options import OptionField, format_choices
 from provisioning.errors import ConfigError, ProvisioningError
-from provisioning.options import OptionField, format_choices
+from provisioning.inputs.schema import closest
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
@@ -402,6 +402,13 @@ def _option_lines(fields: Sequence[OptionField], values: Mapping[str, Any],
     return lines
 
 
+def _named(result: InitResult) -> str:
+    """`` (named web-1 .. web-3)`` for a group of more than one machine."""
+    if result.count <= 1:
+        return ""
+    return f" (named {result.machine}-1 .. {result.machine}-{result.count})"
+
+
 def render_cluster_file(result: InitResult, *, credentials_file: str | None = None) -> str:
     """A commented cluster file for ``result``. It never contains a secret value."""
     lines = [
@@ -430,7 +437,7 @@ def render_cluster_file(result: InitResult, *, credentials_file: str | None = No
         "",
         "machines:",
         f"  {result.machine}:",
-        f"    # machines in this group{' (named ' + result.machine + '-1 .. ' + result.machine + '-' + str(result.count) + ')' if result.count > 1 else ''}",
+        f"    # machines in this group{_named(result)}",
         f"    count: {result.count}",
     ]
     body = _option_lines(result.machine_fields, result.machine_options, result.choices, "      ")

@@ -1,45 +1,50 @@
-"""WinRMTransport: commands and files over WS-Management (pywinrm), for Windows machines.
+"""WinRMConnection: commands over WS-Management (pywinrm), for Windows machines.
 
 One WinRS shell is opened lazily and reused for every command; each command is a WinRS Command
 in it (``cmd.exe /c`` or ``powershell.exe -EncodedCommand``), with its own exit code, output,
-stdin and timeout. Files travel as base64 lines on the command's stdin (upload) or stdout
-(download), hashed with SHA-256 on both sides, written under a temporary name and moved into
-place on the remote side. Directories travel as one zip.
+stdin and timeout. Files are added by ``WinRMTransport`` (transport.py).
 
 pywinrm, requests and spnego are imported only when a transport connects; their exceptions are
-translated to ``provisioning.errors`` in ``_map_errors`` and nowhere else.
+translated to ``provisioning.errors`` in ``errors.py`` and nowhere else.
 """
 
 from __future__ import annotations
 
-import base64
 import codecs
 import contextlib
-import hashlib
-import io
 import logging
 import math
 import os
-import shutil
-import socket
-import ssl
-import tempfile
 import threading
 import time
-import uuid
-import zipfile
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from provisioning.errors import (AuthenticationError, CommandTimeout, ConfigError, ConnectError,
-                                 HostKeyMismatch, MissingExtra, TransferError, TransportError)
-from provisioning.machine.result import CommandResult
+from provisioning.errors import (
+    CommandResult,
+    CommandTimeout,
+    ConfigError,
+    ConnectError,
+    HostKeyMismatch,
+    TransportError,
+)
 from provisioning.transports import powershell as ps
-from provisioning.transports.base import (DEFAULT_COMMAND_TIMEOUT, StreamCallback, Transport,
-                                          check_sha256, sha256_file)
+from provisioning.transports.base import (
+    DEFAULT_COMMAND_TIMEOUT,
+    StreamCallback,
+    Transport,
+)
+from provisioning.transports.winrm.errors import FAULT_SHELL_NOT_FOUND, map_winrm_errors, root_cause
+from provisioning.transports.winrm.wire import (
+    adapter_class,
+    certificate_thumbprints,
+    import_pywinrm,
+    normalize_thumbprint,
+    peer_certificate,
+)
 
-__all__ = ["WinRMTransport", "winrm_transport_from_options", "AUTH_METHODS", "certificate_thumbprints"]
+__all__ = ["WinRMConnection", "AUTH_METHODS", "DEFAULT_CHUNK_SIZE"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("provisioning.transports.winrm")
 
 AUTH_METHODS = ("basic", "ntlm", "kerberos", "credssp")
 SCHEMES = ("http", "https")
@@ -50,162 +55,8 @@ DEFAULT_PORTS = {"http": 5985, "https": 5986}
 #: MaxEnvelopeSizekb a Windows host ships with (2008 R2); newer hosts allow 500 KB
 DEFAULT_CHUNK_SIZE = 64 * 1024
 
-#: WS-Management fault codes we react to
-_FAULT_SHELL_NOT_FOUND = 2150858843
-_FAULT_ACCESS_DENIED = 5
-
 #: longest command line WinRS hands to CreateProcess (no cmd.exe in between)
 _MAX_COMMAND_LINE = 32000
-
-
-# -- backend loading and the one exception table ---------------------------------------------
-def _import_pywinrm() -> Any:
-    try:
-        import winrm.exceptions  # noqa: F401
-        import winrm.protocol
-    except ImportError as exc:
-        raise MissingExtra("the WinRM transport", "winrm", "pywinrm") from exc
-    return winrm
-
-
-def certificate_thumbprints(der: bytes) -> dict[str, str]:
-    """SHA-1 (what Windows shows as ``Thumbprint``) and SHA-256 of a DER certificate."""
-    return {"sha1": hashlib.sha1(der).hexdigest().upper(),
-            "sha256": hashlib.sha256(der).hexdigest().upper()}
-
-
-def _normalize_thumbprint(value: str) -> str:
-    text = "".join(ch for ch in str(value) if ch not in ": \t").lower()
-    if len(text) not in (40, 64) or any(ch not in "0123456789abcdef" for ch in text):
-        raise ConfigError(f"cert_thumbprint must be a SHA-1 (40 hex digits, as Windows shows it) or "
-                          f"SHA-256 (64 hex digits) certificate fingerprint; got {value!r}",
-                          key="machine_options.transport.cert_thumbprint")
-    return text
-
-
-def _peer_certificate(host: str, port: int, timeout: float) -> bytes | None:
-    """The DER certificate the endpoint presents, fetched without trusting it (for messages
-    and for trust on first use)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                return tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError):
-        return None
-
-
-@contextlib.contextmanager
-def _map_errors(transport: "WinRMTransport", what: str) -> Iterator[None]:
-    """Translate pywinrm/requests/spnego exceptions into ours, most specific first."""
-    if transport._closed:
-        raise TransportError(f"{what}: the WinRM transport to {transport.host} was disconnected; "
-                             "ask the driver for a new machine", host=transport.host,
-                             machine=transport.machine)
-    try:
-        yield
-    except TransportError:
-        raise
-    except Exception as exc:  # the table below decides; anything unknown is re-raised as is
-        mapped = _translate(transport, what, exc)
-        if mapped is None:
-            raise
-        raise mapped from exc
-
-
-def _translate(transport: "WinRMTransport", what: str, exc: BaseException) -> Exception | None:
-    import requests.exceptions as rex
-    from winrm import exceptions as wex
-
-    host, machine = transport.host, transport.machine
-    kind = type(exc).__name__
-    if isinstance(exc, (wex.AuthenticationError, PermissionError)) or kind in (
-            "KerberosExchangeError", "MutualAuthenticationError", "AuthenticationException") or (
-            type(exc).__module__.startswith("spnego")):
-        return AuthenticationError(
-            f"{what}: {host} refused the {transport.auth} credentials of user "
-            f"{transport.username!r} ({exc}); check the username and password (or password_env), "
-            "and that the auth method is enabled on the host (winrm get winrm/config/service/auth)",
-            host=host, machine=machine)
-    if isinstance(exc, rex.SSLError):
-        return transport._certificate_error(what, exc)
-    if isinstance(exc, rex.ConnectTimeout):
-        return ConnectError(f"{what}: no answer from {host} within {transport.connect_timeout:g} s; "
-                            "is the machine up, WinRM listening on that port, and the firewall open?",
-                            host=host, machine=machine)
-    if isinstance(exc, rex.ReadTimeout):
-        return ConnectError(f"{what}: {host} stopped answering (no reply within "
-                            f"{transport.read_timeout:g} s)", host=host, machine=machine)
-    if isinstance(exc, rex.ConnectionError):
-        return ConnectError(f"{what}: cannot connect to {host}: {_root_cause(exc)}; is the machine up, "
-                            "the WinRM service running and the port open?", host=host, machine=machine)
-    if isinstance(exc, (rex.InvalidURL, rex.MissingSchema, rex.InvalidSchema, rex.URLRequired)):
-        return ConfigError(f"{what}: invalid WinRM endpoint {transport.endpoint}: {exc}",
-                           key="machine_options.transport.host")
-    if isinstance(exc, rex.RequestException):
-        return TransportError(f"{what}: HTTP request to {host} failed: {exc}", host=host,
-                              machine=machine)
-    if isinstance(exc, wex.WSManFaultError):
-        if exc.wsman_fault_code == _FAULT_ACCESS_DENIED:
-            return AuthenticationError(f"{what}: {host} denied access to user {transport.username!r}: "
-                                       f"{exc.reason}", host=host, machine=machine)
-        return TransportError(f"{what}: {host} answered with a WS-Management fault "
-                              f"{exc.wsman_fault_code or exc.fault_subcode or ''}: {exc.reason}",
-                              host=host, machine=machine)
-    if isinstance(exc, wex.WinRMTransportError):
-        return TransportError(f"{what}: {host} answered HTTP {exc.code}: "
-                              f"{(exc.response_text or '')[:200]}", host=host, machine=machine)
-    if isinstance(exc, wex.WinRMOperationTimeoutError):
-        return ConnectError(f"{what}: {host} did not complete a WS-Management operation in time",
-                            host=host, machine=machine)
-    if isinstance(exc, wex.WinRMError):
-        text = str(exc)
-        if "not installed" in text or "requires" in text or "unsupported auth" in text:
-            return ConfigError(f"{what}: {text}", key="machine_options.transport.auth")
-        return TransportError(f"{what}: {text}", host=host, machine=machine)
-    return None
-
-
-def _root_cause(exc: BaseException) -> str:
-    seen = exc
-    while seen.__context__ is not None and seen.__context__ is not seen:
-        seen = seen.__context__
-    text = str(seen)
-    return text.split("] ", 1)[-1] if text else type(seen).__name__
-
-
-_ADAPTER_CLASS: Any = None
-
-
-def _adapter_class() -> Any:
-    """requests HTTPAdapter giving every request our connect timeout and, when pinned,
-    checking the certificate's fingerprint on the very connection that carries the request."""
-    global _ADAPTER_CLASS
-    if _ADAPTER_CLASS is None:
-        from requests.adapters import HTTPAdapter
-
-        class _WinRMAdapter(HTTPAdapter):
-            def __init__(self, connect_timeout: float, fingerprint: str | None) -> None:
-                self._connect_timeout = connect_timeout
-                self._fingerprint = fingerprint
-                super().__init__()
-
-            def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
-                if self._fingerprint:
-                    pool_kwargs["assert_fingerprint"] = self._fingerprint
-                super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-            def send(self, request, stream=False, timeout=None, verify=True, cert=None,
-                     proxies=None):
-                read = timeout[1] if isinstance(timeout, tuple) else timeout
-                return super().send(request, stream=stream, timeout=(self._connect_timeout, read),
-                                    verify=verify, cert=cert, proxies=proxies)
-
-        _ADAPTER_CLASS = _WinRMAdapter
-    return _ADAPTER_CLASS
 
 
 # -- output handling -----------------------------------------------------------------------
@@ -237,7 +88,7 @@ class _Output:
         return "".join(self.parts)
 
 
-class _LineSink:
+class LineSink:
     """Splits streamed stdout into lines for the download protocol."""
 
     def __init__(self, on_line: Callable[[str], None]) -> None:
@@ -262,7 +113,7 @@ class _LineSink:
 
 
 # -- the transport -------------------------------------------------------------------------
-class WinRMTransport(Transport):
+class WinRMConnection(Transport):
     """A WinRM connection to one Windows machine. Thread-safe: commands run one at a time
     through the one shell. ``sudo`` and ``pty`` have no meaning over WinRM and are ignored: a
     command runs with the token of the login user (use an administrator account)."""
@@ -332,7 +183,7 @@ class WinRMTransport(Transport):
         self.auth = auth
         self.path = path if path.startswith("/") else "/" + path
         self.ca_bundle = ca_bundle
-        self.cert_thumbprint = _normalize_thumbprint(cert_thumbprint) if cert_thumbprint else None
+        self.cert_thumbprint = normalize_thumbprint(cert_thumbprint) if cert_thumbprint else None
         self.on_new_certificate = on_new_certificate
         self.message_encryption = message_encryption
         self.connect_timeout = float(connect_timeout)
@@ -361,7 +212,7 @@ class WinRMTransport(Transport):
 
     # -- connection --------------------------------------------------------------------------
     def _certificate_error(self, what: str, exc: BaseException) -> Exception:
-        der = _peer_certificate(self.hostname, self.port, self.connect_timeout)
+        der = peer_certificate(self.hostname, self.port, self.connect_timeout)
         seen = certificate_thumbprints(der) if der else None
         seen_text = (f"it presented a certificate with SHA-1 thumbprint {seen['sha1']} "
                      f"(SHA-256 {seen['sha256']})") if seen else "its certificate could not be read"
@@ -374,13 +225,13 @@ class WinRMTransport(Transport):
                 f"a CA in {self.ca_bundle}" if self.ca_bundle else "a trusted CA")
             advice = "give ca_bundle (the CA's PEM) or pin cert_thumbprint"
         return HostKeyMismatch(
-            f"{what}: the certificate of {self.host} is not trusted ({_root_cause(exc)}); expected "
+            f"{what}: the certificate of {self.host} is not trusted ({root_cause(exc)}); expected "
             f"{expected}, {seen_text}; {advice}",
             host=self.host, expected=expected, seen=seen["sha256"] if seen else None,
             machine=self.machine)
 
     def _pin_on_first_use(self) -> None:
-        der = _peer_certificate(self.hostname, self.port, self.connect_timeout)
+        der = peer_certificate(self.hostname, self.port, self.connect_timeout)
         if der is None:
             raise ConnectError(f"cannot fetch the certificate of {self.host} to trust it on first use",
                                host=self.host, machine=self.machine)
@@ -391,11 +242,11 @@ class WinRMTransport(Transport):
 
     def _open(self) -> None:
         """Build the pywinrm protocol and open the shell (called with the lock held)."""
-        winrm = _import_pywinrm()
+        winrm = import_pywinrm()
         if self.scheme == "https" and not self.cert_thumbprint and self.on_new_certificate:
             self._pin_on_first_use()
         validate = "ignore" if self.cert_thumbprint else "validate"
-        with _map_errors(self, "connect"):
+        with map_winrm_errors(self, "connect"):
             protocol = winrm.protocol.Protocol(
                 self.endpoint, transport=self.auth, username=self.username,
                 password=self._password, server_cert_validation=validate,
@@ -424,9 +275,9 @@ class WinRMTransport(Transport):
             session = backend.build_session()
         finally:
             backend.message_encryption = wanted
-        adapter = _adapter_class()(self.connect_timeout, self.cert_thumbprint)
+        adapter = adapter_class()(self.connect_timeout, self.cert_thumbprint)
         session.mount("https://", adapter)
-        session.mount("http://", _adapter_class()(self.connect_timeout, None))
+        session.mount("http://", adapter_class()(self.connect_timeout, None))
         auth = session.auth
         available = (self.auth == "credssp" or hasattr(auth, "session_security")
                      or bool(getattr(auth, "winrm_encryption_available", False)))
@@ -469,7 +320,7 @@ class WinRMTransport(Transport):
             return protocol.run_command(shell_id, command, args, console_mode_stdin=console_stdin,
                                         skip_cmd_shell=skip_cmd_shell)
         except WSManFaultError as exc:
-            if exc.wsman_fault_code != _FAULT_SHELL_NOT_FOUND:
+            if exc.wsman_fault_code != FAULT_SHELL_NOT_FOUND:
                 raise
         # the host dropped our shell (idle timeout, service restart): open a new one, once
         log.debug("winrm %s: shell gone, reopening", self.host)
@@ -482,17 +333,17 @@ class WinRMTransport(Transport):
              stream: StreamCallback | None, stdin: Iterator[bytes] | None,
              skip_cmd_shell: bool, clixml: bool, keep_stdout: bool = True) -> CommandResult:
         """One WinRS command: start it, feed stdin, receive until done or past ``timeout``."""
-        wex = _import_pywinrm().exceptions
+        wex = import_pywinrm().exceptions
         WinRMOperationTimeoutError, WSManFaultError = wex.WinRMOperationTimeoutError, wex.WSManFaultError
 
         started = time.monotonic()
         deadline = started + timeout
         out = _Output("stdout", stream, clixml=False, keep=keep_stdout)
         err = _Output("stderr", stream, clixml=clixml)
-        with self._lock, _map_errors(self, f"run {display[:60]!r}"):
+        with self._lock, map_winrm_errors(self, f"run {display[:60]!r}"):
             command_id = self._start(command, args, skip_cmd_shell=skip_cmd_shell,
                                      console_stdin=stdin is None)
-            protocol, shell_id = self._protocol, self._shell_id
+            protocol, shell_id = self._session()
             self.stats["commands"] += 1
             finished = False
             try:
@@ -588,164 +439,6 @@ class WinRMTransport(Transport):
         return self._run(argv[0], argv[1:], display=script, timeout=timeout, stream=stream,
                          stdin=stdin, skip_cmd_shell=True, clixml=True, keep_stdout=keep_stdout)
 
-    # -- files -------------------------------------------------------------------------------
-    def remote_sha256(self, path: str) -> str | None:
-        result = self.run_powershell(f"Get-ProvisioningSha256 -Path {ps.ps_quote(path)}",
-                                     functions=("Get-ProvisioningSha256",), timeout=self.transfer_timeout)
-        words = result.stdout.split()
-        if result.ok and len(words) == 2 and words[0] == "sha256":
-            return words[1].lower()
-        if result.ok and words == ["missing"]:
-            return None
-        raise TransferError(f"cannot hash {path} on {self.host}: "
-                            f"{(result.stderr or result.stdout).strip()[:300]}",
-                            host=self.host, machine=self.machine)
-
-    def _upload(self, source: IO[bytes], size: int, sha256: str, remote_path: str, *,
-                expand: bool = False, what: str) -> None:
-        def lines() -> Iterator[bytes]:
-            for block in iter(lambda: source.read(self.chunk_size), b""):
-                yield base64.b64encode(block) + b"\r\n"
-
-        call = (f"$input | Receive-ProvisioningFile -Path {ps.ps_quote(remote_path)} "
-                f"-Sha256 {ps.ps_quote(sha256)}" + (" -Expand" if expand else ""))
-        stdin = lines() if size else iter([b""])
-        try:
-            result = self.run_powershell(call, functions=("Receive-ProvisioningFile",),
-                                         stdin=stdin, timeout=self.transfer_timeout)
-        except CommandTimeout as exc:
-            raise TransferError(f"{what}: timed out after {self.transfer_timeout:g} s; raise "
-                                "transfer_timeout", host=self.host, machine=self.machine) from exc
-        words = result.stdout.split()
-        seen = words[1] if result.ok and len(words) >= 2 and words[0] == "sha256" else None
-        if seen is None:
-            raise TransferError(f"{what}: failed on {self.host} (exit {result.exit_status}): "
-                                f"{(result.stderr or result.stdout).strip()[:300]}",
-                                host=self.host, machine=self.machine)
-        check_sha256(sha256, seen, what=what, host=self.host)
-
-    def write_file(self, path: str, content: bytes, *, mode: int | None = None) -> None:
-        """Write ``content`` atomically. ``mode`` is ignored here (Windows has no mode bits;
-        ``WindowsMachine.set_attributes`` maps it to the read-only flag)."""
-        self._upload(io.BytesIO(content), len(content), hashlib.sha256(content).hexdigest(), path,
-                     what=f"write {path}")
-
-    def upload_file(self, local_path: str, remote_path: str) -> None:
-        if os.path.isdir(local_path):
-            self.upload_directory(local_path, remote_path)
-            return
-        what = f"upload {local_path} -> {remote_path}"
-        try:
-            size = os.path.getsize(local_path)
-            digest = sha256_file(local_path)
-            with open(local_path, "rb") as source:
-                self._upload(source, size, digest, remote_path, what=what)
-        except OSError as exc:
-            raise TransferError(f"{what}: {exc}", host=self.host, machine=self.machine) from exc
-
-    def upload_directory(self, local_dir: str, remote_dir: str) -> None:
-        """Replace ``remote_dir`` with a copy of ``local_dir`` (one zip, extracted beside the
-        target, then moved into its place)."""
-        what = f"upload directory {local_dir} -> {remote_dir}"
-        with tempfile.TemporaryFile() as archive:
-            try:
-                _zip_directory(local_dir, archive)
-            except OSError as exc:
-                raise TransferError(f"{what}: {exc}", host=self.host, machine=self.machine) from exc
-            size = archive.tell()
-            archive.seek(0)
-            digest = hashlib.sha256()
-            for block in iter(lambda: archive.read(1 << 20), b""):
-                digest.update(block)
-            archive.seek(0)
-            self._upload(archive, size, digest.hexdigest(), remote_dir, expand=True, what=what)
-
-    def _download(self, remote_path: str, sink: IO[bytes], what: str) -> str | None:
-        """Stream ``remote_path`` into ``sink``; returns the kind ("file" or "zip"), or None when
-        the path does not exist. Verifies the sha256 of what arrived."""
-        state: dict[str, Any] = {"kind": None, "size": None, "sha256": None, "missing": False}
-        digest = hashlib.sha256()
-        received = 0
-
-        def on_line(line: str) -> None:
-            nonlocal received
-            if not line:
-                return
-            if state["kind"] is None and not state["missing"]:
-                words = line.split()
-                if words == ["missing"]:
-                    state["missing"] = True
-                elif len(words) == 4 and words[0] == "kind" and words[2] == "size":
-                    state["kind"], state["size"] = words[1], int(words[3])
-                else:
-                    raise TransferError(f"{what}: unexpected first line {line[:80]!r}",
-                                        host=self.host, machine=self.machine)
-            elif line.startswith("sha256 "):
-                state["sha256"] = line.split()[1].lower()
-            else:
-                block = base64.b64decode(line)
-                digest.update(block)
-                sink.write(block)
-                received += len(block)
-
-        lines = _LineSink(on_line)
-        call = (f"Send-ProvisioningFile -Path {ps.ps_quote(remote_path)} "
-                f"-ChunkSize {self.chunk_size}")
-        try:
-            result = self.run_powershell(call, functions=("Send-ProvisioningFile",), stream=lines,
-                                         timeout=self.transfer_timeout, keep_stdout=False)
-        except CommandTimeout as exc:
-            raise TransferError(f"{what}: timed out after {self.transfer_timeout:g} s; raise "
-                                "transfer_timeout", host=self.host, machine=self.machine) from exc
-        lines.close()
-        if state["missing"]:
-            return None
-        if not result.ok or state["kind"] is None or state["sha256"] is None:
-            raise TransferError(f"{what}: failed on {self.host} (exit {result.exit_status}): "
-                                f"{result.stderr.strip()[:300] or 'incomplete output'}",
-                                host=self.host, machine=self.machine)
-        if received != state["size"]:
-            raise TransferError(f"{what}: received {received} of {state['size']} bytes",
-                                host=self.host, machine=self.machine)
-        check_sha256(state["sha256"], digest.hexdigest(), what=what, host=self.host)
-        return state["kind"]
-
-    def read_file(self, path: str) -> bytes | None:
-        buffer = io.BytesIO()
-        kind = self._download(path, buffer, f"read {path}")
-        if kind is None:
-            return None
-        if kind != "file":
-            raise TransferError(f"read {path}: it is a directory, not a file", host=self.host,
-                                machine=self.machine)
-        return buffer.getvalue()
-
-    def download_file(self, remote_path: str, local_path: str) -> None:
-        """Copy a remote file (or directory) here, atomically."""
-        what = f"download {remote_path} -> {local_path}"
-        target = os.path.abspath(local_path)
-        parent = os.path.dirname(target)
-        try:
-            os.makedirs(parent, exist_ok=True)
-            handle = tempfile.NamedTemporaryFile(dir=parent, prefix=".provisioning-", delete=False)
-        except OSError as exc:
-            raise TransferError(f"{what}: {exc}", host=self.host, machine=self.machine) from exc
-        try:
-            with handle:
-                kind = self._download(remote_path, handle, what)
-            if kind is None:
-                raise TransferError(f"{what}: {remote_path} does not exist on {self.host}",
-                                    host=self.host, machine=self.machine)
-            if kind == "zip":
-                _replace_directory_from_zip(handle.name, target)
-            else:
-                os.replace(handle.name, target)
-        except OSError as exc:
-            raise TransferError(f"{what}: {exc}", host=self.host, machine=self.machine) from exc
-        finally:
-            if os.path.exists(handle.name):
-                os.unlink(handle.name)
-
     # -- lifecycle ---------------------------------------------------------------------------
     def connect(self, timeout: float | None = None) -> None:
         """Authenticate and open the shell now (``wait_until_connectable`` calls this).
@@ -811,49 +504,3 @@ def _cmd_env_prefix(env: Mapping[str, str] | None) -> str:
                               "cmd cannot pass safely; use the powershell shell for it")
         parts.append(f'set "{name}={text}" && ')
     return "".join(parts)
-
-
-def _zip_directory(local_dir: str, archive: IO[bytes]) -> None:
-    """Zip a directory with stable order and timestamps (the same tree gives the same bytes)."""
-    if not os.path.isdir(local_dir):
-        raise FileNotFoundError(f"not a directory: {local_dir}")
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for root, dirs, files in os.walk(local_dir):
-            dirs.sort()
-            rel_root = os.path.relpath(root, local_dir)
-            if rel_root != "." and not files and not dirs:
-                info = zipfile.ZipInfo(rel_root.replace(os.sep, "/") + "/", (1980, 1, 1, 0, 0, 0))
-                zf.writestr(info, b"")
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
-                info = zipfile.ZipInfo(rel, (1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with open(full, "rb") as source, zf.open(info, "w") as target:
-                    shutil.copyfileobj(source, target, 1 << 20)
-
-
-def _replace_directory_from_zip(archive: str, target: str) -> None:
-    """Extract into a sibling temporary directory, then swap it into ``target``'s place."""
-    parent = os.path.dirname(target)
-    staging = tempfile.mkdtemp(dir=parent, prefix=".provisioning-")
-    old = None
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(staging)  # zipfile drops absolute paths and ".." components
-        if os.path.exists(target):
-            old = f"{target}.provisioning-old-{uuid.uuid4().hex}"
-            os.replace(target, old)
-        os.replace(staging, target)
-    finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-        if old is not None:
-            if os.path.isdir(old):
-                shutil.rmtree(old, ignore_errors=True)
-            elif os.path.exists(old):
-                os.unlink(old)
-
-
-# the options builder lives in winrm_options.py; imported last (it imports this module)
-from provisioning.transports.winrm_options import winrm_transport_from_options  # noqa: E402

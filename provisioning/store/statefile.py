@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
-from provisioning.files import write_private_file
+from provisioning.keys import write_private_file
 from provisioning.spec import SECRET_KEYS, ManagedEntry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,7 +98,7 @@ def import_state(store: "ManagedEntryStore", document: Any, *, replace: bool = F
     """Write the document's entries into ``store``. Entries that exist with other contents are
     refused (nothing is written) unless ``replace``."""
     entries = _check(document, where)
-    plan = []
+    plan: list[tuple[str, dict[str, Any], Any]] = []
     conflicts = []
     for item in entries:
         current = store.get(item["kind"], item["name"])
@@ -118,7 +118,7 @@ def import_state(store: "ManagedEntryStore", document: Any, *, replace: bool = F
     source_id = document.get("store_id")
     if isinstance(source_id, str) and source_id:
         target_id = store._meta("store_id", source_id)  # a fresh store takes the source's id
-        store._store_id = target_id  # type: ignore[attr-defined]
+        store._store_id = target_id
         if target_id != source_id:
             warning = (f"the target store has its own id ({target_id}, the export's is "
                        f"{source_id}): resources a crashed run left behind are not adopted by "

@@ -55,6 +55,7 @@ class ChunkedHold:
             mine = ready is None
             if mine:
                 ready = self._ready[chunk] = threading.Event()
+        assert ready is not None  # made above by whichever worker came first
         if mine:  # fetched outside the mutex: workers on held machines never wait for it
             try:
                 self._fetch(self.names[chunk * self.size:(chunk + 1) * self.size])

@@ -3,11 +3,11 @@ CLI help and the ``converge init`` wizard all read the same declaration."""
 
 from __future__ import annotations
 
-from provisioning.schema import closest
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.inputs.schema import closest
 
 __all__ = ["OptionField", "validate_options", "raise_problems", "DriverDescription",
            "format_choices"]
@@ -44,7 +44,7 @@ class OptionField:
         if self.choices is not None and value not in self.choices:
             return f"expected one of {', '.join(map(str, self.choices))}; got {value!r}"
         if self.type in ("int", "float"):
-            return _range_problem(self.name.rsplit(".", 1)[-1], value)
+            return _range_problem(self.name.rsplit(".", 1)[-1], float(value))  # type: ignore[arg-type]
         return None
 
     @property
@@ -162,7 +162,7 @@ def validate_options(fields: Sequence[OptionField], options: Mapping[str, Any], 
                                               key=key))
             continue
         message = item.check(value)
-        if message is None and item.choices_from and choices is not None:
+        if message is None and isinstance(item.choices_from, str) and choices is not None:
             allowed = list(choices(item.choices_from))
             if allowed and value not in allowed:
                 message = f"unknown {item.choices_label} {value!r}; choices: {format_choices(allowed)}"

@@ -1,6 +1,7 @@
 """winrm_transport_from_options: a ``WinRMTransport`` from ``machine_options["transport"]``,
 with the password from the environment or config credentials and the pinned certificate from
-the machine's reference. Kept apart from the transport itself; re-exported by ``winrm.py``."""
+the machine's reference. A certificate trusted on first use is only reported (``on_new_host_key``);
+the driver or provisioner records and saves it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.schema import closest
+from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, HostKeyCallback, NewHostKey
+from provisioning.transports.winrm.connection import DEFAULT_PORTS
+from provisioning.transports.winrm.transport import WinRMTransport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.actions import ActionHandler
-    from provisioning.transports.winrm import WinRMTransport
     from provisioning.config import Config
     from provisioning.spec import MachineSpec
 
@@ -51,10 +54,10 @@ def winrm_transport_from_options(
     spec: "MachineSpec",
     config: "Config",
     *,
-    action_handler: "ActionHandler | None" = None,
+    on_new_host_key: HostKeyCallback | None = None,
     default_host: str | None = None,
     password: str | None = None,
-) -> "WinRMTransport":
+) -> WinRMTransport:
     """Build a ``WinRMTransport`` from ``machine_options["transport"]``.
 
     The password comes from, in order: ``password`` (a driver that fetched it from the
@@ -62,12 +65,9 @@ def winrm_transport_from_options(
     ``credentials`` under the machine's driver URL or ``winrm:HOST`` (key ``password``). It is
     never read from machine options and never saved in state. A pinned certificate thumbprint is
     read from ``spec.reference["cert_thumbprint"]`` when the options do not give one; with
-    ``cert_trust: first_use`` the first one seen is recorded there.
+    ``cert_trust: first_use`` the first one seen goes to ``on_new_host_key`` (kind
+    ``certificate``), which records it there.
     """
-    from provisioning.schema import closest
-
-    from provisioning.transports.winrm import DEFAULT_COMMAND_TIMEOUT, WinRMTransport
-
     where = "machine_options.transport"
     raw = options.get("transport") or {}
     if not isinstance(raw, Mapping):
@@ -117,19 +117,11 @@ def winrm_transport_from_options(
     cert_trust = raw.get("cert_trust", "validate")
     if cert_trust not in ("validate", "first_use"):
         raise ConfigError("cert_trust must be validate or first_use", key=f"{where}.cert_trust")
-    on_new_certificate: Callable[[str], None] | None = None
-    if cert_trust == "first_use" and spec is not None:
-        def record_certificate(seen: str) -> None:
-            def record() -> None:
-                spec.reference["cert_thumbprint"] = seen
-                spec.save()
-            description = f"trust WinRM certificate of {host} on first use (SHA-256 {seen})"
-            if action_handler is not None:
-                action_handler.perform_action(description, record, machine=spec.name)
-            else:
-                record()
-
-        on_new_certificate = record_certificate
+    on_new_certificate = None
+    if cert_trust == "first_use" and on_new_host_key is not None:
+        scheme = raw.get("scheme") or ("https" if auth == "basic" else "http")
+        port = int(raw.get("port") or DEFAULT_PORTS.get(scheme, 5986))
+        on_new_certificate = _reporter(on_new_host_key, str(host), port)
 
     def number(key: str, default: float) -> Any:
         return raw.get(key, default)
@@ -149,3 +141,8 @@ def winrm_transport_from_options(
         command_timeout=number("command_timeout", DEFAULT_COMMAND_TIMEOUT),
         transfer_timeout=number("transfer_timeout", 600.0),
         machine=spec.name if spec is not None else None, **kwargs)
+
+
+def _reporter(report: HostKeyCallback, host: str, port: int) -> Callable[[str], None]:
+    """The transport's first-use callback: hands the certificate to the caller's."""
+    return lambda seen: report(NewHostKey(host=host, port=port, key=seen, kind="certificate"))

@@ -1,5 +1,4 @@
-"""Building an ``SSHTransport`` from ``machine_options["transport"]``, and waiting until a machine
-accepts SSH. Re-exported by ``provisioning.transports.ssh``.
+"""Building an ``SSHTransport`` (and its gateways) from ``machine_options["transport"]``.
 
 Option keys (all optional but a host from somewhere)::
 
@@ -20,29 +19,30 @@ Option keys (all optional but a host from somewhere)::
       transfer_timeout: 600
       keepalive: 15
 
-Precedence: explicit options > ``ssh_config`` > defaults. The pinned key lives in
-``reference["host_key"]`` (gateways' in ``reference["gateway_host_keys"]["host:port"]``).
+Precedence: explicit options > ``ssh_config`` > defaults. The pinned key is read from
+``reference["host_key"]`` (gateways' from ``reference["gateway_host_keys"]["host:port"]``). A key
+seen on first use is only *reported*, to the ``on_new_host_key`` callback the caller gives: the
+driver or provisioner records and saves it (``provisioning.machine.factory.pin_on_first_use``);
+without a callback, an unknown key is refused.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, cast
 
-from provisioning.errors import (AuthenticationError, ConfigError, ConfigProblem, ConnectError,
-                                 HostKeyMismatch)
+from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.inputs.schema import closest
+from provisioning.keys import find_private_key, load_private_key, read_key_file
+from provisioning.transports.base import HostKeyCallback, NewHostKey
+from provisioning.transports.ssh.transport import SSHTransport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.actions import ActionHandler
     from provisioning.config import Config
     from provisioning.keys import PrivateKey
     from provisioning.spec import MachineSpec
-    from provisioning.transports.base import Transport
-    from provisioning.transports.ssh import SSHTransport
 
-__all__ = ["ssh_transport_from_options", "wait_until_connectable", "check_transport_options",
-           "TRANSPORT_KEYS",
+__all__ = ["ssh_transport_from_options", "check_transport_options", "TRANSPORT_KEYS",
            "GATEWAY_KEYS", "ssh_config_lookup"]
 
 #: option key -> (accepted types, help); the SSH driver declares its option fields from this
@@ -75,8 +75,6 @@ def check_transport_options(options: Mapping[str, Any], where: str) -> None:
                           key=where)
     for key, value in options.items():
         if key not in TRANSPORT_KEYS:
-            from provisioning.schema import closest
-
             close = closest(key, TRANSPORT_KEYS)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(TRANSPORT_KEYS)}"
             problems.append(ConfigProblem(f"unknown transport option {key!r}; {hint}",
@@ -86,9 +84,9 @@ def check_transport_options(options: Mapping[str, Any], where: str) -> None:
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             problems.append(ConfigProblem(f"expected {'/'.join(t.__name__ for t in types)} "
                                           f"({help_text}), got {value!r}", key=f"{where}.{key}"))
-        elif key == "port" and not 0 < value < 65536:
+        elif key == "port" and not 0 < cast(int, value) < 65536:
             problems.append(ConfigProblem(f"port must be 1-65535, got {value}", key=f"{where}.{key}"))
-        elif key.endswith("_timeout") and value <= 0:
+        elif key.endswith("_timeout") and cast(float, value) <= 0:
             problems.append(ConfigProblem("must be more than 0 seconds", key=f"{where}.{key}"))
     gateway = options.get("gateway")
     if isinstance(gateway, Mapping):
@@ -152,18 +150,16 @@ class _Builder:
     """Shared state for one machine's transport chain (target and its gateways)."""
 
     def __init__(self, spec: "MachineSpec", config: "Config",
-                 action_handler: "ActionHandler | None", ssh_config: bool | str | None,
+                 on_new_host_key: HostKeyCallback | None, ssh_config: bool | str | None,
                  known_hosts: str | None, defaults: Mapping[str, Any]) -> None:
         self.spec = spec
         self.config = config
-        self.action_handler = action_handler
+        self.on_new_host_key = on_new_host_key
         self.ssh_config = ssh_config
         self.known_hosts = known_hosts
         self.defaults = defaults
 
     def key(self, key_name: str | None, identity_files: list[str]) -> "PrivateKey | None":
-        from provisioning.keys import find_private_key, load_private_key, read_key_file
-
         if key_name:
             return find_private_key(self.config, key_name)
         for path in identity_files:
@@ -180,34 +176,17 @@ class _Builder:
                               key=f"{where}.password_env")
         return os.environ[env_name]
 
-    def recorder(self, host: str, port: int, gateway: bool) -> Callable[[str], None]:
-        from provisioning.keys import fingerprint
-
-        def record(line: str) -> None:
-            reference = self.spec.reference
-            if gateway:
-                reference.setdefault("gateway_host_keys", {})[f"{host}:{port}"] = line
-            else:
-                reference["host_key"] = line
-            text = (f"pin host key {fingerprint(line)} of {host}:{port} "
-                    f"({'gateway, ' if gateway else ''}first connection)")
-
-            def save() -> None:
-                if self.spec.reference.get("driver_url"):
-                    self.spec.save()
-            if self.action_handler is not None:
-                self.action_handler.perform_action(text, save, data={
-                    "host": host, "port": port, "fingerprint": fingerprint(line)})
-            else:
-                save()
-        return record
+    def reporter(self, host: str, port: int, gateway: bool) -> Callable[[str], None] | None:
+        """The transport's first-use callback for one hop: hands the key to the caller's."""
+        report = self.on_new_host_key
+        if report is None:
+            return None
+        return lambda line: report(NewHostKey(host=host, port=port, key=line, gateway=gateway))
 
     def build(self, options: Mapping[str, Any], *, where: str, gateway_hop: bool,
               sock_factory: Any = None, default_host: str | None = None,
-              via: "SSHTransport | None" = None, depth: int = 0,
-              fallback_key: "PrivateKey | None" = None) -> "SSHTransport":
-        from provisioning.transports.ssh import SSHTransport
-
+              via: SSHTransport | None = None, depth: int = 0,
+              fallback_key: "PrivateKey | None" = None) -> SSHTransport:
         if depth > 8:
             raise ConfigError("gateway chain is more than 8 hops deep (a ProxyJump loop?)",
                               key=f"{where}.gateway")
@@ -245,7 +224,7 @@ class _Builder:
             hostname, port, username, private_key=private_key, password=password,
             host_key=pinned, known_hosts=known_hosts,
             on_new_host_key=None if (pinned or known_hosts) else
-            self.recorder(hostname, port, gateway_hop),
+            self.reporter(hostname, port, gateway_hop),
             sock_factory=sock_factory if gateway is None else None, gateway=gateway,
             owns_gateway=gateway is not None,
             connect_timeout=float(self.defaults.get("connect_timeout", 10.0)),
@@ -258,63 +237,17 @@ class _Builder:
         )
 
 
-def ssh_transport_from_options(options: Mapping, spec: "MachineSpec", config: "Config", *,
-                               action_handler: "ActionHandler | None" = None,
+def ssh_transport_from_options(options: Mapping[str, Any], spec: "MachineSpec", config: "Config",
+                               *, on_new_host_key: HostKeyCallback | None = None,
                                sock_factory: Callable[[float], Any] | None = None,
-                               default_host: str | None = None) -> "SSHTransport":
+                               default_host: str | None = None) -> SSHTransport:
     """The transport for one machine from ``machine_options`` (its ``transport`` mapping), the
-    pinned key in ``spec.reference["host_key"]`` and the config's keys. A key seen on first use
-    is recorded in the reference, saved, and reported as an action."""
+    pinned key in ``spec.reference["host_key"]`` and the config's keys. ``spec`` is only read.
+    A key seen on first use goes to ``on_new_host_key`` (without it, the key is refused)."""
     where = "machine_options.transport"
     transport_options = dict(options.get("transport") or {})
     check_transport_options(transport_options, where)
-    builder = _Builder(spec, config, action_handler, transport_options.get("ssh_config"),
+    builder = _Builder(spec, config, on_new_host_key, transport_options.get("ssh_config"),
                        transport_options.get("known_hosts"), transport_options)
     return builder.build(transport_options, where=where, gateway_hop=False,
                          sock_factory=sock_factory, default_host=default_host)
-
-
-def wait_until_connectable(transport: "Transport", *, timeout: float,
-                           action_handler: "ActionHandler | None", what: str,
-                           sleep: Callable[[float], None] = time.sleep,
-                           first_delay: float = 0.25, max_delay: float = 5.0,
-                           protocol: str = "SSH") -> None:
-    """Retry with exponential backoff while the machine is not reachable (``ConnectError``);
-    ``AuthenticationError`` and ``HostKeyMismatch`` fail at once (waiting will not fix them).
-    Past ``timeout`` raises ``ConnectError`` saying how long it waited and the last error.
-    Works for any transport with ``connect(timeout=)``; ``protocol`` names it in messages."""
-    started = time.monotonic()
-    deadline = started + timeout
-    delay = first_delay
-    attempts = 0
-    reported = False
-    while True:
-        attempts += 1
-        remaining = deadline - time.monotonic()
-        try:
-            connect = getattr(transport, "connect", None)
-            if connect is not None:
-                limit = getattr(transport, "connect_timeout", remaining)
-                connect(timeout=max(0.5, min(remaining, limit)))
-            else:
-                transport.execute("true", timeout=max(1.0, remaining))
-            if reported and action_handler is not None:
-                action_handler.report_progress(
-                    f"{what} accepts {protocol} after {time.monotonic() - started:.1f} s")
-            return
-        except (AuthenticationError, HostKeyMismatch):
-            raise
-        except ConnectError as exc:
-            last = exc
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ConnectError(
-                f"{what} ({transport.host}) did not accept {protocol} within {timeout:g} s "
-                f"({attempts} attempts); last error: {last.message}",
-                host=transport.host, machine=last.machine) from last
-        if not reported and action_handler is not None:
-            action_handler.report_progress(
-                f"waiting up to {timeout:g} s for {what} ({transport.host}) to accept {protocol}")
-            reported = True
-        sleep(min(delay, remaining))
-        delay = min(delay * 2, max_delay)
