@@ -206,6 +206,7 @@ class ContainerEngine:
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.lexists(path):
                 os.unlink(path)
+        self._absent = []  # a second stop must not remove what a later engine made
 
     def _unmount_leftovers(self) -> None:
         try:

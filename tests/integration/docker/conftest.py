@@ -4,6 +4,7 @@ PID at the end; the Debian image built once per engine from the cached debootstr
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import pytest
@@ -28,11 +29,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.docker)
 
 
+#: one engine per kind for the whole session, however many fixtures ask for it; stopped when
+#: the session's fixtures are torn down, and at interpreter exit should a teardown be missed
+_STARTED: dict = {}
+
+
 def _engine(kind: str):
     reason = engine_missing(kind)
     if reason:
         pytest.skip(reason)
+    if kind in _STARTED:
+        yield _STARTED[kind]
+        return
     engine = (DockerEngine() if kind == "docker" else PodmanService()).start()
+    atexit.register(engine.stop)  # stop() is idempotent: a second call finds nothing to do
+    _STARTED[kind] = engine
     try:
         from provisioning.drivers.docker_engine import image
 
@@ -44,6 +55,7 @@ def _engine(kind: str):
             client.close()
         yield engine
     finally:
+        _STARTED.pop(kind, None)
         engine.stop()
 
 
