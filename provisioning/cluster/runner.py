@@ -45,6 +45,9 @@ class ClusterRunner:
             self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
+        self._views: dict | None = None
+        self._wave_views = False
+        self._views_lock = threading.Lock()
         from provisioning.images.builder import ImageBuilder
 
         #: the cluster's images (``images:``), built through this runner's provisioner
@@ -98,8 +101,22 @@ class ClusterRunner:
                     self.action_handler.for_machine(definition.name).report_error(outcome.error)
                 else:
                     runnable.append(definition)
-            results.update(self._up_wave(runnable))
+            with self._views_lock:
+                self._views, self._wave_views = None, True  # read once, when first needed
+            try:
+                results.update(self._up_wave(runnable))
+            finally:
+                with self._views_lock:
+                    self._views, self._wave_views = None, False
         return BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
+
+    def create(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
+        """Allocate and ready each machine, no convergence (test-kitchen's ``create``); the
+        images they boot from are built first. Value: its Machine (None under why-run)."""
+        from provisioning.images.builder import boot_from_images
+
+        definitions = boot_from_images(definitions, self.images)
+        return self.provisioner.run_many("up", self._requests(definitions))
 
     def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
@@ -202,10 +219,18 @@ class ClusterRunner:
         return machine
 
     def machines_view(self, definition: "MachineDefinition | None" = None) -> dict[str, list]:
-        """What templates see as ``machines`` now (see ``provisioning.cluster.topology``)."""
-        from provisioning.cluster.topology import machines_view
+        """What templates see as ``machines`` (see ``provisioning.cluster.topology``): read
+        from the state once per wave of ``up`` (the machines a wave waits for are all there),
+        else now."""
+        from provisioning.cluster.topology import scoped_views
 
-        return machines_view(self.cluster, self.store, definition)
+        with self._views_lock:
+            if self._views is None:
+                self._views = scoped_views(self.cluster, self.store)
+            views = self._views
+            if not self._wave_views:
+                self._views = None
+        return views.get(definition.instance, {}) if definition is not None else views["*"]
 
     def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
         variables = self.cluster.variables(definition, self.machines_view(definition))

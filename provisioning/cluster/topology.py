@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["check_order", "waves", "machines_view", "record_facts", "render_outputs",
+__all__ = ["check_order", "waves", "machines_view", "scoped_views", "record_facts",
+           "render_outputs",
            "FACTS_KIND"]
 
 FACTS_KIND = "facts"
@@ -126,36 +127,47 @@ def _entry(store: "ManagedEntryStore", kind: str, name: str) -> dict[str, Any]:
     return dict(entry.reference) if entry is not None else {}
 
 
+def scoped_views(cluster: "Cluster", store: "ManagedEntryStore"
+                 ) -> dict[str | None, dict[str, list[dict]]]:
+    """``machines`` for every scope at once (two store reads in all): scope (matrix instance,
+    or None) -> group (as written in the scope) -> its machines; the key ``"*"`` holds every
+    machine by full group name (for outputs)."""
+    saved = {entry.name: entry for entry in store.list("machine")}
+    facts = {entry.name: entry.reference.get("facts", {}) for entry in store.list(FACTS_KIND)}
+    out: dict[str | None, dict[str, list[dict]]] = {"*": {}}
+    for member in cluster.machines.values():
+        spec = saved.get(member.name)
+        role = member.role or member.group
+        row = {"name": member.name, "group": role, "index": member.index,
+               "instance": member.instance,
+               "address": spec.reference.get("address") if spec is not None else None,
+               "facts": dict(facts.get(member.name) or {})}
+        out.setdefault(member.instance, {}).setdefault(role, []).append(row)
+        out["*"].setdefault(member.group, []).append(dict(row, group=member.group))
+    return out
+
+
 def machines_view(cluster: "Cluster", store: "ManagedEntryStore",
                   definition: "MachineDefinition | None" = None) -> dict[str, list[dict]]:
     """group -> [{name, group, index, address, facts}] of the machines in ``definition``'s scope
     (every machine, by full group name, without one), as the state knows them now."""
-    saved = {entry.name: entry for entry in store.list("machine")}
-    facts = {entry.name: entry.reference.get("facts", {}) for entry in store.list(FACTS_KIND)}
-    out: dict[str, list[dict]] = {}
-    for member in cluster.machines.values():
-        if definition is not None and member.instance != definition.instance:
-            continue
-        group = (member.role or member.group) if definition is not None else member.group
-        spec = saved.get(member.name)
-        out.setdefault(group, []).append({
-            "name": member.name, "group": group, "index": member.index,
-            "instance": member.instance,
-            "address": spec.reference.get("address") if spec is not None else None,
-            "facts": dict(facts.get(member.name) or {})})
-    return out
+    views = scoped_views(cluster, store)
+    return views.get(definition.instance, {}) if definition is not None else views["*"]
 
 
 def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str) -> dict:
-    """Ask a ready machine what it is and keep it in the state for templates and outputs."""
+    """Ask a ready machine what it is and keep it in the state for templates and outputs (once:
+    a machine already recorded at this address is not asked again)."""
     from provisioning.spec import ManagedEntry
 
+    known = store.get(FACTS_KIND, machine.name)
+    if known is not None and known.reference.get("facts", {}).get("address") == machine.address:
+        return dict(known.reference["facts"])  # recorded when it was first readied
     family, version, arch = machine.detect_os()
     hostname = machine.execute_always("hostname", check=False).stdout.strip()
     facts = {"os": family, "version": version, "arch": arch, "hostname": hostname,
              "address": machine.address}
-    entry = store.get(FACTS_KIND, machine.name) or ManagedEntry(machine.name, kind=FACTS_KIND,
-                                                                store=store)
+    entry = known or ManagedEntry(machine.name, kind=FACTS_KIND, store=store)
     entry.reference = {"driver_url": driver_url, "facts": facts}
     entry.store = store
     entry.save()
