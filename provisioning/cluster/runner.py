@@ -1,8 +1,9 @@
 """ClusterRunner: a cluster file's machines driven through the ``Provisioner`` (locks, state).
 
-Used by ``Cluster`` (the ``converge`` commands, the pytest plugin, watch). ``up`` does, per machine and under its
-lock: allocate, ready, converge (the steps), healthcheck; the spec's ``last_action`` follows
-along so ``status`` shows where a failed machine stopped. Results come back per machine.
+Used by ``Cluster`` (the ``converge`` commands, the pytest plugin, watch). ``up`` does, per
+machine and under its lock: allocate, ready, converge (the steps), healthcheck; the spec's
+``last_action`` follows along so ``status`` shows where a failed machine stopped. Results
+come back per machine.
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ class ClusterRunner:
             self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
-        self._views: dict | None = None
-        self._wave_views = False
-        self._views_lock = threading.Lock()
+        #: while ``up`` runs a wave: scope -> the ``machines`` view, read once for the wave
+        self._views: dict[Any, dict[str, list]] | None = None
         from provisioning.images.builder import ImageBuilder
 
         #: the cluster's images (``images:``), built through this runner's provisioner
@@ -101,13 +101,7 @@ class ClusterRunner:
                     self.action_handler.for_machine(definition.name).report_error(outcome.error)
                 else:
                     runnable.append(definition)
-            with self._views_lock:
-                self._views, self._wave_views = None, True  # read once, when first needed
-            try:
-                results.update(self._up_wave(runnable))
-            finally:
-                with self._views_lock:
-                    self._views, self._wave_views = None, False
+            results.update(self._up_wave(runnable))
         return BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
 
     def create(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
@@ -121,12 +115,16 @@ class ClusterRunner:
     def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
         allocated: dict[str, int] = {}  # allocated in a batch -> its action count before
-        return self.provisioner.run_many_locked(
-            "up", self._requests(definitions),
-            lambda d, h, s, o: self.up_one(by_name[s.name], d, h, s, o,
-                                           allocated_from=allocated.pop(s.name, None)),
-            action="allocate", prepare=lambda specs: self._allocate_new(specs, by_name,
-                                                                        allocated))
+        self._views = {}  # the earlier waves' machines, read once for this wave
+        try:
+            return self.provisioner.run_many_locked(
+                "up", self._requests(definitions),
+                lambda d, h, s, o: self.up_one(by_name[s.name], d, h, s, o,
+                                               allocated_from=allocated.pop(s.name, None)),
+                action="allocate", prepare=lambda specs: self._allocate_new(specs, by_name,
+                                                                            allocated))
+        finally:
+            self._views = None
 
     def _allocate_new(self, specs: Sequence[Any], by_name: Mapping[str, "MachineDefinition"],
                       allocated: dict[str, int]) -> dict[str, BaseException]:
@@ -181,7 +179,8 @@ class ClusterRunner:
         if machine is not None and not self.why_run:
             from provisioning.cluster.topology import record_facts
 
-            record_facts(self.store, machine, spec.driver_url or definition.driver_url)
+            record_facts(self.store, machine, spec.driver_url or definition.driver_url,
+                         spec.reference)
         strategy = self.cluster.convergence(definition, self.machines_view(definition))
         if machine is None:
             strategy.plan(handler)
@@ -219,18 +218,16 @@ class ClusterRunner:
         return machine
 
     def machines_view(self, definition: "MachineDefinition | None" = None) -> dict[str, list]:
-        """What templates see as ``machines`` (see ``provisioning.cluster.topology``): read
-        from the state once per wave of ``up`` (the machines a wave waits for are all there),
-        else now."""
-        from provisioning.cluster.topology import scoped_views
+        """What templates see as ``machines`` now (see ``provisioning.cluster.topology``)."""
+        from provisioning.cluster.topology import machines_view
 
-        with self._views_lock:
-            if self._views is None:
-                self._views = scoped_views(self.cluster, self.store)
-            views = self._views
-            if not self._wave_views:
-                self._views = None
-        return views.get(definition.instance, {}) if definition is not None else views["*"]
+        views = self._views
+        if views is None:
+            return machines_view(self.cluster, self.store, definition)
+        key = definition.instance if definition is not None else ("*",)
+        if key not in views:  # during a wave: read the state once, not once per machine
+            views[key] = machines_view(self.cluster, self.store, definition)
+        return views[key]
 
     def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
         variables = self.cluster.variables(definition, self.machines_view(definition))
@@ -293,7 +290,7 @@ class ClusterRunner:
         """``save`` (returns the Snapshot), ``restore``, ``delete`` under the machine's lock;
         ``list`` (returns the Snapshots) without one. ``snapshot`` None: a new name for save,
         the newest snapshot for restore."""
-        from provisioning.local_features import snapshot_name
+        from provisioning.driver.local_features import snapshot_name
 
         definition = self.cluster.machines.get(name)
         spec = self.provisioner.spec(name)
@@ -426,10 +423,10 @@ class ClusterRunner:
     def _verify_testinfra(self, definition: "MachineDefinition", machine: "Machine",
                           directory: str, handler: ActionHandler) -> None:
         """pytest-testinfra tests through OpenSSH with a generated config that pins the
-        machine's host key (``provisioning.access``); checking is never turned off."""
+        machine's host key (``provisioning.machine.access``); checking is never turned off."""
         import tempfile
 
-        from provisioning.access import ssh_access, ssh_config, write_access
+        from provisioning.machine.access import ssh_access, ssh_config, write_access
 
         try:
             import testinfra  # noqa: F401

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from provisioning.schema import Problems, did_you_mean
+from provisioning.inputs.schema import Problems, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.file import ClusterFile as Cluster, MachineDefinition
+    from provisioning.cluster.file import ClusterFile as Cluster
+    from provisioning.cluster.file import MachineDefinition
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["check_order", "waves", "machines_view", "scoped_views", "record_facts",
-           "render_outputs",
+__all__ = ["check_order", "waves", "machines_view", "record_facts", "render_outputs",
            "FACTS_KIND"]
 
 FACTS_KIND = "facts"
@@ -105,7 +105,7 @@ def waves(cluster: "Cluster", definitions: Sequence["MachineDefinition"]
           ) -> list[list["MachineDefinition"]]:
     """The machines in the order ``after`` asks for: a list of waves, each run in parallel."""
     level_of: dict[str, int] = {}
-    for scope, roles in _scopes(cluster).items():
+    for roles in _scopes(cluster).values():
         levels = _levels({role: members[0].after for role, members in roles.items()})
         for role, members in roles.items():
             for member in members:
@@ -118,6 +118,8 @@ def waves(cluster: "Cluster", definitions: Sequence["MachineDefinition"]
 
 def dependencies(cluster: "Cluster", definition: "MachineDefinition") -> list[str]:
     """Names of the machines this one waits for (its ``after`` groups in its scope)."""
+    if not definition.after:  # most machines: no scan of the whole file for each one
+        return []
     roles = _scopes(cluster).get(definition.instance, {})
     return [m.name for dep in definition.after for m in roles.get(dep, [])]
 
@@ -127,48 +129,47 @@ def _entry(store: "ManagedEntryStore", kind: str, name: str) -> dict[str, Any]:
     return dict(entry.reference) if entry is not None else {}
 
 
-def scoped_views(cluster: "Cluster", store: "ManagedEntryStore"
-                 ) -> dict[str | None, dict[str, list[dict]]]:
-    """``machines`` for every scope at once (two store reads in all): scope (matrix instance,
-    or None) -> group (as written in the scope) -> its machines; the key ``"*"`` holds every
-    machine by full group name (for outputs)."""
-    saved = {entry.name: entry for entry in store.list("machine")}
-    facts = {entry.name: entry.reference.get("facts", {}) for entry in store.list(FACTS_KIND)}
-    out: dict[str | None, dict[str, list[dict]]] = {"*": {}}
-    for member in cluster.machines.values():
-        spec = saved.get(member.name)
-        role = member.role or member.group
-        row = {"name": member.name, "group": role, "index": member.index,
-               "instance": member.instance,
-               "address": spec.reference.get("address") if spec is not None else None,
-               "facts": dict(facts.get(member.name) or {})}
-        out.setdefault(member.instance, {}).setdefault(role, []).append(row)
-        out["*"].setdefault(member.group, []).append(dict(row, group=member.group))
-    return out
-
-
 def machines_view(cluster: "Cluster", store: "ManagedEntryStore",
                   definition: "MachineDefinition | None" = None) -> dict[str, list[dict]]:
     """group -> [{name, group, index, address, facts}] of the machines in ``definition``'s scope
     (every machine, by full group name, without one), as the state knows them now."""
-    views = scoped_views(cluster, store)
-    return views.get(definition.instance, {}) if definition is not None else views["*"]
+    saved = {entry.name: entry for entry in store.list("machine")}
+    facts = {entry.name: entry.reference.get("facts", {}) for entry in store.list(FACTS_KIND)}
+    out: dict[str, list[dict]] = {}
+    for member in cluster.machines.values():
+        if definition is not None and member.instance != definition.instance:
+            continue
+        group = (member.role or member.group) if definition is not None else member.group
+        spec = saved.get(member.name)
+        out.setdefault(group, []).append({
+            "name": member.name, "group": group, "index": member.index,
+            "instance": member.instance,
+            "address": spec.reference.get("address") if spec is not None else None,
+            "facts": dict(facts.get(member.name) or {})})
+    return out
 
 
-def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str) -> dict:
-    """Ask a ready machine what it is and keep it in the state for templates and outputs (once:
-    a machine already recorded at this address is not asked again)."""
+def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str,
+                 reference: dict[str, Any] | None = None) -> dict:
+    """Ask a ready machine what it is and keep it in the state for templates and outputs.
+    With the machine's ``reference``, facts already recorded for that same machine are kept
+    without asking again (a no-change ``up`` of many machines runs no command for them)."""
+    import hashlib
+    import json
+
     from provisioning.spec import ManagedEntry
 
+    of = hashlib.sha256(json.dumps(reference, sort_keys=True, default=str).encode()
+                        ).hexdigest()[:16] if reference else None
     known = store.get(FACTS_KIND, machine.name)
-    if known is not None and known.reference.get("facts", {}).get("address") == machine.address:
-        return dict(known.reference["facts"])  # recorded when it was first readied
+    if of and known is not None and known.reference.get("of") == of:
+        return dict(known.reference.get("facts") or {})
     family, version, arch = machine.detect_os()
     hostname = machine.execute_always("hostname", check=False).stdout.strip()
     facts = {"os": family, "version": version, "arch": arch, "hostname": hostname,
              "address": machine.address}
     entry = known or ManagedEntry(machine.name, kind=FACTS_KIND, store=store)
-    entry.reference = {"driver_url": driver_url, "facts": facts}
+    entry.reference = {"driver_url": driver_url, "facts": facts, **({"of": of} if of else {})}
     entry.store = store
     entry.save()
     return facts
@@ -176,9 +177,9 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
 
 def forget(store: "ManagedEntryStore", names: Iterable[str], kinds: Iterable[str]) -> None:
     """Drop what was recorded about destroyed machines."""
+    names = list(names)
     for kind in kinds:
-        for name in names:
-            store.delete(kind, name)
+        store.delete_many(kind, names)
 
 
 def render_outputs(cluster: "Cluster", store: "ManagedEntryStore") -> dict[str, str]:
