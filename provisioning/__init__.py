@@ -38,6 +38,8 @@ _EXPORTS = {
     "InvalidDriverURL": "provisioning.errors",
     "DriverNotFound": "provisioning.errors",
     "MissingExtra": "provisioning.errors",
+    "ClusterConflict": "provisioning.errors",
+    "StalePlan": "provisioning.errors",
     "MachineNotFound": "provisioning.errors",
     "StateError": "provisioning.errors",
     "StateLocked": "provisioning.errors",

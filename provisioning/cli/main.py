@@ -21,6 +21,8 @@ __all__ = ["cli", "main", "COMMANDS"]
 
 COMMANDS: dict[str, str] = {
     "up": "provisioning.cli.up:up",
+    "plan": "provisioning.cli.plan_cmd:plan",
+    "apply": "provisioning.cli.plan_cmd:apply",
     "stop": "provisioning.cli.stop:stop",
     "destroy": "provisioning.cli.destroy:destroy",
     "status": "provisioning.cli.status:status",

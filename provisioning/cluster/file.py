@@ -6,10 +6,12 @@
     driver_options: {"nspawn:": {...}}  # per driver URL
     private_key_paths: [./keys]
     machine_options: {transport: {username: root}}   # merged under each machine's own
+    name: shop                          # the cluster's name in a shared state (default below)
     state: .provisioning/state.db       # optional; --state and $PROVISIONING_STATE win
     machines:
       web:
-        count: 2                        # web-1, web-2
+        count: 2                        # web-1, web-2 (lowering it destroys the highest)
+        prevent_destroy: true           # any planned destroy of this group is an error
         machine_options: {...}
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
@@ -19,6 +21,11 @@
 
 Relative paths (sources, templates, key directories, the state file) are relative to the
 cluster file's directory.
+
+Every machine in a state store belongs to one cluster, named by ``name:``; without it the name
+is the cluster file's directory name, with the file's stem appended unless it is ``cluster``
+(``~/shop/cluster.yml`` is ``shop``, ``~/shop/db.yml`` is ``shop-db``), so every checkout of
+one repository gets the same name.
 """
 
 from __future__ import annotations
@@ -39,13 +46,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.healthcheck import HealthCheck
 
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
-           "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS"]
+           "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS", "default_cluster_name"]
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
-            "machines", "state")
+            "machines", "state", "name")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
-                "sync", "ports")
+                "sync", "ports", "prevent_destroy")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_NAME = 60
 MAX_COUNT = 1000
@@ -94,6 +101,10 @@ class ClusterFile:
     machines: dict[str, MachineDefinition] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
     state: str | None = None
+    #: the cluster's name in the state store (``name:``, else ``default_cluster_name(path)``)
+    name: str = ""
+    #: groups with ``prevent_destroy: true``: a plan that would destroy one of them is an error
+    prevent_destroy: frozenset[str] = frozenset()
 
     def config(self, base: "Config | None" = None) -> "Config":
         """Settings for this cluster: ``provisioning.yml`` beside it, the environment, then the
@@ -149,10 +160,22 @@ class ClusterFile:
         return {"machine": definition.variables(),
                 "options": copy.deepcopy(dict(definition.machine_options)),
                 "cluster": {"machines": list(self.machines), "groups": copy.deepcopy(self.groups),
-                            "file": self.path}}
+                            "file": self.path, "name": self.name}}
 
 
 # -- loading ---------------------------------------------------------------------------------
+def default_cluster_name(path: str) -> str:
+    """The name of a cluster file without ``name:``: its directory's name, plus its stem unless
+    that is ``cluster`` (lower-cased, other characters turned into '-')."""
+    path = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    parts = [os.path.basename(os.path.dirname(path)) or "cluster"]
+    if stem != "cluster":
+        parts.append(stem)
+    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return slug[:MAX_NAME].strip("-") or "cluster"
+
+
 def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
     from provisioning.config import load_yaml_file
@@ -219,9 +242,15 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
     if state and "://" not in state and state != "memory:":
         state = os.path.join(base_dir, os.path.expanduser(state))
 
+    name = problems.field(top, "name", "", str, expected="the cluster's name")
+    if name is not None and (not NAME_RE.match(name) or len(name) > MAX_NAME):
+        problems.add("name", f"invalid cluster name {name!r}: use lower-case letters, digits and "
+                             f"'-' (not at either end), at most {MAX_NAME} characters")
     cluster = ClusterFile(path=path, base_dir=base_dir, driver=default_driver,
-                      driver_options=dict(driver_options), private_key_paths=key_paths,
-                      private_keys=private_keys, machine_options=defaults, state=state)
+                          driver_options=dict(driver_options), private_key_paths=key_paths,
+                          private_keys=private_keys, machine_options=defaults, state=state,
+                          name=name or default_cluster_name(path))
+    prevent: set[str] = set()
 
     machines = top.get("machines")
     if "machines" not in top:
@@ -246,9 +275,11 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
             continue
         problems.unknown_keys(body, MACHINE_KEYS, key)
         count = problems.field(body, "count", key, int, expected="a whole number of machines")
-        if count is not None and not 1 <= count <= MAX_COUNT:
-            problems.add(f"{key}.count", f"expected a number from 1 to {MAX_COUNT}, got {count}")
+        if count is not None and not 0 <= count <= MAX_COUNT:
+            problems.add(f"{key}.count", f"expected a number from 0 to {MAX_COUNT}, got {count}")
             count = None
+        if problems.field(body, "prevent_destroy", key, bool, expected="true or false"):
+            prevent.add(group)
         driver = problems.field(body, "driver", key, str, expected="a driver URL like 'nspawn:'")
         driver = driver or default_driver
         if driver is None:
@@ -278,6 +309,7 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                 machine_options=options, steps=tuple(steps), healthchecks=tuple(checks),
                 verify=tuple(verify), key=key)
         cluster.groups[group] = names
+    cluster.prevent_destroy = frozenset(prevent)
     _check_driver_options(cluster, problems)
     problems.raise_if_any()
     return cluster

@@ -71,6 +71,10 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             PRIMARY KEY (run_key, generation, name),
             FOREIGN KEY (run_key, generation) REFERENCES provisioning_runs ON DELETE CASCADE);
     """),
+    (3, "entries belong to a cluster (recorded in their data): look them up by cluster", """
+        CREATE INDEX provisioning_entries_cluster
+            ON provisioning_entries (kind, ((data::jsonb) ->> 'cluster'));
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
