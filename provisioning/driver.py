@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
     from provisioning.keys import PrivateKey
     from provisioning.machine.base import Machine
-    from provisioning.spec import MachineSpec
+    from provisioning.spec import ImageSpec, MachineSpec
 
 __all__ = ["Driver", "Capabilities", "SpecsAndOptions"]
 
@@ -53,6 +53,8 @@ class Capabilities:
     snapshots: bool = False         # save/restore/list/delete_snapshot work
     mounts_folders: bool = False    # synced folders can be shared live (mode auto or mount)
     forwards_ports: bool = False    # machine_options["ports"] are forwarded from the host
+    # machine images (provisioning.images); off unless a driver declares it
+    images: bool = False            # allocate/ready/destroy_image capture a converged machine
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -169,6 +171,23 @@ class Driver(abc.ABC):
                          parallelizer: Parallelizer | None = None) -> BatchResult:
         return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
 
+    # -- fleet scale: one call for many machines ----------------------------------------------
+    #: most machines ``converge up`` hands to one ``allocate_machines`` call (bulk APIs cap a
+    #: request; a driver without one still gets its per-machine calls in parallel)
+    allocate_chunk_size: ClassVar[int] = 100
+
+    def machine_states(self, machine_specs: Sequence["MachineSpec"],
+                       parallelizer: Parallelizer | None = None) -> dict[str, str]:
+        """``machine_state`` of many machines, name -> state: ``status`` asks each driver once
+        for all its machines. The default asks one by one (in parallel); drivers whose
+        warehouse lists many machines in one request override it."""
+        parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
+        results = parallelizer.run((spec.name, (lambda s=spec: self.machine_state(s)))
+                                   for spec in machine_specs)
+        return {name: outcome.value if outcome.ok else
+                f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
+                for name, outcome in results.items()}
+
     # -- local-machine features: snapshots, synced folders, forwarded ports -------------------
     # Declared here once (docs/driver-guide.md); a driver that can, sets the matching
     # Capabilities flag and overrides them. Under why-run they report and change nothing.
@@ -223,6 +242,41 @@ class Driver(abc.ABC):
         finally:
             if own:
                 machine.disconnect()
+
+    # -- machine images (chef's machine_image) -------------------------------------------------
+    # The core builds a machine from the image's base, converges it, then asks the driver to
+    # capture it; it destroys the builder machine after ready_image. A driver that can sets
+    # Capabilities.images and overrides these. Each change goes through perform_action.
+    def allocate_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                       image_options: Mapping[str, Any], machine_spec: "MachineSpec",
+                       machine_options: Mapping[str, Any]) -> None:
+        """Start capturing the converged machine ``machine_spec`` as image ``image_spec.name``
+        and record ``image_spec.reference`` (``driver_url``, and ``image_id``: the value this
+        driver's ``image`` machine option takes to boot from the image), saving it before any
+        wait. The builder machine may be stopped or consumed: the core destroys it next."""
+        raise self._no_images("capture machine images")
+
+    def ready_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                    image_options: Mapping[str, Any]) -> None:
+        """Wait until the image can boot machines."""
+        raise self._no_images("wait for machine images")
+
+    def destroy_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                      image_options: Mapping[str, Any]) -> None:
+        """Remove the image; idempotent, and works when it is already gone."""
+        raise self._no_images("destroy machine images")
+
+    def image_state(self, image_spec: "ImageSpec") -> str:
+        """What the warehouse says of the image: 'available', 'pending', 'missing' or
+        'unknown'. Changes nothing. A cached image that is 'missing' is built again."""
+        return "unknown" if image_spec.reference else "missing"
+
+    def _no_images(self, what: str) -> Exception:
+        from provisioning.errors import UnsupportedOperation
+
+        return UnsupportedOperation(f"the {self.scheme}: driver ({self.driver_url}) cannot "
+                                    f"{what} (its capabilities say images=False); boot machines "
+                                    "from a base image and converge them instead")
 
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> DriverDescription:

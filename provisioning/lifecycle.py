@@ -8,6 +8,7 @@ and last error. Under why-run it takes no lock and saves nothing.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from provisioning.actions import ActionHandler
@@ -45,6 +46,8 @@ class Provisioner:
         #: how ``run_many`` shares its machines with other runners on one store, or None to do
         #: them all here; the cluster runner sets ``provisioning.cluster.claims.split_run``
         self.split_run: Callable[..., BatchResult] | None = None
+        self._drivers: dict[str, "Driver"] = {}
+        self._drivers_lock = threading.Lock()
 
     @property
     def why_run(self) -> bool:
@@ -55,15 +58,26 @@ class Provisioner:
 
     def driver_for(self, spec: MachineSpec, default: "Driver | None" = None) -> "Driver":
         """The driver that owns a saved machine (from its reference), else ``default``."""
-        from provisioning.registry import driver_for_url
-
         url = spec.driver_url
         if url and (default is None or default.driver_url != url):
-            return driver_for_url(url, self.config)
+            return self._driver(url)
         if default is None:
             raise MachineNotFound(f"machine {spec.name!r} has no saved driver URL and none was "
                                   "given", machine=spec.name)
         return default
+
+    def _driver(self, url: str) -> "Driver":
+        """One driver per saved URL for this provisioner's life (building one per machine made
+        a thousand machines cost a thousand registry look-ups)."""
+        from provisioning.registry import driver_for_url
+
+        with self._drivers_lock:
+            driver = self._drivers.get(url)
+        if driver is None:
+            driver = driver_for_url(url, self.config)
+            with self._drivers_lock:
+                driver = self._drivers.setdefault(url, driver)
+        return driver
 
     @contextlib.contextmanager
     def _held(self, name: str) -> Iterator[MachineSpec]:

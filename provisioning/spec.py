@@ -19,7 +19,7 @@ from provisioning.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["ManagedEntry", "MachineSpec"]
+__all__ = ["ManagedEntry", "MachineSpec", "ImageSpec"]
 
 #: keys that must never be saved in a reference (secrets belong in config, not in state)
 SECRET_KEYS = frozenset({"password", "passphrase", "secret", "secret_key", "access_key_secret",
@@ -102,7 +102,7 @@ class ManagedEntry:
     def from_row(cls, kind: str, name: str, data: str, version: int,
                  store: "ManagedEntryStore | None" = None) -> "ManagedEntry":
         body = json.loads(data)
-        entry_cls = MachineSpec if kind == "machine" else ManagedEntry
+        entry_cls = _ENTRY_CLASSES.get(kind, ManagedEntry)
         entry = entry_cls(name=name, reference=body.get("reference") or {}, kind=kind,
                           last_action=body.get("last_action"), last_error=body.get("last_error"),
                           updated_at=body.get("updated_at"), version=version, store=store,
@@ -115,6 +115,17 @@ class MachineSpec(ManagedEntry):
     """The saved record of one machine."""
 
     kind: str = "machine"
+
+
+@dataclass
+class ImageSpec(ManagedEntry):
+    """The saved record of one machine image: the driver's ``reference`` (``image_id``...) and
+    the core's ``key`` (a digest of the image's whole definition) in it."""
+
+    kind: str = "image"
+
+
+_ENTRY_CLASSES: dict[str, type[ManagedEntry]] = {"machine": MachineSpec, "image": ImageSpec}
 
 
 def _reject_secrets(value: Any, where: str, path: str = "reference") -> None:

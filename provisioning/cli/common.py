@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
@@ -34,17 +33,18 @@ __all__ = ["Settings", "common_options", "why_run_option", "pass_settings", "Ses
 OUTPUTS = ("text", "json")
 
 
-@dataclass
 class Settings:
-    """The global options, wherever on the command line they were given."""
+    """The global options, wherever on the command line they were given. (A plain class: the
+    dataclasses module would cost every command's start-up more than it saves here.)"""
 
-    file: str = "cluster.yml"
-    state: str | None = None
-    parallel: int | None = None
-    output: str = "text"
-    verbose: int = 0
-    quiet: int = 0
-    why_run: bool = False
+    def __init__(self) -> None:
+        self.file: str = "cluster.yml"
+        self.state: str | None = None
+        self.parallel: int | None = None
+        self.output: str = "text"
+        self.verbose: int = 0
+        self.quiet: int = 0
+        self.why_run: bool = False
 
     @property
     def verbosity(self) -> int:

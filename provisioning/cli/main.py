@@ -2,8 +2,8 @@
 
 Each command lives in its own module and is listed once in ``COMMANDS`` as
 ``"name": "module:attribute"``; nothing is imported until the command is run (``--help``
-imports only the small command modules, never rich, yaml, jinja2 or paramiko). To add a
-command, add one line here and keep the module's top-level imports to click and
+lists them from ``SUMMARIES`` and imports none of them, nor rich, yaml, jinja2 or paramiko).
+To add a command, add one line to each and keep the module's top-level imports to click and
 ``provisioning.cli.common``.
 """
 
@@ -17,7 +17,7 @@ import click
 from provisioning import __version__
 from provisioning.cli.common import common_options, run_cli
 
-__all__ = ["cli", "main", "COMMANDS"]
+__all__ = ["cli", "main", "COMMANDS", "SUMMARIES"]
 
 COMMANDS: dict[str, str] = {
     "up": "provisioning.cli.up:up",
@@ -37,6 +37,43 @@ COMMANDS: dict[str, str] = {
     "config": "provisioning.cli.config_cmd:config",
     "snapshot": "provisioning.cli.snapshot_cmd:snapshot",
     "sync": "provisioning.cli.sync_cmd:sync",
+    "image": "provisioning.cli.image_cmd:image",
+}
+
+#: The first sentence of each command's help, so ``converge --help`` lists the commands without
+#: importing their modules (a test keeps each equal to the command's own help). A command left
+#: out here still shows: its module is imported for the listing.
+SUMMARIES: dict[str, str] = {
+    "config": "Inspect the layered configuration (defaults < ./provisioning.yml < "
+              "$PROVISIONING_CONFIG < PROVISIONING_* environment variables < the cluster file and"
+              " command line).",
+    "destroy": "Destroy machines (all of the cluster's by default) and remove them from the state.",
+    "drivers": "List driver schemes and the package providing each (or: drivers describe URL).",
+    "exec": "Run COMMAND on MACHINE and pass its output and exit status through.",
+    "image": "Build, list and destroy the cluster file's machine images (images:).",
+    "init": "Ask for a driver URL and each of its options, checking every answer at once, and "
+            "write a commented cluster file (-f, default cluster.yml).",
+    "new-driver": "Write a driver package for scheme NAME: pyproject (entry point), a working "
+                  "example driver, conformance tests, README and CI script.",
+    "snapshot": "Save, restore, list and delete snapshots of a machine's files (local drivers).",
+    "ssh": "Open an SSH session on MACHINE (or run COMMAND there: converge ssh web-1 -- uptime).",
+    "state": "Export, import and inspect the state store (--state URL, or the cluster's).",
+    "status": "Show each machine of this cluster: name, driver URL, state, address, last action, "
+              "last error.",
+    "plan": "Show what 'up' would do to each machine, changing nothing: create, start, converge "
+            "(each step that would change, and why), replace, destroy (a lower count), or "
+            "nothing.",
+    "apply": "Do exactly what a saved plan says ('converge plan --out PLAN.json'), and nothing "
+             "else.",
+    "stop": "Stop machines (all by default); 'converge up' starts them again.",
+    "sync": "Copy changed files of each machine's 'sync' folders to it (all machines by default).",
+    "test": "Create, converge and verify machines, then destroy them (by default the passing "
+            "ones).",
+    "up": "Create (if needed), ready, converge and healthcheck machines (all by default), and "
+          "destroy the machines a lowered count leaves out.",
+    "watch": "Watch machines and mend them: re-create one that is missing (or was deleted behind "
+             "our back) and replace one whose healthchecks fail for longer than --grace (destroy,"
+             " then create anew).",
 }
 
 
@@ -70,11 +107,16 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
+        limit = max(45, formatter.width - 18)
         for name in self.list_commands(ctx):
+            if name in SUMMARIES and name not in self.commands:  # listed without importing it
+                rows.append((name, click.Command(name, help=SUMMARIES[name])
+                             .get_short_help_str(limit=limit)))
+                continue
             command = self.get_command(ctx, name)
             if command is None or command.hidden:
                 continue
-            rows.append((name, command.get_short_help_str(limit=max(45, formatter.width - 18))))
+            rows.append((name, command.get_short_help_str(limit=limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

@@ -18,6 +18,8 @@ def render_plan(session, plan) -> None:
         session.renderer.message("", record=dict(plan.to_dict(), event="plan"))
         return
     lines = []
+    for image in plan.images:
+        lines.append(f"+ [image {image['name']}] would {image['description']}")
     for machine in plan.machines:
         if machine.action == "nothing" and session.settings.verbosity < 0:
             continue

@@ -128,6 +128,30 @@ class Cluster:
         """A ``Machine`` for a saved machine, changing nothing."""
         return self.runner.connect(name)
 
+    # -- images (``images:``) -----------------------------------------------------------------
+    def build_images(self, names: Iterable[str] = (), *, force: bool = False) -> dict[str, Any]:
+        """Build the named images (all by default) unless they are up to date (``force``:
+        build anyway); returns each image's id (None for one why-run would build)."""
+        return self.runner.images.ensure(self._image_names(names), force=force)
+
+    def image_status(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """One row per image: name, state (built, outdated, missing, not built), key, image
+        id, when it was built and how long that took."""
+        return [self.runner.images.status(n).to_dict() for n in self._image_names(names)]
+
+    def destroy_images(self, names: Iterable[str] = ()) -> list[str]:
+        """Destroy the named images (all the store holds by default) and forget them."""
+        names = list(names) or self.runner.images.saved_names()
+        for name in names:
+            self.runner.images.destroy(name)
+        return names
+
+    def _image_names(self, names: Iterable[str]) -> list[str]:
+        names = list(names) or list(self.file.images)
+        for name in names:
+            self.runner.images.definition(name)  # ConfigError with a did-you-mean
+        return names
+
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
         self.runner.close()

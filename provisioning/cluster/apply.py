@@ -31,11 +31,15 @@ def apply_plan(runner: "ClusterRunner", plan: "Plan", *, exact: bool = True,
     if exact:
         check_fresh(plan, runner, source)
     cluster = runner.cluster
+    from provisioning.images.builder import boot_from_images
+
     todo = [m for m in plan.machines if m.action != "nothing" or not exact]
     by_name = {m.name: m for m in todo}
+    kept = [cluster.machines[m.name] for m in todo if m.action != "destroy"]
+    definitions = {d.name: d for d in boot_from_images(kept, runner.images)}  # built first
     requests = []
     for item in todo:
-        definition = cluster.machines.get(item.name)
+        definition = definitions.get(item.name) or cluster.machines.get(item.name)
         driver = runner.driver(definition.driver_url) if definition is not None else None
         requests.append((driver, item.name, definition.machine_options if definition else {}))
 
@@ -48,7 +52,7 @@ def apply_plan(runner: "ClusterRunner", plan: "Plan", *, exact: bool = True,
                 raise StalePlan(source, [f"machine {name!r} changed in the state while the "
                                          f"plan was applied (version {item.state_version} "
                                          f"planned, {spec.version} now)"])
-            return _perform(runner, item, d, handler, spec, o)
+            return _perform(runner, item, definitions.get(name), d, handler, spec, o)
         operation = "destroy" if item.action == "destroy" else "allocate"
         return runner.provisioner.run_locked(operation, driver, name, options, call)
 
@@ -63,11 +67,10 @@ def apply_plan(runner: "ClusterRunner", plan: "Plan", *, exact: bool = True,
     return results
 
 
-def _perform(runner: "ClusterRunner", item: "MachinePlan", driver: "Driver",
+def _perform(runner: "ClusterRunner", item: "MachinePlan", definition: Any, driver: "Driver",
              handler: "ActionHandler", spec, options) -> Any:
     if item.action == "destroy":
         return runner.destroy_one(driver, handler, spec, options)
-    definition = runner.cluster.machines[item.name]
     if item.action == "replace" and spec.exists:
         runner.check_owner(spec)
         spec.last_action = "destroy"

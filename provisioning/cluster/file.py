@@ -50,7 +50,7 @@ __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "load_cluster", "pa
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
-            "machines", "state", "name")
+            "machines", "state", "images", "name")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
                 "sync", "ports", "prevent_destroy")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -101,6 +101,8 @@ class ClusterFile:
     machines: dict[str, MachineDefinition] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
     state: str | None = None
+    #: ``images:``, name -> provisioning.images.ImageDefinition
+    images: dict[str, Any] = field(default_factory=dict)
     #: the cluster's name in the state store (``name:``, else ``default_cluster_name(path)``)
     name: str = ""
     #: groups with ``prevent_destroy: true``: a plan that would destroy one of them is an error
@@ -252,6 +254,15 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                           name=name or default_cluster_name(path))
     prevent: set[str] = set()
 
+    from provisioning.images.definition import parse_images
+
+    cluster.images = parse_images(top.get("images"), problems, base_dir=base_dir,
+                                  default_driver=default_driver, defaults=defaults,
+                                  name_re=NAME_RE, max_name=MAX_NAME)
+    for image in cluster.images.values():
+        if image.driver_url:
+            _check_driver(image.driver_url, image.builder_options(), image.machine_options,
+                          image.key_path, problems, cluster)
     machines = top.get("machines")
     if "machines" not in top:
         problems.add("machines", "required: a mapping of machine names to their settings")
@@ -292,7 +303,8 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
         checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
         verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, base_dir)
         if driver is not None:
-            _check_driver(driver, options, own, key, problems, cluster)
+            _check_driver(driver, _with_image_base(options, driver, key, problems, cluster),
+                          own, key, problems, cluster)
         if "count" in body:
             names = [f"{group}-{i}" for i in range(1, (count or 0) + 1)]
             indexes: list[int | None] = list(range(1, len(names) + 1))
@@ -313,6 +325,20 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
     _check_driver_options(cluster, problems)
     problems.raise_if_any()
     return cluster
+
+
+def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: Problems,
+                     cluster: ClusterFile) -> dict[str, Any]:
+    """Options as the driver will see them: an ``image`` naming one of the file's images is
+    checked as that image's base (the built image id replaces it at ``up``)."""
+    image = cluster.images.get(options.get("image"))  # type: ignore[arg-type]
+    if image is None:
+        return options
+    if image.driver_url != driver:
+        problems.add(f"{key}.machine_options.image", f"image {image.name!r} is built with "
+                                                     f"driver {image.driver_url!r}, this machine "
+                                                     f"uses {driver!r}; use one driver for both")
+    return {**options, "image": image.base}
 
 
 def _local_features(body: Mapping[str, Any], key: str, count: int | None,

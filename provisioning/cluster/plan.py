@@ -93,6 +93,9 @@ class Plan:
     refreshed: bool = True
     created_at: str = ""
     selection: list[str] = field(default_factory=list)
+    #: the file's images the machines boot from that apply would build first:
+    #: ``{"name", "description"}`` each
+    images: list[dict[str, str]] = field(default_factory=list)
 
     def by_action(self, action: str) -> list[MachinePlan]:
         return [m for m in self.machines if m.action == action]
@@ -104,12 +107,13 @@ class Plan:
 
     @property
     def changes(self) -> bool:
-        return any(m.action != "nothing" for m in self.machines)
+        return bool(self.images) or any(m.action != "nothing" for m in self.machines)
 
     def summary(self) -> str:
         """``plan: 2 to create, 1 to converge (3 steps), 1 to destroy, 5 unchanged``."""
         counts = self.counts()
-        parts = []
+        parts = [f"{len(self.images)} image{'s' if len(self.images) != 1 else ''} to build"] \
+            if self.images else []
         for action, verb in (("create", "to create"), ("adopt", "to adopt"),
                              ("start", "to start"), ("converge", "to converge"),
                              ("replace", "to replace"), ("destroy", "to destroy")):
@@ -125,6 +129,7 @@ class Plan:
                 "file": self.file, "file_sha256": self.file_sha256, "state": self.state,
                 "refreshed": self.refreshed, "created_at": self.created_at,
                 "selection": list(self.selection), "summary": self.counts(),
+                "images": [dict(i) for i in self.images],
                 "machines": [m.to_dict() for m in self.machines]}
 
     def dumps(self) -> str:
@@ -146,6 +151,7 @@ class Plan:
                        refreshed=bool(data.get("refreshed", True)),
                        created_at=data.get("created_at", ""),
                        selection=list(data.get("selection") or []),
+                       images=[dict(i) for i in data.get("images") or []],
                        machines=[MachinePlan.from_dict(m) for m in data["machines"]])
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"the plan is damaged ({type(exc).__name__}: {exc}); make it again "
@@ -220,9 +226,12 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
     if problems:
         raise ConfigError(problems=problems)
 
+    booted = {d.name: d for d in _with_images(runner, definitions)}
+    images = _images_to_build(runner, definitions)
+
     def one(definition: "MachineDefinition") -> MachinePlan:
-        return _plan_machine(runner, definition, entries.get(definition.name), refresh=refresh,
-                             replace=definition.name in replace)
+        return _plan_machine(runner, booted[definition.name], entries.get(definition.name),
+                             refresh=refresh, replace=definition.name in replace)
 
     results = runner.provisioner.parallelizer.run(
         (d.name, (lambda d=d: one(d))) for d in definitions)
@@ -238,7 +247,52 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
                                     state_version=entry.version))
     return Plan(cluster=runner.name, file=cluster.path, file_sha256=file_sha256(cluster.path),
                 state=runner.store.url, machines=machines, refreshed=refresh,
-                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), selection=names)
+                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), selection=names,
+                images=images)
+
+
+def _with_images(runner: "ClusterRunner", definitions: list["MachineDefinition"]
+                 ) -> list["MachineDefinition"]:
+    """Definitions booting from an image of the file, pointed at its built id, or at its base
+    while it is not built yet: planning reads, it never builds (apply does)."""
+    from dataclasses import replace
+
+    builder = runner.images
+    out = []
+    for definition in definitions:
+        name = definition.machine_options.get("image")
+        if name in builder.images:
+            image = builder.status(name).image_id or builder.images[name].base
+            definition = replace(definition,
+                                 machine_options={**definition.machine_options, "image": image})
+        out.append(definition)
+    return out
+
+
+def _images_to_build(runner: "ClusterRunner", definitions: list["MachineDefinition"]
+                     ) -> list[dict[str, str]]:
+    """The file's images these machines boot from (and their parents) that are not built or
+    are outdated, parents first."""
+    builder = runner.images
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        base = builder.images[name].base
+        if base in builder.images:
+            visit(base)
+        if name not in order:
+            order.append(name)
+    for definition in definitions:
+        name = definition.machine_options.get("image")
+        if name in builder.images:
+            visit(name)
+    out = []
+    for name in order:
+        status = builder.status(name)
+        if status.needs_build:
+            out.append({"name": name, "description": f"build image {name} "
+                        f"({builder.definition(name).summary()}; {status.reason()})"})
+    return out
 
 
 def _destroy_reason(runner: "ClusterRunner", entry: "MachineSpec") -> str:
@@ -264,7 +318,8 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
         return plan
     if not spec.exists:
         plan.action, plan.reason = "create", "not in the state"
-        plan.steps = _rehearse(runner, definition, spec)
+        plan.steps = (_rehearse(runner, definition, spec) if refresh else
+                      [PlannedStep(s.summary()) for s in definition.steps])
         return plan
     if not refresh:
         plan.action = "converge"

@@ -46,6 +46,10 @@ class ClusterRunner:
             self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
+        from provisioning.images.builder import ImageBuilder
+
+        #: the cluster's images (``images:``), built through this runner's provisioner
+        self.images = ImageBuilder(cluster.images, self.provisioner, self.driver)
         self.actions: Counter[str] = Counter()
         self.action_handler.subscribe(self._count)
 
@@ -97,7 +101,10 @@ class ClusterRunner:
     # -- up --------------------------------------------------------------------------------
     def up(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate, ready, converge and healthcheck each machine; value: its Machine (None for
-        a machine why-run would create)."""
+        a machine why-run would create). Images the machines boot from are built first."""
+        from provisioning.images.builder import boot_from_images
+
+        definitions = boot_from_images(definitions, self.images)
         by_name = {d.name: d for d in definitions}
         return self.provisioner.run_many(
             "up", self._requests(definitions),
@@ -303,6 +310,30 @@ class ClusterRunner:
         from provisioning.cluster.status import cluster_status
 
         return cluster_status(self, refresh=refresh)
+
+    def states(self, specs: Sequence[Any]) -> dict[str, str]:
+        """name -> what its driver says now, asking each driver once for all its machines."""
+        states: dict[str, str] = {}
+        groups: dict[str, tuple["Driver", list[Any]]] = {}
+        for spec in specs:
+            try:
+                driver = self.provisioner.driver_for(spec)
+            except ProvisioningError as exc:
+                states[spec.name] = f"unknown ({exc.message[:60]})"
+                continue
+            groups.setdefault(driver.driver_url, (driver, []))[1].append(spec)
+        parallelizer = self.provisioner.parallelizer
+        results = parallelizer.run(
+            (url, (lambda d=driver, g=group: d.machine_states(g, parallelizer)))
+            for url, (driver, group) in groups.items())
+        for url, outcome in results.items():
+            group = groups[url][1]
+            if outcome.ok:
+                states.update(outcome.value)
+            else:
+                text = getattr(outcome.error, "message", str(outcome.error))[:60]
+                states.update({spec.name: f"unknown ({text})" for spec in group})
+        return states
 
     # -- verify ----------------------------------------------------------------------------
     def verify(self, definition: "MachineDefinition", machine: "Machine") -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from provisioning.errors import ProvisioningError
-
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.runner import ClusterRunner
     from provisioning.spec import MachineSpec
@@ -41,48 +39,33 @@ def drift(state: str, spec: "MachineSpec | None", options: dict[str, Any] | None
 def cluster_status(runner: "ClusterRunner", *, refresh: bool = False) -> list[dict[str, Any]]:
     """One row per machine in the cluster file or saved as this cluster's: name, driver URL,
     state, address, last action, last error, whether it is in the file, who holds its lock
-    (and with ``refresh``, ``drift``). Machines of other clusters never appear."""
+    (and with ``refresh``, ``drift``). Machines of other clusters never appear. One store read
+    for the machines, one for the locks, one ``machine_states`` call per driver."""
     cluster = runner.cluster
     every = {e.name: e for e in runner.store.list("machine")}
     saved = {n: e for n, e in every.items() if runner.owns(e)}  # type: ignore[arg-type]
     names = list(cluster.machines) + [n for n in saved if n not in cluster.machines]
     locks = runner.store.locks()
-
-    def row(name: str) -> dict[str, Any]:
+    states = runner.states([spec for spec in saved.values() if spec.exists])
+    rows = []
+    for name in names:
         definition = cluster.machines.get(name)
         spec = saved.get(name)
         url = (spec.driver_url if spec is not None and spec.driver_url else
                definition.driver_url if definition is not None else None)
-        state = "not created"
         foreign = every.get(name) if spec is None else None
-        if foreign is not None:
-            state = f"belongs to cluster {foreign.cluster}"
-        elif spec is not None and spec.exists:
-            try:
-                state = runner.provisioner.driver_for(spec).machine_state(spec)  # type: ignore
-            except ProvisioningError as exc:
-                state = f"unknown ({exc.message[:60]})"
-        out = {"name": name, "driver_url": url, "state": state,
+        state = (f"belongs to cluster {foreign.cluster}" if foreign is not None
+                 else states.get(name, "not created"))
+        row = {"name": name, "driver_url": url, "state": state,
                "address": spec.reference.get("address") if spec is not None else None,
                "last_action": spec.last_action if spec is not None else None,
                "last_error": spec.last_error if spec is not None else None,
                "in_cluster_file": definition is not None, "locked_by": locks.get(name),
                "cluster": runner.name}
         if refresh:
-            out["drift"] = drift(state, spec, dict(definition.machine_options)  # type: ignore
+            row["drift"] = drift(state, spec, dict(definition.machine_options)
                                  if definition is not None else None)
-        return out
-
-    results = runner.provisioner.parallelizer.run((n, (lambda n=n: row(n))) for n in names)
-    rows = []
-    for name, outcome in results.items():
-        if outcome.ok:
-            rows.append(outcome.value)
-        else:
-            rows.append({"name": name, "driver_url": None, "state": f"error: {outcome.error}",
-                         "address": None, "last_action": None, "last_error": None,
-                         "in_cluster_file": name in cluster.machines, "locked_by": None,
-                         "cluster": runner.name})
+        rows.append(row)
     return rows
 
 

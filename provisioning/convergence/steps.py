@@ -8,6 +8,8 @@
   ``sudo``, ``env``, ``timeout``, ``cwd``. Without a guard it runs every time, like any command.
 - ``script``: a local ``source`` uploaded to a temporary path, run with ``args``, then removed;
   the same guards as ``command``.
+- ``package``: Debian packages ``name`` (one or a list), ``state`` present (default) or absent;
+  checked with ``dpkg-query``, changed with apt-get (``provisioning.convergence.packages``).
 
 Each step checks the machine first and changes only what differs; the changes go through the
 machine's action handler, so why-run reports "would update /etc/motd (sha256 differs)" instead.
@@ -22,6 +24,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
+from provisioning.convergence import packages
 from provisioning.convergence.base import ConvergenceStrategy
 from provisioning.errors import ConfigError
 from provisioning.schema import Problems, describe_type, did_you_mean
@@ -30,8 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.machine.base import Machine
 
-__all__ = ["Step", "FileStep", "DirectoryStep", "CommandStep", "ScriptStep", "StepsConvergence",
-           "parse_steps", "STEP_KINDS"]
+__all__ = ["Step", "FileStep", "DirectoryStep", "CommandStep", "ScriptStep", "PackageStep",
+           "StepsConvergence", "parse_steps", "STEP_KINDS"]
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,22 @@ class ScriptStep(_Guarded):
         return True
 
 
+@dataclass(frozen=True)
+class PackageStep(Step):
+    kind: ClassVar[str] = "package"
+    names: tuple[str, ...] = ()
+    state: str = "present"
+
+    def summary(self) -> str:
+        return packages.summary(self.names, self.state)
+
+    def apply(self, machine, context) -> bool:
+        return packages.converge_packages(machine, self.names, self.state, key=self.key)
+
+
 STEP_KINDS: dict[str, type[Step]] = {cls.kind: cls for cls in
-                                     (FileStep, DirectoryStep, CommandStep, ScriptStep)}
+                                     (FileStep, DirectoryStep, CommandStep, ScriptStep,
+                                      PackageStep)}
 
 
 # -- the strategy ----------------------------------------------------------------------------
@@ -319,9 +336,10 @@ _KEYS = {
     "directory": ("path",) + _ATTR_KEYS,
     "command": ("run", "cwd") + _GUARD_KEYS,
     "script": ("source", "args") + _GUARD_KEYS,
+    "package": ("name", "state"),
 }
 #: the key a one-string short form fills in (``command: make``); file has no short form
-_SHORT = {"directory": "path", "command": "run", "script": "source"}
+_SHORT = {"directory": "path", "command": "run", "script": "source", "package": "name"}
 
 
 def parse_steps(value: Any, key: str, problems: Problems, base_dir: str) -> list[Step]:
@@ -329,7 +347,7 @@ def parse_steps(value: Any, key: str, problems: Problems, base_dir: str) -> list
     if value is None:
         return []
     if not isinstance(value, list):
-        problems.add(key, f"expected a list of steps (file, directory, command, script), "
+        problems.add(key, f"expected a list of steps ({', '.join(STEP_KINDS)}), "
                           f"got {describe_type(value)}")
         return []
     steps = []
@@ -344,8 +362,7 @@ def _parse_step(item: Any, key: str, problems: Problems, base_dir: str) -> Step 
     if isinstance(item, str):
         problems.add(key, f"expected a step like 'command: {item}', got {describe_type(item)}")
         return None
-    body = problems.mapping(item, key, "a step: a mapping with one of file, directory, command, "
-                                       "script")
+    body = problems.mapping(item, key, f"a step: a mapping with one of {', '.join(STEP_KINDS)}")
     if body is None:
         return None
     kinds = [k for k in body if k in STEP_KINDS]
@@ -358,12 +375,12 @@ def _parse_step(item: Any, key: str, problems: Problems, base_dir: str) -> Step 
         return None
     if not kinds:
         if not unknown:
-            problems.add(key, "empty step; expected one of file, directory, command, script")
+            problems.add(key, f"empty step; expected one of {', '.join(STEP_KINDS)}")
         return None
     kind = kinds[0]
     where = f"{key}.{kind}"
     raw = body[kind]
-    if isinstance(raw, str) and kind in _SHORT:
+    if (isinstance(raw, str) or kind == "package" and isinstance(raw, list)) and kind in _SHORT:
         raw = {_SHORT[kind]: raw}
     spec = problems.mapping(raw, where, f"a mapping of {kind} settings"
                             + (f" or a string ({_SHORT[kind]})" if kind in _SHORT else ""))
@@ -470,5 +487,24 @@ def _build_script(spec, where, problems, base_dir) -> Step:
                       **_guards(spec, where, problems))
 
 
+def _build_package(spec, where, problems, base_dir) -> Step:
+    names = spec.get("name")
+    if names is None:
+        problems.add(f"{where}.name", "required: a Debian package name or a list of them")
+    listed = [names] if isinstance(names, str) else names
+    good = problems.string_list(listed, f"{where}.name") if listed is not None else []
+    for name in good:
+        if not packages.NAME_RE.match(name):
+            problems.add(f"{where}.name", f"{name!r} is not a Debian package name (lower case "
+                                          "letters, digits, + - .; like nginx or libssl3)")
+    if listed == []:
+        problems.add(f"{where}.name", "expected at least one package name")
+    state = spec.get("state", "present")
+    if state not in packages.STATES:
+        problems.add(f"{where}.state", f"expected present or absent, got {state!r}"
+                                       f"{did_you_mean(str(state), packages.STATES)}")
+    return PackageStep(key=where, names=tuple(good), state=state)
+
+
 _BUILDERS = {"file": _build_file, "directory": _build_directory, "command": _build_command,
-             "script": _build_script}
+             "script": _build_script, "package": _build_package}

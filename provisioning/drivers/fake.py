@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -20,11 +21,12 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from provisioning.driver import Driver
+from provisioning.driver import Capabilities, Driver
 from provisioning.errors import MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
 from provisioning.options import OptionField
+from provisioning.parallel import BatchResult, Outcome
 from provisioning.transports.local import LocalTransport
 
 __all__ = ["FakeDriver", "FakeWarehouse"]
@@ -35,84 +37,206 @@ DEFAULT_DIR = os.path.join(".provisioning", "fake")
 
 
 class FakeWarehouse:
-    """The simulated cloud: servers.json in a directory, changed under an exclusive flock."""
+    """The simulated cloud in a directory: one JSON file per server (``servers/ID.json``), a
+    tag index (``tags/``) so finding a machine's server costs one read however many there are,
+    and the create/destroy counters in ``counters.json`` under an exclusive flock.
+
+    Every file is replaced atomically. A cloud written by an older version (one
+    ``servers.json``) is split into this layout the first time it is opened.
+    """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.path = os.path.join(directory, "servers.json")
+        self.path = os.path.join(directory, "servers.json")  # the old single-file layout
+        self.servers_dir = os.path.join(directory, "servers")
+        self.tags_dir = os.path.join(directory, "tags")
+        self._ready = False
+
+    # -- files -------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        for path in (self.directory, self.servers_dir, self.tags_dir):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        if os.path.exists(self.path):
+            with self._counters() as counters:
+                if os.path.exists(self.path):  # another process may have split it meanwhile
+                    with open(self.path, encoding="utf-8") as handle:
+                        old = json.load(handle)
+                    for server in old.get("servers", {}).values():
+                        self._write_server(server)
+                    counters.update(old.get("counters", {}))
+                    os.unlink(self.path)
+        self._ready = True
+
+    @staticmethod
+    def _write_json(path: str, value: Any) -> None:
+        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, sort_keys=True)
+        os.replace(tmp, path)
+
+    def _tag_path(self, name: str, store_id: str | None) -> str:
+        digest = hashlib.sha256(f"{store_id or ''}\0{name}".encode()).hexdigest()[:32]
+        return os.path.join(self.tags_dir, digest)
+
+    def _write_server(self, server: dict[str, Any]) -> None:
+        tags = server.get("tags", {})
+        if "provisioning:name" in tags:  # index first: a crash in between leaves no orphan
+            with open(self._tag_path(tags["provisioning:name"], tags.get("provisioning:store")),
+                      "w", encoding="utf-8") as handle:
+                handle.write(server["id"])
+        self._write_json(os.path.join(self.servers_dir, server["id"] + ".json"), server)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
+    def _counters(self) -> Iterator[dict[str, int]]:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        path = os.path.join(self.directory, "counters.json")
         with open(os.path.join(self.directory, ".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 try:
-                    with open(self.path, encoding="utf-8") as handle:
-                        data = json.load(handle)
+                    with open(path, encoding="utf-8") as handle:
+                        counters = json.load(handle)
                 except FileNotFoundError:
-                    data = {"servers": {}, "counters": {"creates": 0, "destroys": 0}}
-                before = json.dumps(data, sort_keys=True)
-                yield data
-                if json.dumps(data, sort_keys=True) != before:
-                    tmp = f"{self.path}.tmp-{os.getpid()}"
-                    with open(tmp, "w", encoding="utf-8") as handle:
-                        json.dump(data, handle, indent=1, sort_keys=True)
-                    os.replace(tmp, self.path)
+                    counters = {"creates": 0, "destroys": 0}
+                before = dict(counters)
+                yield counters
+                if counters != before:
+                    self._write_json(path, counters)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def servers(self) -> dict[str, dict[str, Any]]:
-        with self._locked() as data:
-            return dict(data["servers"])
-
+    # -- reading -----------------------------------------------------------------------------
     def get(self, server_id: str) -> dict[str, Any] | None:
-        with self._locked() as data:
-            return data["servers"].get(server_id)
+        self._prepare()
+        try:
+            with open(os.path.join(self.servers_dir, server_id + ".json"),
+                      encoding="utf-8") as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def servers(self) -> dict[str, dict[str, Any]]:
+        self._prepare()
+        out = {}
+        for entry in sorted(os.listdir(self.servers_dir)):
+            if entry.endswith(".json"):
+                server = self.get(entry[:-5])
+                if server is not None:
+                    out[server["id"]] = server
+        return out
 
     def counters(self) -> dict[str, int]:
-        with self._locked() as data:
-            return dict(data["counters"])
+        self._prepare()
+        with self._counters() as counters:
+            return dict(counters)
 
     def find_tagged(self, name: str, store_id: str | None) -> dict[str, Any] | None:
-        for server in self.servers().values():
-            tags = server.get("tags", {})
-            if tags.get("provisioning:name") == name and tags.get("provisioning:store") == store_id:
-                return server
+        self._prepare()
+        try:
+            with open(self._tag_path(name, store_id), encoding="utf-8") as handle:
+                server = self.get(handle.read().strip())
+        except FileNotFoundError:
+            return None
+        tags = (server or {}).get("tags", {})
+        if tags.get("provisioning:name") == name and tags.get("provisioning:store") == store_id:
+            return server
         return None
 
+    # -- changing ----------------------------------------------------------------------------
     def create(self, name: str, tags: dict[str, str], size: str, image: str) -> dict[str, Any]:
-        server_id = "srv-" + uuid.uuid4().hex[:12]
-        machine_dir = os.path.join(self.directory, "machines", server_id)
-        os.makedirs(machine_dir, mode=0o700)
-        server = {"id": server_id, "name": name, "tags": tags, "size": size, "image": image,
-                  "state": "running", "dir": machine_dir, "created_at": time.time()}
-        with self._locked() as data:
-            data["servers"][server_id] = server
-            data["counters"]["creates"] += 1
-        return server
+        return self.create_many([(name, tags, size, image)])[0]
+
+    def create_many(self, wishes: list[tuple[str, dict[str, str], str, str]]
+                    ) -> list[dict[str, Any]]:
+        """Create one server per (name, tags, size, image), counted under one lock."""
+        self._prepare()
+        made = []
+        for name, tags, size, image in wishes:
+            server_id = "srv-" + uuid.uuid4().hex[:12]
+            machine_dir = os.path.join(self.directory, "machines", server_id)
+            captured = self.image(image)
+            if captured is not None:  # a machine image: its files are the server's first files
+                shutil.copytree(captured["dir"], machine_dir, symlinks=True)
+            else:
+                os.makedirs(machine_dir, mode=0o700)
+            server = {"id": server_id, "name": name, "tags": tags, "size": size,
+                      "image": image, "state": "running", "dir": machine_dir,
+                      "created_at": time.time()}
+            self._write_server(server)
+            made.append(server)
+        with self._counters() as counters:
+            counters["creates"] += len(made)
+        return made
 
     def set_state(self, server_id: str, state: str) -> None:
-        with self._locked() as data:
-            if server_id not in data["servers"]:
-                raise MachineNotFound(f"fake server {server_id} does not exist")
-            data["servers"][server_id]["state"] = state
+        server = self.get(server_id)
+        if server is None:
+            raise MachineNotFound(f"fake server {server_id} does not exist")
+        server["state"] = state
+        self._write_json(os.path.join(self.servers_dir, server_id + ".json"), server)
+
+    # -- machine images: a copy of a server's files (images/ID/files, images/ID.json) ------
+    def capture(self, server_id: str, name: str) -> dict[str, Any]:
+        server = self.get(server_id)
+        if server is None:
+            raise MachineNotFound(f"fake server {server_id} does not exist")
+        image_id = "img-" + uuid.uuid4().hex[:12]
+        image_dir = os.path.join(self.directory, "images", image_id)
+        shutil.copytree(server["dir"], os.path.join(image_dir, "files"), symlinks=True)
+        image = {"id": image_id, "name": name, "dir": os.path.join(image_dir, "files"),
+                 "created_at": time.time()}
+        self._write_json(os.path.join(image_dir, "image.json"), image)
+        return image
+
+    def image(self, image_id: str) -> dict[str, Any] | None:
+        if not image_id.startswith("img-") or "/" in image_id:
+            return None
+        try:
+            with open(os.path.join(self.directory, "images", image_id, "image.json"),
+                      encoding="utf-8") as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def delete_image(self, image_id: str) -> bool:
+        if self.image(image_id) is None:
+            return False
+        image_dir = os.path.join(self.directory, "images", image_id)
+        os.unlink(os.path.join(image_dir, "image.json"))
+        shutil.rmtree(image_dir, ignore_errors=True)
+        return True
 
     def delete(self, server_id: str) -> bool:
-        with self._locked() as data:
-            server = data["servers"].pop(server_id, None)
-            if server is not None:
-                data["counters"]["destroys"] += 1
-        if server is not None:
-            shutil.rmtree(server["dir"], ignore_errors=True)
-        return server is not None
+        server = self.get(server_id)
+        if server is None:
+            return False
+        try:
+            os.unlink(os.path.join(self.servers_dir, server_id + ".json"))
+        except FileNotFoundError:
+            return False  # another process deleted it first
+        tags = server.get("tags", {})
+        if "provisioning:name" in tags:
+            tag = self._tag_path(tags["provisioning:name"], tags.get("provisioning:store"))
+            with contextlib.suppress(FileNotFoundError):
+                with open(tag, encoding="utf-8") as handle:
+                    points_here = handle.read().strip() == server_id
+                if points_here:
+                    os.unlink(tag)
+        with self._counters() as counters:
+            counters["destroys"] += 1
+        shutil.rmtree(server["dir"], ignore_errors=True)
+        return True
 
 
 class FakeDriver(Driver):
     scheme = "fake"
+    capabilities = Capabilities(images=True)
     machine_option_fields = (
         OptionField("size", default="small", choices=SIZES, help="simulated server size"),
-        OptionField("image", default="fake-linux", choices=IMAGES, help="simulated image"),
+        OptionField("image", default="fake-linux",
+                    help="simulated image: fake-linux, or the image_id of a captured image"),
         OptionField("transport", type="dict", default={}, help="ignored: fake machines are local"),
         OptionField("ready_delay", type="float", default=0.0,
                     help="seconds ready_machine waits, to simulate a slow boot"),
@@ -122,7 +246,8 @@ class FakeDriver(Driver):
     def canonicalize_url(cls, url, config):
         rest = url.split(":", 1)[1]
         directory = rest or os.path.join(config.base_dir, DEFAULT_DIR)
-        return "fake:" + os.path.abspath(os.path.join(config.base_dir, os.path.expanduser(directory)))
+        return f"{cls.scheme}:" + os.path.abspath(os.path.join(config.base_dir,
+                                                             os.path.expanduser(directory)))
 
     def __init__(self, driver_url, config):
         super().__init__(driver_url, config)
@@ -145,6 +270,12 @@ class FakeDriver(Driver):
     def allocate_machine(self, action_handler, machine_spec, machine_options):
         size = machine_options.get("size", "small")
         image = machine_options.get("image", "fake-linux")
+        if image not in IMAGES and self.warehouse.image(image) is None:
+            from provisioning.errors import ConfigError
+
+            raise ConfigError(f"fake image {image!r} does not exist; use fake-linux or a "
+                              "captured image", key="machine_options.image",
+                              machine=machine_spec.name)
         if machine_spec.exists:
             server = self._server(machine_spec)
             if server is not None:
@@ -223,5 +354,85 @@ class FakeDriver(Driver):
         server = self._server(machine_spec)
         return server["state"] if server else "missing"
 
+    # -- batches: the fake cloud's bulk calls ------------------------------------------------
+    def machine_states(self, machine_specs, parallelizer=None):
+        """One pass over the warehouse for all machines."""
+        out = {}
+        for spec in machine_specs:
+            server_id = spec.reference.get("server_id")
+            server = self.warehouse.get(server_id) if server_id else None
+            out[spec.name] = server["state"] if server else "missing"
+        return out
+
+    def allocate_machines(self, action_handler, specs_and_options, parallelizer=None):
+        """Machines with no server (and none tagged for them) are created in one warehouse
+        call; the others go through ``allocate_machine`` as usual."""
+        results = BatchResult((spec.name, Outcome(spec.name)) for spec, _ in specs_and_options)
+        fresh, others = [], []
+        for spec, options in specs_and_options:
+            new = (not action_handler.why_run and self._server(spec) is None
+                   and self.warehouse.find_tagged(spec.name, spec.store_id) is None)
+            (fresh if new else others).append((spec, options))
+        if others:
+            results.update(super().allocate_machines(action_handler, others, parallelizer))
+        if not fresh:
+            return results
+        wishes = [(spec.name, {"provisioning:name": spec.name,
+                               "provisioning:store": spec.store_id or ""},
+                   options.get("size", "small"), options.get("image", "fake-linux"))
+                  for spec, options in fresh]
+        try:
+            servers = self.warehouse.create_many(wishes)
+        except Exception as exc:  # the bulk call failed: every machine in it failed
+            for spec, _ in fresh:
+                results[spec.name].error = exc
+            return results
+        for (spec, options), server in zip(fresh, servers):
+            def record(spec=spec, server=server) -> None:
+                checkpoint("after_create", machine=spec.name)
+                spec.reference = self.base_reference(server_id=server["id"])
+                checkpoint("before_save", machine=spec.name)
+                spec.save()
+            try:
+                action_handler.for_machine(spec.name).perform_action(
+                    f"create server ({server['size']}, {server['image']})", record)
+            except Exception as exc:
+                results[spec.name].error = exc
+        return results
+
     def list_choices(self):
         return {"sizes": list(SIZES), "images": list(IMAGES), "locations": ["local"]}
+
+    # -- machine images ----------------------------------------------------------------------
+    def allocate_image(self, action_handler, image_spec, image_options, machine_spec,
+                       machine_options):
+        server = self._server(machine_spec)
+        if server is None:
+            raise MachineNotFound(f"builder server of image {image_spec.name!r} is gone",
+                                  machine=machine_spec.name)
+
+        def capture() -> None:
+            image = self.warehouse.capture(server["id"], image_spec.name)
+            image_spec.reference = self.base_reference(image_id=image["id"])
+            image_spec.save()
+        action_handler.perform_action(f"capture server {server['id']} as image "
+                                      f"{image_spec.name}", capture)
+
+    def ready_image(self, action_handler, image_spec, image_options):
+        if not image_spec.reference and action_handler.why_run:
+            return
+        if self.image_state(image_spec) != "available":
+            raise MachineNotFound(f"fake image of {image_spec.name!r} is gone; build it again",
+                                  machine=image_spec.name)
+
+    def destroy_image(self, action_handler, image_spec, image_options):
+        image_id = image_spec.reference.get("image_id")
+        if not image_id or self.warehouse.image(image_id) is None:
+            action_handler.report_progress(f"image {image_spec.name} is already gone")
+            return
+        action_handler.perform_action(f"destroy image {image_id}",
+                                      lambda: self.warehouse.delete_image(image_id))
+
+    def image_state(self, image_spec):
+        image_id = image_spec.reference.get("image_id")
+        return "available" if image_id and self.warehouse.image(image_id) else "missing"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
 from provisioning.drivers.libcloud_parts.errors import map_libcloud_errors
+from provisioning.drivers.libcloud_parts.images import LibcloudImages
 from provisioning.drivers.libcloud_parts.urls import CloudURL, options_for, parse_cloud_url
 from provisioning.errors import (ConfigError, MachineNotFound, ProviderError,
                                  UnsupportedOperation)
@@ -46,10 +47,10 @@ TAG_BATCH = "provisioning:batch"
 DEFAULT_KEY_NAME = "provisioning"
 
 
-class LibcloudDriver(Driver):
+class LibcloudDriver(LibcloudImages, Driver):
     scheme = "libcloud"
     extra = "cloud"
-    capabilities = Capabilities()
+    capabilities = Capabilities(images=True)
     version = "1"
 
     driver_option_fields = (

@@ -24,7 +24,8 @@ from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 from provisioning.options import OptionField, raise_problems
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
-from provisioning.drivers.nspawn_host import host, image as images, netns, proc, rootfs
+from provisioning.drivers.nspawn_host import host, image as images, netns, package_proxy, proc, rootfs
+from provisioning.drivers.nspawn_host.imaging import NspawnImages
 from provisioning.drivers.nspawn_host.warehouse import (DEFAULT_SUBNET, MachineRecord, Warehouse,
                                                         hostname_for)
 
@@ -56,10 +57,10 @@ class _Options:
     mask_units: bool
 
 
-class NspawnDriver(Driver):
+class NspawnDriver(NspawnImages, Driver):
     scheme = "nspawn"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
-                                crash_safe=True, detects_lost=True)
+                                crash_safe=True, detects_lost=True, images=True)
     driver_option_fields = (
         OptionField("subnet", default=DEFAULT_SUBNET,
                     help="IPv4 network of the machines (exists only inside the driver's "
@@ -68,6 +69,9 @@ class NspawnDriver(Driver):
                                         f"${IMAGE_CACHE_ENV})"),
         OptionField("mirror", help="Debian mirror for debootstrap (default: the one apt on this "
                                    "host uses)"),
+        OptionField("package_archives", type="list", default=[],
+                    help="more archive URLs the package proxy lets machines fetch from, besides "
+                         "apt's own sources on this host and mirror"),
         OptionField("ready_timeout", type="float", default=120.0,
                     help="seconds ready waits for a machine to accept SSH"),
         OptionField("stop_timeout", type="float", default=20.0,
@@ -104,6 +108,7 @@ class NspawnDriver(Driver):
                             or os.path.join(self.directory, "images"))
         self._keys: dict[str, "PrivateKey"] = {}
         self._keys_lock = threading.Lock()
+        self._archives: tuple[package_proxy.Archive, ...] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def _options(self, machine_options: Mapping[str, Any], name: str) -> _Options:
@@ -159,8 +164,28 @@ class NspawnDriver(Driver):
                                    record.address, record.prefix, record.gateway,
                                    machine=record.name)
         upper = os.path.join(self.warehouse.machine_dir(record.id), "upper")
+        self._point_apt_at_proxy(upper)
         return rootfs.prepare_upper(upper, hostname=record.hostname, address=record.address,
                                     authorized_key=key.public_openssh, mask_units=mask_units)
+
+    def _point_apt_at_proxy(self, upper: str) -> None:
+        rootfs.write_file(os.path.join(upper, package_proxy.APT_CONF),
+                          package_proxy.apt_conf(self.warehouse.gateway))
+
+    def _serve_packages(self, action_handler=None) -> None:
+        """The package proxy on the hub gateway, for as long as this process runs."""
+        if self._archives is None:
+            uris = [s.uri for s in images.apt_sources()]
+            uris += [u for u in [self.driver_options.get("mirror"),
+                                 *(self.driver_options.get("package_archives") or [])] if u]
+            self._archives = package_proxy.archives_from(uris)
+        try:
+            package_proxy.serve_hub(self.warehouse.hub_netns, self.warehouse.gateway,
+                                    self._archives)
+        except OSError as exc:  # the machine still works; only apt inside it cannot fetch
+            if action_handler is not None:
+                action_handler.report_progress(f"package proxy not served on "
+                                               f"{self.warehouse.gateway}: {exc}")
 
     def _ensure_hub(self) -> None:
         """Under the warehouse lock: the hub namespace exists while any machine does."""
@@ -254,7 +279,7 @@ class NspawnDriver(Driver):
     def _boot(self, action_handler, spec, record: MachineRecord, opts: _Options) -> None:
         host.preflight(self.directory)
         ref = spec.reference
-        if not os.path.isdir(record.lower):
+        if not all(os.path.isdir(lower) for lower in record.lower.split(":")):
             raise ProviderError(f"image {record.image} of machine {record.id} is gone from "
                                 f"{record.lower}; rebuild it (up with the same image) or destroy "
                                 "the machine", provider=host.PROVIDER, machine=spec.name)
@@ -268,6 +293,7 @@ class NspawnDriver(Driver):
         for message in host.raise_inotify_limit(self._running_count() + 1):
             action_handler.report_progress(message)
         directory = self.warehouse.machine_dir(record.id)
+        self._point_apt_at_proxy(os.path.join(directory, "upper"))  # machines made before it
         booted = proc.boot(lower=record.lower, upper=os.path.join(directory, "upper"),
                            work=os.path.join(directory, "work"),
                            merged=os.path.join(directory, "merged"),
@@ -326,6 +352,7 @@ class NspawnDriver(Driver):
         from provisioning.transports.ssh import SSHTransport
 
         ref = spec.reference
+        self._serve_packages(action_handler)
         transport = SSHTransport(
             ref["address"], SSH_PORT, opts.username,
             private_key=self._key(ref.get("key_name") or opts.key_name),
@@ -415,6 +442,7 @@ class NspawnDriver(Driver):
         with self.warehouse.locked():
             retired = self.warehouse.retire_dir(machine_id)
             if not self.warehouse.records():
+                package_proxy.stop_hub(self.warehouse.hub_netns)
                 netns.delete_hub(self.warehouse.hub_netns)
         self.warehouse.purge(retired)
         for stale in glob.glob(os.path.join(self.warehouse.machines_dir,
@@ -472,7 +500,10 @@ class NspawnDriver(Driver):
                     built.append("debian:" + entry[len("debian-"):])
         except OSError:
             pass
-        return {"images": sorted(set(built) | {images.DEFAULT_IMAGE}), "locations": ["local"]}
+        known = images.debootstrap_suites() or ()
+        releases = {f"debian:{r}" for r in images.DEBIAN_RELEASES if r in known}
+        return {"images": sorted(set(built) | releases | {images.DEFAULT_IMAGE}),
+                "locations": ["local"]}
 
 
 def _is_mountpoint(path: str) -> bool:

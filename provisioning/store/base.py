@@ -103,6 +103,8 @@ class Heartbeat:
         self._locks: set[Lock] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        #: when the thread wakes next by itself (monotonic clock)
+        self._next_wake = 0.0
 
     def add(self, lock: Lock) -> None:
         with self._wake:
@@ -111,7 +113,8 @@ class Heartbeat:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name=f"lock-heartbeat:{self.name}")
                 self._thread.start()
-            self._wake.notify()
+            elif lock._next_renewal < self._next_wake:  # only a sooner renewal needs a wake-up
+                self._wake.notify()
 
     def discard(self, lock: Lock) -> None:
         with self._wake:
@@ -124,8 +127,8 @@ class Heartbeat:
                 if not live:
                     self._thread = None
                     return
-                soonest = min(lock._next_renewal for lock in live)
-                self._wake.wait(max(soonest - time.monotonic(), 0.0))
+                self._next_wake = min(lock._next_renewal for lock in live)
+                self._wake.wait(max(self._next_wake - time.monotonic(), 0.0))
                 now = time.monotonic()
                 due = [lock for lock in self._locks
                        if not lock._stop.is_set() and lock._next_renewal <= now]

@@ -71,9 +71,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             PRIMARY KEY (run_key, generation, name),
             FOREIGN KEY (run_key, generation) REFERENCES provisioning_runs ON DELETE CASCADE);
     """),
-    (3, "entries belong to a cluster (recorded in their data): look them up by cluster", """
-        CREATE INDEX provisioning_entries_cluster
-            ON provisioning_entries (kind, ((data::jsonb) ->> 'cluster'));
+    (3, "entries belong to a cluster (data.cluster): older code must not rewrite them", """
+        COMMENT ON COLUMN provisioning_entries.data IS
+            'JSON: reference, last_action, last_error, updated_at, cluster, group';
     """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

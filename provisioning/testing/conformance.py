@@ -13,7 +13,7 @@ A driver package subclasses it in a test module and says how to build its driver
             return len(driver.find_by_tag(name))   # resources the provider holds for ``name``
 
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
-``worker_env``, ``delete_behind_back``, ``cleanup``. ``capabilities`` defaults to the driver
+``worker_env``, ``delete_behind_back``, ``cleanup``, ``image_of`` (drivers with ``images``). ``capabilities`` defaults to the driver
 class's own; a case a driver declares it cannot do is reported as not applicable with the flag
 named, and for ``stoppable=False`` the suite checks that stopping raises UnsupportedOperation.
 
@@ -84,6 +84,10 @@ class DriverConformance:
         driver.destroy_machine(ActionHandler().for_machine(spec.name), loose,
                                self.machine_options(spec.name))
 
+    def image_of(self, driver: Driver, spec) -> str | None:
+        """The image id a machine was booted from (default: its reference's ``image``)."""
+        return spec.reference.get("image")
+
     def cleanup(self, driver: Driver) -> None:
         """Remove anything left in the warehouse after a test (after every machine in the store
         has been destroyed)."""
@@ -122,6 +126,11 @@ class DriverConformance:
                 cleaner.destroy(spec.name, self.machine_options(spec.name), driver)
             except Exception as exc:  # report, but keep cleaning the others
                 print(f"conformance cleanup of {spec.name} failed: {exc}", file=sys.stderr)
+        for image in store.list("image"):  # after the machines that boot from them
+            try:
+                driver.destroy_image(RecordingActionHandler(), image, {})
+            except Exception as exc:
+                print(f"conformance cleanup of image {image.name} failed: {exc}", file=sys.stderr)
         self.cleanup(driver)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -301,3 +310,59 @@ class DriverConformance:
         provisioner.allocate(driver, name, self.machine_options(name))
         assert self.count_machines(driver, name) == 1, "the re-run must adopt, not create twice"
         assert provisioner.spec(name).reference["driver_url"] == driver.driver_url
+
+    # -- machine images (Capabilities.images) --------------------------------------------------
+    def _capture(self, provisioner, driver, caps, store, handler, name: str):
+        """Up a builder machine (marked, when connectable), capture it as image ``name``."""
+        builder = f"{name}-builder"
+        machine = self._up(provisioner, caps, driver, builder)
+        if machine is not None:
+            machine.execute_always("echo baked-into-the-image > /etc/conformance-image")
+            machine.disconnect()
+        image = store.get_or_new("image", name)
+        spec = provisioner.spec(builder)
+        driver.allocate_image(handler.for_machine(name), image, {}, spec,
+                              self.machine_options(builder))
+        saved = store.get("image", name)
+        assert saved is not None, "allocate_image must save the image reference"
+        assert saved.reference["driver_url"] == driver.driver_url and saved.reference["image_id"]
+        json.dumps(saved.reference)
+        driver.ready_image(handler.for_machine(name), image, {})
+        provisioner.destroy(builder, self.machine_options(builder), driver)
+        return image
+
+    def test_image_from_a_converged_machine_boots_machines(self, provisioner, driver, caps,
+                                                            store, handler):
+        if not caps.images:
+            image = store.get_or_new("image", "conf-noimage")
+            with pytest.raises(UnsupportedOperation):
+                driver.allocate_image(handler, image, {}, provisioner.spec("conf-x"), {})
+            return
+        image = self._capture(provisioner, driver, caps, store, handler, "conf-image")
+        assert driver.image_state(image) == "available"
+        image_id = image.reference["image_id"]
+        name = "conf-from-image"
+        options = {**self.machine_options(name), "image": image_id}
+        machine = (provisioner.up(driver, name, options) if caps.connectable
+                   else provisioner.allocate(driver, name, options) and None)
+        assert self.count_machines(driver, name) == 1
+        assert self.image_of(driver, provisioner.spec(name)) == image_id
+        if machine is not None:
+            assert machine.execute_always("cat /etc/conformance-image").stdout.strip() == \
+                "baked-into-the-image"
+            machine.disconnect()
+        provisioner.destroy(name, options, driver)
+
+    def test_destroy_image_is_idempotent(self, provisioner, driver, caps, store, handler):
+        if not caps.images:
+            with pytest.raises(UnsupportedOperation):
+                driver.destroy_image(handler, store.get_or_new("image", "conf-noimage"), {})
+            return
+        image = self._capture(provisioner, driver, caps, store, handler, "conf-image-gone")
+        planner = RecordingActionHandler(why_run=True)
+        driver.destroy_image(planner, image, {})
+        assert not planner.actions(performed=True) and driver.image_state(image) == "available"
+        driver.destroy_image(handler, image, {})
+        assert driver.image_state(image) == "missing"
+        driver.destroy_image(handler, image, {})  # already gone: reported, no error
+        assert driver.image_state(image) == "missing"

@@ -14,3 +14,6 @@ class TestFakeDriverConformance(DriverConformance):
         warehouse = FakeWarehouse(driver.driver_url.split(":", 1)[1])
         return sum(1 for s in warehouse.servers().values()
                    if s["tags"].get("provisioning:name") == name)
+
+    def image_of(self, driver, spec):
+        return driver._server(spec)["image"]

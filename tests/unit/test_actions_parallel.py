@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 
@@ -75,3 +76,36 @@ def test_fail_fast_cancels_jobs_not_started():
     result = Parallelizer(1, policy="fail-fast").run((f"m{i}", (lambda i=i: job(i))) for i in range(4))
     assert started == [0]
     assert all(isinstance(result[f"m{i}"].error, Cancelled) for i in range(1, 4))
+
+
+def _calls_while_collecting(jobs: int) -> int:
+    """Function calls the caller's thread makes while running ``jobs`` jobs that finish one
+    after the other (each waits for the one before it: the worst case for a collector that
+    wakes up on every completion)."""
+    calls = [0]
+    finished = [threading.Event() for _ in range(jobs)]
+
+    def job(i: int) -> int:
+        if i:
+            finished[i - 1].wait()
+        finished[i].set()
+        return i
+
+    def count(frame, event, arg):
+        if event in ("call", "c_call"):
+            calls[0] += 1
+    sys.setprofile(count)
+    try:
+        result = Parallelizer(8).run((f"m{i}", (lambda i=i: job(i))) for i in range(jobs))
+    finally:
+        sys.setprofile(None)
+    assert result.ok and result[f"m{jobs - 1}"].value == jobs - 1
+    return calls[0]
+
+
+def test_parallel_collection_is_linear_in_jobs():
+    """Collecting 1,000 results costs the caller about ten times what 100 cost (re-waiting on
+    every pending job after each completion made it a hundred times)."""
+    small, large = _calls_while_collecting(100), _calls_while_collecting(1000)
+    assert large <= 12 * small, (small, large)
+    assert large <= 20 * 1000, large  # a small constant per job

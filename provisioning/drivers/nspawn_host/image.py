@@ -22,12 +22,18 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from provisioning.errors import ConfigError, ProviderError
+from provisioning.schema import closest
+from provisioning.drivers.nspawn_host import frozen
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary, run
 
 __all__ = ["Image", "AptSource", "apt_sources", "pick_mirror", "resolve_image", "ensure_image",
-           "DEFAULT_IMAGE", "PACKAGES"]
+           "debootstrap_suites", "DEFAULT_IMAGE", "DEBIAN_RELEASES", "PACKAGES"]
 
 DEFAULT_IMAGE = "debian:bookworm"
+#: the Debian releases the driver is tested with: ``image: debian:RELEASE`` builds one base
+#: image per release, once, into ``CACHE/debian-RELEASE/rootfs``
+DEBIAN_RELEASES = ("bullseye", "bookworm", "trixie")
+DEBOOTSTRAP_SCRIPTS = "/usr/share/debootstrap/scripts"
 #: what every machine needs: systemd as PID 1, sshd, sudo and python for convergence, ip
 PACKAGES = ("openssh-server", "systemd-sysv", "dbus", "sudo", "python3-minimal", "iproute2")
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
@@ -37,7 +43,8 @@ _SUITE_RE = re.compile(r"^[a-z][a-z0-9.-]*$")
 @dataclass(frozen=True)
 class Image:
     """A resolved image: ``name`` as the user wrote it, ``rootfs`` the lower directory once
-    built, ``kind`` one of debootstrap, directory, tarball."""
+    built (for ``layered``, a machine image, the overlay lower chain ``layer:base``), ``kind``
+    one of debootstrap, directory, tarball, layered."""
 
     name: str
     kind: str
@@ -48,6 +55,8 @@ class Image:
     def ready(self) -> bool:
         if self.kind == "directory":
             return os.path.isdir(self.rootfs)
+        if self.kind == "layered":  # rootfs: the lower chain, top layer first
+            return bool(self.rootfs) and all(os.path.isdir(p) for p in self.rootfs.split(":"))
         return os.path.exists(os.path.join(os.path.dirname(self.rootfs), ".complete"))
 
 
@@ -149,22 +158,47 @@ def pick_mirror(suite: str, sources: list[AptSource]) -> AptSource:
 
 
 # -- resolving and building ----------------------------------------------------------------------
+def debootstrap_suites(scripts_dir: str = DEBOOTSTRAP_SCRIPTS) -> frozenset[str] | None:
+    """The suites this host's debootstrap has a script for; None when debootstrap is not
+    installed (building then fails with the apt-get line that installs it)."""
+    try:
+        return frozenset(os.listdir(scripts_dir))
+    except OSError:
+        return None
+
+
+def _check_suite(name: str, suite: str, scripts_dir: str) -> None:
+    if not _SUITE_RE.match(suite):
+        raise ConfigError(f"image {name!r}: {suite!r} is not a Debian suite name "
+                          "(for example debian:bookworm)", key="machine_options.image")
+    known = debootstrap_suites(scripts_dir)
+    if known is not None and suite not in known:
+        releases = [r for r in DEBIAN_RELEASES if r in known]
+        close = closest(suite, sorted(known))
+        raise ConfigError(f"image {name!r}: this host's debootstrap cannot build {suite!r} "
+                          f"(no script in {scripts_dir}); Debian releases it builds: "
+                          f"{', '.join('debian:' + r for r in releases) or 'none'}"
+                          f"{f' (did you mean debian:{close[0]}?)' if close else ''}; a newer "
+                          "debootstrap knows newer releases", key="machine_options.image")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-")[:60]
 
 
-def resolve_image(name: str, cache_dir: str) -> Image:
+def resolve_image(name: str, cache_dir: str, *, scripts_dir: str = DEBOOTSTRAP_SCRIPTS) -> Image:
     """Where ``name`` lives (or will live once built); raises ConfigError for what it cannot be."""
     if not isinstance(name, str) or not name:
         raise ConfigError("image must be 'debian:SUITE', a rootfs directory or a tarball",
                           key="machine_options.image")
     if name.startswith("debian:"):
         suite = name.split(":", 1)[1]
-        if not _SUITE_RE.match(suite):
-            raise ConfigError(f"image {name!r}: {suite!r} is not a Debian suite name "
-                              "(for example debian:bookworm)", key="machine_options.image")
+        _check_suite(name, suite, scripts_dir)
         return Image(name, "debootstrap", os.path.join(cache_dir, f"debian-{suite}", "rootfs"), suite)
     path = os.path.abspath(os.path.expanduser(name))
+    if frozen.is_image_dir(path):  # a machine image this driver built (allocate_image)
+        lowers = (frozen.manifest(path) or {}).get("lowers") or []
+        return Image(name, "layered", ":".join(lowers), path)
     if os.path.isdir(path):
         for needed in ("usr/sbin/sshd", "usr/lib/systemd/systemd"):
             if not os.path.exists(os.path.join(path, needed)) and not os.path.exists(
@@ -201,6 +235,10 @@ def ensure_image(image: Image, *, mirror: str | None = None,
         return image
     if image.kind == "directory":
         raise ConfigError(f"image directory {image.rootfs} does not exist",
+                          key="machine_options.image")
+    if image.kind == "layered":
+        raise ConfigError(f"machine image {image.source} is incomplete (a layer of "
+                          f"{image.rootfs} is gone); build it again (converge image build)",
                           key="machine_options.image")
     home = os.path.dirname(image.rootfs)
     with _file_lock(home + ".lock"):

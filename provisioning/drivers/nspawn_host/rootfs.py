@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 
-__all__ = ["prepare_upper", "host_public_key", "MASKED_UNITS", "HOST_KEY"]
+__all__ = ["prepare_upper", "host_public_key", "write_file", "MASKED_UNITS", "HOST_KEY"]
 
 HOST_KEY = "etc/ssh/ssh_host_ed25519_key"
 
@@ -41,7 +41,8 @@ RuntimeMaxUse=16M
 """
 
 
-def _write(path: str, text: str | bytes, mode: int = 0o644) -> None:
+def write_file(path: str, text: str | bytes, mode: int = 0o644) -> None:
+    """Write a file of the machine's own layer (parents made, mode set even when it existed)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = text.encode() if isinstance(text, str) else text
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -69,8 +70,8 @@ def _generate_host_key(upper: str, hostname: str) -> str:
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH).decode()
-    _write(os.path.join(upper, HOST_KEY), private, 0o600)
-    _write(os.path.join(upper, HOST_KEY + ".pub"), f"{public} root@{hostname}\n", 0o644)
+    write_file(os.path.join(upper, HOST_KEY), private, 0o600)
+    write_file(os.path.join(upper, HOST_KEY + ".pub"), f"{public} root@{hostname}\n", 0o644)
     return public
 
 
@@ -80,22 +81,22 @@ def prepare_upper(upper: str, *, hostname: str, address: str, authorized_key: st
 
     Idempotent: an existing host key and machine-id are kept (a re-run adopting a half-made
     machine must not change the key it may already have pinned). Returns the host public key."""
-    _write(os.path.join(upper, "etc/hostname"), hostname + "\n")
-    _write(os.path.join(upper, "etc/hosts"),
+    write_file(os.path.join(upper, "etc/hostname"), hostname + "\n")
+    write_file(os.path.join(upper, "etc/hosts"),
            f"127.0.0.1\tlocalhost\n{address}\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     machine_id = os.path.join(upper, "etc/machine-id")
     if not os.path.exists(machine_id):
-        _write(machine_id, secrets.token_hex(16) + "\n", 0o444)
+        write_file(machine_id, secrets.token_hex(16) + "\n", 0o444)
     public = host_public_key(upper) or _generate_host_key(upper, hostname)
-    _write(os.path.join(upper, "etc/ssh/sshd_config.d/10-provisioning.conf"),
+    write_file(os.path.join(upper, "etc/ssh/sshd_config.d/10-provisioning.conf"),
            SSHD_CONFIG.format(host_key=HOST_KEY))
     if mask_units:
-        _write(os.path.join(upper, "etc/systemd/journald.conf.d/10-provisioning.conf"),
+        write_file(os.path.join(upper, "etc/systemd/journald.conf.d/10-provisioning.conf"),
                JOURNALD_CONFIG)
     ssh_dir = os.path.join(upper, "root/.ssh")
     os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
     os.chmod(ssh_dir, 0o700)
-    _write(os.path.join(ssh_dir, "authorized_keys"), authorized_key.strip() + "\n", 0o600)
+    write_file(os.path.join(ssh_dir, "authorized_keys"), authorized_key.strip() + "\n", 0o600)
     os.chmod(os.path.join(upper, "root"), 0o700)
     if mask_units:
         units = os.path.join(upper, "etc/systemd/system")

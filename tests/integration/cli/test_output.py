@@ -27,17 +27,29 @@ def test_help_imports_nothing_heavy_and_lists_commands():
         assert f"\n  {command} " in out.stdout
 
 
-def test_help_is_fast():
-    best = min(_timed([CONVERGE, "--help"]) for _ in range(5))
-    baseline = min(_timed([sys.executable, "-c", "pass"]) for _ in range(5))
-    # the figure for bench/RESULTS.md is measured with hyperfine; here: our own share stays small
-    assert best - baseline < 0.15, (best, baseline)
+def test_help_imports_no_command_module():
+    """The listing comes from SUMMARIES: ``--help`` imports none of the command modules (their
+    import was most of its start-up; the time itself is measured in bench/, not here)."""
+    code = ("import sys\nfrom provisioning.cli.main import main, COMMANDS\n"
+            "rc = main(['--help'])\n"
+            "print('LOADED', sorted(n for n, t in COMMANDS.items() "
+            "if t.split(':')[0] in sys.modules), rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "LOADED [] 0" in out.stdout
 
 
-def _timed(argv) -> float:
-    started = time.perf_counter()
-    subprocess.run(argv, capture_output=True, check=True)
-    return time.perf_counter() - started
+def test_help_summaries_match_each_commands_own_help():
+    import click
+
+    from provisioning.cli.main import COMMANDS, SUMMARIES, cli
+
+    ctx = click.Context(cli)
+    assert set(SUMMARIES) <= set(COMMANDS)
+    for name, summary in SUMMARIES.items():
+        command = cli.get_command(ctx, name)
+        for limit in (45, 62, 82):
+            assert click.Command(name, help=summary).get_short_help_str(limit) == \
+                command.get_short_help_str(limit), f"SUMMARIES[{name!r}] differs from its help"
 
 
 def test_json_events_one_per_line(example):

@@ -133,3 +133,32 @@ def test_undefined_template_variable_names_the_step(project: Path, tmp_path: Pat
                       steps=[{"command": "true"}, {"file": {"path": "x", "template": "typo.j2"}}])
     assert info.value.key == "machines.m.converge[1].file.template"
     assert "nmae" in str(info.value) and info.value.file == str(project / "cluster.yml")
+
+
+def test_package_step_checks_dpkg_and_plans_only_what_differs(project: Path, tmp_path: Path):
+    """On this host (read-only: why-run): dpkg itself is installed, a made-up name is not."""
+    steps = [{"package": ["dpkg", "provtest-never-installed"]},
+             {"package": {"name": "dpkg", "state": "present"}},
+             {"package": {"name": "provtest-never-installed", "state": "absent"}}]
+    handler, changed = converge_once(project, tmp_path / "machine", why_run=True, steps=steps)
+    assert changed
+    assert [str(e) for e in handler.actions()] == [
+        "[m] would install package provtest-never-installed (apt-get)"]
+    assert handler.actions(performed=True) == []
+    progress = handler.descriptions("progress")
+    assert "[m] package dpkg installed: nothing to change" in progress
+    assert "[m] package provtest-never-installed absent: nothing to change" in progress
+
+
+def test_package_step_input_errors_name_their_keys(project: Path):
+    steps = [{"package": {"name": ["nginx", "Not Valid"], "state": "gone"}},
+             {"package": {"state": "present"}}, {"package": []}, {"package": {"name": 3}}]
+    with pytest.raises(ConfigError) as info:
+        parse_cluster({"driver": "fake:", "machines": {"m": {"converge": steps}}},
+                      str(project / "cluster.yml"))
+    problems = {p.key: p.message for p in info.value.problems}
+    assert "not a Debian package name" in problems["machines.m.converge[0].package.name"]
+    assert "present or absent" in problems["machines.m.converge[0].package.state"]
+    assert "required" in problems["machines.m.converge[1].package.name"]
+    assert "at least one" in problems["machines.m.converge[2].package.name"]
+    assert "expected a list of strings" in problems["machines.m.converge[3].package.name"]

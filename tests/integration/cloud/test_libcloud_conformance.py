@@ -14,7 +14,7 @@ from tests.integration.cloud.conftest import REPO, URL, cloud_config, machine_op
 
 
 class TestLibcloudEC2Conformance(DriverConformance):
-    capabilities = Capabilities(connectable=False)
+    capabilities = Capabilities(connectable=False, images=True)
 
     @pytest.fixture(autouse=True)
     def _moto(self, moto):
@@ -40,3 +40,6 @@ class TestLibcloudEC2Conformance(DriverConformance):
     @pytest.fixture(autouse=True)
     def _remember_store(self, store):
         self.store_id = store.store_id
+
+    def image_of(self, driver, spec):
+        return driver.ops.node_image(driver._node(spec))

@@ -114,3 +114,24 @@ def test_warehouse_names_and_subnet(tmp_path):
                          key_name="k")
     assert hostname_for("Web_1.example") == "web-1-example"
     assert os.path.isdir(small.machine_dir(records[0].id))
+
+
+def test_debian_release_must_be_known_to_debootstrap(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for suite in ("bullseye", "bookworm", "sid"):
+        (scripts / suite).write_text("")
+    cache = str(tmp_path / "cache")
+    for suite in ("bullseye", "bookworm"):
+        built = image.resolve_image(f"debian:{suite}", cache, scripts_dir=str(scripts))
+        assert built.rootfs == f"{cache}/debian-{suite}/rootfs"  # one image per release
+    with pytest.raises(ConfigError) as caught:
+        image.resolve_image("debian:trixie", cache, scripts_dir=str(scripts))
+    message = str(caught.value)
+    assert "cannot build 'trixie'" in message
+    assert "debian:bullseye, debian:bookworm" in message and "newer debootstrap" in message
+    with pytest.raises(ConfigError, match="did you mean debian:bookworm"):
+        image.resolve_image("debian:bokworm", cache, scripts_dir=str(scripts))
+    # without debootstrap the name is accepted; building names the package to install
+    assert image.resolve_image("debian:trixie", cache, scripts_dir=str(tmp_path / "none")).ready \
+        is False

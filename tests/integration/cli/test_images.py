@@ -1,0 +1,119 @@
+"""``images:`` through the real CLI on the fake: driver: built once, reused, rebuilt on change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provisioning.errors import ConfigError
+from tests.integration.cli.helpers import converge, json_lines, warehouse_counters
+
+CLUSTER = """\
+driver: "fake:"
+images:
+  site:
+    from: fake-linux
+    converge:
+      - file: {path: site/index.html, source: index.html}
+      - command: {run: "echo baked >> baked.log", creates: baked.log}
+machines:
+  web:
+    count: 2
+    machine_options: {image: site}
+    converge:
+      - command: {run: "echo $PWD > site/who.txt", creates: site/who.txt}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "cluster.yml").write_text(CLUSTER)
+    (tmp_path / "index.html").write_text("<h1>v1</h1>\n")
+    return tmp_path
+
+
+def _machine_dir(project: Path, name: str) -> Path:
+    from provisioning.drivers.fake import FakeWarehouse
+
+    warehouse = FakeWarehouse(str(project / ".provisioning" / "fake"))
+    return Path(next(s["dir"] for s in warehouse.servers().values() if s["name"] == name))
+
+
+def _images(project: Path) -> dict[str, dict]:
+    listed = converge("image", "list", "--output", "json", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    return {row["name"]: row for row in json.loads(listed.stdout)["images"]}
+
+
+def test_image_is_built_once_reused_and_rebuilt_when_a_file_it_reads_changes(project: Path):
+    assert _images(project)["site"]["state"] == "not built"
+    plan = converge("up", "--why-run", cwd=project)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "would build image site (from fake-linux, 2 steps; never built)" in plan.stdout
+    assert warehouse_counters(project)["creates"] == 0, "why-run must create nothing"
+    assert not (project / ".provisioning" / "fake" / "images").exists()
+
+    first = converge("up", cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "building image site" in first.stdout and "image site built in" in first.stdout
+    counters = warehouse_counters(project)
+    assert counters == {"creates": 3, "destroys": 1}  # the builder, then web-1 and web-2
+    for name in ("web-1", "web-2"):
+        files = _machine_dir(project, name)
+        assert (files / "site/index.html").read_text() == "<h1>v1</h1>\n"  # from the image
+        assert (files / "baked.log").read_text() == "baked\n"  # the step ran once, in the image
+        assert (files / "site/who.txt").read_text() == f"{files}\n"  # the machine's own step
+    built = _images(project)["site"]
+    assert built["state"] == "built" and built["image_id"].startswith("img-")
+
+    again = converge("up", "--output", "json", cwd=project)
+    assert again.returncode == 0, again.stderr
+    events = json_lines(again.stdout)
+    assert [e for e in events if e["event"] == "action"] == []
+    assert any("image site is up to date" in e["description"] for e in events
+               if e["event"] == "progress")
+    assert warehouse_counters(project) == counters, "a second up must not rebuild the image"
+
+    (project / "index.html").write_text("<h1>v2</h1>\n")
+    assert _images(project)["site"]["state"] == "outdated"
+    rebuilt = converge("image", "build", cwd=project)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "its definition changed" in rebuilt.stdout
+    after = _images(project)["site"]
+    assert after["state"] == "built" and after["image_id"] != built["image_id"]
+    assert converge("image", "build", cwd=project).stdout.count("up to date") == 1
+
+    gone = converge("image", "destroy", cwd=project)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert _images(project)["site"]["state"] == "not built"
+    assert converge("destroy", "-q", cwd=project).returncode == 0
+
+
+def test_bad_image_definitions_are_config_errors_naming_the_key(tmp_path: Path):
+    from provisioning.cluster import parse_cluster
+
+    data = {"driver": "fake:", "images": {"Bad": {"from": "x"}, "ok": {"packages": ["Nope!"],
+                                                                    "colour": 1},
+                                          "pinned": {"from": "fake-linux",
+                                                     "machine_options": {"image": "x"}},
+                                          "loop-a": {"from": "loop-b"},
+                                          "loop-b": {"from": "loop-a"}},
+            "machines": {"m": {"machine_options": {"image": "ok"}, "driver": "fake:other"}}}
+    with pytest.raises(ConfigError) as info:
+        parse_cluster(data, str(tmp_path / "cluster.yml"))
+    problems = {p.key: p.message for p in info.value.problems}
+    assert "invalid image name 'Bad'" in problems["images.Bad"]
+    assert "required" in problems["images.ok.from"]
+    assert "not a Debian package name" in problems["images.ok.packages"]
+    assert "unknown key 'colour'" in problems["images.ok.colour"]
+    assert "set the base image with 'from'" in problems["images.pinned.machine_options.image"]
+    assert "use one driver for both" in problems["machines.m.machine_options.image"]
+    assert "loop-a -> loop-b -> loop-a" in problems["images.loop-a.from"]
+
+
+def test_unknown_image_name_in_the_cli_has_a_did_you_mean(project: Path):
+    result = converge("image", "build", "sit", cwd=project)
+    assert result.returncode == 2
+    assert "no image 'sit'" in result.stderr and "did you mean 'site'" in result.stderr

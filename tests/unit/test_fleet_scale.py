@@ -1,0 +1,88 @@
+"""Fleet scale: each driver is asked once for the state of all its machines, and a fake cloud
+of many servers answers without re-reading them all for each one."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from provisioning.cluster import Cluster
+from provisioning.drivers.fake import FakeDriver, FakeWarehouse
+from provisioning.registry import register_driver
+
+
+class CountingFake(FakeDriver):
+    """The fake driver, counting the state questions it is asked (per warehouse directory)."""
+
+    scheme = "scale-counting"
+    calls: dict[str, list[str]] = {}
+    _lock = threading.Lock()
+
+    def _record(self, what: str) -> None:
+        with self._lock:
+            self.calls.setdefault(self.driver_url, []).append(what)
+
+    def machine_state(self, machine_spec):
+        self._record("machine_state")
+        return super().machine_state(machine_spec)
+
+    def machine_states(self, machine_specs, parallelizer=None):
+        self._record(f"machine_states:{len(machine_specs)}")
+        return super().machine_states(machine_specs, parallelizer)
+
+
+@pytest.fixture
+def counting():
+    register_driver(CountingFake.scheme, CountingFake)
+    CountingFake.calls.clear()
+    return CountingFake
+
+
+def test_status_asks_each_driver_once_for_all_its_machines(tmp_path, counting):
+    cluster = tmp_path / "cluster.yml"
+    cluster.write_text("machines:\n"
+                       "  web: {count: 30, driver: 'scale-counting:./east'}\n"
+                       "  db: {count: 12, driver: 'scale-counting:./west'}\n"
+                       "  spare: {driver: 'scale-counting:./west'}\n")
+    with Cluster.load(str(cluster), parallel=8) as fleet:
+        assert fleet.up(["web", "db"]).ok
+        counting.calls.clear()
+        rows = {row["name"]: row for row in fleet.status()}
+    east, west = (f"scale-counting:{tmp_path / d}" for d in ("east", "west"))
+    assert counting.calls == {east: ["machine_states:30"], west: ["machine_states:12"]}
+    assert rows["web-7"]["state"] == rows["db-12"]["state"] == "running"
+    assert rows["spare"]["state"] == "not created"
+
+
+def test_fake_warehouse_finds_and_counts_servers_of_a_big_cloud(tmp_path):
+    warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+    made = warehouse.create_many([(f"m{i}", {"provisioning:name": f"m{i}",
+                                             "provisioning:store": "s1"}, "small", "fake-linux")
+                                  for i in range(300)])
+    assert warehouse.counters() == {"creates": 300, "destroys": 0}
+    assert warehouse.find_tagged("m123", "s1")["id"] == made[123]["id"]
+    assert warehouse.find_tagged("m123", "other-store") is None
+    assert warehouse.delete(made[123]["id"]) and not warehouse.delete(made[123]["id"])
+    assert warehouse.find_tagged("m123", "s1") is None
+    assert len(warehouse.servers()) == 299
+    assert warehouse.counters() == {"creates": 300, "destroys": 1}
+
+
+def test_fake_cloud_of_the_old_single_file_layout_is_split_on_open(tmp_path):
+    import json
+    import os
+
+    directory = tmp_path / "cloud"
+    os.makedirs(directory / "machines" / "srv-1")
+    server = {"id": "srv-1", "name": "a", "tags": {"provisioning:name": "a",
+                                                   "provisioning:store": "s"},
+              "size": "small", "image": "fake-linux", "state": "stopped",
+              "dir": str(directory / "machines" / "srv-1"), "created_at": 1.0}
+    (directory / "servers.json").write_text(json.dumps(
+        {"servers": {"srv-1": server}, "counters": {"creates": 4, "destroys": 3}}))
+    warehouse = FakeWarehouse(str(directory))
+    assert warehouse.servers() == {"srv-1": server}
+    assert warehouse.find_tagged("a", "s") == server
+    assert warehouse.counters() == {"creates": 4, "destroys": 3}
+    assert not (directory / "servers.json").exists()
