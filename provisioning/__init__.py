@@ -22,6 +22,7 @@ _EXPORTS = {
     "Driver": "provisioning.driver",
     "Capabilities": "provisioning.driver",
     "MachineSpec": "provisioning.spec",
+    "ImageSpec": "provisioning.spec",
     "ActionHandler": "provisioning.actions",
     "PrefixedActionHandler": "provisioning.actions",
     "RecordingActionHandler": "provisioning.actions",
@@ -51,6 +52,12 @@ _EXPORTS = {
     "CommandTimeout": "provisioning.errors",
     "TransferError": "provisioning.errors",
     "CommandFailed": "provisioning.errors",
+    "ConvergenceFailed": "provisioning.errors",
+    "VerifyFailed": "provisioning.errors",
+    "ConvergenceStrategy": "provisioning.convergence.base",
+    "ConvergenceContext": "provisioning.convergence.base",
+    "register_strategy": "provisioning.convergence.registry",
+    "Kitchen": "provisioning.cluster.kitchen",
     "ProviderError": "provisioning.errors",
     "UnsupportedOperation": "provisioning.errors",
     "Snapshot": "provisioning.local_features",
@@ -89,5 +96,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.options import OptionField
     from provisioning.parallel import Parallelizer
     from provisioning.registry import driver_for_url, known_schemes, register_driver
-    from provisioning.spec import MachineSpec
+    from provisioning.spec import ImageSpec, MachineSpec
     from provisioning.store import open_store

@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 from provisioning.errors import ConfigError
+from provisioning.yamlfile import load_yaml_file
 
 __all__ = ["Config", "DEFAULTS", "load_yaml_file"]
 
@@ -35,26 +36,6 @@ _ENV = {
 }
 
 
-def load_yaml_file(path: str) -> Any:
-    """Parse a YAML file, turning every failure into a ConfigError naming the file and line."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"file not found: {path}", file=path) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"not valid YAML: {problem}", file=path, key=where) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError("not UTF-8 text", file=path) from exc
-
-
 def _merge(base: dict, top: Mapping, sources: dict[str, str], source: str, prefix: str = "") -> None:
     for key, value in top.items():
         path = f"{prefix}{key}"
@@ -63,6 +44,23 @@ def _merge(base: dict, top: Mapping, sources: dict[str, str], source: str, prefi
         else:
             base[key] = copy.deepcopy(value)
             sources[path] = source
+
+
+def _number_problems(data: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:
+    """``parallel`` a whole number from 1, ``lock_ttl`` a finite number of seconds above 0."""
+    import math
+
+    problems = []
+    parallel = data.get("parallel")
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        problems.append(f"parallel ({sources.get('parallel', 'default')}) must be a whole number "
+                        f"of at least 1, got {parallel!r}")
+    ttl = data.get("lock_ttl")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) \
+            or ttl <= 0:
+        problems.append(f"lock_ttl ({sources.get('lock_ttl', 'default')}) must be a number of "
+                        f"seconds above 0, got {ttl!r}")
+    return problems
 
 
 class Config:
@@ -129,6 +127,7 @@ class Config:
                 problems.append(f"{key} must be a mapping")
         if not isinstance(self.data.get("private_key_paths"), list):
             problems.append("private_key_paths must be a list of directories")
+        problems += _number_problems(self.data, self.sources)
         if problems:
             raise ConfigError("; ".join(problems), file=self.sources.get("driver_options"))
 

@@ -20,6 +20,8 @@ Branches are split by who must act::
     |   +-- CommandTimeout            a command ran past its timeout (has .command, .timeout)
     |   +-- TransferError             a file transfer failed or its checksum differs
     +-- CommandFailed                 a command exited non-zero (has .result, .exit_status)
+    +-- ConvergenceFailed             a strategy's tool (ansible) failed (has .output)
+    +-- VerifyFailed                  a machine's verify tests failed (has .output)
     +-- ProviderError                 the warehouse (cloud API, nspawn, ...) refused (has .provider)
     +-- UnsupportedOperation          the driver cannot do this (declared by a capability flag)
 
@@ -54,6 +56,8 @@ __all__ = [
     "CommandTimeout",
     "TransferError",
     "CommandFailed",
+    "ConvergenceFailed",
+    "VerifyFailed",
     "ProviderError",
     "UnsupportedOperation",
 ]
@@ -273,6 +277,24 @@ class CommandFailed(ProvisioningError):
         if tail:
             text += "\n  " + "\n  ".join(tail)
         super().__init__(text, machine=machine)
+
+
+class ConvergenceFailed(ProvisioningError):
+    """A convergence tool (ansible-playbook) failed; the message names the failing tasks and
+    ``output`` keeps the tool's whole output."""
+
+    def __init__(self, message: str, *, machine: str | None = None, output: str = "") -> None:
+        self.output = output
+        super().__init__(message, machine=machine)
+
+
+class VerifyFailed(ProvisioningError):
+    """Verify tests failed; the message lists the failing tests with their assertions and
+    ``output`` keeps the whole test report."""
+
+    def __init__(self, message: str, *, machine: str | None = None, output: str = "") -> None:
+        self.output = output
+        super().__init__(message, machine=machine)
 
 
 class ProviderError(ProvisioningError):

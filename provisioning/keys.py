@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
 
 __all__ = ["PrivateKey", "find_private_key", "generate_private_key", "ensure_private_key",
-           "load_private_key", "fingerprint", "write_private_file"]
+           "load_private_key", "read_key_file", "fingerprint", "write_private_file"]
 
 
 def fingerprint(public_openssh: str) -> str:
@@ -110,6 +110,20 @@ def load_private_key(data: bytes, *, name: str, path: str | None = None,
     return PrivateKey(name=name, path=path, key=key)
 
 
+def read_key_file(path: str, *, name: str, key: str | None = None) -> bytes:
+    """The bytes of a private key file: a regular file of bounded size that only its owner can
+    read or write (OpenSSH's rule, which refuses "UNPROTECTED PRIVATE KEY FILE")."""
+    from provisioning.userfiles import MAX_KEY_BYTES, read_user_file
+
+    data = read_user_file(path, what=f"private key {name!r}", limit=MAX_KEY_BYTES, key=key)
+    info = os.stat(path)
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        raise ConfigError(f"private key {name!r} at {path} is unprotected (mode "
+                          f"{info.st_mode & 0o777:04o}): others could read it, so it is refused "
+                          f"as OpenSSH refuses it; fix it with: chmod 600 {path}", key=key)
+    return data
+
+
 def _candidates(config: "Config | None", name: str) -> list[str]:
     paths = []
     if config is not None:
@@ -128,15 +142,13 @@ def find_private_key(config: "Config | None", name: str) -> PrivateKey:
         if not os.path.exists(path):
             raise ConfigError(f"private key {name!r} points at {path}, which does not exist",
                               key=f"private_keys.{name}")
-        with open(path, "rb") as handle:
-            return load_private_key(handle.read(), name=name, path=path,
-                                    passphrase=_passphrase(config, name))
+        return load_private_key(read_key_file(path, name=name, key=f"private_keys.{name}"),
+                                name=name, path=path, passphrase=_passphrase(config, name))
     searched = _candidates(config, name)
     for path in searched:
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                return load_private_key(handle.read(), name=name, path=path,
-                                        passphrase=_passphrase(config, name))
+        if os.path.lexists(path):
+            return load_private_key(read_key_file(path, name=name), name=name, path=path,
+                                    passphrase=_passphrase(config, name))
     raise ConfigError(
         f"private key {name!r} not found; searched {', '.join(searched) or '(no private_key_paths)'}"
         f"; add it to private_keys or a private_key_paths directory", key="private_keys")
@@ -183,6 +195,5 @@ def ensure_private_key(config: "Config | None", name: str, directory: str, *,
                 for leftover in (tmp, f"{tmp}.pub"):
                     if os.path.exists(leftover):
                         os.unlink(leftover)
-        with open(path, "rb") as handle:
-            return load_private_key(handle.read(), name=name, path=path,
-                                    passphrase=_passphrase(config, name))
+        return load_private_key(read_key_file(path, name=name), name=name, path=path,
+                                passphrase=_passphrase(config, name))

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from provisioning.actions import ActionHandler
 from provisioning.errors import MachineNotFound, ProvisioningError
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
+from provisioning.requestcheck import check_request
 from provisioning.spec import MachineSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.chunks import ChunkedHold, Prepare
     from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
@@ -26,6 +28,8 @@ __all__ = ["Provisioner", "MachineRequest", "connect_to_machine"]
 
 #: (driver, machine name, machine_options): one machine to act on
 MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+#: operations that may create a machine: their requests are checked like a cluster file's
+_CREATING = ("allocate", "ready", "up")
 
 
 class Provisioner:
@@ -101,6 +105,8 @@ class Provisioner:
     def _one(self, operation: str, request: MachineRequest,
              call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
         driver, name, options = request
+        if operation in _CREATING:
+            check_request(driver, name, options)
         handler = self.action_handler.for_machine(name)
         with self._held(name) as spec:
             spec.last_action = operation
@@ -109,22 +115,14 @@ class Provisioner:
 
     # -- single machines ---------------------------------------------------------------------
     def allocate(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> MachineSpec:
-        def call(d, h, spec, o):
-            d.allocate_machine(h, spec, o)
-            return spec
-        return self._one("allocate", (driver, name, options), call)
+        return self._one("allocate", (driver, name, options), self._calls()["allocate"])
 
     def ready(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
-        return self._one("ready", (driver, name, options),
-                         lambda d, h, spec, o: d.ready_machine(h, spec, o))
+        return self._one("ready", (driver, name, options), self._calls()["ready"])
 
     def up(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
         """Allocate then ready, under one lock."""
-        def call(d, h, spec, o):
-            d.allocate_machine(h, spec, o)
-            spec.last_action = "ready"
-            return d.ready_machine(h, spec, o)
-        return self._one("allocate", (driver, name, options), call)
+        return self._one("allocate", (driver, name, options), self._calls()["up"])
 
     def run_locked(self, operation: str, driver: "Driver | None", name: str,
                    options: Mapping[str, Any],
@@ -172,18 +170,86 @@ class Provisioner:
     # -- many machines -----------------------------------------------------------------------
     def run_many(self, operation: str, requests: Sequence[MachineRequest],
                  fn: Callable[[MachineRequest], Any] | None = None) -> BatchResult:
-        """One operation on many machines in parallel; every machine's outcome comes back."""
-        method = fn or {
-            "allocate": lambda r: self.allocate(*r),
-            "ready": lambda r: self.ready(*r),
-            "up": lambda r: self.up(*r),
-            "stop": lambda r: self.stop(r[1], r[2], r[0]),
-            "destroy": lambda r: self.destroy(r[1], r[2], r[0]),
-        }[operation]
+        """One operation on many machines in parallel; every machine's outcome comes back.
+        ``fn(request)``, when given, does each machine's work (and its own locking)."""
+        if fn is None:
+            return self.run_many_locked(operation, requests, self._calls()[operation],
+                                        action="allocate" if operation == "up" else operation)
+        if operation in _CREATING:
+            _check_all(requests)
         if self.split_run is not None and not self.why_run and len(requests) > 1:
-            results = self.split_run(self, operation, requests, method)
+            results = self.split_run(self, operation, requests, fn)
         else:
-            results = self.parallelizer.run((r[1], (lambda r=r: method(r))) for r in requests)
+            results = self.parallelizer.run((r[1], (lambda r=r: fn(r))) for r in requests)
+        return self._reported(results)
+
+    def run_many_locked(self, operation: str, requests: Sequence[MachineRequest],
+                        call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]],
+                                       Any], *, action: str | None = None,
+                        prepare: "Prepare | None" = None) -> BatchResult:
+        """``call(driver, handler, spec, options)`` for each machine under its lock, saving each
+        spec (``last_action`` starts as ``action``, default ``operation``; last error) after
+        it. Locks and entries are taken a chunk at a time (``provisioning.chunks``), and
+        ``prepare`` sees each chunk before its machines' calls. Runners sharing the store
+        split the machines between them (each then one at a time)."""
+        action = action or operation
+        if operation in _CREATING or action in _CREATING:
+            _check_all(requests)
+        if self.split_run is not None and not self.why_run and len(requests) > 1:
+            results = self.split_run(self, operation, requests,
+                                     lambda r: self._one(action, r, call))
+            return self._reported(results)
+        from provisioning.chunks import ChunkedHold
+
+        hold = ChunkedHold(self.store, [r[1] for r in requests], ttl=self.lock_ttl,
+                           wait=self.lock_wait, locking=not self.why_run, prepare=prepare)
+        try:
+            results = self.parallelizer.run(
+                (r[1], (lambda r=r: self._from_hold(hold, action, r, call))) for r in requests)
+        finally:
+            hold.close()
+        return self._reported(results)
+
+    def _from_hold(self, hold: "ChunkedHold", action: str, request: MachineRequest,
+                   call: Callable[..., Any]) -> Any:
+        """``_one`` for a machine whose lock and spec a ``ChunkedHold`` took."""
+        driver, name, options = request
+        spec, lock, error = hold.take(name)
+        if spec is None:
+            raise error  # type: ignore[misc]
+        try:
+            if error is not None:
+                raise error
+            spec.last_action = action
+            owner = self.driver_for(spec, driver) if (spec.exists or driver is not None) else None
+            result = call(owner, self.action_handler.for_machine(name), spec, options)
+        except BaseException as exc:
+            spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        else:
+            spec.last_error = None
+        finally:
+            try:
+                if not self.why_run and (spec.exists or spec.version):
+                    spec.save()
+            finally:
+                if lock is not None:
+                    lock.release()
+        return result
+
+    def _calls(self) -> dict[str, Callable[..., Any]]:
+        def allocate(d, h, spec, o):
+            d.allocate_machine(h, spec, o)
+            return spec
+
+        def up(d, h, spec, o):
+            d.allocate_machine(h, spec, o)
+            spec.last_action = "ready"
+            return d.ready_machine(h, spec, o)
+        return {"allocate": allocate, "ready": lambda d, h, spec, o: d.ready_machine(h, spec, o),
+                "up": up, "stop": self._stop_call, "destroy": self._destroy_call}
+
+    def _reported(self, results: BatchResult) -> BatchResult:
         for name, outcome in results.items():
             if outcome.error is not None:
                 self.action_handler.report_error(outcome.error, machine=name)
@@ -192,6 +258,7 @@ class Provisioner:
     def allocate_batch(self, driver: "Driver", requests: Sequence[tuple[str, Mapping[str, Any]]]
                        ) -> BatchResult:
         """Allocate many machines of one driver through its batch method (bulk APIs)."""
+        _check_all([(driver, name, options) for name, options in requests])
         results = BatchResult((name, Outcome(name)) for name, _ in requests)
         with contextlib.ExitStack() as stack:
             specs = []
@@ -211,6 +278,25 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+def _check_all(requests: Sequence[Any]) -> None:
+    """Every problem of every request, before the first one is acted on."""
+    from provisioning.errors import ConfigError
+
+    problems = []
+    for request in requests:
+        try:
+            driver, name, options = request
+            check_request(driver, name, options)
+        except ConfigError as exc:
+            problems += [type(p)(f"machine {request[1]!r}: {p.message}", key=p.key)
+                         for p in exc.problems]
+        except (TypeError, ValueError):
+            raise ConfigError(f"a request is (driver, name, options), got {request!r:.80}",
+                              key="requests") from None
+    if problems:
+        raise ConfigError(problems=problems)
 
 
 def connect_to_machine(name_or_spec: "str | MachineSpec", config: "Config | None" = None, *,

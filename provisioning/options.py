@@ -43,6 +43,8 @@ class OptionField:
             return f"expected {self.type}, got {type(value).__name__} {value!r}"
         if self.choices is not None and value not in self.choices:
             return f"expected one of {', '.join(map(str, self.choices))}; got {value!r}"
+        if self.type in ("int", "float"):
+            return _range_problem(self.name.rsplit(".", 1)[-1], value)
         return None
 
     @property
@@ -104,6 +106,22 @@ class OptionField:
         return out
 
 
+def _range_problem(name: str, value: float) -> str | None:
+    """Numbers whose name says what they are: timeouts above 0, delays and counts from 0,
+    ports from 1 to 65535; never NaN or infinite."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected a finite number, got {value!r}"
+    if name.endswith("timeout") and value <= 0:
+        return f"expected a number of seconds above 0, got {value!r}"
+    if name.endswith(("delay", "interval", "retries", "attempts")) and value < 0:
+        return f"expected a number from 0, got {value!r}"
+    if name.endswith("port") and not 1 <= value <= 65535:
+        return f"expected a port from 1 to 65535, got {value!r}"
+    return None
+
+
 _TRUE = frozenset({"y", "yes", "true", "on", "1"})
 _FALSE = frozenset({"n", "no", "false", "off", "0"})
 
@@ -151,6 +169,7 @@ def validate_options(fields: Sequence[OptionField], options: Mapping[str, Any], 
         if message:
             problems.append(ConfigProblem(message, file=file, key=key))
     if strict:
+        problems += _unknown_nested(fields, options, where, file)
         for key in options:
             if key not in known_top:
                 close = closest(key, known_top)
@@ -158,6 +177,30 @@ def validate_options(fields: Sequence[OptionField], options: Mapping[str, Any], 
                     f"; known: {', '.join(sorted(known_top))}"
                 problems.append(ConfigProblem(f"unknown option {key!r}{hint}", file=file,
                                               key=f"{where}.{key}"))
+    return problems
+
+
+def _unknown_nested(fields: Sequence[OptionField], options: Mapping[str, Any], where: str,
+                    file: str | None) -> list[ConfigProblem]:
+    """Unknown keys inside a mapping whose keys are declared (``transport.port`` declares
+    ``transport``'s keys), with a did-you-mean."""
+    declared: dict[str, set[str]] = {}
+    for item in fields:
+        top, dot, rest = item.name.partition(".")
+        if dot:
+            declared.setdefault(top, set()).add(rest.split(".")[0])
+    problems = []
+    for top, names in declared.items():
+        value = options.get(top)
+        if not isinstance(value, Mapping):
+            continue
+        for key in value:
+            if key not in names:
+                close = closest(str(key), names)
+                hint = f"; did you mean {close[0]!r}?" if close else \
+                    f"; known: {', '.join(sorted(names))}"
+                problems.append(ConfigProblem(f"unknown option {key!r}{hint}", file=file,
+                                              key=f"{where}.{top}.{key}"))
     return problems
 
 

@@ -39,6 +39,10 @@ def parse_driver_url(url: str) -> DriverURL:
     if not isinstance(url, str) or not url.strip():
         raise InvalidDriverURL(str(url), "expected 'scheme:rest', e.g. 'nspawn:' or "
                                          "'libcloud:ec2:us-east-1'")
+    bad = next((c for c in url if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise InvalidDriverURL(url, f"it contains the control character {bad!r} at position "
+                                    f"{url.index(bad)}; remove it (a URL is one line of text)")
     text = url.strip()
     scheme, sep, rest = text.partition(":")
     if not SCHEME_RE.match(scheme):

@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster import Cluster, ClusterRunner
     from provisioning.parallel import BatchResult
 
-__all__ = ["Settings", "common_options", "why_run_option", "pass_settings", "Session",
+__all__ = ["Settings", "common_options", "why_run_option", "concurrency_option", "pass_settings",
+           "Session",
            "finish_batch", "run_cli", "current_settings", "OUTPUTS"]
 
 OUTPUTS = ("text", "json")
@@ -55,9 +56,12 @@ class Settings:
         return self.output == "json"
 
     @contextlib.contextmanager
-    def session(self, *, why_run: bool | None = None, live: bool = True) -> Iterator["Session"]:
-        """Load the cluster file, open the state store, start the renderer; close all after."""
-        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live)
+    def session(self, *, why_run: bool | None = None, live: bool = True,
+                read_only: bool = False) -> Iterator["Session"]:
+        """Load the cluster file, open the state store, start the renderer; close all after.
+        ``read_only`` (and why-run): a missing state file is not created."""
+        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
+                          read_only=read_only)
         try:
             yield session
         finally:
@@ -128,6 +132,14 @@ def why_run_option(fn: Callable) -> Callable:
                              "change nothing.")(fn)
 
 
+def concurrency_option(fn: Callable) -> Callable:
+    """test-kitchen's ``-c N``: the same setting as ``--parallel``."""
+    return click.option("-c", "--concurrency", "parallel", metavar="N",
+                        type=click.IntRange(min=1), default=None, expose_value=False,
+                        callback=_store,
+                        help="Instances acted on at once (same as --parallel).")(fn)
+
+
 def pass_settings(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -138,7 +150,8 @@ def pass_settings(fn: Callable) -> Callable:
 class Session:
     """One command's cluster (file, store, runner) and renderer."""
 
-    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True) -> None:
+    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
+                 read_only: bool = False) -> None:
         from provisioning.cluster import Cluster
 
         self.settings = settings
@@ -146,7 +159,8 @@ class Session:
         try:
             self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
                                                  why_run=why_run, parallel=settings.parallel,
-                                                 listeners=[self.renderer.event])
+                                                 listeners=[self.renderer.event],
+                                                 read_only=read_only)
         except BaseException:
             self.renderer.close()
             raise

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
-from provisioning.cli.common import common_options, finish_batch, pass_settings, why_run_option
+from provisioning.cli.common import (common_options, concurrency_option, finish_batch,
+                                     pass_settings, why_run_option)
 
 
 @click.command()
-@click.argument("machines", nargs=-1, metavar="[MACHINE|GROUP]...")
+@click.argument("machines", nargs=-1, metavar="[MACHINE|GROUP|INSTANCE|REGEX]...")
 @click.option("--orphans", is_flag=True,
               help="Also destroy saved machines that are no longer in the cluster file.")
+@concurrency_option
 @common_options
 @why_run_option
 @pass_settings
@@ -20,4 +22,9 @@ def destroy(settings, machines: tuple[str, ...], orphans: bool) -> int:
     Destroying a machine that is already gone is not an error.
     """
     with settings.session() as session:
-        return finish_batch(session, "destroy", session.cluster.destroy(machines, orphans=orphans))
+        cluster = session.cluster
+        results = cluster.kitchen.destroy(cluster.choose(machines))
+        orphaned = [n for n in session.runner.orphans() if n not in results] if orphans else []
+        if orphaned:
+            results.update(session.runner.destroy_names(orphaned))
+        return finish_batch(session, "destroy", results)

@@ -30,7 +30,7 @@ def exec_(settings, machine: str, command: tuple[str, ...], sudo: bool,
     if not command:
         raise click.UsageError("no command given; use: converge exec MACHINE -- COMMAND")
     text = command[0] if len(command) == 1 else " ".join(shlex.quote(c) for c in command)
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         target = session.runner.connect(machine)
         try:
             if settings.json:

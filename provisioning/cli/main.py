@@ -38,6 +38,14 @@ COMMANDS: dict[str, str] = {
     "snapshot": "provisioning.cli.snapshot_cmd:snapshot",
     "sync": "provisioning.cli.sync_cmd:sync",
     "image": "provisioning.cli.image_cmd:image",
+    "create": "provisioning.cli.kitchen_cmd:create",
+    "converge": "provisioning.cli.kitchen_cmd:converge_",
+    "verify": "provisioning.cli.kitchen_cmd:verify",
+    "list": "provisioning.cli.kitchen_cmd:list_",
+    "login": "provisioning.cli.ssh_cmd:login",
+    "output": "provisioning.cli.inventory_cmd:output",
+    "inventory": "provisioning.cli.inventory_cmd:inventory",
+    "schema": "provisioning.cli.schema_cmd:schema",
 }
 
 #: The first sentence of each command's help, so ``converge --help`` lists the commands without
@@ -67,8 +75,20 @@ SUMMARIES: dict[str, str] = {
              "else.",
     "stop": "Stop machines (all by default); 'converge up' starts them again.",
     "sync": "Copy changed files of each machine's 'sync' folders to it (all machines by default).",
-    "test": "Create, converge and verify machines, then destroy them (by default the passing "
+    "test": "Create, converge and verify instances, then destroy them (by default the passing "
             "ones).",
+    "create": "Create and ready instances (no convergence).",
+    "converge": "Create instances if needed and converge them (like 'up', recorded per "
+                "instance).",
+    "verify": "Run the verify entries of instances (converging those not created yet) and record "
+              "the result per instance ('converge list' shows it).",
+    "list": "List instances: driver, state, last action, last verify result and when.",
+    "login": "Log in to INSTANCE (its first machine) over SSH: test-kitchen's name for 'ssh'.",
+    "output": "Print the cluster file's outputs (all, or NAME's value alone), rendered with what "
+              "the state knows now (addresses, facts).",
+    "inventory": "Print an inventory that reaches every created machine with its pinned host key.",
+    "schema": "Print the JSON Schema of cluster files, for editors (docs/cluster-file.md, "
+              "\"Editor support\").",
     "up": "Create (if needed), ready, converge and healthcheck machines (all by default), and "
           "destroy the machines a lowered count leaves out.",
     "watch": "Watch machines and mend them: re-create one that is missing (or was deleted behind "

@@ -24,7 +24,7 @@ def status(settings, refresh: bool, all_clusters: bool) -> int:
     This cluster's machines saved in the state but no longer in the cluster file are listed
     too; other clusters' machines sharing the state never are (see --all-clusters).
     """
-    with settings.session(live=False) as session:
+    with settings.session(live=False, read_only=True) as session:
         if all_clusters:
             rows = session.cluster.all_clusters()
             session.renderer.table(("CLUSTER", "NAME", "GROUP", "DRIVER", "LAST ACTION"),

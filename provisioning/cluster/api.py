@@ -23,6 +23,7 @@ from provisioning.cluster.runner import ClusterRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.plan import Plan
+    from provisioning.cluster.kitchen import Kitchen
     from provisioning.config import Config
     from provisioning.parallel import BatchResult
     from provisioning.store.base import ManagedEntryStore
@@ -40,14 +41,17 @@ class Cluster:
     @classmethod
     def load(cls, path: str = "cluster.yml", *, state: str | None = None,
              why_run: bool = False, parallel: int | None = None,
-             listeners: Sequence[Callable[[Event], None]] = ()) -> "Cluster":
+             listeners: Sequence[Callable[[Event], None]] = (),
+             read_only: bool = False) -> "Cluster":
         """Validate the cluster file and open its state store (``state`` wins over the file's
-        ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem."""
+        ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
+        Under why-run or ``read_only`` a state file that does not exist is not created."""
         from provisioning.store import open_store
 
         file = load_cluster(path)
         config = file.config()
-        store = open_store(file.state_url(state, config), base_dir=file.base_dir)
+        store = open_store(file.state_url(state, config), base_dir=file.base_dir,
+                           create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)
         return cls(file, ClusterRunner(file, store=store, config=config, action_handler=handler,
                                        parallel=parallel))
@@ -74,6 +78,23 @@ class Cluster:
         """Machines by name or group (all when none given), in file order."""
         return self.file.select(names)
 
+    def choose(self, patterns: Iterable[str] = ()) -> list[MachineDefinition]:
+        """Machines by name, group, matrix instance or regular expression (all when none)."""
+        return self.file.choose(patterns)
+
+    @property
+    def kitchen(self) -> "Kitchen":
+        """test-kitchen's lifecycle (create, converge, verify, test, list) on this cluster."""
+        from provisioning.cluster.kitchen import Kitchen
+
+        return Kitchen(self.runner)
+
+    def outputs(self) -> dict[str, str]:
+        """The file's ``outputs``, rendered with what the state knows now."""
+        from provisioning.cluster.topology import render_outputs
+
+        return render_outputs(self.file, self.store)
+
     # -- operations ------------------------------------------------------------------------
     def plan(self, names: Iterable[str] = (), *, refresh: bool = True,
              replace: Sequence[str] = ()) -> "Plan":
@@ -88,20 +109,20 @@ class Cluster:
         changed since it was made."""
         from provisioning.cluster.apply import apply_plan
 
-        return apply_plan(self.runner, plan, exact=True, source=source)
+        return apply_plan(self.runner, plan, source=source)
 
     def up(self, names: Iterable[str] = (), *, replace: Sequence[str] = ()) -> "BatchResult":
         """Plan, then apply: create (if needed), ready, converge and healthcheck each machine,
         destroy the machines a lower ``count`` leaves out; value per machine: its ``Machine``.
         Under why-run nothing is done: use ``plan()`` to see what would be."""
-        from provisioning.cluster.apply import apply_plan
+        from provisioning.cluster.apply import up_plan
 
         plan = self.plan(names, refresh=self.runner.why_run, replace=replace)
         if self.runner.why_run:
             from provisioning.parallel import BatchResult, Outcome
 
             return BatchResult((m.name, Outcome(m.name)) for m in plan.machines)
-        return apply_plan(self.runner, plan, exact=False)
+        return up_plan(self.runner, plan)
 
     def stop(self, names: Iterable[str] = ()) -> "BatchResult":
         return self.runner.stop(self.select(names))

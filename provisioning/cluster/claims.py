@@ -22,6 +22,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from provisioning import errors
 from provisioning.errors import ProvisioningError, StateError
 from provisioning.parallel import BatchResult, Cancelled, Outcome
 from provisioning.store.base import holder_info
@@ -29,7 +30,7 @@ from provisioning.store.base import holder_info
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.lifecycle import MachineRequest, Provisioner
 
-__all__ = ["WorkSplit", "split_run", "run_key", "supports_claims"]
+__all__ = ["WorkSplit", "split_run", "run_key", "supports_claims", "remote_error"]
 
 
 def _who(holder: dict[str, Any] | None) -> str:
@@ -82,6 +83,10 @@ class WorkSplit:
     def progress(self) -> dict[str, dict[str, Any]]:
         return self.store.run_progress(self.key, self.generation)
 
+    def open_count(self) -> int:
+        """Machines of this run not yet done or failed."""
+        return self.store.run_open(self.key, self.generation)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
@@ -91,6 +96,24 @@ class WorkSplit:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def remote_error(name: str, row: dict[str, Any]) -> ProvisioningError:
+    """The failure another runner recorded for a machine, as an error of the same type (a
+    ``StateLocked`` there is a ``StateLocked`` here, with its exit code), saying who saw it."""
+    text = row.get("error") or "ProvisioningError: unknown error"
+    type_name, _, message = text.partition(": ")
+    cls = getattr(errors, type_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ProvisioningError)):
+        cls, message = ProvisioningError, text
+    if message.startswith(f"[{name}] "):
+        message = message[len(name) + 3:]
+    error = cls.__new__(cls)  # its own __init__ may want fields only the other runner had
+    ProvisioningError.__init__(error, f"failed in another runner ({_who(row.get('holder'))}): "
+                                      f"{message}", machine=name)
+    if isinstance(error, errors.StateLocked):
+        error.name, error.holder = name, {}
+    return error
 
 
 def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["MachineRequest"],
@@ -118,8 +141,7 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
                 try:
                     name = split.claim()
                     if name is None:
-                        progress = split.progress()
-                        if all(p["state"] in ("done", "failed") for p in progress.values()):
+                        if split.open_count() == 0:
                             return
                         time.sleep(poll)  # others are at work; their dead claims come back
                         continue
@@ -166,10 +188,7 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
             handler.report_result(f"done by another runner ({_who(row.get('holder'))})",
                                   machine=name, data={"runner": row.get("holder")})
         elif row.get("state") == "failed":
-            who = _who(row.get("holder"))
-            outcome.error = ProvisioningError(f"failed in another runner ({who}): "
-                                              f"{row.get('error') or 'unknown error'}",
-                                              machine=name)
+            outcome.error = remote_error(name, row)
         elif problems:
             outcome.error = problems[0]
         else:

@@ -18,6 +18,13 @@
         verify: [test -f /etc/motd]
         sync: [{from: ./app, to: /srv/app}]   # synced folders (docs: local machines)
         ports: ["127.0.0.1:8080:80"]          # forwarded ports, loopback by default
+      app:
+        after: [web]                    # converged once every web machine is up
+        converge: {ansible: {playbook: site.yml}}   # another strategy (a list means steps)
+    outputs: {url: "http://{{ machines.web[0].address }}/"}
+
+Instead of ``machines``, a file may give ``platforms`` x ``suites`` (test-kitchen's matrix, see
+``provisioning.cluster.matrix``): instances ``SUITE-PLATFORM``.
 
 Relative paths (sources, templates, key directories, the state file) are relative to the
 cluster file's directory.
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.requestcheck import MAX_NAME, NAME_RE
 from provisioning.schema import Problems, describe_type, did_you_mean, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,31 +53,36 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.convergence.steps import Step
     from provisioning.cluster.healthcheck import HealthCheck
 
-__all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "load_cluster", "parse_cluster",
-           "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS", "default_cluster_name"]
+__all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
+           "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS",
+           "default_cluster_name"]
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
-            "machines", "state", "images", "name")
+            "machines", "state", "platforms", "suites", "outputs", "images", "name")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
-                "sync", "ports", "prevent_destroy")
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-MAX_NAME = 60
+                "sync", "ports", "after", "prevent_destroy")
 MAX_COUNT = 1000
 
 
 @dataclass(frozen=True)
 class VerifyItem:
-    """One verification: a command run on the machine, or a pytest directory run against it."""
+    """One verification: a command run on the machine, or a directory of pytest (our fixtures)
+    or pytest-testinfra tests (its ``host`` fixture) run against it."""
 
-    kind: str          # "command" or "pytest"
+    kind: str          # "command", "pytest" or "testinfra"
     value: str
     key: str
 
 
 @dataclass(frozen=True)
 class MachineDefinition:
-    """One machine after count expansion and option merging."""
+    """One machine after count expansion and option merging.
+
+    ``group`` is the name that selects it with its siblings; ``role`` the group as written in
+    its scope (``db`` inside instance ``app-bookworm``), which ``after`` and the ``machines``
+    template variable use; ``instance`` is the matrix instance (``SUITE-PLATFORM``) it belongs
+    to, None in a plain ``machines:`` file. ``strategy``/``settings``: its convergence."""
 
     name: str
     group: str
@@ -80,11 +93,17 @@ class MachineDefinition:
     healthchecks: tuple["HealthCheck", ...] = ()
     verify: tuple[VerifyItem, ...] = ()
     key: str = ""
+    strategy: str = "none"
+    settings: Any = None
+    after: tuple[str, ...] = ()
+    role: str = ""
+    instance: str | None = None
 
     def variables(self) -> dict[str, Any]:
         """What templates see as ``machine`` (name and address are added when it is ready)."""
-        return {"name": self.name, "group": self.group, "index": self.index,
-                "driver_url": self.driver_url, "options": copy.deepcopy(dict(self.machine_options))}
+        return {"name": self.name, "group": self.role or self.group, "index": self.index,
+                "instance": self.instance, "driver_url": self.driver_url,
+                "options": copy.deepcopy(dict(self.machine_options))}
 
 
 @dataclass
@@ -101,6 +120,9 @@ class ClusterFile:
     machines: dict[str, MachineDefinition] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
     state: str | None = None
+    #: matrix instance -> its machine names (empty for a plain ``machines:`` file)
+    instances: dict[str, list[str]] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
     #: ``images:``, name -> provisioning.images.ImageDefinition
     images: dict[str, Any] = field(default_factory=dict)
     #: the cluster's name in the state store (``name:``, else ``default_cluster_name(path)``)
@@ -138,8 +160,11 @@ class ClusterFile:
                 members = [name]
             elif name in self.groups:
                 members = self.groups[name]
+            elif name in self.instances:
+                members = self.instances[name]
             else:
                 choices = list(self.machines) + [g for g in self.groups if g not in self.machines]
+                choices += [i for i in self.instances if i not in choices]
                 problems.add(f"machines.{name}", f"no machine or group {name!r} in this cluster"
                                                  f"{did_you_mean(name, choices)}")
                 continue
@@ -147,25 +172,101 @@ class ClusterFile:
         problems.raise_if_any()
         return [self.machines[n] for n in self.machines if n in wanted]
 
-    def convergence(self, definition: MachineDefinition) -> "ConvergenceStrategy":
-        """The machine's strategy: its steps, or ``none`` when it has no ``converge`` list."""
-        from provisioning.convergence.none import NoConvergence
-        from provisioning.convergence.steps import StepContext, StepsConvergence
+    def choose(self, patterns: Iterable[str] = ()) -> list[MachineDefinition]:
+        """Machines by name, group, instance, or a regular expression over instance names (and
+        machine names), like test-kitchen's ``kitchen verify REGEX``; all when none given."""
+        patterns = list(patterns)
+        exact = [p for p in patterns if p in self.machines or p in self.groups
+                 or p in self.instances]
+        chosen = {d.name for d in self.select(exact)} if exact else set()
+        for pattern in patterns:
+            if pattern in exact:
+                continue
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{pattern!r} is no machine, group or instance, nor a valid "
+                                  f"regular expression ({exc})", file=self.path) from exc
+            found = {d.name for d in self.machines.values()
+                     if regex.search(d.instance or d.name) or regex.search(d.name)}
+            if not found:
+                self.select([pattern])  # raises the did-you-mean for a mistyped name
+            chosen |= found
+        return [d for d in self.machines.values() if not patterns or d.name in chosen]
 
-        if not definition.steps:
-            return NoConvergence()
-        return StepsConvergence(list(definition.steps),
-                                StepContext(self.base_dir, self.path, self.variables(definition)))
+    def login_target(self, name: str) -> str:
+        """The machine ``converge login NAME`` opens: the machine itself, or the first machine
+        of an instance or group (``converge login app-bookworm`` -> ``app-bookworm-db``)."""
+        if name in self.machines:
+            return name
+        members = self.instances.get(name) or self.groups.get(name)
+        return members[0] if members else name
 
-    def variables(self, definition: MachineDefinition) -> dict[str, Any]:
-        """Template variables: ``machine``, ``options``, ``cluster`` (names and groups)."""
+    def instance_of(self, definition: MachineDefinition) -> str:
+        """The name its verify result is recorded under: its matrix instance, else itself."""
+        return definition.instance or definition.name
+
+    def convergence(self, definition: MachineDefinition,
+                    machines: Mapping[str, Any] | None = None) -> "ConvergenceStrategy":
+        """The machine's strategy, built from its ``converge`` settings; ``machines`` is what
+        templates see as ``machines`` (see ``provisioning.cluster.topology.machines_view``)."""
+        from provisioning.convergence.base import ConvergenceContext
+        from provisioning.convergence.registry import strategy_class
+
+        name = definition.strategy
+        if name == "steps" and not definition.settings:
+            name = "none"
+        context = ConvergenceContext(self.base_dir, self.path,
+                                     self.variables(definition, machines))
+        return strategy_class(name).from_settings(definition.settings, context)
+
+    def variables(self, definition: MachineDefinition,
+                  machines: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Template variables: ``machine``, ``options``, ``cluster`` (names and groups) and
+        ``machines`` (group -> machines with their addresses, when known)."""
         return {"machine": definition.variables(),
                 "options": copy.deepcopy(dict(definition.machine_options)),
                 "cluster": {"machines": list(self.machines), "groups": copy.deepcopy(self.groups),
-                            "file": self.path, "name": self.name}}
+                            "file": self.path, "name": self.name},
+                "machines": copy.deepcopy(dict(machines or {}))}
 
 
 # -- loading ---------------------------------------------------------------------------------
+def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
+    """Read and validate a cluster file; raises ConfigError holding every problem."""
+    from provisioning.userfiles import read_user_text
+    from provisioning.yamlfile import load_yaml_text
+
+    if os.path.isdir(path):
+        raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
+                          file=path)
+    if not os.path.lexists(path):
+        raise ConfigError("cluster file not found; create one (see docs/cluster-file.md) or pass "
+                          "-f FILE", file=path)
+    text = read_user_text(path, what="cluster file")
+    try:
+        data = load_yaml_text(text, path)
+    except ConfigError as exc:
+        raise _with_yaml_hint(exc, text) from exc.__cause__
+    return parse_cluster(data, path)
+
+
+def _with_yaml_hint(exc: ConfigError, text: str) -> ConfigError:
+    """A YAML error on a line like ``driver: nspawn:`` gets the fix: quote the URL."""
+    match = re.match(r"line (\d+)", exc.key or "")
+    if not match:
+        return exc
+    try:
+        line = text.splitlines()[int(match.group(1)) - 1]
+    except IndexError:
+        return exc
+    if re.search(r":\s+[a-z][a-z0-9+.-]*:(\S*:)*\s*(#.*)?$", line):
+        return ConfigError(f"{exc.problems[0].message}; a value ending in ':' must be quoted in "
+                           f"YAML, e.g. driver: \"nspawn:\" (or write the bare scheme: nspawn)",
+                           file=exc.file, key=exc.key)
+    return exc
+
+
 def default_cluster_name(path: str) -> str:
     """The name of a cluster file without ``name:``: its directory's name, plus its stem unless
     that is ``cluster`` (lower-cased, other characters turned into '-')."""
@@ -178,45 +279,8 @@ def default_cluster_name(path: str) -> str:
     return slug[:MAX_NAME].strip("-") or "cluster"
 
 
-def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
-    """Read and validate a cluster file; raises ConfigError holding every problem."""
-    from provisioning.config import load_yaml_file
-
-    if os.path.isdir(path):
-        raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
-                          file=path)
-    if not os.path.exists(path):
-        raise ConfigError("cluster file not found; create one (see docs/cluster-file.md) or pass "
-                          "-f FILE", file=path)
-    try:
-        data = load_yaml_file(path)
-    except ConfigError as exc:
-        raise _with_yaml_hint(exc, path) from exc.__cause__
-    return parse_cluster(data, path)
-
-
-def _with_yaml_hint(exc: ConfigError, path: str) -> ConfigError:
-    """A YAML error on a line like ``driver: nspawn:`` gets the fix: quote the URL."""
-    match = re.match(r"line (\d+)", exc.key or "")
-    if not match:
-        return exc
-    try:
-        with open(path, encoding="utf-8") as handle:
-            line = handle.read().splitlines()[int(match.group(1)) - 1]
-    except (OSError, IndexError, UnicodeDecodeError):
-        return exc
-    if re.search(r":\s+[a-z][a-z0-9+.-]*:(\S*:)*\s*(#.*)?$", line):
-        return ConfigError(f"{exc.problems[0].message}; a value ending in ':' must be quoted in "
-                           f"YAML, e.g. driver: \"nspawn:\" (or write the bare scheme: nspawn)",
-                           file=exc.file, key=exc.key)
-    return exc
-
-
 def parse_cluster(data: Any, path: str) -> ClusterFile:
     """Validate already-parsed cluster data (a mapping) that came from ``path``."""
-    from provisioning.convergence.steps import parse_steps
-    from provisioning.cluster.healthcheck import parse_healthchecks
-
     path = os.path.abspath(path)
     base_dir = os.path.dirname(path)
     problems = Problems(path)
@@ -252,7 +316,6 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                           driver_options=dict(driver_options), private_key_paths=key_paths,
                           private_keys=private_keys, machine_options=defaults, state=state,
                           name=name or default_cluster_name(path))
-    prevent: set[str] = set()
 
     from provisioning.images.definition import parse_images
 
@@ -263,68 +326,120 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
         if image.driver_url:
             _check_driver(image.driver_url, image.builder_options(), image.machine_options,
                           image.key_path, problems, cluster)
+    matrix = "platforms" in top or "suites" in top
     machines = top.get("machines")
-    if "machines" not in top:
-        problems.add("machines", "required: a mapping of machine names to their settings")
-        machines = {}
-    machines = problems.mapping(machines, "machines", "a mapping of machine names to settings "
-                                                      "(not a list)") or {}
-    if "machines" in top and not machines and isinstance(top.get("machines"), Mapping):
-        problems.add("machines", "no machines defined")
+    if matrix:
+        if "machines" in top:
+            problems.add("machines", "a file has either 'machines' or 'platforms' and 'suites' "
+                                     "(a suite may hold its own 'machines'); not both")
+        from provisioning.cluster.matrix import expand_matrix
 
+        groups = expand_matrix(top, problems, cluster)
+    else:
+        if "machines" not in top:
+            problems.add("machines", "required: a mapping of machine names to their settings "
+                                     "(or 'platforms' and 'suites')")
+            machines = {}
+        machines = problems.mapping(machines, "machines", "a mapping of machine names to "
+                                                          "settings (not a list)") or {}
+        if "machines" in top and not machines and isinstance(top.get("machines"), Mapping):
+            problems.add("machines", "no machines defined")
+        groups = [GroupSpec(group, body, f"machines.{group}", group, None, default_driver,
+                            defaults) for group, body in machines.items()]
     seen: dict[str, str] = {}
-    for group, body in machines.items():
-        key = f"machines.{group}"
-        if not NAME_RE.match(group) or len(group) > MAX_NAME:
-            problems.add(key, f"invalid machine name {group!r}: use lower-case letters, digits and "
-                              f"'-' (not at either end), at most {MAX_NAME} characters")
-            continue
-        if body is None:
-            body = {}
-        body = problems.mapping(body, key, "a mapping of machine settings")
-        if body is None:
-            continue
-        problems.unknown_keys(body, MACHINE_KEYS, key)
-        count = problems.field(body, "count", key, int, expected="a whole number of machines")
-        if count is not None and not 0 <= count <= MAX_COUNT:
-            problems.add(f"{key}.count", f"expected a number from 0 to {MAX_COUNT}, got {count}")
-            count = None
-        if problems.field(body, "prevent_destroy", key, bool, expected="true or false"):
-            prevent.add(group)
-        driver = problems.field(body, "driver", key, str, expected="a driver URL like 'nspawn:'")
-        driver = driver or default_driver
-        if driver is None:
-            problems.add(f"{key}.driver", "no driver: set 'driver' here or at the top of the "
-                                          "file (for example 'driver: nspawn:')")
-        own = problems.mapping(body.get("machine_options") or {}, f"{key}.machine_options") or {}
-        options = _deep_merge(defaults, own)
-        _local_features(body, key, count, options, problems, base_dir)
-        steps = parse_steps(body.get("converge"), f"{key}.converge", problems, base_dir)
-        checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
-        verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, base_dir)
-        if driver is not None:
-            _check_driver(driver, _with_image_base(options, driver, key, problems, cluster),
-                          own, key, problems, cluster)
-        if "count" in body:
-            names = [f"{group}-{i}" for i in range(1, (count or 0) + 1)]
-            indexes: list[int | None] = list(range(1, len(names) + 1))
-        else:
-            names, indexes = [group], [None]
-        for name, index in zip(names, indexes):
-            if name in seen:
-                problems.add(key, f"machine name {name!r} is defined twice (by {seen[name]} and "
-                                  f"{key}); rename one")
-                continue
-            seen[name] = key
-            cluster.machines[name] = MachineDefinition(
-                name=name, group=group, index=index, driver_url=driver or "",
-                machine_options=options, steps=tuple(steps), healthchecks=tuple(checks),
-                verify=tuple(verify), key=key)
-        cluster.groups[group] = names
-    cluster.prevent_destroy = frozenset(prevent)
+    for spec in groups:
+        _add_group(spec, problems, cluster, seen)
+    if "outputs" in top:
+        cluster.outputs = problems.string_map(top["outputs"], "outputs")
+    from provisioning.cluster.topology import check_order
+
+    check_order(cluster, problems)
     _check_driver_options(cluster, problems)
     problems.raise_if_any()
+    from provisioning.keycheck import key_problems
+
+    urls = {d.driver_url for d in cluster.machines.values()}
+    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
+    problems.raise_if_any()
     return cluster
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One group to expand into machines: ``name`` is its full name (``app-bookworm-db``),
+    ``role`` the group as written in its scope (``db``), ``instance`` its matrix instance."""
+
+    name: str
+    body: Any
+    key: str
+    role: str
+    instance: str | None
+    driver: str | None
+    defaults: Mapping[str, Any]
+
+
+def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
+               seen: dict[str, str]) -> None:
+    """Validate one group's settings and add its machines (``count`` expanded) to the cluster."""
+    from provisioning.convergence.registry import parse_convergence
+    from provisioning.cluster.healthcheck import parse_healthchecks
+
+    group, key = spec.name, spec.key
+    if not NAME_RE.match(group) or len(group) > MAX_NAME:
+        problems.add(key, f"invalid machine name {group!r}: use lower-case letters, digits and "
+                          f"'-' (not at either end), at most {MAX_NAME} characters")
+        return
+    body = problems.mapping({} if spec.body is None else spec.body, key,
+                            "a mapping of machine settings")
+    if body is None:
+        return
+    problems.unknown_keys(body, MACHINE_KEYS, key)
+    count = problems.field(body, "count", key, int, expected="a whole number of machines")
+    if count is not None and not 0 <= count <= MAX_COUNT:
+        problems.add(f"{key}.count", f"expected a number from 0 to {MAX_COUNT}, got {count}")
+        count = None
+    if problems.field(body, "prevent_destroy", key, bool, expected="true or false"):
+        cluster.prevent_destroy = cluster.prevent_destroy | {group}
+    driver = problems.field(body, "driver", key, str, expected="a driver URL like 'nspawn:'")
+    driver = driver or spec.driver
+    if driver is None:
+        problems.add(f"{key}.driver", "no driver: set 'driver' here or at the top of the "
+                                      "file (for example 'driver: nspawn:')")
+    own = problems.mapping(body.get("machine_options") or {}, f"{key}.machine_options") or {}
+    options = _deep_merge(spec.defaults, own)
+    _local_features(body, key, count, options, problems, cluster.base_dir)
+    strategy, settings = parse_convergence(body.get("converge"), f"{key}.converge", problems,
+                                           cluster.base_dir)
+    checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
+    verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, cluster.base_dir)
+    after = tuple(problems.string_list(body["after"], f"{key}.after", "a list of group names")
+                  ) if "after" in body else ()
+    if driver is not None:
+        _check_driver(driver, _with_image_base(options, driver, key, problems, cluster),
+                      own, key, problems, cluster)
+    if "count" in body:
+        names = [f"{group}-{i}" for i in range(1, (count or 0) + 1)]
+        indexes: list[int | None] = list(range(1, len(names) + 1))
+    else:
+        names, indexes = [group], [None]
+    for name, index in zip(names, indexes):
+        if name in seen:
+            problems.add(key, f"machine name {name!r} is defined twice (by {seen[name]} and "
+                              f"{key}); rename one")
+            continue
+        if len(name) > MAX_NAME:
+            problems.add(key, f"machine name {name!r} is longer than {MAX_NAME} characters; "
+                              "use shorter suite, platform or group names")
+            continue
+        seen[name] = key
+        cluster.machines[name] = MachineDefinition(
+            name=name, group=group, index=index, driver_url=driver or "",
+            machine_options=options, steps=tuple(settings) if strategy == "steps" else (),
+            healthchecks=tuple(checks), verify=tuple(verify), key=key, strategy=strategy,
+            settings=settings, after=after, role=spec.role, instance=spec.instance)
+        if spec.instance is not None:
+            cluster.instances.setdefault(spec.instance, []).append(name)
+    cluster.groups[group] = names
 
 
 def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: Problems,
@@ -367,6 +482,9 @@ def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+VERIFY_KINDS = ("pytest", "testinfra")
+
+
 def _parse_verify(value: Any, key: str, problems: Problems, base_dir: str) -> list[VerifyItem]:
     if value is None:
         return []
@@ -374,24 +492,27 @@ def _parse_verify(value: Any, key: str, problems: Problems, base_dir: str) -> li
     for item, where in one_or_many(value, key):
         if isinstance(item, str) and item.strip():
             out.append(VerifyItem("command", item, where))
-        elif isinstance(item, Mapping) and set(item) == {"pytest"} and isinstance(item["pytest"], str):
-            directory = os.path.join(base_dir, os.path.expanduser(item["pytest"]))
+        elif isinstance(item, Mapping) and len(item) == 1 and next(iter(item)) in VERIFY_KINDS:
+            kind = next(iter(item))
+            if not isinstance(item[kind], str):
+                problems.add(f"{where}.{kind}", f"expected a directory of tests, got "
+                                                f"{describe_type(item[kind])}")
+                continue
+            directory = os.path.join(base_dir, os.path.expanduser(item[kind]))
             if not os.path.exists(directory):
-                problems.add(f"{where}.pytest", f"{directory} does not exist (paths are relative "
+                problems.add(f"{where}.{kind}", f"{directory} does not exist (paths are relative "
                                                 "to the cluster file)")
             else:
-                out.append(VerifyItem("pytest", directory, where))
+                out.append(VerifyItem(kind, directory, where))
         elif isinstance(item, Mapping):
-            extra = [k for k in item if k != "pytest"]
-            if extra:
-                problems.add(f"{where}.{extra[0]}", f"unknown key {extra[0]!r}"
-                                                    f"{did_you_mean(str(extra[0]), ['pytest'])}")
-            else:
-                problems.add(f"{where}.pytest", f"expected a directory of tests, got "
-                                                f"{describe_type(item.get('pytest'))}")
+            extra = [k for k in item if k not in VERIFY_KINDS] or list(item)[1:]
+            problems.add(f"{where}.{extra[0]}", f"unknown key {extra[0]!r}"
+                                                f"{did_you_mean(str(extra[0]), VERIFY_KINDS)}"
+                         if extra[0] not in VERIFY_KINDS else
+                         "one of pytest, testinfra per verify entry")
         else:
-            problems.add(where, f"expected a command (string) or {{pytest: DIR}}, got "
-                                f"{describe_type(item)}")
+            problems.add(where, f"expected a command (string), {{pytest: DIR}} or "
+                                f"{{testinfra: DIR}}, got {describe_type(item)}")
     return out
 
 

@@ -18,7 +18,7 @@ from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.claims import split_run, supports_claims
 from provisioning.errors import ClusterConflict, CommandFailed, MachineNotFound, ProvisioningError
 from provisioning.lifecycle import Provisioner
-from provisioning.parallel import BatchResult
+from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
@@ -101,33 +101,101 @@ class ClusterRunner:
     # -- up --------------------------------------------------------------------------------
     def up(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate, ready, converge and healthcheck each machine; value: its Machine (None for
-        a machine why-run would create). Images the machines boot from are built first."""
+        a machine why-run would create). Images the machines boot from are built first. Groups
+        with ``after`` wait for the groups they name (waves, see
+        ``provisioning.cluster.topology``); a machine whose dependency failed fails untouched."""
+        from provisioning.cluster.topology import dependencies, waves
         from provisioning.images.builder import boot_from_images
+        from provisioning.parallel import Outcome
 
         definitions = boot_from_images(definitions, self.images)
+        results = BatchResult()
+        for wave in waves(self.cluster, definitions):
+            runnable = []
+            for definition in wave:
+                failed = [n for n in dependencies(self.cluster, definition)
+                          if n in results and not results[n].ok]
+                if failed:
+                    outcome: Outcome = Outcome(definition.name)
+                    outcome.error = ProvisioningError(
+                        f"not brought up: it comes after {', '.join(failed)}, which failed",
+                        machine=definition.name)
+                    results[definition.name] = outcome
+                    self.action_handler.for_machine(definition.name).report_error(outcome.error)
+                else:
+                    runnable.append(definition)
+            results.update(self._up_wave(runnable))
+        return BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
+
+    def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
-        return self.provisioner.run_many(
+        allocated: dict[str, int] = {}  # allocated in a batch -> its action count before
+        return self.provisioner.run_many_locked(
             "up", self._requests(definitions),
-            lambda r: self.provisioner.run_locked("allocate", r[0], r[1], r[2],
-                                                  lambda d, h, s, o: self.up_one(
-                                                      by_name[r[1]], d, h, s, o)))
+            lambda d, h, s, o: self.up_one(by_name[s.name], d, h, s, o,
+                                           allocated_from=allocated.pop(s.name, None)),
+            action="allocate", prepare=lambda specs: self._allocate_new(specs, by_name,
+                                                                        allocated))
+
+    def _allocate_new(self, specs: Sequence[Any], by_name: Mapping[str, "MachineDefinition"],
+                      allocated: dict[str, int]) -> dict[str, BaseException]:
+        """The machines of a held chunk that need creating go to their driver's batch
+        allocate, in chunks of the driver's ``allocate_chunk_size`` (one bulk request each
+        where the warehouse has a bulk API); returns name -> error for those it failed."""
+        if self.why_run:
+            return {}
+        groups: dict[str, tuple["Driver", list[Any]]] = {}
+        for spec in specs:
+            if not spec.exists:
+                definition = by_name[spec.name]
+                self._claim(spec, definition)  # saved with the reference the driver records
+                driver = self.driver(definition.driver_url)
+                groups.setdefault(driver.driver_url, (driver, []))[1].append(
+                    (spec, definition.machine_options))
+        errors: dict[str, BaseException] = {}
+        for driver, items in groups.values():
+            size = max(1, int(driver.allocate_chunk_size))
+            for start in range(0, len(items), size):
+                part = items[start:start + size]
+                before = {spec.name: self.actions[spec.name] for spec, _ in part}
+                for spec, _ in part:
+                    spec.last_action = "allocate"
+                try:
+                    batch = driver.allocate_machines(self.action_handler, part,
+                                                     self.provisioner.parallelizer)
+                except Exception as exc:  # the bulk request failed: each machine in it did
+                    batch = BatchResult((s.name, Outcome(s.name, error=exc)) for s, _ in part)
+                for spec, _ in part:
+                    outcome = batch.get(spec.name)
+                    if outcome is not None and not outcome.ok:
+                        errors[spec.name] = outcome.error  # type: ignore[assignment]
+                    else:
+                        allocated[spec.name] = before[spec.name]
+        return errors
 
     def up_one(self, definition: "MachineDefinition", driver: "Driver", handler: ActionHandler,
-                spec, options: Mapping[str, Any]) -> "Machine | None":
+               spec, options: Mapping[str, Any], *, allocated_from: int | None = None
+               ) -> "Machine | None":
         """The pipeline of one machine, under its lock (``Provisioner.run_locked``): allocate,
-        ready, converge, healthcheck."""
+        ready, converge, healthcheck. ``allocated_from``: the machine was allocated in a batch
+        already, when its action count was this."""
         from provisioning.cluster.healthcheck import run_healthchecks
 
-        before = self.actions[definition.name]
         self._claim(spec, definition)
-        driver.allocate_machine(handler, spec, options)
+        if allocated_from is None:
+            before = self.actions[definition.name]
+            driver.allocate_machine(handler, spec, options)
+        else:  # allocated in a batch with other machines (``_allocate_new``)
+            before = allocated_from
         spec.last_action = "ready"
         machine = driver.ready_machine(handler, spec, options)
-        strategy = self.cluster.convergence(definition)
+        if machine is not None and not self.why_run:
+            from provisioning.cluster.topology import record_facts
+
+            record_facts(self.store, machine, spec.driver_url or definition.driver_url)
+        strategy = self.cluster.convergence(definition, self.machines_view(definition))
         if machine is None:
-            plan = getattr(strategy, "plan", None)
-            if plan is not None:
-                plan(handler)
+            strategy.plan(handler)
             for check in definition.healthchecks:
                 handler.report_progress(f"would check {check.describe()}")
             handler.report_result("would be created and converged",
@@ -161,8 +229,14 @@ class ClusterRunner:
                                           "address": spec.reference.get("address")})
         return machine
 
+    def machines_view(self, definition: "MachineDefinition | None" = None) -> dict[str, list]:
+        """What templates see as ``machines`` now (see ``provisioning.cluster.topology``)."""
+        from provisioning.cluster.topology import machines_view
+
+        return machines_view(self.cluster, self.store, definition)
+
     def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
-        variables = self.cluster.variables(definition)
+        variables = self.cluster.variables(definition, self.machines_view(definition))
         variables["machine"].update(name=machine.name, address=machine.address)
         return variables
 
@@ -209,11 +283,12 @@ class ClusterRunner:
         by_name = self.cluster.machines
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
-        return self.provisioner.run_many(
+        return self._forget_facts(self.provisioner.run_many(
             "destroy", requests,  # type: ignore[arg-type]
-            lambda r: self.provisioner.run_locked("destroy", r[0], r[1], r[2], self.destroy_one))
+            lambda r: self.provisioner.run_locked("destroy", r[0], r[1], r[2], self.destroy_one)))
 
     def destroy_one(self, driver: "Driver", handler: ActionHandler, spec, options) -> None:
+        """Destroy one saved machine under its lock (never another cluster's) and forget it."""
         if spec.exists or spec.version:
             self.check_owner(spec)
         if not spec.exists:
@@ -224,6 +299,14 @@ class ClusterRunner:
         driver.destroy_machine(handler, spec, options)
         if not self.why_run:
             spec.delete()
+
+    def _forget_facts(self, results: BatchResult) -> BatchResult:
+        """A destroyed machine's recorded facts go with it."""
+        from provisioning.cluster.topology import FACTS_KIND, forget
+
+        if not self.why_run:
+            forget(self.store, [n for n, o in results.items() if o.ok], [FACTS_KIND])
+        return results
 
     # -- local-machine features: synced folders and snapshots ------------------------------
     def sync(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
@@ -348,6 +431,8 @@ class ClusterRunner:
                 if not result.ok:
                     raise CommandFailed(result, machine=definition.name)
                 handler.report_progress(f"verify {item.value!r}: passed")
+            elif item.kind == "testinfra":
+                self._verify_testinfra(definition, machine, item.value, handler)
             else:
                 self._verify_pytest(definition, item.value, handler)
 
@@ -358,15 +443,49 @@ class ClusterRunner:
                 "--cluster-machine", definition.name, "--keep"]
         env = dict(os.environ, PROVISIONING_MACHINE=definition.name)
         handler.report_progress(f"verify: pytest {directory}")
+        self._run_pytest(definition, "pytest", directory, argv, env, handler)
+
+    def _verify_testinfra(self, definition: "MachineDefinition", machine: "Machine",
+                          directory: str, handler: ActionHandler) -> None:
+        """pytest-testinfra tests through OpenSSH with a generated config that pins the
+        machine's host key (``provisioning.access``); checking is never turned off."""
+        import tempfile
+
+        from provisioning.access import ssh_access, ssh_config, write_access
+
+        try:
+            import testinfra  # noqa: F401
+        except ImportError as exc:
+            from provisioning.errors import MissingExtra
+
+            raise MissingExtra("testinfra verify", "testinfra", "pytest-testinfra") from exc
+        driver = self.provisioner.driver_for(machine.spec) if machine.spec is not None else None
+        access = ssh_access(machine, driver)
+        handler.report_progress(f"verify: testinfra {directory}")
+        with tempfile.TemporaryDirectory(prefix="converge-testinfra-") as tmp:
+            files = write_access([access], tmp)
+            config = os.path.join(tmp, "ssh_config")
+            with open(config, "w", encoding="utf-8") as out:
+                out.write(ssh_config([access], files))
+            argv = [sys.executable, "-m", "pytest", directory, "-q", "-p", "no:cacheprovider",
+                    "-rfE", "--tb=short", f"--hosts=ssh://{access.name}", f"--ssh-config={config}"]
+            env = dict(os.environ, PROVISIONING_MACHINE=definition.name)
+            self._run_pytest(definition, "testinfra", directory, argv, env, handler)
+
+    def _run_pytest(self, definition: "MachineDefinition", kind: str, directory: str,
+                    argv: list[str], env: dict[str, str], handler: ActionHandler) -> None:
+        """Run a pytest session; a failure raises with its failing tests and their assertions."""
+        from provisioning.errors import VerifyFailed
+
         proc = subprocess.run(argv, cwd=self.cluster.base_dir, env=env, capture_output=True,
                               text=True)
         lines = proc.stdout.strip().splitlines()
-        tail = "\n".join([l for l in lines if l.startswith(("FAILED ", "ERROR "))][-10:]
+        tail = "\n".join([line for line in lines if line.startswith(("FAILED ", "ERROR "))][-10:]
                          + lines[-1:])
         if proc.returncode != 0:
-            raise ProvisioningError(f"verify: pytest {directory} failed (exit {proc.returncode})"
-                                    f"\n{tail}", machine=definition.name)
-        handler.report_progress(f"verify: pytest {directory} passed: "
+            raise VerifyFailed(f"verify: {kind} {directory} failed (exit {proc.returncode})"
+                               f"\n{tail}", machine=definition.name, output=proc.stdout)
+        handler.report_progress(f"verify: {kind} {directory} passed: "
                                 f"{tail.splitlines()[-1] if tail else ''}")
 
     def close(self) -> None:

@@ -4,7 +4,7 @@
   (a local Jinja file rendered with ``machine``, ``options`` and ``cluster``); ``mode``,
   ``owner``, ``group``. Written only when the sha256 differs.
 - ``directory``: ``path`` (created with parents), ``mode``, ``owner``, ``group``.
-- ``command``: ``run``, guarded by ``creates`` (a path), ``unless`` and ``onlyif`` (commands);
+- ``command``: ``run`` (rendered like a template when it holds ``{{``), guarded by ``creates`` (a path), ``unless`` and ``onlyif`` (commands);
   ``sudo``, ``env``, ``timeout``, ``cwd``. Without a guard it runs every time, like any command.
 - ``script``: a local ``source`` uploaded to a temporary path, run with ``args``, then removed;
   the same guards as ``command``.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.convergence import packages
-from provisioning.convergence.base import ConvergenceStrategy
+from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
 from provisioning.errors import ConfigError
 from provisioning.schema import Problems, describe_type, did_you_mean
 
@@ -53,16 +53,8 @@ class Step(abc.ABC):
         """What the step does, for a plan of a machine that does not exist yet."""
 
 
-@dataclass(frozen=True)
-class StepContext:
-    """What steps need besides the machine: where local files live and template variables."""
-
-    base_dir: str
-    file: str | None = None
-    variables: Mapping[str, Any] = field(default_factory=dict)
-
-    def local_path(self, path: str) -> str:
-        return os.path.join(self.base_dir, os.path.expanduser(path))
+#: what steps need besides the machine (the one context every strategy gets)
+StepContext = ConvergenceContext
 
 
 # -- attributes shared by file and directory ------------------------------------------------
@@ -159,8 +151,8 @@ class CommandStep(_Guarded):
     run: str = ""
     cwd: str | None = None
 
-    def _command(self) -> str:
-        return f"cd {shlex.quote(self.cwd)} && {self.run}" if self.cwd else self.run
+    def _run(self, context: StepContext) -> str:
+        return render_string(self.run, context.variables, file=context.file, key=f"{self.key}.run")
 
     def summary(self) -> str:
         return f"run {self.run!r}{self._guard_text()}"
@@ -170,8 +162,10 @@ class CommandStep(_Guarded):
         if reason is not None:
             machine.action_handler.report_progress(f"skip {self.run!r}: {reason}")
             return False
-        machine.execute(self._command(), sudo=self.sudo, env=self.env, timeout=self.timeout,
-                        description=f"run {self.run!r}")
+        run = self._run(context)
+        command = f"cd {shlex.quote(self.cwd)} && {run}" if self.cwd else run
+        machine.execute(command, sudo=self.sudo, env=self.env, timeout=self.timeout,
+                        description=f"run {run!r}")
         return True
 
 
@@ -236,6 +230,18 @@ class StepsConvergence(ConvergenceStrategy):
         self.steps = list(steps)
         self.context = context
 
+    @classmethod
+    def parse(cls, value: Any, key: str, problems: Problems, base_dir: str) -> tuple[Step, ...]:
+        return tuple(parse_steps(value, key, problems, base_dir))
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return {"$ref": "#/$defs/steps"}
+
+    @classmethod
+    def from_settings(cls, settings: Any, context: ConvergenceContext) -> "StepsConvergence":
+        return cls(list(settings or ()), context)
+
     def converge(self, machine) -> bool:
         variables = dict(self.context.variables)
         variables["machine"] = _machine_variables(machine, variables.get("machine"))
@@ -271,61 +277,27 @@ def _attrs_text(attrs: _Attributes) -> str:
 
 
 # -- templates -------------------------------------------------------------------------------
-def _environment(base_dir: str):
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(base_dir),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False)
-
-
 def render_template(path: str, context: StepContext, *, key: str) -> str:
-    """Render a local Jinja template; every template problem is a ConfigError naming it."""
-    import jinja2
+    """Render a local Jinja template in the bounded sandbox (provisioning.templating)."""
+    from provisioning.templating import render_file
 
-    env = _environment(context.base_dir)
-    try:
-        return env.get_template(path).render(**context.variables)
-    except jinja2.TemplateNotFound as exc:
-        raise ConfigError(f"template {path!r} not found in {context.base_dir}",
-                          file=context.file, key=key) from exc
-    except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"template {path}, line {exc.lineno}: {exc.message}",
-                          file=context.file, key=key) from exc
-    except jinja2.UndefinedError as exc:
-        known = ", ".join(sorted(context.variables))
-        raise ConfigError(f"template {path}: {exc.message}; variables are: {known}",
-                          file=context.file, key=key) from exc
+    return render_file(path, context.base_dir, context.variables, file=context.file, key=key)
 
 
 def render_string(text: str, variables: Mapping[str, Any], *, file: str | None, key: str) -> str:
     """Render a short Jinja string (healthcheck targets); plain strings pass through."""
     if "{{" not in text and "{%" not in text:
         return text
-    import jinja2
+    from provisioning.templating import render_text
 
-    try:
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        return env.from_string(text).render(**variables)
-    except jinja2.TemplateError as exc:
-        raise ConfigError(f"cannot render {text!r}: {exc}", file=file, key=key) from exc
+    return render_text(text, variables, file=file, key=key)
 
 
 def check_template_syntax(path: str, base_dir: str) -> str | None:
     """A message when the template is missing or does not parse, else None."""
-    import jinja2
+    from provisioning.templating import template_syntax_problem
 
-    full = os.path.join(base_dir, path)
-    if not os.path.isfile(full):
-        return f"template file {full} does not exist"
-    try:
-        with open(full, encoding="utf-8") as handle:
-            _environment(base_dir).parse(handle.read())
-    except jinja2.TemplateSyntaxError as exc:
-        return f"template {path}, line {exc.lineno}: {exc.message}"
-    except UnicodeDecodeError:
-        return f"template {path} is not UTF-8 text"
-    return None
+    return template_syntax_problem(path, base_dir)
 
 
 # -- parsing ---------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ __all__ = ["FakeDriver", "FakeWarehouse"]
 SIZES = ["small", "medium", "large"]
 IMAGES = ["fake-linux"]
 DEFAULT_DIR = os.path.join(".provisioning", "fake")
+#: seconds ``hold_ready_until`` waits at most for its file
+HOLD_LIMIT = 600.0
 
 
 class FakeWarehouse:
@@ -53,6 +55,10 @@ class FakeWarehouse:
         self._ready = False
 
     # -- files -------------------------------------------------------------------------------
+    def _absent(self) -> bool:
+        """No warehouse yet: readers see it empty and do not create it (why-run, status)."""
+        return not self._ready and not os.path.isdir(self.directory)
+
     def _prepare(self) -> None:
         if self._ready:
             return
@@ -109,6 +115,8 @@ class FakeWarehouse:
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, server_id: str) -> dict[str, Any] | None:
+        if self._absent():
+            return None
         self._prepare()
         try:
             with open(os.path.join(self.servers_dir, server_id + ".json"),
@@ -118,6 +126,8 @@ class FakeWarehouse:
             return None
 
     def servers(self) -> dict[str, dict[str, Any]]:
+        if self._absent():
+            return {}
         self._prepare()
         out = {}
         for entry in sorted(os.listdir(self.servers_dir)):
@@ -128,11 +138,15 @@ class FakeWarehouse:
         return out
 
     def counters(self) -> dict[str, int]:
+        if self._absent():
+            return {"creates": 0, "destroys": 0}
         self._prepare()
         with self._counters() as counters:
             return dict(counters)
 
     def find_tagged(self, name: str, store_id: str | None) -> dict[str, Any] | None:
+        if self._absent():
+            return None
         self._prepare()
         try:
             with open(self._tag_path(name, store_id), encoding="utf-8") as handle:
@@ -240,6 +254,8 @@ class FakeDriver(Driver):
         OptionField("transport", type="dict", default={}, help="ignored: fake machines are local"),
         OptionField("ready_delay", type="float", default=0.0,
                     help="seconds ready_machine waits, to simulate a slow boot"),
+        OptionField("hold_ready_until", help="a file: ready_machine waits until it exists "
+                                             "(tests hold runners mid-run, then let them go)"),
     )
 
     @classmethod
@@ -324,7 +340,20 @@ class FakeDriver(Driver):
         delay = float(machine_options.get("ready_delay", 0) or 0)
         if delay and not action_handler.why_run:
             time.sleep(delay)
+        hold = machine_options.get("hold_ready_until")
+        if hold and not action_handler.why_run:
+            self._wait_for_file(machine_spec.name, hold)
         return self._machine(machine_spec, machine_options, action_handler)
+
+    @staticmethod
+    def _wait_for_file(name: str, path: str, limit: float = HOLD_LIMIT) -> None:
+        deadline = time.monotonic() + limit
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise ProviderError(f"held for {limit:.0f} s and {path} never appeared (the "
+                                    "machine option hold_ready_until)", machine=name,
+                                    provider="fake")
+            time.sleep(0.02)
 
     def connect_to_machine(self, machine_spec, machine_options):
         server = self._server(machine_spec)

@@ -26,6 +26,7 @@ from provisioning.options import OptionField, raise_problems
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
 from provisioning.drivers.nspawn_host import host, image as images, netns, package_proxy, proc, rootfs
 from provisioning.drivers.nspawn_host.imaging import NspawnImages
+from provisioning.drivers.nspawn_host.local import NspawnLocalFeatures, binds_and_ports
 from provisioning.drivers.nspawn_host.warehouse import (DEFAULT_SUBNET, MachineRecord, Warehouse,
                                                         hostname_for)
 
@@ -55,12 +56,15 @@ class _Options:
     ready_timeout: float
     stop_timeout: float
     mask_units: bool
+    binds: tuple[tuple[str, str], ...] = ()   # synced folders, bind-mounted at boot
+    ports: tuple[str, ...] = ()               # ADDRESS:HOST_PORT:GUEST_PORT, relayed
 
 
-class NspawnDriver(NspawnImages, Driver):
+class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
     scheme = "nspawn"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
-                                crash_safe=True, detects_lost=True, images=True)
+                                crash_safe=True, detects_lost=True, images=True, snapshots=True,
+                                mounts_folders=True, forwards_ports=True)
     driver_option_fields = (
         OptionField("subnet", default=DEFAULT_SUBNET,
                     help="IPv4 network of the machines (exists only inside the driver's "
@@ -115,7 +119,9 @@ class NspawnDriver(NspawnImages, Driver):
         raise_problems(self.validate_machine_options(machine_options,
                                                      where=f"machines.{name}.machine_options"))
         transport = dict(machine_options.get("transport") or {})
+        binds, ports = binds_and_ports(machine_options)
         return _Options(
+            binds=binds, ports=ports,
             image=machine_options.get("image") or images.DEFAULT_IMAGE,
             hostname=machine_options.get("hostname"),
             key_name=(machine_options.get("key_name") or transport.get("key_name")
@@ -299,10 +305,13 @@ class NspawnDriver(NspawnImages, Driver):
                            merged=os.path.join(directory, "merged"),
                            netns_path=netns.netns_path(record.netns), hostname=record.hostname,
                            cgroup=record.cgroup, log=os.path.join(directory, "console.log"),
-                           machine=spec.name)
+                           machine=spec.name, binds=opts.binds)
         ref.update(pid=booted.pid, start_time=booted.start_time, state="running",
-                   booted_at=time.time())
+                   booted_at=time.time(),
+                   sync=[{"from": s, "to": t, "mode": "mount"} for s, t in opts.binds],
+                   ports=list(opts.ports))
         spec.save()
+        self.start_forwarder(spec, record, opts.ports)
 
     @staticmethod
     def _running_count() -> int:
@@ -377,6 +386,12 @@ class NspawnDriver(NspawnImages, Driver):
                                 machine=machine_spec.name)
         return self._machine(machine_spec, opts)
 
+    def open_connection(self, machine_spec, host: str, port: int, timeout: float):
+        """A socket to ``host:port`` opened inside the machine's network namespace (the
+        cluster runner's network healthchecks use it: the host has no route to machines)."""
+        return netns.socket_factory(machine_spec.reference["netns"], host, port,
+                                    machine=machine_spec.name)(timeout)
+
     # -- stop and destroy ----------------------------------------------------------------------
     def stop_machine(self, action_handler, machine_spec, machine_options) -> None:
         opts = self._options(machine_options, machine_spec.name)
@@ -387,12 +402,14 @@ class NspawnDriver(NspawnImages, Driver):
         if not proc.alive(ref.get("pid"), ref.get("start_time")):
             action_handler.report_progress("machine is not running: nothing to stop")
             if ref.get("state") == "running" and not action_handler.why_run:
+                self.stop_forwarder(ref)
                 proc.kill_all(None, None, ref["cgroup"])
                 proc.remove_cgroups(ref["cgroup"])
                 ref.update(state="stopped", pid=None, start_time=None)
             return
 
         def do_stop() -> None:
+            self.stop_forwarder(ref)
             clean = proc.stop(ref.get("pid"), ref.get("start_time"), ref["cgroup"],
                               timeout=opts.stop_timeout)
             if not clean:
@@ -433,6 +450,7 @@ class NspawnDriver(NspawnImages, Driver):
                                        self.warehouse.cgroup_name(machine_id))
         name = ref.get("netns") or self.warehouse.netns_name(machine_id)
         veth = ref.get("veth") or f"v{machine_id}"
+        self.stop_forwarder(ref)
         proc.kill_all(ref.get("pid"), ref.get("start_time"), cgroup)
         proc.remove_cgroups(cgroup)
         netns.delete_machine_netns(self.warehouse.hub_netns, name, veth)

@@ -17,14 +17,19 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
-def open_store(url: str | None = None, *, base_dir: str | None = None) -> ManagedEntryStore:
+def open_store(url: str | None = None, *, base_dir: str | None = None,
+               create: bool = True) -> ManagedEntryStore:
     """Open the store a URL names. None: SQLite at ``.provisioning/state.db`` under ``base_dir``
-    (the cluster file's directory, else the current one)."""
-    from provisioning.store.sqlite import DEFAULT_STATE_PATH, SQLiteStore
+    (the cluster file's directory, else the current one). ``create=False`` (why-run, read-only
+    commands): a state file that does not exist is not created, an empty store stands in, and
+    an existing one is not changed."""
+    from provisioning.store.sqlite import DEFAULT_STATE_PATH
 
     base = base_dir or os.getcwd()
+    if isinstance(url, str) and "\x00" in url:
+        raise ConfigError("the state URL contains a NUL byte; remove it", key="state")
     if url is None or url == "":
-        return SQLiteStore(os.path.join(base, DEFAULT_STATE_PATH))
+        return _sqlite(os.path.join(base, DEFAULT_STATE_PATH), create)
     if url in ("memory:", "memory://"):
         from provisioning.store.memory import MemoryStore
 
@@ -39,8 +44,23 @@ def open_store(url: str | None = None, *, base_dir: str | None = None) -> Manage
         return PostgresStore(url)
     if url.startswith("sqlite://"):
         path = url[len("sqlite://"):]
-        return SQLiteStore(os.path.join(base, os.path.expanduser(path)))
+        return _sqlite(os.path.join(base, os.path.expanduser(path)), create)
     if "://" in url:
         raise ConfigError(f"unknown state URL {mask_url(url)!r}; use a file path, sqlite:///PATH, "
                           "postgresql://USER@HOST/DB or memory:", key="state")
-    return SQLiteStore(os.path.join(base, os.path.expanduser(url)))
+    return _sqlite(os.path.join(base, os.path.expanduser(url)), create)
+
+
+def _sqlite(path: str, create: bool) -> ManagedEntryStore:
+    from provisioning.store.sqlite import SQLiteStore
+    from provisioning.store.state_file import inspect_state_file
+
+    if create:
+        return SQLiteStore(path)
+    if not inspect_state_file(path) or os.path.getsize(path) == 0:
+        from provisioning.store.memory import MemoryStore
+
+        empty = MemoryStore()
+        empty.url = f"sqlite://{os.path.abspath(path)} (not created yet)"
+        return empty
+    return SQLiteStore(path, read_only=True)

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 from provisioning.errors import StateLocked
 from provisioning.spec import ManagedEntry
@@ -179,6 +179,22 @@ class ManagedEntryStore(abc.ABC):
     def locks(self) -> dict[str, dict[str, Any]]:
         """Current live leases: name -> holder (for ``status``)."""
 
+    # -- batch primitives: one statement or transaction for many names where the store can ---
+    def _load_many(self, kind: str, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """name -> (data json, version) for those of ``names`` that exist."""
+        rows = {}
+        for name in names:
+            row = self._load(kind, name)
+            if row is not None:
+                rows[name] = row
+        return rows
+
+    def _try_acquire_many(self, tokens: Mapping[str, str], holder: dict[str, Any],
+                          ttl: float) -> dict[str, dict[str, Any] | None]:
+        """``_try_acquire`` for each name -> token: name -> None (taken) or the holder."""
+        return {name: self._try_acquire(name, token, holder, ttl)
+                for name, token in tokens.items()}
+
     def close(self) -> None:
         """Release connections."""
 
@@ -234,6 +250,33 @@ class ManagedEntryStore(abc.ABC):
                 return Lock(self, name, token, ttl, info)
             if time.monotonic() >= deadline:
                 raise StateLocked(name, current)
+            time.sleep(poll)
+
+    def get_many(self, kind: str, names: Sequence[str]) -> dict[str, ManagedEntry]:
+        """The entries of ``names`` (a fresh unsaved one for each absent name), in few queries."""
+        rows = self._load_many(kind, list(names))
+        return {name: ManagedEntry.from_row(kind, name, *rows.get(name, ("{}", 0)), store=self)
+                for name in names}
+
+    def lock_many(self, names: Sequence[str], ttl: float = DEFAULT_LOCK_TTL, *,
+                  wait: float = 0.0, holder: dict[str, Any] | None = None, poll: float = 0.1
+                  ) -> tuple[dict[str, Lock], dict[str, StateLocked]]:
+        """``lock`` for many names in few transactions: (name -> held lock, name -> the
+        ``StateLocked`` of each name still held by someone else after ``wait`` seconds)."""
+        info = dict(holder or holder_info())
+        deadline = time.monotonic() + wait
+        tokens = {name: uuid.uuid4().hex for name in names}
+        locks: dict[str, Lock] = {}
+        while True:
+            refused = {}
+            for name, current in self._try_acquire_many(tokens, info, ttl).items():
+                if current is None:
+                    locks[name] = Lock(self, name, tokens[name], ttl, info)
+                else:
+                    refused[name] = current
+            tokens = {name: tokens[name] for name in refused}
+            if not tokens or time.monotonic() >= deadline:
+                return locks, {name: StateLocked(name, h) for name, h in refused.items()}
             time.sleep(poll)
 
     def iter_entries(self, kind: str = "machine") -> Iterator[ManagedEntry]:

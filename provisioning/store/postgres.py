@@ -77,6 +77,8 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: seconds a finished run's rows are kept for the runners still reading its results
+RUN_RETENTION = 3600.0
 
 #: SQL true when the session holding advisory key ``{col}`` is still connected
 _SESSION_ALIVE = """EXISTS (SELECT 1 FROM pg_locks pl WHERE pl.locktype = 'advisory'
@@ -238,6 +240,12 @@ class PostgresStore(ManagedEntryStore):
             (kind, name)).fetchone(), tx=False)
         return (row[0], row[1]) if row else None
 
+    def _load_many(self, kind, names):
+        rows = self._run(f"read {len(names)} {kind} entries", lambda c: c.execute(
+            "SELECT name, data, version FROM provisioning_entries WHERE kind = %s "
+            "AND name = ANY(%s)", (kind, list(names))).fetchall(), tx=False)
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     def _store(self, kind, name, data, expected_version):
         def write(conn: psycopg.Connection) -> int:
             if expected_version == 0:
@@ -315,6 +323,37 @@ class PostgresStore(ManagedEntryStore):
             return current[0]
         return self._run(f"lock {name!r}", take)
 
+    def _try_acquire_many(self, tokens, holder, ttl):
+        """Every free name in one statement; the others' holders in a second."""
+        from psycopg.types.json import Jsonb
+
+        def take(conn: psycopg.Connection) -> dict[str, dict[str, Any] | None]:
+            names, values = list(tokens), [tokens[n] for n in tokens]
+            taken = {r[0] for r in conn.execute(
+                "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
+                " SELECT n, t, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s'"
+                " FROM unnest(%(n)s::text[], %(t)s::text[]) AS w(n, t)"
+                " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
+                " holder = excluded.holder, session_key = excluded.session_key,"
+                " expires_at = excluded.expires_at"
+                f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
+                " RETURNING name",
+                {"n": names, "t": values, "h": Jsonb(self._safe_holder(holder)),
+                 "k": self.session_key, "ttl": float(ttl)}).fetchall()}
+            out: dict[str, dict[str, Any] | None] = {name: None for name in taken}
+            held = [n for n in names if n not in taken]
+            if held:
+                out.update({r[0]: r[1] for r in conn.execute(
+                    "SELECT name, holder FROM provisioning_locks WHERE name = ANY(%s)",
+                    (held,)).fetchall()})
+            return out
+        result = self._run(f"lock {len(tokens)} names", take)
+        # a name freed between the two statements, or held by a dead process here: one by one
+        for name in [n for n in tokens if n not in result or
+                     (result[n] is not None and holder_is_dead(result[n]))]:
+            result[name] = self._try_acquire(name, tokens[name], holder, ttl)
+        return result
+
     def _renew(self, name, token, ttl):
         self._run(f"renew the lock on {name!r}", lambda c: c.execute(
             "UPDATE provisioning_locks SET expires_at = clock_timestamp() + %s * interval '1s', "
@@ -330,7 +369,7 @@ class PostgresStore(ManagedEntryStore):
         rows = self._run("list locks", lambda c: c.execute(
             "SELECT name, holder FROM provisioning_locks l WHERE expires_at > clock_timestamp() "
             f'AND {_alive("l.session_key")} ORDER BY name COLLATE "C"').fetchall(), tx=False)
-        return {name: holder for name, holder in rows}
+        return {name: holder for name, holder in rows if not holder_is_dead(holder)}
 
     # -- work claims (used by provisioning.cluster.claims) -------------------------------------------
     def join_run(self, run_key: str, operation: str, names: Sequence[str],
@@ -353,8 +392,12 @@ class PostgresStore(ManagedEntryStore):
             generation = conn.execute("SELECT coalesce(max(generation), 0) + 1 FROM "
                                       "provisioning_runs WHERE run_key = %s",
                                       (run_key,)).fetchone()[0]
-            conn.execute("DELETE FROM provisioning_runs WHERE run_key = %s AND generation < %s",
-                         (run_key, generation))
+            # older generations stay readable: their runners may still be collecting results
+            # (deleting them made those runners report others' machines as never started);
+            # only generations finished long ago are pruned
+            conn.execute("DELETE FROM provisioning_runs WHERE run_key = %s AND generation < %s "
+                         "AND finished_at < now() - %s * interval '1s'",
+                         (run_key, generation, float(RUN_RETENTION)))
             conn.execute("INSERT INTO provisioning_runs (run_key, generation, operation) "
                          "VALUES (%s, %s, %s)", (run_key, generation, operation))
             with conn.cursor() as cur:
@@ -418,6 +461,13 @@ class PostgresStore(ManagedEntryStore):
                          "AND generation = %s AND finished_at IS NULL", (run_key, generation))
         self._run("renew claims", renew)
 
+    def run_open(self, run_key: str, generation: int) -> int:
+        """How many machines of one run are still pending or claimed (one count, not a list:
+        idle workers ask this while they wait)."""
+        return self._run("read run progress", lambda c: c.execute(
+            "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
+            "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0], tx=False)
+
     def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
         """name -> {state, holder, error, live} for one run."""
         rows = self._run("read run progress", lambda c: c.execute(
@@ -444,7 +494,9 @@ class PostgresStore(ManagedEntryStore):
                     (key, gen)).fetchall()}
                 out.append({"run": key, "generation": gen, "operation": op,
                             "created_at": created.isoformat(), "touched_at": touched.isoformat(),
-                            "counts": counts, "claimed": claimed})
+                            "counts": counts,
+                            "claimed": {n: h for n, h in claimed.items()
+                                        if not holder_is_dead(h)}})
             return out
         return self._run("list runs", read)
 

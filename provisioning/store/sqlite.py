@@ -14,14 +14,19 @@ import threading
 import time
 from typing import Any, Callable, Iterator, TypeVar
 
-from provisioning.errors import StateConflict, StateError
+from provisioning.errors import ProvisioningError, StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead
+from provisioning.store.state_file import check_tables, inspect_state_file, tighten_mode
 
 __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
 
 DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
 SCHEMA_VERSION = 2
+#: seconds a statement waits for another process's write to finish before giving up
+BUSY_TIMEOUT = 30.0
+#: names per ``IN (...)`` list (SQLite allows at least 999 parameters)
+_CHUNK = 500
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -43,38 +48,71 @@ _MIGRATIONS = {
 
 
 class SQLiteStore(ManagedEntryStore):
-    def __init__(self, path: str | os.PathLike = DEFAULT_STATE_PATH) -> None:
+    def __init__(self, path: str | os.PathLike = DEFAULT_STATE_PATH, *,
+                 read_only: bool = False) -> None:
+        """Open (or create) the state file. ``read_only``: the file must exist, and nothing
+        about it is changed (no mode fix, no schema upgrade)."""
         self.path = os.path.abspath(os.fspath(path))
         self.url = f"sqlite://{self.path}"
         directory = os.path.dirname(self.path)
+        exists = inspect_state_file(self.path)
+        if read_only and not exists:
+            raise StateError(f"state file {self.path} does not exist")
         try:
-            if not os.path.isdir(directory):
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            if not os.path.exists(self.path):
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(self.path, 0o600)
+            if not exists:
+                if not os.path.isdir(directory):
+                    os.makedirs(directory, mode=0o700, exist_ok=True)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
         except OSError as exc:
             raise StateError(f"cannot create the state file {self.path}: {exc.strerror}; "
                              "choose a writable location with --state") from exc
         self._mutex = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                        check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._tx(lambda db: db.executescript(_SCHEMA) and None, script=True)
-            version = self._meta("schema_version", str(SCHEMA_VERSION))
-            if int(version or 0) < SCHEMA_VERSION:
-                version = self._migrate(int(version or 1))
+            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            if exists:
+                try:
+                    with self._guard():
+                        check_tables(self._db, self.path)
+                except ProvisioningError:
+                    self._db.close()
+                    raise
+            if read_only:
+                version = self._meta("schema_version")
+            else:
+                self._switch_to_wal()
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._tx(lambda db: db.executescript(_SCHEMA) and None, script=True)
+                version = self._meta("schema_version", str(SCHEMA_VERSION))
+                if int(version or 0) < SCHEMA_VERSION:
+                    version = self._migrate(int(version or 1))
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{self.path} is not a usable provisioning state file: {exc}") from exc
         if int(version or 0) > SCHEMA_VERSION:
             raise StateError(f"{self.path} was written by a newer provisioning (schema {version}, "
                              f"this one knows {SCHEMA_VERSION}); upgrade provisioning")
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                os.chmod(self.path + suffix, 0o600)
+        if not read_only:  # only now is it known to be ours
+            for suffix in ("", "-wal", "-shm"):
+                tighten_mode(self.path + suffix)
+
+    def _switch_to_wal(self) -> None:
+        """Turn on WAL mode. Several processes opening one brand-new file race for it, and
+        SQLite answers "database is locked" at once rather than waiting: retry within the busy
+        timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        delay = 0.001
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _migrate(self, current: int) -> str:
         """Bring an older state file to this schema, in one transaction, keeping every entry."""
@@ -130,6 +168,16 @@ class SQLiteStore(ManagedEntryStore):
                                    (kind, name)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def _load_many(self, kind, names):
+        rows = {}
+        with self._guard():
+            for start in range(0, len(names), _CHUNK):
+                part = names[start:start + _CHUNK]
+                rows.update((r[0], (r[1], r[2])) for r in self._db.execute(
+                    f"SELECT name, data, version FROM entries WHERE kind=? AND name IN "
+                    f"({','.join('?' * len(part))})", (kind, *part)))
+        return rows
+
     def _store(self, kind, name, data, expected_version):
         def write(db: sqlite3.Connection) -> int:
             row = db.execute("SELECT version FROM entries WHERE kind=? AND name=?",
@@ -154,16 +202,27 @@ class SQLiteStore(ManagedEntryStore):
         return [tuple(r) for r in rows]
 
     def _try_acquire(self, name, token, holder, ttl):
-        def take(db: sqlite3.Connection) -> dict[str, Any] | None:
+        return self._try_acquire_many({name: token}, holder, ttl)[name]
+
+    def _try_acquire_many(self, tokens, holder, ttl):
+        """Every name in one transaction."""
+        text = json.dumps(holder)
+
+        def take(db: sqlite3.Connection) -> dict[str, dict[str, Any] | None]:
             now = time.time()
-            row = db.execute("SELECT holder, expires_at FROM locks WHERE name=?", (name,)).fetchone()
-            if row is not None:
-                current = json.loads(row[0])
-                if row[1] > now and not holder_is_dead(current):
-                    return current
-            db.execute("INSERT OR REPLACE INTO locks (name, token, holder, expires_at) "
-                       "VALUES (?, ?, ?, ?)", (name, token, json.dumps(holder), now + ttl))
-            return None
+            out: dict[str, dict[str, Any] | None] = {}
+            for name, token in tokens.items():
+                row = db.execute("SELECT holder, expires_at FROM locks WHERE name=?",
+                                 (name,)).fetchone()
+                if row is not None:
+                    current = json.loads(row[0])
+                    if row[1] > now and not holder_is_dead(current):
+                        out[name] = current
+                        continue
+                db.execute("INSERT OR REPLACE INTO locks (name, token, holder, expires_at) "
+                           "VALUES (?, ?, ?, ?)", (name, token, text, now + ttl))
+                out[name] = None
+            return out
         return self._tx(take)
 
     def _renew(self, name, token, ttl):
@@ -186,7 +245,10 @@ class SQLiteStore(ManagedEntryStore):
         with self._guard():
             rows = self._db.execute("SELECT name, holder FROM locks WHERE expires_at > ?",
                                     (time.time(),)).fetchall()
-        return {name: json.loads(holder) for name, holder in rows}
+        holders = {name: json.loads(holder) for name, holder in rows}
+        # a lease whose process on this host is gone is free (``_try_acquire`` takes it): not
+        # shown as someone at work
+        return {name: h for name, h in holders.items() if not holder_is_dead(h)}
 
     def close(self) -> None:
         with self._guard():

@@ -162,14 +162,14 @@ class _Builder:
         self.defaults = defaults
 
     def key(self, key_name: str | None, identity_files: list[str]) -> "PrivateKey | None":
-        from provisioning.keys import find_private_key, load_private_key
+        from provisioning.keys import find_private_key, load_private_key, read_key_file
 
         if key_name:
             return find_private_key(self.config, key_name)
         for path in identity_files:
-            if os.path.isfile(path):
-                with open(path, "rb") as handle:
-                    return load_private_key(handle.read(), name=os.path.basename(path), path=path)
+            if os.path.lexists(path):
+                return load_private_key(read_key_file(path, name=os.path.basename(path)),
+                                        name=os.path.basename(path), path=path)
         return None
 
     def password(self, env_name: str | None, where: str) -> str | None:

@@ -31,6 +31,19 @@ class CountingFake(FakeDriver):
         self._record(f"machine_states:{len(machine_specs)}")
         return super().machine_states(machine_specs, parallelizer)
 
+    def allocate_machine(self, action_handler, machine_spec, machine_options):
+        self._record("allocate_machine")
+        return super().allocate_machine(action_handler, machine_spec, machine_options)
+
+    def allocate_machines(self, action_handler, specs_and_options, parallelizer=None):
+        self._record(f"allocate_machines:{len(specs_and_options)}")
+        return super().allocate_machines(action_handler, specs_and_options, parallelizer)
+
+
+class ChunkOfFour(CountingFake):
+    scheme = "scale-chunk-four"
+    allocate_chunk_size = 4
+
 
 @pytest.fixture
 def counting():
@@ -53,6 +66,26 @@ def test_status_asks_each_driver_once_for_all_its_machines(tmp_path, counting):
     assert counting.calls == {east: ["machine_states:30"], west: ["machine_states:12"]}
     assert rows["web-7"]["state"] == rows["db-12"]["state"] == "running"
     assert rows["spare"]["state"] == "not created"
+
+
+def test_up_creates_a_group_through_one_batch_allocate_per_driver_chunk(tmp_path):
+    register_driver(ChunkOfFour.scheme, ChunkOfFour)
+    CountingFake.calls.clear()
+    cluster = tmp_path / "cluster.yml"
+    cluster.write_text("driver: 'scale-chunk-four:./cloud'\nmachines:\n  web: {count: 10}\n")
+    with Cluster.load(str(cluster), parallel=3) as fleet:
+        results = fleet.up()
+        assert results.ok
+        (calls,) = CountingFake.calls.values()
+        assert sorted(calls) == ["allocate_machines:2", "allocate_machines:4",
+                                 "allocate_machines:4"]  # no machine allocated alone
+        assert FakeWarehouse(str(tmp_path / "cloud")).counters()["creates"] == 10
+        assert all(fleet.runner.actions[f"web-{i}"] == 1 for i in range(1, 11))  # its create
+        CountingFake.calls.clear()
+        assert fleet.up().ok  # nothing to create: each machine checks its own server
+        (calls,) = CountingFake.calls.values()
+        assert calls == ["allocate_machine"] * 10
+    assert FakeWarehouse(str(tmp_path / "cloud")).counters()["creates"] == 10
 
 
 def test_fake_warehouse_finds_and_counts_servers_of_a_big_cloud(tmp_path):

@@ -133,8 +133,11 @@ def test_sqlite_errors_become_state_errors_naming_the_file(tmp_path):
         MachineSpec("b", {"driver_url": "x:"}, store=store).save()
     store.close()
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StateError, match="junk.db"):
+    from provisioning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="junk.db"):  # the user's input: refused, left unchanged
         SQLiteStore(tmp_path / "junk.db")
+    assert (tmp_path / "junk.db").read_bytes() == b"this is not sqlite" * 100
 
 
 def test_many_held_locks_share_one_heartbeat_thread_and_stay_alive(tmp_path):

@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 from provisioning.errors import ConfigError
+from provisioning.userfiles import MAX_TEMPLATE_BYTES, read_user_text
 
 __all__ = ["load_userdata_template", "render_userdata"]
 
@@ -20,12 +21,8 @@ def load_userdata_template(value: str, base_dir: str) -> tuple[str, str]:
     """(template text, where it came from) for the ``userdata`` option."""
     if value.startswith("file://"):
         path = os.path.join(base_dir, os.path.expanduser(value[len("file://"):]))
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read(), path
-        except OSError as exc:
-            raise ConfigError(f"userdata template {path} cannot be read: {exc.strerror}",
-                              key="machine_options.userdata") from exc
+        return read_user_text(path, what="userdata template", limit=MAX_TEMPLATE_BYTES,
+                              key="machine_options.userdata"), path
     return value, "machine_options.userdata"
 
 
@@ -33,19 +30,17 @@ def render_userdata(value: str | None, *, name: str, machine_options: Mapping[st
                     driver_url: str, region: str, base_dir: str) -> str | None:
     if not value:
         return None
-    import jinja2
+    from provisioning.templating import render_text
 
     text, where = load_userdata_template(value, base_dir)
     variables = dict(machine_options.get("userdata_vars") or {})
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
     shown = {k: v for k, v in machine_options.items() if k not in ("userdata",)}
     try:
-        return env.from_string(text).render(**variables, vars=variables, name=name,
-                                            machine_options=shown, driver_url=driver_url,
-                                            region=region)
-    except jinja2.TemplateError as exc:
-        line = getattr(exc, "lineno", None)
-        raise ConfigError(f"userdata template for {name!r} ({where}"
-                          f"{f', line {line}' if line else ''}) does not render: {exc}",
-                          key="machine_options.userdata", machine=name) from exc
+        return render_text(text, {**variables, "vars": variables, "name": name,
+                                  "machine_options": shown, "driver_url": driver_url,
+                                  "region": region},
+                           file=None, key="machine_options.userdata",
+                           label=f"userdata template for {name!r} ({where})")
+    except ConfigError as exc:
+        raise ConfigError(exc.problems[0].message, key="machine_options.userdata",
+                          machine=name) from exc

@@ -181,8 +181,7 @@ class PackageProxy:
         if upstream is None:
             return
         with upstream:
-            upstream.sendall(request.encode("latin-1"))
-            upstream.shutdown(socket.SHUT_WR)
+            upstream.sendall(request.encode("latin-1"))  # no half-close: CDNs drop those
             while True:
                 data = upstream.recv(65536)
                 if not data:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 from provisioning.errors import ProviderError
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary
@@ -117,8 +118,10 @@ def console_tail(log: str, lines: int = 15) -> str:
 
 
 def boot(*, lower: str, upper: str, work: str, merged: str, netns_path: str, hostname: str,
-         cgroup: str, log: str, machine: str | None = None) -> Booted:
-    """Start the machine detached; returns its PID at once (it boots in the background)."""
+         cgroup: str, log: str, machine: str | None = None,
+         binds: Sequence[tuple[str, str]] = ()) -> Booted:
+    """Start the machine detached; returns its PID at once (it boots in the background).
+    ``binds``: (host directory, path in the machine) pairs, bind-mounted read-write."""
     nspawn = require_binary("systemd-nspawn")
     files = []
     for directory in cgroup_dirs(cgroup):
@@ -126,7 +129,8 @@ def boot(*, lower: str, upper: str, work: str, merged: str, netns_path: str, hos
         files.append(os.path.join(directory, "cgroup.procs"))
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
     argv = [nspawn, "-q", "-D", merged, "-M", hostname, "--register=no", "--keep-unit",
-            "--console=passive", f"--network-namespace-path={netns_path}", "-b"]
+            "--console=passive", f"--network-namespace-path={netns_path}",
+            *(f"--bind={_escape(source)}:{_escape(target)}" for source, target in binds), "-b"]
     env = dict(os.environ, PROV_LAUNCH=_LAUNCH, PROV_LOG=log, SYSTEMD_LOG_COLOR="0")
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(f"--- boot at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -139,6 +143,11 @@ def boot(*, lower: str, upper: str, work: str, merged: str, netns_path: str, hos
         raise ProviderError(f"could not start systemd-nspawn: {done.stderr.strip()}",
                             provider=PROVIDER, machine=machine) from exc
     return Booted(pid, start_time(pid))
+
+
+def _escape(path: str) -> str:
+    """systemd-nspawn separates --bind parts with ':'; a ':' inside a path is written '\\:'."""
+    return path.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def stop(pid: int | None, started: int | None, cgroup: str, *, timeout: float) -> bool:

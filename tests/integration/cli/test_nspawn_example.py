@@ -43,12 +43,18 @@ def nspawn_example(tmp_path: Path):
     cluster.write_text(text)
     yield target
     converge("destroy", "-q", cwd=target, timeout=300)
+    converge("image", "destroy", "-q", cwd=target, timeout=300)
 
 
 def test_example_cluster_on_nspawn(nspawn_example: Path):
     up = converge("up", cwd=nspawn_example, timeout=900)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "[web-1] update /etc/motd (sha256 differs)" in up.stdout
+    # the site machine boots from the nginx image, built once, and serves its page
+    assert "building image web-server" in up.stdout
+    assert "[site] healthcheck http http://198.18." in up.stdout
+    page = converge("exec", "site", "--", "cat", "/var/www/html/index.html", cwd=nspawn_example)
+    assert "served by nginx from the web-server image" in page.stdout
 
     motd = converge("exec", "web-1", "--", "cat", "/etc/motd", cwd=nspawn_example)
     assert motd.returncode == 0, motd.stderr
@@ -58,6 +64,8 @@ def test_example_cluster_on_nspawn(nspawn_example: Path):
     again = converge("up", "--output", "json", cwd=nspawn_example, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [e for e in json_lines(again.stdout) if e["event"] == "action"] == []
+    assert any("image web-server is up to date" in e["description"]
+               for e in json_lines(again.stdout) if e["event"] == "progress")
 
     over_ssh = converge("ssh", "web-2", "--", "cat", "/srv/www/host.txt", cwd=nspawn_example)
     assert over_ssh.returncode == 0, over_ssh.stderr

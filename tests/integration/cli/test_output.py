@@ -126,19 +126,19 @@ def test_ssh_refuses_machines_without_ssh(example):
 
 
 def test_ssh_command_line_pins_the_host_key(tmp_path):
-    from provisioning.cli.ssh_cmd import ssh_argv
+    from provisioning.access import SSHAccess, ssh_argv, write_access
     from provisioning.keys import generate_private_key
 
     key = generate_private_key(str(tmp_path / "k"))
-    params = {"host": "198.18.0.5", "port": 22, "username": "root", "key": key,
-              "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE comment",
-              "proxy": ["ip", "netns", "exec", "m1", "nc", "%h", "%p"], "alias": "converge-web-1"}
+    access = SSHAccess(name="web-1", host="198.18.0.5", port=22, username="root", key=key,
+                       host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE",
+                       proxy="ip netns exec m1 nc %h %p")
     directory = tmp_path / "d"
-    directory.mkdir()
-    argv = ssh_argv(params, str(directory), ["uptime"])
+    argv = ssh_argv(access, write_access([access], str(directory)), ["uptime"])
     assert "StrictHostKeyChecking=yes" in argv and "HostKeyAlias=converge-web-1" in argv
     assert "ProxyCommand=ip netns exec m1 nc %h %p" in argv
     assert argv[-3:] == ["198.18.0.5", "--", "uptime"]
     known = (directory / "known_hosts").read_text()
     assert known == "converge-web-1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE\n"
-    assert oct((directory / "id").stat().st_mode & 0o777) == "0o600"
+    assert oct((directory / "keys" / "web-1").stat().st_mode & 0o777) == "0o600"
+    assert oct(directory.stat().st_mode & 0o777) == "0o700"

@@ -40,3 +40,30 @@ def test_status_names_the_runner_holding_a_machine(tmp_path):
     idle = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True, text=True,
                           check=True).stdout
     assert "WORKING" not in idle
+
+
+def test_status_and_state_show_forget_a_killed_runner_on_this_host_at_once(tmp_path):
+    """A runner on this host killed mid-run (kill -9: no release) is not named as working on its
+    machine, although its lease has a long time left: its PID is gone."""
+    (tmp_path / "cluster.yml").write_text("driver: 'fake:'\nmachines:\n  web: {count: 2}\n")
+    subprocess.run(["converge", "up"], cwd=tmp_path, check=True, capture_output=True)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from provisioning.store.sqlite import SQLiteStore
+        SQLiteStore({str(tmp_path / '.provisioning' / 'state.db')!r}).lock("web-2", ttl=600)
+        print("locked", flush=True); time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        working = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True,
+                                 text=True, check=True).stdout
+        assert f"pid {holder.pid} on" in working  # alive: named
+    finally:
+        holder.kill()
+        holder.wait()  # reaped: its PID no longer exists
+    idle = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout
+    assert "WORKING" not in idle and f"pid {holder.pid}" not in idle
+    shown = subprocess.run(["converge", "state", "show"], cwd=tmp_path, capture_output=True,
+                           text=True, check=True).stdout
+    assert f"{holder.pid}" not in shown and "working now" not in shown

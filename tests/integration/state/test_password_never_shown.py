@@ -49,8 +49,9 @@ def test_password_appears_nowhere(tmp_path, postgres_server, postgres_url):
     password = postgres_server.password
     assert password in postgres_url
     cluster = tmp_path / "cluster.yml"
+    release = tmp_path / "release"  # the runners hold in ready until it exists
     cluster.write_text("driver: fake:./cloud\nmachines:\n  web:\n    count: 4\n"
-                       "    machine_options: {ready_delay: 3}\n"
+                       f"    machine_options: {{hold_ready_until: '{release}'}}\n"
                        "    healthcheck: {command: \"true\"}\n")
     cluster = str(cluster)
     outputs: dict[str, str] = {}
@@ -58,15 +59,17 @@ def test_password_appears_nowhere(tmp_path, postgres_server, postgres_url):
     # two runners sharing the work, with the password on their command lines
     runners = [converge(cluster, postgres_url, "up", "--parallel", "2", "-vv"),
                converge(cluster, postgres_url, "--output", "json", "up", "--parallel", "2")]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:  # wait until they hold locks
+        while True:  # until all four machines are locked (their runners held in ready)
             try:
                 held = conn.execute("SELECT count(*) FROM provisioning_locks").fetchone()[0]
             except psycopg.errors.UndefinedTable:
                 held = 0
-            if held:
+            if held == 4:
                 break
+            assert time.monotonic() < deadline and all(p.poll() is None for p in runners), \
+                "the runners never held all four machines"
             time.sleep(0.05)
     rows_while_working = all_rows(postgres_url)
     assert "***" in rows_while_working  # the holders' command lines, masked
@@ -76,6 +79,7 @@ def test_password_appears_nowhere(tmp_path, postgres_server, postgres_url):
         code, text = run(cluster, postgres_url, *args)
         outputs[" ".join(args) + " (while runners work)"] = text
     assert "is locked by another run" in outputs["destroy web-1 (while runners work)"]
+    release.touch()  # let the runners finish
     for index, proc in enumerate(runners):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, out + err

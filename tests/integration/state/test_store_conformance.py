@@ -140,6 +140,29 @@ class StoreConformance:
             if other is not store:
                 other.close()
 
+    def test_many_names_locked_and_read_at_once(self, store, url):
+        other = self.open(url) if self.shared else store
+        try:
+            for name in ("b", "d"):
+                entry = store.get_or_new("machine", name)
+                entry.reference = {"driver_url": "fake:x", "id": name}
+                store.save(entry)
+            with other.lock("c", 10, holder={"host": "ci-7", "pid": 4242}):
+                locks, refused = store.lock_many(["a", "b", "c", "d"], 10)
+                assert sorted(locks) == ["a", "b", "d"] and list(refused) == ["c"]
+                assert isinstance(refused["c"], StateLocked) and "ci-7" in str(refused["c"])
+                assert set(other.locks()) == {"a", "b", "c", "d"}
+                entries = store.get_many("machine", ["a", "b", "d", "zz"])
+                assert [entries[n].reference.get("id") for n in ("a", "b", "d", "zz")] == \
+                    [None, "b", "d", None]
+                assert entries["b"].version == 1 and entries["zz"].version == 0
+                for lock in locks.values():
+                    lock.release()
+            assert other.locks() == {}
+        finally:
+            if other is not store:
+                other.close()
+
     def test_lock_wait_gets_it_when_released(self, store):
         held = store.lock("w", 10)
         threading.Timer(0.5, held.release).start()
