@@ -38,7 +38,8 @@ def steps(archive: str, conf: str, indent: str) -> str:
     """The work both ways do: the archive's apt source, two packages, one file."""
     lines = ['- command: {run: "rm -f /etc/apt/sources.list.d/*", '
              'onlyif: "ls /etc/apt/sources.list.d/* >/dev/null 2>&1"}',
-             f'- file: {{path: /etc/apt/sources.list, content: "{sources_line(archive).strip()}\\n"}}',
+             '- file: {path: /etc/apt/sources.list, '
+             f'content: "{sources_line(archive).strip()}\\n"}}',
              f"- package: [{', '.join(PACKAGES)}]",
              f'- file: {{path: /etc/provtest.conf, content: "{conf}\\n"}}']
     return "\n".join(indent + line for line in lines)

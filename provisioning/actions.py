@@ -104,8 +104,17 @@ class ActionHandler:
         self.emit(Event("result", description, machine, why_run=self.why_run, data=data or {}))
 
     def report_error(self, error: BaseException, *, machine: str | None = None) -> None:
-        self.emit(Event("error", str(error), machine, why_run=self.why_run,
-                        data={"type": type(error).__name__}))
+        """An error event; one that is not ours (a bug, in a driver or here) carries its
+        traceback, which renderers show at -vv."""
+        from provisioning.errors import ProvisioningError
+
+        data = {"type": type(error).__name__}
+        if not isinstance(error, ProvisioningError):
+            import traceback
+
+            data["traceback"] = "".join(traceback.format_exception(
+                type(error), error, error.__traceback__)).rstrip()
+        self.emit(Event("error", str(error), machine, why_run=self.why_run, data=data))
 
     def for_machine(self, name: str) -> "PrefixedActionHandler":
         return PrefixedActionHandler(self, name)

@@ -14,7 +14,7 @@ from provisioning.errors import ConfigError, ConfigProblem
 
 __all__ = ["NAME_RE", "MAX_NAME", "name_problem", "check_request"]
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+NAME_RE = re.compile(r"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 MAX_NAME = 60
 
 

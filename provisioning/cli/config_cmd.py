@@ -29,7 +29,9 @@ def show(settings) -> int:
     else:
         merged = Config.load()
     if settings.state:
-        merged = merged.with_data({"state": settings.state})
+        merged = merged.with_data({"state": settings.state}, source="--state")
+    if settings.parallel:
+        merged = merged.with_data({"parallel": settings.parallel}, source="--parallel")
     rows = merged.explain()
     if settings.json:
         click.echo(json.dumps({"event": "config", "settings": [

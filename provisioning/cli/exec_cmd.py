@@ -25,8 +25,7 @@ def exec_(settings, machine: str, command: tuple[str, ...], sudo: bool,
     import shlex
     import sys
 
-    if command and command[0] == "--":
-        command = command[1:]
+    command, sudo, timeout = _leading_options(command, sudo, timeout)
     if not command:
         raise click.UsageError("no command given; use: converge exec MACHINE -- COMMAND")
     text = command[0] if len(command) == 1 else " ".join(shlex.quote(c) for c in command)
@@ -47,3 +46,32 @@ def exec_(settings, machine: str, command: tuple[str, ...], sudo: bool,
         finally:
             target.disconnect()
     return result.exit_status
+
+
+def _leading_options(command: tuple[str, ...], sudo: bool, timeout: float | None
+                     ) -> tuple[tuple[str, ...], bool, float | None]:
+    """``exec MACHINE --sudo --timeout 5 -- CMD``: the options after MACHINE and before ``--``
+    are ours, not the start of the command."""
+    args = list(command)
+    while args and args[0] != "--" and args[0].startswith("--"):
+        option = args.pop(0)
+        name, _, value = option.partition("=")
+        if name == "--sudo" and not value:
+            sudo = True
+        elif name == "--timeout":
+            if not value:
+                if not args:
+                    raise click.UsageError("--timeout needs a number of seconds")
+                value = args.pop(0)
+            try:
+                timeout = float(value)
+            except ValueError:
+                raise click.UsageError(f"--timeout: {value!r} is not a number") from None
+            if not timeout > 0:
+                raise click.UsageError(f"--timeout must be above 0, got {value}")
+        else:
+            raise click.UsageError(f"unknown option {option!r} before the command; put '--' "
+                                   "before a command that starts with '-'")
+    if args and args[0] == "--":
+        args.pop(0)
+    return tuple(args), sudo, timeout

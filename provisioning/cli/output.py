@@ -102,6 +102,16 @@ def _summary_text(summary: dict[str, Any]) -> str:
     return text
 
 
+def _internal_details(event: "Event", verbosity: int) -> list[str]:
+    """At -vv, an internal error's type and traceback (ours carry neither: their message says
+    what to fix)."""
+    trace = (event.data or {}).get("traceback")
+    if verbosity < 2 or not trace:
+        return []
+    return [f"({event.data.get('type')}: an internal error; traceback follows)",
+            *trace.splitlines()]
+
+
 class PlainRenderer(Renderer):
     """One line per event, for logs and pipes."""
 
@@ -111,6 +121,7 @@ class PlainRenderer(Renderer):
         if event.kind == "error":
             lines = strip_machine(event.description, event.machine).splitlines() or [""]
             prefix = f"[{event.machine}] " if event.machine else ""
+            lines += _internal_details(event, self.verbosity)
             self._write(f"{prefix}FAILED: {lines[0]}" + "".join(f"\n{prefix}  {l}" for l in lines[1:]),
                         sys.stderr if self.stream is sys.stdout else self.stream)
         else:
@@ -189,8 +200,10 @@ class RichRenderer(Renderer):
             elif event.kind == "progress" and self.verbosity > 0:
                 self.live.console.print(f"[dim]{escape(name)} {escape(event.description)}[/]")
             elif event.kind == "error":
+                details = "\n".join(_internal_details(event, self.verbosity))
                 self.live.console.print(f"[red]{escape(name)} FAILED:[/] "
-                                       f"{escape(strip_machine(event.description, name))}")
+                                       f"{escape(strip_machine(event.description, name))}"
+                                       + (f"\n{escape(details)}" if details else ""))
             self.live.update(self._render())
 
     def close(self) -> None:

@@ -163,9 +163,10 @@ class CommandStep(_Guarded):
             machine.action_handler.report_progress(f"skip {self.run!r}: {reason}")
             return False
         run = self._run(context)
-        command = f"cd {shlex.quote(self.cwd)} && {run}" if self.cwd else run
-        machine.execute(command, sudo=self.sudo, env=self.env, timeout=self.timeout,
-                        description=f"run {run!r}")
+        if self.cwd:  # where the machine keeps that directory (a fake: machine's own root)
+            run = f"cd {shlex.quote(machine.transport.resolve_path(self.cwd))} && {run}"
+        machine.execute(run, sudo=self.sudo, env=self.env, timeout=self.timeout,
+                        description=f"run {self._run(context)!r}")
         return True
 
 
@@ -187,15 +188,19 @@ class ScriptStep(_Guarded):
         size = os.path.getsize(local)
 
         def upload_and_run() -> None:
-            made = machine.execute_always("mktemp /tmp/provisioning-script.XXXXXXXX")
-            remote = made.stdout.strip()
+            # the machine's /tmp: a fake: machine keeps it inside its own root
+            tmp = shlex.quote(machine.transport.resolve_path("/tmp"))
+            made = machine.execute_always(f"mkdir -p {tmp} && mktemp {tmp}/provisioning-script."
+                                          "XXXXXXXX")
+            remote = "/tmp/" + made.stdout.strip().rsplit("/", 1)[-1]
+            where = shlex.quote(machine.transport.resolve_path(remote))
             try:
                 machine.transport.upload_file(local, remote)
-                argv = " ".join(shlex.quote(a) for a in (remote, *self.args))
-                machine.execute_always(f"chmod 0700 {shlex.quote(remote)} && {argv}",
+                argv = " ".join([where, *(shlex.quote(a) for a in self.args)])
+                machine.execute_always(f"chmod 0700 {where} && {argv}",
                                        sudo=self.sudo, env=self.env, timeout=self.timeout)
             finally:
-                machine.execute_always(f"rm -f -- {shlex.quote(remote)}", check=False)
+                machine.execute_always(f"rm -f -- {where}", check=False)
         machine.action_handler.perform_action(
             f"upload and run script {self.source} ({size} bytes)", upload_and_run,
             data={"script": self.source})

@@ -2,9 +2,10 @@
 
 ``fake:[DIR]`` keeps its "cloud" in DIR (default ``.provisioning/fake`` beside the state), as a
 JSON file guarded by a file lock, so it survives across processes and counts every create. Each
-server is a directory; its machine runs commands on this host through ``LocalTransport`` with
-that directory as the working directory (relative paths land inside it; absolute paths are this
-host's own, so keep fake clusters to relative paths).
+server is a directory, the machine's whole filesystem: its machine runs commands on this host
+through ``LocalTransport`` in that directory, and every path of a file step or a command's
+``cwd`` (absolute, relative, with ``..``) lands inside it; a symbolic link leading out is refused.
+Commands themselves still run on this host: the simulation confines paths, it is no jail.
 
 Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
 """
@@ -279,7 +280,7 @@ class FakeDriver(Driver):
         if server is None:
             raise MachineNotFound(f"fake server for {spec.name!r} is gone; run up to re-create it",
                                   machine=spec.name)
-        return UnixMachine(spec.name, LocalTransport(server["dir"]), spec=spec, options=options,
+        return UnixMachine(spec.name, LocalTransport(server["dir"], confine=True), spec=spec, options=options,
                            action_handler=action_handler)
 
     # -- the contract ------------------------------------------------------------------------

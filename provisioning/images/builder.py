@@ -158,6 +158,10 @@ class ImageBuilder:
         options = definition.builder_options()
         if definition.base in self.images:
             options["image"] = self.image_id(definition.base)
+        if self.provisioner.spec(definition.builder).exists:  # an interrupted build's builder
+            handler.report_progress(f"destroying builder machine {definition.builder} left by "
+                                    "an interrupted build")
+            self.provisioner.destroy(definition.builder, options, driver)
         strategy = StepsConvergence(definition.all_steps(), StepContext(
             definition.base_dir, None, {"image": {"name": name, "from": definition.base}}))
 

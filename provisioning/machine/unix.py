@@ -19,19 +19,23 @@ class UnixMachine(Machine):
     def use_sudo(self) -> bool:
         return bool(self.options.get("sudo", False))
 
+    def _path(self, path: str) -> str:
+        """A path for a shell command: where the transport says it lands, quoted."""
+        return q(self.transport.resolve_path(path))
+
     def _check(self, command: str) -> bool:
         return self.execute_always(command, check=False, sudo=self.use_sudo).ok
 
     def file_exists(self, path: str) -> bool:
-        return self._check(f"test -e {q(path)}")
+        return self._check(f"test -e {self._path(path)}")
 
     def is_directory(self, path: str) -> bool:
-        return self._check(f"test -d {q(path)}")
+        return self._check(f"test -d {self._path(path)}")
 
     def create_dir(self, path: str, *, mode=None, owner=None, group=None) -> bool:
         if not self.is_directory(path):
             return self._create(f"create directory {path}",
-                                lambda: self.execute_always(f"mkdir -p -- {q(path)}",
+                                lambda: self.execute_always(f"mkdir -p -- {self._path(path)}",
                                                             sudo=self.use_sudo),
                                 path, mode=mode, owner=owner, group=group)
         return self.set_attributes(path, mode=mode, owner=owner, group=group)
@@ -40,11 +44,11 @@ class UnixMachine(Machine):
         if not self.file_exists(path):
             return False
         self.action_handler.perform_action(
-            f"delete {path}", lambda: self.execute_always(f"rm -f -- {q(path)}", sudo=self.use_sudo))
+            f"delete {path}", lambda: self.execute_always(f"rm -f -- {self._path(path)}", sudo=self.use_sudo))
         return True
 
     def get_attributes(self, path: str) -> FileAttributes | None:
-        result = self.execute_always(f"stat -c '%a %U %G' -- {q(path)}", check=False,
+        result = self.execute_always(f"stat -c '%a %U %G' -- {self._path(path)}", check=False,
                                      sudo=self.use_sudo)
         if not result.ok:
             return None
@@ -62,14 +66,14 @@ class UnixMachine(Machine):
         if wanted_mode is not None and current["mode"] != wanted_mode:
             self.action_handler.perform_action(
                 f"change mode of {path} from {current['mode'] or '(new)'} to {wanted_mode}",
-                lambda: self.execute_always(f"chmod {wanted_mode} -- {q(path)}", sudo=self.use_sudo))
+                lambda: self.execute_always(f"chmod {wanted_mode} -- {self._path(path)}", sudo=self.use_sudo))
             changed = True
         if (owner is not None and current["owner"] != owner) or (
                 group is not None and current["group"] != group):
             spec = f"{owner or ''}{':' + group if group else ''}"
             self.action_handler.perform_action(
                 f"change owner of {path} to {spec}",
-                lambda: self.execute_always(f"chown {q(spec)} -- {q(path)}", sudo=self.use_sudo))
+                lambda: self.execute_always(f"chown {q(spec)} -- {self._path(path)}", sudo=self.use_sudo))
             changed = True
         return changed
 

@@ -130,6 +130,11 @@ class Transport(abc.ABC):
     def available(self) -> bool:
         """True when the machine answers right now (connects and runs a trivial command)."""
 
+    def resolve_path(self, path: str) -> str:
+        """Where a path given by the user lands on the machine. Unchanged, except for a machine
+        that lives in a directory of this host (``fake:``), which maps every path inside it."""
+        return path
+
     def forward_remote(self, local_url: str) -> str:
         """Make a URL on this host reachable from the machine; returns the URL to use there."""
         raise UnsupportedOperation(f"{type(self).__name__} cannot forward {local_url} to the machine")

@@ -22,8 +22,11 @@ class LocalTransport(Transport):
     """Runs ``sh -c`` in ``cwd``; relative file paths are relative to ``cwd`` too."""
 
     def __init__(self, cwd: str | None = None, *, env: Mapping[str, str] | None = None,
-                 default_timeout: float = DEFAULT_COMMAND_TIMEOUT) -> None:
+                 default_timeout: float = DEFAULT_COMMAND_TIMEOUT, confine: bool = False) -> None:
+        """``confine``: ``cwd`` is the machine's whole filesystem; every path (absolute, or
+        with ``..``) maps inside it and none can leave it (the ``fake:`` driver)."""
         self.cwd = os.path.abspath(cwd or os.getcwd())
+        self.confine = confine
         self.base_env = dict(env or {})
         self.default_timeout = default_timeout
         self.host = f"localhost:{self.cwd}"
@@ -31,7 +34,14 @@ class LocalTransport(Transport):
 
     def _path(self, path: str) -> str:
         self._check_open()
-        return os.path.join(self.cwd, path)
+        return self.resolve_path(path)
+
+    def resolve_path(self, path: str) -> str:
+        if not self.confine:
+            return os.path.join(self.cwd, path)
+        from provisioning.transports.confine import confined_path
+
+        return confined_path(self.cwd, path, host=self.host)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -248,23 +248,23 @@ def _pump(left: socket.socket, right: socket.socket) -> None:
     right.settimeout(None)
     selector = selectors.DefaultSelector()
     peers = {left: right, right: left}
-    for sock in peers:
-        selector.register(sock, selectors.EVENT_READ)
+    for end in peers:
+        selector.register(end, selectors.EVENT_READ, end)
     open_ends = 2
     while open_ends:
         events = selector.select(timeout=300)
         if not events:
             break  # both sides idle for five minutes
         for key, _ in events:
-            sock = key.fileobj
-            data = sock.recv(65536)  # type: ignore[union-attr]
+            sock: socket.socket = key.data
+            data = sock.recv(65536)
             if data:
-                peers[sock].sendall(data)  # type: ignore[index]
+                peers[sock].sendall(data)
                 continue
             selector.unregister(sock)
             open_ends -= 1
             try:
-                peers[sock].shutdown(socket.SHUT_WR)  # type: ignore[index]
+                peers[sock].shutdown(socket.SHUT_WR)
             except OSError:
                 pass
     selector.close()
@@ -275,7 +275,8 @@ _served: dict[str, tuple[int, PackageProxy]] = {}
 _served_lock = threading.Lock()
 
 
-def serve_hub(hub: str, gateway: str, archives: Iterable[Archive], port: int = PORT) -> PackageProxy:
+def serve_hub(hub: str, gateway: str, archives: Iterable[Archive],
+              port: int = PORT) -> PackageProxy:
     """Serve the package proxy on ``gateway:port`` inside hub namespace ``hub`` unless this
     process already does (a hub made again after its last machine went gets a new listener)."""
     path = netns.netns_path(hub)

@@ -117,3 +117,20 @@ def test_unknown_image_name_in_the_cli_has_a_did_you_mean(project: Path):
     result = converge("image", "build", "sit", cwd=project)
     assert result.returncode == 2
     assert "no image 'sit'" in result.stderr and "did you mean 'site'" in result.stderr
+
+
+def test_a_builder_left_by_an_interrupted_build_is_destroyed_first(project: Path):
+    """A crash mid-build leaves the builder machine in the state: the next build starts clean."""
+    from provisioning.cluster import Cluster
+
+    with Cluster.load(str(project / "cluster.yml")) as cluster:
+        driver = cluster.runner.driver(cluster.file.images["site"].driver_url)
+        cluster.runner.provisioner.up(driver, "image-builder-site", {"image": "fake-linux"})
+        stale = cluster.store.get("machine", "image-builder-site").reference["server_id"]
+    result = converge("image", "build", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "left by an interrupted build" in result.stdout
+    from provisioning.drivers.fake import FakeWarehouse
+
+    assert stale not in FakeWarehouse(str(project / ".provisioning" / "fake")).servers()
+    assert _images(project)["site"]["state"] == "built"

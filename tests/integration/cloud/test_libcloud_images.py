@@ -18,9 +18,8 @@ def ssh_config(moto, tmp_path, client_key):  # noqa: F811
     return Config(data, base_dir=str(tmp_path))
 
 
-def test_image_from_a_converged_node_with_create_image(tmp_path, ssh_config, sshd_host,
-                                                       client_key, store,
-                                                       handler):  # noqa: F811
+def test_image_from_a_converged_node_with_create_image(
+        tmp_path, ssh_config, sshd_host, client_key, store, handler):  # noqa: F811
     marker = tmp_path / "baked.txt"
     reach = {"address": "127.0.0.1", "key_name": client_key.name,
              "transport": {"port": sshd_host.port, "username": "root"}}
@@ -28,8 +27,7 @@ def test_image_from_a_converged_node_with_create_image(tmp_path, ssh_config, ssh
             "images": {"app": {"from": IMAGE, "machine_options": {"size": SIZE, **reach},
                                "converge": [{"file": {"path": str(marker),
                                                       "content": "converged in the builder\n"}}]}},
-            "machines": {"app": {"machine_options": {"image": "app", "size": SIZE,
-                                                     "wait_for_ssh": False}}}}
+            "machines": {"app": {"machine_options": {"image": "app", "size": SIZE, **reach}}}}
     cluster = parse_cluster(data, str(tmp_path / "cluster.yml"))
     from provisioning.actions import ActionHandler
 
@@ -46,7 +44,7 @@ def test_image_from_a_converged_node_with_create_image(tmp_path, ssh_config, ssh
     assert saved.reference["builder_node"] and saved.reference["key"]
     assert driver.image_state(saved) == "available"
     texts = [str(e) for e in events]
-    assert any(f"create image app-" in t for t in texts)
+    assert any("create image app-" in t for t in texts)
     assert any(f"image {image_id} available" in t for t in texts)
     # the builder node is gone, and forgotten
     assert store.get("machine", "image-builder-app") is None

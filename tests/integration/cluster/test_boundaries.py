@@ -122,10 +122,11 @@ def test_an_old_state_is_migrated_and_its_machines_claimed(tmp_path):
     with Cluster.load(path, state=str(state)) as cluster:
         assert cluster.up().ok
     db = sqlite3.connect(state)  # turn it back into what provisioning 0.1.0 wrote
-    for name, data in db.execute("SELECT name, data FROM entries").fetchall():
+    for name, data in db.execute("SELECT name, data FROM entries WHERE kind='machine'").fetchall():
         body = json.loads(data)
         body.pop("cluster"), body.pop("group")
-        db.execute("UPDATE entries SET data=? WHERE name=?", (json.dumps(body), name))
+        db.execute("UPDATE entries SET data=? WHERE kind='machine' AND name=?",
+                   (json.dumps(body), name))
     db.execute("DROP INDEX entries_cluster")
     db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     db.commit()

@@ -29,7 +29,8 @@ images:
   local-apt:                     # the base, pointed at the suite's archive only
     from: "debian:bookworm"
     converge:
-      - command: {{run: "rm -f /etc/apt/sources.list.d/*", onlyif: "ls /etc/apt/sources.list.d/* >/dev/null 2>&1"}}
+      - command: {{run: "rm -f /etc/apt/sources.list.d/*",
+                   onlyif: "ls /etc/apt/sources.list.d/* >/dev/null 2>&1"}}
       - file: {{path: /etc/apt/sources.list, content: "{sources_line(archive).strip()}\\n"}}
   web:
     from: local-apt

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def converge_here(*args: str, cwd: str | os.PathLike, env: dict | None = None) -
 
 
 def snapshot(*roots: str | os.PathLike) -> dict[str, tuple]:
-    """Every path under the roots with its type, mode, size and mtime (symlinks not followed)."""
+    """Every path under the roots with its type and mode, and for files their size and mtime
+    (symlinks not followed)."""
     found: dict[str, tuple] = {}
     for root in roots:
         root = Path(root)
@@ -54,5 +56,8 @@ def snapshot(*roots: str | os.PathLike) -> dict[str, tuple]:
             continue
         for path in [root, *root.rglob("*")]:
             info = path.lstat()
-            found[str(path)] = (info.st_mode, info.st_size, info.st_mtime_ns)
+            if stat.S_ISDIR(info.st_mode):  # its listing is compared; SQLite's transient
+                found[str(path)] = (info.st_mode,)  # -wal/-shm files touch its mtime
+            else:
+                found[str(path)] = (info.st_mode, info.st_size, info.st_mtime_ns)
     return found
