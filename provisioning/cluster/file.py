@@ -395,8 +395,8 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
         return
     problems.unknown_keys(body, MACHINE_KEYS, key)
     count = problems.field(body, "count", key, int, expected="a whole number of machines")
-    if count is not None and not 0 <= count <= MAX_COUNT:
-        problems.add(f"{key}.count", f"expected a number from 0 to {MAX_COUNT}, got {count}")
+    if count is not None and not 1 <= count <= MAX_COUNT:
+        problems.add(f"{key}.count", f"expected a number from 1 to {MAX_COUNT}, got {count}")
         count = None
     if problems.field(body, "prevent_destroy", key, bool, expected="true or false"):
         cluster.prevent_destroy = cluster.prevent_destroy | {group}
