@@ -49,6 +49,9 @@ class Capabilities:
     cross_process: bool = True      # state and resources are visible to other processes
     crash_safe: bool = True         # a crash between create and save is adopted on re-run
     detects_lost: bool = True       # a resource deleted behind our back is noticed
+    # a destroy killed midway (fault point during_destroy) is finished by the next destroy,
+    # leaving nothing behind; off unless a driver declares it (and offers the fault point)
+    crash_safe_destroy: bool = False
     # local-machine features (provisioning.local_features); off unless a driver declares them
     snapshots: bool = False         # save/restore/list/delete_snapshot work
     mounts_folders: bool = False    # synced folders can be shared live (mode auto or mount)

@@ -3,7 +3,8 @@
 Drivers call ``checkpoint("after_create")`` at the moments that matter (after creating a
 resource, before saving its reference, while readying). Normally a no-op. With
 ``PROVISIONING_FAULT=after_create:crash`` the process dies on the spot (``os._exit``, no cleanup,
-as a kill -9 would); ``:fail`` raises ``ProviderError`` instead. Several points: comma-separated.
+as a kill -9 would); ``:fail`` raises ``ProviderError`` instead; ``:bug`` raises ``RuntimeError``
+(an internal error, as a buggy driver would). Several points: comma-separated.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["checkpoint", "FAULT_ENV", "CRASH_EXIT_CODE", "POINTS"]
 FAULT_ENV = "PROVISIONING_FAULT"
 CRASH_EXIT_CODE = 86
 #: the points drivers are expected to offer
-POINTS = ("after_create", "before_save", "during_ready")
+POINTS = ("after_create", "before_save", "during_ready", "during_destroy")
 
 
 def checkpoint(point: str, *, machine: str | None = None) -> None:
@@ -30,5 +31,7 @@ def checkpoint(point: str, *, machine: str | None = None) -> None:
             continue
         if action == "crash":
             os._exit(CRASH_EXIT_CODE)
+        if action == "bug":
+            raise RuntimeError(f"injected internal error at {point} ({FAULT_ENV})")
         raise ProviderError(f"injected failure at {point} ({FAULT_ENV})", machine=machine,
                             provider="fault-injection")

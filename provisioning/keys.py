@@ -138,7 +138,7 @@ def find_private_key(config: "Config | None", name: str) -> PrivateKey:
         value = config.private_keys[name]
         if isinstance(value, str) and "PRIVATE KEY-----" in value:
             return load_private_key(value.encode(), name=name, passphrase=_passphrase(config, name))
-        path = os.path.join(config.base_dir, os.path.expanduser(str(value)))
+        path = os.path.normpath(os.path.join(config.base_dir, os.path.expanduser(str(value))))
         if not os.path.exists(path):
             raise ConfigError(f"private key {name!r} points at {path}, which does not exist",
                               key=f"private_keys.{name}")

@@ -226,9 +226,20 @@ class ClusterFile:
         ``machines`` (group -> machines with their addresses, when known)."""
         return {"machine": definition.variables(),
                 "options": copy.deepcopy(dict(definition.machine_options)),
-                "cluster": {"machines": list(self.machines), "groups": copy.deepcopy(self.groups),
-                            "file": self.path, "name": self.name},
-                "machines": copy.deepcopy(dict(machines or {}))}
+                "cluster": self._cluster_view(),
+                # shared, not copied: copying every machine's view for each machine made a
+                # fleet's cost grow with the square of its size; templates only read them
+                "machines": dict(machines or {})}
+
+    def _cluster_view(self) -> dict[str, Any]:
+        """``cluster`` for templates: names and groups, built once per file."""
+        view = self.__dict__.get("_view")
+        if view is None or len(view["machines"]) != len(self.machines):
+            view = {"machines": list(self.machines),
+                    "groups": {g: list(m) for g, m in self.groups.items()}, "file": self.path,
+                    "name": self.name}
+            self.__dict__["_view"] = view
+        return view
 
 
 # -- loading ---------------------------------------------------------------------------------

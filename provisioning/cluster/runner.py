@@ -46,6 +46,8 @@ class ClusterRunner:
             self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
+        #: while ``up`` runs a wave: scope -> the ``machines`` view, read once for the wave
+        self._views: dict[Any, dict[str, list]] | None = None
         from provisioning.images.builder import ImageBuilder
 
         #: the cluster's images (``images:``), built through this runner's provisioner
@@ -130,12 +132,16 @@ class ClusterRunner:
     def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
         allocated: dict[str, int] = {}  # allocated in a batch -> its action count before
-        return self.provisioner.run_many_locked(
-            "up", self._requests(definitions),
-            lambda d, h, s, o: self.up_one(by_name[s.name], d, h, s, o,
-                                           allocated_from=allocated.pop(s.name, None)),
-            action="allocate", prepare=lambda specs: self._allocate_new(specs, by_name,
-                                                                        allocated))
+        self._views = {}  # the earlier waves' machines, read once for this wave
+        try:
+            return self.provisioner.run_many_locked(
+                "up", self._requests(definitions),
+                lambda d, h, s, o: self.up_one(by_name[s.name], d, h, s, o,
+                                               allocated_from=allocated.pop(s.name, None)),
+                action="allocate", prepare=lambda specs: self._allocate_new(specs, by_name,
+                                                                            allocated))
+        finally:
+            self._views = None
 
     def _allocate_new(self, specs: Sequence[Any], by_name: Mapping[str, "MachineDefinition"],
                       allocated: dict[str, int]) -> dict[str, BaseException]:
@@ -192,7 +198,8 @@ class ClusterRunner:
         if machine is not None and not self.why_run:
             from provisioning.cluster.topology import record_facts
 
-            record_facts(self.store, machine, spec.driver_url or definition.driver_url)
+            record_facts(self.store, machine, spec.driver_url or definition.driver_url,
+                         spec.reference)
         strategy = self.cluster.convergence(definition, self.machines_view(definition))
         if machine is None:
             strategy.plan(handler)
@@ -233,7 +240,13 @@ class ClusterRunner:
         """What templates see as ``machines`` now (see ``provisioning.cluster.topology``)."""
         from provisioning.cluster.topology import machines_view
 
-        return machines_view(self.cluster, self.store, definition)
+        views = self._views
+        if views is None:
+            return machines_view(self.cluster, self.store, definition)
+        key = definition.instance if definition is not None else ("*",)
+        if key not in views:  # during a wave: read the state once, not once per machine
+            views[key] = machines_view(self.cluster, self.store, definition)
+        return views[key]
 
     def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
         variables = self.cluster.variables(definition, self.machines_view(definition))
@@ -465,10 +478,12 @@ class ClusterRunner:
         with tempfile.TemporaryDirectory(prefix="converge-testinfra-") as tmp:
             files = write_access([access], tmp)
             config = os.path.join(tmp, "ssh_config")
-            with open(config, "w", encoding="utf-8") as out:
-                out.write(ssh_config([access], files))
+            with open(config, "w", encoding="utf-8") as out:  # one login reused by every test
+                out.write(ssh_config([access], files) +
+                          f"\nHost *\n  ControlPath {os.path.join(tmp, 'cm-%C')}\n")
             argv = [sys.executable, "-m", "pytest", directory, "-q", "-p", "no:cacheprovider",
-                    "-rfE", "--tb=short", f"--hosts=ssh://{access.name}", f"--ssh-config={config}"]
+                    "-rfE", "--tb=short", f"--hosts=ssh://{access.name}?controlpersist=2",
+                    f"--ssh-config={config}"]
             env = dict(os.environ, PROVISIONING_MACHINE=definition.name)
             self._run_pytest(definition, "testinfra", directory, argv, env, handler)
 
@@ -480,8 +495,10 @@ class ClusterRunner:
         proc = subprocess.run(argv, cwd=self.cluster.base_dir, env=env, capture_output=True,
                               text=True)
         lines = proc.stdout.strip().splitlines()
-        tail = "\n".join([line for line in lines if line.startswith(("FAILED ", "ERROR "))][-10:]
-                         + lines[-1:])
+        failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))][-10:]
+        # the assertion of each failure: the "E   ..." lines of its traceback
+        errors = [line[1:].strip() for line in lines if line.startswith("E   ")]
+        tail = "\n".join(failed + [f"  {e}" for e in errors[:12]] + lines[-1:])
         if proc.returncode != 0:
             raise VerifyFailed(f"verify: {kind} {directory} failed (exit {proc.returncode})"
                                f"\n{tail}", machine=definition.name, output=proc.stdout)

@@ -3,7 +3,8 @@
 Generated from the very definitions the loader validates with: the key lists of the file, of a
 machine group, of platforms and suites (``cluster.TOP_KEYS``, ``MACHINE_KEYS``,
 ``matrix.PLATFORM_KEYS``/``SUITE_KEYS``), of every step kind (``steps._KEYS``), of healthchecks,
-verify entries, and each registered convergence strategy's own ``schema()``; so a key added to
+verify entries, images (``images.definition.IMAGE_KEYS``) and each registered convergence
+strategy's own ``schema()``; so a key added to
 the loader shows up here without anyone remembering to. The loader stays the authority (it
 checks what a schema cannot: files exist, driver options, ``after`` cycles); the schema gives
 completion, hover help and early red squiggles.
@@ -122,6 +123,12 @@ def cluster_schema() -> dict[str, Any]:
                 "additionalProperties": {"anyOf": [{"$ref": "#/$defs/machine"},
                                                    {"type": "null"}]}}
     suite = _object(SUITE_KEYS, dict(group_refs, machines={"$ref": "#/$defs/machines"}))
+    from provisioning.images.definition import IMAGE_KEYS
+
+    image = _object(IMAGE_KEYS, {"converge": {"$ref": "#/$defs/steps"},
+                                 "from": {"type": "string", "description": "the base image"},
+                                 "packages": {"anyOf": [_STRING, _STRINGS]}},
+                    required=("from",))
     top = _object(TOP_KEYS, {
         "machines": dict(machines, description=_DESCRIPTIONS["machines"]),
         "platforms": {"type": "object", "description": _DESCRIPTIONS["platforms"],
@@ -129,6 +136,9 @@ def cluster_schema() -> dict[str, Any]:
                                                          {"type": "null"}]}},
         "suites": {"type": "object", "description": _DESCRIPTIONS["suites"],
                    "additionalProperties": {"anyOf": [suite, {"type": "null"}]}},
+        "images": {"type": "object", "description": "images built once and booted from: "
+                                                   "name -> {from, packages, converge, ...}",
+                   "additionalProperties": image},
     })
     top.update({
         "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.convergence import packages
 from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
-from provisioning.errors import ConfigError
 from provisioning.schema import Problems, describe_type, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -7,7 +7,8 @@ through ``LocalTransport`` in that directory, and every path of a file step or a
 ``cwd`` (absolute, relative, with ``..``) lands inside it; a symbolic link leading out is refused.
 Commands themselves still run on this host: the simulation confines paths, it is no jail.
 
-Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
+``during_destroy``. What a killed run leaves is finished or removed by the next (fake_reclaim).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Iterator
 
 from provisioning.driver import Capabilities, Driver
 from provisioning.errors import MachineNotFound, ProviderError
+from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
 from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
 from provisioning.options import OptionField
@@ -74,6 +76,7 @@ class FakeWarehouse:
                         self._write_server(server)
                     counters.update(old.get("counters", {}))
                     os.unlink(self.path)
+        reclaim(self.directory, self.servers_dir)  # what killed runs left behind
         self._ready = True
 
     @staticmethod
@@ -171,15 +174,20 @@ class FakeWarehouse:
         for name, tags, size, image in wishes:
             server_id = "srv-" + uuid.uuid4().hex[:12]
             machine_dir = os.path.join(self.directory, "machines", server_id)
+            # made under a name tagged with this process, renamed once the server is recorded:
+            # a run killed in between leaves nothing the next run cannot finish or remove
+            staging = staging_dir(os.path.dirname(machine_dir), server_id)
+            os.makedirs(os.path.dirname(machine_dir), mode=0o700, exist_ok=True)
             captured = self.image(image)
             if captured is not None:  # a machine image: its files are the server's first files
-                shutil.copytree(captured["dir"], machine_dir, symlinks=True)
+                shutil.copytree(captured["dir"], staging, symlinks=True)
             else:
-                os.makedirs(machine_dir, mode=0o700)
+                os.makedirs(staging, mode=0o700)
             server = {"id": server_id, "name": name, "tags": tags, "size": size,
                       "image": image, "state": "running", "dir": machine_dir,
                       "created_at": time.time()}
             self._write_server(server)
+            os.rename(staging, machine_dir)
             made.append(server)
         with self._counters() as counters:
             counters["creates"] += len(made)
@@ -227,10 +235,14 @@ class FakeWarehouse:
         server = self.get(server_id)
         if server is None:
             return False
+        trash = removing_dir(os.path.dirname(server["dir"]), server_id)
+        with contextlib.suppress(FileNotFoundError):  # first out of the way, then forgotten
+            os.rename(server["dir"], trash)
         try:
             os.unlink(os.path.join(self.servers_dir, server_id + ".json"))
         except FileNotFoundError:
             return False  # another process deleted it first
+        checkpoint("during_destroy", machine=server.get("name"))
         tags = server.get("tags", {})
         if "provisioning:name" in tags:
             tag = self._tag_path(tags["provisioning:name"], tags.get("provisioning:store"))
@@ -241,13 +253,17 @@ class FakeWarehouse:
                     os.unlink(tag)
         with self._counters() as counters:
             counters["destroys"] += 1
-        shutil.rmtree(server["dir"], ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
         return True
+
+    def leftovers(self) -> list[str]:
+        """Files and directories that belong to no server (what a killed run left)."""
+        return leftovers(self.directory, self.servers_dir) if not self._absent() else []
 
 
 class FakeDriver(Driver):
     scheme = "fake"
-    capabilities = Capabilities(images=True)
+    capabilities = Capabilities(images=True, crash_safe_destroy=True)
     machine_option_fields = (
         OptionField("size", default="small", choices=SIZES, help="simulated server size"),
         OptionField("image", default="fake-linux",

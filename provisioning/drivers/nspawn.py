@@ -64,6 +64,7 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
     scheme = "nspawn"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, images=True, snapshots=True,
+                                crash_safe_destroy=True,
                                 mounts_folders=True, forwards_ports=True)
     driver_option_fields = (
         OptionField("subnet", default=DEFAULT_SUBNET,
@@ -428,6 +429,7 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
             return
         if not self._present(ref):
             action_handler.report_progress(f"machine {ref['machine_id']} is already gone")
+            self._purge_retired(ref["machine_id"])  # a destroy killed after the rename
             return
         action_handler.perform_action(f"destroy machine {ref['machine_id']} at "
                                       f"{ref.get('address')}", lambda: self._remove(ref))
@@ -462,10 +464,16 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
             if not self.warehouse.records():
                 package_proxy.stop_hub(self.warehouse.hub_netns)
                 netns.delete_hub(self.warehouse.hub_netns)
+        checkpoint("during_destroy", machine=ref.get("name"))
         self.warehouse.purge(retired)
+        self._purge_retired(machine_id)
+
+    def _purge_retired(self, machine_id: str) -> None:
+        """Delete directories an earlier destroy of this machine renamed but died before
+        deleting (tagged ``.removing-ID-*``: never another machine's)."""
         for stale in glob.glob(os.path.join(self.warehouse.machines_dir,
                                             f".removing-{machine_id}-*")):
-            self.warehouse.purge(stale)  # an earlier destroy that died before deleting
+            self.warehouse.purge(stale)
 
     # -- batches -------------------------------------------------------------------------------
     def ready_machines(self, action_handler, specs_and_options,

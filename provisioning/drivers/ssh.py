@@ -50,7 +50,8 @@ class SSHDriver(Driver):
     # existing hosts: nothing is created, so a crash leaves nothing behind; a host that vanished
     # cannot be told apart from one that is down, so "lost" is not detected
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
-                                crash_safe=True, detects_lost=False)
+                                crash_safe=True, detects_lost=False,
+                                crash_safe_destroy=True)
     driver_option_fields = (
         OptionField("allow_shutdown", type="bool", default=False,
                     help="let stop shut hosts of this pool down"),
@@ -215,6 +216,7 @@ class SSHDriver(Driver):
                     machine.disconnect()
             action_handler.perform_action(f"run {len(commands)} cleanup commands on {where}",
                                           cleanup)
+        checkpoint("during_destroy", machine=machine_spec.name)  # a re-run just forgets it
         action_handler.perform_action(f"forget {where} (the host itself is left as it is)",
                                       lambda: None)
 

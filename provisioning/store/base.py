@@ -252,6 +252,14 @@ class ManagedEntryStore(abc.ABC):
                 raise StateLocked(name, current)
             time.sleep(poll)
 
+    def delete_many(self, kind: str, names: Sequence[str]) -> None:
+        """``delete`` for many names (one transaction where the store can)."""
+        self._remove_many(kind, list(names))
+
+    def _remove_many(self, kind: str, names: Sequence[str]) -> None:
+        for name in names:
+            self._remove(kind, name)
+
     def get_many(self, kind: str, names: Sequence[str]) -> dict[str, ManagedEntry]:
         """The entries of ``names`` (a fresh unsaved one for each absent name), in few queries."""
         rows = self._load_many(kind, list(names))

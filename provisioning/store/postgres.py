@@ -273,6 +273,11 @@ class PostgresStore(ManagedEntryStore):
             "DELETE FROM provisioning_entries WHERE kind = %s AND name = %s", (kind, name)),
             tx=False)
 
+    def _remove_many(self, kind, names):
+        self._run(f"delete {len(names)} {kind} entries", lambda c: c.execute(
+            "DELETE FROM provisioning_entries WHERE kind = %s AND name = ANY(%s)",
+            (kind, list(names))), tx=False)
+
     def _names(self, kind):
         rows = self._run(f"list {kind} entries", lambda c: c.execute(
             "SELECT name, data, version FROM provisioning_entries WHERE kind = %s "

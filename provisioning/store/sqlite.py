@@ -83,7 +83,7 @@ class SQLiteStore(ManagedEntryStore):
             else:
                 self._switch_to_wal()
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._tx(lambda db: db.executescript(_SCHEMA) and None, script=True)
+                self._tx(self._create_schema)
                 version = self._meta("schema_version", str(SCHEMA_VERSION))
                 if int(version or 0) < SCHEMA_VERSION:
                     version = self._migrate(int(version or 1))
@@ -95,6 +95,16 @@ class SQLiteStore(ManagedEntryStore):
         if not read_only:  # only now is it known to be ours
             for suffix in ("", "-wal", "-shm"):
                 tighten_mode(self.path + suffix)
+
+    @staticmethod
+    def _create_schema(db: sqlite3.Connection) -> None:
+        """The tables and the schema version in one transaction: another process opening the
+        file meanwhile sees either nothing or a complete state file, never tables without a
+        version (which it would refuse as another program's database)."""
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                   (str(SCHEMA_VERSION),))
 
     def _switch_to_wal(self) -> None:
         """Turn on WAL mode. Several processes opening one brand-new file race for it, and
@@ -194,6 +204,10 @@ class SQLiteStore(ManagedEntryStore):
 
     def _remove(self, kind, name):
         self._tx(lambda db: db.execute("DELETE FROM entries WHERE kind=? AND name=?", (kind, name)))
+
+    def _remove_many(self, kind, names):
+        self._tx(lambda db: db.executemany("DELETE FROM entries WHERE kind=? AND name=?",
+                                           [(kind, n) for n in names]) and None)
 
     def _names(self, kind):
         with self._guard():

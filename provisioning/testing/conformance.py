@@ -13,7 +13,7 @@ A driver package subclasses it in a test module and says how to build its driver
             return len(driver.find_by_tag(name))   # resources the provider holds for ``name``
 
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
-``worker_env``, ``delete_behind_back``, ``cleanup``, ``image_of`` (drivers with ``images``). ``capabilities`` defaults to the driver
+``worker_env``, ``delete_behind_back``, ``cleanup``, ``leftovers``, ``image_of`` (drivers with ``images``). ``capabilities`` defaults to the driver
 class's own; a case a driver declares it cannot do is reported as not applicable with the flag
 named, and for ``stoppable=False`` the suite checks that stopping raises UnsupportedOperation.
 
@@ -88,6 +88,11 @@ class DriverConformance:
         """The image id a machine was booted from (default: its reference's ``image``)."""
         return spec.reference.get("image")
 
+    def leftovers(self, driver: Driver) -> list[str]:
+        """What the warehouse holds that belongs to no machine (half-made or half-removed
+        resources of a killed run). The crash cases require it to be empty after a re-run."""
+        return []
+
     def cleanup(self, driver: Driver) -> None:
         """Remove anything left in the warehouse after a test (after every machine in the store
         has been destroyed)."""
@@ -140,10 +145,11 @@ class DriverConformance:
             pytest.skip(f"not applicable: the driver declares {flag}=False")
 
     def _worker(self, tmp_path, conformance_config, driver, name: str, *,
-                fault: str | None = None) -> subprocess.Popen:
+                fault: str | None = None, operation: str = "allocate") -> subprocess.Popen:
         job = {"url": driver.driver_url, "config": conformance_config.to_data(),
                "base_dir": str(tmp_path), "state": str(tmp_path / "state.db"), "name": name,
-               "options": self.machine_options(name), "lock_wait": 120}
+               "options": self.machine_options(name), "lock_wait": 120,
+               "operation": operation}
         env = dict(os.environ, **self.worker_env())
         env.pop(FAULT_ENV, None)
         if fault:
@@ -310,6 +316,22 @@ class DriverConformance:
         provisioner.allocate(driver, name, self.machine_options(name))
         assert self.count_machines(driver, name) == 1, "the re-run must adopt, not create twice"
         assert provisioner.spec(name).reference["driver_url"] == driver.driver_url
+        assert self.leftovers(driver) == [], "the re-run must reclaim what the killed run left"
+
+    def test_crash_during_destroy_is_finished_by_the_rerun(
+            self, tmp_path, conformance_config, driver, caps, provisioner):
+        self.require(caps, "crash_safe_destroy")
+        name = "conf-crash-destroy"
+        provisioner.allocate(driver, name, self.machine_options(name))
+        worker = self._worker(tmp_path, conformance_config, driver, name,
+                              fault="during_destroy:crash", operation="destroy")
+        out, err = worker.communicate(timeout=self.worker_timeout)
+        assert worker.returncode == CRASH_EXIT_CODE, \
+            f"the driver never reached fault point 'during_destroy' (exit {worker.returncode}): {err}"
+        provisioner.destroy(name, self.machine_options(name), driver)
+        assert self.count_machines(driver, name) == 0
+        assert provisioner.store.get("machine", name) is None
+        assert self.leftovers(driver) == [], "the re-run must remove what the killed run left"
 
     # -- machine images (Capabilities.images) --------------------------------------------------
     def _capture(self, provisioner, driver, caps, store, handler, name: str):

@@ -1,4 +1,4 @@
-"""Subprocess side of the conformance suite: allocate one machine, then exit.
+"""Subprocess side of the conformance suite: allocate (or destroy) one machine, then exit.
 
 ``python -m provisioning.testing.conformance_worker '{"url": ..., "config": {...}, ...}'``
 """
@@ -20,8 +20,11 @@ def main(argv: list[str]) -> int:
     driver = driver_for_url(job["url"], config)
     store = SQLiteStore(job["state"])
     try:
-        Provisioner(store, config=config, lock_wait=float(job.get("lock_wait", 60))).allocate(
-            driver, job["name"], job.get("options") or {})
+        provisioner = Provisioner(store, config=config, lock_wait=float(job.get("lock_wait", 60)))
+        if job.get("operation", "allocate") == "destroy":
+            provisioner.destroy(job["name"], job.get("options") or {}, driver)
+        else:
+            provisioner.allocate(driver, job["name"], job.get("options") or {})
     finally:
         store.close()
     return 0

@@ -709,28 +709,34 @@ class SSHTransport(Transport):
     # windows: upload 144 vs 88 MiB/s, download 276 vs 20 MiB/s; and a whole upload (stream,
     # remote sha256, mode, rename) is one round trip instead of SFTP's open/write/close/rename.
     def _write_script(self, target: str, sha: str, mode: int | str | None, token: str) -> str:
-        """Shell that stores stdin under a temporary name beside ``target``, checks the sha256 of
-        what it wrote, sets the mode (given, else the old file's, and the old owner) and renames
-        it over the target. Exit 97 with the seen sha256 on stderr when it differs."""
+        """Shell that creates a temporary file beside ``target`` with its final mode (given, else
+        the old file's, and the old owner) before any byte is written (a 0600 secret is never
+        readable by others, not even for a moment), stores stdin in it, checks its sha256 and
+        renames it over the target. Exit 97 with the seen sha256 on stderr when it differs."""
         q = shlex.quote
         directory, base = posixpath.split(target)
         staged = posixpath.join(directory, f".{base}.provisioning-{token}.tmp")
         lines = [f"d={q(target)}", f"s={q(staged)}",
                  'mkdir -p -- "$(dirname -- "$d")" || exit 1',
-                 # store first, then hash what landed (a pipe through tee costs ~25% more CPU);
-                 # openssl's sha256 uses the CPU's SHA instructions (4x sha256sum), if present
-                 'cat > "$s" || { rm -f -- "$s"; exit 1; }',
-                 'set -- $(openssl dgst -sha256 -r < "$s" 2>/dev/null || sha256sum < "$s")',
-                 f'if [ "$1" != {q(sha)} ]; then rm -f -- "$s"; echo "sha256 $1" >&2; '
-                 f'exit {_SHA_MISMATCH}; fi',
+                 # the file gets its final mode and owner while still empty: created owner-only,
+                 # then given the old file's (or the umask's, or the asked) mode, then filled
+                 'u=$(umask)',
+                 '(umask 077 && : > "$s") || exit 1',
                  'if [ -e "$d" ]; then chown --reference="$d" -- "$s" 2>/dev/null; '
-                 'chmod --reference="$d" -- "$s" 2>/dev/null; fi']
+                 'chmod --reference="$d" -- "$s" 2>/dev/null; '
+                 'else chmod "$(printf %o $((0666 & ~0$u)))" -- "$s"; fi']
         if mode is not None:
             value = mode if isinstance(mode, str) else f"{mode:o}"
             if not re.fullmatch(r"[0-7]{3,4}", value):
                 raise ConfigError(f"mode must be octal like '0644', got {mode!r}", key="mode")
             lines.append(f'chmod {value} -- "$s" || {{ rm -f -- "$s"; exit 1; }}')
-        lines.append('mv -f -- "$s" "$d" || { rm -f -- "$s"; exit 1; }')
+        lines += [  # store first, then hash what landed (a pipe through tee costs ~25% more
+                    # CPU); openssl's sha256 uses the CPU's SHA instructions, if present
+                  'cat > "$s" || { rm -f -- "$s"; exit 1; }',
+                  'set -- $(openssl dgst -sha256 -r < "$s" 2>/dev/null || sha256sum < "$s")',
+                  f'if [ "$1" != {q(sha)} ]; then rm -f -- "$s"; echo "sha256 $1" >&2; '
+                  f'exit {_SHA_MISMATCH}; fi',
+                  'mv -f -- "$s" "$d" || { rm -f -- "$s"; exit 1; }']
         return "\n".join(lines)
 
     def _upload_stream(self, source: InputSource, sha: str, remote_path: str, what: str,

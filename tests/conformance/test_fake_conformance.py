@@ -17,3 +17,6 @@ class TestFakeDriverConformance(DriverConformance):
 
     def image_of(self, driver, spec):
         return driver._server(spec)["image"]
+
+    def leftovers(self, driver):
+        return driver.warehouse.leftovers()

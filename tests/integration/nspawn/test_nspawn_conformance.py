@@ -35,6 +35,11 @@ class TestNspawnConformance(DriverConformance):
     def count_machines(self, driver, name) -> int:
         return len(driver.find_machines(name))
 
+    def leftovers(self, driver) -> list[str]:
+        machines = driver.warehouse.machines_dir
+        return [os.path.join(machines, e) for e in sorted(os.listdir(machines))
+                if e.startswith(".")] if os.path.isdir(machines) else []
+
     def cleanup(self, driver) -> None:
         left = self._sweep(driver)
         assert not left, f"conformance case left machines behind: {left}"

@@ -114,3 +114,65 @@ def test_directory_upload(sshd_host, connect, tmp_path, remote_dir):
     assert _leftovers(remote_dir) == []
     digest = hashlib.sha256((local / "sub" / "b.bin").read_bytes()).hexdigest()
     assert transport.remote_sha256(str(target / "sub" / "b.bin")) == digest
+
+
+def _landed(directory, deadline: float = 60.0):
+    """The staged file, once bytes have arrived in it (waits on the file, not on a clock)."""
+    import time
+
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for name in os.listdir(directory):
+            path = directory / name
+            if name.endswith(".tmp") and path.stat().st_size > 0:
+                return path
+        time.sleep(0.01)
+    raise AssertionError(f"no bytes arrived in {directory}: {os.listdir(directory)}")
+
+
+class _HeldSource:
+    """File-like stdin for an upload: the first block, then it waits until released (so the
+    test can look at the half-written file on the "remote" side, which is this host)."""
+
+    def __init__(self, first: bytes, rest: bytes) -> None:
+        import threading
+
+        self.blocks = [first, rest]
+        self.first_sent = threading.Event()
+        self.release = threading.Event()
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.blocks:
+            return b""
+        if len(self.blocks) == 1:
+            self.first_sent.set()
+            assert self.release.wait(60)
+        return self.blocks.pop(0)
+
+
+@pytest.mark.parametrize("mode, existing", [(0o600, None), (0o640, 0o644), (None, 0o600)])
+def test_new_file_has_its_final_mode_before_any_byte(sshd_host, connect, remote_dir, mode,
+                                                     existing):
+    import threading
+
+    target = remote_dir / "secret"
+    if existing is not None:
+        target.write_bytes(b"old")
+        target.chmod(existing)
+    transport = connect(sshd_host)
+    first, rest = b"A" * 70000, b"B" * 10
+    source = _HeldSource(first, rest)
+    sha = hashlib.sha256(first + rest).hexdigest()
+    done = threading.Thread(target=transport._upload_stream,
+                            args=(source, sha, str(target), "test upload", mode))
+    done.start()
+    try:
+        assert source.first_sent.wait(60)
+        staged = _landed(remote_dir)  # the first bytes are in the file
+        wanted = mode if mode is not None else existing
+        assert stat.S_IMODE(staged.stat().st_mode) == wanted
+    finally:
+        source.release.set()
+        done.join(60)
+    assert target.read_bytes() == first + rest
+    assert stat.S_IMODE(target.stat().st_mode) == (mode if mode is not None else existing)

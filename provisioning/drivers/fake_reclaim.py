@@ -1,0 +1,91 @@
+"""What a killed ``fake:`` run leaves in its warehouse, found and finished on the next run.
+
+Every half-made or half-removed thing carries a tag saying whose it is, so nothing that another
+run is still working on is touched:
+
+* ``machines/.new-PID-ID``: a server's directory being made by process PID. The server's JSON
+  is written, then the directory renamed into place. PID gone: renamed into place when the
+  JSON exists, else deleted.
+* ``machines/.removing-ID``: a server being destroyed (renamed first, then its JSON and tag
+  removed, then deleted). Deleted once the server's JSON is gone.
+* ``*.tmp-PID-...``: a JSON file being replaced by process PID. PID gone: deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+__all__ = ["reclaim", "leftovers", "staging_dir", "removing_dir"]
+
+_NEW = re.compile(r"^\.new-(\d+)-(srv-[0-9a-f]+)$")
+_REMOVING = re.compile(r"^\.removing-(srv-[0-9a-f]+)$")
+_TMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def staging_dir(machines_dir: str, server_id: str) -> str:
+    return os.path.join(machines_dir, f".new-{os.getpid()}-{server_id}")
+
+
+def removing_dir(machines_dir: str, server_id: str) -> str:
+    return os.path.join(machines_dir, f".removing-{server_id}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _listing(directory: str) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+
+
+def reclaim(directory: str, servers_dir: str) -> list[str]:
+    """Finish or remove what dead runs left in the warehouse at ``directory``; returns what
+    was done (for tests and progress)."""
+    done: list[str] = []
+    machines_dir = os.path.join(directory, "machines")
+    for entry in _listing(machines_dir):
+        path = os.path.join(machines_dir, entry)
+        new, removing = _NEW.match(entry), _REMOVING.match(entry)
+        if new and not _alive(int(new.group(1))):
+            server_id = new.group(2)
+            if os.path.exists(os.path.join(servers_dir, server_id + ".json")):
+                os.rename(path, os.path.join(machines_dir, server_id))
+                done.append(f"finished creating {server_id}")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed half-made {server_id}")
+        elif removing and not os.path.exists(os.path.join(servers_dir,
+                                                          removing.group(1) + ".json")):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed half-destroyed {removing.group(1)}")
+    for folder in (directory, servers_dir):
+        for entry in _listing(folder):
+            match = _TMP.search(entry)
+            if match and not _alive(int(match.group(1))):
+                try:
+                    os.unlink(os.path.join(folder, entry))
+                    done.append(f"removed {entry}")
+                except (FileNotFoundError, IsADirectoryError):
+                    pass
+    return done
+
+
+def leftovers(directory: str, servers_dir: str) -> list[str]:
+    """Everything in the warehouse that belongs to no server (the conformance suite asks)."""
+    servers = {e[:-5] for e in _listing(servers_dir) if e.endswith(".json")}
+    machines_dir = os.path.join(directory, "machines")
+    found = [os.path.join(machines_dir, e) for e in _listing(machines_dir) if e not in servers]
+    for folder in (directory, servers_dir):
+        found += [os.path.join(folder, e) for e in _listing(folder) if _TMP.search(e)]
+    return found
