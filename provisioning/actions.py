@@ -39,7 +39,7 @@ class Event:
         return f"[{self.machine}] {text}" if self.machine else text
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "event": self.kind,
             "machine": self.machine,
             "description": self.description,
@@ -59,9 +59,14 @@ class ActionHandler:
     """Runs changes unless why-run, and reports each one to its listeners."""
 
     def __init__(self, *, why_run: bool = False, listeners: Iterable[Listener] = ()) -> None:
-        self.why_run = why_run
+        self._why_run = why_run
         self._listeners: list[Listener] = list(listeners)
         self._lock = threading.Lock()
+
+    @property
+    def why_run(self) -> bool:
+        """True when changes are only reported ("would ..."), never made."""
+        return self._why_run
 
     # -- listeners -------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -127,7 +132,7 @@ class PrefixedActionHandler(ActionHandler):
         self.parent = parent
         self.machine = machine
 
-    @property  # type: ignore[override]
+    @property
     def why_run(self) -> bool:
         return self.parent.why_run
 
@@ -137,16 +142,19 @@ class PrefixedActionHandler(ActionHandler):
     def emit(self, event: Event) -> None:
         self.parent.emit(event)
 
-    def perform_action(self, description, fn=None, *, machine=None, data=None):  # type: ignore[override]
+    def perform_action(self, description: str | list[str], fn: Callable[[], T] | None = None, *,
+                       machine: str | None = None, data: dict[str, Any] | None = None) -> T | None:
         return self.parent.perform_action(description, fn, machine=machine or self.machine, data=data)
 
-    def report_progress(self, description, *, machine=None, data=None):  # type: ignore[override]
+    def report_progress(self, description: str, *, machine: str | None = None,
+                        data: dict[str, Any] | None = None) -> None:
         self.parent.report_progress(description, machine=machine or self.machine, data=data)
 
-    def report_result(self, description, *, machine=None, data=None):  # type: ignore[override]
+    def report_result(self, description: str, *, machine: str | None = None,
+                      data: dict[str, Any] | None = None) -> None:
         self.parent.report_result(description, machine=machine or self.machine, data=data)
 
-    def report_error(self, error, *, machine=None):  # type: ignore[override]
+    def report_error(self, error: BaseException, *, machine: str | None = None) -> None:
         self.parent.report_error(error, machine=machine or self.machine)
 
     def for_machine(self, name: str) -> "PrefixedActionHandler":

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from provisioning.errors import ConfigError
-from provisioning.yamlfile import load_yaml_file
+from provisioning.inputs.yamlfile import load_yaml_file
 
 __all__ = ["Config", "DEFAULTS", "load_yaml_file"]
 
@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: environment variables read into config (name -> key, parser)
-_ENV = {
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PROVISIONING_STATE": ("state", str),
     "PROVISIONING_PARALLEL": ("parallel", int),
     "PROVISIONING_LOCK_TTL": ("lock_ttl", float),
@@ -36,7 +36,8 @@ _ENV = {
 }
 
 
-def _merge(base: dict, top: Mapping, sources: dict[str, str], source: str, prefix: str = "") -> None:
+def _merge(base: dict[str, Any], top: Mapping[str, Any], sources: dict[str, str], source: str,
+           prefix: str = "") -> None:
     for key, value in top.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
@@ -158,7 +159,8 @@ class Config:
 
     @property
     def private_keys(self) -> dict[str, str]:
-        return self.data["private_keys"]
+        keys: dict[str, str] = self.data["private_keys"]
+        return keys
 
     @property
     def private_key_paths(self) -> list[str]:

@@ -27,16 +27,18 @@ Branches are split by who must act::
 
 Every error carries a one-line message that says what was wrong and how to fix it; structured
 fields let programs react without parsing text.
+
+``CommandResult`` lives here too, at the bottom of the layers: transports return it and
+``CommandFailed`` carries it, so neither has to import the other's layer.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
-
-if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.machine.result import CommandResult
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 __all__ = [
+    "CommandResult",
     "ProvisioningError",
     "ConfigError",
     "ConfigProblem",
@@ -61,6 +63,38 @@ __all__ = [
     "ProviderError",
     "UnsupportedOperation",
 ]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did. ``ok`` is true when it exited 0.
+
+    Kept immutable so a result can travel inside ``CommandFailed`` and across threads safely.
+    """
+
+    command: str
+    exit_status: int
+    stdout: str = ""
+    stderr: str = ""
+    host: str | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "exit_status": self.exit_status,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "host": self.host,
+            "duration": round(self.duration, 6),
+        }
 
 
 class ProvisioningError(Exception):
@@ -268,7 +302,7 @@ class TransferError(TransportError):
 class CommandFailed(ProvisioningError):
     """A command exited with a non-zero status. ``result`` holds its full output."""
 
-    def __init__(self, result: "CommandResult", *, machine: str | None = None) -> None:
+    def __init__(self, result: CommandResult, *, machine: str | None = None) -> None:
         self.result = result
         self.command = result.command
         self.exit_status = result.exit_status

@@ -16,13 +16,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
-from provisioning.files import write_private_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
 
 __all__ = ["PrivateKey", "find_private_key", "generate_private_key", "ensure_private_key",
            "load_private_key", "read_key_file", "fingerprint", "write_private_file"]
+
+
+def write_private_file(path: str, data: bytes, *, create_dirs: bool = True) -> None:
+    """Write a secret (a key, credentials, a state export) atomically with mode 0600 from the
+    first byte (parent directories made 0700 when ``create_dirs``). The one private-file writer."""
+    if create_dirs:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def fingerprint(public_openssh: str) -> str:
@@ -71,9 +89,10 @@ class PrivateKey:
         """The unencrypted private key in OpenSSH format (for transports; never logged)."""
         from cryptography.hazmat.primitives import serialization
 
-        return self.key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.OpenSSH,
-                                      serialization.NoEncryption())
+        data: bytes = self.key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.OpenSSH,
+                                             serialization.NoEncryption())
+        return data
 
 
 def _passphrase(config: "Config | None", name: str) -> bytes | None:
@@ -93,7 +112,7 @@ def load_private_key(data: bytes, *, name: str, path: str | None = None,
     where = path or f"private_keys.{name}"
     try:
         if b"OPENSSH PRIVATE KEY" in data:
-            key = serialization.load_ssh_private_key(data, password=passphrase)
+            key: Any = serialization.load_ssh_private_key(data, password=passphrase)
         else:
             key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError as exc:
@@ -113,7 +132,7 @@ def load_private_key(data: bytes, *, name: str, path: str | None = None,
 def read_key_file(path: str, *, name: str, key: str | None = None) -> bytes:
     """The bytes of a private key file: a regular file of bounded size that only its owner can
     read or write (OpenSSH's rule, which refuses "UNPROTECTED PRIVATE KEY FILE")."""
-    from provisioning.userfiles import MAX_KEY_BYTES, read_user_file
+    from provisioning.inputs.userfiles import MAX_KEY_BYTES, read_user_file
 
     data = read_user_file(path, what=f"private key {name!r}", limit=MAX_KEY_BYTES, key=key)
     info = os.stat(path)
@@ -159,6 +178,7 @@ def generate_private_key(path: str, *, name: str | None = None, kind: str = "ed2
     """Create a new key pair at ``path`` (0600) and ``path.pub``."""
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+    key: Any
     if kind == "ed25519":
         key = ed25519.Ed25519PrivateKey.generate()
     elif kind == "rsa":

@@ -8,28 +8,45 @@ and last error. Under why-run it takes no lock and saves nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from provisioning.actions import ActionHandler
-from provisioning.errors import MachineNotFound, ProvisioningError
+from provisioning.config import Config
+from provisioning.driver.requestcheck import check_request
+from provisioning.errors import ConfigError, MachineNotFound, ProvisioningError
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
-from provisioning.requestcheck import check_request
+from provisioning.registry import driver_for_url
 from provisioning.spec import MachineSpec
+from provisioning.store import open_store
+from provisioning.store.base import ManagedEntryStore
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.chunks import ChunkedHold, Prepare
     from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
-    from provisioning.store.base import ManagedEntryStore
+    from provisioning.store.chunks import ChunkedHold, Prepare
 
-__all__ = ["Provisioner", "MachineRequest", "connect_to_machine"]
+__all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"]
 
 #: (driver, machine name, machine_options): one machine to act on
 MachineRequest = tuple["Driver", str, Mapping[str, Any]]
+#: work done under one machine's lock: (its driver, its handler, its spec, its options) -> result
+LockedCall = Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]
 #: operations that may create a machine: their requests are checked like a cluster file's
 _CREATING = ("allocate", "ready", "up")
+
+
+class WorkSplitter(Protocol):
+    """Shares ``run_many`` between every runner on a store that ``supports_claims``: does
+    ``call(request)`` for the machines this runner claims and returns every machine's outcome
+    (``provisioning.cluster.claims.split_run`` is the one implementation; the orchestration
+    layer above passes it in, so this module does not depend on it)."""
+
+    def __call__(self, provisioner: "Provisioner", operation: str,
+                 requests: Sequence[MachineRequest],
+                 call: Callable[[MachineRequest], Any]) -> BatchResult: ...
 
 
 class Provisioner:
@@ -38,18 +55,17 @@ class Provisioner:
     def __init__(self, store: "ManagedEntryStore", *, config: "Config | None" = None,
                  action_handler: ActionHandler | None = None, parallel: int | None = None,
                  policy: str = "continue", lock_wait: float = 0.0,
-                 lock_ttl: float | None = None) -> None:
-        from provisioning.config import Config
-
+                 lock_ttl: float | None = None, split_run: WorkSplitter | None = None) -> None:
         self.store = store
         self.config = config or Config.load()
         self.action_handler = action_handler or ActionHandler()
         self.parallelizer = Parallelizer(parallel or int(self.config.get("parallel", 10)), policy)
         self.lock_wait = lock_wait
         self.lock_ttl = float(lock_ttl or self.config.get("lock_ttl", 30.0))
-        #: how ``run_many`` shares its machines with other runners on one store, or None to do
-        #: them all here; the cluster runner sets ``provisioning.cluster.claims.split_run``
-        self.split_run: Callable[..., BatchResult] | None = None
+        #: how ``run_many`` shares its machines with other runners on one store that
+        #: ``supports_claims``, or None to do them all here; the cluster runner passes
+        #: ``provisioning.cluster.claims.split_run``
+        self.split_run: WorkSplitter | None = split_run if store.supports_claims else None
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
 
@@ -58,7 +74,9 @@ class Provisioner:
         return self.action_handler.why_run
 
     def spec(self, name: str) -> MachineSpec:
-        return self.store.get_or_new("machine", name)  # type: ignore[return-value]
+        entry = self.store.get_or_new("machine", name)
+        assert isinstance(entry, MachineSpec)  # the store builds machine entries as MachineSpec
+        return entry
 
     def driver_for(self, spec: MachineSpec, default: "Driver | None" = None) -> "Driver":
         """The driver that owns a saved machine (from its reference), else ``default``."""
@@ -73,8 +91,6 @@ class Provisioner:
     def _driver(self, url: str) -> "Driver":
         """One driver per saved URL for this provisioner's life (building one per machine made
         a thousand machines cost a thousand registry look-ups)."""
-        from provisioning.registry import driver_for_url
-
         with self._drivers_lock:
             driver = self._drivers.get(url)
         if driver is None:
@@ -102,8 +118,10 @@ class Provisioner:
                 if spec.exists or spec.version:  # a destroyed, forgotten spec has neither
                     spec.save()
 
-    def _one(self, operation: str, request: MachineRequest,
-             call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
+    def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
+             call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
+        """``call`` gets the machine's driver: the one its reference names, else the given one
+        (None only for a machine that was never allocated and no driver given)."""
         driver, name, options = request
         if operation in _CREATING:
             check_request(driver, name, options)
@@ -115,44 +133,54 @@ class Provisioner:
 
     # -- single machines ---------------------------------------------------------------------
     def allocate(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> MachineSpec:
-        return self._one("allocate", (driver, name, options), self._calls()["allocate"])
+        spec: MachineSpec = self._one("allocate", (driver, name, options),
+                                      self._calls()["allocate"])
+        return spec
 
     def ready(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
-        return self._one("ready", (driver, name, options), self._calls()["ready"])
+        machine: "Machine | None" = self._one("ready", (driver, name, options),
+                                              self._calls()["ready"])
+        return machine
 
     def up(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> "Machine | None":
         """Allocate then ready, under one lock."""
-        return self._one("allocate", (driver, name, options), self._calls()["up"])
+        machine: "Machine | None" = self._one("allocate", (driver, name, options),
+                                              self._calls()["up"])
+        return machine
 
     def run_locked(self, operation: str, driver: "Driver | None", name: str,
                    options: Mapping[str, Any],
-                   call: Callable[["Driver", ActionHandler, MachineSpec, Mapping[str, Any]], Any]
-                   ) -> Any:
+                   call: LockedCall) -> Any:
         """Run ``call(driver, handler, spec, options)`` under the machine's lock, saving the spec
         (last action, last error) afterwards: for work beyond one driver call, such as the CLI's
         allocate + ready + converge + healthcheck. ``call`` may update ``spec.last_action``."""
-        return self._one(operation, (driver, name, options), call)  # type: ignore[arg-type]
+        return self._one(operation, (driver, name, options), call)
 
     def stop(self, name: str, options: Mapping[str, Any] = {}, driver: "Driver | None" = None) -> None:
-        self._one("stop", (driver, name, options), self._stop_call)  # type: ignore[arg-type]
+        self._one("stop", (driver, name, options), self._stop_call)
 
     def destroy(self, name: str, options: Mapping[str, Any] = {},
                 driver: "Driver | None" = None) -> None:
-        self._one("destroy", (driver, name, options), self._destroy_call)  # type: ignore[arg-type]
+        self._one("destroy", (driver, name, options), self._destroy_call)
 
     @staticmethod
-    def _stop_call(d, h, spec, o):
+    def _stop_call(d: "Driver | None", h: ActionHandler, spec: MachineSpec,
+                   o: Mapping[str, Any]) -> None:
         if not spec.exists:
             h.report_progress("not allocated: nothing to stop")
             return None
-        return d.stop_machine(h, spec, o)
+        assert d is not None  # an allocated machine's reference names its driver
+        d.stop_machine(h, spec, o)
+        return None
 
-    def _destroy_call(self, d, h, spec, o):
+    def _destroy_call(self, d: "Driver | None", h: ActionHandler, spec: MachineSpec,
+                      o: Mapping[str, Any]) -> None:
         if not spec.exists:
             h.report_progress("not allocated: nothing to destroy")
             if spec.version and not self.why_run:
                 spec.delete()
             return None
+        assert d is not None  # an allocated machine's reference names its driver
         d.destroy_machine(h, spec, o)
         if not self.why_run:
             spec.delete()
@@ -180,7 +208,7 @@ class Provisioner:
         if self.split_run is not None and not self.why_run and len(requests) > 1:
             results = self.split_run(self, operation, requests, fn)
         else:
-            results = self.parallelizer.run((r[1], (lambda r=r: fn(r))) for r in requests)
+            results = self.parallelizer.run((r[1], functools.partial(fn, r)) for r in requests)
         return self._reported(results)
 
     def run_many_locked(self, operation: str, requests: Sequence[MachineRequest],
@@ -189,7 +217,7 @@ class Provisioner:
                         prepare: "Prepare | None" = None) -> BatchResult:
         """``call(driver, handler, spec, options)`` for each machine under its lock, saving each
         spec (``last_action`` starts as ``action``, default ``operation``; last error) after
-        it. Locks and entries are taken a chunk at a time (``provisioning.chunks``), and
+        it. Locks and entries are taken a chunk at a time (``provisioning.store.chunks``), and
         ``prepare`` sees each chunk before its machines' calls. Runners sharing the store
         split the machines between them (each then one at a time)."""
         action = action or operation
@@ -199,13 +227,14 @@ class Provisioner:
             results = self.split_run(self, operation, requests,
                                      lambda r: self._one(action, r, call))
             return self._reported(results)
-        from provisioning.chunks import ChunkedHold
+        from provisioning.store.chunks import ChunkedHold
 
         hold = ChunkedHold(self.store, [r[1] for r in requests], ttl=self.lock_ttl,
                            wait=self.lock_wait, locking=not self.why_run, prepare=prepare)
         try:
             results = self.parallelizer.run(
-                (r[1], (lambda r=r: self._from_hold(hold, action, r, call))) for r in requests)
+                (r[1], functools.partial(self._from_hold, hold, action, r, call))
+                for r in requests)
         finally:
             hold.close()
         return self._reported(results)
@@ -238,16 +267,22 @@ class Provisioner:
         return result
 
     def _calls(self) -> dict[str, Callable[..., Any]]:
-        def allocate(d, h, spec, o):
+        def allocate(d: "Driver", h: ActionHandler, spec: MachineSpec,
+                     o: Mapping[str, Any]) -> MachineSpec:
             d.allocate_machine(h, spec, o)
             return spec
 
-        def up(d, h, spec, o):
+        def ready(d: "Driver", h: ActionHandler, spec: MachineSpec,
+                  o: Mapping[str, Any]) -> "Machine | None":
+            return d.ready_machine(h, spec, o)
+
+        def up(d: "Driver", h: ActionHandler, spec: MachineSpec,
+               o: Mapping[str, Any]) -> "Machine | None":
             d.allocate_machine(h, spec, o)
             spec.last_action = "ready"
             return d.ready_machine(h, spec, o)
-        return {"allocate": allocate, "ready": lambda d, h, spec, o: d.ready_machine(h, spec, o),
-                "up": up, "stop": self._stop_call, "destroy": self._destroy_call}
+        return {"allocate": allocate, "ready": ready, "up": up, "stop": self._stop_call,
+                "destroy": self._destroy_call}
 
     def _reported(self, results: BatchResult) -> BatchResult:
         for name, outcome in results.items():
@@ -282,7 +317,6 @@ class Provisioner:
 
 def _check_all(requests: Sequence[Any]) -> None:
     """Every problem of every request, before the first one is acted on."""
-    from provisioning.errors import ConfigError
 
     problems = []
     for request in requests:
@@ -303,13 +337,12 @@ def connect_to_machine(name_or_spec: "str | MachineSpec", config: "Config | None
                        store: "ManagedEntryStore | None" = None,
                        machine_options: Mapping[str, Any] | None = None) -> "Machine":
     """A Machine for a saved machine: its spec from the store, its driver from the reference."""
-    from provisioning.config import Config
-    from provisioning.store import open_store
 
     config = config or Config.load()
     if isinstance(name_or_spec, MachineSpec):
         spec = name_or_spec
-        return Provisioner(spec.store or open_store(config.state), config=config).driver_for(
+        owner = spec.store if isinstance(spec.store, ManagedEntryStore) else open_store(config.state)
+        return Provisioner(owner, config=config).driver_for(
             spec).connect_to_machine(spec, machine_options or {})
     store = store or open_store(config.state, base_dir=config.base_dir)
     return Provisioner(store, config=config).connect(name_or_spec, machine_options or {})

@@ -35,7 +35,7 @@ class Outcome(Generic[T]):
         return self.error is None
 
 
-class BatchResult(dict):
+class BatchResult(dict[str, "Outcome[Any]"]):
     """name -> Outcome, in submission order."""
 
     @property
@@ -110,7 +110,8 @@ class Parallelizer:
             thread.join()
         return results
 
-    def _run_serial(self, jobs, results: BatchResult) -> BatchResult:
+    def _run_serial(self, jobs: Iterable[tuple[str, Callable[[], Any]]],
+                    results: BatchResult) -> BatchResult:
         failed = False
         for name, fn in jobs:
             if failed and self.policy == "fail-fast":

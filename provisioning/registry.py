@@ -6,13 +6,13 @@ through importlib.metadata); the built-in module ``provisioning.driver_init.<sch
 
 from __future__ import annotations
 
-from provisioning.schema import closest
 import importlib
 import pkgutil
 import threading
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError, DriverNotFound, MissingExtra
+from provisioning.inputs.schema import closest
 from provisioning.url import parse_driver_url, validate_scheme
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,8 +82,10 @@ def _resolve(target: Any) -> "type[Driver]":
     if isinstance(target, str):
         module_name, _, attr = target.partition(":")
         module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    return target
+        found: type[Driver] = getattr(module, attr)
+        return found
+    resolved: type[Driver] = target
+    return resolved
 
 
 def driver_class(scheme: str) -> "type[Driver]":
@@ -94,7 +96,8 @@ def driver_class(scheme: str) -> "type[Driver]":
         return _resolve(target)
     ep = _load_entry_points().get(scheme)
     if ep is not None:
-        return ep.load()
+        loaded: type[Driver] = ep.load()
+        return loaded
     if scheme in _builtin_schemes():
         module = importlib.import_module(f"provisioning.driver_init.{scheme}")
         return _resolve(module.DRIVER)

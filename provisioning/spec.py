@@ -12,18 +12,27 @@ import copy
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from provisioning.errors import ConfigError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.store.base import ManagedEntryStore
-
-__all__ = ["ManagedEntry", "MachineSpec", "ImageSpec"]
+__all__ = ["ManagedEntry", "MachineSpec", "ImageSpec", "EntryStore"]
 
 #: keys that must never be saved in a reference (secrets belong in config, not in state)
 SECRET_KEYS = frozenset({"password", "passphrase", "secret", "secret_key", "access_key_secret",
                          "token", "private_key_pem"})
+
+
+class EntryStore(Protocol):
+    """What an entry needs of the store it came from (``provisioning.store``'s
+    ``ManagedEntryStore``, a layer above, implements it)."""
+
+    @property
+    def store_id(self) -> str: ...
+
+    def save(self, entry: "ManagedEntry") -> None: ...
+
+    def delete(self, kind: str, name: str) -> None: ...
 
 
 @dataclass
@@ -37,7 +46,7 @@ class ManagedEntry:
     last_error: str | None = None
     updated_at: float | None = None
     version: int = 0
-    store: "ManagedEntryStore | None" = field(default=None, repr=False, compare=False)
+    store: EntryStore | None = field(default=None, repr=False, compare=False)
     #: the cluster (``name:`` of its cluster file) this entry belongs to; None: saved before
     #: clusters had names, claimed by the first cluster file that names the machine
     cluster: str | None = None
@@ -100,7 +109,7 @@ class ManagedEntry:
 
     @classmethod
     def from_row(cls, kind: str, name: str, data: str, version: int,
-                 store: "ManagedEntryStore | None" = None) -> "ManagedEntry":
+                 store: EntryStore | None = None) -> "ManagedEntry":
         body = json.loads(data)
         entry_cls = _ENTRY_CLASSES.get(kind, ManagedEntry)
         entry = entry_cls(name=name, reference=body.get("reference") or {}, kind=kind,

@@ -75,7 +75,7 @@ def _missing_requirements(extra: str) -> list[str]:
     missing = []
     for line in requirements:
         requirement, _, marker = line.partition(";")
-        if not re.search(r"""extra\s*==\s*["']%s["']""" % re.escape(extra), marker):
+        if not re.search(r"""extra\s*==\s*["']""" + re.escape(extra) + r"""["']""", marker):
             continue
         name = re.split(r"[\s<>=!~\[(;]", requirement.strip(), maxsplit=1)[0]
         try:
@@ -91,8 +91,8 @@ def describe_url(url: str) -> dict:
     unreachable warehouse) its declared fields are still shown, with the reason in
     ``choices_error``."""
     from provisioning.config import Config
+    from provisioning.driver.options import DriverDescription
     from provisioning.errors import DriverNotFound, InvalidDriverURL, ProvisioningError
-    from provisioning.options import DriverDescription
     from provisioning.registry import driver_class, driver_for_url
     from provisioning.url import parse_driver_url
 

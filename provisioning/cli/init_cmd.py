@@ -1,4 +1,4 @@
-"""``converge init``: the wizard that writes a cluster file (see ``provisioning.wizard``)."""
+"""``converge init``: the wizard that writes a cluster file (see ``provisioning.scaffold.wizard``)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,13 @@ def init(settings, answers: str | None, driver_default: str | None, config_file:
     a commented cluster file (-f, default cluster.yml). Secrets never go into it."""
     from provisioning.config import Config
     from provisioning.errors import ConfigError
-    from provisioning.wizard import (FileAnswers, InitWizard, TerminalAnswers, load_answers,
-                                     write_init_outputs)
+    from provisioning.scaffold.wizard import (
+        FileAnswers,
+        InitWizard,
+        TerminalAnswers,
+        load_answers,
+        write_init_outputs,
+    )
 
     cluster_path = os.path.abspath(settings.file)
     base_dir = os.path.dirname(cluster_path)

@@ -19,7 +19,7 @@ def output(settings, name: str | None) -> int:
 
     --output json prints one object."""
     from provisioning.errors import ConfigError
-    from provisioning.schema import did_you_mean
+    from provisioning.inputs.schema import did_you_mean
     with settings.session(live=False, read_only=True) as session:
         cluster = session.cluster.file
         if name is not None and name not in cluster.outputs:
@@ -59,9 +59,14 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
     import json
     import os
 
-    from provisioning.access import (ansible_inventory, inventory_json, ssh_access, ssh_config,
-                                     write_access)
     from provisioning.errors import ProvisioningError
+    from provisioning.machine.access import (
+        ansible_inventory,
+        inventory_json,
+        ssh_access,
+        ssh_config,
+        write_access,
+    )
 
     with settings.session(live=False, read_only=True) as session:
         cluster, runner = session.cluster.file, session.runner

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import click
 
-from provisioning.cli.common import (common_options, concurrency_option, finish_batch,
-                                     pass_settings, why_run_option)
+from provisioning.cli.common import (
+    common_options,
+    concurrency_option,
+    finish_batch,
+    pass_settings,
+    why_run_option,
+)
 
 PATTERNS = "[INSTANCE|REGEX]..."
 

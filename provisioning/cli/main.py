@@ -98,8 +98,9 @@ SUMMARIES: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """Resolves ``COMMANDS`` entries on first use; a module that is not there yet (another
-    engineer's command still being written) is left out of the listing instead of failing."""
+    """Resolves ``COMMANDS`` entries on first use (so ``converge --help`` imports no command
+    module it does not show); a command whose module is missing is left out of the listing
+    instead of breaking every other command."""
 
     def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -144,7 +145,7 @@ class LazyGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            from provisioning.schema import closest
+            from provisioning.inputs.schema import closest
 
             close = closest(name, self.list_commands(ctx))
             hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -1,5 +1,5 @@
 """``converge ssh MACHINE`` (and its alias ``converge login INSTANCE``): an interactive OpenSSH
-session with our key and the pinned host key (see ``provisioning.access``).
+session with our key and the pinned host key (see ``provisioning.machine.access``).
 
 The key and a known_hosts file holding only the machine's pinned key go to a private temporary
 directory (0700) removed afterwards; ``StrictHostKeyChecking=yes`` means a different host key
@@ -42,8 +42,8 @@ def _open_session(settings, machine: str, command: tuple[str, ...]) -> int:
     import subprocess
     import tempfile
 
-    from provisioning.access import ssh_access, ssh_argv, write_access
     from provisioning.errors import ConfigError
+    from provisioning.machine.access import ssh_access, ssh_argv, write_access
 
     if command and command[0] == "--":
         command = command[1:]

@@ -55,7 +55,7 @@ def state() -> None:
 @pass_settings
 def export(settings, target: str) -> int:
     """Write every entry of the state as JSON; secrets are left out."""
-    from provisioning.statefile import dump, export_state
+    from provisioning.store.statefile import dump, export_state
 
     store = _open_store(settings)
     try:
@@ -80,7 +80,7 @@ def export(settings, target: str) -> int:
 @pass_settings
 def import_(settings, source: str, replace: bool) -> int:
     """Read a JSON export (FILE, or '-' for standard input) into the state store."""
-    from provisioning.statefile import import_state, load
+    from provisioning.store.statefile import import_state, load
 
     document = load(source)
     store = _open_store(settings)
@@ -108,7 +108,7 @@ def show(settings) -> int:
     store = _open_store(settings)
     try:
         locks = store.locks()
-        runs = store.runs() if hasattr(store, "runs") else []
+        runs = store.runs()
         entries = len(store.list("machine"))
         record = {"event": "state", "url": store.url, "entries": entries, "locks": locks,
                   "runs": runs}

@@ -8,8 +8,14 @@
 """
 
 from provisioning.cluster.api import Cluster
-from provisioning.cluster.file import (DEFAULT_CLUSTER_FILE, ClusterFile, MachineDefinition,
-                                       VerifyItem, load_cluster, parse_cluster)
+from provisioning.cluster.file import (
+                                       DEFAULT_CLUSTER_FILE,
+                                       ClusterFile,
+                                       MachineDefinition,
+                                       VerifyItem,
+                                       load_cluster,
+                                       parse_cluster,
+)
 from provisioning.cluster.runner import ClusterRunner
 
 __all__ = ["Cluster", "ClusterFile", "ClusterRunner", "MachineDefinition", "VerifyItem",

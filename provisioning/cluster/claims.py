@@ -22,8 +22,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from provisioning import errors
-from provisioning.errors import ProvisioningError, StateError
+import provisioning.errors as errors
+from provisioning.errors import ProvisioningError, StateError, StateLocked
 from provisioning.parallel import BatchResult, Cancelled, Outcome
 from provisioning.store.base import holder_info
 
@@ -40,7 +40,7 @@ def _who(holder: dict[str, Any] | None) -> str:
 
 def supports_claims(store: Any) -> bool:
     """True when the store can split work between runners (PostgreSQL)."""
-    return bool(getattr(store, "supports_claims", False))
+    return bool(store.supports_claims)
 
 
 def run_key(operation: str, names: Sequence[str]) -> str:
@@ -111,7 +111,7 @@ def remote_error(name: str, row: dict[str, Any]) -> ProvisioningError:
     error = cls.__new__(cls)  # its own __init__ may want fields only the other runner had
     ProvisioningError.__init__(error, f"failed in another runner ({_who(row.get('holder'))}): "
                                       f"{message}", machine=name)
-    if isinstance(error, errors.StateLocked):
+    if isinstance(error, StateLocked):
         error.name, error.holder = name, {}
     return error
 

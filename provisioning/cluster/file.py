@@ -43,15 +43,15 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from provisioning.driver.requestcheck import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, ConfigProblem
-from provisioning.requestcheck import MAX_NAME, NAME_RE
-from provisioning.schema import Problems, describe_type, did_you_mean, one_or_many
+from provisioning.inputs.schema import Problems, describe_type, did_you_mean, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.cluster.healthcheck import HealthCheck
     from provisioning.config import Config
     from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.convergence.steps import Step
-    from provisioning.cluster.healthcheck import HealthCheck
 
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
            "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS",
@@ -245,8 +245,8 @@ class ClusterFile:
 # -- loading ---------------------------------------------------------------------------------
 def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
-    from provisioning.userfiles import read_user_text
-    from provisioning.yamlfile import load_yaml_text
+    from provisioning.inputs.userfiles import read_user_text
+    from provisioning.inputs.yamlfile import load_yaml_text
 
     if os.path.isdir(path):
         raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
@@ -367,7 +367,7 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
     check_order(cluster, problems)
     _check_driver_options(cluster, problems)
     problems.raise_if_any()
-    from provisioning.keycheck import key_problems
+    from provisioning.cluster.keycheck import key_problems
 
     urls = {d.driver_url for d in cluster.machines.values()}
     problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
@@ -392,8 +392,8 @@ class GroupSpec:
 def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
                seen: dict[str, str]) -> None:
     """Validate one group's settings and add its machines (``count`` expanded) to the cluster."""
-    from provisioning.convergence.registry import parse_convergence
     from provisioning.cluster.healthcheck import parse_healthchecks
+    from provisioning.convergence.registry import parse_convergence
 
     group, key = spec.name, spec.key
     if not NAME_RE.match(group) or len(group) > MAX_NAME:
@@ -470,7 +470,7 @@ def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: P
 def _local_features(body: Mapping[str, Any], key: str, count: int | None,
                     options: dict[str, Any], problems: Problems, base_dir: str) -> None:
     """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
-    from provisioning.local_features import parse_forwarded_ports, parse_synced_folders
+    from provisioning.driver.local_features import parse_forwarded_ports, parse_synced_folders
 
     if "sync" in body:
         folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
@@ -550,13 +550,13 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
                   problems: Problems, cluster: ClusterFile) -> None:
-    from provisioning.options import validate_options
+    from provisioning.driver.options import validate_options
 
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
-    from provisioning.local_features import LOCAL_OPTION_KEYS, check_local_options
+    from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
 
     fields = list(getattr(cls, "machine_option_fields", ()))
     found = validate_options(fields, {k: v for k, v in options.items()
@@ -578,7 +578,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
 
 
 def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
-    from provisioning.options import validate_options
+    from provisioning.driver.options import validate_options
 
     for url, options in cluster.driver_options.items():
         if not isinstance(options, Mapping):

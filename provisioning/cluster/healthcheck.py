@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from provisioning.errors import ProvisioningError
-from provisioning.schema import Problems, describe_type, one_or_many
+from provisioning.inputs.schema import Problems, describe_type, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.runner import ClusterRunner
     from provisioning.cluster.file import MachineDefinition
+    from provisioning.cluster.runner import ClusterRunner
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 

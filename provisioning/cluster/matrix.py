@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from provisioning.schema import Problems
+from provisioning.inputs.schema import Problems
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.file import ClusterFile as Cluster, GroupSpec
+    from provisioning.cluster.file import ClusterFile as Cluster
+    from provisioning.cluster.file import GroupSpec
 
 __all__ = ["expand_matrix", "PLATFORM_KEYS", "SUITE_KEYS"]
 
@@ -105,7 +106,7 @@ def _mapping(body: Mapping[str, Any], name: str, key: str, problems: Problems) -
 def _platforms_for(suite: str, body: Mapping[str, Any], platforms: list[str],
                    problems: Problems) -> list[str]:
     """The platforms a suite runs on: ``includes`` (only these) then minus ``excludes``."""
-    from provisioning.schema import did_you_mean
+    from provisioning.inputs.schema import did_you_mean
 
     chosen = list(platforms)
     for name in ("includes", "excludes"):

@@ -1,8 +1,9 @@
 """ClusterRunner: a cluster file's machines driven through the ``Provisioner`` (locks, state).
 
-Used by ``Cluster`` (the ``converge`` commands, the pytest plugin, watch). ``up`` does, per machine and under its
-lock: allocate, ready, converge (the steps), healthcheck; the spec's ``last_action`` follows
-along so ``status`` shows where a failed machine stopped. Results come back per machine.
+Used by ``Cluster`` (the ``converge`` commands, the pytest plugin, watch). ``up`` does, per
+machine and under its lock: allocate, ready, converge (the steps), healthcheck; the spec's
+``last_action`` follows along so ``status`` shows where a failed machine stopped. Results
+come back per machine.
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ class ClusterRunner:
         """``save`` (returns the Snapshot), ``restore``, ``delete`` under the machine's lock;
         ``list`` (returns the Snapshots) without one. ``snapshot`` None: a new name for save,
         the newest snapshot for restore."""
-        from provisioning.local_features import snapshot_name
+        from provisioning.driver.local_features import snapshot_name
 
         definition = self.cluster.machines.get(name)
         spec = self.provisioner.spec(name)
@@ -461,10 +462,10 @@ class ClusterRunner:
     def _verify_testinfra(self, definition: "MachineDefinition", machine: "Machine",
                           directory: str, handler: ActionHandler) -> None:
         """pytest-testinfra tests through OpenSSH with a generated config that pins the
-        machine's host key (``provisioning.access``); checking is never turned off."""
+        machine's host key (``provisioning.machine.access``); checking is never turned off."""
         import tempfile
 
-        from provisioning.access import ssh_access, ssh_config, write_access
+        from provisioning.machine.access import ssh_access, ssh_config, write_access
 
         try:
             import testinfra  # noqa: F401

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from provisioning.schema import Problems, did_you_mean
+from provisioning.inputs.schema import Problems, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.file import ClusterFile as Cluster, MachineDefinition
+    from provisioning.cluster.file import ClusterFile as Cluster
+    from provisioning.cluster.file import MachineDefinition
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 
@@ -104,7 +105,7 @@ def waves(cluster: "Cluster", definitions: Sequence["MachineDefinition"]
           ) -> list[list["MachineDefinition"]]:
     """The machines in the order ``after`` asks for: a list of waves, each run in parallel."""
     level_of: dict[str, int] = {}
-    for scope, roles in _scopes(cluster).items():
+    for roles in _scopes(cluster).values():
         levels = _levels({role: members[0].after for role, members in roles.items()})
         for role, members in roles.items():
             for member in members:

@@ -32,8 +32,8 @@ from provisioning.errors import ProvisioningError, StateLocked
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
-    from provisioning.cluster.runner import ClusterRunner
     from provisioning.cluster.file import MachineDefinition
+    from provisioning.cluster.runner import ClusterRunner
     from provisioning.driver import Driver
     from provisioning.spec import MachineSpec
 
@@ -161,8 +161,8 @@ class Watcher:
                state: str) -> str | None:
         """None when healthy, else why not. One attempt per check: the grace period is what
         gives a machine time, not the check's own deadline."""
-        from provisioning.cluster.healthcheck import run_healthcheck
         from provisioning.actions import ActionHandler
+        from provisioning.cluster.healthcheck import run_healthcheck
 
         if state not in ("running", "unknown"):
             return f"the provider says it is {state}"

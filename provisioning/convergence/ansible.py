@@ -11,7 +11,7 @@
 The run gets a generated inventory holding only this machine (group ``all`` plus its cluster
 group), its key and a known_hosts file holding its pinned host key: host-key checking stays on
 (``StrictHostKeyChecking=yes``, ``HostKeyAlias``), through the driver's ProxyCommand for machines
-in a network namespace (``provisioning.access``). Extra variables go through a 0600 file, never
+in a network namespace (``provisioning.machine.access``). Extra variables go through a 0600 file, never
 the command line. Changes are counted from ansible's own task results (our callback plugin in
 ``ansible_plugins/``): each changed task is one action. Under why-run the playbook runs with
 ``--check --diff`` and its changes are reported as planned actions.
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
 from provisioning.errors import ConvergenceFailed, MissingExtra
-from provisioning.schema import Problems
+from provisioning.inputs.schema import Problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -106,7 +106,7 @@ class AnsibleConvergence(ConvergenceStrategy):
                         description="install python3 for ansible (apt-get)")
 
     def converge(self, machine: "Machine") -> bool:
-        from provisioning.access import ansible_inventory, ssh_access, write_access
+        from provisioning.machine.access import ansible_inventory, ssh_access, write_access
 
         executable = _ansible_playbook()
         access = ssh_access(machine)
@@ -210,7 +210,7 @@ def _ansible_playbook() -> str:
 
 
 def _write_json(path: str, data: Any) -> None:
-    from provisioning.files import write_private_file
+    from provisioning.keys import write_private_file
 
     write_private_file(path, json.dumps(data, indent=1).encode("utf-8"))
 

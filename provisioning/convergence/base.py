@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
+    from provisioning.inputs.schema import Problems
     from provisioning.machine.base import Machine
-    from provisioning.schema import Problems
 
 __all__ = ["ConvergenceStrategy", "ConvergenceContext"]
 

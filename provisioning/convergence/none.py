@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioning.convergence.base import ConvergenceStrategy
-from provisioning.schema import describe_type
+from provisioning.inputs.schema import describe_type
 
 __all__ = ["NoConvergence"]
 

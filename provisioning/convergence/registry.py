@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
-from provisioning.schema import Problems, describe_type, did_you_mean
+from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.convergence.base import ConvergenceStrategy

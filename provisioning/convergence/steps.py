@@ -4,8 +4,9 @@
   (a local Jinja file rendered with ``machine``, ``options`` and ``cluster``); ``mode``,
   ``owner``, ``group``. Written only when the sha256 differs.
 - ``directory``: ``path`` (created with parents), ``mode``, ``owner``, ``group``.
-- ``command``: ``run`` (rendered like a template when it holds ``{{``), guarded by ``creates`` (a path), ``unless`` and ``onlyif`` (commands);
-  ``sudo``, ``env``, ``timeout``, ``cwd``. Without a guard it runs every time, like any command.
+- ``command``: ``run`` (rendered like a template when it holds ``{{``), guarded by ``creates``
+  (a path), ``unless`` and ``onlyif`` (commands); ``sudo``, ``env``, ``timeout``, ``cwd``.
+  Without a guard it runs every time, like any command.
 - ``script``: a local ``source`` uploaded to a temporary path, run with ``args``, then removed;
   the same guards as ``command``.
 - ``package``: Debian packages ``name`` (one or a list), ``state`` present (default) or absent;
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.convergence import packages
 from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
-from provisioning.schema import Problems, describe_type, did_you_mean
+from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -282,8 +283,8 @@ def _attrs_text(attrs: _Attributes) -> str:
 
 # -- templates -------------------------------------------------------------------------------
 def render_template(path: str, context: StepContext, *, key: str) -> str:
-    """Render a local Jinja template in the bounded sandbox (provisioning.templating)."""
-    from provisioning.templating import render_file
+    """Render a local Jinja template in the bounded sandbox (provisioning.inputs.templating)."""
+    from provisioning.inputs.templating import render_file
 
     return render_file(path, context.base_dir, context.variables, file=context.file, key=key)
 
@@ -292,14 +293,14 @@ def render_string(text: str, variables: Mapping[str, Any], *, file: str | None, 
     """Render a short Jinja string (healthcheck targets); plain strings pass through."""
     if "{{" not in text and "{%" not in text:
         return text
-    from provisioning.templating import render_text
+    from provisioning.inputs.templating import render_text
 
     return render_text(text, variables, file=file, key=key)
 
 
 def check_template_syntax(path: str, base_dir: str) -> str | None:
     """A message when the template is missing or does not parse, else None."""
-    from provisioning.templating import template_syntax_problem
+    from provisioning.inputs.templating import template_syntax_problem
 
     return template_syntax_problem(path, base_dir)
 

@@ -27,16 +27,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
+from provisioning.driver.local_features import LOCAL_OPTION_KEYS
+from provisioning.driver.options import OptionField, raise_problems
 from provisioning.drivers.docker_engine import container as containers
 from provisioning.drivers.docker_engine import image as images
+from provisioning.drivers.docker_engine.client import (
+    PROVIDER,
+    canonical_endpoint,
+    endpoint_of,
+    engine_errors,
+    is_conflict,
+    open_client,
+)
 from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, DockerSnapshots
-from provisioning.drivers.docker_engine.client import (PROVIDER, canonical_endpoint,
-                                                       endpoint_of, engine_errors, is_conflict,
-                                                       open_client)
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
-from provisioning.local_features import LOCAL_OPTION_KEYS
-from provisioning.options import OptionField, raise_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
@@ -62,6 +67,7 @@ class _Options:
     ready_timeout: float
     stop_timeout: float
     mask_units: bool
+    init: str = "systemd"
 
 
 class DockerDriver(DockerSnapshots, Driver):
@@ -105,6 +111,9 @@ class DockerDriver(DockerSnapshots, Driver):
         OptionField("stop_timeout", type="float", help="overrides the driver option"),
         OptionField("mask_units", type="bool", default=True,
                     help="mask maintenance timers and gettys for a faster boot"),
+        OptionField("init", default="systemd", choices=("systemd", "process"),
+                    help="systemd: systemd as PID 1, reached over SSH; process: any image, kept "
+                         "alive by a shell, reached through the engine (transport kind docker)"),
     )
 
     # -- construction --------------------------------------------------------------------------
@@ -177,6 +186,7 @@ class DockerDriver(DockerSnapshots, Driver):
             stop_timeout=float(machine_options.get("stop_timeout")
                                or self.driver_options.get("stop_timeout") or 20.0),
             mask_units=bool(machine_options.get("mask_units", True)),
+            init=str(machine_options.get("init") or "systemd"),
         )
 
     def _key(self, name: str) -> "PrivateKey":
@@ -219,7 +229,8 @@ class DockerDriver(DockerSnapshots, Driver):
             name=name, image=image_ref, hostname=self._hostname(spec, opts),
             machine_labels=containers.labels(spec.name, spec.store_id, self.driver_url),
             machine_options=machine_options, publish_address=self.publish_address,
-            systemd_cgroup_mount=facts["systemd_cgroup_mount"], is_podman=facts["podman"])
+            systemd_cgroup_mount=facts["systemd_cgroup_mount"], is_podman=facts["podman"],
+            init=opts.init)
 
     # -- allocate ------------------------------------------------------------------------------
     def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
@@ -270,7 +281,7 @@ class DockerDriver(DockerSnapshots, Driver):
         key_name = opts.key_name
         with engine_errors(f"writing the machine's files into {name}", machine=spec.name):
             host_key = containers.read_host_key(found) if adopted else None
-            if host_key is None:
+            if host_key is None and opts.init == "systemd":
                 data, host_key = containers.machine_files(
                     hostname=self._hostname(spec, opts),
                     authorized_key=self._key(key_name).public_openssh,
@@ -280,6 +291,7 @@ class DockerDriver(DockerSnapshots, Driver):
         spec.reference = self.base_reference(
             container_id=found.id, container_name=name, image=opts.image, image_ref=image_ref,
             key_name=key_name, host_key=host_key, hostname=self._hostname(spec, opts),
+            transport="ssh" if opts.init == "systemd" else "docker",
             endpoint=self.endpoint, state="allocated", address=None, port=None,
             create_options={k: machine_options[k] for k in LOCAL_OPTION_KEYS
                             if k in machine_options})
@@ -318,19 +330,28 @@ class DockerDriver(DockerSnapshots, Driver):
         spec.reference.update(state="running", started_at=time.time())
 
     def _wait(self, action_handler, spec, opts: _Options, found, deadline: float) -> "UnixMachine":
-        """Until the container publishes SSH and one real login (pinned key) succeeds."""
+        """Until the container publishes SSH and one real login (pinned key) succeeds; for an
+        ``init: process`` machine, until the container runs."""
         started = time.monotonic()
+        if spec.reference.get("transport") == "docker":
+            return self._exec_machine(spec, opts, found, deadline, action_handler)
         delay = 0.05
+        published = None
+        inspected = 0.0
         while True:
-            with engine_errors(f"inspecting container {found.name}", machine=spec.name):
-                found.reload()
+            # ask the engine only until the port is known, then about once a second (to notice
+            # a container that died): many machines booting at once must not flood it
+            if published is None or time.monotonic() - inspected > 1.0:
+                with engine_errors(f"inspecting container {found.name}", machine=spec.name):
+                    found.reload()
+                inspected = time.monotonic()
+                published = containers.published_port(found)
             if found.status not in ("running", "created", "restarting"):
                 with engine_errors("reading the container's log", machine=spec.name):
                     tail = found.logs(tail=15).decode(errors="replace")
                 raise ProviderError(f"container {found.name} stopped while booting "
                                     f"({found.status}); its console said:\n{tail}",
                                     provider=PROVIDER, machine=spec.name)
-            published = containers.published_port(found)
             if published is not None and self._sshd_greets(published[1], spec.name):
                 machine = self._machine(spec, opts, published, action_handler)
                 try:
@@ -423,6 +444,31 @@ class DockerDriver(DockerSnapshots, Driver):
         return UnixMachine(spec.name, transport, spec=spec, options={"sudo": opts.sudo},
                            action_handler=action_handler)
 
+    def _exec_machine(self, spec, opts: _Options, found, deadline: float | None,
+                      action_handler=None) -> "UnixMachine":
+        """A machine reached through the engine's exec API (transport kind ``docker``)."""
+        from provisioning.drivers.docker_engine.exec_transport import DockerExecTransport
+        from provisioning.machine.unix import UnixMachine
+
+        while deadline is not None:
+            with engine_errors(f"inspecting container {found.name}", machine=spec.name):
+                found.reload()
+            if found.status == "running":
+                break
+            if found.status in ("exited", "dead") or time.monotonic() > deadline:
+                with engine_errors("reading the container's log", machine=spec.name):
+                    tail = found.logs(tail=15).decode(errors="replace")
+                state = found.attrs.get("State") or {}
+                raise ProviderError(f"container {found.name} is {found.status} (exit "
+                                    f"{state.get('ExitCode')}), not running; its log said:\n"
+                                    f"{tail}", provider=PROVIDER, machine=spec.name)
+            time.sleep(0.05)
+        spec.reference.update(state="running", address=None, port=None)
+        transport = DockerExecTransport(self.client, found.id, machine=spec.name,
+                                        command_timeout=opts.command_timeout)
+        return UnixMachine(spec.name, transport, spec=spec, options={"sudo": False},
+                           action_handler=action_handler)
+
     def connect_to_machine(self, machine_spec, machine_options) -> "UnixMachine":
         opts = self._options(machine_options, machine_spec.name)
         found = self._get(machine_spec)
@@ -430,6 +476,12 @@ class DockerDriver(DockerSnapshots, Driver):
             raise MachineNotFound(f"machine {machine_spec.name!r} has no container on "
                                   f"{self.endpoint}; run up to create it",
                                   machine=machine_spec.name)
+        if machine_spec.reference.get("transport") == "docker":
+            if found.status != "running":
+                raise ProviderError(f"machine {machine_spec.name!r} is not running; ready it "
+                                    "first (converge up)", provider=PROVIDER,
+                                    machine=machine_spec.name)
+            return self._exec_machine(machine_spec, opts, found, None)
         published = containers.published_port(found) if found.status == "running" else None
         if published is None:
             raise ProviderError(f"machine {machine_spec.name!r} is not running; ready it first "

@@ -24,11 +24,11 @@ import uuid
 from typing import Any, Iterator
 
 from provisioning.driver import Capabilities, Driver
-from provisioning.errors import MachineNotFound, ProviderError
+from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
+from provisioning.errors import MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
-from provisioning.options import OptionField
 from provisioning.parallel import BatchResult, Outcome
 from provisioning.transports.local import LocalTransport
 
@@ -433,7 +433,7 @@ class FakeDriver(Driver):
             for spec, _ in fresh:
                 results[spec.name].error = exc
             return results
-        for (spec, options), server in zip(fresh, servers):
+        for (spec, _options), server in zip(fresh, servers):
             def record(spec=spec, server=server) -> None:
                 checkpoint("after_create", machine=spec.name)
                 spec.reference = self.base_reference(server_id=server["id"])

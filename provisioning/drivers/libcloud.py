@@ -1,17 +1,16 @@
 """The ``libcloud:`` driver: machines at any Apache Libcloud compute provider.
 
 ``libcloud:PROVIDER[:REGION_OR_PROJECT]`` (``libcloud:ec2:us-east-1``, ``libcloud:gce:my-project``).
-EC2 gets everything the issue asks for (tags in the create request, ClientToken, bulk create,
-stop/start, key pair import, SSH security groups); other providers get what libcloud's generic
-API offers, and a clear ``UnsupportedOperation`` for the rest.
+EC2 gets the full set (tags in the create request, ClientToken, bulk create, stop/start, key
+pair import, SSH security groups); other providers get what libcloud's generic API offers, and
+a clear ``UnsupportedOperation`` for the rest. Option declarations: ``libcloud_parts/options.py``.
 
 Crash safety: allocate saves a *pending* reference (driver URL, region, idempotency token)
 before the create request, the node id right after it; the node itself carries the tags
 ``provisioning:name`` and ``provisioning:store`` from its first moment. A re-run after a crash at
 any point finds the tagged node and adopts it instead of creating a second.
 
-libcloud is imported only here, inside functions (and in ``libcloud_parts``), never by
-``import provisioning``.
+libcloud is imported only inside functions (here and in ``libcloud_parts``).
 """
 
 from __future__ import annotations
@@ -25,11 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from provisioning.driver import Capabilities, Driver
 from provisioning.drivers.libcloud_parts.errors import map_libcloud_errors
 from provisioning.drivers.libcloud_parts.images import LibcloudImages
+from provisioning.drivers.libcloud_parts.options import DRIVER_OPTION_FIELDS, MACHINE_OPTION_FIELDS
 from provisioning.drivers.libcloud_parts.urls import CloudURL, options_for, parse_cloud_url
-from provisioning.errors import (ConfigError, MachineNotFound, ProviderError,
-                                 UnsupportedOperation)
+from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
 from provisioning.faults import checkpoint
-from provisioning.options import OptionField
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +42,6 @@ __all__ = ["LibcloudDriver", "TAG_NAME", "TAG_STORE", "TAG_BATCH"]
 TAG_NAME = "provisioning:name"
 TAG_STORE = "provisioning:store"
 TAG_BATCH = "provisioning:batch"
-DEFAULT_KEY_NAME = "provisioning"
 
 
 class LibcloudDriver(LibcloudImages, Driver):
@@ -53,74 +50,8 @@ class LibcloudDriver(LibcloudImages, Driver):
     capabilities = Capabilities(images=True)
     version = "1"
 
-    driver_option_fields = (
-        OptionField("region", help="default region when the URL names none (EC2)"),
-        OptionField("profile", help="AWS profile in ~/.aws/credentials (EC2)"),
-        OptionField("key", secret=True, help="access key id / user name (prefer the config's "
-                                              "credentials or the provider's env vars)"),
-        OptionField("secret", secret=True, help="secret key / password: never in cluster files"),
-        OptionField("token", secret=True, help="session token for temporary credentials (EC2)"),
-        OptionField("endpoint", type="dict",
-                    help="API endpoint other than the provider's own: {host, port, secure, path} "
-                         "(private clouds, gateways, local emulators)"),
-        OptionField("signature_version", help="request signature version (EC2: '2' or '4')"),
-        OptionField("driver_class",
-                    help="'module:Class' of a libcloud NodeDriver subclass used instead of "
-                         "libcloud's own for this provider"),
-        OptionField("driver_args", type="dict",
-                    help="extra (non-secret) arguments for the libcloud driver's constructor"),
-        OptionField("extra_regions", type="list", default=[],
-                    help="region names to accept that this libcloud does not list yet"),
-        OptionField("image_owners", type="list", default=["self", "amazon"],
-                    help="whose images describe() lists (EC2)"),
-        OptionField("poll_interval", type="float", default=5.0,
-                    help="seconds between state polls while waiting"),
-        OptionField("wait_timeout", type="float", default=600.0,
-                    help="seconds to wait for a node to run, stop or disappear"),
-    )
-    machine_option_fields = (
-        # no choices_from: describe() lists the usual images, but any image id the provider
-        # knows is valid (marketplace and shared AMIs are not in that list)
-        OptionField("image", required=True,
-                    help="image id (EC2: ami-...); `converge drivers describe` lists common ones"),
-        OptionField("size", required=True, choices_from="sizes",
-                    help="size / instance type id (EC2: t3.micro)"),
-        OptionField("location", choices_from="locations",
-                    help="location / availability zone (default: the provider picks)"),
-        OptionField("key_name", default=DEFAULT_KEY_NAME,
-                    help="private key (keys.py name, generated when absent) whose public key is "
-                         "imported as the node's key pair; also the default SSH key. Windows "
-                         "(transport kind winrm): an RSA key, default 'provisioning-rsa', that "
-                         "decrypts the node's Administrator password"),
-        OptionField("key_pair", help="an existing provider key pair to use as is (instead of "
-                                     "importing key_name; for Windows, key_name must then be its "
-                                     "private key)"),
-        OptionField("security_groups", type="list", default=[],
-                    help="security group names the node joins (they must exist)"),
-        OptionField("open_ssh", type="bool", default=False,
-                    help="create or reuse security group ssh_security_group opening TCP 22"),
-        OptionField("ssh_security_group", default="provisioning-ssh",
-                    help="name of the group open_ssh creates or reuses"),
-        OptionField("ssh_cidr", default="0.0.0.0/0", help="who open_ssh lets in"),
-        OptionField("subnet", help="subnet id to launch into (EC2 VPC)"),
-        OptionField("userdata", help="userdata as a Jinja template (text, or file://PATH), "
-                                     "rendered with name, machine_options, vars"),
-        OptionField("userdata_vars", type="dict", default={}, help="variables for userdata"),
-        OptionField("tags", type="dict", default={}, help="extra tags for the node"),
-        OptionField("create_args", type="dict", default={},
-                    help="extra keyword arguments for libcloud's create_node (ex_...)"),
-        OptionField("address", default="public",
-                    help="address SSH/WinRM uses: 'public', 'private' (VPN / peered networks), or a "
-                         "host name or IP to use instead (NAT, port forward, bastion setups)"),
-        OptionField("wait_for_ssh", type="bool", default=True,
-                    help="ready waits until SSH (or WinRM, for transport kind winrm) answers "
-                         "(false: only until the node runs)"),
-        OptionField("wait_timeout", type="float",
-                    help="seconds ready waits in all (default: the driver's wait_timeout)"),
-        OptionField("transport", type="dict", default={},
-                    help="how to reach the machine: {kind: ssh (default) or winrm, username, "
-                         "port, ...}; see docs/ssh.md and docs/windows.md"),
-    )
+    driver_option_fields = DRIVER_OPTION_FIELDS
+    machine_option_fields = MACHINE_OPTION_FIELDS
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -554,7 +485,7 @@ class LibcloudDriver(LibcloudImages, Driver):
         machine = self._machine(machine_spec, opts, action_handler, deadline=deadline)
         if opts.get("wait_for_ssh", True):
             from provisioning.drivers.libcloud_parts.windows import transport_kind
-            from provisioning.transports.ssh import wait_until_connectable
+            from provisioning.transports.wait import wait_until_connectable
 
             protocol = "WinRM" if transport_kind(opts) == "winrm" else "SSH"
             remaining = max(1.0, deadline - time.monotonic())
@@ -568,8 +499,8 @@ class LibcloudDriver(LibcloudImages, Driver):
                  deadline: float | None = None) -> "Machine":
         """The machine for the node. Windows (transport kind winrm): unless the config gives the
         password, fetch it from the provider (waiting until ``deadline``; None asks once)."""
-        from provisioning.drivers.libcloud_parts.windows import transport_kind
-        from provisioning.transports.factory import machine_for
+        from provisioning.drivers.libcloud_parts.windows import provider_password, transport_kind
+        from provisioning.machine.factory import machine_for
 
         address = spec.reference.get("address")
         if opts.get("address") not in (None, "public", "private"):
@@ -580,8 +511,8 @@ class LibcloudDriver(LibcloudImages, Driver):
                                   machine=spec.name)
         transport = dict(opts.get("transport") or {})
         if transport_kind(opts) == "winrm":
-            password = self._windows_password(spec, opts, transport, address, action_handler,
-                                              deadline)
+            password = provider_password(self, spec, opts, transport, address, action_handler,
+                                         deadline)
             return machine_for(spec, {**opts, "transport": transport}, self.config,
                                action_handler=action_handler, default_host=address,
                                password=password)
@@ -590,31 +521,6 @@ class LibcloudDriver(LibcloudImages, Driver):
         machine_options = {**opts, "transport": transport}
         return machine_for(spec, machine_options, self.config, action_handler=action_handler,
                            default_host=address)
-
-    def _windows_password(self, spec: "MachineSpec", opts: Mapping[str, Any],
-                          transport: Mapping[str, Any], address: str,
-                          action_handler: "ActionHandler | None",
-                          deadline: float | None) -> str | None:
-        """The Administrator password from the provider, or None when the config supplies one
-        (password_env or credentials win: the transport reads them itself). Memory only."""
-        from provisioning.drivers.libcloud_parts.windows import (fetch_windows_password,
-                                                                 password_configured)
-        from provisioning.keys import find_private_key
-
-        if password_configured(transport, spec, self.config, address):
-            return None
-        if not opts.get("key_name"):
-            raise ConfigError("a Windows node's password is decrypted with the private key of its "
-                              "key pair: set key_name (or give the password with "
-                              "transport.password_env or config credentials)",
-                              key="machine_options.key_name", machine=spec.name)
-        key = find_private_key(self.config, str(opts["key_name"]))
-        return fetch_windows_password(
-            self.ops, str(spec.reference["node_id"]), key,
-            deadline=deadline if deadline is not None else time.monotonic(),
-            interval=self._interval, sleep=self.sleep,
-            errors=lambda action: self._errors(action, spec), handler=action_handler,
-            machine=spec.name)
 
     def connect_to_machine(self, machine_spec, machine_options):
         opts = self._opts(machine_options)

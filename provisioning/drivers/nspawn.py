@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.driver import Capabilities, Driver
-from provisioning.errors import ConnectError, MachineNotFound, ProviderError
-from provisioning.faults import checkpoint
-from provisioning.options import OptionField, raise_problems
-from provisioning.parallel import BatchResult, Outcome, Parallelizer
-from provisioning.drivers.nspawn_host import host, image as images, netns, package_proxy, proc, rootfs
+from provisioning.driver.options import OptionField, raise_problems
+from provisioning.drivers.nspawn_host import host, netns, package_proxy, proc, rootfs
+from provisioning.drivers.nspawn_host import image as images
 from provisioning.drivers.nspawn_host.imaging import NspawnImages
 from provisioning.drivers.nspawn_host.local import NspawnLocalFeatures, binds_and_ports
-from provisioning.drivers.nspawn_host.warehouse import (DEFAULT_SUBNET, MachineRecord, Warehouse,
-                                                        hostname_for)
+from provisioning.drivers.nspawn_host.warehouse import DEFAULT_SUBNET, MachineRecord, Warehouse, hostname_for
+from provisioning.errors import ConnectError, MachineNotFound, ProviderError
+from provisioning.faults import checkpoint
+from provisioning.parallel import BatchResult, Outcome, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey

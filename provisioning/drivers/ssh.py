@@ -22,9 +22,9 @@ import re
 from typing import Any, Mapping
 
 from provisioning.driver import Capabilities, Driver
-from provisioning.errors import (ConfigError, InvalidDriverURL, MachineNotFound, TransportError)
+from provisioning.driver.options import OptionField
+from provisioning.errors import ConfigError, InvalidDriverURL, MachineNotFound, TransportError
 from provisioning.faults import checkpoint
-from provisioning.options import OptionField
 
 __all__ = ["SSHDriver"]
 
@@ -34,7 +34,7 @@ _WHERE = ("host", "port", "username", "key_name", "gateway")
 
 
 def _transport_fields() -> tuple[OptionField, ...]:
-    from provisioning.transports.ssh_options import TRANSPORT_KEYS
+    from provisioning.transports.ssh.options import TRANSPORT_KEYS
 
     kinds = {int: "int", float: "float", bool: "bool", str: "str", dict: "dict"}
     fields = []
@@ -90,7 +90,7 @@ class SSHDriver(Driver):
         return dict(value)
 
     def _wanted(self, machine_options: Mapping[str, Any]) -> dict[str, Any]:
-        from provisioning.transports.ssh_options import check_transport_options
+        from provisioning.transports.ssh.options import check_transport_options
 
         options = self._transport_options(machine_options)
         check_transport_options(options, "machine_options.transport")
@@ -109,7 +109,7 @@ class SSHDriver(Driver):
 
     def _machine(self, spec, machine_options, action_handler=None):
         """The machine at the recorded address (options may add or override transport keys)."""
-        from provisioning.transports.factory import machine_for
+        from provisioning.machine.factory import machine_for
 
         recorded = {k: spec.reference[k] for k in _WHERE if spec.reference.get(k) is not None}
         options = dict(machine_options)
@@ -152,7 +152,7 @@ class SSHDriver(Driver):
                                       data={"host": wanted["host"], "port": wanted["port"]})
 
     def ready_machine(self, action_handler, machine_spec, machine_options):
-        from provisioning.transports.ssh_options import wait_until_connectable
+        from provisioning.transports.wait import wait_until_connectable
 
         if not machine_spec.exists:
             if action_handler.why_run:

@@ -75,7 +75,7 @@ class ImageBuilder:
 
     def definition(self, name: str) -> "ImageDefinition":
         if name not in self.images:
-            from provisioning.schema import did_you_mean
+            from provisioning.inputs.schema import did_you_mean
 
             raise ConfigError(f"no image {name!r} in this cluster file"
                               f"{did_you_mean(name, self.images)}", key=f"images.{name}")

@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from provisioning.schema import Problems
+from provisioning.inputs.schema import Problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.convergence.steps import Step

@@ -1,26 +1,14 @@
-"""Machines: what a driver hands back once a machine is ready.
-
-Names load on first use, so ``provisioning.machine.result`` can be imported by transports
-without pulling in the machines that use those transports.
-"""
+"""Machines: what a driver hands back once a machine is ready (a transport plus the operating
+system's way of doing files, attributes and commands), and ``machine_for``, which builds one
+from ``machine_options``."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from provisioning.errors import CommandResult
+from provisioning.machine.base import Machine
+from provisioning.machine.factory import machine_for, pin_on_first_use
+from provisioning.machine.unix import UnixMachine
+from provisioning.machine.windows import WindowsMachine
 
-_EXPORTS = {
-    "Machine": "provisioning.machine.base",
-    "UnixMachine": "provisioning.machine.unix",
-    "WindowsMachine": "provisioning.machine.windows",
-    "CommandResult": "provisioning.machine.result",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provisioning.machine' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__all__ = ["Machine", "UnixMachine", "WindowsMachine", "CommandResult", "machine_for",
+           "pin_on_first_use"]

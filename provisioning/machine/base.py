@@ -10,21 +10,32 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from provisioning.actions import ActionHandler
-from provisioning.errors import CommandFailed
-from provisioning.machine.result import CommandResult
+from provisioning.errors import CommandFailed, CommandResult
 from provisioning.transports.base import StreamCallback, Transport, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.spec import MachineSpec
 
-__all__ = ["Machine", "FileAttributes"]
+__all__ = ["Machine", "FileAttributes", "Convergence", "normalize_mode"]
 
-#: attributes a machine can report and set on a path
-FileAttributes = dict  # {"mode": "0644", "owner": "root", "group": "root"} (None where unknown)
+
+class Convergence(Protocol):
+    """What a machine needs of its convergence strategy (``provisioning.convergence``'s
+    ``ConvergenceStrategy``, a layer above, implements it)."""
+
+    def setup(self, machine: "Machine") -> None: ...
+
+    def converge(self, machine: "Machine") -> bool: ...
+
+    def cleanup(self, machine: "Machine") -> None: ...
+
+#: attributes a machine can report and set on a path:
+#: {"mode": "0644", "owner": "root", "group": "root"} (None where unknown; Windows adds
+#: "read_only": bool)
+FileAttributes = dict[str, Any]
 
 
 class Machine(abc.ABC):
@@ -38,11 +49,11 @@ class Machine(abc.ABC):
         action_handler: ActionHandler | None = None,
         spec: "MachineSpec | None" = None,
         options: Mapping[str, Any] | None = None,
-        convergence: "ConvergenceStrategy | None" = None,
+        convergence: Convergence | None = None,
     ) -> None:
         self.name = name
         self.transport = transport
-        self.action_handler = (action_handler or ActionHandler()).for_machine(name)
+        self.action_handler: ActionHandler = (action_handler or ActionHandler()).for_machine(name)
         self.spec = spec
         self.options = dict(options or {})
         self.convergence = convergence
@@ -58,27 +69,14 @@ class Machine(abc.ABC):
         return None
 
     # -- commands --------------------------------------------------------------------------
-    def execute(
-        self,
-        command: str,
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-        stream: StreamCallback | None = None,
-        env: Mapping[str, str] | None = None,
-        sudo: bool = False,
-        input: bytes | str | None = None,
-        pty: bool = False,
-        description: str | None = None,
-    ) -> CommandResult | None:
-        """Run a command as a change (planned only under why-run, then returns None).
-
-        Raises ``CommandFailed`` on a non-zero exit unless ``check=False``."""
-        return self.action_handler.perform_action(
-            description or f"run {command!r}",
-            lambda: self.execute_always(command, check=check, timeout=timeout, stream=stream,
-                                        env=env, sudo=sudo, input=input, pty=pty),
-        )
+    def execute(self, command: str, *, description: str | None = None,
+                **options: Any) -> CommandResult | None:
+        """Run a command as a change: ``execute_always`` (same ``options``) unless why-run, where
+        it is only planned and None comes back. Raises ``CommandFailed`` on a non-zero exit
+        unless ``check=False``."""
+        result: CommandResult | None = self.action_handler.perform_action(
+            description or f"run {command!r}", lambda: self.execute_always(command, **options))
+        return result
 
     def execute_always(
         self,
@@ -164,16 +162,16 @@ class Machine(abc.ABC):
                          mode=mode, owner=owner, group=group)
 
     def _put(self, path: str, wanted: str, verb: str, detail: str, copy: Callable[[], object],
-             data: dict, *, mode: str | int | None, owner: str | None, group: str | None) -> bool:
+             data: dict[str, Any], *, mode: str | int | None, owner: str | None, group: str | None) -> bool:
         """The one way a file lands: copy unless the sha256 matches, then fix attributes."""
         current = self.remote_sha256(path)
         changed = current != wanted
         if current is None:
-            return self._create(f"{verb} {path}{detail}", copy, path, mode=mode, owner=owner,
+            return self._create(f"{verb} {shown_path(path)}{detail}", copy, path, mode=mode, owner=owner,
                                 group=group, data={"path": path, "sha256": wanted, **data})
         if changed:
             why, reason = (verb, "") if current is None else ("update", " (sha256 differs)")
-            self.action_handler.perform_action(f"{why} {path}{detail}{reason}", copy,
+            self.action_handler.perform_action(f"{why} {shown_path(path)}{detail}{reason}", copy,
                                                data={"path": path, "sha256": wanted, **data})
         # under why-run a file that does not exist yet has no attributes to compare
         exists = not (current is None and self.action_handler.why_run)
@@ -182,7 +180,7 @@ class Machine(abc.ABC):
 
     def _create(self, description: str, make: Callable[[], object], path: str, *,
                 mode: str | int | None, owner: str | None, group: str | None,
-                data: dict | None = None) -> bool:
+                data: dict[str, Any] | None = None) -> bool:
         """A new file or directory: one action that makes it with its attributes, worded the
         same under why-run and for real (so a plan lists exactly what apply then does)."""
         attrs = ", ".join(f"{k} {v}" for k, v in (("mode", mode), ("owner", owner),
@@ -264,6 +262,16 @@ class Machine(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.disconnect()
+
+
+def shown_path(path: str) -> str:
+    """A path as written in a log line: quoted and escaped when it holds a control character
+    (a newline would split the line) or a backslash, as is otherwise."""
+    if any(ord(c) < 32 or c in "\\\x7f" for c in path):
+        import json
+
+        return json.dumps(path, ensure_ascii=False)
+    return path
 
 
 def normalize_mode(mode: str | int | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from provisioning.machine.base import FileAttributes, Machine, normalize_mode
+from provisioning.machine.base import FileAttributes, Machine, normalize_mode, shown_path
 
 __all__ = ["UnixMachine"]
 
@@ -32,9 +32,10 @@ class UnixMachine(Machine):
     def is_directory(self, path: str) -> bool:
         return self._check(f"test -d {self._path(path)}")
 
-    def create_dir(self, path: str, *, mode=None, owner=None, group=None) -> bool:
+    def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                   group: str | None = None) -> bool:
         if not self.is_directory(path):
-            return self._create(f"create directory {path}",
+            return self._create(f"create directory {shown_path(path)}",
                                 lambda: self.execute_always(f"mkdir -p -- {self._path(path)}",
                                                             sudo=self.use_sudo),
                                 path, mode=mode, owner=owner, group=group)
@@ -44,7 +45,8 @@ class UnixMachine(Machine):
         if not self.file_exists(path):
             return False
         self.action_handler.perform_action(
-            f"delete {path}", lambda: self.execute_always(f"rm -f -- {self._path(path)}", sudo=self.use_sudo))
+            f"delete {shown_path(path)}",
+            lambda: self.execute_always(f"rm -f -- {self._path(path)}", sudo=self.use_sudo))
         return True
 
     def get_attributes(self, path: str) -> FileAttributes | None:
@@ -55,7 +57,8 @@ class UnixMachine(Machine):
         mode, owner, group = result.stdout.split()
         return {"mode": normalize_mode(mode), "owner": owner, "group": group}
 
-    def set_attributes(self, path: str, *, mode=None, owner=None, group=None,
+    def set_attributes(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                       group: str | None = None,
                        _exists: bool = True) -> bool:
         wanted_mode = normalize_mode(mode)
         if wanted_mode is None and owner is None and group is None:
@@ -65,14 +68,14 @@ class UnixMachine(Machine):
         changed = False
         if wanted_mode is not None and current["mode"] != wanted_mode:
             self.action_handler.perform_action(
-                f"change mode of {path} from {current['mode'] or '(new)'} to {wanted_mode}",
+                f"change mode of {shown_path(path)} from {current['mode'] or '(new)'} to {wanted_mode}",
                 lambda: self.execute_always(f"chmod {wanted_mode} -- {self._path(path)}", sudo=self.use_sudo))
             changed = True
         if (owner is not None and current["owner"] != owner) or (
                 group is not None and current["group"] != group):
             spec = f"{owner or ''}{':' + group if group else ''}"
             self.action_handler.perform_action(
-                f"change owner of {path} to {spec}",
+                f"change owner of {shown_path(path)} to {spec}",
                 lambda: self.execute_always(f"chown {q(spec)} -- {self._path(path)}", sudo=self.use_sudo))
             changed = True
         return changed

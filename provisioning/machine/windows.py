@@ -13,12 +13,12 @@ Windows has no mode bits, so attributes are mapped to what NTFS has:
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
-from provisioning.errors import CommandFailed, ConfigError
+from provisioning.errors import CommandFailed, CommandResult, ConfigError
 from provisioning.machine.base import FileAttributes, Machine, normalize_mode
-from provisioning.machine.result import CommandResult
 from provisioning.transports import powershell as ps
+from provisioning.transports.base import StreamCallback
 
 __all__ = ["WindowsMachine"]
 
@@ -36,7 +36,7 @@ class WindowsMachine(Machine):
         """Run a PowerShell script even under why-run (reads, and the bodies of actions)."""
         runner = getattr(self.transport, "run_powershell", None)
         if runner is not None:
-            result = runner(script, functions=functions, timeout=timeout)
+            result: CommandResult = runner(script, functions=functions, timeout=timeout)
         else:  # e.g. OpenSSH on Windows: start powershell.exe ourselves
             argv = ps.powershell_argv(ps.script_with(functions, script))
             result = self.transport.execute(" ".join(argv), timeout=timeout)
@@ -50,7 +50,8 @@ class WindowsMachine(Machine):
         return answer[0].strip().lower() == "true"
 
     def execute_always(self, command: str, *, check: bool = True, timeout: float | None = None,
-                       stream=None, env=None, sudo: bool = False, input=None,
+                       stream: StreamCallback | None = None, env: Mapping[str, str] | None = None,
+                       sudo: bool = False, input: bytes | str | None = None,
                        pty: bool = False) -> CommandResult:
         # sudo and pty have no meaning on Windows; drop them rather than failing generic steps
         return super().execute_always(command, check=check, timeout=timeout, stream=stream,
@@ -63,7 +64,8 @@ class WindowsMachine(Machine):
     def is_directory(self, path: str) -> bool:
         return self._bool(f"Test-Path -LiteralPath {q(path)} -PathType Container")
 
-    def create_dir(self, path: str, *, mode=None, owner=None, group=None) -> bool:
+    def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                   group: str | None = None) -> bool:
         if not self.is_directory(path):
             return self._create(
                 f"create directory {path}",
@@ -95,7 +97,8 @@ class WindowsMachine(Machine):
                 "read_only": bool(data.get("read_only")), "hidden": bool(data.get("hidden")),
                 "directory": bool(data.get("directory"))}
 
-    def set_attributes(self, path: str, *, mode=None, owner=None, group=None,
+    def set_attributes(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
+                       group: str | None = None,
                        read_only: bool | None = None, _exists: bool = True) -> bool:
         """Apply owner/group (ACL) and the read-only flag (from ``read_only`` or ``mode``)."""
         wanted_mode = normalize_mode(mode)

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 
 from provisioning.errors import ConfigError
-from provisioning.store.base import DEFAULT_LOCK_TTL, Lock, ManagedEntryStore, holder_info
+from provisioning.store.base import DEFAULT_LOCK_TTL, Lock, ManagedEntryStore, holder_info, mask_url
 
 __all__ = ["open_store", "ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LOCK_TTL",
            "mask_url"]
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for errors, logs, status)."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 def open_store(url: str | None = None, *, base_dir: str | None = None,

@@ -8,22 +8,29 @@ heartbeat, waiting with a deadline, and the ``StateLocked`` error that names the
 from __future__ import annotations
 
 import abc
+import builtins
 import os
+import re
 import socket
 import sys
 import threading
 import time
 import uuid
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
-from provisioning.errors import StateLocked
+from provisioning.errors import StateLocked, UnsupportedOperation
 from provisioning.spec import ManagedEntry
 
-__all__ = ["ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LOCK_TTL"]
+__all__ = ["ManagedEntryStore", "Lock", "holder_info", "mask_url", "DEFAULT_LOCK_TTL"]
 
 #: seconds a lock lives without a heartbeat; a dead runner's locks free after this
 DEFAULT_LOCK_TTL = 30.0
 _HEARTBEAT_CREATION = threading.Lock()
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for errors, logs, status)."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 def holder_info(command: str | None = None) -> dict[str, Any]:
@@ -289,6 +296,47 @@ class ManagedEntryStore(abc.ABC):
 
     def iter_entries(self, kind: str = "machine") -> Iterator[ManagedEntry]:
         yield from self.list(kind)
+
+    # -- work claims: an optional capability -------------------------------------------------
+    # Runners sharing a store can split one operation's machines between them (PostgreSQL;
+    # the algorithm is ``provisioning.claims``). Stores that cannot leave ``supports_claims``
+    # False: the provisioner then runs every machine itself, per-machine locks keeping
+    # concurrent runners safe, and never calls the methods below.
+
+    #: True when the store implements the claim methods below
+    supports_claims: ClassVar[bool] = False
+
+    def _no_claims(self) -> UnsupportedOperation:
+        return UnsupportedOperation(f"{type(self).__name__} cannot split work between runners; "
+                                    "use a PostgreSQL state store (--state postgresql://...)")
+
+    def join_run(self, run_key: str, operation: str, names: Sequence[str],
+                 fresh_within: float) -> int:
+        """The generation of ``run_key`` to work on: the unfinished one touched within
+        ``fresh_within`` seconds, else a new one with every name pending."""
+        raise self._no_claims()
+
+    def claim_next(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
+                   ttl: float) -> str | None:
+        """Claim one pending (or abandoned) name of the run; None when nothing is claimable."""
+        raise self._no_claims()
+
+    def finish_claim(self, run_key: str, generation: int, name: str, token: str,
+                     error: str | None = None) -> bool:
+        """Mark our claim done (or failed); False if another runner took it over meanwhile."""
+        raise self._no_claims()
+
+    def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
+        """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""
+        raise self._no_claims()
+
+    def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
+        """name -> {state, holder, error, live} for one run."""
+        raise self._no_claims()
+
+    def runs(self) -> "builtins.list[dict[str, Any]]":
+        """Unfinished runs with their counts and who claims what (for ``status``); none here."""
+        return []
 
     def __enter__(self) -> "ManagedEntryStore":
         return self

@@ -32,8 +32,7 @@ import psycopg.errors
 
 from provisioning.errors import StateConflict, StateError
 from provisioning.faults import checkpoint
-from provisioning.store import mask_url
-from provisioning.store.base import ManagedEntryStore, holder_is_dead
+from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "MIGRATIONS", "masked_url"]
 
@@ -310,7 +309,8 @@ class PostgresStore(ManagedEntryStore):
                 "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
                 " VALUES (%(n)s, %(t)s, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s')"
                 " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
-                " holder = excluded.holder, session_key = excluded.session_key, expires_at = excluded.expires_at"
+                " holder = excluded.holder, session_key = excluded.session_key,"
+                " expires_at = excluded.expires_at"
                 f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
                 " RETURNING token",
                 {"n": name, "t": token, "h": Jsonb(self._safe_holder(holder)),
@@ -485,11 +485,11 @@ class PostgresStore(ManagedEntryStore):
     def runs(self) -> list[dict[str, Any]]:
         """Unfinished runs with their counts and who claims what (for ``status``)."""
         def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            out = []
+            out: list[dict[str, Any]] = []
             for key, gen, op, created, touched in conn.execute(
                     "SELECT run_key, generation, operation, created_at, touched_at FROM "
                     "provisioning_runs WHERE finished_at IS NULL ORDER BY created_at").fetchall():
-                counts = dict(conn.execute(
+                counts: dict[str, int] = dict(conn.execute(
                     "SELECT state, count(*) FROM provisioning_work WHERE run_key = %s AND "
                     "generation = %s GROUP BY state", (key, gen)).fetchall())
                 claimed = {n: h for n, h in conn.execute(

@@ -40,7 +40,7 @@ def inspect_state_file(path: str) -> bool:
         return False
     except NotADirectoryError:
         _check_parent(path)
-        raise _refuse(path, "a part of the path is not a directory")  # pragma: no cover
+        raise _refuse(path, "a part of the path is not a directory") from None  # pragma: no cover
     except OSError as exc:
         raise _refuse(path, f"cannot be read: {exc.strerror}") from exc
     if stat.S_ISDIR(info.st_mode):

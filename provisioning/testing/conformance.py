@@ -12,8 +12,12 @@ A driver package subclasses it in a test module and says how to build its driver
         def count_machines(self, driver, name):
             return len(driver.find_by_tag(name))   # resources the provider holds for ``name``
 
+Snapshot and synced-folder cases run for drivers declaring ``snapshots`` and ``mounts_folders``.
+
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
-``worker_env``, ``delete_behind_back``, ``cleanup``, ``leftovers``, ``image_of`` (drivers with ``images``). ``capabilities`` defaults to the driver
+``worker_env``, ``delete_behind_back``, ``cleanup``, ``leftovers``, ``image_of`` (drivers with
+``images``), ``machine_name`` and ``batch_size`` (drivers whose machines take minutes to boot
+share them between cases; see the libvirt tests). ``capabilities`` defaults to the driver
 class's own; a case a driver declares it cannot do is reported as not applicable with the flag
 named, and for ``stoppable=False`` the suite checks that stopping raises UnsupportedOperation.
 
@@ -83,6 +87,15 @@ class DriverConformance:
         loose = MachineSpec(name=spec.name, reference=dict(spec.reference))
         driver.destroy_machine(ActionHandler().for_machine(spec.name), loose,
                                self.machine_options(spec.name))
+
+    def machine_name(self, name: str) -> str:
+        """The machine a case uses for its name ``name``. Drivers whose machines take minutes to
+        boot map several cases to one machine booted once per session (the cases that destroy
+        or lose their machine need their own); the default keeps every case's own name."""
+        return name
+
+    #: how many machines the batch case allocates and readies at once
+    batch_size: int = 5
 
     def image_of(self, driver: Driver, spec) -> str | None:
         """The image id a machine was booted from (default: its reference's ``image``)."""
@@ -174,25 +187,28 @@ class DriverConformance:
         assert str(parse_driver_url(url)) == url
 
     def test_allocate_twice_gives_one_machine(self, provisioner, driver, handler):
-        first = provisioner.allocate(driver, "conf-twice", self.machine_options("conf-twice"))
+        name = self.machine_name("conf-twice")
+        first = provisioner.allocate(driver, name, self.machine_options(name))
         reference = dict(first.reference)
         performed_before = len(handler.actions(performed=True))
-        second = provisioner.allocate(driver, "conf-twice", self.machine_options("conf-twice"))
-        assert self.count_machines(driver, "conf-twice") == 1
+        second = provisioner.allocate(driver, name, self.machine_options(name))
+        assert self.count_machines(driver, name) == 1
         assert second.reference == reference
         assert len(handler.actions(performed=True)) == performed_before, \
             "a second allocate of an existing machine must change nothing"
 
     def test_reference_holds_driver_url(self, provisioner, driver, store):
-        provisioner.allocate(driver, "conf-ref", self.machine_options("conf-ref"))
-        saved = store.get("machine", "conf-ref")
+        name = self.machine_name("conf-ref")
+        provisioner.allocate(driver, name, self.machine_options(name))
+        saved = store.get("machine", name)
         assert saved is not None and saved.reference["driver_url"] == driver.driver_url
         assert "driver_version" in saved.reference
         json.dumps(saved.reference)  # the reference is plain JSON
 
     def test_ready_returns_machine_that_executes(self, provisioner, driver, caps):
         self.require(caps, "connectable")
-        machine = provisioner.up(driver, "conf-ready", self.machine_options("conf-ready"))
+        name = self.machine_name("conf-ready")
+        machine = provisioner.up(driver, name, self.machine_options(name))
         assert machine is not None
         result = machine.execute_always("echo conformance-$((6*7))")
         assert result.ok and result.stdout.strip() == "conformance-42"
@@ -201,23 +217,24 @@ class DriverConformance:
         machine.disconnect()
 
     def test_connect_changes_nothing(self, provisioner, driver, caps, store, handler):
-        self._up(provisioner, caps, driver, "conf-connect")
-        before = store.get("machine", "conf-connect")
+        name = self.machine_name("conf-connect")
+        self._up(provisioner, caps, driver, name)
+        before = store.get("machine", name)
         actions_before = len(handler.actions(performed=True))
         if caps.connectable:
-            machine = provisioner.connect("conf-connect", self.machine_options("conf-connect"))
+            machine = provisioner.connect(name, self.machine_options(name))
             assert machine.execute_always("true").ok
             machine.disconnect()
         else:
-            spec = provisioner.spec("conf-connect")
-            driver.connect_to_machine(spec, self.machine_options("conf-connect"))
-        after = store.get("machine", "conf-connect")
+            spec = provisioner.spec(name)
+            driver.connect_to_machine(spec, self.machine_options(name))
+        after = store.get("machine", name)
         assert after.reference == before.reference and after.version == before.version
         assert len(handler.actions(performed=True)) == actions_before
-        assert self.count_machines(driver, "conf-connect") == 1
+        assert self.count_machines(driver, name) == 1
 
     def test_stop_then_ready(self, provisioner, driver, caps):
-        name = "conf-stop"
+        name = self.machine_name("conf-stop")
         machine = self._up(provisioner, caps, driver, name)
         if not caps.stoppable:
             with pytest.raises(UnsupportedOperation):
@@ -235,7 +252,7 @@ class DriverConformance:
         assert self.count_machines(driver, name) == 1
 
     def test_destroy_is_idempotent(self, provisioner, driver, caps, store):
-        name = "conf-destroy"
+        name = self.machine_name("conf-destroy")
         self._up(provisioner, caps, driver, name)
         provisioner.destroy(name, self.machine_options(name), driver)
         assert store.get("machine", name) is None
@@ -244,7 +261,7 @@ class DriverConformance:
         assert store.get("machine", name) is None
 
     def test_destroy_works_when_resource_is_gone(self, provisioner, driver, caps, store):
-        name = "conf-gone"
+        name = self.machine_name("conf-gone")
         self._up(provisioner, caps, driver, name)
         self.delete_behind_back(driver, provisioner.spec(name))
         assert self.count_machines(driver, name) == 0
@@ -253,7 +270,7 @@ class DriverConformance:
 
     def test_lost_resource_is_reported_and_recreated(self, provisioner, driver, caps, handler):
         self.require(caps, "detects_lost")
-        name = "conf-lost"
+        name = self.machine_name("conf-lost")
         self._up(provisioner, caps, driver, name)
         old = dict(provisioner.spec(name).reference)
         self.delete_behind_back(driver, provisioner.spec(name))
@@ -268,7 +285,7 @@ class DriverConformance:
     def test_why_run_on_fresh_spec_performs_nothing(self, store, conformance_config, driver, caps):
         planner = RecordingActionHandler(why_run=True)
         provisioner = Provisioner(store, config=conformance_config, action_handler=planner)
-        name = "conf-whyrun"
+        name = self.machine_name("conf-whyrun")
         result = provisioner.up(driver, name, self.machine_options(name))
         assert result is None
         provisioner.stop(name, self.machine_options(name), driver)
@@ -279,7 +296,7 @@ class DriverConformance:
         assert not planner.actions(performed=True)
 
     def test_batch_allocate_and_ready_five(self, provisioner, driver, caps):
-        names = [f"conf-batch-{i}" for i in range(1, 6)]
+        names = [self.machine_name(f"conf-batch-{i}") for i in range(1, self.batch_size + 1)]
         allocated = provisioner.allocate_batch(driver, [(n, self.machine_options(n)) for n in names])
         assert allocated.ok, allocated.failures
         for name in names:
@@ -296,7 +313,7 @@ class DriverConformance:
     def test_concurrent_allocates_of_one_name_create_one_machine(
             self, tmp_path, conformance_config, driver, caps, store):
         self.require(caps, "cross_process")
-        name = "conf-race"
+        name = self.machine_name("conf-race")
         workers = [self._worker(tmp_path, conformance_config, driver, name) for _ in range(2)]
         outputs = [w.communicate(timeout=self.worker_timeout) for w in workers]
         for worker, (out, err) in zip(workers, outputs):
@@ -308,7 +325,7 @@ class DriverConformance:
     def test_crash_between_create_and_save_is_adopted(
             self, tmp_path, conformance_config, driver, caps, provisioner, point):
         self.require(caps, "crash_safe")
-        name = f"conf-crash-{point.replace('_', '-')}"
+        name = self.machine_name(f"conf-crash-{point.replace('_', '-')}")
         worker = self._worker(tmp_path, conformance_config, driver, name, fault=f"{point}:crash")
         out, err = worker.communicate(timeout=self.worker_timeout)
         assert worker.returncode == CRASH_EXIT_CODE, \
@@ -388,3 +405,54 @@ class DriverConformance:
         assert driver.image_state(image) == "missing"
         driver.destroy_image(handler, image, {})  # already gone: reported, no error
         assert driver.image_state(image) == "missing"
+
+    # -- local-machine features: snapshots, synced folders ------------------------------------
+    def test_snapshot_restore_returns_the_saved_files(self, provisioner, driver, caps, handler):
+        name = "conf-snap"
+        if not caps.snapshots:
+            self._up(provisioner, caps, driver, name)
+            with pytest.raises(UnsupportedOperation):
+                driver.save_snapshot(handler.for_machine(name), provisioner.spec(name), "s1")
+            return
+        self.require(caps, "connectable")
+        machine = self._up(provisioner, caps, driver, name)
+        sums = "cd /srv/conf && find . -type f -exec sha256sum {} + | sort"
+        machine.execute_always("mkdir -p /srv/conf && cd /srv/conf && echo one > a && "
+                               "echo two > b && head -c 65536 /dev/urandom > blob")
+        saved = machine.execute_always(sums).stdout
+        driver.save_snapshot(handler.for_machine(name), provisioner.spec(name), "s1")
+        assert [s.name for s in driver.list_snapshots(provisioner.spec(name))] == ["s1"]
+        machine.execute_always("cd /srv/conf && echo changed > a && rm b && echo new > c")
+        assert machine.execute_always(sums).stdout != saved
+        machine.disconnect()
+        options = self.machine_options(name)
+        provisioner.run_locked("snapshot restore", driver, name, options,
+                               lambda d, h, s, o: d.restore_snapshot(h, s, "s1"))
+        machine = provisioner.ready(driver, name, options)
+        assert machine.execute_always(sums).stdout == saved, "restore must bring back the files"
+        machine.disconnect()
+        driver.delete_snapshot(handler.for_machine(name), provisioner.spec(name), "s1")
+        assert driver.list_snapshots(provisioner.spec(name)) == []
+
+    def test_synced_folder_reaches_the_machine(self, tmp_path, provisioner, driver, caps):
+        # copy mode (drivers that cannot mount) is checked on the fake: driver in
+        # tests/integration/local, whose "machines" are this host
+        self.require(caps, "connectable")
+        self.require(caps, "mounts_folders")
+        name = "conf-sync"
+        folder = tmp_path / "synced"
+        folder.mkdir()
+        (folder / "hello.txt").write_text("from the host\n")
+        options = {**self.machine_options(name),
+                   "sync": [{"from": str(folder), "to": "/srv/conf-sync", "mode": "auto"}]}
+        machine = provisioner.up(driver, name, options)
+        provisioner.run_locked("sync", driver, name, options,
+                               lambda d, h, s, o: d.sync_folders(h, s, o, machine))
+        assert machine.execute_always("cat /srv/conf-sync/hello.txt").stdout == "from the host\n"
+        (folder / "hello.txt").write_text("changed on the host\n")
+        provisioner.run_locked("sync", driver, name, options,
+                               lambda d, h, s, o: d.sync_folders(h, s, o, machine))
+        assert machine.execute_always("cat /srv/conf-sync/hello.txt").stdout == \
+            "changed on the host\n"
+        machine.disconnect()
+        provisioner.destroy(name, options, driver)

@@ -37,7 +37,8 @@ def engine_missing(kind: str) -> str | None:
         return f"starting a {kind} engine needs root"
     binary = {"docker": "/usr/sbin/dockerd", "podman": "/usr/bin/podman"}[kind]
     if not (os.path.exists(binary) or shutil.which(os.path.basename(binary))):
-        return f"{os.path.basename(binary)} is missing: apt-get install {'docker.io' if kind == 'docker' else 'podman'}"
+        package = "docker.io" if kind == "docker" else "podman"
+        return f"{os.path.basename(binary)} is missing: apt-get install {package}"
     for tool in ("ip", "nsenter"):
         if not shutil.which(tool):
             return f"{tool} is missing: apt-get install iproute2 util-linux"
@@ -114,7 +115,8 @@ class ContainerEngine:
             if self.process.poll() is not None:
                 tail = self.log_tail()
                 self.stop()
-                raise RuntimeError(f"{self.kind} engine exited with {self.process and self.process.returncode}: {tail}")
+                code = self.process and self.process.returncode
+                raise RuntimeError(f"{self.kind} engine exited with {code}: {tail}")
             if time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()

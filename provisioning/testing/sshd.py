@@ -286,7 +286,7 @@ def start_sshd(tmp_dir: str | os.PathLike, *, authorized_keys: list[str], port: 
     ``user`` is the login the host is meant for (its authorized_keys must be readable by it).
     ``skip_bashrc`` hands sessions ``SHLVL=1`` so bash skips ``~/.bashrc`` (here it runs
     ``pyenv init``, 0.2 s per command, which would swamp every timing)."""
-    for attempt in range(5):
+    for _attempt in range(5):
         host = _prepare(str(tmp_dir), authorized_keys, port, user, extra_config, skip_bashrc)
         host._spawn()
         if host._wait_ready():

@@ -10,14 +10,47 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import shlex
 import threading
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from provisioning.errors import TransferError, UnsupportedOperation
-from provisioning.machine.result import CommandResult
+from provisioning.errors import CommandResult, TransferError, UnsupportedOperation
+
+__all__ = ["Transport", "StreamCallback", "NewHostKey", "HostKeyCallback", "LoginCommand",
+           "DEFAULT_COMMAND_TIMEOUT", "sha256_file", "check_sha256"]
 
 #: callback for streamed output: (stream name "stdout" or "stderr", text chunk)
 StreamCallback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class NewHostKey:
+    """A machine's identity seen for the first time, reported by a transport to whoever pins it
+    (the driver or provisioner records it in the machine's reference and saves it; transports
+    never touch state). ``kind``: ``ssh`` (``key`` is an OpenSSH public line) or ``certificate``
+    (``key`` is a WinRM listener certificate's SHA-256 fingerprint)."""
+
+    host: str
+    port: int
+    key: str
+    gateway: bool = False
+    kind: str = "ssh"
+
+
+#: what a transport calls with a first-use identity; see ``NewHostKey``
+HostKeyCallback = Callable[[NewHostKey], None]
+
+
+@dataclass(frozen=True)
+class LoginCommand:
+    """What ``converge ssh`` needs to open an interactive session: the argv of a local client
+    (``ssh -p 22 -i KEY root@host ...``), files it needs written first (a pinned known_hosts, a
+    key), and environment variables. Secrets never appear in ``argv``."""
+
+    argv: tuple[str, ...]
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
 
 #: default per-command timeout in seconds; every command has one
 DEFAULT_COMMAND_TIMEOUT = 600.0
@@ -25,17 +58,17 @@ DEFAULT_COMMAND_TIMEOUT = 600.0
 
 #: sha256 of local files by (path, size, mtime, ctime, inode, device): uploading one file to many
 #: machines (and checking it before each upload) hashes it once per process
-_SHA_CACHE: dict[tuple, str] = {}
-_SHA_LOCKS: dict[tuple, threading.Lock] = {}
+_SHA_CACHE: dict[tuple[object, ...], str] = {}
+_SHA_LOCKS: dict[tuple[object, ...], threading.Lock] = {}
 _SHA_GUARD = threading.Lock()
 
 
-def _stat_key(path: str | os.PathLike) -> tuple:
+def _stat_key(path: str | os.PathLike[str]) -> tuple[object, ...]:
     st = os.stat(path)
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """sha256 of a local file, read in 1 MiB blocks (remembered while the file is unchanged;
     threads asking for the same file wait for one computation)."""
     key = _stat_key(path)
@@ -67,6 +100,8 @@ class Transport(abc.ABC):
 
     #: a human-readable address (``root@10.0.0.5:22``) used in errors and events
     host: str = "?"
+    #: seconds one connection attempt may take (``wait_until_connectable`` bounds attempts by it)
+    connect_timeout: float = 10.0
 
     @abc.abstractmethod
     def execute(
@@ -121,7 +156,8 @@ class Transport(abc.ABC):
 
     def remote_sha256(self, path: str) -> str | None:
         """sha256 of a remote file, or None when it does not exist. Used to skip unchanged copies."""
-        result = self.execute(f"sha256sum -- {_quote(path)} 2>/dev/null", timeout=120)
+        # from stdin: sha256sum escapes a name holding a newline or a backslash ("\\HASH")
+        result = self.execute(f"sha256sum < {shlex.quote(path)} 2>/dev/null", timeout=120)
         if not result.ok or not result.stdout.strip():
             return None
         return result.stdout.split()[0]
@@ -130,6 +166,16 @@ class Transport(abc.ABC):
     def available(self) -> bool:
         """True when the machine answers right now (connects and runs a trivial command)."""
 
+    def connect(self, *, timeout: float | None = None) -> None:
+        """Connect and log in now instead of on first use, raising our typed errors
+        (``ConnectError`` while not reachable yet). Default: run a trivial command."""
+        self.execute("true", timeout=max(1.0, timeout or self.connect_timeout))
+
+    def login_command(self, *, workdir: str) -> LoginCommand:
+        """How to open an interactive shell on the machine from this host (``converge ssh``);
+        files it needs go under ``workdir``. Default: the transport has none."""
+        raise UnsupportedOperation(f"{type(self).__name__} offers no interactive login; use "
+                                   "'converge exec' to run commands")
     def resolve_path(self, path: str) -> str:
         """Where a path given by the user lands on the machine. Unchanged, except for a machine
         that lives in a directory of this host (``fake:``), which maps every path inside it."""
@@ -158,9 +204,3 @@ def check_sha256(expected: str, actual: str | None, *, what: str, host: str) -> 
             "the copy was discarded, retry the transfer",
             host=host,
         )
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)

@@ -10,10 +10,8 @@ import threading
 import time
 from typing import Mapping
 
-from provisioning.errors import CommandTimeout, TransferError, TransportError
-from provisioning.machine.result import CommandResult
-from provisioning.transports.base import (DEFAULT_COMMAND_TIMEOUT, Transport,
-                                          check_sha256, sha256_file)
+from provisioning.errors import CommandResult, CommandTimeout, TransferError, TransportError
+from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, Transport, check_sha256, sha256_file
 
 __all__ = ["LocalTransport"]
 
@@ -76,6 +74,7 @@ class LocalTransport(Transport):
         for reader in readers:
             reader.start()
         try:
+            assert proc.stdin is not None  # started with stdin=PIPE
             if input is not None:
                 proc.stdin.write(input.encode() if isinstance(input, str) else input)
             proc.stdin.close()
@@ -90,7 +89,7 @@ class LocalTransport(Transport):
                 reader.join(timeout=1)
             raise CommandTimeout(command, timeout, host=self.host,
                                  stdout=b"".join(chunks["stdout"]).decode(errors="replace"),
-                                 stderr=b"".join(chunks["stderr"]).decode(errors="replace"))
+                                 stderr=b"".join(chunks["stderr"]).decode(errors="replace")) from None
         for reader in readers:
             reader.join()
         return CommandResult(command=command, exit_status=status,

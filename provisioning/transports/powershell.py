@@ -249,7 +249,7 @@ class ClixmlDecoder:
         if self._mode == "plain":
             out, self._buffer = self._buffer, ""
             return out
-        out = []
+        parts: list[str] = []
         while True:
             end = self._buffer.find("</Objs>")
             if end < 0:
@@ -257,12 +257,12 @@ class ClixmlDecoder:
             start = self._buffer.find("<Objs")
             document = self._buffer[start:end + len("</Objs>")] if 0 <= start < end else ""
             self._buffer = self._buffer[end + len("</Objs>"):]
-            out.append(self._strings(document))
+            parts.append(self._strings(document))
             # a new "#< CLIXML" header may start the next block (one per process write burst)
             self._buffer = self._buffer.lstrip("\r\n")
             if self._buffer.startswith(_CLIXML_HEADER):
                 self._buffer = self._buffer[len(_CLIXML_HEADER):]
-        return "".join(out)
+        return "".join(parts)
 
     def flush(self) -> str:
         rest, self._buffer = self._buffer, ""

@@ -10,8 +10,7 @@ import pytest
 
 from provisioning.config import Config
 from provisioning.errors import ConfigError
-from provisioning.keys import (ensure_private_key, find_private_key, fingerprint,
-                               generate_private_key)
+from provisioning.keys import ensure_private_key, find_private_key, fingerprint, generate_private_key
 
 
 def test_layers_override_in_order_and_remember_sources(tmp_path):

@@ -9,8 +9,7 @@ import threading
 
 import pytest
 
-from provisioning.drivers.nspawn_host.package_proxy import (Archive, PackageProxy, apt_conf,
-                                                             archives_from)
+from provisioning.drivers.nspawn_host.package_proxy import Archive, PackageProxy, apt_conf, archives_from
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 # W1: ThreadingGroup.run("uname -a") over fresh connections.
-from group import group
 import hostlist
+from group import group
 
 _, hosts = hostlist.load()
 g = group(hosts)

@@ -1,7 +1,7 @@
 # W2: 20 ThreadingGroup.run("echo i") calls (Group.run is lockstep across hosts); one
 # connection per host kept open throughout.
-from group import group
 import hostlist
+from group import group
 
 _, hosts = hostlist.load()
 g = group(hosts)

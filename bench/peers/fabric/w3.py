@@ -2,8 +2,8 @@
 # the same remote path, and these hosts share one filesystem).
 from concurrent.futures import ThreadPoolExecutor
 
-from group import group
 import hostlist
+from group import group
 
 data, hosts = hostlist.load()
 g = group(hosts)

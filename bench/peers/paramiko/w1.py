@@ -1,8 +1,8 @@
 # W1: fresh connection per host, `uname -a`, one thread per host.
 from concurrent.futures import ThreadPoolExecutor
 
-from client import connect, run
 import hostlist
+from client import connect, run
 
 _, hosts = hostlist.load()
 

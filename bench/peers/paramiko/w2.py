@@ -1,8 +1,8 @@
 # W2: one connection per host, 20 `echo i` one after another; hosts in parallel threads.
 from concurrent.futures import ThreadPoolExecutor
 
-from client import connect, run
 import hostlist
+from client import connect, run
 
 _, hosts = hostlist.load()
 

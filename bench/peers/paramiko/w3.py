@@ -1,8 +1,8 @@
 # W3: SFTP put of the payload, then `sha256sum` on the host; hosts in parallel threads.
 from concurrent.futures import ThreadPoolExecutor
 
-from client import connect, run
 import hostlist
+from client import connect, run
 
 data, hosts = hostlist.load()
 

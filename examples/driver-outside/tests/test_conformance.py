@@ -1,9 +1,8 @@
 """The slots: driver passes provisioning's conformance suite (install the package first:
 the suite's worker processes find it through its entry point)."""
 
-from provisioning.testing.conformance import DriverConformance
 
-from provisioning_slots.driver import Pool
+from provisioning.testing.conformance import DriverConformance
 
 
 class TestSlotsConformance(DriverConformance):

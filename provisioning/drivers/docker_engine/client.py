@@ -21,10 +21,13 @@ _MAX = 600
 
 
 def canonical_endpoint(rest: str) -> str:
-    """``""`` -> the local default socket; ``unix:///x`` kept; ``tcp://h:p`` kept (port
-    defaulted to 2376); a bare path means ``unix://PATH``."""
+    """``""`` -> ``$DOCKER_HOST`` when set (as the docker command does), else the local default
+    socket; ``unix:///x`` kept; ``tcp://h:p`` kept (port defaulted to 2376); a bare path means
+    ``unix://PATH``."""
     if not rest:
-        return LOCAL_SOCKET
+        rest = os.environ.get("DOCKER_HOST", "").strip()
+        if not rest:
+            return LOCAL_SOCKET
     if rest.startswith("unix://"):
         return "unix://" + os.path.normpath(rest[len("unix://"):])
     if rest.startswith("/"):

@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from typing import Any, Mapping
 
-from provisioning.local_features import forwarded_ports, synced_folders
+from provisioning.driver.local_features import forwarded_ports, synced_folders
 
 __all__ = ["container_name", "labels", "create_kwargs", "machine_files", "read_host_key",
            "LABEL_NAME", "LABEL_STORE", "LABEL_URL", "SSH_PORT"]
@@ -30,6 +30,8 @@ LABEL_SNAPSHOT_OF = "io.provisioning.snapshot-of"
 SSH_PORT = 22
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
 CGROUP_V1_SYSTEMD = "/sys/fs/cgroup/systemd"
+#: PID 1 of an ``init: process`` machine: sleeps until stopped (and stops at once on SIGTERM)
+KEEP_ALIVE = ("sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done")
 
 
 def container_name(machine: str, store_id: str | None) -> str:
@@ -49,19 +51,25 @@ def hostname_for(machine: str) -> str:
 
 def create_kwargs(*, name: str, image: str, hostname: str, machine_labels: Mapping[str, str],
                   machine_options: Mapping[str, Any], publish_address: str,
-                  systemd_cgroup_mount: bool, is_podman: bool) -> dict[str, Any]:
-    """Arguments of ``client.containers.create`` for a systemd machine."""
+                  systemd_cgroup_mount: bool, is_podman: bool,
+                  init: str = "systemd") -> dict[str, Any]:
+    """Arguments of ``client.containers.create``: a systemd machine reached over SSH, or
+    (``init="process"``) a plain process kept alive, reached through the engine's exec API."""
     from docker.types import Mount
 
     mounts = [Mount(target=f.target, source=f.source, type="bind")
               for f in synced_folders(machine_options) if f.mounted_by(True)]
+    forwarded = {f"{p.guest_port}/{p.protocol}": (p.host_address, p.host_port)
+                 for p in forwarded_ports(machine_options)}
+    if init == "process":
+        return {"image": image, "name": name, "hostname": hostname,
+                "labels": dict(machine_labels), "command": list(KEEP_ALIVE), "detach": True,
+                "mounts": mounts, "ports": forwarded}
     if systemd_cgroup_mount and not is_podman:
         # systemd needs the name=systemd hierarchy writable on cgroup v1 hosts; never all of
         # /sys/fs/cgroup (systemd would then write into the host's cgroup tree)
         mounts.append(Mount(target=CGROUP_V1_SYSTEMD, source=CGROUP_V1_SYSTEMD, type="bind"))
-    ports: dict[str, Any] = {f"{SSH_PORT}/tcp": (publish_address, None)}
-    for port in forwarded_ports(machine_options):
-        ports[f"{port.guest_port}/{port.protocol}"] = (port.host_address, port.host_port)
+    ports: dict[str, Any] = {f"{SSH_PORT}/tcp": (publish_address, None), **forwarded}
     return {
         "image": image, "name": name, "hostname": hostname, "labels": dict(machine_labels),
         "command": ["/sbin/init"], "detach": True, "tty": True,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from provisioning.driver.local_features import Snapshot
 from provisioning.drivers.docker_engine import container as containers
 from provisioning.drivers.docker_engine.client import engine_errors
 from provisioning.errors import ConfigError, MachineNotFound
-from provisioning.local_features import Snapshot
 
 __all__ = ["DockerSnapshots", "SNAPSHOT_REPOSITORY", "BASE_TAG"]
 
@@ -107,7 +107,9 @@ class DockerSnapshots:
     def restore_snapshot(self, action_handler, machine_spec, name: str) -> None:
         found = self._require(machine_spec)
         image = self._snapshot_image(machine_spec, name)
-        opts = self._options({}, machine_spec.name)
+        process = machine_spec.reference.get("transport") == "docker"
+        opts = self._options({"init": "process"} if process else {},  # type: ignore[attr-defined]
+                             machine_spec.name)
         was_running = found.status == "running"
 
         def restore() -> None:

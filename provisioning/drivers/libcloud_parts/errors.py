@@ -11,8 +11,7 @@ import contextlib
 import re
 from typing import Any, Iterator, Mapping
 
-from provisioning.errors import (ConfigError, ProviderError, ProvisioningError,
-                                 UnsupportedOperation)
+from provisioning.errors import ConfigError, ProviderError, ProvisioningError, UnsupportedOperation
 
 __all__ = ["map_libcloud_errors", "translate", "CODE_RULES"]
 
@@ -68,8 +67,12 @@ def translate(exc: BaseException, *, provider: str, action: str, machine: str | 
     where = f"{provider} refused to {action}"
     try:
         from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
-        from libcloud.common.types import (InvalidCredsError, LibcloudError,
-                                           MalformedResponseError, ServiceUnavailableError)
+        from libcloud.common.types import (
+            InvalidCredsError,
+            LibcloudError,
+            MalformedResponseError,
+            ServiceUnavailableError,
+        )
         from libcloud.compute.types import KeyPairDoesNotExistError
     except ImportError:  # pragma: no cover - without libcloud only network errors can occur
         BaseHTTPError = RateLimitReachedError = InvalidCredsError = LibcloudError = ()  # type: ignore

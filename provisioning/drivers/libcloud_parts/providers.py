@@ -256,10 +256,10 @@ class ProviderOps:
                                    "the group in security_groups")
 
     def create_security_group(self, name: str) -> str:
-        raise UnsupportedOperation(f"creating security groups is implemented for EC2 only")
+        raise UnsupportedOperation("creating security groups is implemented for EC2 only")
 
     def open_ssh(self, group_id: str, cidr: str) -> None:
-        raise UnsupportedOperation(f"opening SSH is implemented for EC2 only")
+        raise UnsupportedOperation("opening SSH is implemented for EC2 only")
 
     # -- describe --------------------------------------------------------------------------
     def choices(self, options: Mapping[str, Any]) -> dict[str, list[Any]]:

@@ -9,12 +9,12 @@ not a region but an AWS profile name is resolved to the profile's region and acc
 
 from __future__ import annotations
 
-from provisioning.schema import closest
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.errors import InvalidDriverURL
+from provisioning.inputs.schema import closest
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config

@@ -73,7 +73,7 @@ def decrypt_password_data(password_data: str, key: "PrivateKey") -> str:
         raise ProviderError(f"the provider's password data is not base64 ({exc})") from exc
     try:
         return key.key.decrypt(encrypted, padding.PKCS1v15()).decode("utf-8")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError):
         raise ConfigError(
             f"cannot decrypt the node's Windows password with key {key.name!r} "
             f"({key.path or 'from private_keys'}): the node's key pair holds a different public "
@@ -121,3 +121,26 @@ def fetch_windows_password(ops: "ProviderOps", node_id: str, key: "PrivateKey", 
             reported = True
         sleep(min(interval, remaining))
 
+
+def provider_password(driver: Any, spec: "MachineSpec", opts: Mapping[str, Any],
+                      transport: Mapping[str, Any], address: str,
+                      action_handler: "ActionHandler | None", deadline: float | None) -> str | None:
+    """The Administrator password from the provider, or None when the config supplies one
+    (password_env or credentials win: the transport reads them itself). Memory only.
+    ``driver``: the ``LibcloudDriver`` asking (its config, provider ops, poll interval)."""
+    from provisioning.keys import find_private_key
+
+    if password_configured(transport, spec, driver.config, address):
+        return None
+    if not opts.get("key_name"):
+        raise ConfigError("a Windows node's password is decrypted with the private key of its "
+                          "key pair: set key_name (or give the password with "
+                          "transport.password_env or config credentials)",
+                          key="machine_options.key_name", machine=spec.name)
+    key = find_private_key(driver.config, str(opts["key_name"]))
+    return fetch_windows_password(
+        driver.ops, str(spec.reference["node_id"]), key,
+        deadline=deadline if deadline is not None else time.monotonic(),
+        interval=driver._interval, sleep=driver.sleep,
+        errors=lambda action: driver._errors(action, spec), handler=action_handler,
+        machine=spec.name)

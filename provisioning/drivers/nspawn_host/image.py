@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from provisioning.errors import ConfigError, ProviderError
-from provisioning.schema import closest
 from provisioning.drivers.nspawn_host import frozen
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary, run
+from provisioning.errors import ConfigError, ProviderError
+from provisioning.inputs.schema import closest
 
 __all__ = ["Image", "AptSource", "apt_sources", "pick_mirror", "resolve_image", "ensure_image",
            "debootstrap_suites", "DEFAULT_IMAGE", "DEBIAN_RELEASES", "PACKAGES"]
@@ -112,7 +112,8 @@ def apt_sources(root: str = "/") -> list[AptSource]:
     """Every enabled binary (``deb``) source apt on this host is configured with, in apt's order."""
     found: list[AptSource] = []
     etc = os.path.join(root, "etc/apt")
-    one_line = [os.path.join(etc, "sources.list")] + sorted(glob.glob(os.path.join(etc, "sources.list.d/*.list")))
+    one_line = [os.path.join(etc, "sources.list"),
+                *sorted(glob.glob(os.path.join(etc, "sources.list.d/*.list")))]
     deb822 = sorted(glob.glob(os.path.join(etc, "sources.list.d/*.sources")))
     for path in deb822:
         with contextlib.suppress(OSError, UnicodeDecodeError):

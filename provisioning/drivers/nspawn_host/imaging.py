@@ -12,8 +12,8 @@ import os
 import secrets
 from typing import Any, Mapping
 
-from provisioning.errors import MachineNotFound, ProviderError
 from provisioning.drivers.nspawn_host import frozen, host, proc
+from provisioning.errors import MachineNotFound, ProviderError
 
 __all__ = ["NspawnImages"]
 

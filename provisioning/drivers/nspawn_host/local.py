@@ -1,4 +1,4 @@
-"""The nspawn: driver's local-machine features (``provisioning.local_features``): snapshots from
+"""The nspawn: driver's local-machine features (``provisioning.driver.local_features``): snapshots from
 copies of the machine's overlay upper layer, synced folders as bind mounts made at boot, and
 forwarded ports through a relay process into the machine's network namespace.
 
@@ -13,9 +13,9 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
+from provisioning.driver.local_features import Snapshot, forwarded_ports, synced_folders
 from provisioning.drivers.nspawn_host import portfwd, proc, snapshots
 from provisioning.errors import ConfigError, MachineNotFound
-from provisioning.local_features import Snapshot, forwarded_ports, synced_folders
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.drivers.nspawn_host.warehouse import MachineRecord

@@ -22,8 +22,8 @@ import sys
 import threading
 from typing import Callable
 
-from provisioning.errors import ConnectError, ProviderError
 from provisioning.drivers.nspawn_host.host import run
+from provisioning.errors import ConnectError, ProviderError
 
 __all__ = ["NETNS_DIR", "netns_path", "netns_exists", "ensure_hub", "delete_hub", "create_machine_netns",
            "delete_machine_netns", "socket_in_netns", "socket_factory", "proxy_command"]

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from provisioning.errors import ProviderError
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary
+from provisioning.errors import ProviderError
 
 __all__ = ["Booted", "boot", "alive", "start_time", "stop", "kill_all", "cgroup_dirs",
            "remove_cgroups", "cgroup_pids", "console_tail"]

@@ -16,9 +16,9 @@ import signal
 import time
 from typing import Iterator
 
+from provisioning.driver.local_features import Snapshot
 from provisioning.drivers.nspawn_host import proc
 from provisioning.drivers.nspawn_host.host import run
-from provisioning.local_features import Snapshot
 
 __all__ = ["snapshots_dir", "save", "restore", "list_snapshots", "delete", "paused"]
 

@@ -11,11 +11,10 @@ import yaml
 
 from provisioning.config import Config
 from provisioning.driver import Driver
+from provisioning.driver.options import OptionField
 from provisioning.errors import ConfigError
-from provisioning.options import OptionField
 from provisioning.registry import register_driver
-from provisioning.wizard import (FileAnswers, InitWizard, render_cluster_file,
-                                 write_init_outputs)
+from provisioning.scaffold.wizard import FileAnswers, InitWizard, render_cluster_file, write_init_outputs
 
 from .conftest import converge_script
 
@@ -192,6 +191,9 @@ def test_wizard_in_a_real_terminal(tmp_path, terminal, converge):
         term.expect(f"machine option {name}")
         term.expect("]:")
         term.send("")
+    term.expect("machine option hold_ready_until")
+    term.expect("(Enter to skip):")
+    term.send("")
     term.expect("wrote")
     assert term.wait() == 0, term.seen
     data = yaml.safe_load((tmp_path / "cluster.yml").read_text())
@@ -203,7 +205,6 @@ def test_wizard_in_a_real_terminal(tmp_path, terminal, converge):
 def test_wizard_hides_a_secret_typed_in_a_terminal(tmp_path, terminal, secretive):
     """The secret's prompt does not echo it, and it lands in provisioning.yml only. The driver
     is registered in this process, so the wizard runs in a child forked from it."""
-    import pty
     import sys
 
     script = (

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from provisioning.config import Config
-from provisioning.options import OptionField, validate_options
+from provisioning.driver.options import OptionField, validate_options
 from provisioning.registry import driver_for_url
 
 

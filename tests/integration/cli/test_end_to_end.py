@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.cli.helpers import (converge, json_lines, saved_machines,
-                                           warehouse_counters, warehouse_servers)
+from tests.integration.cli.helpers import (
+    converge,
+    json_lines,
+    saved_machines,
+    warehouse_counters,
+    warehouse_servers,
+)
 
 
 def actions(events: list[dict], *, performed: bool | None = None) -> list[dict]:

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from provisioning.actions import RecordingActionHandler
-from provisioning.errors import ProvisioningError
 from provisioning.cluster.healthcheck import parse_healthchecks, run_healthchecks
+from provisioning.errors import ProvisioningError
+from provisioning.inputs.schema import Problems
 from provisioning.machine.unix import UnixMachine
-from provisioning.schema import Problems
 from provisioning.transports.local import LocalTransport
 
 

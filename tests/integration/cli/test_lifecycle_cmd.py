@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli.helpers import (converge, json_lines, saved_machines,
-                                           warehouse_counters, warehouse_servers)
+from tests.integration.cli.helpers import (
+    converge,
+    json_lines,
+    saved_machines,
+    warehouse_counters,
+    warehouse_servers,
+)
 
 CLUSTER = """\
 driver: "fake:"
@@ -98,12 +103,12 @@ def _plugin_project(tmp_path: Path, verify_dir: bool = False) -> Path:
     (tmp_path / "tests" / "test_on_machine.py").write_text(PLUGIN_TESTS)
     (tmp_path / "motd.j2").write_text("hi {{ machine.name }}\n")
     verify = "\n    verify: [{pytest: tests}]" if verify_dir else ""
-    (tmp_path / "cluster.yml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "cluster.yml").write_text(textwrap.dedent("""\
         driver: "fake:"
         machines:
           web:
             count: 2
-            converge: [{{file: {{path: motd, template: motd.j2}}}}]""") + verify + "\n")
+            converge: [{file: {path: motd, template: motd.j2}}]""") + verify + "\n")
     return tmp_path
 
 

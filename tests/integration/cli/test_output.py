@@ -126,8 +126,8 @@ def test_ssh_refuses_machines_without_ssh(example):
 
 
 def test_ssh_command_line_pins_the_host_key(tmp_path):
-    from provisioning.access import SSHAccess, ssh_argv, write_access
     from provisioning.keys import generate_private_key
+    from provisioning.machine.access import SSHAccess, ssh_argv, write_access
 
     key = generate_private_key(str(tmp_path / "k"))
     access = SSHAccess(name="web-1", host="198.18.0.5", port=22, username="root", key=key,

@@ -17,8 +17,17 @@ from provisioning.config import Config
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
-from tests.integration.cloud.conftest import (ACCESS_KEY, IMAGE, REPO, SECRET_KEY, SIZE, URL,
-                                              cloud_config, machine_options, start_moto)
+from tests.integration.cloud.conftest import (
+    ACCESS_KEY,
+    IMAGE,
+    REPO,
+    SECRET_KEY,
+    SIZE,
+    URL,
+    cloud_config,
+    machine_options,
+    start_moto,
+)
 
 
 def node_of(driver, spec):

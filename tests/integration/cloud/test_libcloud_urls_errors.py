@@ -163,10 +163,11 @@ def test_provider_codes_become_config_errors_naming_the_option(message, key):
 
 
 def test_unreachable_endpoint_is_a_provider_error(tmp_path):
-    from provisioning.errors import ProviderError
-    from provisioning.store.memory import MemoryStore
-    from provisioning.lifecycle import Provisioner
     import socket
+
+    from provisioning.errors import ProviderError
+    from provisioning.lifecycle import Provisioner
+    from provisioning.store.memory import MemoryStore
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

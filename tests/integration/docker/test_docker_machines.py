@@ -6,7 +6,6 @@ tests that only look at it."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from provisioning.actions import RecordingActionHandler
@@ -165,3 +164,43 @@ def test_destroy_leaves_no_container_network_or_volume(engine, tmp_path):
     provisioner.destroy("gone", {}, driver)
     store.close()
     assert inventory() == before
+
+
+def test_a_process_machine_is_reached_through_the_engine(engine, tmp_path):
+    """``init: process``: no systemd, no sshd; commands and files through the exec and archive
+    APIs (transport kind docker), snapshots too."""
+    config = Config({"driver_options": {engine.driver_url: driver_options(engine, tmp_path)}},
+                    base_dir=str(tmp_path))
+    driver = driver_for_url(engine.driver_url, config)
+    store = SQLiteStore(tmp_path / "state.db")
+    provisioner = Provisioner(store, config=config)
+    options = {"init": "process"}
+    try:
+        machine = provisioner.up(driver, "plain", options)
+        spec = provisioner.spec("plain")
+        assert spec.reference["transport"] == "docker" and spec.reference["host_key"] is None
+        assert machine.execute_always("cat /proc/1/cmdline | tr '\\0' ' '").stdout.startswith("sh -c")
+        result = machine.execute_always("echo out; echo err >&2; exit 4", check=False)
+        assert (result.exit_status, result.stdout, result.stderr) == (4, "out\n", "err\n")
+        assert machine.execute_always("cat", input="fed through stdin").stdout == "fed through stdin"
+        assert machine.execute_always("echo $GREETING", env={"GREETING": "hi"}).stdout == "hi\n"
+        assert machine.write_file("/srv/hello.txt", "hello\n", mode="0640")
+        assert not machine.write_file("/srv/hello.txt", "hello\n", mode="0640")
+        assert machine.read_file("/srv/hello.txt") == b"hello\n"
+        assert machine.execute_always("stat -c %a /srv/hello.txt").stdout.strip() == "640"
+        assert machine.read_file("/srv/missing") is None
+        local = tmp_path / "blob.bin"
+        local.write_bytes(bytes(range(256)) * 400)
+        machine.upload_file(str(local), "/srv/blob.bin")
+        back = tmp_path / "back.bin"
+        machine.download_file("/srv/blob.bin", str(back))
+        assert back.read_bytes() == local.read_bytes()
+        machine.disconnect()
+        provisioner.stop("plain", options, driver)
+        assert driver.machine_state(provisioner.spec("plain")) == "stopped"
+        machine = provisioner.ready(driver, "plain", options)
+        assert machine.read_file("/srv/hello.txt") == b"hello\n"
+        machine.disconnect()
+    finally:
+        provisioner.destroy("plain", options, driver)
+        store.close()

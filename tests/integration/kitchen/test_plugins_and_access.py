@@ -111,9 +111,14 @@ def test_schema_accepts_the_examples_and_refuses_mistakes(tmp_path):
 
 
 def test_ssh_config_and_ansible_inventory_pin_host_keys(tmp_path):
-    from provisioning.access import (SSHAccess, ansible_inventory, inventory_json, ssh_config,
-                                     write_access)
     from provisioning.keys import generate_private_key
+    from provisioning.machine.access import (
+        SSHAccess,
+        ansible_inventory,
+        inventory_json,
+        ssh_config,
+        write_access,
+    )
 
     key = generate_private_key(str(tmp_path / "k"))
     accesses = [SSHAccess(name=f"web-{i}", host=f"198.18.0.{i}", port=22, username="root",

@@ -13,7 +13,7 @@ from provisioning.driver import Capabilities
 from provisioning.drivers.fake import FakeDriver
 from provisioning.errors import ConfigError
 from provisioning.registry import register_driver
-from tests.integration.cli.helpers import converge, json_lines
+from tests.integration.cli.helpers import converge, json_lines, warehouse_servers
 
 
 class LocalFakeDriver(FakeDriver):
@@ -78,15 +78,17 @@ def test_up_copies_synced_folders_and_sync_pushes_changes(tmp_path):
     (app / "conf" / "site.conf").write_text("listen 80\n")
     (app / "run.sh").write_text("#!/bin/sh\n")
     (app / "run.sh").chmod(0o755)
-    target = tmp_path / "on-machine" / "srv"
-    project = _cluster(tmp_path, f"""\
+    project = _cluster(tmp_path, """\
 driver: "fake:"
 machines:
   web:
-    sync: [{{from: ./app, to: "{target}"}}]
+    sync: [{from: ./app, to: /srv/app}]
 """)
     first = converge("up", "--output", "json", cwd=project)
     assert first.returncode == 0, first.stdout + first.stderr
+    # a fake machine's files live in its server directory (its whole filesystem)
+    (server,) = warehouse_servers(project).values()
+    target = Path(server["dir"]) / "srv" / "app"
     assert (target / "index.html").read_text() == "v1\n"
     assert (target / "conf" / "site.conf").read_text() == "listen 80\n"
     assert (target / "run.sh").stat().st_mode & 0o777 == 0o755

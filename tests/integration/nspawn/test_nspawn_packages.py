@@ -15,9 +15,9 @@ import pytest
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
 from provisioning.convergence.steps import StepContext, StepsConvergence, parse_steps
+from provisioning.inputs.schema import Problems
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
-from provisioning.schema import Problems
 from provisioning.store.sqlite import SQLiteStore
 from provisioning.testing.apt_archive import build_archive, serve_archive, sources_line
 

@@ -9,7 +9,7 @@ import pytest
 
 from provisioning.errors import CommandFailed, CommandTimeout, TransportError
 from provisioning.machine.unix import UnixMachine
-from provisioning.transports.shell_session import SessionCommand
+from provisioning.transports.ssh.session import SessionCommand
 
 
 def test_exit_status_stdout_and_stderr_stay_apart(session):

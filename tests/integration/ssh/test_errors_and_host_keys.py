@@ -8,8 +8,15 @@ import time
 
 import pytest
 
-from provisioning.errors import (AuthenticationError, ConfigError, ConnectError, HostKeyMismatch,
-                                 ProvisioningError, TransferError, TransportError)
+from provisioning.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectError,
+    HostKeyMismatch,
+    ProvisioningError,
+    TransferError,
+    TransportError,
+)
 from provisioning.keys import fingerprint, generate_private_key
 from provisioning.transports.ssh import translate_ssh_error
 
@@ -129,9 +136,10 @@ def _instance(cls):
     if cls.__name__ == "BadHostKeyException":
         key = paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else None
         if key is None:
-            from cryptography.hazmat.primitives.asymmetric import ed25519
-            from cryptography.hazmat.primitives import serialization
             import io
+
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ed25519
 
             pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
@@ -174,5 +182,5 @@ def test_mapping_is_most_specific_first():
     assert mapped(paramiko.BadAuthenticationType("no", ["password"])) is AuthenticationError
     assert mapped(paramiko.ChannelException(2, "refused")) is ConnectError
     assert mapped(paramiko.SSHException("x"), "transfer") is TransferError
-    assert mapped(socket.timeout(), "connect") is ConnectError
+    assert mapped(TimeoutError(), "connect") is ConnectError
     assert mapped(ConnectionRefusedError(), "connect") is ConnectError

@@ -17,6 +17,7 @@ from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
 from provisioning.errors import AuthenticationError, ConfigError, ConnectError, HostKeyMismatch
 from provisioning.keys import generate_private_key
+from provisioning.machine.factory import pin_on_first_use
 from provisioning.spec import MachineSpec
 from provisioning.store.memory import MemoryStore
 from provisioning.testing.sshd import start_sshd
@@ -26,6 +27,12 @@ from provisioning.transports.ssh import ssh_transport_from_options, wait_until_c
 @pytest.fixture
 def config(client_key, tmp_path):
     return Config({"private_keys": {"client": client_key.path}}, base_dir=str(tmp_path))
+
+
+def _build(options, spec, config, **extra):
+    """A transport that pins first-use keys in ``spec.reference`` (saved when it has a store)."""
+    return ssh_transport_from_options(options, spec, config,
+                                      on_new_host_key=pin_on_first_use(spec, None), **extra)
 
 
 def _options(host, **extra):
@@ -39,8 +46,9 @@ def test_first_use_records_host_key_in_reference_and_reports_it(sshd_host, confi
     spec.reference = {"driver_url": "ssh:", "host": sshd_host.host}
     spec.save()
     handler = RecordingActionHandler()
-    transport = ssh_transport_from_options(_options(sshd_host), spec, config,
-                                           action_handler=handler.for_machine("web"))
+    transport = ssh_transport_from_options(
+        _options(sshd_host), spec, config,
+        on_new_host_key=pin_on_first_use(spec, handler.for_machine("web")))
     try:
         assert transport.execute("true").ok
     finally:
@@ -51,7 +59,8 @@ def test_first_use_records_host_key_in_reference_and_reports_it(sshd_host, confi
     assert "pin host key SHA256:" in action.description and action.machine == "web"
     # next time the pinned key is used, and a changed key is refused
     sshd_host.restart_with_new_host_key()
-    again = ssh_transport_from_options(_options(sshd_host), spec, config, action_handler=handler)
+    again = ssh_transport_from_options(_options(sshd_host), spec, config,
+                                       on_new_host_key=pin_on_first_use(spec, handler))
     with pytest.raises(HostKeyMismatch):
         again.execute("true")
     again.disconnect()
@@ -61,25 +70,25 @@ def test_first_use_records_host_key_in_reference_and_reports_it(sshd_host, confi
 def test_bad_options_are_config_errors_naming_the_key(config):
     spec = MachineSpec(name="m")
     with pytest.raises(ConfigError) as caught:
-        ssh_transport_from_options({"transport": {"host": "h", "prot": 22, "port": "22"}},
+        _build({"transport": {"host": "h", "prot": 22, "port": "22"}},
                                    spec, config)
     text = str(caught.value)
     assert "machine_options.transport.prot" in text and "did you mean 'port'" in text
     assert "machine_options.transport.port" in text
     with pytest.raises(ConfigError, match="no host"):
-        ssh_transport_from_options({"transport": {}}, spec, config)
+        _build({"transport": {}}, spec, config)
     with pytest.raises(ConfigError, match="private key 'nope' not found"):
-        ssh_transport_from_options({"transport": {"host": "h", "key_name": "nope"}}, spec, config)
+        _build({"transport": {"host": "h", "key_name": "nope"}}, spec, config)
     with pytest.raises(ConfigError, match="NOT_SET_PW"):
-        ssh_transport_from_options({"transport": {"host": "h", "password_env": "NOT_SET_PW"}},
+        _build({"transport": {"host": "h", "password_env": "NOT_SET_PW"}},
                                    spec, config)
 
 
 def test_sudo_defaults_to_non_root_logins(config):
     spec = MachineSpec(name="m")
-    assert ssh_transport_from_options({"transport": {"host": "h", "username": "ops"}},
+    assert _build({"transport": {"host": "h", "username": "ops"}},
                                       spec, config).sudo is True
-    assert ssh_transport_from_options({"transport": {"host": "h"}}, spec, config).sudo is False
+    assert _build({"transport": {"host": "h"}}, spec, config).sudo is False
 
 
 def test_wait_until_connectable_backs_off_then_succeeds(tmp_path, client_key, config):
@@ -87,7 +96,7 @@ def test_wait_until_connectable_backs_off_then_succeeds(tmp_path, client_key, co
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     spec = MachineSpec(name="late")
-    transport = ssh_transport_from_options(
+    transport = _build(
         {"transport": {"host": "127.0.0.1", "port": port, "key_name": "client",
                        "connect_timeout": 2}}, spec, config)
     started_host = []
@@ -155,7 +164,7 @@ def test_jump_host_from_options(gateway_and_target, config):
     gateway, target = gateway_and_target
     spec = MachineSpec(name="behind", reference={})
     options = _options(target, gateway={"host": gateway.host, "port": gateway.port})
-    transport = ssh_transport_from_options(options, spec, config)
+    transport = _build(options, spec, config)
     try:
         assert transport.gateway is not None and transport.gateway.port == gateway.port
         assert transport.execute("echo through").stdout == "through\n"
@@ -174,7 +183,7 @@ def test_jump_host_refusing_forwarding_is_connect_error(tmp_path, client_key, co
     try:
         spec = MachineSpec(name="behind")
         options = _options(target, gateway={"host": gateway.host, "port": gateway.port})
-        transport = ssh_transport_from_options(options, spec, config)
+        transport = _build(options, spec, config)
         with pytest.raises(ConnectError) as caught:
             transport.execute("true")
         assert "ChannelException" in str(caught.value)
@@ -196,7 +205,7 @@ Host web-alias
     ProxyJump root@127.0.0.1:{gateway.port}
 """)
     spec = MachineSpec(name="aliased")
-    transport = ssh_transport_from_options(
+    transport = _build(
         {"transport": {"host": "web-alias", "ssh_config": str(ssh_config)}}, spec,
         Config({}, base_dir=str(tmp_path)))
     try:
@@ -223,7 +232,7 @@ def test_use_agent(sshd_host, tmp_path, client_key, monkeypatch, config):
         spec = MachineSpec(name="agent")
         options = {"transport": {"host": sshd_host.host, "port": sshd_host.port,
                                  "use_agent": True}}
-        transport = ssh_transport_from_options(options, spec, Config({}, base_dir=str(tmp_path)))
+        transport = _build(options, spec, Config({}, base_dir=str(tmp_path)))
         try:
             assert transport.private_key is None
             assert transport.execute("echo agent").stdout == "agent\n"

@@ -9,8 +9,14 @@ import pytest
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
-from provisioning.errors import (AuthenticationError, ConfigError, ConnectError, HostKeyMismatch,
-                                 InvalidDriverURL, MachineNotFound)
+from provisioning.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectError,
+    HostKeyMismatch,
+    InvalidDriverURL,
+    MachineNotFound,
+)
 from provisioning.keys import generate_private_key
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url

@@ -10,9 +10,9 @@ import pytest
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
 from provisioning.errors import CommandFailed, ConfigError
+from provisioning.machine.factory import machine_for
 from provisioning.machine.unix import UnixMachine
 from provisioning.spec import MachineSpec
-from provisioning.transports.factory import machine_for
 from provisioning.transports.ssh import SSHTransport
 
 
@@ -154,3 +154,30 @@ def test_machine_for_winrm_kind_builds_a_windows_machine(config, monkeypatch):
                                          "password_env": "PROVISIONING_TEST_WINRM_PW"}}, config)
     assert type(machine).__name__ == "WindowsMachine"
     assert type(machine.transport).__name__ == "WinRMTransport"
+
+
+@pytest.mark.parametrize("name", ["new\nline.txt", "back\\slash.txt", "both\\n\nx"])
+def test_odd_file_names_are_compared_right_and_quoted_in_logs(sshd_host, config, tmp_path,
+                                                              name):
+    from provisioning.actions import RecordingActionHandler
+
+    handler = RecordingActionHandler()
+    machine = _machine(sshd_host, config, handler.for_machine("box"))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    local = tmp_path / "source.txt"
+    local.write_text("payload\n")
+    target = str(remote / name)
+    try:
+        assert machine.write_file(target, "hello\n") is True
+        assert machine.write_file(target, "hello\n") is False  # same sha256: not written again
+        assert machine.upload_file(str(local), target + ".up") is True
+        assert machine.upload_file(str(local), target + ".up") is False
+    finally:
+        machine.disconnect()
+    assert (remote / name).read_text() == "hello\n"
+    descriptions = [e.description for e in handler.events
+                    if e.kind == "action" and "remote" in e.description]
+    assert len(descriptions) == 2
+    assert all("\n" not in d for d in descriptions), descriptions
+    assert all('"' in d for d in descriptions), descriptions

@@ -13,8 +13,8 @@ import pytest
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.errors import ConfigError
 from provisioning.spec import MachineSpec
-from provisioning.statefile import export_state, import_state
 from provisioning.store import open_store
+from provisioning.store.statefile import export_state, import_state
 
 
 def converge(cwd, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -104,5 +104,5 @@ def test_export_import_round_trip_between_memory_and_sqlite(tmp_path):
     assert {e.name: (e.reference, e.last_action) for e in target.list("machine")} == \
         {e.name: (e.reference, e.last_action) for e in source.list("machine")}
     other = open_store(str(tmp_path / "other.db"))
-    other.store_id  # an existing store keeps its own id, and says so
+    assert other.store_id  # an existing store keeps its own id, and says so
     assert "own id" in import_state(other, document)["warning"]

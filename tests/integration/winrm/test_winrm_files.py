@@ -81,7 +81,7 @@ def test_write_and_read_small_files(https_server, make_transport):
     transport = make_transport(https_server, "ntlm")
     assert transport.read_file("C:\\nothing\\here.txt") is None
     assert transport.remote_sha256("C:\\nothing\\here.txt") is None
-    content = "ünïcode line\r\n".encode("utf-8") * 3
+    content = "ünïcode line\r\n".encode() * 3
     transport.write_file("C:\\Small\\a.txt", content)
     assert transport.read_file("c:/small/A.TXT") == content  # Windows paths: any case, any slash
     transport.write_file("C:\\Small\\empty.txt", b"")

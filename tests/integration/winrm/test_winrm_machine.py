@@ -10,8 +10,8 @@ import pytest
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
-from provisioning.errors import (AuthenticationError, CommandFailed, ConfigError,
-                                 UnsupportedOperation)
+from provisioning.errors import AuthenticationError, CommandFailed, ConfigError, UnsupportedOperation
+from provisioning.machine.factory import pin_on_first_use
 from provisioning.machine.windows import WindowsMachine
 from provisioning.spec import MachineSpec
 from provisioning.store.memory import MemoryStore
@@ -109,7 +109,7 @@ def test_commands_and_os(machine):
 
 
 def test_machine_for_builds_a_windows_machine(https_server, certs, monkeypatch):
-    from provisioning.transports.factory import machine_for
+    from provisioning.machine.factory import machine_for
 
     monkeypatch.setenv("WINRM_TEST_PASSWORD", PASSWORD)
     store = MemoryStore()
@@ -169,7 +169,8 @@ def test_certificate_pinned_from_the_reference_and_trusted_on_first_use(rogue_se
     options = {"transport": {"kind": "winrm", "port": rogue_server.port, "scheme": "https",
                              "username": USER, "cert_trust": "first_use"}}
     handler = RecordingActionHandler()
-    transport = winrm_transport_from_options(options, spec, config, action_handler=handler)
+    transport = winrm_transport_from_options(options, spec, config,
+                                             on_new_host_key=pin_on_first_use(spec, handler))
     try:
         assert transport.execute("exit 0").ok
     finally:
@@ -201,7 +202,7 @@ def test_wait_until_connectable(https_server, make_transport):
     import socket
 
     from provisioning.errors import ConnectError
-    from provisioning.transports.ssh_options import wait_until_connectable
+    from provisioning.transports.wait import wait_until_connectable
     from provisioning.transports.winrm import WinRMTransport
 
     transport = make_transport(https_server, "ntlm")

@@ -11,8 +11,14 @@ import time
 
 import pytest
 
-from provisioning.errors import (AuthenticationError, CommandTimeout, ConfigError, ConnectError,
-                                 HostKeyMismatch, TransportError)
+from provisioning.errors import (
+    AuthenticationError,
+    CommandTimeout,
+    ConfigError,
+    ConnectError,
+    HostKeyMismatch,
+    TransportError,
+)
 from provisioning.transports.winrm import WinRMTransport, certificate_thumbprints
 
 from .conftest import ENDPOINTS, OTHER_PASSWORD, OTHER_USER, PASSWORD, USER
@@ -279,7 +285,7 @@ def test_errors_from_the_backend_are_all_mapped():
     import winrm.exceptions as wex
 
     from provisioning.errors import ProvisioningError
-    from provisioning.transports.winrm import _translate
+    from provisioning.transports.winrm import translate_winrm_error as _translate
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

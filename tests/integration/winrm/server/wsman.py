@@ -148,7 +148,7 @@ def envelope(action: str, relates_to: str, body: str) -> bytes:
         f"<a:Action>{action}</a:Action><a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
         "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"
         f"<a:RelatesTo>{relates_to}</a:RelatesTo></s:Header><s:Body>{body}</s:Body></s:Envelope>"
-    ).encode("utf-8")
+    ).encode()
 
 
 def fault(relates_to: str, code: int, reason: str, subcode: str = "w:InternalError") -> bytes:

@@ -1,0 +1,325 @@
+"""Driver: one machine warehouse (a cloud account and region, a pool of hosts, nspawn machines).
+
+Contract (the conformance suite in ``provisioning.testing.conformance`` checks it):
+
+- ``allocate_machine`` reserves fast and records ``machine_spec.reference`` (with ``driver_url``,
+  ``driver_version`` and the provider's id), saving it *before* waiting on anything. Where it can,
+  it tags the resource with the spec's name and store id and adopts a tagged resource instead of
+  creating a second one, so a crash at any point leaves nothing a re-run cannot find.
+- ``ready_machine`` boots if needed and waits until connectable; returns a ``Machine``. Under
+  why-run, for a machine that does not exist, it reports what it would wait for and returns None.
+- ``connect_to_machine`` changes nothing and waits for nothing.
+- ``stop_machine`` powers off but keeps the machine; ``destroy_machine`` is idempotent and works
+  on a reference whose resource is already gone.
+- Every change goes through ``action_handler.perform_action``.
+- A reference whose resource no longer exists is reported and re-created, never silently kept;
+  a wish that differs from the machine (size, image) is moved safely or reported.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
+from provisioning.errors import ConfigProblem
+from provisioning.parallel import BatchResult, Parallelizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.actions import ActionHandler
+    from provisioning.config import Config
+    from provisioning.driver.local_features import Snapshot
+    from provisioning.keys import PrivateKey
+    from provisioning.machine.base import Machine
+    from provisioning.spec import ImageSpec, MachineSpec
+
+__all__ = ["Driver", "Capabilities", "SpecsAndOptions"]
+
+#: what the batch methods take: (spec, machine_options) pairs
+SpecsAndOptions = Sequence[tuple["MachineSpec", Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver can do. The conformance suite runs the matching cases, and reports a case
+    a driver declares it cannot do as not applicable, never as a silent skip."""
+
+    connectable: bool = True        # ready_machine returns a machine that runs commands
+    stoppable: bool = True          # stop then ready brings the same machine back
+    cross_process: bool = True      # state and resources are visible to other processes
+    crash_safe: bool = True         # a crash between create and save is adopted on re-run
+    detects_lost: bool = True       # a resource deleted behind our back is noticed
+    # a destroy killed midway (fault point during_destroy) is finished by the next destroy,
+    # leaving nothing behind; off unless a driver declares it (and offers the fault point)
+    crash_safe_destroy: bool = False
+    # local-machine features (provisioning.driver.local_features); off unless a driver declares them
+    snapshots: bool = False         # save/restore/list/delete_snapshot work
+    mounts_folders: bool = False    # synced folders can be shared live (mode auto or mount)
+    forwards_ports: bool = False    # machine_options["ports"] are forwarded from the host
+    # machine images (provisioning.images); off unless a driver declares it
+    images: bool = False            # allocate/ready/destroy_image capture a converged machine
+
+    def to_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+class Driver(abc.ABC):
+    """Base class of every driver. Subclasses set ``scheme`` and implement the abstract methods."""
+
+    scheme: ClassVar[str]
+    #: the pip extra that provides this driver's dependencies (for MissingExtra errors)
+    extra: ClassVar[str | None] = None
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: typed option declarations: validation, describe(), CLI help and the wizard read these
+    driver_option_fields: ClassVar[Sequence[OptionField]] = ()
+    machine_option_fields: ClassVar[Sequence[OptionField]] = ()
+    version: ClassVar[str] = "1"
+
+    def __init__(self, driver_url: str, config: "Config") -> None:
+        self.driver_url = driver_url
+        self.config = config
+        self.driver_options: dict[str, Any] = config.driver_options_for(driver_url)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.driver_url}>"
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def canonicalize_url(cls, url: str, config: "Config") -> str:
+        """The URL every runner would use for this warehouse (absolute paths, resolved
+        profiles, default regions), never containing credentials."""
+        return url
+
+    @classmethod
+    def from_url(cls, url: str, config: "Config") -> "Driver":
+        driver = cls(url, config)
+        driver.validate_driver_options()
+        return driver
+
+    def validate_driver_options(self) -> None:
+        if self.driver_option_fields:
+            raise_problems(validate_options(self.driver_option_fields, self.options_with_secrets(),
+                                            where=f"driver_options[{self.driver_url!r}]"))
+
+    def options_with_secrets(self) -> dict[str, Any]:
+        """``driver_options`` plus the secret fields found in the config's ``credentials`` for
+        this URL (where ``converge init`` puts them: never in cluster files or state). Use it
+        to read a password or API key; never log or save what it returns."""
+        secret = {f.name.split(".")[0] for f in self.driver_option_fields if f.secret}
+        found = {k: v for k, v in self.config.credentials_for(self.driver_url).items()
+                 if k in secret}
+        return {**self.driver_options, **found}
+
+    def validate_machine_options(self, machine_options: Mapping[str, Any], *, where: str,
+                                 file: str | None = None) -> list[ConfigProblem]:
+        """Problems with one machine's options (the cluster loader collects them all). The
+        local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
+        capabilities, and never reach the driver's own option fields."""
+        from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
+
+        own = {k: v for k, v in machine_options.items() if k not in LOCAL_OPTION_KEYS}
+        return validate_options(self.machine_option_fields, own, where=where,
+                                file=file, strict=bool(self.machine_option_fields)) + \
+            check_local_options(machine_options, self.capabilities, where=where, file=file,
+                                driver_url=self.driver_url)
+
+    # -- the contract ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def allocate_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                         machine_options: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def ready_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                      machine_options: Mapping[str, Any]) -> "Machine | None": ...
+
+    @abc.abstractmethod
+    def connect_to_machine(self, machine_spec: "MachineSpec",
+                           machine_options: Mapping[str, Any]) -> "Machine": ...
+
+    @abc.abstractmethod
+    def stop_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                     machine_options: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def destroy_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                        machine_options: Mapping[str, Any]) -> None: ...
+
+    def machine_state(self, machine_spec: "MachineSpec") -> str:
+        """What the warehouse says of the machine now: 'running', 'stopped', 'missing',
+        'unknown'. Changes nothing. Used by ``status``."""
+        return "unknown" if machine_spec.reference else "missing"
+
+    # -- batches: per machine through the parallelizer; bulk APIs override --------------------
+    def _batch(self, method: str, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
+               parallelizer: Parallelizer | None) -> BatchResult:
+        parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
+        fn = getattr(self, method)
+        return parallelizer.run(
+            (spec.name, functools.partial(fn, action_handler.for_machine(spec.name), spec, opts))
+            for spec, opts in specs_and_options)
+
+    def allocate_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
+                          parallelizer: Parallelizer | None = None) -> BatchResult:
+        return self._batch("allocate_machine", action_handler, specs_and_options, parallelizer)
+
+    def ready_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
+                       parallelizer: Parallelizer | None = None) -> BatchResult:
+        return self._batch("ready_machine", action_handler, specs_and_options, parallelizer)
+
+    def stop_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
+                      parallelizer: Parallelizer | None = None) -> BatchResult:
+        return self._batch("stop_machine", action_handler, specs_and_options, parallelizer)
+
+    def destroy_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
+                         parallelizer: Parallelizer | None = None) -> BatchResult:
+        return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
+
+    # -- fleet scale: one call for many machines ----------------------------------------------
+    #: most machines ``converge up`` hands to one ``allocate_machines`` call (bulk APIs cap a
+    #: request; a driver without one still gets its per-machine calls in parallel)
+    allocate_chunk_size: ClassVar[int] = 100
+
+    def machine_states(self, machine_specs: Sequence["MachineSpec"],
+                       parallelizer: Parallelizer | None = None) -> dict[str, str]:
+        """``machine_state`` of many machines, name -> state: ``status`` asks each driver once
+        for all its machines. The default asks one by one (in parallel); drivers whose
+        warehouse lists many machines in one request override it."""
+        parallelizer = parallelizer or Parallelizer(int(self.config.get("parallel", 10)))
+        results = parallelizer.run((spec.name, functools.partial(self.machine_state, spec))
+                                   for spec in machine_specs)
+        return {name: str(outcome.value) if outcome.ok else
+                f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
+                for name, outcome in results.items()}
+
+    # -- local-machine features: snapshots, synced folders, forwarded ports -------------------
+    # Declared here once (docs/driver-guide.md); a driver that can, sets the matching
+    # Capabilities flag and overrides them. Under why-run they report and change nothing.
+    def save_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                      name: str) -> "Snapshot":
+        """Save the machine's files (running or stopped) as snapshot ``name``; saving an
+        existing name replaces it."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "save snapshots")
+
+    def restore_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                         name: str) -> None:
+        """Return the machine's files to exactly snapshot ``name``; a machine that was running
+        runs again afterwards (ready it to get a connection)."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "restore snapshots")
+
+    def list_snapshots(self, machine_spec: "MachineSpec") -> "list[Snapshot]":
+        """The machine's snapshots, oldest first. Changes nothing."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "list snapshots")
+
+    def delete_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                        name: str) -> None:
+        """Remove snapshot ``name``; MachineNotFound-free: a missing name is reported."""
+        from provisioning.driver.local_features import unsupported
+
+        raise unsupported(self, "delete snapshots")
+
+    def sync_folders(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                     machine_options: Mapping[str, Any], machine: "Machine | None" = None) -> int:
+        """Bring the machine's copied folders (``machine_options["sync"]`` that this driver
+        does not mount) up to date over its transport; returns the files sent. Mounted folders
+        are live and need nothing. ``up`` calls it after ready; so does ``converge sync``."""
+        from provisioning.driver.local_features import copy_folder, synced_folders
+
+        copied = [f for f in synced_folders(machine_options)
+                  if not f.mounted_by(self.capabilities.mounts_folders)]
+        if not copied:
+            return 0
+        own = machine is None
+        machine = machine or self.connect_to_machine(machine_spec, machine_options)
+        try:
+            previous, machine.action_handler = machine.action_handler, action_handler
+            try:
+                return sum(copy_folder(machine, folder, action_handler) for folder in copied)
+            finally:
+                machine.action_handler = previous
+        finally:
+            if own:
+                machine.disconnect()
+
+    # -- machine images (chef's machine_image) -------------------------------------------------
+    # The core builds a machine from the image's base, converges it, then asks the driver to
+    # capture it; it destroys the builder machine after ready_image. A driver that can sets
+    # Capabilities.images and overrides these. Each change goes through perform_action.
+    def allocate_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                       image_options: Mapping[str, Any], machine_spec: "MachineSpec",
+                       machine_options: Mapping[str, Any]) -> None:
+        """Start capturing the converged machine ``machine_spec`` as image ``image_spec.name``
+        and record ``image_spec.reference`` (``driver_url``, and ``image_id``: the value this
+        driver's ``image`` machine option takes to boot from the image), saving it before any
+        wait. The builder machine may be stopped or consumed: the core destroys it next."""
+        raise self._no_images("capture machine images")
+
+    def ready_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                    image_options: Mapping[str, Any]) -> None:
+        """Wait until the image can boot machines."""
+        raise self._no_images("wait for machine images")
+
+    def destroy_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
+                      image_options: Mapping[str, Any]) -> None:
+        """Remove the image; idempotent, and works when it is already gone."""
+        raise self._no_images("destroy machine images")
+
+    def image_state(self, image_spec: "ImageSpec") -> str:
+        """What the warehouse says of the image: 'available', 'pending', 'missing' or
+        'unknown'. Changes nothing. A cached image that is 'missing' is built again."""
+        return "unknown" if image_spec.reference else "missing"
+
+    def _no_images(self, what: str) -> Exception:
+        from provisioning.errors import UnsupportedOperation
+
+        return UnsupportedOperation(f"the {self.scheme}: driver ({self.driver_url}) cannot "
+                                    f"{what} (its capabilities say images=False); boot machines "
+                                    "from a base image and converge them instead")
+
+    # -- helpers -----------------------------------------------------------------------------
+    def describe(self) -> DriverDescription:
+        """Option fields, and the warehouse's choices (images, sizes, ...) where it has any."""
+        choices = dict(self.list_choices())
+        for item in (*self.driver_option_fields, *self.machine_option_fields):
+            if callable(item.choices_from):
+                choices[item.name] = list(item.choices_from(self))
+        return DriverDescription(scheme=self.scheme, driver_url=self.driver_url,
+                                 driver_options=list(self.driver_option_fields),
+                                 machine_options=list(self.machine_option_fields),
+                                 choices=choices,
+                                 capabilities=self.capabilities.to_dict())
+
+    def list_choices(self) -> dict[str, list[Any]]:
+        """images, sizes, locations, networks, security_groups: whatever the warehouse lists."""
+        return {}
+
+    def choices_for(self, field: OptionField,
+                    listed: Mapping[str, Sequence[Any]] | None = None) -> list[Any] | None:
+        """The values ``field`` accepts: its fixed ``choices``, else what the warehouse lists
+        for its ``choices_from`` (a ``list_choices()`` key, or a function of this driver).
+        None: any value of its type. Pass ``listed`` to reuse one ``list_choices()`` call."""
+        if field.choices is not None:
+            return list(field.choices)
+        source = field.choices_from
+        if source is None:
+            return None
+        if callable(source):
+            return list(source(self))
+        listed = self.list_choices() if listed is None else listed
+        return list(listed[source]) if source in listed else None
+
+    def get_private_key(self, name: str) -> "PrivateKey":
+        from provisioning.keys import find_private_key
+
+        return find_private_key(self.config, name)
+
+    def base_reference(self, **fields: Any) -> dict[str, Any]:
+        """A new reference with the fields every driver must record."""
+        return {"driver_url": self.driver_url, "driver_version": self.version, **fields}

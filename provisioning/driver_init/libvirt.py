@@ -1,0 +1,3 @@
+"""The libvirt: scheme."""
+
+DRIVER = "provisioning.drivers.libvirt:LibvirtDriver"
