@@ -13,7 +13,6 @@ MARKS = {"create": "+", "adopt": "+", "start": ">", "converge": "~", "replace": 
 def render_plan(session, plan) -> None:
     """The plan as a short diff per machine and a summary line, or one JSON document."""
     if session.settings.json:
-        import json
 
         session.renderer.message("", record=dict(plan.to_dict(), event="plan"))
         return

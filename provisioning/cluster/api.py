@@ -22,8 +22,8 @@ from provisioning.cluster.file import ClusterFile, MachineDefinition, load_clust
 from provisioning.cluster.runner import ClusterRunner
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.plan import Plan
     from provisioning.cluster.kitchen import Kitchen
+    from provisioning.cluster.plan import Plan
     from provisioning.config import Config
     from provisioning.parallel import BatchResult
     from provisioning.store.base import ManagedEntryStore
