@@ -55,7 +55,7 @@ def plan(settings, machines: tuple[str, ...], out: str | None, refresh: bool,
     with settings.session(why_run=True, live=False) as session:
         result = session.cluster.plan(machines, refresh=refresh, replace=replace)
         if out:
-            from provisioning.files import write_private_file
+            from provisioning.keys import write_private_file
 
             write_private_file(out, result.dumps().encode())
         render_plan(session, result)

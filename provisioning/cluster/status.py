@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.runner import ClusterRunner
     from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
 
@@ -36,8 +35,9 @@ def drift(state: str, spec: "MachineSpec | None", options: dict[str, Any] | None
     return found
 
 
-def cluster_status(runner: "ClusterRunner", *, refresh: bool = False) -> list[dict[str, Any]]:
-    """One row per machine in the cluster file or saved as this cluster's: name, driver URL,
+def cluster_status(runner: Any, *, refresh: bool = False) -> list[dict[str, Any]]:
+    """One row per machine of ``runner``'s cluster (a ``ClusterRunner``: typed loosely, as the
+    runner imports this module), in the file or saved as this cluster's: name, driver URL,
     state, address, last action, last error, whether it is in the file, who holds its lock
     (and with ``refresh``, ``drift``). Machines of other clusters never appear. One store read
     for the machines, one for the locks, one ``machine_states`` call per driver."""
