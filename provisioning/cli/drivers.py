@@ -54,7 +54,7 @@ def scheme_rows() -> list[dict]:
         except ImportError as exc:
             row.update(installed=False, missing=[exc.name or str(exc)])
         else:
-            extra = getattr(cls, "extra", None)
+            extra = cls.extra
             if extra and source == "built-in":
                 row["extra"] = extra
                 row["missing"] = _missing_requirements(extra)

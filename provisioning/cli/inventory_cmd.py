@@ -78,8 +78,7 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
                 continue
             try:
                 machine = runner.connect(definition.name)
-                spec = machine.spec or runner.provisioner.spec(definition.name)
-                accesses.append(ssh_access(machine, runner.provisioner.driver_for(spec)))
+                accesses.append(ssh_access(machine))
                 machine.disconnect()
             except ProvisioningError as exc:
                 click.echo(f"# {definition.name}: {exc}; skipped", err=True)

@@ -4,7 +4,8 @@ session with our key and the pinned host key (see ``provisioning.machine.access`
 The key and a known_hosts file holding only the machine's pinned key go to a private temporary
 directory (0700) removed afterwards; ``StrictHostKeyChecking=yes`` means a different host key
 is refused, never learned. For machines that live in a network namespace the driver supplies a
-ProxyCommand (``driver.ssh_proxy_command(spec)``, else ``reference["proxy_command"]``).
+ProxyCommand (``reference["proxy_command"]``). The transport says how to log in
+(``Transport.ssh_login``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,7 @@ def _open_session(settings, machine: str, command: tuple[str, ...]) -> int:
     with settings.session(live=False, read_only=True) as session:
         name = session.cluster.file.login_target(machine)
         target = session.runner.connect(name)
-        spec = target.spec or session.runner.provisioner.spec(name)
-        access = ssh_access(target, session.runner.provisioner.driver_for(spec))
+        access = ssh_access(target)
         target.disconnect()
         with tempfile.TemporaryDirectory(prefix="converge-ssh-") as tmp:
             argv = ssh_argv(access, write_access([access], tmp), list(command))

@@ -256,10 +256,7 @@ class ClusterRunner:
 
     @staticmethod
     def opener(driver: "Driver", spec) -> Callable | None:
-        open_connection = getattr(driver, "open_connection", None)
-        if open_connection is None:
-            return None
-        return lambda host, port, timeout: open_connection(spec, host, port, timeout)
+        return lambda host, port, timeout: driver.open_connection(spec, host, port, timeout)
 
     # -- stop / destroy --------------------------------------------------------------------
     def refuse_foreign(self, names: Sequence[str]) -> None:
@@ -473,8 +470,7 @@ class ClusterRunner:
             from provisioning.errors import MissingExtra
 
             raise MissingExtra("testinfra verify", "testinfra", "pytest-testinfra") from exc
-        driver = self.provisioner.driver_for(machine.spec) if machine.spec is not None else None
-        access = ssh_access(machine, driver)
+        access = ssh_access(machine)
         handler.report_progress(f"verify: testinfra {directory}")
         with tempfile.TemporaryDirectory(prefix="converge-testinfra-") as tmp:
             files = write_access([access], tmp)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import socket
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -314,6 +315,16 @@ class Driver(abc.ABC):
             return list(source(self))
         listed = self.list_choices() if listed is None else listed
         return list(listed[source]) if source in listed else None
+
+    # -- routes to a machine ------------------------------------------------------------------
+    def open_connection(self, machine_spec: "MachineSpec", host: str, port: int,
+                        timeout: float) -> socket.socket:
+        """A TCP connection to ``host:port`` as the machine's network sees it (network
+        healthchecks use it). Default: straight from this host. Drivers whose machines live in
+        their own network namespace (nspawn, docker) open it there."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def get_private_key(self, name: str) -> "PrivateKey":
         from provisioning.keys import find_private_key

@@ -192,11 +192,11 @@ def check_local_options(machine_options: Mapping[str, Any], capabilities: Any, *
     problems = Problems(file)
     folders = parse_synced_folders(machine_options.get("sync"), f"{where}.sync", problems, None)
     ports = parse_forwarded_ports(machine_options.get("ports"), f"{where}.ports", problems)
-    if ports and not getattr(capabilities, "forwards_ports", False):
+    if ports and not capabilities.forwards_ports:
         problems.add(f"{where}.ports", f"the driver {driver_url!r} cannot forward ports; remove "
                                        "'ports' or use a local driver (nspawn:, docker:)")
     for index, folder in enumerate(folders):
-        if folder.mode == "mount" and not getattr(capabilities, "mounts_folders", False):
+        if folder.mode == "mount" and not capabilities.mounts_folders:
             problems.add(f"{where}.sync[{index}].mode",
                          f"the driver {driver_url!r} cannot mount host folders; use mode: rsync "
                          "(or auto)")

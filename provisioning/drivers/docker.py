@@ -14,7 +14,8 @@ every start), so it works the same on Linux, Docker Desktop and rootless Podman.
 labels (machine name, store id, driver URL) and a name unique per store and machine: a crashed
 run's container is adopted, two racing runs end with one.
 
-Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
+``during_destroy``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class DockerDriver(DockerSnapshots, Driver):
     scheme = "docker"
     extra = "docker"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
-                                crash_safe=True, detects_lost=True, snapshots=True,
+                                crash_safe=True, detects_lost=True, crash_safe_destroy=True,
+                                snapshots=True,
                                 mounts_folders=True, forwards_ports=True)
     driver_option_fields = (
         OptionField("tls", type="dict",
@@ -528,6 +530,7 @@ class DockerDriver(DockerSnapshots, Driver):
                     found.remove(force=True, v=True)  # anonymous volumes go with it
                 except docker.errors.NotFound:
                     pass
+            checkpoint("during_destroy", machine=machine)  # the re-run removes the snapshots
             for snapshot in snapshots:
                 try:
                     self.client.images.remove(snapshot.id, force=True)

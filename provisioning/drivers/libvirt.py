@@ -414,8 +414,8 @@ class LibvirtDriver(Driver):
         transport: Any = machine.transport  # an SSHTransport: connect once, kept for the caller
         while True:
             try:
-                transport.connect(timeout=max(1.0, min(opts.connect_timeout,
-                                                               deadline - time.monotonic())))
+                wait = min(max(opts.connect_timeout, 60.0), deadline - time.monotonic())
+                transport.connect(timeout=max(1.0, wait))  # a fresh TCG guest logs in slowly
                 break
             except ConnectError:
                 if time.monotonic() > deadline:

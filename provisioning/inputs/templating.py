@@ -108,7 +108,8 @@ def _make_environment(base_dir: str | None) -> Any:
             self.guard_loop = _guard_loop
             self.guard_size = _check_size
 
-        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        def call(__self, __context: Any, __obj: Any,  # noqa: N805
+                 *args: Any, **kwargs: Any) -> Any:
             _spend()
             _check_args(args, kwargs)
             return _check_size(super().call(__context, __obj, *args, **kwargs))

@@ -54,7 +54,8 @@ def check_user_file(path: str, *, what: str = "file", limit: int | None = None,
     except OSError as exc:
         raise _error(path, what, exc, key, file) from exc
     if not stat.S_ISREG(info.st_mode):
-        raise _fail(path, what, f"is {_kind(info.st_mode)}; give the path of a regular file", key, file)
+        raise _fail(path, what, f"is {_kind(info.st_mode)}; give the path of a regular file",
+                    key, file)
     if limit is not None and info.st_size > limit:
         raise _fail(path, what, f"is larger than {_human(limit)} ({info.st_size} bytes); "
                                 "is it the right file?", key, file)

@@ -13,21 +13,14 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.errors import UnsupportedOperation
 from provisioning.keys import write_private_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.machine.base import Machine
-    from provisioning.spec import MachineSpec
 
-
-class ProxyProvider(Protocol):
-    """What ``ssh_access`` asks of a driver (a layer above): the ProxyCommand that reaches a
-    machine in a network namespace, or None."""
-
-    def ssh_proxy_command(self, machine_spec: "MachineSpec") -> "str | list[str] | None": ...
 
 __all__ = ["SSHAccess", "AccessFiles", "ssh_access", "write_access", "ssh_options", "ssh_argv",
            "ssh_config", "ansible_inventory", "inventory_json"]
@@ -60,40 +53,27 @@ class AccessFiles:
     keys: Mapping[str, str]
 
 
-def _attr(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value not in (None, ""):
-            return value
-    return None
-
-
-def ssh_access(machine: "Machine", driver: "ProxyProvider | None" = None) -> SSHAccess:
-    """The SSH parameters of a connected machine; ``UnsupportedOperation`` when it is not reached
-    over SSH with a key or has no pinned host key yet."""
+def ssh_access(machine: "Machine") -> SSHAccess:
+    """The SSH parameters of a connected machine, from its transport's ``ssh_login()`` and its
+    reference (the pinned host key; ``proxy_command`` for machines in a network namespace);
+    ``UnsupportedOperation`` when it is not reached over SSH with a key or has no pinned host
+    key yet."""
     spec = machine.spec
     reference = spec.reference if spec is not None else {}
-    transport = machine.transport
-    key = _attr(transport, "private_key", "_private_key", "key")
-    if key is None or not hasattr(key, "private_openssh"):
+    login = machine.transport.ssh_login()
+    if login is None or login.private_key is None:
         raise UnsupportedOperation(f"machine {machine.name!r} is not reached over SSH with a key "
-                                   f"({type(transport).__name__}); use 'converge exec' instead",
-                                   machine=machine.name)
-    host_key = _attr(transport, "pinned_host_key", "host_key") or reference.get("host_key")
+                                   f"({type(machine.transport).__name__}); use 'converge exec' "
+                                   "instead", machine=machine.name)
+    host_key = login.host_key or reference.get("host_key")
     if not host_key:
         raise UnsupportedOperation(f"machine {machine.name!r} has no pinned host key yet; run "
                                    "'converge up' once so it is recorded", machine=machine.name)
-    proxy = None
-    if driver is not None and hasattr(driver, "ssh_proxy_command") and spec is not None:
-        proxy = driver.ssh_proxy_command(spec)
-    proxy = proxy or reference.get("proxy_command")
+    proxy = reference.get("proxy_command")
     if proxy is not None and not isinstance(proxy, str):
         proxy = shlex.join(proxy)
-    host = _attr(transport, "hostname", "address") or reference.get("address") or \
-        reference.get("host")
-    return SSHAccess(name=machine.name, host=str(host),
-                     port=int(_attr(transport, "port") or 22),
-                     username=str(_attr(transport, "username", "user") or "root"), key=key,
+    return SSHAccess(name=machine.name, host=login.host, port=login.port,
+                     username=login.username, key=login.private_key,
                      host_key=" ".join(str(host_key).split()[:2]), proxy=proxy)
 
 

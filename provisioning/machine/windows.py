@@ -19,6 +19,7 @@ from provisioning.errors import CommandFailed, CommandResult, ConfigError
 from provisioning.machine.base import FileAttributes, Machine, normalize_mode
 from provisioning.transports import powershell as ps
 from provisioning.transports.base import StreamCallback
+from provisioning.transports.winrm.connection import WinRMConnection
 
 __all__ = ["WindowsMachine"]
 
@@ -34,9 +35,8 @@ class WindowsMachine(Machine):
     def _ps(self, script: str, functions: tuple[str, ...] = (), *, check: bool = False,
             timeout: float | None = None) -> CommandResult:
         """Run a PowerShell script even under why-run (reads, and the bodies of actions)."""
-        runner = getattr(self.transport, "run_powershell", None)
-        if runner is not None:
-            result: CommandResult = runner(script, functions=functions, timeout=timeout)
+        if isinstance(self.transport, WinRMConnection):
+            result = self.transport.run_powershell(script, functions=functions, timeout=timeout)
         else:  # e.g. OpenSSH on Windows: start powershell.exe ourselves
             argv = ps.powershell_argv(ps.script_with(functions, script))
             result = self.transport.execute(" ".join(argv), timeout=timeout)

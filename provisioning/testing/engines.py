@@ -49,6 +49,22 @@ def engine_missing(kind: str) -> str | None:
     return None
 
 
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _remove_empty_cgroups(top: str) -> None:
+    """rmdir a cgroup directory tree bottom-up (only empty cgroups can go; busy ones stay)."""
+    for directory, _, _ in sorted(os.walk(top), key=lambda walk: -len(walk[0])):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
 def _run(argv: list[str]) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=60)
 
@@ -59,6 +75,11 @@ class ContainerEngine:
     kind = ""
     #: seconds between SIGTERM and SIGKILL
     stop_grace = 30.0
+    #: host paths the engine makes outside its own directories: removed at stop when they were
+    #: not there at start (another engine's files are left alone)
+    host_paths: tuple[str, ...] = ()
+    #: cgroup directory names (under each hierarchy) the engine makes for its containers
+    cgroup_names: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         token = secrets.token_hex(3)
@@ -100,7 +121,13 @@ class ContainerEngine:
     def env(self) -> dict[str, str]:
         return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
+    def _cgroup_dirs(self) -> list[str]:
+        return [os.path.join("/sys/fs/cgroup", hierarchy, name)
+                for hierarchy in _listdir("/sys/fs/cgroup") for name in self.cgroup_names]
+
     def start(self, timeout: float = 120.0) -> "ContainerEngine":
+        self._absent = [p for p in (*self.host_paths, *self._cgroup_dirs())
+                        if not os.path.lexists(p)]
         os.makedirs(self.run_dir, mode=0o700)
         _run(["ip", "netns", "add", self.netns])
         _run(["ip", "-n", self.netns, "link", "set", "lo", "up"])
@@ -172,6 +199,13 @@ class ContainerEngine:
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        for path in getattr(self, "_absent", ()):
+            if path.startswith("/sys/fs/cgroup/"):
+                _remove_empty_cgroups(path)
+            elif os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
 
     def _unmount_leftovers(self) -> None:
         try:
@@ -202,6 +236,11 @@ class DockerEngine(ContainerEngine):
     stay at or under this host's hard limits (root may lack CAP_SYS_RESOURCE)."""
 
     kind = "docker"
+    host_paths = ("/etc/docker", "/run/docker", "/run/containerd")
+
+    @property
+    def cgroup_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.name,)  # --cgroup-parent
 
     def argv(self) -> list[str]:
         nofile = min(NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
@@ -219,6 +258,8 @@ class PodmanService(ContainerEngine):
 
     kind = "podman"
     stop_grace = 5.0
+    host_paths = ("/var/lib/containers", "/run/containers", "/run/libpod")
+    cgroup_names = ("libpod_parent",)
 
     def env(self) -> dict[str, str]:
         conf = os.path.join(self.data_dir, "containers.conf")
@@ -239,18 +280,6 @@ class PodmanService(ContainerEngine):
                 "--runroot", os.path.join(self.run_dir, "r"),
                 "--cgroup-manager", "cgroupfs", "--runtime", "runc",
                 "system", "service", "--time", "0", self.endpoint]
-
-    def stop(self) -> None:
-        super().stop()
-        # conmon and the containers' cgroups outlive the service only when it was killed
-        for leftover in ("/sys/fs/cgroup/systemd/libpod_parent",):
-            if os.path.isdir(leftover):
-                for root, dirs, _ in os.walk(leftover, topdown=False):
-                    for name in dirs:
-                        try:
-                            os.rmdir(os.path.join(root, name))
-                        except OSError:
-                            pass
 
 
 def engines_for_session(kind: str) -> Iterator[ContainerEngine]:

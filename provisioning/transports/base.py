@@ -13,11 +13,14 @@ import os
 import shlex
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from provisioning.errors import CommandResult, TransferError, UnsupportedOperation
 
-__all__ = ["Transport", "StreamCallback", "NewHostKey", "HostKeyCallback", "LoginCommand",
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.keys import PrivateKey
+
+__all__ = ["Transport", "StreamCallback", "NewHostKey", "HostKeyCallback", "SSHLogin",
            "DEFAULT_COMMAND_TIMEOUT", "sha256_file", "check_sha256"]
 
 #: callback for streamed output: (stream name "stdout" or "stderr", text chunk)
@@ -43,14 +46,16 @@ HostKeyCallback = Callable[[NewHostKey], None]
 
 
 @dataclass(frozen=True)
-class LoginCommand:
-    """What ``converge ssh`` needs to open an interactive session: the argv of a local client
-    (``ssh -p 22 -i KEY root@host ...``), files it needs written first (a pinned known_hosts, a
-    key), and environment variables. Secrets never appear in ``argv``."""
+class SSHLogin:
+    """How another SSH client (OpenSSH for ``converge ssh``, ansible, testinfra) logs in to the
+    machine this transport reaches: where, as whom, with which key, pinning which host key."""
 
-    argv: tuple[str, ...]
-    files: Mapping[str, bytes] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)
+    host: str
+    port: int
+    username: str
+    private_key: "PrivateKey | None" = field(default=None, repr=False)
+    host_key: str | None = None
+
 
 #: default per-command timeout in seconds; every command has one
 DEFAULT_COMMAND_TIMEOUT = 600.0
@@ -171,11 +176,11 @@ class Transport(abc.ABC):
         (``ConnectError`` while not reachable yet). Default: run a trivial command."""
         self.execute("true", timeout=max(1.0, timeout or self.connect_timeout))
 
-    def login_command(self, *, workdir: str) -> LoginCommand:
-        """How to open an interactive shell on the machine from this host (``converge ssh``);
-        files it needs go under ``workdir``. Default: the transport has none."""
-        raise UnsupportedOperation(f"{type(self).__name__} offers no interactive login; use "
-                                   "'converge exec' to run commands")
+    def ssh_login(self) -> SSHLogin | None:
+        """How an SSH client logs in to this machine (``converge ssh``, inventories), or None
+        when the transport is not SSH. Default: None."""
+        return None
+
     def resolve_path(self, path: str) -> str:
         """Where a path given by the user lands on the machine. Unchanged, except for a machine
         that lives in a directory of this host (``fake:``), which maps every path inside it."""

@@ -92,15 +92,17 @@ def connect(address: str, port: int, timeout: float, ns_path: str | None, *,
     return sock
 
 
-def ssh_banner(factory) -> bool:
+def ssh_banner(factory, timeout: float = 30.0) -> bool:
     """True when an SSH server greets through ``factory`` (user-mode NAT accepts the TCP
-    connection before the guest listens, so only the banner proves sshd is up)."""
+    connection before the guest listens, so only the banner proves sshd is up). A guest starved
+    of CPU (TCG on a busy host) takes seconds to greet: wait up to ``timeout`` for the banner
+    rather than hang up and try again, which only piles up unanswered connections."""
     try:
-        sock = factory(2.0)
+        sock = factory(5.0)
     except (ConnectError, OSError):
         return False
     try:
-        sock.settimeout(3.0)
+        sock.settimeout(timeout)
         return sock.recv(8).startswith(b"SSH-")
     except OSError:
         return False

@@ -40,7 +40,7 @@ from provisioning.errors import (
     TransferError,
     TransportError,
 )
-from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, StreamCallback, Transport
+from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, SSHLogin, StreamCallback, Transport
 from provisioning.transports.ssh.errors import (
     CommandDeadline,
     describe_error,
@@ -275,6 +275,10 @@ class SSHConnection(Transport):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def ssh_login(self) -> SSHLogin:
+        return SSHLogin(host=self.hostname, port=self.port, username=self.username,
+                        private_key=self.private_key, host_key=self.pinned_host_key)
 
     def available(self) -> bool:
         try:

@@ -31,6 +31,16 @@ class _DockerConformance(DriverConformance):
     def count_machines(self, driver, name) -> int:
         return len(driver.find_containers(name))
 
+    def leftovers(self, driver) -> list[str]:
+        """Snapshot images of containers that no longer exist (a destroy killed midway)."""
+        from provisioning.drivers.docker_engine.container import LABEL_SNAPSHOT_OF
+
+        client = driver.client
+        names = {c.name for c in client.containers.list(all=True)}
+        return [f"snapshot image {image.id[:19]} of {image.labels[LABEL_SNAPSHOT_OF]}"
+                for image in client.images.list(filters={"label": LABEL_SNAPSHOT_OF})
+                if image.labels.get(LABEL_SNAPSHOT_OF) not in names]
+
     def cleanup(self, driver) -> None:
         left = sweep(driver)
         assert not left, f"conformance case left containers behind: {left}"

@@ -79,7 +79,8 @@ CLUSTER_TEXT = {
                                "      size: large\n",
     "deep-nesting": FAKE + "machines: {web: {machine_options: {transport: " + "[" * 20000
                     + "]" * 20000 + "}}}\n",
-    "deep-block-nesting": FAKE + "machines:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 80)),
+    "deep-block-nesting": FAKE + "machines:\n" + "".join("  " * i + f"k{i}:\n"
+                                                       for i in range(1, 80)),
     "alias-bomb": FAKE + "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
                   + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, "
                             f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
