@@ -1,7 +1,8 @@
 """Scheme -> Driver class. Lazy: classes are imported on first use.
 
-Lookup order: ``register_driver`` calls; the entry-point group ``provisioning.drivers`` (read once
-through importlib.metadata); the built-in module ``provisioning.driver_init.<scheme>``.
+Lookup order: ``register_driver`` calls; the built-in module ``provisioning.driver_init.<scheme>``;
+the entry-point group ``provisioning.drivers`` (read once through importlib.metadata, and only for
+a scheme that is not built in).
 """
 
 from __future__ import annotations
@@ -89,18 +90,20 @@ def _resolve(target: Any) -> "type[Driver]":
 
 
 def driver_class(scheme: str) -> "type[Driver]":
-    """The Driver class for a scheme, importing it now if needed."""
+    """The Driver class for a scheme, importing it now if needed: registered first, then the
+    built-in drivers, then installed packages' entry points (so a package never shadows a
+    built-in scheme, and a built-in scheme costs no scan of installed packages)."""
     with _lock:
         target = _registered.get(scheme)
     if target is not None:
         return _resolve(target)
+    if scheme in _builtin_schemes():  # before entry points: reading those costs every command
+        module = importlib.import_module(f"provisioning.driver_init.{scheme}")
+        return _resolve(module.DRIVER)
     ep = _load_entry_points().get(scheme)
     if ep is not None:
         loaded: type[Driver] = ep.load()
         return loaded
-    if scheme in _builtin_schemes():
-        module = importlib.import_module(f"provisioning.driver_init.{scheme}")
-        return _resolve(module.DRIVER)
     known = known_schemes()
     close = closest(scheme, known)
     hint = f"did you mean {close[0]!r}?" if close else None

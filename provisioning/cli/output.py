@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence, TextIO
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import Event
 
-__all__ = ["Renderer", "PlainRenderer", "JSONRenderer", "RichRenderer", "make_renderer",
-           "format_table"]
+__all__ = ["Renderer", "PlainRenderer", "JSONRenderer", "RichRenderer", "LiveFleet",
+           "make_renderer", "format_table"]
 
 #: set to 1 to force the live display (tests drive it through a pseudo-terminal)
 FORCE_LIVE_ENV = "CONVERGE_LIVE"
@@ -154,8 +154,76 @@ class JSONRenderer(Renderer):
                                                                    "message": text}, default=str))
 
 
+class LiveFleet:
+    """What the live display shows, kept up to date in O(1) per event and drawn by rich only
+    when it refreshes: a row per machine for a few machines; for a fleet, one summary (done,
+    changed, failed, running) naming the machines that have been running longest."""
+
+    #: machines shown one row each; more are summarised
+    ROWS = 12
+    #: slowest running machines named in the summary
+    SLOWEST = 3
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[str]] = {}
+        self.started: dict[str, float] = {}   # running machine -> when its first event came
+        self.done = self.changed = self.failed = 0
+
+    @property
+    def large(self) -> bool:
+        return len(self.rows) > self.ROWS
+
+    def update(self, event: "Event", text: str) -> None:
+        name = event.machine or "-"
+        state = {"result": "ok", "error": "failed"}.get(event.kind, "busy")
+        previous = self.rows.get(name, [None])[0]
+        self.rows[name] = [state, text]
+        if state == "busy":
+            self.started.setdefault(name, event.time)
+            return
+        self.started.pop(name, None)
+        if previous in ("ok", "failed"):  # a second outcome for one machine: count it once
+            self.done -= previous == "ok"
+            self.failed -= previous == "failed"
+        if state == "ok":
+            self.done += 1
+            self.changed += bool((event.data or {}).get("changes"))
+        else:
+            self.failed += 1
+
+    def __rich__(self):
+        import time
+
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        if not self.large:
+            for name, (state, text) in self.rows.items():
+                marker = Spinner("dots", style="cyan") if state == "busy" else (
+                    "[green]✓[/]" if state == "ok" else "[red]✗[/]")
+                table.add_row(marker, f"[bold]{name}[/]", text)
+            return table
+        from rich.markup import escape
+
+        now = time.time()
+        table.add_row(Spinner("dots", style="cyan") if self.started else "[green]✓[/]",
+                      self.counts())
+        slowest = sorted(self.started.items(), key=lambda item: item[1])[:self.SLOWEST]
+        if slowest:
+            table.add_row("", "slowest: " + ", ".join(
+                f"[bold]{escape(n)}[/] {now - t:.0f} s ({escape(self.rows[n][1][:40])})"
+                for n, t in slowest))
+        return table
+
+    def counts(self) -> str:
+        return (f"[green]{self.done} done[/] ({self.changed} changed), "
+                f"[red]{self.failed} failed[/], [cyan]{len(self.started)} running[/]")
+
+
 class RichRenderer(Renderer):
-    """A live table of machines (spinner, last step) with the changes scrolling above it."""
+    """A live view of the machines (``LiveFleet``) with the changes scrolling above it (for a
+    fleet, only its failures scroll)."""
 
     def __init__(self, stream: TextIO, verbosity: int = 0) -> None:
         super().__init__(stream, verbosity)
@@ -163,22 +231,15 @@ class RichRenderer(Renderer):
         from rich.live import Live
 
         self.console = Console(file=stream, force_terminal=True, highlight=False)
-        self.rows: dict[str, list[str]] = {}
+        self.fleet = LiveFleet()
         self._closed = False
-        self.live = Live(self._render(), console=self.console, refresh_per_second=8,
+        self.live = Live(self.fleet, console=self.console, refresh_per_second=8,
                          transient=True)
         self.live.start()
 
-    def _render(self):
-        from rich.spinner import Spinner
-        from rich.table import Table
-
-        table = Table.grid(padding=(0, 2))
-        for name, (state, text) in self.rows.items():
-            marker = Spinner("dots", style="cyan") if state == "busy" else (
-                "[green]✓[/]" if state == "ok" else "[red]✗[/]")
-            table.add_row(marker, f"[bold]{name}[/]", text)
-        return table
+    @property
+    def rows(self) -> dict[str, list[str]]:
+        return self.fleet.rows
 
     def event(self, event: "Event") -> None:
         from rich.markup import escape
@@ -189,13 +250,13 @@ class RichRenderer(Renderer):
                     self.console.print(escape(str(event)), highlight=False)
                 return
             name = event.machine or "-"
-            state = {"result": "ok", "error": "failed"}.get(event.kind, "busy")
             text = strip_machine(event.description, event.machine).splitlines()[0] \
                 if event.description else ""
             if event.kind == "action" and event.why_run:
                 text = f"would {text}"
-            self.rows[name] = [state, escape(text)]
-            if event.kind == "action" and self.verbosity >= 0:
+            self.fleet.update(event, escape(text))
+            quiet = self.fleet.large and self.verbosity <= 0  # a fleet: its lines would flood
+            if event.kind == "action" and self.verbosity >= 0 and not quiet:
                 self.live.console.print(f"[dim]{escape(name)}[/] {escape(str(event).split('] ', 1)[-1])}")
             elif event.kind == "progress" and self.verbosity > 0:
                 self.live.console.print(f"[dim]{escape(name)} {escape(event.description)}[/]")
@@ -204,7 +265,6 @@ class RichRenderer(Renderer):
                 self.live.console.print(f"[red]{escape(name)} FAILED:[/] "
                                        f"{escape(strip_machine(event.description, name))}"
                                        + (f"\n{escape(details)}" if details else ""))
-            self.live.update(self._render())
 
     def close(self) -> None:
         with self.lock:
@@ -212,8 +272,8 @@ class RichRenderer(Renderer):
                 return
             self._closed = True
             self.live.stop()
-            if self.rows:
-                self.console.print(self._render())
+            if self.fleet.rows and not self.fleet.large:
+                self.console.print(self.fleet)
 
     def summary(self, summary: dict[str, Any]) -> None:
         self.close()
