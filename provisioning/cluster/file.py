@@ -38,6 +38,7 @@ one repository gets the same name.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
@@ -510,7 +511,11 @@ def _parse_verify(value: Any, key: str, problems: Problems, base_dir: str) -> li
                                                 f"{describe_type(item[kind])}")
                 continue
             directory = os.path.join(base_dir, os.path.expanduser(item[kind]))
-            if not os.path.exists(directory):
+            if kind == "testinfra" and importlib.util.find_spec("testinfra") is None:
+                problems.add(f"{where}.{kind}", "testinfra verify needs the Python package "
+                                                "'pytest-testinfra'; install it with: pip install "
+                                                "'provisioning[testinfra]'")
+            elif not os.path.exists(directory):
                 problems.add(f"{where}.{kind}", f"{directory} does not exist (paths are relative "
                                                 "to the cluster file)")
             else:

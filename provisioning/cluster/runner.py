@@ -130,6 +130,14 @@ class ClusterRunner:
             results.update(self._up_wave(runnable))
         return BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
 
+    def create(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
+        """Allocate and ready each machine, no convergence (test-kitchen's ``create``); the
+        images they boot from are built first. Value: its Machine (None under why-run)."""
+        from provisioning.images.builder import boot_from_images
+
+        definitions = boot_from_images(definitions, self.images)
+        return self.provisioner.run_many("up", self._requests(definitions))
+
     def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
         allocated: dict[str, int] = {}  # allocated in a batch -> its action count before
