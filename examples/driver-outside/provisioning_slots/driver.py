@@ -16,12 +16,9 @@ import shutil
 import uuid
 from typing import Any
 
-from provisioning.driver import Capabilities, Driver
-from provisioning.errors import MachineNotFound, ProviderError, UnsupportedOperation
-from provisioning.faults import checkpoint
-from provisioning.machine.unix import UnixMachine
-from provisioning.options import OptionField
-from provisioning.transports.local import LocalTransport
+from provisioning.driver import (Capabilities, Driver, LocalTransport, MachineNotFound,
+                                 OptionField, ProviderError, UnixMachine, UnsupportedOperation,
+                                 checkpoint)
 
 __all__ = ["SlotsDriver", "Pool", "claim_token"]
 
