@@ -47,6 +47,9 @@ _EXPORTS = {
     "InvalidDriverURL": "provisioning.errors",
     "DriverNotFound": "provisioning.errors",
     "MissingExtra": "provisioning.errors",
+    "ClusterConflict": "provisioning.errors",
+    "Cluster": "provisioning.cluster",
+    "StalePlan": "provisioning.errors",
     "MachineNotFound": "provisioning.errors",
     "StateError": "provisioning.errors",
     "StateLocked": "provisioning.errors",
@@ -141,6 +144,7 @@ if not any(isinstance(f, type) and f.__name__ == "_MovedModules" for f in sys.me
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler, Event, PrefixedActionHandler, RecordingActionHandler
+    from provisioning.cluster import Cluster
     from provisioning.config import Config
     from provisioning.driver.base import Capabilities, Driver
     from provisioning.driver.local_features import ForwardedPort, Snapshot, SyncedFolder

@@ -7,6 +7,8 @@ Branches are split by who must act::
     |   +-- InvalidDriverURL          a driver URL does not parse or is not canonicalizable
     |   +-- DriverNotFound            no driver is registered for a scheme
     |   +-- MissingExtra              a driver needs an optional dependency that is not installed
+    |   +-- ClusterConflict           a machine of this file belongs to another cluster in the state
+    |   +-- StalePlan                 a saved plan no longer matches the cluster file or the state
     +-- MachineNotFound               no state entry (or no provider resource) for a machine
     +-- StateError                    the state store cannot do what was asked
     |   +-- StateLocked               another runner holds the machine's lock (names the holder)
@@ -43,6 +45,8 @@ __all__ = [
     "InvalidDriverURL",
     "DriverNotFound",
     "MissingExtra",
+    "ClusterConflict",
+    "StalePlan",
     "MachineNotFound",
     "StateError",
     "StateLocked",
@@ -191,6 +195,30 @@ class MissingExtra(ConfigError):
             f"{feature} needs the Python package {module!r}, which is not installed; "
             f"install it with: pip install 'provisioning[{extra}]'"
         )
+
+
+class ClusterConflict(ConfigError):
+    """A machine this cluster file names is recorded in the state as another cluster's: acting
+    on it would take over someone else's machine. ``owner`` names that cluster."""
+
+    def __init__(self, name: str, owner: str, cluster: str, *, file: str | None = None) -> None:
+        self.owner = owner
+        self.cluster = cluster
+        super().__init__(f"machine {name!r} belongs to cluster {owner!r} in this state, not to "
+                         f"{cluster!r}: rename the machine in this file, use another state, or "
+                         f"if it really is this cluster's, run 'converge state mv {name} "
+                         f"--to-cluster {cluster}'", file=file, key=f"machines.{name}",
+                         machine=name)
+
+
+class StalePlan(ConfigError):
+    """A saved plan was made from another cluster file or state than there is now: make a new
+    plan. ``changes`` lists what changed."""
+
+    def __init__(self, plan_file: str, changes: Sequence[str]) -> None:
+        self.changes = list(changes)
+        super().__init__(f"the plan is stale: {'; '.join(self.changes)}; run 'converge plan "
+                         f"--out {plan_file}' again, review it, then apply it", file=plan_file)
 
 
 class MachineNotFound(ProvisioningError):

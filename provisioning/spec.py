@@ -47,6 +47,11 @@ class ManagedEntry:
     updated_at: float | None = None
     version: int = 0
     store: EntryStore | None = field(default=None, repr=False, compare=False)
+    #: the cluster (``name:`` of its cluster file) this entry belongs to; None: saved before
+    #: clusters had names, claimed by the first cluster file that names the machine
+    cluster: str | None = None
+    #: the machine group of the cluster file (``web`` for ``web-3``): scale-down reads it
+    group: str | None = None
 
     @property
     def driver_url(self) -> str | None:
@@ -90,13 +95,17 @@ class ManagedEntry:
             "last_error": self.last_error,
             "updated_at": self.updated_at,
             "version": self.version,
+            "cluster": self.cluster,
+            "group": self.group,
         }
 
     def data_json(self) -> str:
         """What a store writes: everything but name, kind and version (those are columns)."""
-        return json.dumps({"reference": self.reference, "last_action": self.last_action,
-                           "last_error": self.last_error, "updated_at": self.updated_at},
-                          sort_keys=True, ensure_ascii=False)
+        body = {"reference": self.reference, "last_action": self.last_action,
+                "last_error": self.last_error, "updated_at": self.updated_at}
+        if self.cluster is not None:
+            body.update(cluster=self.cluster, group=self.group)
+        return json.dumps(body, sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_row(cls, kind: str, name: str, data: str, version: int,
@@ -105,7 +114,8 @@ class ManagedEntry:
         entry_cls = _ENTRY_CLASSES.get(kind, ManagedEntry)
         entry = entry_cls(name=name, reference=body.get("reference") or {}, kind=kind,
                           last_action=body.get("last_action"), last_error=body.get("last_error"),
-                          updated_at=body.get("updated_at"), version=version, store=store)
+                          updated_at=body.get("updated_at"), version=version, store=store,
+                          cluster=body.get("cluster"), group=body.get("group"))
         return entry
 
 

@@ -26,6 +26,18 @@ def _disconnect(results) -> None:
             outcome.value.disconnect()
 
 
+def _batch(settings, patterns: tuple[str, ...], operation: str) -> int:
+    """``create`` or ``converge`` on the chosen instances; the machines are disconnected after."""
+    with settings.session() as session:
+        kitchen = session.cluster.kitchen
+        run = kitchen.create if operation == "create" else kitchen.converge
+        results = run(session.cluster.choose(patterns))
+        try:
+            return finish_batch(session, operation, results)
+        finally:
+            _disconnect(results)
+
+
 @click.command()
 @click.argument("patterns", nargs=-1, metavar=PATTERNS)
 @concurrency_option
@@ -34,12 +46,7 @@ def _disconnect(results) -> None:
 @pass_settings
 def create(settings, patterns: tuple[str, ...]) -> int:
     """Create and ready instances (no convergence)."""
-    with settings.session() as session:
-        results = session.cluster.kitchen.create(session.cluster.choose(patterns))
-        try:
-            return finish_batch(session, "create", results)
-        finally:
-            _disconnect(results)
+    return _batch(settings, patterns, "create")
 
 
 @click.command("converge")
@@ -50,12 +57,7 @@ def create(settings, patterns: tuple[str, ...]) -> int:
 @pass_settings
 def converge_(settings, patterns: tuple[str, ...]) -> int:
     """Create instances if needed and converge them (like 'up', recorded per instance)."""
-    with settings.session() as session:
-        results = session.cluster.kitchen.converge(session.cluster.choose(patterns))
-        try:
-            return finish_batch(session, "converge", results)
-        finally:
-            _disconnect(results)
+    return _batch(settings, patterns, "converge")
 
 
 @click.command()

@@ -21,6 +21,8 @@ __all__ = ["cli", "main", "COMMANDS", "SUMMARIES"]
 
 COMMANDS: dict[str, str] = {
     "up": "provisioning.cli.up:up",
+    "plan": "provisioning.cli.plan_cmd:plan",
+    "apply": "provisioning.cli.plan_cmd:apply",
     "stop": "provisioning.cli.stop:stop",
     "destroy": "provisioning.cli.destroy:destroy",
     "status": "provisioning.cli.status:status",
@@ -64,7 +66,13 @@ SUMMARIES: dict[str, str] = {
     "snapshot": "Save, restore, list and delete snapshots of a machine's files (local drivers).",
     "ssh": "Open an SSH session on MACHINE (or run COMMAND there: converge ssh web-1 -- uptime).",
     "state": "Export, import and inspect the state store (--state URL, or the cluster's).",
-    "status": "Show each machine: name, driver URL, state, address, last action, last error.",
+    "status": "Show each machine of this cluster: name, driver URL, state, address, last action, "
+              "last error.",
+    "plan": "Show what 'up' would do to each machine, changing nothing: create, start, converge "
+            "(each step that would change, and why), replace, destroy (a lower count), or "
+            "nothing.",
+    "apply": "Do exactly what a saved plan says ('converge plan --out PLAN.json'), and nothing "
+             "else.",
     "stop": "Stop machines (all by default); 'converge up' starts them again.",
     "sync": "Copy changed files of each machine's 'sync' folders to it (all machines by default).",
     "test": "Create, converge and verify instances, then destroy them (by default the passing "
@@ -81,7 +89,8 @@ SUMMARIES: dict[str, str] = {
     "inventory": "Print an inventory that reaches every created machine with its pinned host key.",
     "schema": "Print the JSON Schema of cluster files, for editors (docs/cluster-file.md, "
               "\"Editor support\").",
-    "up": "Create (if needed), ready, converge and healthcheck machines (all by default).",
+    "up": "Create (if needed), ready, converge and healthcheck machines (all by default), and "
+          "destroy the machines a lowered count leaves out.",
     "watch": "Watch machines and mend them: re-create one that is missing (or was deleted behind "
              "our back) and replace one whose healthchecks fail for longer than --grace (destroy,"
              " then create anew).",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from provisioning.cli.common import common_options, pass_settings
+from provisioning.cli.common import common_options, pass_settings, why_run_option
 
 
 def _open_store(settings):
@@ -136,4 +136,46 @@ def show(settings) -> int:
             click.echo(format_table(("MACHINE", "CLAIMED BY"),
                                     [(n, f"{h.get('host')} pid {h.get('pid')}")
                                      for n, h in run["claimed"].items()]))
+    return 0
+
+
+@state.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="MACHINE...")
+@common_options
+@why_run_option
+@pass_settings
+def rm(settings, names: tuple[str, ...]) -> int:
+    """Forget machines of this cluster: their entries go, their resources stay as they are.
+
+    Run it with --why-run first. Another cluster's machines cannot be forgotten from here.
+    """
+    from provisioning.cluster.state_ops import forget_machines
+
+    with settings.session() as session:
+        done = forget_machines(session.runner, list(names))
+        _emit(settings, ("would " if settings.why_run else "") + "\n".join(done),
+              {"event": "state-rm", "why_run": bool(settings.why_run), "done": done})
+    return 0
+
+
+@state.command("mv")
+@click.argument("name", metavar="MACHINE")
+@click.argument("new_name", metavar="[NEW_NAME]", required=False)
+@click.option("--to-cluster", "to_cluster", metavar="CLUSTER", default=None,
+              help="Hand the machine to this cluster (for a machine not yet claimed, or moved "
+                   "between cluster files).")
+@common_options
+@why_run_option
+@pass_settings
+def mv(settings, name: str, new_name: str | None, to_cluster: str | None) -> int:
+    """Rename a machine's entry, or hand it to another cluster; the machine is not touched.
+
+    Run it with --why-run first.
+    """
+    from provisioning.cluster.state_ops import move_machine
+
+    with settings.session() as session:
+        done = move_machine(session.runner, name, new_name, to_cluster=to_cluster)
+        _emit(settings, ("would " if settings.why_run else "") + done,
+              {"event": "state-mv", "why_run": bool(settings.why_run), "done": done})
     return 0

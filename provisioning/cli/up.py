@@ -1,26 +1,35 @@
-"""``converge up [MACHINE...]``: allocate, ready, converge and healthcheck machines."""
+"""``converge up [MACHINE...]``: plan, then apply: create, ready, converge, healthcheck, and
+destroy what a lower ``count`` leaves out."""
 
 from __future__ import annotations
 
 import click
 
 from provisioning.cli.common import common_options, finish_batch, pass_settings, why_run_option
+from provisioning.cli.plan_cmd import replace_option
 
 
 @click.command()
 @click.argument("machines", nargs=-1, metavar="[MACHINE|GROUP]...")
+@replace_option
 @common_options
 @why_run_option
 @pass_settings
-def up(settings, machines: tuple[str, ...]) -> int:
-    """Create (if needed), ready, converge and healthcheck machines (all by default).
+def up(settings, machines: tuple[str, ...], replace: tuple[str, ...]) -> int:
+    """Create (if needed), ready, converge and healthcheck machines (all by default), and
+    destroy the machines a lowered count leaves out.
 
-    Running it again changes only what differs. With --why-run it prints the plan: what would
-    be created, changed or left alone, and touches nothing.
+    Running it again changes only what differs. With --why-run it prints the plan (the same
+    as 'converge plan') and touches nothing.
     """
+    if settings.why_run:
+        from provisioning.cli.plan_cmd import render_plan
+
+        with settings.session(live=False) as session:
+            render_plan(session, session.cluster.plan(machines, replace=replace))
+        return 0
     with settings.session() as session:
-        definitions = session.cluster.select(machines)
-        results = session.runner.up(definitions)
+        results = session.cluster.up(machines, replace=replace)
         try:
             return finish_batch(session, "up", results)
         finally:

@@ -5,8 +5,9 @@
     from provisioning.cluster import Cluster
 
     with Cluster.load("cluster.yml") as cluster:
-        results = cluster.up(["web"])          # allocate, ready, converge, healthcheck
-        print(cluster.status())
+        plan = cluster.plan()                  # what up would do, changing nothing
+        results = cluster.apply(plan)          # exactly that, or StalePlan
+        print(cluster.status(refresh=True))    # with a drift report
         cluster.destroy()
 
 The CLI is a thin layer over this class: it parses arguments and renders what comes back.
@@ -22,6 +23,7 @@ from provisioning.cluster.runner import ClusterRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.kitchen import Kitchen
+    from provisioning.cluster.plan import Plan
     from provisioning.config import Config
     from provisioning.parallel import BatchResult
     from provisioning.store.base import ManagedEntryStore
@@ -56,6 +58,11 @@ class Cluster:
 
     # -- what it holds ---------------------------------------------------------------------
     @property
+    def name(self) -> str:
+        """The cluster's name in the state store (``name:``, or derived from the file)."""
+        return self.file.name
+
+    @property
     def store(self) -> "ManagedEntryStore":
         return self.runner.store
 
@@ -89,25 +96,54 @@ class Cluster:
         return render_outputs(self.file, self.store)
 
     # -- operations ------------------------------------------------------------------------
-    def up(self, names: Iterable[str] = ()) -> "BatchResult":
-        """Create (if needed), ready, converge and healthcheck; value per machine: its
-        ``Machine`` (None under why-run for a machine that would be created)."""
-        return self.runner.up(self.select(names))
+    def plan(self, names: Iterable[str] = (), *, refresh: bool = True,
+             replace: Sequence[str] = ()) -> "Plan":
+        """What ``up`` would do to each machine (or group) named, all when none; changes
+        nothing. ``refresh``: ask the drivers what the machines really are (the default)."""
+        from provisioning.cluster.plan import make_plan
+
+        return make_plan(self.runner, names, refresh=refresh, replace=replace)
+
+    def apply(self, plan: "Plan", *, source: str = "plan") -> "BatchResult":
+        """Perform exactly ``plan``; ``StalePlan`` when the cluster file or a machine's state
+        changed since it was made."""
+        from provisioning.cluster.apply import apply_plan
+
+        return apply_plan(self.runner, plan, source=source)
+
+    def up(self, names: Iterable[str] = (), *, replace: Sequence[str] = ()) -> "BatchResult":
+        """Plan, then apply: create (if needed), ready, converge and healthcheck each machine,
+        destroy the machines a lower ``count`` leaves out; value per machine: its ``Machine``.
+        Under why-run nothing is done: use ``plan()`` to see what would be."""
+        from provisioning.cluster.apply import up_plan
+
+        plan = self.plan(names, refresh=self.runner.why_run, replace=replace)
+        if self.runner.why_run:
+            from provisioning.parallel import BatchResult, Outcome
+
+            return BatchResult((m.name, Outcome(m.name)) for m in plan.machines)
+        return up_plan(self.runner, plan)
 
     def stop(self, names: Iterable[str] = ()) -> "BatchResult":
         return self.runner.stop(self.select(names))
 
     def destroy(self, names: Iterable[str] = (), *, orphans: bool = False) -> "BatchResult":
-        """Destroy machines of this cluster and forget them; ``orphans``: also those saved in
-        the state but no longer in the file."""
+        """Destroy machines of this cluster and forget them; ``orphans``: also this cluster's
+        machines saved in the state but no longer in the file. Never another cluster's."""
         wanted = [d.name for d in self.select(names)]
         if orphans:
             wanted += [n for n in self.runner.orphans() if n not in wanted]
         return self.runner.destroy_names(wanted)
 
-    def status(self) -> list[dict[str, Any]]:
-        """One row per machine (see ``ClusterRunner.status``)."""
-        return self.runner.status()
+    def status(self, *, refresh: bool = False) -> list[dict[str, Any]]:
+        """One row per machine of this cluster; ``refresh`` adds a drift report per machine."""
+        return self.runner.status(refresh=refresh)
+
+    def all_clusters(self) -> list[dict[str, Any]]:
+        """Every machine of every cluster in this cluster's state store (from the state)."""
+        from provisioning.cluster.status import all_clusters_status
+
+        return all_clusters_status(self.store)
 
     def connect(self, name: str):
         """A ``Machine`` for a saved machine, changing nothing."""

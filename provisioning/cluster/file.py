@@ -6,10 +6,12 @@
     driver_options: {"nspawn:": {...}}  # per driver URL
     private_key_paths: [./keys]
     machine_options: {transport: {username: root}}   # merged under each machine's own
+    name: shop                          # the cluster's name in a shared state (default below)
     state: .provisioning/state.db       # optional; --state and $PROVISIONING_STATE win
     machines:
       web:
-        count: 2                        # web-1, web-2
+        count: 2                        # web-1, web-2 (lowering it destroys the highest)
+        prevent_destroy: true           # any planned destroy of this group is an error
         machine_options: {...}
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
@@ -26,11 +28,17 @@ Instead of ``machines``, a file may give ``platforms`` x ``suites`` (test-kitche
 
 Relative paths (sources, templates, key directories, the state file) are relative to the
 cluster file's directory.
+
+Every machine in a state store belongs to one cluster, named by ``name:``; without it the name
+is the cluster file's directory name, with the file's stem appended unless it is ``cluster``
+(``~/shop/cluster.yml`` is ``shop``, ``~/shop/db.yml`` is ``shop-db``), so every checkout of
+one repository gets the same name.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
@@ -47,13 +55,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.convergence.steps import Step
 
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
-           "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS"]
+           "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS",
+           "default_cluster_name"]
 
 DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
-            "machines", "state", "platforms", "suites", "outputs", "images")
+            "machines", "state", "platforms", "suites", "outputs", "images", "name")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
-                "sync", "ports", "after")
+                "sync", "ports", "after", "prevent_destroy")
 MAX_COUNT = 1000
 
 
@@ -117,6 +126,10 @@ class ClusterFile:
     outputs: dict[str, str] = field(default_factory=dict)
     #: ``images:``, name -> provisioning.images.ImageDefinition
     images: dict[str, Any] = field(default_factory=dict)
+    #: the cluster's name in the state store (``name:``, else ``default_cluster_name(path)``)
+    name: str = ""
+    #: groups with ``prevent_destroy: true``: a plan that would destroy one of them is an error
+    prevent_destroy: frozenset[str] = frozenset()
 
     def config(self, base: "Config | None" = None) -> "Config":
         """Settings for this cluster: ``provisioning.yml`` beside it, the environment, then the
@@ -224,7 +237,8 @@ class ClusterFile:
         view = self.__dict__.get("_view")
         if view is None or len(view["machines"]) != len(self.machines):
             view = {"machines": list(self.machines),
-                    "groups": {g: list(m) for g, m in self.groups.items()}, "file": self.path}
+                    "groups": {g: list(m) for g, m in self.groups.items()}, "file": self.path,
+                    "name": self.name}
             self.__dict__["_view"] = view
         return view
 
@@ -265,6 +279,18 @@ def _with_yaml_hint(exc: ConfigError, text: str) -> ConfigError:
     return exc
 
 
+def default_cluster_name(path: str) -> str:
+    """The name of a cluster file without ``name:``: its directory's name, plus its stem unless
+    that is ``cluster`` (lower-cased, other characters turned into '-')."""
+    path = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    parts = [os.path.basename(os.path.dirname(path)) or "cluster"]
+    if stem != "cluster":
+        parts.append(stem)
+    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return slug[:MAX_NAME].strip("-") or "cluster"
+
+
 def parse_cluster(data: Any, path: str) -> ClusterFile:
     """Validate already-parsed cluster data (a mapping) that came from ``path``."""
     path = os.path.abspath(path)
@@ -294,9 +320,14 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
     if state and "://" not in state and state != "memory:":
         state = os.path.join(base_dir, os.path.expanduser(state))
 
+    name = problems.field(top, "name", "", str, expected="the cluster's name")
+    if name is not None and (not NAME_RE.match(name) or len(name) > MAX_NAME):
+        problems.add("name", f"invalid cluster name {name!r}: use lower-case letters, digits and "
+                             f"'-' (not at either end), at most {MAX_NAME} characters")
     cluster = ClusterFile(path=path, base_dir=base_dir, driver=default_driver,
-                      driver_options=dict(driver_options), private_key_paths=key_paths,
-                      private_keys=private_keys, machine_options=defaults, state=state)
+                          driver_options=dict(driver_options), private_key_paths=key_paths,
+                          private_keys=private_keys, machine_options=defaults, state=state,
+                          name=name or default_cluster_name(path))
 
     from provisioning.images.definition import parse_images
 
@@ -379,6 +410,8 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
     if count is not None and not 1 <= count <= MAX_COUNT:
         problems.add(f"{key}.count", f"expected a number from 1 to {MAX_COUNT}, got {count}")
         count = None
+    if problems.field(body, "prevent_destroy", key, bool, expected="true or false"):
+        cluster.prevent_destroy = cluster.prevent_destroy | {group}
     driver = problems.field(body, "driver", key, str, expected="a driver URL like 'nspawn:'")
     driver = driver or spec.driver
     if driver is None:
@@ -478,7 +511,11 @@ def _parse_verify(value: Any, key: str, problems: Problems, base_dir: str) -> li
                                                 f"{describe_type(item[kind])}")
                 continue
             directory = os.path.join(base_dir, os.path.expanduser(item[kind]))
-            if not os.path.exists(directory):
+            if kind == "testinfra" and importlib.util.find_spec("testinfra") is None:
+                problems.add(f"{where}.{kind}", "testinfra verify needs the Python package "
+                                                "'pytest-testinfra'; install it with: pip install "
+                                                "'provisioning[testinfra]'")
+            elif not os.path.exists(directory):
                 problems.add(f"{where}.{kind}", f"{directory} does not exist (paths are relative "
                                                 "to the cluster file)")
             else:

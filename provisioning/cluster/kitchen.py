@@ -91,7 +91,7 @@ class Kitchen:
     # -- the steps ---------------------------------------------------------------------------
     def create(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate and ready each machine; value: its Machine (None under why-run)."""
-        results = self.runner.provisioner.run_many("up", self.runner._requests(definitions))
+        results = self.runner.create(definitions)
         self._record(definitions, results, "create")
         return results
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.claims import split_run, supports_claims
-from provisioning.errors import CommandFailed, MachineNotFound, ProvisioningError
+from provisioning.errors import ClusterConflict, CommandFailed, MachineNotFound, ProvisioningError
 from provisioning.lifecycle import Provisioner
 from provisioning.parallel import BatchResult, Outcome
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
+    from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
 
 __all__ = ["ClusterRunner"]
@@ -72,6 +73,31 @@ class ClusterRunner:
                 self._drivers[url] = driver_for_url(url, self.config)
             return self._drivers[url]
 
+    # -- cluster boundaries ----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The cluster's name in the state store."""
+        return self.cluster.name
+
+    def owns(self, spec: "MachineSpec") -> bool:
+        """This cluster's entries, and entries saved before clusters had names (no cluster)
+        that this file names: those are claimed by the next change."""
+        return spec.cluster == self.name or (spec.cluster is None
+                                            and spec.name in self.cluster.machines)
+
+    def check_owner(self, spec: "MachineSpec") -> None:
+        """Raise ``ClusterConflict`` when the entry belongs to another cluster."""
+        if spec.cluster is not None and spec.cluster != self.name:
+            raise ClusterConflict(spec.name, spec.cluster, self.name, file=self.cluster.path)
+
+    def entries(self) -> dict[str, "MachineSpec"]:
+        """This cluster's saved machines by name (never another cluster's)."""
+        return {e.name: e for e in self.store.list("machine") if self.owns(e)}  # type: ignore
+
+    def _claim(self, spec: "MachineSpec", definition: "MachineDefinition") -> None:
+        self.check_owner(spec)
+        spec.cluster, spec.group = self.name, definition.group
+
     def _requests(self, definitions: Sequence["MachineDefinition"]):
         return [(self.driver(d.driver_url), d.name, d.machine_options) for d in definitions]
 
@@ -104,6 +130,14 @@ class ClusterRunner:
             results.update(self._up_wave(runnable))
         return BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
 
+    def create(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
+        """Allocate and ready each machine, no convergence (test-kitchen's ``create``); the
+        images they boot from are built first. Value: its Machine (None under why-run)."""
+        from provisioning.images.builder import boot_from_images
+
+        definitions = boot_from_images(definitions, self.images)
+        return self.provisioner.run_many("up", self._requests(definitions))
+
     def _up_wave(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
         allocated: dict[str, int] = {}  # allocated in a batch -> its action count before
@@ -129,6 +163,7 @@ class ClusterRunner:
         for spec in specs:
             if not spec.exists:
                 definition = by_name[spec.name]
+                self._claim(spec, definition)  # saved with the reference the driver records
                 driver = self.driver(definition.driver_url)
                 groups.setdefault(driver.driver_url, (driver, []))[1].append(
                     (spec, definition.machine_options))
@@ -161,6 +196,7 @@ class ClusterRunner:
         already, when its action count was this."""
         from provisioning.cluster.healthcheck import run_healthchecks
 
+        self._claim(spec, definition)
         if allocated_from is None:
             before = self.actions[definition.name]
             driver.allocate_machine(handler, spec, options)
@@ -231,23 +267,57 @@ class ClusterRunner:
         return lambda host, port, timeout: driver.open_connection(spec, host, port, timeout)
 
     # -- stop / destroy --------------------------------------------------------------------
+    def refuse_foreign(self, names: Sequence[str]) -> None:
+        """Before any change: raise ``ClusterConflict`` if one of ``names`` is saved in the
+        state as another cluster's."""
+        for name in names:
+            entry = self.store.get("machine", name)
+            if entry is not None:
+                self.check_owner(entry)  # type: ignore[arg-type]
+
     def stop(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
-        return self.provisioner.run_many("stop", self._requests(definitions))
+        self.refuse_foreign([d.name for d in definitions])
+        return self.provisioner.run_many(
+            "stop", self._requests(definitions),
+            lambda r: self.provisioner.run_locked("stop", r[0], r[1], r[2], self._stop_one))
+
+    def _stop_one(self, driver: "Driver", handler: ActionHandler, spec, options) -> None:
+        self.check_owner(spec)
+        if not spec.exists:
+            handler.report_progress("not allocated: nothing to stop")
+            return
+        driver.stop_machine(handler, spec, options)
 
     def destroy(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
-        return self._forget_facts(self.provisioner.run_many("destroy",
-                                                            self._requests(definitions)))
+        return self.destroy_names([d.name for d in definitions])
 
     def orphans(self) -> list[str]:
-        """Machines saved in the state but no longer in the cluster file."""
-        return [e.name for e in self.store.list("machine") if e.name not in self.cluster.machines]
+        """This cluster's machines saved in the state but no longer in the cluster file."""
+        return [n for n in self.entries() if n not in self.cluster.machines]
 
     def destroy_names(self, names: Sequence[str]) -> BatchResult:
-        """Destroy saved machines by name (those no longer in the cluster file too)."""
+        """Destroy this cluster's saved machines by name (those no longer in the cluster file
+        too); an entry of another cluster is refused under its lock."""
+        self.refuse_foreign(names)
         by_name = self.cluster.machines
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
-        return self._forget_facts(self.provisioner.run_many("destroy", requests))  # type: ignore[arg-type]
+        return self._forget_facts(self.provisioner.run_many(
+            "destroy", requests,  # type: ignore[arg-type]
+            lambda r: self.provisioner.run_locked("destroy", r[0], r[1], r[2], self.destroy_one)))
+
+    def destroy_one(self, driver: "Driver", handler: ActionHandler, spec, options) -> None:
+        """Destroy one saved machine under its lock (never another cluster's) and forget it."""
+        if spec.exists or spec.version:
+            self.check_owner(spec)
+        if not spec.exists:
+            handler.report_progress("not allocated: nothing to destroy")
+            if spec.version and not self.why_run:
+                spec.delete()
+            return
+        driver.destroy_machine(handler, spec, options)
+        if not self.why_run:
+            spec.delete()
 
     def _forget_facts(self, results: BatchResult) -> BatchResult:
         """A destroyed machine's recorded facts go with it."""
@@ -283,6 +353,7 @@ class ClusterRunner:
 
         definition = self.cluster.machines.get(name)
         spec = self.provisioner.spec(name)
+        self.check_owner(spec)
         if definition is None and not spec.exists:
             self.cluster.select([name])  # ConfigError naming the file, with a did-you-mean
         if not spec.exists:
@@ -335,30 +406,14 @@ class ClusterRunner:
         options = definition.machine_options if definition is not None else {}
         return self.provisioner.connect(name, options, default)
 
-    def status(self) -> list[dict[str, Any]]:
-        """One row per machine in the cluster file or the store: name, driver URL, state,
-        address, last action, last error, and whether it is in the file. One store read for
-        the machines, one for the locks, and one ``machine_states`` call per driver."""
-        saved = {entry.name: entry for entry in self.store.list("machine")}
-        names = list(self.cluster.machines) + [n for n in saved if n not in self.cluster.machines]
-        locks = self.store.locks()
-        states = self._states([spec for spec in saved.values() if spec.exists])
-        rows = []
-        for name in names:
-            definition = self.cluster.machines.get(name)
-            spec = saved.get(name)
-            url = (spec.driver_url if spec is not None and spec.driver_url else
-                   definition.driver_url if definition is not None else None)
-            rows.append({"name": name, "driver_url": url,
-                         "state": states.get(name, "not created"),
-                         "address": spec.reference.get("address") if spec is not None else None,
-                         "last_action": spec.last_action if spec is not None else None,
-                         "last_error": spec.last_error if spec is not None else None,
-                         "in_cluster_file": definition is not None,
-                         "locked_by": locks.get(name)})
-        return rows
+    def status(self, *, refresh: bool = False) -> list[dict[str, Any]]:
+        """One row per machine of this cluster (in the file or saved in the state); see
+        ``provisioning.cluster.status``."""
+        from provisioning.cluster.status import cluster_status
 
-    def _states(self, specs: Sequence[Any]) -> dict[str, str]:
+        return cluster_status(self, refresh=refresh)
+
+    def states(self, specs: Sequence[Any]) -> dict[str, str]:
         """name -> what its driver says now, asking each driver once for all its machines."""
         states: dict[str, str] = {}
         groups: dict[str, tuple["Driver", list[Any]]] = {}

@@ -42,6 +42,8 @@ _TYPES: dict[str, Any] = {
     "outputs": {"type": "object", "additionalProperties": _STRING,
                 "description": "templated values printed by 'converge output'"},
     "extra_vars": _MAPPING,
+    "prevent_destroy": {"type": "boolean",
+                        "description": "a plan that would destroy one of these is an error"},
 }
 _DESCRIPTIONS = {
     "driver": "driver URL, quoted: \"nspawn:\"",
@@ -139,6 +141,9 @@ def cluster_schema() -> dict[str, Any]:
         "images": {"type": "object", "description": "images built once and booted from: "
                                                    "name -> {from, packages, converge, ...}",
                    "additionalProperties": image},
+        "name": {"type": "string", "pattern": _NAME, "maxLength": 60,
+                 "description": "the cluster's name in the state store (default: from the "
+                                "file's directory and stem)"},
     })
     top.update({
         "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,

@@ -75,6 +75,10 @@ class AnsibleConvergence(ConvergenceStrategy):
         if playbook and not os.path.isfile(os.path.join(base_dir, os.path.expanduser(playbook))):
             problems.add(f"{key}.playbook", f"{os.path.join(base_dir, playbook)} does not exist "
                                             "(paths are relative to the cluster file)")
+        try:
+            _ansible_playbook()
+        except MissingExtra as exc:
+            problems.add(key, exc.message)
         extra = problems.mapping(body.get("extra_vars") or {}, f"{key}.extra_vars",
                                  "a mapping of variable names to values") or {}
         timeout = problems.positive_number(body, "timeout", key, default=1800.0)

@@ -52,7 +52,9 @@ class FakeWarehouse:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.path = os.path.join(directory, "servers.json")  # the old single-file layout
+        #: the counters file: it exists once the cloud has changed at all
+        self.path = os.path.join(directory, "counters.json")
+        self.legacy_path = os.path.join(directory, "servers.json")  # the old one-file layout
         self.servers_dir = os.path.join(directory, "servers")
         self.tags_dir = os.path.join(directory, "tags")
         self._ready = False
@@ -67,15 +69,15 @@ class FakeWarehouse:
             return
         for path in (self.directory, self.servers_dir, self.tags_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
-        if os.path.exists(self.path):
+        if os.path.exists(self.legacy_path):
             with self._counters() as counters:
-                if os.path.exists(self.path):  # another process may have split it meanwhile
-                    with open(self.path, encoding="utf-8") as handle:
+                if os.path.exists(self.legacy_path):  # another process may have split it
+                    with open(self.legacy_path, encoding="utf-8") as handle:
                         old = json.load(handle)
                     for server in old.get("servers", {}).values():
                         self._write_server(server)
                     counters.update(old.get("counters", {}))
-                    os.unlink(self.path)
+                    os.unlink(self.legacy_path)
         reclaim(self.directory, self.servers_dir)  # what killed runs left behind
         self._ready = True
 
@@ -101,7 +103,7 @@ class FakeWarehouse:
     @contextlib.contextmanager
     def _counters(self) -> Iterator[dict[str, int]]:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        path = os.path.join(self.directory, "counters.json")
+        path = self.path
         with open(os.path.join(self.directory, ".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

@@ -166,6 +166,9 @@ class Machine(abc.ABC):
         """The one way a file lands: copy unless the sha256 matches, then fix attributes."""
         current = self.remote_sha256(path)
         changed = current != wanted
+        if current is None:
+            return self._create(f"{verb} {shown_path(path)}{detail}", copy, path, mode=mode, owner=owner,
+                                group=group, data={"path": path, "sha256": wanted, **data})
         if changed:
             why, reason = (verb, "") if current is None else ("update", " (sha256 differs)")
             self.action_handler.perform_action(f"{why} {shown_path(path)}{detail}{reason}", copy,
@@ -174,6 +177,27 @@ class Machine(abc.ABC):
         exists = not (current is None and self.action_handler.why_run)
         return self.set_attributes(path, mode=mode, owner=owner, group=group,
                                    _exists=exists) or changed
+
+    def _create(self, description: str, make: Callable[[], object], path: str, *,
+                mode: str | int | None, owner: str | None, group: str | None,
+                data: dict[str, Any] | None = None) -> bool:
+        """A new file or directory: one action that makes it with its attributes, worded the
+        same under why-run and for real (so a plan lists exactly what apply then does)."""
+        attrs = ", ".join(f"{k} {v}" for k, v in (("mode", mode), ("owner", owner),
+                                                    ("group", group)) if v is not None)
+        handler = self.action_handler
+
+        def create() -> None:
+            make()
+            if attrs:
+                self.action_handler = ActionHandler()  # the attributes belong to this action
+                try:
+                    self.set_attributes(path, mode=mode, owner=owner, group=group)
+                finally:
+                    self.action_handler = handler
+        handler.perform_action(f"{description} ({attrs})" if attrs else description, create,
+                               data=data or {})
+        return True
 
     def download_file(self, path: str, local_path: str) -> bool:
         """Download unless the local copy already has the remote sha256. Changes only this host,

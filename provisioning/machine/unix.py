@@ -34,15 +34,12 @@ class UnixMachine(Machine):
 
     def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
                    group: str | None = None) -> bool:
-        changed = False
-        exists = self.is_directory(path)
-        if not exists:
-            self.action_handler.perform_action(
-                f"create directory {shown_path(path)}",
-                lambda: self.execute_always(f"mkdir -p -- {self._path(path)}", sudo=self.use_sudo))
-            changed = True
-        return self.set_attributes(path, mode=mode, owner=owner, group=group,
-                                   _exists=exists or not self.action_handler.why_run) or changed
+        if not self.is_directory(path):
+            return self._create(f"create directory {shown_path(path)}",
+                                lambda: self.execute_always(f"mkdir -p -- {self._path(path)}",
+                                                            sudo=self.use_sudo),
+                                path, mode=mode, owner=owner, group=group)
+        return self.set_attributes(path, mode=mode, owner=owner, group=group)
 
     def delete_file(self, path: str) -> bool:
         if not self.file_exists(path):

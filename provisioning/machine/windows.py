@@ -66,16 +66,13 @@ class WindowsMachine(Machine):
 
     def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
                    group: str | None = None) -> bool:
-        exists = self.is_directory(path)
-        changed = False
-        if not exists:
-            self.action_handler.perform_action(
+        if not self.is_directory(path):
+            return self._create(
                 f"create directory {path}",
                 lambda: self._ps(f"New-Item -ItemType Directory -Force -Path {q(path)} | Out-Null",
-                                 check=True))
-            changed = True
-        return self.set_attributes(path, mode=mode, owner=owner, group=group,
-                                   _exists=exists or not self.action_handler.why_run) or changed
+                                 check=True),
+                path, mode=mode, owner=owner, group=group)
+        return self.set_attributes(path, mode=mode, owner=owner, group=group)
 
     def delete_file(self, path: str) -> bool:
         if not self._bool(f"Test-Path -LiteralPath {q(path)} -PathType Leaf"):

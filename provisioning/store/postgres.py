@@ -70,6 +70,10 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             PRIMARY KEY (run_key, generation, name),
             FOREIGN KEY (run_key, generation) REFERENCES provisioning_runs ON DELETE CASCADE);
     """),
+    (3, "entries belong to a cluster (data.cluster): older code must not rewrite them", """
+        COMMENT ON COLUMN provisioning_entries.data IS
+            'JSON: reference, last_action, last_error, updated_at, cluster, group';
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: seconds a finished run's rows are kept for the runners still reading its results

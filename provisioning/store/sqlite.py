@@ -22,7 +22,7 @@ from provisioning.store.state_file import check_tables, inspect_state_file, tigh
 __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
 
 DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: seconds a statement waits for another process's write to finish before giving up
 BUSY_TIMEOUT = 30.0
 #: names per ``IN (...)`` list (SQLite allows at least 999 parameters)
@@ -36,7 +36,15 @@ CREATE TABLE IF NOT EXISTS entries (
     version INTEGER NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (kind, name));
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY, token TEXT NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_cluster ON entries (kind, json_extract(data, '$.cluster'));
 """
+
+#: schema version -> SQL that brings the previous version to it (applied in order on open)
+_MIGRATIONS = {
+    # entries record their cluster in their data; older code must not rewrite (and drop) it
+    2: "CREATE INDEX IF NOT EXISTS entries_cluster ON entries "
+       "(kind, json_extract(data, '$.cluster'))",
+}
 
 
 class SQLiteStore(ManagedEntryStore):
@@ -77,6 +85,8 @@ class SQLiteStore(ManagedEntryStore):
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._tx(self._create_schema)
                 version = self._meta("schema_version", str(SCHEMA_VERSION))
+                if int(version or 0) < SCHEMA_VERSION:
+                    version = self._migrate(int(version or 1))
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{self.path} is not a usable provisioning state file: {exc}") from exc
         if int(version or 0) > SCHEMA_VERSION:
@@ -113,6 +123,20 @@ class SQLiteStore(ManagedEntryStore):
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def _migrate(self, current: int) -> str:
+        """Bring an older state file to this schema, in one transaction, keeping every entry."""
+        def upgrade(db: sqlite3.Connection) -> str:
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            found = int(row[0]) if row else current
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                db.execute(_MIGRATIONS[version])
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            return str(SCHEMA_VERSION)
+        return self._tx(upgrade)
+
+    def schema_version(self) -> int:
+        return int(self._meta("schema_version") or 0)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:

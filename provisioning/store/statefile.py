@@ -62,7 +62,8 @@ def export_state(store: "ManagedEntryStore") -> dict[str, Any]:
             removed += dropped
             entries.append({"kind": kind, "name": entry.name, "reference": reference,
                             "last_action": entry.last_action, "last_error": entry.last_error,
-                            "updated_at": entry.updated_at})
+                            "updated_at": entry.updated_at, "cluster": entry.cluster,
+                            "group": entry.group})
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": store.url, "store_id": store.store_id, "secrets_removed": removed,
@@ -133,6 +134,7 @@ def import_state(store: "ManagedEntryStore", document: Any, *, replace: bool = F
         entry.reference = item.get("reference") or {}
         entry.last_action = item.get("last_action")
         entry.last_error = item.get("last_error")
+        entry.cluster, entry.group = item.get("cluster"), item.get("group")
         entry.save()
     return {"target": store.url, "created": counts["create"], "replaced": counts["replace"],
             "unchanged": counts["unchanged"], "warning": warning}

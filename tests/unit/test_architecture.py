@@ -112,13 +112,14 @@ def _inside(module: str, prefixes: tuple[str, ...] | str) -> bool:
 
 #: the public API; a change here is a change for every user (and belongs in CHANGELOG.md)
 PUBLIC_API = [
-    "ActionHandler", "AuthenticationError", "Capabilities", "CommandFailed", "CommandResult",
+    "ActionHandler", "AuthenticationError", "Capabilities", "Cluster", "ClusterConflict",
+    "CommandFailed", "CommandResult",
     "CommandTimeout", "Config", "ConfigError", "ConnectError", "ConvergenceContext",
     "ConvergenceFailed", "ConvergenceStrategy", "Driver", "DriverNotFound", "Event",
     "ForwardedPort", "HostKeyMismatch", "ImageSpec", "InvalidDriverURL", "Kitchen", "Machine",
     "MachineNotFound", "MachineSpec", "MissingExtra", "OptionField", "Parallelizer",
     "PrefixedActionHandler", "ProviderError", "Provisioner", "ProvisioningError",
-    "RecordingActionHandler", "Snapshot", "StateConflict", "StateError", "StateLocked",
+    "RecordingActionHandler", "Snapshot", "StalePlan", "StateConflict", "StateError", "StateLocked",
     "SyncedFolder", "TransferError", "TransportError", "UnixMachine", "UnsupportedOperation",
     "VerifyFailed", "WindowsMachine", "connect_to_machine", "driver_for_url", "known_schemes",
     "machine_for", "open_store", "register_driver", "register_strategy", "__version__", "errors",

@@ -38,11 +38,10 @@ def test_answers_make_a_cluster_file_that_up_why_run_accepts(tmp_path, converge)
         "web": {"count": 2, "machine_options": {"size": "medium"}}}}
     plan = converge("up", "--why-run", "--output", "json", cwd=tmp_path)
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    events = [json.loads(line) for line in plan.stdout.splitlines() if line.startswith("{")]
-    planned = [e for e in events if e.get("event") == "action"]
-    assert {e["machine"] for e in planned} == {"web-1", "web-2"}
-    assert all(not e["performed"] for e in planned)
-    assert any("medium" in e["description"] for e in planned)
+    [document] = [json.loads(line) for line in plan.stdout.splitlines() if line.startswith("{")]
+    planned = {m["name"]: m for m in document["machines"]}
+    assert {n: m["action"] for n, m in planned.items()} == {"web-1": "create", "web-2": "create"}
+    assert any("medium" in s["description"] for m in planned.values() for s in m["steps"])
     from provisioning.drivers.fake import FakeWarehouse
     warehouse = FakeWarehouse(str(tmp_path / ".provisioning" / "fake"))
     assert warehouse.servers() == {} and warehouse.counters()["creates"] == 0, \

@@ -75,8 +75,9 @@ def test_demo_driver_drives_a_cluster_from_converge_init(author_venv, demo_insta
     assert secrets.stat().st_mode & 0o777 == 0o600
     assert "tok-S3CRET-42" in secrets.read_text()
     plan = run([author_venv.converge, "up", "--why-run", "--output", "json"], cwd=tmp_path, env=env)
-    events = [json.loads(line) for line in plan.stdout.splitlines() if line.startswith("{")]
-    assert any(e.get("event") == "action" and not e.get("performed") for e in events), plan.stdout
+    [document] = [json.loads(line) for line in plan.stdout.splitlines() if line.startswith("{")]
+    assert document["machines"] and all(m["action"] == "create" for m in document["machines"]), \
+        plan.stdout
     assert not (tmp_path / ".provisioning" / "demo").exists(), "why-run must create nothing"
     run([author_venv.converge, "up"], cwd=tmp_path, env=env)
     machines = list((tmp_path / ".provisioning" / "demo").glob("m-*/machine.json"))

@@ -93,14 +93,14 @@ def test_changed_file_is_converged_back(example):
 def test_why_run_json_on_fresh_state_plans_and_creates_nothing(example):
     plan = converge("up", "--why-run", "--output", "json", cwd=example)
     assert plan.returncode == 0, plan.stderr
-    events = json_lines(plan.stdout)
-    planned = actions(events)
-    assert planned and all(e["why_run"] and not e["performed"] for e in planned)
-    described = {(e["machine"], e["description"]) for e in planned}
+    [document] = json_lines(plan.stdout)  # one document: the plan, not a stream of events
+    assert document["format"] == "provisioning-plan" and document["version"] == 1
+    assert {m["name"]: m["action"] for m in document["machines"]} == {"web-1": "create",
+                                                                      "web-2": "create"}
+    described = {(m["name"], s["description"]) for m in document["machines"] for s in m["steps"]}
     assert ("web-1", "create server (small, fake-linux)") in described
     assert ("web-2", "create etc/motd from template motd.j2 (mode 0644)") in described
     assert any(d.startswith("upload and run script scripts/setup.sh") for _, d in described)
-    assert events[-1]["event"] == "summary" and events[-1]["why_run"] is True
     assert saved_machines(example) == []
     assert warehouse_servers(example) == {}
     assert warehouse_counters(example)["creates"] == 0

@@ -134,3 +134,19 @@ def test_a_builder_left_by_an_interrupted_build_is_destroyed_first(project: Path
 
     assert stale not in FakeWarehouse(str(project / ".provisioning" / "fake")).servers()
     assert _images(project)["site"]["state"] == "built"
+
+
+def test_plan_shows_the_images_up_would_build(project: Path):
+    before = converge("plan", cwd=project)
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert "would build image site (from fake-linux, 2 steps; never built)" in before.stdout
+    assert "1 image to build" in before.stdout
+    assert converge("up", "-q", cwd=project).returncode == 0
+    after = converge("plan", cwd=project)
+    assert after.returncode == 0 and "image" not in after.stdout
+    (project / "index.html").write_text("<h1>v2</h1>\n")
+    changed = converge("plan", cwd=project)
+    assert "would build image site (from fake-linux, 2 steps; its definition changed)" in \
+        changed.stdout
+    assert converge("destroy", "-q", cwd=project).returncode == 0
+    assert converge("image", "destroy", "-q", cwd=project).returncode == 0

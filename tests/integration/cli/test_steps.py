@@ -71,9 +71,8 @@ def test_steps_apply_then_change_nothing(project: Path, tmp_path: Path):
     assert (root / "srv/www/env.txt").read_text() == "me\n"
     assert (root / "script-out.txt").read_text() == "hi there\n"
     done = handler.descriptions()
-    assert "[m] create etc/motd" in done
-    assert "[m] change mode of etc/motd from 0644 to 0600" in done or any(
-        d.startswith("[m] change mode of etc/motd") for d in done)
+    assert "[m] create etc/motd (mode 0600)" in done  # one action: made with its mode
+    assert not any(d.startswith("[m] change mode of") for d in done)
     assert any(d.startswith("[m] upload and run script run.sh") for d in done)
 
     again, changed = converge_once(project, root, steps=STEPS)
@@ -93,8 +92,8 @@ def test_why_run_reports_and_changes_nothing(project: Path, tmp_path: Path):
     assert changed
     assert sorted(os.listdir(root)) == []
     planned = [str(e) for e in handler.actions(performed=False)]
-    assert "[m] would create etc/motd" in planned
-    assert "[m] would create directory srv/www" in planned
+    assert "[m] would create etc/motd (mode 0600)" in planned
+    assert "[m] would create directory srv/www (mode 0750)" in planned
     assert "[m] would run 'echo ran >> command.log'" in planned
     assert not any("onlyif.log" in p for p in planned)
     assert handler.actions(performed=True) == []

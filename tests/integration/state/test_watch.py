@@ -106,8 +106,8 @@ def test_sigterm_stops_between_actions(tmp_path, postgres_url):
     cluster = write_cluster(tmp_path, 1, ready_delay=2.0)
     watcher = converge(cluster, postgres_url, "watch", "--interval", "0.3")
     warehouse = FakeWarehouse(str(tmp_path / "cloud"))
-    wait_for(lambda: warehouse.counters().get("creates") == 1 if os.path.exists(
-        warehouse.path) else False, 60, "the watcher to start creating web-1")
+    wait_for(lambda: warehouse.counters().get("creates") == 1, 60,
+             "the watcher to start creating web-1")
     watcher.send_signal(signal.SIGTERM)  # in the middle of readying (2 s)
     signalled = time.monotonic()
     out, err = watcher.communicate(timeout=60)
