@@ -132,6 +132,10 @@ class Machine(abc.ABC):
     def remote_sha256(self, path: str) -> str | None:
         return self.transport.remote_sha256(path)
 
+    def shown_path(self, path: str) -> str:
+        """How this machine's paths are written in action descriptions and logs."""
+        return shown_path(path)
+
     def files_different(self, path: str, *, local_path: str | None = None,
                         content: bytes | None = None) -> bool:
         """True when the remote file is missing or its sha256 differs from the local one."""
@@ -167,11 +171,11 @@ class Machine(abc.ABC):
         current = self.remote_sha256(path)
         changed = current != wanted
         if current is None:
-            return self._create(f"{verb} {shown_path(path)}{detail}", copy, path, mode=mode, owner=owner,
+            return self._create(f"{verb} {self.shown_path(path)}{detail}", copy, path, mode=mode, owner=owner,
                                 group=group, data={"path": path, "sha256": wanted, **data})
         if changed:
             why, reason = (verb, "") if current is None else ("update", " (sha256 differs)")
-            self.action_handler.perform_action(f"{why} {shown_path(path)}{detail}{reason}", copy,
+            self.action_handler.perform_action(f"{why} {self.shown_path(path)}{detail}{reason}", copy,
                                                data={"path": path, "sha256": wanted, **data})
         # under why-run a file that does not exist yet has no attributes to compare
         exists = not (current is None and self.action_handler.why_run)
@@ -264,10 +268,12 @@ class Machine(abc.ABC):
         self.disconnect()
 
 
-def shown_path(path: str) -> str:
+def shown_path(path: str, *, backslash_is_separator: bool = False) -> str:
     """A path as written in a log line: quoted and escaped when it holds a control character
-    (a newline would split the line) or a backslash, as is otherwise."""
-    if any(ord(c) < 32 or c in "\\\x7f" for c in path):
+    (a newline would split the line) or a backslash, as is otherwise. On Windows the backslash
+    is the path separator, not an odd character, so ``backslash_is_separator`` leaves it be."""
+    odd = "\x7f" if backslash_is_separator else "\\\x7f"
+    if any(ord(c) < 32 or c in odd for c in path):
         import json
 
         return json.dumps(path, ensure_ascii=False)

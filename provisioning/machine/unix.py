@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from provisioning.machine.base import FileAttributes, Machine, normalize_mode, shown_path
+from provisioning.machine.base import FileAttributes, Machine, normalize_mode
 
 __all__ = ["UnixMachine"]
 
@@ -35,7 +35,7 @@ class UnixMachine(Machine):
     def create_dir(self, path: str, *, mode: str | int | None = None, owner: str | None = None,
                    group: str | None = None) -> bool:
         if not self.is_directory(path):
-            return self._create(f"create directory {shown_path(path)}",
+            return self._create(f"create directory {self.shown_path(path)}",
                                 lambda: self.execute_always(f"mkdir -p -- {self._path(path)}",
                                                             sudo=self.use_sudo),
                                 path, mode=mode, owner=owner, group=group)
@@ -45,7 +45,7 @@ class UnixMachine(Machine):
         if not self.file_exists(path):
             return False
         self.action_handler.perform_action(
-            f"delete {shown_path(path)}",
+            f"delete {self.shown_path(path)}",
             lambda: self.execute_always(f"rm -f -- {self._path(path)}", sudo=self.use_sudo))
         return True
 
@@ -68,14 +68,14 @@ class UnixMachine(Machine):
         changed = False
         if wanted_mode is not None and current["mode"] != wanted_mode:
             self.action_handler.perform_action(
-                f"change mode of {shown_path(path)} from {current['mode'] or '(new)'} to {wanted_mode}",
+                f"change mode of {self.shown_path(path)} from {current['mode'] or '(new)'} to {wanted_mode}",
                 lambda: self.execute_always(f"chmod {wanted_mode} -- {self._path(path)}", sudo=self.use_sudo))
             changed = True
         if (owner is not None and current["owner"] != owner) or (
                 group is not None and current["group"] != group):
             spec = f"{owner or ''}{':' + group if group else ''}"
             self.action_handler.perform_action(
-                f"change owner of {shown_path(path)} to {spec}",
+                f"change owner of {self.shown_path(path)} to {spec}",
                 lambda: self.execute_always(f"chown {q(spec)} -- {self._path(path)}", sudo=self.use_sudo))
             changed = True
         return changed

@@ -16,7 +16,7 @@ import json
 from typing import Any, Mapping
 
 from provisioning.errors import CommandFailed, CommandResult, ConfigError
-from provisioning.machine.base import FileAttributes, Machine, normalize_mode
+from provisioning.machine.base import FileAttributes, Machine, normalize_mode, shown_path
 from provisioning.transports import powershell as ps
 from provisioning.transports.base import StreamCallback
 from provisioning.transports.winrm.connection import WinRMConnection
@@ -31,6 +31,9 @@ _ARCHITECTURES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "x8
 
 class WindowsMachine(Machine):
     """Machine methods as PowerShell scripts."""
+
+    def shown_path(self, path: str) -> str:
+        return shown_path(path, backslash_is_separator=True)
 
     def _ps(self, script: str, functions: tuple[str, ...] = (), *, check: bool = False,
             timeout: float | None = None) -> CommandResult:
@@ -68,7 +71,7 @@ class WindowsMachine(Machine):
                    group: str | None = None) -> bool:
         if not self.is_directory(path):
             return self._create(
-                f"create directory {path}",
+                f"create directory {self.shown_path(path)}",
                 lambda: self._ps(f"New-Item -ItemType Directory -Force -Path {q(path)} | Out-Null",
                                  check=True),
                 path, mode=mode, owner=owner, group=group)
@@ -78,7 +81,7 @@ class WindowsMachine(Machine):
         if not self._bool(f"Test-Path -LiteralPath {q(path)} -PathType Leaf"):
             return False
         self.action_handler.perform_action(
-            f"delete {path}",
+            f"delete {self.shown_path(path)}",
             lambda: self._ps(f"Remove-Item -LiteralPath {q(path)} -Force", check=True))
         return True
 
@@ -129,7 +132,7 @@ class WindowsMachine(Machine):
             else f"{key.lower()} {value}" for key, value in changes.items())
         args = " ".join(f"-{key} {q(value)}" for key, value in changes.items())
         self.action_handler.perform_action(
-            f"set {described} on {path}",
+            f"set {described} on {self.shown_path(path)}",
             lambda: self._ps(f"Set-ProvisioningAttributes -Path {q(path)} {args}",
                              ("Set-ProvisioningAttributes",), check=True))
         return True
