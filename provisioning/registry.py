@@ -25,8 +25,7 @@ __all__ = ["register_driver", "driver_class", "driver_for_url", "known_schemes",
 
 ENTRY_POINT_GROUP = "provisioning.drivers"
 #: pip packages we know provide schemes we do not ship (for DriverNotFound's hint)
-KNOWN_PACKAGES = {"vagrant": "provisioning-vagrant", "docker": "provisioning-docker",
-                  "vsphere": "provisioning-vsphere"}
+KNOWN_PACKAGES = {"vagrant": "provisioning-vagrant", "vsphere": "provisioning-vsphere"}
 
 _lock = threading.Lock()
 _registered: dict[str, Any] = {}        # scheme -> class or "module:Class"
