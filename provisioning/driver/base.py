@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
-from provisioning.errors import ConfigProblem
+from provisioning.errors import ConfigProblem, MachineNotFound
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,6 +146,18 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def destroy_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                         machine_options: Mapping[str, Any]) -> None: ...
+
+    @staticmethod
+    def plan_ready_of_unallocated(action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                                  wait: str) -> None:
+        """``ready_machine`` of a machine not allocated yet. Under why-run its allocation was
+        only planned, so report that we would ``wait`` (the caller then returns None);
+        otherwise it is the caller's mistake: MachineNotFound, since ``up`` allocates first."""
+        if action_handler.why_run:
+            action_handler.report_progress(f"would wait for {wait}")
+            return
+        raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
+                              machine=machine_spec.name)
 
     def machine_state(self, machine_spec: "MachineSpec") -> str:
         """What the warehouse says of the machine now: 'running', 'stopped', 'missing',

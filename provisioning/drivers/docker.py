@@ -304,12 +304,9 @@ class DockerDriver(DockerSnapshots, Driver):
     def ready_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine | None":
         opts = self._options(machine_options, machine_spec.name)
         if not machine_spec.exists:
-            if action_handler.why_run:
-                action_handler.report_progress("would wait for the new container to boot and "
-                                               "accept SSH")
-                return None
-            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
-                                  machine=machine_spec.name)
+            self.plan_ready_of_unallocated(action_handler, machine_spec,
+                                           "the new container to boot and accept SSH")
+            return None
         deadline = time.monotonic() + opts.ready_timeout
         found = self._get(machine_spec)
         if found is None:

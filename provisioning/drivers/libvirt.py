@@ -323,12 +323,9 @@ class LibvirtDriver(Driver):
     def ready_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine | None":
         opts = self._options(machine_options, machine_spec.name)
         if not machine_spec.exists:
-            if action_handler.why_run:
-                action_handler.report_progress("would wait for the new virtual machine to boot "
-                                               "and accept SSH")
-                return None
-            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
-                                  machine=machine_spec.name)
+            self.plan_ready_of_unallocated(action_handler, machine_spec,
+                                           "the new virtual machine to boot and accept SSH")
+            return None
         deadline = time.monotonic() + opts.ready_timeout
         if not self._boot_if_needed(action_handler, machine_spec, opts):
             action_handler.report_progress("would wait for the machine to boot and accept SSH")

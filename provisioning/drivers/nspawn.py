@@ -252,12 +252,9 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
     def ready_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine | None":
         opts = self._options(machine_options, machine_spec.name)
         if not machine_spec.exists:
-            if action_handler.why_run:
-                action_handler.report_progress("would wait for the new machine to boot and "
-                                               "accept SSH")
-                return None
-            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
-                                  machine=machine_spec.name)
+            self.plan_ready_of_unallocated(action_handler, machine_spec,
+                                           "the new machine to boot and accept SSH")
+            return None
         deadline = time.monotonic() + opts.ready_timeout
         if not self._boot_if_needed(action_handler, machine_spec, opts):
             action_handler.report_progress("would wait for the machine to boot and accept SSH")
@@ -488,12 +485,9 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
                 opts = self._options(options, spec.name)
                 deadline = time.monotonic() + opts.ready_timeout
                 if not spec.exists:
-                    if handler.why_run:
-                        handler.report_progress("would wait for the new machine to boot and "
-                                                "accept SSH")
-                        continue
-                    raise MachineNotFound(f"machine {spec.name!r} is not allocated; run up",
-                                          machine=spec.name)
+                    self.plan_ready_of_unallocated(handler, spec,
+                                                   "the new machine to boot and accept SSH")
+                    continue
                 if self._boot_if_needed(handler, spec, opts):
                     waiting.append((spec, opts, deadline, handler))
                 else:

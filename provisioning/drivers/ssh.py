@@ -155,12 +155,9 @@ class SSHDriver(Driver):
         from provisioning.transports.wait import wait_until_connectable
 
         if not machine_spec.exists:
-            if action_handler.why_run:
-                where = self._address(self._wanted(machine_options))
-                action_handler.report_progress(f"would wait for {where} to accept SSH")
-                return None
-            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
-                                  machine=machine_spec.name)
+            where = self._address(self._wanted(machine_options)) if action_handler.why_run else ""
+            self.plan_ready_of_unallocated(action_handler, machine_spec, f"{where} to accept SSH")
+            return None
         machine = self._machine(machine_spec, machine_options, action_handler)
         if action_handler.why_run:
             return machine
