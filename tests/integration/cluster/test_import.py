@@ -8,8 +8,15 @@ import json
 from pathlib import Path
 
 from tests.integration.cli.helpers import json_lines
-from tests.integration.cluster.test_plan import (actions, plan_of, project,  # noqa: F401
-                                                 run, server, warehouse, write)
+from tests.integration.cluster.test_plan import (
+    actions,
+    plan_of,
+    project,  # noqa: F401
+    run,
+    server,
+    warehouse,
+    write,
+)
 
 
 def outside(project: Path) -> str:
