@@ -24,13 +24,10 @@ platform's, the suite's, the group's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from provisioning.inputs.schema import Problems
-
-if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.file import ClusterFile as Cluster
-    from provisioning.cluster.file import GroupSpec
+from provisioning.cluster.model import ClusterFile, GroupSpec, deep_merge
+from provisioning.inputs.schema import Problems, did_you_mean
 
 __all__ = ["expand_matrix", "PLATFORM_KEYS", "SUITE_KEYS"]
 
@@ -42,10 +39,8 @@ _MACHINE_KEYS = ("converge", "verify", "healthcheck")
 
 
 def expand_matrix(top: Mapping[str, Any], problems: Problems,
-                  cluster: "Cluster") -> list["GroupSpec"]:
+                  cluster: ClusterFile) -> list[GroupSpec]:
     """The groups of every instance; problems (unknown platform in excludes...) recorded."""
-    from provisioning.cluster.file import GroupSpec, _deep_merge
-
     platforms = _named(top, "platforms", problems)
     suites = _named(top, "suites", problems)
     out: list[GroupSpec] = []
@@ -59,10 +54,10 @@ def expand_matrix(top: Mapping[str, Any], problems: Problems,
             pbody = platforms[platform]
             driver = problems.field(pbody, "driver", f"platforms.{platform}", str,
                                     expected="a driver URL like 'nspawn:'") or cluster.driver
-            options = _deep_merge(cluster.machine_options,
+            options = deep_merge(cluster.machine_options,
                                   _mapping(pbody, "machine_options", f"platforms.{platform}",
                                            problems))
-            options = _deep_merge(options, _mapping(sbody, "machine_options", key, problems))
+            options = deep_merge(options, _mapping(sbody, "machine_options", key, problems))
             instance = f"{suite}-{platform}"
             if "machines" in sbody:
                 extra = [k for k in _MACHINE_KEYS if k in sbody]
@@ -106,8 +101,6 @@ def _mapping(body: Mapping[str, Any], name: str, key: str, problems: Problems) -
 def _platforms_for(suite: str, body: Mapping[str, Any], platforms: list[str],
                    problems: Problems) -> list[str]:
     """The platforms a suite runs on: ``includes`` (only these) then minus ``excludes``."""
-    from provisioning.inputs.schema import did_you_mean
-
     chosen = list(platforms)
     for name in ("includes", "excludes"):
         if name not in body:

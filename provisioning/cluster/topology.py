@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from provisioning.cluster.model import ClusterFile, MachineDefinition
 from provisioning.inputs.schema import Problems, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.file import ClusterFile as Cluster
-    from provisioning.cluster.file import MachineDefinition
     from provisioning.machine.base import Machine
     from provisioning.store.base import ManagedEntryStore
 
@@ -31,7 +30,7 @@ __all__ = ["check_order", "waves", "machines_view", "record_facts", "render_outp
 FACTS_KIND = "facts"
 
 
-def _scopes(cluster: "Cluster") -> dict[str | None, dict[str, list["MachineDefinition"]]]:
+def _scopes(cluster: ClusterFile) -> dict[str | None, dict[str, list[MachineDefinition]]]:
     """scope (instance, or None for a plain file) -> role -> its machines, in file order."""
     out: dict[str | None, dict[str, list[MachineDefinition]]] = {}
     for definition in cluster.machines.values():
@@ -55,7 +54,7 @@ def _levels(roles: dict[str, tuple[str, ...]]) -> dict[str, int]:
     return levels
 
 
-def check_order(cluster: "Cluster", problems: Problems) -> None:
+def check_order(cluster: ClusterFile, problems: Problems) -> None:
     """Every ``after`` names a group of the same scope, and no group waits on itself."""
     for scope, roles in _scopes(cluster).items():
         after = {role: members[0].after for role, members in roles.items()}
@@ -101,8 +100,8 @@ def _find_cycle(after: dict[str, tuple[str, ...]]) -> list[str]:
     return []
 
 
-def waves(cluster: "Cluster", definitions: Sequence["MachineDefinition"]
-          ) -> list[list["MachineDefinition"]]:
+def waves(cluster: ClusterFile, definitions: Sequence[MachineDefinition]
+          ) -> list[list[MachineDefinition]]:
     """The machines in the order ``after`` asks for: a list of waves, each run in parallel."""
     level_of: dict[str, int] = {}
     for roles in _scopes(cluster).values():
@@ -116,7 +115,7 @@ def waves(cluster: "Cluster", definitions: Sequence["MachineDefinition"]
     return [out[level] for level in sorted(out)]
 
 
-def dependencies(cluster: "Cluster", definition: "MachineDefinition") -> list[str]:
+def dependencies(cluster: ClusterFile, definition: MachineDefinition) -> list[str]:
     """Names of the machines this one waits for (its ``after`` groups in its scope)."""
     if not definition.after:  # most machines: no scan of the whole file for each one
         return []
@@ -129,8 +128,8 @@ def _entry(store: "ManagedEntryStore", kind: str, name: str) -> dict[str, Any]:
     return dict(entry.reference) if entry is not None else {}
 
 
-def machines_view(cluster: "Cluster", store: "ManagedEntryStore",
-                  definition: "MachineDefinition | None" = None) -> dict[str, list[dict]]:
+def machines_view(cluster: ClusterFile, store: "ManagedEntryStore",
+                  definition: MachineDefinition | None = None) -> dict[str, list[dict]]:
     """group -> [{name, group, index, address, facts}] of the machines in ``definition``'s scope
     (every machine, by full group name, without one), as the state knows them now."""
     saved = {entry.name: entry for entry in store.list("machine")}
@@ -164,10 +163,7 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
     known = store.get(FACTS_KIND, machine.name)
     if of and known is not None and known.reference.get("of") == of:
         return dict(known.reference.get("facts") or {})
-    family, version, arch = machine.detect_os()
-    hostname = machine.execute_always("hostname", check=False).stdout.strip()
-    facts = {"os": family, "version": version, "arch": arch, "hostname": hostname,
-             "address": machine.address}
+    facts: dict[str, Any] = {**machine.facts(), "address": machine.address}
     entry = known or ManagedEntry(machine.name, kind=FACTS_KIND, store=store)
     entry.reference = {"driver_url": driver_url, "facts": facts, **({"of": of} if of else {})}
     entry.store = store
@@ -182,7 +178,7 @@ def forget(store: "ManagedEntryStore", names: Iterable[str], kinds: Iterable[str
         store.delete_many(kind, names)
 
 
-def render_outputs(cluster: "Cluster", store: "ManagedEntryStore") -> dict[str, str]:
+def render_outputs(cluster: ClusterFile, store: "ManagedEntryStore") -> dict[str, str]:
     """Every output rendered with ``machines`` (by group) and ``cluster``."""
     from provisioning.convergence.steps import render_string
 

@@ -61,6 +61,8 @@ class Capabilities:
     forwards_ports: bool = False    # machine_options["ports"] are forwarded from the host
     # machine images (provisioning.images); off unless a driver declares it
     images: bool = False            # allocate/ready/destroy_image capture a converged machine
+    # ``converge import`` (Driver.import_machine); off unless a driver declares it
+    imports: bool = False           # import_machine adopts a resource made outside the state
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -205,6 +207,31 @@ class Driver(abc.ABC):
         return {name: str(outcome.value) if outcome.ok else
                 f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
                 for name, outcome in results.items()}
+
+    # -- import: adopt a resource made outside the state (``converge import``) ----------------
+    # A driver that can sets Capabilities.imports and overrides both methods.
+    def import_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                       machine_options: Mapping[str, Any], resource_id: str) -> None:
+        """Record the existing resource ``resource_id`` (the form ``resource_id()`` returns:
+        a cloud node id, an nspawn machine name, an ssh ``host[:port]``...) as
+        ``machine_spec.reference`` and save it, through ``action_handler.perform_action`` so
+        why-run changes nothing. Raise ``MachineNotFound`` when there is no such resource.
+        Pin its host key the way ``ready_machine`` pins one of a machine it made (never
+        accept one blindly), and tag it as ours where the driver tags. The caller holds the
+        machine's lock and has checked that neither the name nor the resource is in the
+        state yet."""
+        from provisioning.errors import UnsupportedOperation
+
+        raise UnsupportedOperation(
+            f"the {self.scheme}: driver ({self.driver_url}) cannot import existing resources "
+            "(its capabilities say imports=False); let 'converge up' create the machine "
+            "instead", machine=machine_spec.name)
+
+    def resource_id(self, reference: Mapping[str, Any]) -> str | None:
+        """The id ``import_machine`` takes for the resource ``reference`` records (None: the
+        reference names none). ``converge import`` uses it to refuse a resource the state
+        already records under another name."""
+        return None
 
     # -- local-machine features: snapshots, synced folders, forwarded ports -------------------
     # Declared here once (docs/driver-guide.md); a driver that can, sets the matching
