@@ -1,7 +1,7 @@
 """``converge import NAME NODE_ID`` for the libcloud: driver: a node made outside the state is
 checked (it must exist and not be terminated), tagged ``provisioning:name``/``provisioning:store``
-where the provider tags, and recorded like a node the driver made; its host key is pinned at
-ready, as for any node of this driver."""
+where the provider tags, and recorded like an adopted node: the host key its userdata carries
+is pinned, else it is verified at the first connection as for any node (``pinning.py``)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class LibcloudImport:
     _errors: Any
     _record_node: Any
     _report_differences: Any
+    _kept_on_adopt: Any
     base_reference: Any
 
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
@@ -52,7 +53,7 @@ class LibcloudImport:
                     action_handler.report_progress(f"node {resource_id} left untagged: {exc}")
             machine_spec.reference = self.base_reference(
                 provider=self.provider, region=self.region, image=self.ops.node_image(node),
-                size=self.ops.node_size(node))
+                size=self.ops.node_size(node), **self._kept_on_adopt({}, node))
             self._record_node(machine_spec, node, opts)
         action_handler.perform_action(f"import node {resource_id} ({self.ops.status(node)})",
                                       adopt)
