@@ -28,7 +28,7 @@ import secrets
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator
 
 from provisioning.errors import ConfigError, ProviderError
@@ -180,6 +180,17 @@ class Warehouse:
         for part in ("upper", "work", "merged"):
             os.makedirs(os.path.join(directory, part), mode=0o755)
         os.chmod(directory, 0o700)
+        tmp = os.path.join(directory, "machine.json.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(record.to_json())
+        os.replace(tmp, os.path.join(directory, "machine.json"))
+        return record
+
+    def retag(self, record: MachineRecord, name: str, store_id: str | None) -> MachineRecord:
+        """Mark the machine as ``name``'s of store ``store_id`` (what ``tagged`` finds): an
+        import takes it over. Call under ``locked``."""
+        record = replace(record, name=name, store_id=store_id)
+        directory = self.machine_dir(record.id)
         tmp = os.path.join(directory, "machine.json.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(record.to_json())
