@@ -316,9 +316,9 @@ class ClusterRunner:
         by_name = self.cluster.machines
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
-        return self._forget_facts(self.provisioner.run_many(
-            "destroy", requests,  # type: ignore[arg-type]
-            lambda r: self.provisioner.run_locked("destroy", r[0], r[1], r[2], self.destroy_one)))
+        # locks and entries a chunk (or a claimed batch) at a time, not one by one
+        return self._forget_facts(self.provisioner.run_many_locked(
+            "destroy", requests, self.destroy_one))  # type: ignore[arg-type]
 
     def destroy_one(self, driver: "Driver", handler: ActionHandler, spec, options) -> None:
         """Destroy one saved machine under its lock (never another cluster's) and forget it."""

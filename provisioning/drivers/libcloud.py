@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from provisioning.driver import Capabilities, Driver
 from provisioning.drivers.libcloud_parts.errors import map_libcloud_errors
 from provisioning.drivers.libcloud_parts.images import LibcloudImages
+from provisioning.drivers.libcloud_parts.importing import LibcloudImport
 from provisioning.drivers.libcloud_parts.options import DRIVER_OPTION_FIELDS, MACHINE_OPTION_FIELDS
 from provisioning.drivers.libcloud_parts.pinning import HostKeyPinning
 from provisioning.drivers.libcloud_parts.urls import CloudURL, options_for, parse_cloud_url
@@ -45,10 +46,10 @@ TAG_STORE = "provisioning:store"
 TAG_BATCH = "provisioning:batch"
 
 
-class LibcloudDriver(HostKeyPinning, LibcloudImages, Driver):
+class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
     scheme = "libcloud"
     extra = "cloud"
-    capabilities = Capabilities(images=True)
+    capabilities = Capabilities(images=True, imports=True)
     version = "1"
 
     driver_option_fields = DRIVER_OPTION_FIELDS
