@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,12 +47,16 @@ def main() -> int:
             up_s = time.perf_counter() - start
             try:
                 results.raise_first()
-                times = []
+                times, cpu, loads = [], [], []
                 for _ in range(args.rounds):
+                    used = resource.getrusage(resource.RUSAGE_CHILDREN)
                     start = time.perf_counter()
                     done = subprocess.run([converge, "-f", path, "--parallel", str(args.count),
                                            "plan"], capture_output=True, text=True)
                     times.append(time.perf_counter() - start)
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu.append(after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime)
+                    loads.append(os.getloadavg()[0])
                     assert done.returncode == 0, done.stderr
                     assert f"plan: {args.count} unchanged" in done.stdout, done.stdout[-500:]
             finally:
@@ -59,7 +64,8 @@ def main() -> int:
     print(f"up of {args.count} nspawn machines: {up_s:.1f} s")
     print(f"converge plan of {args.count} unchanged machines: median "
           f"{statistics.median(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)}); "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"CPU of the plan process median {statistics.median(cpu):.2f} s; load average "
+          f"{', '.join(f'{x:.1f}' for x in loads)}")
     return 0
 
 
