@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
+from provisioning.spec import MachineSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
-    from provisioning.spec import MachineSpec
 
 __all__ = ["Plan", "MachinePlan", "PlannedStep", "make_plan", "file_sha256", "check_fresh",
            "doomed_entries",
@@ -330,8 +330,8 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
     plan = MachinePlan(name, "nothing", "", group=definition.group,
                        driver_url=definition.driver_url,
                        state_version=spec.version if spec is not None else 0)
-    if spec is None:
-        spec = runner.provisioner.spec(name)  # a fresh, unsaved entry
+    if spec is None:  # not saved for this cluster (and no other cluster's: refuse_foreign)
+        spec = MachineSpec(name, store=runner.store)  # a fresh, unsaved entry, no query
         plan.state_version = spec.version
     if replace:
         plan.action, plan.reason = "replace", "asked for with --replace: destroy, then create"

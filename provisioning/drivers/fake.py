@@ -301,8 +301,9 @@ class FakeDriver(Driver):
         server_id = spec.reference.get("server_id")
         return self.warehouse.get(server_id) if server_id else None
 
-    def _machine(self, spec, options, action_handler=None) -> UnixMachine:
-        server = self._server(spec)
+    def _machine(self, spec, options, action_handler=None, server=None) -> UnixMachine:
+        """``server``: its record, just read (else read here)."""
+        server = server or self._server(spec)
         if server is None:
             raise MachineNotFound(f"fake server for {spec.name!r} is gone; run up to re-create it",
                                   machine=spec.name)
@@ -370,7 +371,9 @@ class FakeDriver(Driver):
         hold = machine_options.get("hold_ready_until")
         if hold and not action_handler.why_run:
             self._wait_for_file(machine_spec.name, hold)
-        return self._machine(machine_spec, machine_options, action_handler)
+        waited = (delay or hold) and not action_handler.why_run  # it may be gone since
+        return self._machine(machine_spec, machine_options, action_handler,
+                             server=None if waited else server)
 
     @staticmethod
     def _wait_for_file(name: str, path: str, limit: float = HOLD_LIMIT) -> None:

@@ -172,3 +172,54 @@ def test_many_held_locks_share_one_heartbeat_thread_and_stay_alive(tmp_path):
     with store.lock("m0"):
         pass
     store.close()
+
+
+def test_writes_of_many_threads_share_one_transaction_each_with_its_own_outcome(tmp_path):
+    """Group commit: while the connection is busy, the writes other threads start wait in a
+    queue; the next one to get the connection commits them all in one transaction, each in its
+    own savepoint (a stale one fails alone) and each returning only once committed."""
+    import threading
+
+    store = SQLiteStore(tmp_path / "state.db")
+    stale = MachineSpec("stale", {"driver_url": "fake:"}, store=store)
+    stale.save()
+    stale.version = 0  # as if read before the save above
+    specs = [MachineSpec(f"m{i}", {"driver_url": "fake:"}, store=store) for i in range(8)]
+    errors: dict[str, BaseException] = {}
+
+    def save(spec):
+        try:
+            spec.save()
+        except StateConflict as exc:
+            errors[spec.name] = exc
+
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda s: commits.append(s) if s == "COMMIT" else None)
+    threads = [threading.Thread(target=save, args=(s,)) for s in specs + [stale]]
+    with store._mutex:  # the connection is busy: every write queues up behind it
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60  # a bound for a broken store, not a timing
+        while len(store._pending) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.001)  # until each thread's write is queued
+        assert len(store._pending) == len(threads)
+    for thread in threads:
+        thread.join()
+    assert len(commits) == 1
+    assert list(errors) == ["stale"]
+    assert [store.get("machine", s.name).version for s in specs] == [1] * 8
+    assert all(s.version == 1 for s in specs)
+    store.close()
+
+
+def test_save_with_release_frees_the_lock_also_when_the_save_is_refused(store):
+    lock = store.lock("a", ttl=30)
+    spec = MachineSpec("a", {"driver_url": "fake:"}, store=store)
+    spec.save(release=lock)
+    assert spec.version == 1 and "a" not in store.locks()
+    stale = MachineSpec("a", {"driver_url": "fake:"}, store=store)  # version 0: stale
+    lock = store.lock("a", ttl=30)
+    with pytest.raises(StateConflict):
+        stale.save(release=lock)
+    assert "a" not in store.locks()
+    store.lock("a", ttl=30).release()  # free for anyone at once
