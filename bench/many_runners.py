@@ -50,11 +50,30 @@ def write_cluster(directory: str, machines: int, delay: float) -> str:
 
 
 def start_runner(cluster: str, url: str, parallel: int, lease: float) -> subprocess.Popen:
+    """A runner process whose output goes to files beside the cluster (pipes read one runner
+    at a time would fill up and stall the others, which wait for its machines)."""
     env = dict(os.environ, PROVISIONING_LOCK_TTL=str(lease))
-    return subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
+    directory = os.path.dirname(cluster)
+    index = len([n for n in os.listdir(directory) if n.startswith("runner-")])
+    out = open(os.path.join(directory, f"runner-{index}.out"), "w+")
+    err = open(os.path.join(directory, f"runner-{index}.err"), "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
                              "--state", url, "--output", "json", "up", "--parallel",
-                             str(parallel)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=os.path.dirname(cluster), env=env)
+                             str(parallel)], stdout=out, stderr=err, text=True, cwd=directory,
+                            env=env)
+    proc.logs = (out, err)  # type: ignore[attr-defined]
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """Wait for the runner; its (stdout, stderr)."""
+    proc.wait()
+    texts = []
+    for handle in proc.logs:  # type: ignore[attr-defined]
+        handle.seek(0)
+        texts.append(handle.read())
+        handle.close()
+    return texts[0], texts[1]
 
 
 def report_problem(proc: subprocess.Popen, out: str, err: str, machines: int) -> str | None:
@@ -87,7 +106,7 @@ def one_run(server: PostgresServer, runners: int, machines: int, delay: float,
         url = server.new_database("bench")
         start = time.monotonic()
         procs = [start_runner(cluster, url, parallel, lease) for _ in range(runners)]
-        outputs = [p.communicate() for p in procs]
+        outputs = [finish(p) for p in procs]
         wall = time.monotonic() - start
         problems = [report_problem(p, out, err, machines) for p, (out, err) in zip(procs, outputs)]
         duplicates, lost = cloud_counts(directory, url, machines)
@@ -126,7 +145,7 @@ def kill_trial(server: PostgresServer, rng: random.Random, runners: int, machine
         procs[victim].send_signal(signal.SIGKILL)
         at_kill = done_count(url)
         late = start_runner(cluster, url, parallel, lease)  # a runner joining mid-run
-        outputs = [p.communicate() for p in procs + [late]]
+        outputs = [finish(p) for p in procs + [late]]
         wall = time.monotonic() - start
         problems = []
         for index, (proc, (out, err)) in enumerate(zip(procs + [late], outputs)):

@@ -183,9 +183,11 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
         cluster.outputs = problems.string_map(top["outputs"], "outputs")
     check_order(cluster, problems)
     _check_driver_options(cluster, problems)
-    problems.raise_if_any()
+    # the key files in the same round as everything else: one run names every problem (an
+    # unknown driver is already reported above, so its lookup here records nothing)
     urls = {d.driver_url for d in cluster.machines.values()}
-    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
+    quiet = Problems(path)
+    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", quiet) for u in urls}))
     problems.raise_if_any()
     return cluster
 

@@ -256,11 +256,13 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
                                            "the new machine to boot and accept SSH")
             return None
         deadline = time.monotonic() + opts.ready_timeout
+        ref = machine_spec.reference
+        running = proc.alive(ref.get("pid"), ref.get("start_time"))  # sshd listens already
         if not self._boot_if_needed(action_handler, machine_spec, opts):
             action_handler.report_progress("would wait for the machine to boot and accept SSH")
             return None
         checkpoint("during_ready", machine=machine_spec.name)
-        return self._wait(action_handler, machine_spec, opts, deadline)
+        return self._wait(action_handler, machine_spec, opts, deadline, probe=not running)
 
     def _boot_if_needed(self, action_handler, spec, opts: _Options) -> bool:
         """Boot unless running; False when why-run only planned it."""
@@ -321,13 +323,16 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
                 continue
         return 0
 
-    def _wait(self, action_handler, spec, opts: _Options, deadline: float) -> "UnixMachine":
-        """Until sshd listens inside the machine, then one real SSH login (kept for reuse)."""
+    def _wait(self, action_handler, spec, opts: _Options, deadline: float, *,
+              probe: bool = True) -> "UnixMachine":
+        """Until sshd listens inside the machine, then one real SSH login (kept for reuse).
+        ``probe`` False: the machine was running already, so log in at once (a plan of many
+        unchanged machines saves a TCP probe each)."""
         ref = spec.reference
         log = os.path.join(ref["directory"], "console.log")
         started = time.monotonic()
         delay = 0.01
-        while not netns.port_open(ref["netns"], ref["address"], SSH_PORT,
+        while probe and not netns.port_open(ref["netns"], ref["address"], SSH_PORT,
                                   timeout=max(0.05, min(0.5, deadline - time.monotonic()))):
             if not proc.alive(ref.get("pid"), ref.get("start_time")):
                 raise ProviderError(
@@ -359,7 +364,8 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
         from provisioning.transports.ssh import SSHTransport
 
         ref = spec.reference
-        self._serve_packages(action_handler)
+        if action_handler is None or not action_handler.why_run:  # why-run fetches no package
+            self._serve_packages(action_handler)
         transport = SSHTransport(
             ref["address"], SSH_PORT, opts.username,
             private_key=self._key(ref.get("key_name") or opts.key_name),

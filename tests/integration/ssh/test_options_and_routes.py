@@ -227,9 +227,9 @@ def test_use_agent(sshd_host, tmp_path, client_key, monkeypatch, config):
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if os.path.exists(sock):
-                break
+        deadline = time.monotonic() + 60  # a guard only: the agent makes its socket at start
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline, "ssh-agent never made its socket"
             time.sleep(0.02)
         env = dict(os.environ, SSH_AUTH_SOCK=sock)
         subprocess.run(["ssh-add", client_key.path], env=env, check=True, capture_output=True)
