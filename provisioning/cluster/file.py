@@ -148,11 +148,12 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                           private_keys=private_keys, machine_options=defaults, state=state,
                           name=name or default_cluster_name(path))
 
-    from provisioning.images.definition import parse_images
+    if top.get("images") is not None:  # the images package is imported only for a file with some
+        from provisioning.images.definition import parse_images
 
-    cluster.images = parse_images(top.get("images"), problems, base_dir=base_dir,
-                                  default_driver=default_driver, defaults=defaults,
-                                  name_re=NAME_RE, max_name=MAX_NAME)
+        cluster.images = parse_images(top["images"], problems, base_dir=base_dir,
+                                      default_driver=default_driver, defaults=defaults,
+                                      name_re=NAME_RE, max_name=MAX_NAME)
     for image in cluster.images.values():
         if image.driver_url:
             _check_driver(image.driver_url, image.builder_options(), image.machine_options,
@@ -182,9 +183,11 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
         cluster.outputs = problems.string_map(top["outputs"], "outputs")
     check_order(cluster, problems)
     _check_driver_options(cluster, problems)
-    problems.raise_if_any()
+    # the key files in the same round as everything else: one run names every problem (an
+    # unknown driver is already reported above, so its lookup here records nothing)
     urls = {d.driver_url for d in cluster.machines.values()}
-    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
+    quiet = Problems(path)
+    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", quiet) for u in urls}))
     problems.raise_if_any()
     return cluster
 
@@ -192,7 +195,6 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
 def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
                seen: dict[str, str]) -> None:
     """Validate one group's settings and add its machines (``count`` expanded) to the cluster."""
-    from provisioning.cluster.healthcheck import parse_healthchecks
     from provisioning.convergence.registry import parse_convergence
 
     group, key = spec.name, spec.key
@@ -221,7 +223,11 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
     _local_features(body, key, count, options, problems, cluster.base_dir)
     strategy, settings = parse_convergence(body.get("converge"), f"{key}.converge", problems,
                                            cluster.base_dir)
-    checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
+    checks = []
+    if body.get("healthcheck") is not None:  # imported only for a file that has some
+        from provisioning.cluster.healthcheck import parse_healthchecks
+
+        checks = parse_healthchecks(body["healthcheck"], f"{key}.healthcheck", problems)
     verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, cluster.base_dir)
     after = tuple(problems.string_list(body["after"], f"{key}.after", "a list of group names")
                   ) if "after" in body else ()
@@ -270,6 +276,8 @@ def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: P
 def _local_features(body: Mapping[str, Any], key: str, count: int | None,
                     options: dict[str, Any], problems: Problems, base_dir: str) -> None:
     """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
+    if "sync" not in body and "ports" not in body:
+        return
     from provisioning.driver.local_features import parse_forwarded_ports, parse_synced_folders
 
     if "sync" in body:
@@ -344,21 +352,22 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
                   problems: Problems, cluster: ClusterFile) -> None:
-    from provisioning.driver.options import validate_options
+    from provisioning.driver.options import LOCAL_OPTION_KEYS, validate_options
 
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
-    from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
-
+    local = [k for k in LOCAL_OPTION_KEYS if k in options]
     fields = list(getattr(cls, "machine_option_fields", ()))
-    found = validate_options(fields, {k: v for k, v in options.items()
-                                      if k not in LOCAL_OPTION_KEYS},
+    found = validate_options(fields, {k: v for k, v in options.items() if k not in local},
                              where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
-    found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
-                                 file=cluster.path, driver_url=url)
+    if local:  # most machines have neither: the module is not even imported
+        from provisioning.driver.local_features import check_local_options
+
+        found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
+                                     file=cluster.path, driver_url=url)
     known = {(p.key, p.message) for p in problems.items}
     for problem in found:
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]

@@ -24,7 +24,13 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
+from provisioning.driver.options import (
+                                         LOCAL_OPTION_KEYS,
+                                         DriverDescription,
+                                         OptionField,
+                                         raise_problems,
+                                         validate_options,
+)
 from provisioning.errors import ConfigProblem, MachineNotFound
 from provisioning.parallel import BatchResult, Parallelizer
 
@@ -120,13 +126,16 @@ class Driver(abc.ABC):
         """Problems with one machine's options (the cluster loader collects them all). The
         local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
         capabilities, and never reach the driver's own option fields."""
-        from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
+        local = [k for k in LOCAL_OPTION_KEYS if k in machine_options]
+        own = {k: v for k, v in machine_options.items() if k not in local}
+        found = validate_options(self.machine_option_fields, own, where=where,
+                                 file=file, strict=bool(self.machine_option_fields))
+        if local:  # most machines have neither: the module is not even imported
+            from provisioning.driver.local_features import check_local_options
 
-        own = {k: v for k, v in machine_options.items() if k not in LOCAL_OPTION_KEYS}
-        return validate_options(self.machine_option_fields, own, where=where,
-                                file=file, strict=bool(self.machine_option_fields)) + \
-            check_local_options(machine_options, self.capabilities, where=where, file=file,
-                                driver_url=self.driver_url)
+            found += check_local_options(machine_options, self.capabilities, where=where,
+                                         file=file, driver_url=self.driver_url)
+        return found
 
     # -- the contract ------------------------------------------------------------------------
     @abc.abstractmethod
