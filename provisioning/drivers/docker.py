@@ -41,6 +41,7 @@ from provisioning.drivers.docker_engine.client import (
     open_client,
 )
 from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, DockerSnapshots
+from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 
@@ -56,18 +57,9 @@ DEFAULT_IMAGE_CACHE = "/var/cache/provisioning/images"
 
 
 @dataclass(frozen=True)
-class _Options:
-    image: str
-    hostname: str | None
-    key_name: str
-    username: str
-    sudo: bool
-    connect_timeout: float
-    command_timeout: float
-    transfer_timeout: float
-    ready_timeout: float
-    stop_timeout: float
-    mask_units: bool
+class _Options(LoginOptions):
+    image: str = DEFAULT_IMAGE
+    mask_units: bool = True
     init: str = "systemd"
 
 
@@ -172,24 +164,12 @@ class DockerDriver(DockerSnapshots, Driver):
     def _options(self, machine_options: Mapping[str, Any], name: str) -> _Options:
         raise_problems(self.validate_machine_options(machine_options,
                                                      where=f"machines.{name}.machine_options"))
-        transport = dict(machine_options.get("transport") or {})
         return _Options(
             image=machine_options.get("image") or DEFAULT_IMAGE,
-            hostname=machine_options.get("hostname"),
-            key_name=(machine_options.get("key_name") or transport.get("key_name")
-                      or DEFAULT_KEY_NAME),
-            username=transport.get("username", "root"),
-            sudo=bool(transport.get("sudo", False)),
-            connect_timeout=float(transport.get("connect_timeout", 10.0)),
-            command_timeout=float(transport.get("command_timeout", 600.0)),
-            transfer_timeout=float(transport.get("transfer_timeout", 600.0)),
-            ready_timeout=float(machine_options.get("ready_timeout")
-                                or self.driver_options.get("ready_timeout") or 120.0),
-            stop_timeout=float(machine_options.get("stop_timeout")
-                               or self.driver_options.get("stop_timeout") or 20.0),
             mask_units=bool(machine_options.get("mask_units", True)),
             init=str(machine_options.get("init") or "systemd"),
-        )
+            **login_options(machine_options, self.driver_options, default_key=DEFAULT_KEY_NAME,
+                            ready_timeout=120.0, stop_timeout=20.0))
 
     def _key(self, name: str) -> "PrivateKey":
         from provisioning.keys import ensure_private_key
