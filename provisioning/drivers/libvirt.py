@@ -38,6 +38,7 @@ from provisioning.drivers.libvirt_host.domain import DomainSpec, Forward, domain
 from provisioning.drivers.libvirt_host.host import PROVIDER, run
 from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse, hostname_for
 from provisioning.drivers.login_options import LoginOptions, login_options
+from provisioning.drivers.machine_dirs import MachineDirsHooks
 from provisioning.errors import ConnectError, InvalidDriverURL, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 
@@ -64,8 +65,9 @@ class _Options(LoginOptions):
     ports: tuple[Forward, ...] = ()
 
 
-class LibvirtDriver(Driver):
+class LibvirtDriver(MachineDirsHooks, Driver):
     scheme = "libvirt"
+    warehouse: Warehouse
     extra = "libvirt"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, snapshots=True,
@@ -190,18 +192,12 @@ class LibvirtDriver(Driver):
         images.resolve_base(opts.image, self.image_cache)  # a bad image fails before any write
         super().allocate_machine(action_handler, machine_spec, machine_options)
 
-    def compare_with_wish(self, action_handler, machine_spec, machine_options) -> None:
-        record = self._record(machine_spec)
-        image = self._options(machine_options, machine_spec.name).image
-        if record is not None and record.image != image:
-            action_handler.report_progress(
-                f"machine {record.id} runs image {record.image}, wished {image}: a libvirt "
-                "machine cannot change its image; destroy and re-create it")
+    machine_noun = "a libvirt machine"
 
-    def describe_create(self, machine_spec, machine_options) -> str:
-        tagged = self.warehouse.tagged(machine_spec.name, machine_spec.store_id)
-        if tagged:  # adopted (and finished) inside create_resource, under the warehouse lock
-            return f"adopt machine {tagged[0].id} created for this machine by an earlier run"
+    def wished_image(self, machine_spec, machine_options) -> str:
+        return self._options(machine_options, machine_spec.name).image
+
+    def describe_new(self, machine_spec, machine_options) -> str:
         opts = self._options(machine_options, machine_spec.name)
         return (f"create virtual machine ({opts.image}, {opts.memory} MiB, {opts.cpus} CPU) "
                 f"on {self.uri}")

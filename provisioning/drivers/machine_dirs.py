@@ -115,3 +115,36 @@ class MachineDirs(Generic[R]):
         with open(path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(asdict(record), handle, indent=1, sort_keys=True)
         os.replace(path + ".tmp", path)
+
+
+class MachineDirsHooks:
+    """Warehouse hooks ``nspawn:`` and ``libvirt:`` share (mixed in before ``Driver``): an
+    existing machine keeps its image, and a record an earlier run made for this machine is
+    adopted, and finished if half-made, inside ``create_resource`` under the warehouse lock."""
+
+    warehouse: MachineDirs[Any]
+    #: how reports name one machine of this driver ("an nspawn machine")
+    machine_noun: ClassVar[str]
+
+    def wished_image(self, machine_spec: Any, machine_options: Any) -> str:
+        """The image ``machine_options`` ask for (options validated on the way)."""
+        raise NotImplementedError
+
+    def describe_new(self, machine_spec: Any, machine_options: Any) -> str:
+        """The description of creating a new machine."""
+        raise NotImplementedError
+
+    def compare_with_wish(self, action_handler: Any, machine_spec: Any,
+                          machine_options: Any) -> None:
+        record = self.warehouse.record(machine_spec.reference.get("machine_id"))
+        image = self.wished_image(machine_spec, machine_options)
+        if record is not None and record.image != image:
+            action_handler.report_progress(
+                f"machine {record.id} runs image {record.image}, wished {image}: "
+                f"{self.machine_noun} cannot change its image; destroy and re-create it")
+
+    def describe_create(self, machine_spec: Any, machine_options: Any) -> str:
+        tagged = self.warehouse.tagged(machine_spec.name, machine_spec.store_id)
+        if tagged:
+            return f"adopt machine {tagged[0].id} created for this machine by an earlier run"
+        return self.describe_new(machine_spec, machine_options)

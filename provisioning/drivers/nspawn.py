@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from provisioning.driver import Capabilities, Driver
 from provisioning.driver.options import OptionField, raise_problems
 from provisioning.drivers.login_options import LoginOptions, login_options
+from provisioning.drivers.machine_dirs import MachineDirsHooks
 from provisioning.drivers.nspawn_host import host, netns, package_proxy, proc, rootfs
 from provisioning.drivers.nspawn_host import image as images
 from provisioning.drivers.nspawn_host.imaging import NspawnImages
@@ -52,8 +53,9 @@ class _Options(LoginOptions):
     ports: tuple[str, ...] = ()               # ADDRESS:HOST_PORT:GUEST_PORT, relayed
 
 
-class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
+class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
     scheme = "nspawn"
+    warehouse: Warehouse
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, images=True, snapshots=True,
                                 crash_safe_destroy=True,
@@ -180,24 +182,17 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
                          self.warehouse.subnet.prefixlen)
 
     # -- allocate: the base class's allocate_machine, through these hooks ------------------------
+    machine_noun = "an nspawn machine"
+
     def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
         self._options(machine_options, machine_spec.name)  # bad options fail before anything
         super().allocate_machine(action_handler, machine_spec, machine_options)
 
-    def compare_with_wish(self, action_handler, machine_spec, machine_options) -> None:
-        record = self._record(machine_spec)
-        image = self._options(machine_options, machine_spec.name).image
-        if record is not None and record.image != image:
-            action_handler.report_progress(
-                f"machine {record.id} runs image {record.image}, wished {image}: an nspawn "
-                "machine cannot change its image; destroy and re-create it")
+    def wished_image(self, machine_spec, machine_options) -> str:
+        return self._options(machine_options, machine_spec.name).image
 
-    def describe_create(self, machine_spec, machine_options) -> str:
-        tagged = self.warehouse.tagged(machine_spec.name, machine_spec.store_id)
-        if tagged:  # adopted (and finished) inside create_resource, under the warehouse lock
-            return f"adopt machine {tagged[0].id} created for this machine by an earlier run"
-        image = self._options(machine_options, machine_spec.name).image
-        return f"create machine ({image}) in {self.directory}"
+    def describe_new(self, machine_spec, machine_options) -> str:
+        return f"create machine ({self.wished_image(machine_spec, machine_options)}) in {self.directory}"
 
     def create_resource(self, action_handler, machine_spec, machine_options) -> dict[str, Any]:
         """A machine an earlier run made for this one is adopted and finished (it may be
