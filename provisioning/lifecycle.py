@@ -46,7 +46,9 @@ class WorkSplitter(Protocol):
 
     def __call__(self, provisioner: "Provisioner", operation: str,
                  requests: Sequence[MachineRequest],
-                 call: Callable[[MachineRequest], Any]) -> BatchResult: ...
+                 call: Callable[[MachineRequest], Any], *,
+                 held: "Callable[[ChunkedHold, MachineRequest], Any] | None" = None,
+                 prepare: "Prepare | None" = None) -> BatchResult: ...
 
 
 class Provisioner:
@@ -219,13 +221,15 @@ class Provisioner:
         spec (``last_action`` starts as ``action``, default ``operation``; last error) after
         it. Locks and entries are taken a chunk at a time (``provisioning.store.chunks``), and
         ``prepare`` sees each chunk before its machines' calls. Runners sharing the store
-        split the machines between them (each then one at a time)."""
+        split the machines between them, a claimed batch being such a chunk."""
         action = action or operation
         if operation in _CREATING or action in _CREATING:
             _check_all(requests)
         if self.split_run is not None and not self.why_run and len(requests) > 1:
             results = self.split_run(self, operation, requests,
-                                     lambda r: self._one(action, r, call))
+                                     lambda r: self._one(action, r, call),
+                                     held=lambda hold, r: self._from_hold(hold, action, r, call),
+                                     prepare=prepare)
             return self._reported(results)
         from provisioning.store.chunks import ChunkedHold
 

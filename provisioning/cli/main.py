@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "new-driver": "provisioning.cli.new_driver:new_driver",
     "watch": "provisioning.cli.watch:watch",
     "state": "provisioning.cli.state_cmd:state",
+    "import": "provisioning.cli.import_cmd:import_",
     "config": "provisioning.cli.config_cmd:config",
     "snapshot": "provisioning.cli.snapshot_cmd:snapshot",
     "sync": "provisioning.cli.sync_cmd:sync",
@@ -59,6 +60,8 @@ SUMMARIES: dict[str, str] = {
     "drivers": "List driver schemes and the package providing each (or: drivers describe URL).",
     "exec": "Run COMMAND on MACHINE and pass its output and exit status through.",
     "image": "Build, list and destroy the cluster file's machine images (images:).",
+    "import": "Adopt an existing resource as MACHINE of the cluster file: a cloud node id, an "
+              "nspawn machine id, an ssh host[:port], a fake server id.",
     "init": "Ask for a driver URL and each of its options, checking every answer at once, and "
             "write a commented cluster file (-f, default cluster.yml).",
     "new-driver": "Write a driver package for scheme NAME: pyproject (entry point), a working "

@@ -23,8 +23,10 @@ def watch(settings, machines: tuple[str, ...], interval: float, grace: float, on
           rounds: int | None) -> int:
     """Watch machines and mend them: re-create one that is missing (or was deleted behind our
     back) and replace one whose healthchecks fail for longer than --grace (destroy, then create
-    anew). Every action is an event. Several watchers may share one PostgreSQL state: each
-    machine is mended once. SIGINT or SIGTERM stops it between actions.
+    anew). An edited cluster file is read again each round: a lowered count destroys the
+    highest-numbered machines (never with prevent_destroy). Every action is an event. Several
+    watchers may share one PostgreSQL state: each machine is mended once. SIGINT or SIGTERM
+    stops it between actions.
     """
     import signal
     import threading
@@ -44,7 +46,7 @@ def watch(settings, machines: tuple[str, ...], interval: float, grace: float, on
     try:
         with settings.session(live=False) as session:
             watcher = Watcher(session.runner, session.cluster.select(machines), interval=interval,
-                              grace=grace, stop=stop)
+                              grace=grace, stop=stop, names=machines)
             watcher.run(rounds=1 if once else rounds)
     finally:
         for signum, handler in previous.items():

@@ -5,6 +5,7 @@
     from provisioning.cluster import Cluster
 
     with Cluster.load("cluster.yml") as cluster:
+        cluster.import_machine("db-1", "i-0abc")  # adopt a resource made elsewhere
         plan = cluster.plan()                  # what up would do, changing nothing
         results = cluster.apply(plan)          # exactly that, or StalePlan
         print(cluster.status(refresh=True))    # with a drift report
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.plan import Plan
     from provisioning.config import Config
     from provisioning.parallel import BatchResult
+    from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
 
 __all__ = ["Cluster"]
@@ -123,6 +125,15 @@ class Cluster:
 
             return BatchResult((m.name, Outcome(m.name)) for m in plan.machines)
         return up_plan(self.runner, plan)
+
+    def import_machine(self, name: str, resource_id: str) -> "MachineSpec | None":
+        """Adopt an existing resource (a cloud node id, an nspawn machine id, an ssh
+        ``host[:port]``, a fake server id) as machine ``name`` of the file; the next ``up``
+        converges it. Refused when ``name`` or the resource is in the state already; under
+        why-run only reported. Returns the saved entry (None under why-run)."""
+        from provisioning.cluster.state_ops import import_into_cluster
+
+        return import_into_cluster(self.runner, name, resource_id)
 
     def stop(self, names: Iterable[str] = ()) -> "BatchResult":
         return self.runner.stop(self.select(names))

@@ -3,12 +3,15 @@ shares a state store (``converge up --parallel N`` started on several hosts agai
 
 The first runner to arrive opens a *run*: the operation, the sorted machine names, one row per
 machine. Runners started for the same operation on the same machines while it is open join it.
-Each worker thread of each runner claims the next pending machine (``FOR UPDATE SKIP LOCKED``:
-a claim never waits on another runner), does it under the machine's lock, and marks it done or
-failed. A claim dies with its runner (its session) or when its lease is not renewed, and is then
-claimed again by someone else. A runner ends when every machine of the run is done or failed,
-and reports every machine: its own outcomes, and those of the others (a failure elsewhere is a
-failure of the run).
+A runner claims a batch of pending machines at a time (``FOR UPDATE SKIP LOCKED``: a claim never
+waits on another runner), takes their locks and reads their entries together (a
+``ChunkedHold``, like a lone runner's chunks), hands them to its worker threads, and writes
+their outcomes back together. A batch is about a runner's worth of work (its ``--parallel``) and
+never more than a 40th of the run, so every runner that joins, early or late, finds work until
+the end. A claim dies with its runner (its session) or when its lease is not renewed, and is
+then claimed again by someone else; a runner that stops gives back what it has not started. A
+runner ends when every machine of the run is done or failed, and reports every machine: its own
+outcomes, and those of the others (a failure elsewhere is a failure of the run).
 
 Stores that cannot split (SQLite, memory) are not asked: the provisioner runs every machine
 itself, and per-machine locks keep concurrent runners safe.
@@ -18,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import provisioning.errors as errors
 from provisioning.errors import ProvisioningError, StateError, StateLocked
@@ -29,8 +32,13 @@ from provisioning.store.base import holder_info
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.lifecycle import MachineRequest, Provisioner
+    from provisioning.store.chunks import ChunkedHold, Prepare
 
-__all__ = ["WorkSplit", "split_run", "run_key", "supports_claims", "remote_error"]
+__all__ = ["WorkSplit", "split_run", "run_key", "supports_claims", "remote_error", "batch_size"]
+
+#: a claim takes at most this share of a run's machines (1/SPREAD), so runners that join late
+#: still find work and the last batches end close together
+SPREAD = 40
 
 
 def _who(holder: dict[str, Any] | None) -> str:
@@ -41,6 +49,14 @@ def _who(holder: dict[str, Any] | None) -> str:
 def supports_claims(store: Any) -> bool:
     """True when the store can split work between runners (PostgreSQL)."""
     return bool(store.supports_claims)
+
+
+def batch_size(machines: int, workers: int) -> int:
+    """How many machines one claim takes: a runner's worth (``workers``), more for a big run
+    (at most a ``CHUNK``, and at most 1/``SPREAD`` of the run)."""
+    from provisioning.store.chunks import CHUNK
+
+    return max(1, workers, min(CHUNK, -(-machines // SPREAD)))
 
 
 def run_key(operation: str, names: Sequence[str]) -> str:
@@ -74,11 +90,19 @@ class WorkSplit:
             except Exception:  # a missed renewal only shortens the lease; the next may work
                 pass
 
-    def claim(self) -> str | None:
-        return self.store.claim_next(self.key, self.generation, self.token, self.holder, self.ttl)
+    def claim(self, count: int = 1) -> list[str]:
+        """Up to ``count`` machines of the run, now this runner's (in name order)."""
+        return self.store.claim_work(self.key, self.generation, self.token, self.holder,
+                                     self.ttl, count)
 
-    def finish(self, name: str, error: str | None = None) -> bool:
-        return self.store.finish_claim(self.key, self.generation, name, self.token, error)
+    def finish(self, outcomes: Mapping[str, str | None]) -> set[str]:
+        """Record each machine's outcome (None: done, else the error's text); returns the
+        machines whose claim was still ours."""
+        return self.store.finish_work(self.key, self.generation, self.token, outcomes)
+
+    def release(self, names: Sequence[str]) -> None:
+        """Give back claimed machines this runner will not start."""
+        self.store.release_work(self.key, self.generation, self.token, names)
 
     def progress(self) -> dict[str, dict[str, Any]]:
         return self.store.run_progress(self.key, self.generation)
@@ -116,11 +140,88 @@ def remote_error(name: str, row: dict[str, Any]) -> ProvisioningError:
     return error
 
 
+class _Feed:
+    """This runner's claimed machines not yet started, shared by its worker threads. An idle
+    worker takes the next one; when none is left, one worker writes back the outcomes gathered
+    so far and claims the next batch while the others wait for it. Outcomes are written back a
+    batch at a time too (or when a worker goes idle)."""
+
+    def __init__(self, split: WorkSplit, size: int, halt: threading.Event, poll: float,
+                 hold: "Callable[[list[str]], ChunkedHold] | None") -> None:
+        self.split, self.size, self.halt, self.poll = split, size, halt, poll
+        self._hold = hold
+        self.holds: list["ChunkedHold"] = []
+        self.lapsed: list[str] = []  # ours once, then taken over by another runner
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[str, "ChunkedHold | None"]] = deque()
+        self._outcomes: dict[str, str | None] = {}
+        self._claiming = False
+        self._over = False
+
+    def next(self) -> "tuple[str, ChunkedHold | None] | None":
+        """The next machine to do (with the hold it came in), or None when the run is over or
+        this runner is stopping. Raises ``StateError`` when the store fails."""
+        while True:
+            with self._cond:
+                while True:
+                    if self.halt.is_set() or self._over:
+                        return None
+                    if self._queue:
+                        return self._queue.popleft()
+                    if not self._claiming:
+                        self._claiming = True
+                        break
+                    self._cond.wait(self.poll)
+            names: list[str] = []
+            over = False
+            try:
+                self.flush()
+                names = self.split.claim(self.size)
+                over = not names and self.split.open_count() == 0
+            finally:
+                hold = self._hold(names) if names and self._hold is not None else None
+                if hold is not None:
+                    self.holds.append(hold)
+                with self._cond:
+                    self._claiming = False
+                    self._over = self._over or over
+                    self._queue.extend((name, hold) for name in names)
+                    self._cond.notify_all()
+            if not names and not over:
+                self.halt.wait(self.poll)  # others are at work; their dead claims come back
+
+    def done(self, name: str, error: str | None) -> None:
+        with self._cond:
+            self._outcomes[name] = error
+            full = len(self._outcomes) >= self.size
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write back the outcomes gathered so far."""
+        with self._cond:
+            outcomes, self._outcomes = self._outcomes, {}
+        if outcomes:
+            kept = self.split.finish(outcomes)
+            self.lapsed.extend(name for name in outcomes if name not in kept)
+
+    def unstarted(self) -> list[str]:
+        """Claimed machines no worker took (this runner is stopping)."""
+        with self._cond:
+            names, self._queue = [name for name, _ in self._queue], deque()
+        return names
+
+
 def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["MachineRequest"],
-              call: Callable[["MachineRequest"], Any], *, poll: float = 0.2,
+              call: Callable[["MachineRequest"], Any], *,
+              held: "Callable[[ChunkedHold, MachineRequest], Any] | None" = None,
+              prepare: "Prepare | None" = None, poll: float = 0.2,
               stop: threading.Event | None = None) -> BatchResult:
     """Do ``call(request)`` for the machines this runner claims, wait for the others' machines,
-    and return every machine's outcome."""
+    and return every machine's outcome. With ``held``, each claimed batch is locked and read
+    at once (``prepare`` sees it first) and ``held(hold, request)`` does each machine."""
+    from provisioning.store.chunks import ChunkedHold
+
     by_name = {r[1]: r for r in requests}
     results = BatchResult((r[1], Outcome(r[1])) for r in requests)
     handler = provisioner.action_handler
@@ -130,39 +231,43 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
     problems: list[BaseException] = []
     halt = stop or threading.Event()
 
+    def hold(names: list[str]) -> ChunkedHold:
+        return ChunkedHold(provisioner.store, names, ttl=provisioner.lock_ttl,
+                           wait=provisioner.lock_wait, size=len(names), prepare=prepare)
+
     with WorkSplit(provisioner.store, operation, list(by_name), ttl=provisioner.lock_ttl) as split:
         handler.report_progress(f"{operation}: sharing {len(requests)} machines with other "
                                 f"runners on {provisioner.store.url} (run {split.key} "
                                 f"#{split.generation})", data={"run": split.key,
                                                                 "generation": split.generation})
+        feed = _Feed(split, batch_size(len(requests), workers), halt, poll,
+                     hold if held is not None else None)
 
         def work() -> None:
-            while not halt.is_set():
+            while True:
                 try:
-                    name = split.claim()
-                    if name is None:
-                        if split.open_count() == 0:
-                            return
-                        time.sleep(poll)  # others are at work; their dead claims come back
-                        continue
+                    item = feed.next()
                 except StateError as exc:
                     problems.append(exc)
                     halt.set()
                     return
+                if item is None:
+                    return
+                name, chunk = item
                 mine.add(name)
                 error: str | None = None
                 try:
-                    results[name].value = call(by_name[name])
+                    if held is not None and chunk is not None:
+                        results[name].value = held(chunk, by_name[name])
+                    else:
+                        results[name].value = call(by_name[name])
                 except Exception as exc:  # every machine's outcome is reported
                     results[name].error = exc
                     error = f"{type(exc).__name__}: {exc}"
                     if fail_fast:
                         halt.set()
                 try:
-                    if not split.finish(name, error):
-                        handler.report_progress("another runner took this machine over while "
-                                                "it was in progress (our claim had lapsed)",
-                                                machine=name)
+                    feed.done(name, error)
                 except StateError as exc:
                     problems.append(exc)
                     halt.set()
@@ -175,10 +280,18 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
         for thread in threads:
             thread.join()
         try:
+            feed.flush()
+            split.release(feed.unstarted())
             progress = split.progress()
         except StateError as exc:
             problems.append(exc)
             progress = {}
+        finally:
+            for chunk in feed.holds:
+                chunk.close()
+        for name in feed.lapsed:
+            handler.report_progress("another runner took this machine over while it was in "
+                                    "progress (our claim had lapsed)", machine=name)
 
     for name, outcome in results.items():
         if name in mine:

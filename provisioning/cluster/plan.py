@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.spec import MachineSpec
 
 __all__ = ["Plan", "MachinePlan", "PlannedStep", "make_plan", "file_sha256", "check_fresh",
+           "doomed_entries",
            "ACTIONS", "PLAN_FORMAT", "PLAN_VERSION"]
 
 PLAN_FORMAT = "provisioning-plan"
@@ -209,10 +210,7 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
         cluster.select(unknown)  # ConfigError with a did-you-mean
     runner.refuse_foreign([d.name for d in definitions])
     entries = runner.entries()
-    wanted_groups = {d.group for d in definitions} if names else set(cluster.groups) | {
-        e.group for e in entries.values() if e.group}
-    doomed = [e for n, e in entries.items() if n not in cluster.machines
-              and (not names or e.group in wanted_groups or n in names)]
+    doomed = doomed_entries(runner, names, entries)
     problems = [ConfigProblem(f"the plan would destroy {e.name} ({_destroy_reason(runner, e)}) "
                               f"but group {e.group!r} has prevent_destroy: true; raise its count "
                               "again, or remove prevent_destroy first", file=cluster.path,
@@ -249,6 +247,25 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
                 state=runner.store.url, machines=machines, refreshed=refresh,
                 created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), selection=names,
                 images=images)
+
+
+def doomed_entries(runner: "ClusterRunner", names: Sequence[str] = (),
+                   entries: "dict[str, MachineSpec] | None" = None) -> list["MachineSpec"]:
+    """This cluster's saved machines the file no longer names (a lowered ``count``, a removed
+    group), highest-numbered first: what a plan destroys. With ``names`` (machines or groups),
+    only those of the named groups."""
+    cluster = runner.cluster
+    entries = runner.entries() if entries is None else entries
+    wanted_groups = {d.group for d in cluster.select(names)} if names else \
+        set(cluster.groups) | {e.group for e in entries.values() if e.group}
+    doomed = [e for n, e in entries.items() if n not in cluster.machines
+              and (not names or e.group in wanted_groups or n in names)]
+    return sorted(doomed, key=lambda e: _number(e.name), reverse=True)
+
+
+def _number(name: str) -> tuple[str, int]:
+    match = re.match(r"^(.*?)(\d+)$", name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
 
 
 def _with_images(runner: "ClusterRunner", definitions: list["MachineDefinition"]

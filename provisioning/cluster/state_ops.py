@@ -1,19 +1,23 @@
 """Repairing the state by hand: ``converge state rm`` forgets machines (their resources are left
-alone), ``converge state mv`` renames one or hands it to another cluster. Only this cluster's
-entries (or unclaimed ones from before clusters had names) can be touched; each change happens
-under the machine's lock, and under why-run is only described."""
+alone), ``converge state mv`` renames one or hands it to another cluster, ``converge import``
+adopts a resource made outside the state. Only this cluster's entries (or unclaimed ones from
+before clusters had names) can be touched; each change happens under the machine's lock, and
+under why-run is only described."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.errors import ConfigError, MachineNotFound
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.runner import ClusterRunner
+    from provisioning.driver import Driver
+    from provisioning.lifecycle import Provisioner
     from provisioning.spec import MachineSpec
+    from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["forget_machines", "move_machine"]
+__all__ = ["forget_machines", "move_machine", "import_resource", "import_into_cluster"]
 
 
 def _entry(runner: "ClusterRunner", name: str) -> "MachineSpec":
@@ -78,3 +82,80 @@ def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None
                 fresh.save()
     runner.action_handler.for_machine(name).perform_action(text, move)
     return text
+
+
+# -- converge import ---------------------------------------------------------------------------
+def _refuse_recorded(store: "ManagedEntryStore", driver: "Driver", resource_id: str | None,
+                     name: str) -> None:
+    """``ConfigError`` when the state records ``resource_id`` of this driver under another name
+    (of any cluster): two entries for one resource would destroy it twice."""
+    if not resource_id:
+        return
+    for entry in store.list("machine"):
+        reference = entry.reference or {}
+        if entry.name != name and reference.get("driver_url") == driver.driver_url and \
+                driver.resource_id(reference) == resource_id:
+            owner = getattr(entry, "cluster", None)
+            raise ConfigError(f"{resource_id} is already in the state as machine {entry.name!r}"
+                              + (f" of cluster {owner!r}" if owner else "")
+                              + f"; 'converge state mv {entry.name} {name}' renames that entry "
+                              "instead", key="import", machine=name)
+
+
+def import_resource(provisioner: "Provisioner", driver: "Driver", name: str, resource_id: str,
+                    options: Mapping[str, Any] = {}, *,
+                    claim: Callable[["MachineSpec"], None] | None = None
+                    ) -> "MachineSpec | None":
+    """Adopt the existing resource ``resource_id`` into the state as machine ``name``
+    through ``driver.import_machine``, under the machine's lock. Refused (``ConfigError``)
+    when ``name`` is in the state already or the resource is recorded under another name;
+    ``MachineNotFound`` when the driver finds no such resource. ``claim`` marks the entry
+    before it is saved (the cluster sets its name and group). Returns the saved spec (None
+    under why-run: only the action is reported)."""
+    resource_id = str(resource_id).strip()
+    if not resource_id:
+        raise ConfigError("say which resource to import: converge import NAME RESOURCE_ID",
+                          key="import")
+    store = provisioner.store
+    if store.get("machine", name) is not None:
+        raise ConfigError(f"machine {name!r} is already in the state ({store.url}); import "
+                          f"under another name, or 'converge state rm {name}' first",
+                          key="import", machine=name)
+    _refuse_recorded(store, driver, resource_id, name)
+
+    def call(d: "Driver", handler: Any, spec: "MachineSpec", opts: Mapping[str, Any]) -> Any:
+        if spec.exists:  # another run saved it since the check
+            raise ConfigError(f"machine {name!r} was saved in the state meanwhile",
+                              key="import", machine=name)
+        driver.import_machine(handler, spec, opts, resource_id)
+        if not spec.exists:
+            return None  # why-run: reported, not done
+        try:
+            _refuse_recorded(store, driver, driver.resource_id(spec.reference), name)
+        except ConfigError:
+            spec.reference = {}  # nothing is saved
+            raise
+        if claim is not None:
+            claim(spec)
+        return spec
+    result: "MachineSpec | None" = provisioner.run_locked("import", driver, name, options,
+                                                          call)
+    return result
+
+
+def import_into_cluster(runner: "ClusterRunner", name: str, resource_id: str
+                        ) -> "MachineSpec | None":
+    """``converge import NAME RESOURCE_ID``: ``name`` is a machine of the cluster file (its
+    driver and machine options are used); the entry is saved as this cluster's."""
+    cluster = runner.cluster
+    if name not in cluster.machines:
+        chosen = cluster.select([name])  # ConfigError with a did-you-mean for unknown names
+        raise ConfigError(f"{name!r} is a group of {len(chosen)} machines; import one machine "
+                          f"at a time ({', '.join(d.name for d in chosen[:3])}...)",
+                          file=cluster.path, key="import", machine=name)
+    definition = cluster.machines[name]
+
+    def claim(spec: "MachineSpec") -> None:
+        spec.cluster, spec.group = runner.name, definition.group
+    return import_resource(runner.provisioner, runner.driver(definition.driver_url), name,
+                           resource_id, definition.machine_options, claim=claim)

@@ -163,10 +163,7 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
     known = store.get(FACTS_KIND, machine.name)
     if of and known is not None and known.reference.get("of") == of:
         return dict(known.reference.get("facts") or {})
-    family, version, arch = machine.detect_os()
-    hostname = machine.execute_always("hostname", check=False).stdout.strip()
-    facts = {"os": family, "version": version, "arch": arch, "hostname": hostname,
-             "address": machine.address}
+    facts: dict[str, Any] = {**machine.facts(), "address": machine.address}
     entry = known or ManagedEntry(machine.name, kind=FACTS_KIND, store=store)
     entry.reference = {"driver_url": driver_url, "facts": facts, **({"of": of} if of else {})}
     entry.store = store

@@ -7,6 +7,12 @@ Every ``interval`` seconds each machine of the cluster is observed, without a lo
 * its healthchecks fail (one probe each): remember since when; once it has been unhealthy for
   longer than ``grace`` seconds, replace it: destroy, then create anew.
 
+Each round starts by reading the cluster file again when it changed: a raised ``count`` adds
+machines (created that round), a lowered one destroys the machines it leaves out, the
+highest-numbered ones (``plan.doomed_entries``), except in a group with ``prevent_destroy:
+true``, which is reported as an error each round and left alone. A file that no longer
+validates is reported and the last good one kept.
+
 Acting takes the machine's lock without waiting (a machine another watcher or runner holds is
 left for this round) and decides again under the lock: the entry must still be the one observed
 (same reference fingerprint) and, for a replacement, still unhealthy. So two watchers on one
@@ -14,8 +20,8 @@ shared state never replace or re-create the same machine twice: the second finds
 changed and reports that someone else did it.
 
 Every decision is an event (``data["watch"]`` names it: ``create``, ``recreate``, ``replace``,
-``unhealthy``, ``healthy``, ``skipped``). ``stop`` (set by SIGINT/SIGTERM in the CLI) is
-checked between actions; an action in progress finishes first.
+``unhealthy``, ``healthy``, ``skipped``, ``reload``, ``scale-down``). ``stop`` (set by
+SIGINT/SIGTERM in the CLI) is checked between actions; an action in progress finishes first.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from provisioning.errors import ProvisioningError, StateLocked
 
@@ -66,11 +72,15 @@ class Watcher:
     def __init__(self, runner: "ClusterRunner", definitions: "list[MachineDefinition]", *,
                  interval: float = DEFAULT_INTERVAL, grace: float = DEFAULT_GRACE,
                  stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 names: Sequence[str] = ()) -> None:
         if interval <= 0 or grace < 0:
             raise ValueError("interval must be positive and grace not negative")
         self.runner = runner
         self.definitions = list(definitions)
+        #: the machines or groups watched (none: all), chosen again from an edited file
+        self.names = list(names)
+        self._file_digest = self._digest()
         self.interval = interval
         self.grace = grace
         self.stop = stop or threading.Event()
@@ -103,13 +113,83 @@ class Watcher:
 
     def round(self) -> dict[str, WatchResult]:
         """Observe every machine once, acting where needed; results by name."""
+        self._reload()
+        out = self._scale_down()
         parallelizer = self.runner.provisioner.parallelizer
         results = parallelizer.run((d.name, (lambda d=d: self.tend(d))) for d in self.definitions)
         self.rounds += 1
-        out = {}
         for name, outcome in results.items():
             if outcome.ok:
                 out[name] = outcome.value
+            else:
+                self.handler.report_error(outcome.error, machine=name)
+                out[name] = WatchResult(name, "error", str(outcome.error))
+        return out
+
+    # -- an edited cluster file ---------------------------------------------------------------
+    def _digest(self) -> str | None:
+        from provisioning.cluster.plan import file_sha256
+
+        try:
+            return file_sha256(self.runner.cluster.path)
+        except OSError:
+            return None
+
+    def _reload(self) -> None:
+        """Read the cluster file again if it changed since it was last read."""
+        from provisioning.cluster.file import load_cluster
+
+        digest = self._digest()
+        if digest is None or digest == self._file_digest:
+            return
+        self._file_digest = digest
+        path = self.runner.cluster.path
+        try:
+            fresh = load_cluster(path)
+            definitions = fresh.select(self.names)
+            if fresh.name != self.runner.name:
+                raise ProvisioningError(f"the cluster's name changed from {self.runner.name!r} "
+                                        f"to {fresh.name!r}; restart watch to take it in")
+        except ProvisioningError as exc:
+            self.handler.report_error(exc)
+            self.handler.report_progress(f"{path} changed but cannot be used: watching the "
+                                         "machines of its last good version",
+                                         data={"watch": "reload", "ok": False})
+            return
+        self.runner.cluster = fresh
+        self.definitions = definitions
+        self.handler.report_progress(f"{path} changed: watching {len(definitions)} machines",
+                                     data={"watch": "reload", "ok": True,
+                                           "machines": len(definitions)})
+
+    def _scale_down(self) -> dict[str, WatchResult]:
+        """Destroy the machines of a group whose count was lowered (never with
+        ``prevent_destroy``: that is an error every round)."""
+        from provisioning.cluster.plan import doomed_entries
+
+        cluster = self.runner.cluster
+        doomed = [e for e in doomed_entries(self.runner, self.names) if e.group in cluster.groups]
+        out: dict[str, WatchResult] = {}
+        allowed = []
+        for entry in doomed:
+            if entry.group in cluster.prevent_destroy:
+                error = ProvisioningError(
+                    f"group {entry.group!r} now has {len(cluster.groups[entry.group])} machines "
+                    f"but has prevent_destroy: true: {entry.name} is kept; raise its count "
+                    "again, or remove prevent_destroy", machine=entry.name)
+                self.handler.report_error(error, machine=entry.name)
+                out[entry.name] = WatchResult(entry.name, "kept", error.message)
+            else:
+                allowed.append(entry.name)
+                self.handler.for_machine(entry.name).report_progress(
+                    f"scale-down: group {entry.group!r} now has "
+                    f"{len(cluster.groups[entry.group])} machines; destroying it",
+                    data={"watch": "scale-down"})
+        if not allowed or self.stop.is_set():
+            return out
+        for name, outcome in self.runner.destroy_names(allowed).items():
+            if outcome.ok:
+                out[name] = WatchResult(name, "destroyed", "scale-down")
             else:
                 self.handler.report_error(outcome.error, machine=name)
                 out[name] = WatchResult(name, "error", str(outcome.error))

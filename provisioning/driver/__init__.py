@@ -9,25 +9,50 @@
 
 from __future__ import annotations
 
-from provisioning.actions import ActionHandler
-from provisioning.config import Config
-from provisioning.driver.base import Capabilities, Driver, SpecsAndOptions
-from provisioning.driver.options import DriverDescription, OptionField
-from provisioning.errors import (
-                                 CommandResult,
-                                 ConfigError,
-                                 MachineNotFound,
-                                 ProviderError,
-                                 UnsupportedOperation,
-)
-from provisioning.faults import checkpoint
-from provisioning.keys import PrivateKey, find_private_key
-from provisioning.machine import Machine, UnixMachine, WindowsMachine, machine_for
-from provisioning.parallel import BatchResult, Parallelizer
-from provisioning.spec import MachineSpec
-from provisioning.transports.base import Transport
-from provisioning.transports.local import LocalTransport
-from provisioning.transports.wait import wait_until_connectable
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.actions import ActionHandler
+    from provisioning.config import Config
+    from provisioning.driver.base import Capabilities, Driver, SpecsAndOptions
+    from provisioning.driver.options import DriverDescription, OptionField
+    from provisioning.errors import (
+                                     CommandResult,
+                                     ConfigError,
+                                     MachineNotFound,
+                                     ProviderError,
+                                     UnsupportedOperation,
+    )
+    from provisioning.faults import checkpoint
+    from provisioning.keys import PrivateKey, find_private_key
+    from provisioning.machine import Machine, UnixMachine, WindowsMachine, machine_for
+    from provisioning.parallel import BatchResult, Parallelizer
+    from provisioning.spec import MachineSpec
+    from provisioning.transports.base import Transport
+    from provisioning.transports.local import LocalTransport
+    from provisioning.transports.wait import wait_until_connectable
+
+#: name -> the module it comes from, imported on first use: a driver importing ``Driver`` does
+#: not pay for the SSH and WinRM transports it may never use
+_EXPORTS = {
+    "ActionHandler": "provisioning.actions", "Config": "provisioning.config",
+    "Capabilities": "provisioning.driver.base", "Driver": "provisioning.driver.base",
+    "SpecsAndOptions": "provisioning.driver.base",
+    "DriverDescription": "provisioning.driver.options",
+    "OptionField": "provisioning.driver.options",
+    "CommandResult": "provisioning.errors", "ConfigError": "provisioning.errors",
+    "MachineNotFound": "provisioning.errors", "ProviderError": "provisioning.errors",
+    "UnsupportedOperation": "provisioning.errors", "checkpoint": "provisioning.faults",
+    "PrivateKey": "provisioning.keys", "find_private_key": "provisioning.keys",
+    "Machine": "provisioning.machine.base", "UnixMachine": "provisioning.machine.unix",
+    "WindowsMachine": "provisioning.machine.windows",
+    "machine_for": "provisioning.machine.factory",
+    "BatchResult": "provisioning.parallel", "Parallelizer": "provisioning.parallel",
+    "MachineSpec": "provisioning.spec", "Transport": "provisioning.transports.base",
+    "LocalTransport": "provisioning.transports.local",
+    "wait_until_connectable": "provisioning.transports.wait",
+}
 
 __all__ = [
     "ActionHandler", "BatchResult", "Capabilities", "CommandResult", "Config", "ConfigError",
@@ -36,3 +61,16 @@ __all__ = [
     "UnixMachine", "UnsupportedOperation", "WindowsMachine", "checkpoint", "find_private_key",
     "machine_for", "wait_until_connectable",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'provisioning.driver' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

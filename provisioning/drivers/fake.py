@@ -195,6 +195,14 @@ class FakeWarehouse:
             counters["creates"] += len(made)
         return made
 
+    def tag(self, server_id: str, tags: dict[str, str]) -> None:
+        """Add or change tags of a server (an older tag index entry no longer matches it)."""
+        server = self.get(server_id)
+        if server is None:
+            raise MachineNotFound(f"fake server {server_id} does not exist")
+        server["tags"] = {**server.get("tags", {}), **tags}
+        self._write_server(server)
+
     def set_state(self, server_id: str, state: str) -> None:
         server = self.get(server_id)
         if server is None:
@@ -265,7 +273,7 @@ class FakeWarehouse:
 
 class FakeDriver(Driver):
     scheme = "fake"
-    capabilities = Capabilities(images=True, crash_safe_destroy=True)
+    capabilities = Capabilities(images=True, crash_safe_destroy=True, imports=True)
     machine_option_fields = (
         OptionField("size", default="small", choices=SIZES, help="simulated server size"),
         OptionField("image", default="fake-linux",
@@ -370,6 +378,26 @@ class FakeDriver(Driver):
                                     "machine option hold_ready_until)", machine=name,
                                     provider="fake")
             time.sleep(0.02)
+
+    # -- import ------------------------------------------------------------------------------
+    def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
+        """Adopt server ``resource_id`` (``srv-...``), tagging it for this machine and store."""
+        server = self.warehouse.get(resource_id) if "/" not in resource_id else None
+        if server is None:
+            known = ", ".join(sorted(self.warehouse.servers())[:5]) or "none"
+            raise MachineNotFound(f"fake server {resource_id!r} does not exist in "
+                                  f"{self.warehouse.directory} (servers: {known})",
+                                  machine=machine_spec.name)
+
+        def adopt() -> None:
+            self.warehouse.tag(resource_id, {"provisioning:name": machine_spec.name,
+                                             "provisioning:store": machine_spec.store_id or ""})
+            machine_spec.reference = self.base_reference(server_id=resource_id)
+        action_handler.perform_action(f"import server {resource_id} ({server['size']}, "
+                                      f"{server['image']}, {server['state']})", adopt)
+
+    def resource_id(self, reference):
+        return reference.get("server_id")
 
     # -- batches: the fake cloud's bulk calls ------------------------------------------------
     def machine_states(self, machine_specs, parallelizer=None):

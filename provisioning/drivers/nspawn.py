@@ -58,7 +58,7 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
     warehouse: Warehouse
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, images=True, snapshots=True,
-                                crash_safe_destroy=True,
+                                crash_safe_destroy=True, imports=True,
                                 mounts_folders=True, forwards_ports=True)
     driver_option_fields = (
         OptionField("subnet", default=DEFAULT_SUBNET,
@@ -463,6 +463,55 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
                                   for item in waiting)
         results.update(waited)
         return results
+
+    # -- import --------------------------------------------------------------------------------
+    def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
+        """Adopt machine ``resource_id`` of this warehouse (its id: the directory name under
+        DIR/machines; or the name it was made for, when one machine has it). Its host key is
+        the one this driver generated in its files (pinned, never learnt over the network);
+        a running machine is recorded with its systemd-nspawn process, so it is not booted
+        again."""
+        record = self.warehouse.record(resource_id)
+        if record is None:
+            named = self.find_machines(resource_id)
+            record = named[0] if len(named) == 1 else None
+        if record is None:
+            known = ", ".join(f"{r.id} ({r.name})" for r in self.warehouse.records()[:5])
+            raise MachineNotFound(f"no nspawn machine {resource_id!r} in {self.directory} "
+                                  f"(machines: {known or 'none'})", machine=machine_spec.name)
+        upper = os.path.join(self.warehouse.machine_dir(record.id), "upper")
+        host_key = rootfs.host_public_key(upper)
+        if host_key is None:
+            raise ProviderError(f"machine {record.id} has no host key this driver generated (it "
+                                "never finished being made); destroy it rather than import it",
+                                provider=host.PROVIDER, machine=machine_spec.name)
+        pid = self._running_pid(record)
+
+        def adopt() -> None:
+            with self.warehouse.locked():
+                fresh = self.warehouse.retag(record, machine_spec.name, machine_spec.store_id)
+            reference = self._reference(fresh, host_key)
+            if pid is not None:
+                reference.update(pid=pid, start_time=proc.start_time(pid), state="running")
+            machine_spec.reference = reference
+        action_handler.perform_action(
+            f"import machine {record.id} at {record.address} ({record.image}, "
+            f"{'running' if pid is not None else 'stopped'})", adopt)
+
+    @staticmethod
+    def _running_pid(record: MachineRecord) -> int | None:
+        """The systemd-nspawn process of a running machine (in its cgroup), else None."""
+        for pid in sorted(proc.cgroup_pids(record.cgroup)):
+            try:
+                with open(f"/proc/{pid}/comm", encoding="ascii") as handle:
+                    if handle.read().strip() == "systemd-nspawn":
+                        return pid
+            except OSError:
+                continue
+        return None
+
+    def resource_id(self, reference):
+        return reference.get("machine_id")
 
     # -- status and choices --------------------------------------------------------------------
     def list_choices(self) -> dict[str, list[Any]]:

@@ -14,6 +14,9 @@ The machine is named by ``machine_options.transport`` (host, port, username, key
   box); otherwise it reports that it left it running.
 - ``destroy_machine`` forgets the machine, after running ``cleanup_commands`` if any. The host
   itself is left as it is.
+- ``import_machine`` (``converge import NAME HOST[:PORT]``) records a host that accepts TCP
+  connections on its SSH port, with the user and key of the machine's transport options; its
+  host key is pinned at the first connection, as for any host this driver registers.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class SSHDriver(Driver):
     # cannot be told apart from one that is down, so "lost" is not detected
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=False,
-                                crash_safe_destroy=True)
+                                crash_safe_destroy=True, imports=True)
     driver_option_fields = (
         OptionField("allow_shutdown", type="bool", default=False,
                     help="let stop shut hosts of this pool down"),
@@ -219,3 +222,39 @@ class SSHDriver(Driver):
 
     def machine_state(self, machine_spec) -> str:
         return "unknown" if machine_spec.exists else "missing"
+
+    # -- import ------------------------------------------------------------------------------
+    @staticmethod
+    def _host_port(resource_id: str) -> tuple[str, int]:
+        host, port = resource_id, 22
+        head, sep, tail = resource_id.rpartition(":")
+        if sep and tail.isdigit() and (":" not in head or head.startswith("[")):
+            host, port = head, int(tail)
+        host = host.strip("[]")
+        if not host or not 0 < port < 65536:
+            raise ConfigError(f"{resource_id!r} is not HOST or HOST:PORT", key="import")
+        return host, port
+
+    def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
+        host, port = self._host_port(resource_id)
+        options = self._transport_options(machine_options)
+        wanted = {"host": host, "port": port, "username": options.get("username", "root"),
+                  "key_name": options.get("key_name"),
+                  "gateway": dict(options["gateway"]) if options.get("gateway") else None}
+        if not wanted["gateway"]:  # through a jump host the address is not ours to reach
+            try:
+                self.open_connection(machine_spec, host, port, timeout=10.0).close()
+            except OSError as exc:
+                raise MachineNotFound(f"no SSH host answers at {host}:{port} ({exc}); check the "
+                                      "address, or start its sshd", machine=machine_spec.name) from exc
+
+        def record() -> None:
+            machine_spec.reference = self.base_reference(
+                **{k: v for k, v in wanted.items() if v is not None or k != "gateway"})
+        action_handler.perform_action(f"import existing host {self._address(wanted)} (its host "
+                                      "key is pinned at the first connection)", record,
+                                      data={"host": host, "port": port})
+
+    def resource_id(self, reference):
+        host = reference.get("host")
+        return f"{host}:{reference.get('port') or 22}" if host else None

@@ -239,6 +239,14 @@ class Machine(abc.ABC):
     def detect_os(self) -> tuple[str, str, str]:
         """(platform, version, architecture), e.g. ("debian", "12", "x86_64")."""
 
+    def facts(self) -> dict[str, str]:
+        """What the machine is, for templates and outputs: ``os``, ``version``, ``arch``,
+        ``hostname``. Subclasses answer in one round trip where they can (a fleet asks each
+        of its machines once)."""
+        family, version, arch = self.detect_os()
+        hostname = self.execute_always("hostname", check=False).stdout.strip()
+        return {"os": family, "version": version, "arch": arch, "hostname": hostname}
+
     def make_url_available_to_remote(self, local_url: str) -> str:
         """A URL on this host, reachable from the machine (through the transport's forwarding)."""
         return self.transport.forward_remote(local_url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shlex
 
 from provisioning.machine.base import FileAttributes, Machine, normalize_mode
@@ -9,6 +11,34 @@ from provisioning.machine.base import FileAttributes, Machine, normalize_mode
 __all__ = ["UnixMachine"]
 
 q = shlex.quote
+_OS_RELEASE = "/etc/os-release"
+
+
+def _facts(uname: list[str], os_release: str) -> dict[str, str]:
+    """Facts from ``uname -snrm`` (POSIX order: system, node, release, machine) and the text
+    of os-release: ``os`` is its ID (else the kernel's name), ``version`` its VERSION_ID (else
+    the kernel's release)."""
+    kernel, hostname, release, arch = (uname + ["unknown"] * 4)[:4] if uname else \
+        ("unknown", "", "", "unknown")
+    fields: dict[str, str] = {}
+    for line in os_release.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip().strip('"')
+    return {"os": fields.get("ID", kernel.lower()), "version": fields.get("VERSION_ID", release),
+            "arch": arch, "hostname": hostname}
+
+
+@functools.lru_cache(maxsize=1)
+def _this_host_facts() -> dict[str, str]:
+    """This host's facts, as the command in ``UnixMachine.facts`` would print them."""
+    info = os.uname()
+    try:
+        with open(_OS_RELEASE, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        text = ""
+    return _facts([info.sysname, info.nodename, info.release, info.machine], text)
 
 
 class UnixMachine(Machine):
@@ -81,18 +111,15 @@ class UnixMachine(Machine):
         return changed
 
     def detect_os(self) -> tuple[str, str, str]:
-        result = self.execute_always(
-            "uname -s; uname -m; cat /etc/os-release 2>/dev/null || true", check=False)
-        lines = result.stdout.splitlines()
-        kernel = lines[0].strip().lower() if lines else "unknown"
-        arch = lines[1].strip() if len(lines) > 1 else "unknown"
-        fields: dict[str, str] = {}
-        for line in lines[2:]:
-            key, sep, value = line.partition("=")
-            if sep:
-                fields[key.strip()] = value.strip().strip('"')
-        platform = fields.get("ID", kernel)
-        version = fields.get("VERSION_ID", "")
-        if not version:
-            version = self.execute_always("uname -r", check=False).stdout.strip()
-        return platform, version, arch
+        facts = self.facts()
+        return facts["os"], facts["version"], facts["arch"]
+
+    def facts(self) -> dict[str, str]:
+        """One command (``uname`` and ``/etc/os-release``); none at all when the transport
+        runs commands on this very host (``fake:``, local machines): read here, once."""
+        if self.transport.runs_here:
+            return dict(_this_host_facts())
+        result = self.execute_always(f"uname -snrm; cat {_OS_RELEASE} 2>/dev/null || true",
+                                     check=False)
+        first, _, rest = result.stdout.partition("\n")
+        return _facts(first.split(), rest)

@@ -299,7 +299,7 @@ class ManagedEntryStore(abc.ABC):
 
     # -- work claims: an optional capability -------------------------------------------------
     # Runners sharing a store can split one operation's machines between them (PostgreSQL;
-    # the algorithm is ``provisioning.claims``). Stores that cannot leave ``supports_claims``
+    # the algorithm is ``provisioning.cluster.claims``). Stores that cannot leave ``supports_claims``
     # False: the provisioner then runs every machine itself, per-machine locks keeping
     # concurrent runners safe, and never calls the methods below.
 
@@ -316,14 +316,24 @@ class ManagedEntryStore(abc.ABC):
         ``fresh_within`` seconds, else a new one with every name pending."""
         raise self._no_claims()
 
-    def claim_next(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
-                   ttl: float) -> str | None:
-        """Claim one pending (or abandoned) name of the run; None when nothing is claimable."""
+    def claim_work(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
+                   ttl: float, count: int) -> "builtins.list[str]":
+        """Claim up to ``count`` pending (else abandoned) names of the run; [] when nothing is
+        claimable."""
         raise self._no_claims()
 
-    def finish_claim(self, run_key: str, generation: int, name: str, token: str,
-                     error: str | None = None) -> bool:
-        """Mark our claim done (or failed); False if another runner took it over meanwhile."""
+    def finish_work(self, run_key: str, generation: int, token: str,
+                    outcomes: Mapping[str, str | None]) -> set[str]:
+        """Mark our claims done (error None) or failed; returns the names still ours."""
+        raise self._no_claims()
+
+    def release_work(self, run_key: str, generation: int, token: str,
+                     names: Sequence[str]) -> None:
+        """Give back claims this runner will not start: pending again for the others."""
+        raise self._no_claims()
+
+    def run_open(self, run_key: str, generation: int) -> int:
+        """How many names of the run are still pending or claimed."""
         raise self._no_claims()
 
     def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:

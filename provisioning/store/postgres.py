@@ -14,7 +14,8 @@ lock, and the lease is free at once; when the network is lost instead, the lease
 its TTL (the server's clock decides, so hosts' clocks need not agree).
 
 Work splitting for many runners (``provisioning.cluster.claims``) uses ``provisioning_runs`` and
-``provisioning_work`` with ``FOR UPDATE SKIP LOCKED``: a claim never waits on another runner.
+``provisioning_work`` with ``FOR UPDATE SKIP LOCKED``: a claim never waits on another runner, and
+takes a batch of machines in one statement (their outcomes are written back in one, too).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import random
 import re
 import threading
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
@@ -74,6 +75,10 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         COMMENT ON COLUMN provisioning_entries.data IS
             'JSON: reference, last_action, last_error, updated_at, cluster, group';
     """),
+    (4, "an index of the open work of each run: claims and counts cost the open rows only", """
+        CREATE INDEX provisioning_work_open ON provisioning_work
+            (run_key, generation, name COLLATE "C") WHERE state IN ('pending', 'claimed');
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: seconds a finished run's rows are kept for the runners still reading its results
@@ -87,6 +92,26 @@ _SESSION_ALIVE = """EXISTS (SELECT 1 FROM pg_locks pl WHERE pl.locktype = 'advis
 
 def _alive(column: str) -> str:
     return _SESSION_ALIVE.format(ns=ADVISORY_NAMESPACE, col=column)
+
+
+#: the session keys of every connected store session (read once per statement, not per row)
+_LIVE_SESSIONS = f"""SELECT pl.objid FROM pg_locks pl WHERE pl.locktype = 'advisory'
+    AND pl.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND pl.classid = {ADVISORY_NAMESPACE}::oid AND pl.objsubid = 2 AND pl.granted"""
+
+#: claim rows chosen by ``{pick}`` (a query of names FOR UPDATE SKIP LOCKED) for one runner
+_CLAIM = """WITH next AS ({pick})
+    UPDATE provisioning_work w SET state = 'claimed', token = %(t)s, holder = %(h)s,
+        session_key = %(k)s, claimed_at = now(), error = NULL,
+        expires_at = clock_timestamp() + %(ttl)s * interval '1s'
+    FROM next WHERE w.run_key = %(r)s AND w.generation = %(g)s AND w.name = next.name
+    RETURNING w.name"""
+_PENDING = """SELECT name FROM provisioning_work WHERE run_key = %(r)s AND generation = %(g)s
+    AND state = 'pending' ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
+_ABANDONED = f"""SELECT name FROM provisioning_work WHERE run_key = %(r)s
+    AND generation = %(g)s AND state = 'claimed' AND (expires_at <= clock_timestamp()
+    OR session_key::oid NOT IN ({_LIVE_SESSIONS}))
+    ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
 
 
 def masked_url(url: str) -> str:
@@ -405,55 +430,71 @@ class PostgresStore(ManagedEntryStore):
                          (run_key, generation, float(RUN_RETENTION)))
             conn.execute("INSERT INTO provisioning_runs (run_key, generation, operation) "
                          "VALUES (%s, %s, %s)", (run_key, generation, operation))
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO provisioning_work (run_key, generation, name) "
-                                "VALUES (%s, %s, %s)", [(run_key, generation, n) for n in names])
+            conn.execute("INSERT INTO provisioning_work (run_key, generation, name) "
+                         "SELECT %s, %s, unnest(%s::text[])", (run_key, generation, list(names)))
             return generation
         return self._run(f"join run {run_key}", join)
 
-    def claim_next(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
-                   ttl: float) -> str | None:
-        """Claim one pending (or abandoned) name of the run, skipping rows other runners are
-        claiming right now; None when nothing is claimable."""
+    def claim_work(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
+                   ttl: float, count: int) -> list[str]:
+        """Claim up to ``count`` pending names of the run in one statement (in name order),
+        skipping rows other runners are claiming right now; only when none is pending, names
+        whose claim lapsed or whose runner's session is gone. [] when nothing is claimable."""
         from psycopg.types.json import Jsonb
 
-        def claim(conn: psycopg.Connection) -> str | None:
-            row = conn.execute(
-                "WITH next AS (SELECT name FROM provisioning_work w WHERE run_key = %(r)s"
-                " AND generation = %(g)s AND (state = 'pending' OR (state = 'claimed' AND"
-                f" (expires_at <= clock_timestamp() OR NOT {_alive('w.session_key')})))"
-                " ORDER BY state = 'claimed', name COLLATE \"C\" LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " UPDATE provisioning_work w SET state = 'claimed', token = %(t)s, holder = %(h)s,"
-                " session_key = %(k)s, claimed_at = now(), error = NULL,"
-                " expires_at = clock_timestamp() + %(ttl)s * interval '1s'"
-                " FROM next WHERE w.run_key = %(r)s AND w.generation = %(g)s"
-                " AND w.name = next.name RETURNING w.name",
-                {"r": run_key, "g": generation, "t": token, "h": Jsonb(self._safe_holder(holder)),
-                 "k": self.session_key, "ttl": float(ttl)}).fetchone()
-            return row[0] if row else None
+        params = {"r": run_key, "g": generation, "t": token, "n": max(1, int(count)),
+                  "h": Jsonb(self._safe_holder(holder)), "k": self.session_key,
+                  "ttl": float(ttl)}
+
+        def claim(conn: psycopg.Connection) -> list[str]:
+            rows = conn.execute(_CLAIM.format(pick=_PENDING), params).fetchall()
+            if not rows:
+                rows = conn.execute(_CLAIM.format(pick=_ABANDONED), params).fetchall()
+            return sorted(r[0] for r in rows)
         return self._run("claim work", claim)
 
-    def finish_claim(self, run_key: str, generation: int, name: str, token: str,
-                     error: str | None = None) -> bool:
-        """Mark our claim done (or failed); False if another runner took it over meanwhile."""
-        def finish(conn: psycopg.Connection) -> bool:
+    def finish_work(self, run_key: str, generation: int, token: str,
+                    outcomes: Mapping[str, str | None]) -> set[str]:
+        """Mark our claims done (error None) or failed (the error's text) in one statement;
+        returns the names that were still ours (another runner may have taken one over)."""
+        names = list(outcomes)
+        errors = [self._scrub(e)[:2000] if e else None for e in outcomes.values()]
+
+        def finish(conn: psycopg.Connection) -> set[str]:
             # finishers of one run take turns, so the last one sees every other's result
             conn.execute("SELECT 1 FROM provisioning_runs WHERE run_key = %s AND generation = %s "
                          "FOR UPDATE", (run_key, generation))
-            row = conn.execute(
-                "UPDATE provisioning_work SET state = %s, error = %s, done_at = now(), "
-                "expires_at = NULL WHERE run_key = %s AND generation = %s AND name = %s AND "
-                "token = %s AND state = 'claimed' RETURNING name",
-                ("failed" if error else "done", self._scrub(error)[:2000] if error else None,
-                 run_key, generation, name, token)).fetchone()
-            open_rows = conn.execute(
-                "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
-                "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0]
-            if open_rows == 0:
+            rows = conn.execute(
+                "UPDATE provisioning_work w SET state = CASE WHEN o.e IS NULL THEN 'done' "
+                "ELSE 'failed' END, error = o.e, done_at = now(), expires_at = NULL "
+                "FROM unnest(%(n)s::text[], %(e)s::text[]) AS o(n, e) WHERE w.run_key = %(r)s "
+                "AND w.generation = %(g)s AND w.name = o.n AND w.token = %(t)s "
+                "AND w.state = 'claimed' RETURNING w.name",
+                {"n": names, "e": errors, "r": run_key, "g": generation, "t": token}).fetchall()
+            if not self._open_count(conn, run_key, generation):
                 conn.execute("UPDATE provisioning_runs SET touched_at = now(), finished_at = "
                              "now() WHERE run_key = %s AND generation = %s", (run_key, generation))
-            return row is not None
-        return self._run(f"finish work on {name!r}", finish)
+            return {r[0] for r in rows}
+        if not names:
+            return set()
+        return self._run(f"finish work on {len(names)} machines", finish)
+
+    def release_work(self, run_key: str, generation: int, token: str,
+                     names: Sequence[str]) -> None:
+        """Give back claims this runner will not start (it is stopping): pending again, for
+        the other runners to take at once."""
+        if names:
+            self._run(f"give back {len(names)} claims", lambda c: c.execute(
+                "UPDATE provisioning_work SET state = 'pending', token = NULL, holder = NULL, "
+                "session_key = NULL, expires_at = NULL, claimed_at = NULL WHERE run_key = %s "
+                "AND generation = %s AND token = %s AND state = 'claimed' AND name = ANY(%s)",
+                (run_key, generation, token, list(names))))
+
+    @staticmethod
+    def _open_count(conn: psycopg.Connection, run_key: str, generation: int) -> int:
+        return conn.execute(
+            "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
+            "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0]
 
     def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
         """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""
@@ -469,9 +510,8 @@ class PostgresStore(ManagedEntryStore):
     def run_open(self, run_key: str, generation: int) -> int:
         """How many machines of one run are still pending or claimed (one count, not a list:
         idle workers ask this while they wait)."""
-        return self._run("read run progress", lambda c: c.execute(
-            "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
-            "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0], tx=False)
+        return self._run("read run progress",
+                         lambda c: self._open_count(c, run_key, generation), tx=False)
 
     def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
         """name -> {state, holder, error, live} for one run."""

@@ -12,9 +12,14 @@ A driver package subclasses it in a test module and says how to build its driver
         def count_machines(self, driver, name):
             return len(driver.find_by_tag(name))   # resources the provider holds for ``name``
 
-Snapshot and synced-folder cases run for drivers declaring ``snapshots`` and ``mounts_folders``.
+Snapshot and synced-folder cases run for drivers declaring ``snapshots`` and ``mounts_folders``;
+import cases for drivers declaring ``imports`` (the others must raise UnsupportedOperation).
+The plan cases drive a one-file cluster (``provisioning.cluster``) on the same store: why-run
+plans ``create`` for a resource deleted behind our back and ``start`` for a stopped machine,
+touching nothing, and ``apply`` performs what the plan said (``provisioning.testing.plan_check``).
 
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
+``missing_resource_id`` (an id ``import_machine`` must report as MachineNotFound),
 ``worker_env``, ``delete_behind_back``, ``cleanup``, ``leftovers``, ``image_of`` (drivers with
 ``images``), ``machine_name`` and ``batch_size`` (drivers whose machines take minutes to boot
 share them between cases; see the libvirt tests). ``capabilities`` defaults to the driver
@@ -43,6 +48,7 @@ from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
 from provisioning.store.sqlite import SQLiteStore
+from provisioning.testing.conformance_plan import PlanConformance
 from provisioning.url import parse_driver_url
 
 __all__ = ["DriverConformance"]
@@ -50,7 +56,7 @@ __all__ = ["DriverConformance"]
 WORKER = "provisioning.testing.conformance_worker"
 
 
-class DriverConformance:
+class DriverConformance(PlanConformance):
     """Subclass me (name starting with ``Test``) and implement ``driver_url`` and
     ``count_machines``."""
 

@@ -108,6 +108,12 @@ class Transport(abc.ABC):
     #: seconds one connection attempt may take (``wait_until_connectable`` bounds attempts by it)
     connect_timeout: float = 10.0
 
+    @property
+    def runs_here(self) -> bool:
+        """True when commands run on this very host: what the host is (``uname``, os-release)
+        can then be read in this process instead of by running commands."""
+        return False
+
     @abc.abstractmethod
     def execute(
         self,

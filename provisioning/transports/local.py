@@ -19,6 +19,11 @@ __all__ = ["LocalTransport"]
 class LocalTransport(Transport):
     """Runs ``sh -c`` in ``cwd``; relative file paths are relative to ``cwd`` too."""
 
+    @property
+    def runs_here(self) -> bool:
+        """True unless a subclass runs its commands somewhere else."""
+        return type(self).execute is LocalTransport.execute
+
     def __init__(self, cwd: str | None = None, *, env: Mapping[str, str] | None = None,
                  default_timeout: float = DEFAULT_COMMAND_TIMEOUT, confine: bool = False) -> None:
         """``confine``: ``cwd`` is the machine's whole filesystem; every path (absolute, or

@@ -65,3 +65,23 @@ def test_upload_download_skip_when_unchanged(machine, tmp_path):
     assert machine.download_file("copy.bin", str(tmp_path / "back.bin")) is True
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
     assert machine.download_file("copy.bin", str(tmp_path / "back.bin")) is False
+
+
+class ElsewhereTransport(LocalTransport):
+    """A local transport that says its commands run elsewhere: facts come from commands."""
+
+    def execute(self, command, **options):
+        self.commands = getattr(self, "commands", []) + [command]
+        return super().execute(command, **options)
+
+
+def test_facts_read_in_process_equal_what_the_commands_print(tmp_path):
+    here = UnixMachine("here", LocalTransport(str(tmp_path)))
+    asked = UnixMachine("asked", ElsewhereTransport(str(tmp_path)))
+    assert here.transport.runs_here and not asked.transport.runs_here
+    facts = asked.facts()
+    assert len(asked.transport.commands) == 1  # one round trip for all of them
+    assert here.facts() == facts
+    assert facts["hostname"] == asked.execute_always("hostname").stdout.strip()
+    assert facts["arch"] == asked.execute_always("uname -m").stdout.strip()
+    assert here.detect_os() == (facts["os"], facts["version"], facts["arch"])

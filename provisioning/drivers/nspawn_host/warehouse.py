@@ -22,7 +22,7 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from provisioning.drivers.machine_dirs import MachineDirs, hostname_for
 from provisioning.errors import ConfigError, ProviderError
@@ -106,6 +106,13 @@ class Warehouse(MachineDirs[MachineRecord]):
         for part in ("upper", "work", "merged"):
             os.makedirs(os.path.join(directory, part), mode=0o755)
         os.chmod(directory, 0o700)
+        self.write_record(record)
+        return record
+
+    def retag(self, record: MachineRecord, name: str, store_id: str | None) -> MachineRecord:
+        """Mark the machine as ``name``'s of store ``store_id`` (what ``tagged`` finds): an
+        import takes it over. Call under ``locked``."""
+        record = replace(record, name=name, store_id=store_id)
         self.write_record(record)
         return record
 

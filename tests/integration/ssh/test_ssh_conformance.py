@@ -50,5 +50,8 @@ class TestSSHDriverConformance(DriverConformance):
         registered = spec is not None and spec.reference.get("port") == self.sshd.port
         return int(registered and self.sshd.process is not None)
 
+    def missing_resource_id(self) -> str:
+        return "127.0.0.1:1"  # nothing listens there
+
     def delete_behind_back(self, driver, spec) -> None:
         self.sshd.stop()  # the host is gone: destroy must still work, and forget it

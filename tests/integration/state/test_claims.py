@@ -16,6 +16,21 @@ pytestmark = pytest.mark.postgres
 HOLDER = {"host": "h", "pid": 1, "command": "test", "since": "T0"}
 
 
+def end_session(store, url: str) -> None:
+    """Close the store and wait until the server has ended its session (closing is
+    asynchronous on the server: the session's advisory locks go when its backend exits)."""
+    import psycopg
+
+    backend = store._conn.info.backend_pid
+    store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                           (backend,)).fetchone():
+            assert time.monotonic() < deadline, "the server never ended the closed session"
+            time.sleep(0.01)
+
+
 def test_run_key_is_the_operation_and_the_set_of_names():
     assert run_key("up", ["b", "a"]) == run_key("up", ["a", "b"])
     assert run_key("up", ["a"]) != run_key("destroy", ["a"])
@@ -27,17 +42,20 @@ def test_each_name_is_claimed_exactly_once_under_contention(postgres_url):
     names = [f"m-{i:03d}" for i in range(60)]
     claimed: list[tuple[int, str]] = []
     lock = threading.Lock()
-    start = threading.Barrier(6)
+    start, first_claims = threading.Barrier(6), threading.Barrier(6)
 
     def runner(index: int) -> None:
         store = open_store(postgres_url)
         try:
             start.wait()
             with WorkSplit(store, "up", names, ttl=30, holder=dict(HOLDER, pid=index)) as split:
-                while (name := split.claim()) is not None:
+                batch = split.claim(3)
+                first_claims.wait()  # every runner holds a batch before anyone finishes one
+                while batch:
                     with lock:
-                        claimed.append((index, name))
-                    assert split.finish(name)
+                        claimed.extend((index, name) for name in batch)
+                    assert split.finish({name: None for name in batch}) == set(batch)
+                    batch = split.claim(3)
         finally:
             store.close()
     threads = [threading.Thread(target=runner, args=(i,)) for i in range(6)]
@@ -45,12 +63,49 @@ def test_each_name_is_claimed_exactly_once_under_contention(postgres_url):
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert sorted(n for _, n in claimed) == names
-    assert len({i for i, _ in claimed}) > 1  # the work was shared
+    assert sorted(n for _, n in claimed) == names  # each name once: no batch overlapped
+    assert {i for i, _ in claimed} == set(range(6))  # each runner's first batch was its own
     with open_store(postgres_url) as store:
         progress = WorkSplit(store, "up", names, ttl=30).progress()
     # the run was finished: joining again opened a new generation with everything pending
     assert {p["state"] for p in progress.values()} == {"pending"}
+
+
+def test_a_batch_is_the_next_pending_names_in_order(postgres_url):
+    names = [f"n-{i}" for i in range(7)]
+    with open_store(postgres_url) as store:
+        split = WorkSplit(store, "up", names, ttl=30)
+        try:
+            assert split.claim(3) == ["n-0", "n-1", "n-2"]
+            assert split.claim(10) == ["n-3", "n-4", "n-5", "n-6"]
+            assert split.claim(10) == []
+            assert split.open_count() == 7
+            assert split.finish({"n-0": None, "n-1": "ProvisioningError: boom"}) == {"n-0", "n-1"}
+            states = {n: p["state"] for n, p in split.progress().items()}
+            assert states["n-0"] == "done" and states["n-1"] == "failed"
+            assert split.open_count() == 5
+        finally:
+            split.close()
+
+
+def test_a_stopping_runner_gives_back_what_it_did_not_start(postgres_url):
+    names = ["a", "b", "c"]
+    quitting, staying = open_store(postgres_url), open_store(postgres_url)
+    try:
+        leaving = WorkSplit(quitting, "up", names, ttl=60, holder=dict(HOLDER, pid=1))
+        other = WorkSplit(staying, "up", names, ttl=60, holder=dict(HOLDER, pid=2))
+        assert leaving.claim(3) == names
+        assert other.claim(3) == []  # all claimed by a live runner
+        assert leaving.finish({"a": None}) == {"a"}
+        leaving.release(["b", "c"])  # it stops before starting them
+        assert other.claim(3) == ["b", "c"]  # at once, without waiting for a lease
+        assert other.finish({"b": None, "c": None}) == {"b", "c"}
+        assert other.open_count() == 0
+        leaving.close()
+        other.close()
+    finally:
+        quitting.close()
+        staying.close()
 
 
 def test_claims_of_a_closed_session_come_back_at_once(postgres_url):
@@ -58,16 +113,16 @@ def test_claims_of_a_closed_session_come_back_at_once(postgres_url):
     dead, alive = open_store(postgres_url), open_store(postgres_url)
     try:
         gone = WorkSplit(dead, "up", names, ttl=60, holder=dict(HOLDER, host="gone"))
-        assert gone.claim() == "a"
+        assert gone.claim() == ["a"]
         mine = WorkSplit(alive, "up", names, ttl=60)
         assert mine.generation == gone.generation  # joined the open run
-        assert mine.claim() == "b"
-        assert mine.claim() is None  # "a" is claimed by a live runner
+        assert mine.claim() == ["b"]
+        assert mine.claim() == []  # "a" is claimed by a live runner
         assert alive.runs()[0]["claimed"]["a"]["host"] == "gone"
         gone.close()
-        dead.close()  # its session ends: its claim is free without waiting for the lease
-        assert mine.claim() == "a"
-        assert mine.finish("a") and mine.finish("b")
+        end_session(dead, postgres_url)  # its claim is free without waiting for the lease
+        assert mine.claim() == ["a"]
+        assert mine.finish({"a": None, "b": None}) == {"a", "b"}
         assert {p["state"] for p in mine.progress().values()} == {"done"}
         mine.close()
     finally:
@@ -80,12 +135,14 @@ def test_an_unrenewed_claim_expires_after_its_lease(postgres_url):
     try:
         key = run_key("up", names)
         generation = silent.join_run(key, "up", names, fresh_within=30)
-        assert silent.claim_next(key, generation, "tok-silent", HOLDER, 1.0) == "x"
-        assert other.claim_next(key, generation, "tok-other", HOLDER, 30) is None
-        time.sleep(1.3)  # the session lives on (a lost network), but nobody renewed the claim
-        assert other.claim_next(key, generation, "tok-other", HOLDER, 30) == "x"
-        assert not silent.finish_claim(key, generation, "x", "tok-silent")  # it lost the claim
-        assert other.finish_claim(key, generation, "x", "tok-other", error="boom")
+        assert silent.claim_work(key, generation, "tok-silent", HOLDER, 3600, 1) == ["x"]
+        assert other.claim_work(key, generation, "tok-other", HOLDER, 30, 1) == []
+        # its lease runs out (the session lives on, as with a lost network): a last renewal
+        # with no time left stands for an hour without renewals, without waiting for it
+        silent.renew_claims(key, generation, "tok-silent", 0.0)
+        assert other.claim_work(key, generation, "tok-other", HOLDER, 30, 1) == ["x"]
+        assert silent.finish_work(key, generation, "tok-silent", {"x": None}) == set()  # lost
+        assert other.finish_work(key, generation, "tok-other", {"x": "boom"}) == {"x"}
         assert silent.run_progress(key, generation)["x"]["state"] == "failed"
     finally:
         silent.close()
@@ -96,8 +153,8 @@ def test_an_abandoned_run_is_not_joined(postgres_url):
     names = ["p", "q"]
     with open_store(postgres_url) as store:
         key = run_key("up", names)
-        first = store.join_run(key, "up", names, fresh_within=30)
-        assert store.join_run(key, "up", names, fresh_within=30) == first  # fresh: joined
+        first = store.join_run(key, "up", names, fresh_within=3600)
+        assert store.join_run(key, "up", names, fresh_within=3600) == first  # fresh: joined
         time.sleep(1.1)
         second = store.join_run(key, "up", names, fresh_within=1.0)  # stale: a new run
         assert second == first + 1

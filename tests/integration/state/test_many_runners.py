@@ -20,13 +20,39 @@ from provisioning.store import open_store
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-def write_cluster(directory, count: int, ready_delay: float) -> str:
+def write_cluster(directory, count: int, ready_delay: float = 0.0, hold: str | None = None
+                  ) -> str:
+    """A cluster of ``count`` fake machines; with ``hold``, each machine's ready waits until
+    that file exists (the test decides when runners may go on)."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "cluster.yml")
+    options = f"ready_delay: {ready_delay}" + (f", hold_ready_until: '{hold}'" if hold else "")
     with open(path, "w") as handle:
         handle.write(f"driver: fake:./cloud\nmachines:\n  node:\n    count: {count}\n"
-                     f"    machine_options: {{ready_delay: {ready_delay}}}\n")
+                     f"    machine_options: {{{options}}}\n")
     return path
+
+
+def wait_for(predicate, what: str, procs: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Poll ``predicate`` until true; the timeout only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        running = [p for p in procs if p.poll() is None]
+        if time.monotonic() > deadline or len(running) < len(procs):
+            outs = [p.communicate(timeout=30) for p in procs]
+            raise AssertionError(f"never saw {what}: {outs}")
+        time.sleep(0.05)
+
+
+def claimed_by(url: str) -> dict[str, int]:
+    """pid -> machines it claims now (live claims of the open run)."""
+    with open_store(url) as store:
+        runs = store.runs()
+    out: dict[str, int] = {}
+    for run in runs:
+        for holder in run["claimed"].values():
+            out[str(holder["pid"])] = out.get(str(holder["pid"]), 0) + 1
+    return out
 
 
 def converge(cluster: str, url: str, *args: str, env: dict[str, str] | None = None
@@ -58,22 +84,16 @@ def claims_by_runner(url: str) -> dict[str, int]:
 
 
 def test_four_runners_split_forty_machines(tmp_path, postgres_server):
-    count, delay, parallel = 40, 1.0, 4
-    single_url, shared_url = postgres_server.new_database(), postgres_server.new_database()
-
-    single = write_cluster(tmp_path / "one", count, delay)
-    start = time.monotonic()
-    [(code, out, err)] = finish([converge(single, single_url, "up", "--parallel",
-                                          str(parallel))])
-    one_runner = time.monotonic() - start
-    assert code == 0, out + err
-    assert FakeWarehouse(str(tmp_path / "one" / "cloud")).counters()["creates"] == count
-
-    shared = write_cluster(tmp_path / "four", count, delay)
-    start = time.monotonic()
-    procs = [converge(shared, shared_url, "up", "--parallel", str(parallel)) for _ in range(4)]
+    """Each of four runners takes a share: every machine is held in ready until all four
+    runners hold claims, so the split does not depend on how fast each one starts."""
+    count, parallel = 40, 4
+    url = postgres_server.new_database()
+    release = tmp_path / "release"
+    shared = write_cluster(tmp_path / "four", count, hold=str(release))
+    procs = [converge(shared, url, "up", "--parallel", str(parallel)) for _ in range(4)]
+    wait_for(lambda: len(claimed_by(url)) == 4, "all four runners holding claims", procs)
+    release.touch()
     results = finish(procs)
-    four_runners = time.monotonic() - start
     for code, out, err in results:
         assert code == 0, out + err
         assert "StateLocked" not in out + err and "is locked by" not in out + err
@@ -82,60 +102,63 @@ def test_four_runners_split_forty_machines(tmp_path, postgres_server):
     assert warehouse.counters()["creates"] == count  # each machine created exactly once
     servers = warehouse.servers().values()
     assert sorted(s["name"] for s in servers) == sorted(f"node-{i}" for i in range(1, count + 1))
-    with open_store(shared_url) as store:
+    with open_store(url) as store:
         entries = store.list("machine")
         assert len(entries) == count  # no state entry lost
         by_server = {s["id"]: s["name"] for s in servers}
         assert all(by_server[e.reference["server_id"]] == e.name for e in entries)
         assert all(e.last_action == "up" and e.last_error is None for e in entries)
         assert store.locks() == {}
-    split = claims_by_runner(shared_url)
+    split = claims_by_runner(url)
     assert sum(split.values()) == count and len(split) == 4, split  # every runner took a share
-    print(f"\n40 fake machines, ready_delay {delay} s, --parallel {parallel}: one runner "
-          f"{one_runner:.2f} s, four runners {four_runners:.2f} s; split {sorted(split.values())}")
+    assert set(split) == {str(p.pid) for p in procs}
+    for _code, out, err in results:  # each reports all 40: its own and the others'
+        text = out + err
+        assert all(f"node-{i}" in text for i in range(1, count + 1)), text
     # Speed-up is measured in bench/many_runners.py, not asserted here: CI machines are loaded.
 
 
 def test_runner_killed_holding_locks_does_not_stop_the_others(tmp_path, postgres_server):
+    """A runner killed (SIGKILL) while it holds claims and locks: its database session ends,
+    and another runner takes its machines over at once. The lease is an hour, so a takeover
+    that waited for it would never come (the timeout of ``finish`` turns that into a failure)."""
     url = postgres_server.new_database()
-    ttl = 20.0
-    env = {"PROVISIONING_LOCK_TTL": str(ttl)}
-    cluster = write_cluster(tmp_path, 12, 3.0)
+    env = {"PROVISIONING_LOCK_TTL": "3600"}
+    release = tmp_path / "release"
+    cluster = write_cluster(tmp_path, 12, hold=str(release))
     victim = converge(cluster, url, "up", "--parallel", "3", env=env)
     with open_store(url) as store:
-        deadline = time.monotonic() + 30
-        while True:  # wait until the victim holds locks, in the middle of readying machines
+        def victim_holds_three() -> bool:
             held = {n for n, h in store.locks().items() if h.get("pid") == victim.pid}
-            if len(held) == 3 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert len(held) == 3, victim.communicate(timeout=5)
+            return len(held) == 3
+        wait_for(victim_holds_three, "the victim holding 3 locks, held in ready", [victim])
         victim.send_signal(signal.SIGKILL)
-        victim.communicate(timeout=10)
-        killed = time.monotonic()
+        victim.communicate(timeout=60)
+        release.touch()
         [(code, out, err)] = finish([converge(cluster, url, "up", "--parallel", "12", env=env)])
-        elapsed = time.monotonic() - killed
         assert code == 0, out + err
-        assert elapsed < ttl, f"took {elapsed:.1f} s, the lease is {ttl} s"
-        print(f"\nafter SIGKILL of a runner holding 3 locks, another finished 12 machines in "
-              f"{elapsed:.2f} s (lease {ttl:g} s)")
         entries = store.list("machine")
         assert sorted(e.name for e in entries) == sorted(f"node-{i}" for i in range(1, 13))
         assert all(e.last_action == "up" and e.last_error is None for e in entries)
+        assert store.locks() == {}
     counters = FakeWarehouse(str(tmp_path / "cloud")).counters()
     assert counters["creates"] == 12  # what the victim created was found again, not duplicated
 
 
 def test_a_failure_in_one_runner_fails_the_run_everywhere(tmp_path, postgres_server):
+    """The healthy runner holds one machine in ready while the broken one fails all the
+    others; then the healthy one finishes and reports the others' failures as its own."""
     url = postgres_server.new_database()
-    cluster = write_cluster(tmp_path, 6, 1.5)
+    release = tmp_path / "release"
+    cluster = write_cluster(tmp_path, 6, hold=str(release))
     healthy = converge(cluster, url, "up", "--parallel", "1")
     with open_store(url) as store:
-        deadline = time.monotonic() + 30
-        while not store.locks() and time.monotonic() < deadline:  # healthy is at work
-            time.sleep(0.05)
-    broken = converge(cluster, url, "up", "--parallel", "1",
-                      env={"PROVISIONING_FAULT": "during_ready:fail"})
+        wait_for(lambda: len(store.locks()) == 1, "the healthy runner at work", [healthy])
+        broken = converge(cluster, url, "up", "--parallel", "1",
+                          env={"PROVISIONING_FAULT": "during_ready:fail"})
+        wait_for(lambda: sum(1 for e in store.list("machine") if e.last_error) == 5,
+                 "the broken runner failing the five others", [healthy, broken])
+    release.touch()
     (hcode, hout, herr), (bcode, bout, berr) = finish([healthy, broken])
     assert bcode == 1 and hcode == 1, (bout, berr, hout, herr)
     assert "injected failure at during_ready" in bout + berr
@@ -143,7 +166,7 @@ def test_a_failure_in_one_runner_fails_the_run_everywhere(tmp_path, postgres_ser
     with open_store(url) as store:
         failed = [e.name for e in store.list("machine") if e.last_error]
         ok = [e.name for e in store.list("machine") if not e.last_error]
-    assert failed and ok and len(failed) + len(ok) == 6
+    assert len(failed) == 5 and len(ok) == 1
     lines = (hout + herr).splitlines()
     for name in failed:  # the healthy runner reports the failures it did not do itself
         assert any(name in line and "failed in another runner" in line for line in lines), hout

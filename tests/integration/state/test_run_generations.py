@@ -42,11 +42,9 @@ def test_a_new_run_opened_meanwhile_does_not_erase_the_results_being_reported(po
     try:
         # another runner joined first: it holds m1, failed m2 (a lock conflict) and did m3
         elsewhere = WorkSplit(other, "up", NAMES, ttl=30, holder=OTHER)
-        assert elsewhere.claim() == "m1"
-        assert elsewhere.claim() == "m2"
-        assert elsewhere.finish("m2", f"StateLocked: {StateLocked('m2', {'host': 'h3'})}")
-        assert elsewhere.claim() == "m3"
-        assert elsewhere.finish("m3")
+        assert elsewhere.claim(3) == ["m1", "m2", "m3"]
+        assert elsewhere.finish({"m2": f"StateLocked: {StateLocked('m2', {'host': 'h3'})}",
+                                 "m3": None}) == {"m2", "m3"}
 
         provisioner = Provisioner(held, parallel=2)
         outcome: dict = {}

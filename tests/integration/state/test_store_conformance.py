@@ -164,25 +164,62 @@ class StoreConformance:
                 other.close()
 
     def test_lock_wait_gets_it_when_released(self, store):
+        """A waiter refused once gets the lock when its holder releases it (ordered by
+        events: the release happens after the waiter's first refused attempt)."""
         held = store.lock("w", 10)
-        threading.Timer(0.5, held.release).start()
-        start = time.monotonic()
-        with store.lock("w", 10, wait=10):
-            assert 0.3 < time.monotonic() - start < 5
+        refused, order = threading.Event(), []
+        attempt = store._try_acquire
+
+        def observed(name, token, holder, ttl):  # the real attempt, reported to the test
+            current = attempt(name, token, holder, ttl)
+            if current is not None:
+                refused.set()
+            return current
+
+        def release_after_a_refusal() -> None:
+            assert refused.wait(60)
+            order.append("released")
+            held.release()
+        store._try_acquire = observed
+        releaser = threading.Thread(target=release_after_a_refusal)
+        releaser.start()
+        try:
+            with store.lock("w", 10, wait=120, poll=0.01):
+                order.append("got it")
+        finally:
+            del store._try_acquire
+            releaser.join(60)
+        assert order == ["released", "got it"]
 
     def test_unrenewed_lease_expires_after_its_ttl(self, store):
         holder = {"host": "elsewhere", "pid": 1, "command": "gone", "since": "T0"}
-        assert store._try_acquire("x", "tok", holder, 1.0) is None  # no heartbeat: a lost runner
+        assert store._try_acquire("x", "tok", holder, 3600) is None  # no heartbeat: lost runner
         with pytest.raises(StateLocked):
             store.lock("x", 10)
-        time.sleep(1.3)
+        store._renew("x", "tok", 0.0)  # its last renewal had no time left: the lease is over
         store.lock("x", 10).release()
 
     def test_heartbeat_keeps_a_short_lease(self, store):
-        with store.lock("hb", 1.0):
-            time.sleep(2.5)
-            assert "hb" in store.locks()
-            assert store._try_acquire("hb", "intruder", {"host": "elsewhere"}, 5) is not None
+        """Past its first TTL, a lease the heartbeat renews is still held: checked by an
+        intruder right after each renewal, until three renewals spanning more than a TTL."""
+        ttl, seen = 2.0, []
+        renew = store._renew
+
+        def observed(name, token, ttl_):  # the real renewal, then an intruder's try
+            renew(name, token, ttl_)
+            if name == "hb":
+                seen.append(store._try_acquire("hb", "intruder", {"host": "elsewhere"}, 5))
+        store._renew = observed
+        try:
+            with store.lock("hb", ttl):
+                started = time.monotonic()
+                deadline = started + 120
+                while len(seen) < 3 or time.monotonic() - started <= ttl:
+                    assert time.monotonic() < deadline, "the heartbeat never renewed the lease"
+                    time.sleep(0.05)
+        finally:
+            del store._renew
+        assert seen and all(holder is not None for holder in seen)  # never free for an intruder
 
     # -- across processes --------------------------------------------------------------------
     def test_crash_mid_save_keeps_the_previous_version(self, url, store):
@@ -254,14 +291,13 @@ class StoreConformance:
             assert proc.stdout.readline().strip() == "locked", proc.stderr.read()
             with pytest.raises(StateLocked, match="another-host"):
                 store.lock("job", ttl)
-            killed = time.monotonic()
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         else:
             store._try_acquire("job", "t", {"host": "another-host", "pid": 1}, ttl)
-            killed = time.monotonic()
-        with store.lock("job", ttl, wait=ttl + 5):
-            assert time.monotonic() - killed < ttl + 1.5
+        # the wait is a generous guard; a lease that never freed would raise StateLocked
+        with store.lock("job", ttl, wait=ttl + 120):
+            assert store.locks()["job"].get("host") != "another-host"
         if self.shared:
             proc.stdout.close()
             proc.stderr.close()
@@ -269,7 +305,7 @@ class StoreConformance:
     def test_lock_of_a_killed_local_process_frees_at_once(self, url, store):
         host = socket.gethostname()
         if self.shared:
-            proc = worker(url, "hold-lock", "local", "60", host)
+            proc = worker(url, "hold-lock", "local", "3600", host)
             assert proc.stdout.readline().strip() == "locked", proc.stderr.read()
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -278,10 +314,10 @@ class StoreConformance:
         else:
             done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                                   capture_output=True, text=True, check=True)
-            store._try_acquire("local", "t", {"host": host, "pid": int(done.stdout)}, 60)
-        start = time.monotonic()
-        with store.lock("local", 60, wait=20):
-            assert time.monotonic() - start < 5
+            store._try_acquire("local", "t", {"host": host, "pid": int(done.stdout)}, 3600)
+        # an hour's lease: only recognising the dead holder frees it within the wait
+        with store.lock("local", 60, wait=120):
+            assert store.locks()["local"]["pid"] == os.getpid()
 
 
 class TestMemoryStore(StoreConformance):

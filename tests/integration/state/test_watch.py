@@ -19,13 +19,27 @@ from provisioning.store import open_store
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-def write_cluster(directory, count: int, ready_delay: float = 0.0) -> str:
+def write_cluster(directory, count: int, hold: str | None = None) -> str:
+    """``count`` fake machines; each probe of a machine's health appends the probing process's
+    PID to ``probes`` in the machine's directory (so a test can count a watcher's rounds);
+    with ``hold``, readying a machine waits until that file exists."""
     path = os.path.join(directory, "cluster.yml")
+    options = f"{{hold_ready_until: '{hold}'}}" if hold else "{}"
     with open(path, "w") as handle:
         handle.write("driver: fake:./cloud\nmachines:\n  web:\n"
-                     f"    count: {count}\n    machine_options: {{ready_delay: {ready_delay}}}\n"
-                     "    healthcheck: {command: \"test ! -f broken\", deadline: 5}\n")
+                     f"    count: {count}\n    machine_options: {options}\n"
+                     "    healthcheck: {command: \"echo $PPID >> probes; test ! -f broken\", "
+                     "deadline: 5}\n")
     return path
+
+
+def probes(server: dict, pid: int) -> int:
+    """How often the process ``pid`` has probed this server's machine."""
+    try:
+        with open(os.path.join(server["dir"], "probes")) as handle:
+            return sum(1 for line in handle if line.strip() == str(pid))
+    except FileNotFoundError:
+        return 0
 
 
 def converge(cluster: str, url: str, *args: str) -> subprocess.Popen:
@@ -73,7 +87,11 @@ def test_two_watchers_mend_each_machine_once(tmp_path, postgres_url):
                 and now["web-2"]["id"] != before["web-2"]["id"])
     try:
         wait_for(mended, 90, "the watchers to replace web-2 and re-create web-3")
-        time.sleep(3)  # several more rounds of both watchers: nothing more may happen
+        # both watchers observe the mended cluster for two more whole rounds (each round
+        # probes web-1; three more probes span two rounds): nothing more may happen
+        seen = {w.pid: probes(before["web-1"], w.pid) for w in watchers}
+        wait_for(lambda: all(probes(before["web-1"], w.pid) >= seen[w.pid] + 3
+                             for w in watchers), 90, "two more rounds of both watchers")
     finally:
         for proc in watchers:
             proc.send_signal(signal.SIGTERM)
@@ -103,16 +121,19 @@ def test_two_watchers_mend_each_machine_once(tmp_path, postgres_url):
 
 
 def test_sigterm_stops_between_actions(tmp_path, postgres_url):
-    cluster = write_cluster(tmp_path, 1, ready_delay=2.0)
+    """SIGTERM while the watcher is in the middle of an action (creating web-1, held in ready
+    until the test lets it go): the action is finished, no new one begins."""
+    release = tmp_path / "release"
+    cluster = write_cluster(tmp_path, 1, hold=str(release))
     watcher = converge(cluster, postgres_url, "watch", "--interval", "0.3")
     warehouse = FakeWarehouse(str(tmp_path / "cloud"))
-    wait_for(lambda: warehouse.counters().get("creates") == 1, 60,
-             "the watcher to start creating web-1")
-    watcher.send_signal(signal.SIGTERM)  # in the middle of readying (2 s)
-    signalled = time.monotonic()
+    with open_store(postgres_url) as store:
+        wait_for(lambda: warehouse.counters().get("creates") == 1 and "web-1" in store.locks(),
+                 60, "the watcher to be readying web-1")
+    watcher.send_signal(signal.SIGTERM)  # in the middle of readying: held until released
+    release.touch()
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 0, out + err
-    assert time.monotonic() - signalled < 10
     got = events(out)
     assert [e["data"]["watch"] for e in got if e["event"] == "action" and "watch" in
             e.get("data", {})] == ["create"]  # the action finished, no new one began

@@ -1,0 +1,179 @@
+"""The conformance cases of plan/apply and import (``DriverConformance`` inherits them): why-run
+plans ``create`` for a resource deleted behind our back and ``start`` for a stopped machine,
+touching nothing; ``apply`` performs what the plan said (``provisioning.testing.plan_check``);
+``converge import`` adopts a resource the driver made outside the state (drivers that do not
+declare ``imports`` must raise UnsupportedOperation). The plan cases drive a one-file cluster
+(``provisioning.cluster``) on the suite's store. The hooks (``machine_options``,
+``count_machines``, ``delete_behind_back``...) are ``DriverConformance``'s."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from provisioning.actions import RecordingActionHandler
+from provisioning.errors import UnsupportedOperation
+from provisioning.lifecycle import Provisioner
+from provisioning.store.sqlite import SQLiteStore
+
+__all__ = ["PlanConformance"]
+
+
+class PlanConformance:
+    """Mixed into ``DriverConformance``; not used on its own."""
+
+    # the hooks and helpers DriverConformance defines
+    machine_options: Any
+    count_machines: Any
+    delete_behind_back: Any
+    machine_name: Any
+    require: Any
+    _up: Any
+
+    def missing_resource_id(self) -> str:
+        """A resource id no resource has (import must raise MachineNotFound for it)."""
+        return "conf-no-such-resource"
+
+    # -- plan and apply (provisioning.cluster) --------------------------------------------------
+    def _cluster_runner(self, tmp_path, store, conformance_config, driver, names, *,
+                        why_run: bool):
+        """A ClusterRunner over a cluster file naming ``names`` on this driver, on ``store``."""
+        from provisioning.cluster.file import parse_cluster
+        from provisioning.cluster.runner import ClusterRunner
+
+        data = {"name": "conformance", "driver": driver.driver_url,
+                "machines": {n: {"machine_options": self.machine_options(n)} for n in names}}
+        for key in ("private_keys", "private_key_paths"):  # the file's key check reads them
+            if conformance_config.data.get(key):
+                data[key] = conformance_config.data[key]
+        path = tmp_path / "conformance-cluster.yml"
+        path.write_text(json.dumps(data))  # JSON is YAML
+        handler = RecordingActionHandler(why_run=why_run)
+        return ClusterRunner(parse_cluster(data, str(path)), store=store,
+                             config=conformance_config, action_handler=handler)
+
+    def test_why_run_plans_create_for_a_resource_deleted_behind_our_back(
+            self, tmp_path, provisioner, driver, caps, store, conformance_config):
+        self.require(caps, "detects_lost")
+        name = self.machine_name("conf-plan-lost")
+        self._up(provisioner, caps, driver, name)
+        self.delete_behind_back(driver, provisioner.spec(name))
+        before = store.get("machine", name)
+        runner = self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
+                                      why_run=True)
+        from provisioning.cluster.plan import make_plan
+
+        [planned] = make_plan(runner).machines
+        assert (planned.action, planned.observed) == ("create", "missing"), planned
+        assert planned.steps, "the plan must say what the create would do"
+        assert self.count_machines(driver, name) == 0, "why-run must create nothing"
+        after = store.get("machine", name)
+        assert (after.reference, after.version) == (before.reference, before.version)
+        assert not runner.action_handler.actions(performed=True)
+
+    def test_why_run_plans_start_for_a_stopped_machine(self, tmp_path, provisioner, driver,
+                                                       caps, store, conformance_config):
+        self.require(caps, "stoppable")
+        name = self.machine_name("conf-plan-stopped")
+        self._up(provisioner, caps, driver, name)
+        provisioner.stop(name, self.machine_options(name), driver)
+        state = driver.machine_state(provisioner.spec(name))
+        if state != "stopped":
+            pytest.skip(f"not applicable: the driver reports a stopped machine as {state!r}")
+        runner = self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
+                                      why_run=True)
+        from provisioning.cluster.plan import make_plan
+
+        [planned] = make_plan(runner).machines
+        assert (planned.action, planned.observed) == ("start", "stopped"), planned
+        assert driver.machine_state(provisioner.spec(name)) == "stopped", "why-run started it"
+        assert not runner.action_handler.actions(performed=True)
+
+    def test_apply_performs_exactly_the_plan(self, tmp_path, provisioner, driver, caps, store,
+                                             conformance_config):
+        from provisioning.cluster.apply import apply_plan
+        from provisioning.cluster.plan import make_plan
+        from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
+
+        kept, new = self.machine_name("conf-pa-kept"), self.machine_name("conf-pa-new")
+        names = [kept, new]
+        self._up(provisioner, caps, driver, kept)
+        if caps.stoppable and caps.detects_lost:
+            stopped = self.machine_name("conf-pa-stopped")
+            self._up(provisioner, caps, driver, stopped)
+            provisioner.stop(stopped, self.machine_options(stopped), driver)
+            names.append(stopped)
+        planner = self._cluster_runner(tmp_path, store, conformance_config, driver, names,
+                                       why_run=True)
+        plan = make_plan(planner)
+        assert {m.name: m.action for m in plan.machines}[new] == "create"
+        assert not planner.action_handler.actions(performed=True)
+        runner = self._cluster_runner(tmp_path, store, conformance_config, driver, names,
+                                      why_run=False)
+        results = apply_plan(runner, plan)
+        assert results.ok, results.failures
+        for outcome in results.values():
+            if outcome.value is not None:
+                outcome.value.disconnect()
+        performed = performed_by_machine(runner.action_handler.events)
+        saved = [e.name for e in store.list("machine")]
+        assert plan_mismatches(plan, performed, saved) == []
+        for name in names:
+            assert self.count_machines(driver, name) == 1
+        again = make_plan(self._cluster_runner(tmp_path, store, conformance_config, driver,
+                                               names, why_run=True))
+        assert {m.action for m in again.machines} == {"nothing"}, again.summary()
+
+    # -- import (Capabilities.imports) -----------------------------------------------------------
+    def test_import_adopts_a_resource_made_outside_the_state(self, tmp_path, provisioner,
+                                                             driver, caps, store, handler,
+                                                             conformance_config):
+        from provisioning.cluster.state_ops import import_resource
+        from provisioning.errors import ConfigError, MachineNotFound
+
+        name = "conf-imported"
+        options = self.machine_options(name)
+        if not caps.imports:
+            with pytest.raises(UnsupportedOperation):
+                import_resource(provisioner, driver, name, "anything", options)
+            assert store.get("machine", name) is None
+            return
+        elsewhere = SQLiteStore(tmp_path / "elsewhere.db")  # someone else's state
+        try:
+            source = "conf-import-source"
+            made = Provisioner(elsewhere, config=conformance_config, lock_wait=60).allocate(
+                driver, source, self.machine_options(source))
+            resource_id = driver.resource_id(made.reference)
+            assert resource_id, "resource_id() must name the resource a reference records"
+        finally:
+            elsewhere.close()
+        planner = RecordingActionHandler(why_run=True)
+        planned = import_resource(Provisioner(store, config=conformance_config,
+                                              action_handler=planner),
+                                  driver, name, resource_id, options)
+        assert planned is None and store.get("machine", name) is None
+        assert planner.actions() and not planner.actions(performed=True)
+        with pytest.raises(MachineNotFound):
+            import_resource(provisioner, driver, name, self.missing_resource_id(), options)
+        assert store.get("machine", name) is None
+        spec = import_resource(provisioner, driver, name, resource_id, options)
+        saved = store.get("machine", name)
+        assert saved is not None and saved.reference["driver_url"] == driver.driver_url
+        assert driver.resource_id(saved.reference) == resource_id == driver.resource_id(
+            spec.reference)
+        json.dumps(saved.reference)
+        assert self.count_machines(driver, name) == 1, "the import must mark it as this machine's"
+        with pytest.raises(ConfigError, match="already in the state"):
+            import_resource(provisioner, driver, "conf-imported-twice", resource_id, options)
+        with pytest.raises(ConfigError, match="already in the state"):
+            import_resource(provisioner, driver, name, resource_id, options)
+        performed = len(handler.actions(performed=True))
+        provisioner.allocate(driver, name, options)
+        assert len(handler.actions(performed=True)) == performed, \
+            "allocate of an imported machine must adopt it, not create another"
+        if caps.connectable:
+            machine = provisioner.up(driver, name, options)
+            assert machine.execute_always("echo imported").stdout.strip() == "imported"
+            machine.disconnect()
