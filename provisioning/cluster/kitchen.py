@@ -14,6 +14,7 @@ the machines, so ``converge list`` still shows how a destroyed instance last ver
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -115,12 +116,12 @@ class Kitchen:
                 elif not outcome.ok:
                     results[name] = outcome
         connected = self.runner.provisioner.parallelizer.run(
-            (d.name, (lambda n=d.name: self.runner.connect(n))) for d in existing)
+            (d.name, functools.partial(self.runner.connect, d.name)) for d in existing)
         for name, outcome in connected.items():
-            if outcome.ok:
-                machines[name] = outcome.value
-            else:
+            if not outcome.ok:
                 results[name] = outcome
+            elif outcome.value is not None:  # connect returns a machine or raises
+                machines[name] = outcome.value
         results.update(self._verify_machines(definitions, machines))
         ordered = BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
         self._record(definitions, ordered, "verify", verify=True)
@@ -132,7 +133,7 @@ class Kitchen:
                          machines: dict[str, "Machine"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
         verified = self.runner.provisioner.parallelizer.run(
-            (name, (lambda n=name, m=machine: self.runner.verify(by_name[n], m)))
+            (name, functools.partial(self.runner.verify, by_name[name], machine))
             for name, machine in machines.items())
         for name, outcome in verified.items():
             handler = self.runner.action_handler.for_machine(name)

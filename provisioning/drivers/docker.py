@@ -130,9 +130,9 @@ class DockerDriver(DockerSnapshots, Driver):
         remote = self.endpoint.startswith(("tcp://", "ssh://"))
         engine_host = self.endpoint.split("://", 1)[1].rsplit(":", 1)[0].split("@")[-1] \
             if remote else None
-        self.ssh_host = (self.driver_options.get("ssh_host")
-                         or (engine_host if remote and self.publish_address in ("0.0.0.0", "::")
-                             else self.publish_address))
+        self.ssh_host: str = str(self.driver_options.get("ssh_host")
+                                 or (engine_host if remote and self.publish_address
+                                     in ("0.0.0.0", "::") else self.publish_address))
         self._client: Any = None
         self._facts: dict[str, Any] | None = None
         self._lock = threading.Lock()

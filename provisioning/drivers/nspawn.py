@@ -12,6 +12,7 @@ Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``dur
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import threading
@@ -459,7 +460,7 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         def wait_one(spec, options, handler):
             checkpoint("during_ready", machine=spec.name)
             return self.wait_for_machine(handler, spec, options)
-        waited = parallelizer.run((item[0].name, (lambda item=item: wait_one(*item)))
+        waited = parallelizer.run((item[0].name, functools.partial(wait_one, *item))
                                   for item in waiting)
         results.update(waited)
         return results

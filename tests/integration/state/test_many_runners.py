@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +15,7 @@ psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'pro
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.store import open_store
+from tests.cli_runner import start_converge
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -58,11 +58,8 @@ def claimed_by(url: str) -> dict[str, int]:
 def converge(cluster: str, url: str, *args: str, env: dict[str, str] | None = None
              ) -> subprocess.Popen:
     """A runner process: ``converge -f CLUSTER --state URL ARGS``."""
-    full = dict(os.environ, **(env or {}))
-    return subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
-                             "--state", url, *args], env=full, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(cluster))
+    return start_converge("-f", cluster, "--state", url, *args, env=env,
+                          cwd=os.path.dirname(cluster))
 
 
 def finish(procs: list[subprocess.Popen], timeout: float = 180) -> list[tuple[int, str, str]]:
