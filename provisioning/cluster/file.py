@@ -42,13 +42,27 @@ import os
 import re
 from typing import Any, Mapping
 
+from provisioning.cluster.healthcheck import parse_healthchecks
 from provisioning.cluster.keycheck import key_problems
 from provisioning.cluster.matrix import expand_matrix
 from provisioning.cluster.model import ClusterFile, GroupSpec, MachineDefinition, VerifyItem, deep_merge
 from provisioning.cluster.topology import check_order
+from provisioning.convergence.registry import parse_convergence
+from provisioning.driver.local_features import (
+    LOCAL_OPTION_KEYS,
+    check_local_options,
+    parse_forwarded_ports,
+    parse_synced_folders,
+)
+from provisioning.driver.options import validate_options
 from provisioning.driver.requestcheck import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.images.definition import parse_images
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean, one_or_many
+from provisioning.inputs.userfiles import read_user_text
+from provisioning.inputs.yamlfile import load_yaml_text
+from provisioning.registry import driver_class
+from provisioning.url import parse_driver_url
 
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
            "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS",
@@ -65,9 +79,6 @@ MAX_COUNT = 1000
 # -- loading ---------------------------------------------------------------------------------
 def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
-    from provisioning.inputs.userfiles import read_user_text
-    from provisioning.inputs.yamlfile import load_yaml_text
-
     if os.path.isdir(path):
         raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
                           file=path)
@@ -148,8 +159,6 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                           private_keys=private_keys, machine_options=defaults, state=state,
                           name=name or default_cluster_name(path))
 
-    from provisioning.images.definition import parse_images
-
     cluster.images = parse_images(top.get("images"), problems, base_dir=base_dir,
                                   default_driver=default_driver, defaults=defaults,
                                   name_re=NAME_RE, max_name=MAX_NAME)
@@ -192,9 +201,6 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
 def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
                seen: dict[str, str]) -> None:
     """Validate one group's settings and add its machines (``count`` expanded) to the cluster."""
-    from provisioning.cluster.healthcheck import parse_healthchecks
-    from provisioning.convergence.registry import parse_convergence
-
     group, key = spec.name, spec.key
     if not NAME_RE.match(group) or len(group) > MAX_NAME:
         problems.add(key, f"invalid machine name {group!r}: use lower-case letters, digits and "
@@ -270,8 +276,6 @@ def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: P
 def _local_features(body: Mapping[str, Any], key: str, count: int | None,
                     options: dict[str, Any], problems: Problems, base_dir: str) -> None:
     """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
-    from provisioning.driver.local_features import parse_forwarded_ports, parse_synced_folders
-
     if "sync" in body:
         folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
         options["sync"] = [folder.to_data() for folder in folders]
@@ -326,9 +330,6 @@ _driver_classes: dict[str, Any] = {}
 
 def _driver_class(url: str, key: str, problems: Problems) -> Any:
     """The driver class for a URL, or None after recording why there is none."""
-    from provisioning.registry import driver_class
-    from provisioning.url import parse_driver_url
-
     try:
         scheme = parse_driver_url(url).scheme
         if scheme not in _driver_classes:
@@ -344,13 +345,10 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
                   problems: Problems, cluster: ClusterFile) -> None:
-    from provisioning.driver.options import validate_options
-
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
-    from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
 
     fields = list(getattr(cls, "machine_option_fields", ()))
     found = validate_options(fields, {k: v for k, v in options.items()
@@ -372,8 +370,6 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
 
 
 def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
-    from provisioning.driver.options import validate_options
-
     for url, options in cluster.driver_options.items():
         if not isinstance(options, Mapping):
             continue

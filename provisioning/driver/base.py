@@ -24,16 +24,23 @@ import socket
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
+from provisioning.driver.local_features import (
+    LOCAL_OPTION_KEYS,
+    Snapshot,
+    check_local_options,
+    copy_folder,
+    synced_folders,
+    unsupported,
+)
 from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
 from provisioning.driver.resources import ResourceContract
 from provisioning.errors import ConfigProblem, UnsupportedOperation
+from provisioning.keys import PrivateKey, find_private_key
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.config import Config
-    from provisioning.driver.local_features import Snapshot
-    from provisioning.keys import PrivateKey
     from provisioning.machine.base import Machine
     from provisioning.spec import ImageSpec, MachineSpec
 
@@ -96,8 +103,6 @@ class Driver(ResourceContract, abc.ABC):
         """Problems with one machine's options (the cluster loader collects them all). The
         local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
         capabilities, and never reach the driver's own option fields."""
-        from provisioning.driver.local_features import LOCAL_OPTION_KEYS, check_local_options
-
         own = {k: v for k, v in machine_options.items() if k not in LOCAL_OPTION_KEYS}
         return validate_options(self.machine_option_fields, own, where=where,
                                 file=file, strict=bool(self.machine_option_fields)) + \
@@ -176,29 +181,21 @@ class Driver(ResourceContract, abc.ABC):
                       name: str) -> "Snapshot":
         """Save the machine's files (running or stopped) as snapshot ``name``; saving an
         existing name replaces it."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "save snapshots")
 
     def restore_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                          name: str) -> None:
         """Return the machine's files to exactly snapshot ``name``; a machine that was running
         runs again afterwards (ready it to get a connection)."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "restore snapshots")
 
     def list_snapshots(self, machine_spec: "MachineSpec") -> "list[Snapshot]":
         """The machine's snapshots, oldest first. Changes nothing."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "list snapshots")
 
     def delete_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                         name: str) -> None:
         """Remove snapshot ``name``; MachineNotFound-free: a missing name is reported."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "delete snapshots")
 
     def sync_folders(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
@@ -206,8 +203,6 @@ class Driver(ResourceContract, abc.ABC):
         """Bring the machine's copied folders (``machine_options["sync"]`` that this driver
         does not mount) up to date over its transport; returns the files sent. Mounted folders
         are live and need nothing. ``up`` calls it after ready; so does ``converge sync``."""
-        from provisioning.driver.local_features import copy_folder, synced_folders
-
         copied = [f for f in synced_folders(machine_options)
                   if not f.mounted_by(self.capabilities.mounts_folders)]
         if not copied:
@@ -300,6 +295,4 @@ class Driver(ResourceContract, abc.ABC):
         return sock
 
     def get_private_key(self, name: str) -> "PrivateKey":
-        from provisioning.keys import find_private_key
-
         return find_private_key(self.config, name)
