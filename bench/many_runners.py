@@ -1,54 +1,163 @@
-"""Many runners on one cluster: wall time of ``converge up`` on N fake machines with 1, 2 and 4
-runner processes sharing one PostgreSQL state (a throwaway server this script starts).
+"""Many runners on one cluster: wall time of ``converge up`` on N fake machines with 1, 2, 4...
+runner processes sharing one PostgreSQL state (a throwaway server this script starts), and
+trials where one runner is killed (SIGKILL) at a random moment.
 
-    python3 bench/many_runners.py [--machines 40] [--ready-delay 1.0] [--parallel 4] [--repeat 3]
+    python3 bench/many_runners.py [--machines 40] [--ready-delay 1.0] [--parallel 4]
+                                  [--repeat 3] [--runners 1,2,4] [--lease 10]
+                                  [--kill-trials 10] [--kill-runners 4] [--seed S]
 
-Every run is checked: each machine created exactly once (the fake cloud's counter), every
-state entry present, every runner exited 0. Prints a Markdown table (min / median / max).
+Every run is checked: each machine created exactly once (the fake cloud's counter), every state
+entry present and up without error, every runner exited 0 and its JSON summary reports every
+machine ok. Prints a Markdown table (min / median / max).
+
+A kill trial starts ``--kill-runners`` runners, waits until a random number of machines (1 to
+N - 1) is done, kills one runner chosen at random, then starts one more runner (runners join
+and leave at any time). It checks what every run is checked for, with the killed runner left
+out: nothing created twice, nothing lost, every other report correct. ``--lease`` is the lock
+and claim lease (``PROVISIONING_LOCK_TTL``): how long a runner that lost its network (rather
+than its process) keeps its machines; a killed runner's database session ends with it, so its
+machines come back at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
+
+import psycopg
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.store import open_store
 from provisioning.testing.postgres import PostgresServer
 
 
+def write_cluster(directory: str, machines: int, delay: float) -> str:
+    cluster = os.path.join(directory, "cluster.yml")
+    with open(cluster, "w") as handle:
+        handle.write(f"driver: fake:./cloud\nmachines:\n  node:\n    count: {machines}\n"
+                     f"    machine_options: {{ready_delay: {delay}}}\n")
+    return cluster
+
+
+def start_runner(cluster: str, url: str, parallel: int, lease: float) -> subprocess.Popen:
+    """A runner process whose output goes to files beside the cluster (pipes read one runner
+    at a time would fill up and stall the others, which wait for its machines)."""
+    env = dict(os.environ, PROVISIONING_LOCK_TTL=str(lease))
+    directory = os.path.dirname(cluster)
+    index = len([n for n in os.listdir(directory) if n.startswith("runner-")])
+    out = open(os.path.join(directory, f"runner-{index}.out"), "w+")
+    err = open(os.path.join(directory, f"runner-{index}.err"), "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
+                             "--state", url, "--output", "json", "up", "--parallel",
+                             str(parallel)], stdout=out, stderr=err, text=True, cwd=directory,
+                            env=env)
+    proc.logs = (out, err)  # type: ignore[attr-defined]
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """Wait for the runner; its (stdout, stderr)."""
+    proc.wait()
+    texts = []
+    for handle in proc.logs:  # type: ignore[attr-defined]
+        handle.seek(0)
+        texts.append(handle.read())
+        handle.close()
+    return texts[0], texts[1]
+
+
+def report_problem(proc: subprocess.Popen, out: str, err: str, machines: int) -> str | None:
+    """None when the runner exited 0 with a JSON summary of every machine ok, else why not."""
+    if proc.returncode != 0:
+        return f"runner pid {proc.pid} exited {proc.returncode}:\n{out[-3000:]}\n{err[-3000:]}"
+    summary = next((e for e in map(json.loads, filter(None, out.splitlines()))
+                    if e.get("event") == "summary"), None)
+    expected = {f"node-{i}" for i in range(1, machines + 1)}
+    if summary is None or not summary["ok"] or set(summary["machines"]) != expected or \
+            not all(m["ok"] for m in summary["machines"].values()):
+        return f"runner pid {proc.pid}: wrong report {summary}"
+    return None
+
+
+def cloud_counts(directory: str, url: str, machines: int) -> tuple[int, int]:
+    """(duplicates: servers created more than once, lost: machines not saved as up)."""
+    creates = FakeWarehouse(os.path.join(directory, "cloud")).counters()["creates"]
+    with open_store(url) as store:
+        entries = store.list("machine")
+    good = sum(1 for e in entries if e.last_action == "up" and e.last_error is None)
+    return creates - machines, machines - good
+
+
 def one_run(server: PostgresServer, runners: int, machines: int, delay: float,
-            parallel: int) -> float:
+            parallel: int, lease: float) -> float:
     directory = tempfile.mkdtemp(prefix="bench-runners-")
     try:
-        cluster = os.path.join(directory, "cluster.yml")
-        with open(cluster, "w") as handle:
-            handle.write(f"driver: fake:./cloud\nmachines:\n  node:\n    count: {machines}\n"
-                         f"    machine_options: {{ready_delay: {delay}}}\n")
+        cluster = write_cluster(directory, machines, delay)
         url = server.new_database("bench")
         start = time.monotonic()
-        procs = [subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
-                                   "--state", url, "up", "--parallel", str(parallel)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  cwd=directory) for _ in range(runners)]
-        outputs = [p.communicate()[0] for p in procs]
+        procs = [start_runner(cluster, url, parallel, lease) for _ in range(runners)]
+        outputs = [finish(p) for p in procs]
         wall = time.monotonic() - start
-        for proc, out in zip(procs, outputs):
-            if proc.returncode != 0:
-                raise SystemExit(f"a runner failed:\n{out}")
-        creates = FakeWarehouse(os.path.join(directory, "cloud")).counters()["creates"]
-        with open_store(url) as store:
-            entries = len(store.list("machine"))
-        if creates != machines or entries != machines:
-            raise SystemExit(f"{runners} runners: {creates} creates, {entries} entries, "
-                             f"expected {machines}")
+        problems = [report_problem(p, out, err, machines) for p, (out, err) in zip(procs, outputs)]
+        duplicates, lost = cloud_counts(directory, url, machines)
+        if any(problems) or duplicates or lost:
+            raise SystemExit(f"{runners} runners: {duplicates} duplicates, {lost} lost; "
+                             f"{[p for p in problems if p]}")
         return wall
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def done_count(url: str) -> int:
+    """Machines of the open run marked done (0 before the first runner opened it)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            return conn.execute("SELECT count(*) FROM provisioning_work WHERE state = 'done'"
+                                ).fetchone()[0]
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+
+def kill_trial(server: PostgresServer, rng: random.Random, runners: int, machines: int,
+               delay: float, parallel: int, lease: float) -> dict[str, Any]:
+    directory = tempfile.mkdtemp(prefix="bench-kill-")
+    try:
+        cluster = write_cluster(directory, machines, delay)
+        url = server.new_database("kill")
+        start = time.monotonic()
+        procs = [start_runner(cluster, url, parallel, lease) for _ in range(runners)]
+        moment = rng.randint(1, machines - 1)
+        while done_count(url) < moment:  # the random moment: this many machines done
+            if any(p.poll() is not None for p in procs):
+                break  # a runner ended early: checked below
+            time.sleep(0.02)
+        victim = rng.randrange(runners)
+        procs[victim].send_signal(signal.SIGKILL)
+        at_kill = done_count(url)
+        late = start_runner(cluster, url, parallel, lease)  # a runner joining mid-run
+        outputs = [finish(p) for p in procs + [late]]
+        wall = time.monotonic() - start
+        problems = []
+        for index, (proc, (out, err)) in enumerate(zip(procs + [late], outputs)):
+            if index == victim:
+                if proc.returncode != -signal.SIGKILL:
+                    problems.append(f"the victim ended before the kill: {out[-2000:]}{err}")
+                continue
+            problems.append(report_problem(proc, out, err, machines))
+        duplicates, lost = cloud_counts(directory, url, machines)
+        return {"killed_at": at_kill, "wall": wall, "duplicates": duplicates, "lost": lost,
+                "reports": f"{sum(1 for p in problems if p is None)} of {len(problems)}",
+                "problems": [p for p in problems if p]}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -59,21 +168,52 @@ def main() -> None:
     parser.add_argument("--ready-delay", type=float, default=1.0)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--runners", default="1,2,4")
+    parser.add_argument("--runners", default="1,2,4", help="runner counts to time ('' for none)")
+    parser.add_argument("--lease", type=float, default=10.0,
+                        help="lock and claim lease in seconds (PROVISIONING_LOCK_TTL)")
+    parser.add_argument("--kill-trials", type=int, default=0)
+    parser.add_argument("--kill-runners", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     with PostgresServer() as server:
         print(f"{args.machines} fake machines, ready_delay {args.ready_delay} s, "
-              f"--parallel {args.parallel} per runner, {args.repeat} runs each; "
-              f"load average {os.getloadavg()[0]:.1f} at start\n")
-        print("| runners | min | median | max | ideal (sleep only) |")
-        print("|---|---|---|---|---|")
-        for runners in [int(r) for r in args.runners.split(",")]:
-            walls = [one_run(server, runners, args.machines, args.ready_delay, args.parallel)
-                     for _ in range(args.repeat)]
+              f"--parallel {args.parallel} per runner, lease {args.lease:g} s; load average "
+              f"{os.getloadavg()[0]:.1f} at start\n", flush=True)
+        counts = [int(r) for r in args.runners.split(",") if r]
+        if counts:
+            print(f"{args.repeat} runs each\n")
+            print(f"| runners | min | median | max | speed-up (median vs {counts[0]}) | "
+                  "ideal (sleep only) |")
+            print("|---|---:|---:|---:|---:|---:|")
+        base = None
+        for runners in counts:
+            walls = [one_run(server, runners, args.machines, args.ready_delay, args.parallel,
+                             args.lease) for _ in range(args.repeat)]
+            median = statistics.median(walls)
+            base = base or median
             ideal = args.machines * args.ready_delay / (args.parallel * runners)
-            print(f"| {runners} | {min(walls):.2f} s | {statistics.median(walls):.2f} s | "
-                  f"{max(walls):.2f} s | {ideal:.2f} s |", flush=True)
+            print(f"| {runners} | {min(walls):.2f} s | {median:.2f} s | {max(walls):.2f} s | "
+                  f"{base / median:.2f}x | {ideal:.2f} s |", flush=True)
+        failed = []
+        if args.kill_trials:
+            rng = random.Random(seed)
+            print(f"\n{args.kill_trials} kill trials (seed {seed}): {args.kill_runners} runners, "
+                  "one killed with SIGKILL once a random number of machines is done, one more "
+                  "started right after\n")
+            print("| trial | machines done at the kill | wall | duplicates | lost | "
+                  "correct reports (killed one left out) |")
+            print("|---:|---:|---:|---:|---:|---|")
+            for trial in range(1, args.kill_trials + 1):
+                got = kill_trial(server, rng, args.kill_runners, args.machines,
+                                 args.ready_delay, args.parallel, args.lease)
+                print(f"| {trial} | {got['killed_at']} | {got['wall']:.2f} s | "
+                      f"{got['duplicates']} | {got['lost']} | {got['reports']} |", flush=True)
+                if got["problems"] or got["duplicates"] or got["lost"]:
+                    failed.append((trial, got["problems"]))
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+    if failed:
+        raise SystemExit(f"kill trials failed: {failed}")
 
 
 if __name__ == "__main__":

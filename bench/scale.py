@@ -34,15 +34,16 @@ def cluster_text(machines: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(argv: list[str], cwd: str, log: str) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status) of one process."""
+def timed(argv: list[str], cwd: str, log: str) -> tuple[float, float, int, float]:
+    """(wall seconds, peak RSS in MB, exit status, CPU seconds) of one process; the CPU time
+    (user + system, with the children it waited for) hardly depends on other load."""
     with open(log, "ab") as out:
         started = time.monotonic()
         proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024.0, proc.returncode
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def has_command(name: str) -> bool:
@@ -52,7 +53,7 @@ def has_command(name: str) -> bool:
 
 
 def one_size(machines: int, state: str | None, commands: list[str], parallel: int,
-             keep: str | None) -> dict[str, tuple[float, float]]:
+             keep: str | None) -> dict[str, tuple[float, float, float]]:
     from provisioning.drivers.fake import FakeWarehouse
     from provisioning.store import open_store
 
@@ -68,14 +69,14 @@ def one_size(machines: int, state: str | None, commands: list[str], parallel: in
         log = os.path.join(directory, "output.log")
         figures = {}
         for command in commands:
-            wall, rss, code = timed(base + argv[command], directory, log)
+            wall, rss, code, cpu = timed(base + argv[command], directory, log)
             if code != 0:
                 with open(log, errors="replace") as handle:
                     tail = handle.read()[-3000:]
                 raise SystemExit(f"{command} at N={machines} exited {code}:\n{tail}")
-            figures[command] = (wall, rss)
-            print(f"  N={machines} {command}: {wall:.2f} s, {rss:.0f} MB", file=sys.stderr,
-                  flush=True)
+            figures[command] = (wall, rss, cpu)
+            print(f"  N={machines} {command}: {wall:.2f} s, {rss:.0f} MB, CPU {cpu:.2f} s",
+                  file=sys.stderr, flush=True)
             if command in ("up", "destroy"):
                 counters = FakeWarehouse(os.path.join(directory, "cloud")).counters()
                 with contextlib.closing(open_store(state, base_dir=directory)) as store:
@@ -93,16 +94,19 @@ def one_size(machines: int, state: str | None, commands: list[str], parallel: in
 
 
 def table(store: str, sizes: list[int], commands: list[str],
-          results: dict[int, dict[str, tuple[float, float]]]) -> str:
+          results: dict[int, dict[str, tuple[float, float, float]]]) -> str:
     head = "| command | " + " | ".join(f"N={n:,}" for n in sizes)
     if len(sizes) > 1:
-        head += f" | t({sizes[-1]:,}) / t({sizes[-2]:,})"
-    lines = [f"### {store}", "", "Wall time in seconds (peak RSS in MB).", "", head + " |",
-             "|---|" + "---:|" * (len(sizes) + (1 if len(sizes) > 1 else 0))]
+        head += f" | t({sizes[-1]:,}) / t({sizes[-2]:,}) | CPU ratio"
+    lines = [f"### {store}", "", "Wall time in seconds (peak RSS in MB; CPU seconds).", "",
+             head + " |", "|---|" + "---:|" * (len(sizes) + (2 if len(sizes) > 1 else 0))]
     for command in commands:
-        cells = [f"{results[n][command][0]:.2f} ({results[n][command][1]:.0f})" for n in sizes]
+        cells = [f"{results[n][command][0]:.2f} ({results[n][command][1]:.0f}; "
+                 f"{results[n][command][2]:.1f})" for n in sizes]
         if len(sizes) > 1:
-            cells.append(f"{results[sizes[-1]][command][0] / results[sizes[-2]][command][0]:.1f}")
+            last, before = results[sizes[-1]][command], results[sizes[-2]][command]
+            cells.append(f"{last[0] / before[0]:.1f}")
+            cells.append(f"{last[2] / before[2]:.1f}")
         lines.append(f"| {command} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
 
 __all__ = ["PrivateKey", "find_private_key", "generate_private_key", "ensure_private_key",
-           "load_private_key", "read_key_file", "fingerprint", "write_private_file"]
+           "load_private_key", "read_key_file", "fingerprint", "write_private_file",
+           "generate_host_key"]
 
 
 def write_private_file(path: str, data: bytes, *, create_dirs: bool = True) -> None:
@@ -190,6 +191,20 @@ def generate_private_key(path: str, *, name: str | None = None, kind: str = "ed2
     with open(f"{path}.pub", "w", encoding="ascii") as handle:
         handle.write(private.public_openssh + "\n")
     return private
+
+
+def generate_host_key() -> tuple[bytes, str]:
+    """A fresh ed25519 host key made here, so its public half can be pinned before the machine
+    first answers: (OpenSSH private key bytes, public line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
 
 
 def ensure_private_key(config: "Config | None", name: str, directory: str, *,

@@ -107,7 +107,7 @@ class Provisioner:
         if self.why_run:
             yield self.spec(name)
             return
-        with self.store.lock(name, self.lock_ttl, wait=self.lock_wait):
+        with self.store.lock(name, self.lock_ttl, wait=self.lock_wait) as lock:
             spec = self.spec(name)
             try:
                 yield spec
@@ -118,7 +118,7 @@ class Provisioner:
                 spec.last_error = None
             finally:
                 if spec.exists or spec.version:  # a destroyed, forgotten spec has neither
-                    spec.save()
+                    spec.save(release=lock)  # one transaction for both where the store can
 
     def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
              call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
@@ -264,10 +264,10 @@ class Provisioner:
         finally:
             try:
                 if not self.why_run and (spec.exists or spec.version):
-                    spec.save()
+                    spec.save(release=lock)  # one transaction for both where the store can
             finally:
                 if lock is not None:
-                    lock.release()
+                    lock.release()  # nothing left to do once released with the save
         return result
 
     def _calls(self) -> dict[str, Callable[..., Any]]:

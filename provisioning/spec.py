@@ -30,7 +30,7 @@ class EntryStore(Protocol):
     @property
     def store_id(self) -> str: ...
 
-    def save(self, entry: "ManagedEntry") -> None: ...
+    def save(self, entry: "ManagedEntry", *, release: Any = None) -> None: ...
 
     def delete(self, kind: str, name: str) -> None: ...
 
@@ -68,16 +68,28 @@ class ManagedEntry:
         """True once a driver has recorded a reference."""
         return bool(self.reference)
 
-    def save(self, action_handler: Any = None) -> None:
-        """Persist now (drivers call this right after creating a resource, before waiting)."""
-        if self.store is None:
-            return
+    def save(self, action_handler: Any = None, *, release: Any = None) -> None:
+        """Persist now (drivers call this right after creating a resource, before waiting).
+        ``release``: a held lock on this entry, released with the save (in one transaction
+        where the store can), and released even when the save fails."""
+        try:
+            if self.store is None:
+                return
+            self._check_saveable()
+            self.updated_at = time.time()
+            if release is None:
+                self.store.save(self)
+            else:
+                self.store.save(self, release=release)
+        finally:
+            if release is not None:
+                release.release()  # nothing left to do once the store released it
+
+    def _check_saveable(self) -> None:
         if self.reference and not self.reference.get("driver_url"):
             raise ConfigError(f"reference of {self.kind} {self.name!r} has no driver_url; "
                               "a driver must record its canonical URL", key="reference.driver_url")
         _reject_secrets(self.reference, f"{self.kind} {self.name!r}")
-        self.updated_at = time.time()
-        self.store.save(self)
 
     def delete(self) -> None:
         """Forget this entry in the store (after destroy)."""

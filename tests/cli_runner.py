@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 __all__ = ["CONVERGE", "Run", "cli_env", "converge", "converge_in_process", "start_converge"]
 
@@ -50,11 +50,13 @@ def cli_env(env: dict[str, str] | None = None, *, clean: bool = False,
 
 def start_converge(*args: str, cwd: str | os.PathLike, env: dict[str, str] | None = None,
                    clean: bool = False, unset: Iterable[str] = (),
-                   stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen:
-    """``converge ARGS`` started in ``cwd``, still running; read it with ``communicate``."""
+                   stdin: int | None = subprocess.DEVNULL, stdout: Any = subprocess.PIPE,
+                   stderr: Any = subprocess.PIPE) -> subprocess.Popen:
+    """``converge ARGS`` started in ``cwd``, still running; read it with ``communicate`` (or
+    from the files given as ``stdout``/``stderr``)."""
     return subprocess.Popen([CONVERGE, *map(str, args)], cwd=cwd,
                             env=cli_env(env, clean=clean, unset=unset), stdin=stdin,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=stdout, stderr=stderr, text=True)
 
 
 def converge(*args: str, cwd: str | os.PathLike, env: dict[str, str] | None = None,

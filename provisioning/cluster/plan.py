@@ -1,7 +1,9 @@
 """Plans: what ``up`` would do to each machine, computed from the wish (the cluster file), the
 record (the state) and, when refreshed, the warehouse's view (the driver), changing nothing.
 
-Actions per machine: ``create`` (not in the state, or its resource vanished), ``start`` (it is
+Actions per machine: ``create`` (not in the state, or its resource vanished), ``adopt`` (not in
+the state, but the driver's allocate would adopt a resource tagged for it: its first planned
+action starts with "adopt "), ``start`` (it is
 stopped: its steps are checked after the start), ``converge`` (the steps that would change, each
 with why), ``replace`` (asked for with ``--replace``), ``destroy`` (scale-down, or a machine of
 this cluster no longer in the file), ``nothing``.
@@ -21,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
+from provisioning.spec import MachineSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
-    from provisioning.spec import MachineSpec
 
 __all__ = ["Plan", "MachinePlan", "PlannedStep", "make_plan", "file_sha256", "check_fresh",
            "doomed_entries",
@@ -36,6 +38,9 @@ PLAN_VERSION = 1
 ACTIONS = ("create", "adopt", "start", "converge", "replace", "destroy", "nothing")
 #: the note on the steps of a stopped machine: they cannot be read until it runs
 AFTER_START = "checked after start"
+#: how a driver's allocate words taking over a resource tagged for the machine (the base
+#: class contract: "adopts a tagged resource instead of creating a second one")
+ADOPT_PREFIX = "adopt "
 
 
 @dataclass(frozen=True)
@@ -325,8 +330,8 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
     plan = MachinePlan(name, "nothing", "", group=definition.group,
                        driver_url=definition.driver_url,
                        state_version=spec.version if spec is not None else 0)
-    if spec is None:
-        spec = runner.provisioner.spec(name)  # a fresh, unsaved entry
+    if spec is None:  # not saved for this cluster (and no other cluster's: refuse_foreign)
+        spec = MachineSpec(name, store=runner.store)  # a fresh, unsaved entry, no query
         plan.state_version = spec.version
     if replace:
         plan.action, plan.reason = "replace", "asked for with --replace: destroy, then create"
@@ -337,6 +342,10 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
         plan.action, plan.reason = "create", "not in the state"
         plan.steps = (_rehearse(runner, definition, spec) if refresh else
                       [PlannedStep(s.summary()) for s in definition.steps])
+        if plan.steps and plan.steps[0].description.startswith(ADOPT_PREFIX):
+            plan.action = "adopt"
+            plan.reason = ("not in the state, but a resource tagged for it exists (a run that "
+                           "died before saving, or 'state rm'): adopted, not created again")
         return plan
     if not refresh:
         plan.action = "converge"

@@ -49,6 +49,8 @@ class ClusterRunner:
         self._drivers_lock = threading.Lock()
         #: while ``up`` runs a wave: scope -> the ``machines`` view, read once for the wave
         self._views: dict[Any, dict[str, list]] | None = None
+        #: while ``up`` runs a wave: name -> its facts entry, read with its chunk
+        self._facts: dict[str, Any] | None = None
         from provisioning.images.builder import ImageBuilder
 
         #: the cluster's images (``images:``), built through this runner's provisioner
@@ -142,15 +144,27 @@ class ClusterRunner:
         by_name = {d.name: d for d in definitions}
         allocated: dict[str, int] = {}  # allocated in a batch -> its action count before
         self._views = {}  # the earlier waves' machines, read once for this wave
+        self._facts = {}
         try:
             return self.provisioner.run_many_locked(
                 "up", self._requests(definitions),
                 lambda d, h, s, o: self.up_one(by_name[s.name], d, h, s, o,
                                                allocated_from=allocated.pop(s.name, None)),
-                action="allocate", prepare=lambda specs: self._allocate_new(specs, by_name,
-                                                                            allocated))
+                action="allocate", prepare=lambda specs: self._prepare_chunk(specs, by_name,
+                                                                             allocated))
         finally:
             self._views = None
+            self._facts = None
+
+    def _prepare_chunk(self, specs: Sequence[Any], by_name: Mapping[str, "MachineDefinition"],
+                       allocated: dict[str, int]) -> dict[str, BaseException]:
+        """A held chunk of ``up``: its machines' recorded facts read in one query (each
+        machine's ``record_facts`` then reads none), and those needing creating allocated."""
+        from provisioning.cluster.topology import FACTS_KIND
+
+        if not self.why_run and self._facts is not None:
+            self._facts.update(self.store.get_many(FACTS_KIND, [s.name for s in specs]))
+        return self._allocate_new(specs, by_name, allocated)
 
     def _allocate_new(self, specs: Sequence[Any], by_name: Mapping[str, "MachineDefinition"],
                       allocated: dict[str, int]) -> dict[str, BaseException]:
@@ -207,8 +221,10 @@ class ClusterRunner:
         if machine is not None and not self.why_run:
             from provisioning.cluster.topology import record_facts
 
+            facts = self._facts
             record_facts(self.store, machine, spec.driver_url or definition.driver_url,
-                         spec.reference)
+                         spec.reference,
+                         known=facts.pop(spec.name, None) if facts is not None else None)
         strategy = self.cluster.convergence(definition, self.machines_view(definition))
         if machine is None:
             strategy.plan(handler)
@@ -270,10 +286,8 @@ class ClusterRunner:
     def refuse_foreign(self, names: Sequence[str]) -> None:
         """Before any change: raise ``ClusterConflict`` if one of ``names`` is saved in the
         state as another cluster's."""
-        for name in names:
-            entry = self.store.get("machine", name)
-            if entry is not None:
-                self.check_owner(entry)  # type: ignore[arg-type]
+        for entry in self.store.get_many("machine", names).values():  # few queries for all
+            self.check_owner(entry)  # type: ignore[arg-type]
 
     def stop(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         self.refuse_foreign([d.name for d in definitions])
@@ -302,9 +316,9 @@ class ClusterRunner:
         by_name = self.cluster.machines
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
-        return self._forget_facts(self.provisioner.run_many(
-            "destroy", requests,  # type: ignore[arg-type]
-            lambda r: self.provisioner.run_locked("destroy", r[0], r[1], r[2], self.destroy_one)))
+        # locks and entries a chunk (or a claimed batch) at a time, not one by one
+        return self._forget_facts(self.provisioner.run_many_locked(
+            "destroy", requests, self.destroy_one))  # type: ignore[arg-type]
 
     def destroy_one(self, driver: "Driver", handler: ActionHandler, spec, options) -> None:
         """Destroy one saved machine under its lock (never another cluster's) and forget it."""

@@ -22,6 +22,7 @@ from provisioning.inputs.schema import Problems, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.machine.base import Machine
+    from provisioning.spec import ManagedEntry
     from provisioning.store.base import ManagedEntryStore
 
 __all__ = ["check_order", "waves", "machines_view", "record_facts", "render_outputs",
@@ -149,10 +150,12 @@ def machines_view(cluster: ClusterFile, store: "ManagedEntryStore",
 
 
 def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str,
-                 reference: dict[str, Any] | None = None) -> dict:
+                 reference: dict[str, Any] | None = None, *,
+                 known: "ManagedEntry | None" = None) -> dict:
     """Ask a ready machine what it is and keep it in the state for templates and outputs.
     With the machine's ``reference``, facts already recorded for that same machine are kept
-    without asking again (a no-change ``up`` of many machines runs no command for them)."""
+    without asking again (a no-change ``up`` of many machines runs no command for them).
+    ``known``: its facts entry, already read with others (else it is read here)."""
     import hashlib
     import json
 
@@ -160,7 +163,8 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
 
     of = hashlib.sha256(json.dumps(reference, sort_keys=True, default=str).encode()
                         ).hexdigest()[:16] if reference else None
-    known = store.get(FACTS_KIND, machine.name)
+    if known is None:
+        known = store.get(FACTS_KIND, machine.name)
     if of and known is not None and known.reference.get("of") == of:
         return dict(known.reference.get("facts") or {})
     facts: dict[str, Any] = {**machine.facts(), "address": machine.address}

@@ -1,8 +1,9 @@
 """Strategy name -> ConvergenceStrategy class, found like drivers: lazily, by name.
 
-Lookup order: ``register_strategy`` calls; the entry-point group ``provisioning.convergence``
-(read once through importlib.metadata; this package registers ``steps``, ``none`` and ``ansible``
-there); then the same three built in, so a source checkout that was never installed still works.
+Lookup order: ``register_strategy`` calls; the three built in (``steps``, ``none``, ``ansible``,
+found without reading any package's metadata: that scan costs a start-up more than the rest of
+``converge up``); then the entry-point group ``provisioning.convergence``, read once through
+importlib.metadata, for any other name (this package registers the same three there too).
 A plug-in package adds a strategy with one line in its packaging metadata::
 
     [project.entry-points."provisioning.convergence"]
@@ -59,12 +60,11 @@ def known_strategies() -> list[str]:
 def strategy_class(name: str) -> "type[ConvergenceStrategy]":
     """The class registered under ``name``; ConfigError with a did-you-mean when unknown."""
     with _lock:
-        target = _registered.get(name)
+        target = _registered.get(name) or _BUILTIN.get(name)
     if target is None:
         ep = _load_entry_points().get(name)
         if ep is not None:
             return ep.load()
-        target = _BUILTIN.get(name)
     if target is None:
         raise ConfigError(f"unknown convergence strategy {name!r}"
                           f"{did_you_mean(name, known_strategies())}", key="converge")

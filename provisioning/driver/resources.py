@@ -69,20 +69,23 @@ class ResourceContract:
     def ready_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                       machine_options: Mapping[str, Any]) -> "Machine | None":
         """Start the resource if it is stopped, then ``wait_for_machine``."""
-        if not self.start_if_stopped(action_handler, machine_spec, machine_options):
+        seen = self.start_if_stopped(action_handler, machine_spec, machine_options)
+        if seen is None:
             return None
         checkpoint("during_ready", machine=machine_spec.name)
-        return self.wait_for_machine(action_handler, machine_spec, machine_options)
+        return self.wait_for_machine(action_handler, machine_spec, machine_options,
+                                     started=seen == "started")
 
     def start_if_stopped(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
-                         machine_options: Mapping[str, Any]) -> bool:
+                         machine_options: Mapping[str, Any]) -> str | None:
         """The first half of ``ready_machine`` (batch versions that wait for many machines at
-        once call it for each): start a stopped resource. True when the machine runs, or will
-        once started; False when why-run only planned its allocation or its start."""
+        once call it for each): start a stopped resource. "running" when it ran already,
+        "started" when this call started it, None when why-run only planned its allocation
+        or its start (then there is nothing to wait for)."""
         if not machine_spec.exists:
             self.plan_ready_of_unallocated(action_handler, machine_spec,
                                            f"the new {self.resource_kind} to be ready")
-            return False
+            return None
         state = self.resource_state(machine_spec)
         if state == "missing":
             raise MachineNotFound(f"{self.resource_label(machine_spec.reference)} of "
@@ -95,8 +98,9 @@ class ResourceContract:
             if action_handler.why_run:
                 action_handler.report_progress(f"would wait for the {self.resource_kind} "
                                                "to be ready")
-                return False
-        return True
+                return None
+            return "started"
+        return "running"
 
     def connect_to_machine(self, machine_spec: "MachineSpec",
                            machine_options: Mapping[str, Any]) -> "Machine":
@@ -196,8 +200,10 @@ class ResourceContract:
         raise self._no_hook("stop_resource", "stop_machine")
 
     def wait_for_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
-                         machine_options: Mapping[str, Any]) -> "Machine":
-        """A running resource's Machine once it accepts commands. The default opens it and
+                         machine_options: Mapping[str, Any], *,
+                         started: bool = True) -> "Machine":
+        """A running resource's Machine once it accepts commands (``started``: ready has just
+        started it; False: it ran already, so it may answer at once). The default opens it and
         waits until its transport connects (``ready_timeout`` machine option, default 120 s)."""
         from provisioning.transports.wait import wait_until_connectable
 

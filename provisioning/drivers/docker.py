@@ -252,7 +252,8 @@ class DockerDriver(DockerSnapshots, Driver):
     def start_resource(self, action_handler, machine_spec, machine_options) -> None:
         self._start(self._get(machine_spec), machine_spec)
 
-    def wait_for_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine":
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started=True) -> "UnixMachine":
         opts = self._options(machine_options, machine_spec.name)
         found = self._get(machine_spec)
         if found is None:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from typing import Any, Iterator
@@ -295,6 +296,8 @@ class FakeDriver(Driver):
     def __init__(self, driver_url, config):
         super().__init__(driver_url, config)
         self.warehouse = FakeWarehouse(driver_url.split(":", 1)[1])
+        #: the server record resource_state read last, per thread (one read per ready)
+        self._read = threading.local()
 
     # -- the warehouse hooks (the base class owns adopt-or-create, why-run, fault points) ----
     resource_kind = "server"
@@ -339,6 +342,7 @@ class FakeDriver(Driver):
 
     def resource_state(self, machine_spec):
         server = self._server(machine_spec)
+        self._read.server = server  # ready's wait_for_machine builds the machine from it
         return server["state"] if server else "missing"
 
     def start_resource(self, action_handler, machine_spec, machine_options):
@@ -351,15 +355,19 @@ class FakeDriver(Driver):
         self.warehouse.delete(machine_spec.reference["server_id"])
 
     def open_machine(self, machine_spec, machine_options, action_handler=None) -> UnixMachine:
-        server = self._server(machine_spec)
-        if server is None:
-            raise MachineNotFound(f"fake server for {machine_spec.name!r} is gone; run up to "
-                                  "re-create it", machine=machine_spec.name)
-        return UnixMachine(machine_spec.name, LocalTransport(server["dir"], confine=True),
-                           spec=machine_spec, options=machine_options,
-                           action_handler=action_handler)
+        return self._machine(machine_spec, machine_options, action_handler)
 
-    def wait_for_machine(self, action_handler, machine_spec, machine_options):
+    def _machine(self, spec, options, action_handler=None, server=None) -> UnixMachine:
+        """``server``: its record, just read (else read here)."""
+        server = server or self._server(spec)
+        if server is None:
+            raise MachineNotFound(f"fake server for {spec.name!r} is gone; run up to re-create it",
+                                  machine=spec.name)
+        return UnixMachine(spec.name, LocalTransport(server["dir"], confine=True), spec=spec,
+                           options=options, action_handler=action_handler)
+
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started=True):
         """Ready at once, unless the options ask to simulate a slow boot or to be held."""
         delay = float(machine_options.get("ready_delay", 0) or 0)
         if delay and not action_handler.why_run:
@@ -367,7 +375,11 @@ class FakeDriver(Driver):
         hold = machine_options.get("hold_ready_until")
         if hold and not action_handler.why_run:
             self._wait_for_file(machine_spec.name, hold)
-        return self.open_machine(machine_spec, machine_options, action_handler)
+        waited = (delay or hold) and not action_handler.why_run  # it may be gone since
+        just_read = getattr(self._read, "server", None)
+        if waited or not just_read or just_read["id"] != machine_spec.reference.get("server_id"):
+            just_read = None
+        return self._machine(machine_spec, machine_options, action_handler, server=just_read)
 
     @staticmethod
     def _wait_for_file(name: str, path: str, limit: float = HOLD_LIMIT) -> None:

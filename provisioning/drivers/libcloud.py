@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from provisioning.driver import Capabilities, Driver
 from provisioning.drivers.libcloud_parts.errors import map_libcloud_errors
 from provisioning.drivers.libcloud_parts.images import LibcloudImages
+from provisioning.drivers.libcloud_parts.importing import LibcloudImport
 from provisioning.drivers.libcloud_parts.options import DRIVER_OPTION_FIELDS, MACHINE_OPTION_FIELDS
+from provisioning.drivers.libcloud_parts.pinning import HostKeyPinning
 from provisioning.drivers.libcloud_parts.urls import CloudURL, options_for, parse_cloud_url
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
 from provisioning.faults import checkpoint
@@ -44,10 +46,10 @@ TAG_STORE = "provisioning:store"
 TAG_BATCH = "provisioning:batch"
 
 
-class LibcloudDriver(LibcloudImages, Driver):
+class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
     scheme = "libcloud"
     extra = "cloud"
-    capabilities = Capabilities(images=True)
+    capabilities = Capabilities(images=True, imports=True)
     version = "1"
 
     driver_option_fields = DRIVER_OPTION_FIELDS
@@ -224,9 +226,8 @@ class LibcloudDriver(LibcloudImages, Driver):
                 "they are not needed", data={"extra_nodes": [n.id for n in extra]})
 
         def adopt() -> None:
-            token = spec.reference.get("client_token")
             spec.reference = self.base_reference(provider=self.provider, region=self.region,
-                                                 **({"client_token": token} if token else {}))
+                                                 **self._kept_on_adopt(spec.reference, node))
             self._record_node(spec, node, opts)
             spec.save()
         handler.perform_action(f"adopt node {node.id} already tagged for this machine", adopt)
@@ -267,9 +268,9 @@ class LibcloudDriver(LibcloudImages, Driver):
                     raise ConfigError(f"security group(s) {', '.join(missing)} do not exist at "
                                       f"{self.driver_url}; create them, or use open_ssh",
                                       key="machine_options.security_groups", machine=spec.name)
-        userdata = render_userdata(opts.get("userdata"), name=spec.name, machine_options=opts,
-                                   driver_url=self.driver_url, region=self.region,
-                                   base_dir=self.config.base_dir)
+        userdata, host_key = self._userdata_and_host_key(handler, spec, opts, render_userdata(
+            opts.get("userdata"), name=spec.name, machine_options=opts,
+            driver_url=self.driver_url, region=self.region, base_dir=self.config.base_dir))
         tags = {str(k): str(v) for k, v in (opts.get("tags") or {}).items()}
         tags.update({TAG_NAME: spec.name, TAG_STORE: spec.store_id or ""})
         token = None
@@ -280,14 +281,14 @@ class LibcloudDriver(LibcloudImages, Driver):
                           location=opts.get("location"), key_pair=key_pair,
                           security_groups=tuple(groups), subnet=opts.get("subnet"),
                           userdata=userdata, tags=tuple(sorted(tags.items())),
-                          client_token=token,
+                          client_token=token, host_key=host_key,
                           create_args=tuple(sorted((opts.get("create_args") or {}).items())))
 
     def _pending_reference(self, spec: "MachineSpec", plan: "CreatePlan", **extra: Any) -> None:
         """Saved before the create request: a crash from here on leaves a findable trace."""
         spec.reference = self.base_reference(
             provider=self.provider, region=self.region, node_id=None, image=plan.image,
-            size=plan.size, key_pair=plan.key_pair,
+            size=plan.size, key_pair=plan.key_pair, **self._pending_host_key_fields(plan.host_key),
             **({"client_token": plan.client_token} if plan.client_token else {}), **extra)
         spec.save()
 
@@ -518,9 +519,9 @@ class LibcloudDriver(LibcloudImages, Driver):
                                password=password)
         if opts.get("key_name") and not opts.get("key_pair"):
             transport.setdefault("key_name", opts["key_name"])
-        machine_options = {**opts, "transport": transport}
-        return machine_for(spec, machine_options, self.config, action_handler=action_handler,
-                           default_host=address)
+        return machine_for(spec, {**opts, "transport": transport}, self.config,
+                           action_handler=action_handler, default_host=address,
+                           on_new_host_key=self._host_key_check(spec, opts, action_handler, deadline))
 
     def connect_to_machine(self, machine_spec, machine_options):
         opts = self._opts(machine_options)

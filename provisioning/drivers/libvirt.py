@@ -316,7 +316,8 @@ class LibvirtDriver(MachineDirsHooks, Driver):
         self._boot(action_handler, machine_spec, record,
                    self._options(machine_options, machine_spec.name))
 
-    def wait_for_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine":
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started=True) -> "UnixMachine":
         opts = self._options(machine_options, machine_spec.name)
         wanted = [f"{f.bind}:{f.host_port}:{f.guest_port}" for f in opts.ports]
         if wanted != list(machine_spec.reference.get("ports") or []):

@@ -245,9 +245,11 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         self._boot(action_handler, machine_spec, record,
                    self._options(machine_options, machine_spec.name))
 
-    def wait_for_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine":
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started: bool = True) -> "UnixMachine":
         opts = self._options(machine_options, machine_spec.name)
-        return self._wait(action_handler, machine_spec, opts, time.monotonic() + opts.ready_timeout)
+        return self._wait(action_handler, machine_spec, opts, time.monotonic() + opts.ready_timeout,
+                          probe=started)
 
     def _boot(self, action_handler, spec, record: MachineRecord, opts: _Options) -> None:
         host.preflight(self.directory)
@@ -290,13 +292,16 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
                 continue
         return 0
 
-    def _wait(self, action_handler, spec, opts: _Options, deadline: float) -> "UnixMachine":
-        """Until sshd listens inside the machine, then one real SSH login (kept for reuse)."""
+    def _wait(self, action_handler, spec, opts: _Options, deadline: float, *,
+              probe: bool = True) -> "UnixMachine":
+        """Until sshd listens inside the machine, then one real SSH login (kept for reuse).
+        ``probe`` False: the machine was running already, so log in at once (a plan of many
+        unchanged machines saves a TCP probe each)."""
         ref = spec.reference
         log = os.path.join(ref["directory"], "console.log")
         started = time.monotonic()
         delay = 0.01
-        while not netns.port_open(ref["netns"], ref["address"], SSH_PORT,
+        while probe and not netns.port_open(ref["netns"], ref["address"], SSH_PORT,
                                   timeout=max(0.05, min(0.5, deadline - time.monotonic()))):
             if not proc.alive(ref.get("pid"), ref.get("start_time")):
                 raise ProviderError(
@@ -328,7 +333,8 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         from provisioning.transports.ssh import SSHTransport
 
         ref = spec.reference
-        self._serve_packages(action_handler)
+        if action_handler is None or not action_handler.why_run:  # why-run fetches no package
+            self._serve_packages(action_handler)
         transport = SSHTransport(
             ref["address"], SSH_PORT, opts.username,
             private_key=self._key(ref.get("key_name") or opts.key_name),
@@ -451,15 +457,16 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         for spec, options in specs_and_options:
             handler = action_handler.for_machine(spec.name)
             try:
-                if self.start_if_stopped(handler, spec, options):
-                    waiting.append((spec, options, handler))
+                seen = self.start_if_stopped(handler, spec, options)
+                if seen is not None:
+                    waiting.append((spec, options, handler, seen == "started"))
             except Exception as exc:  # this machine's outcome; the others go on
                 results[spec.name].error = exc
         parallelizer = parallelizer or Parallelizer(max(1, len(waiting)))
 
-        def wait_one(spec, options, handler):
+        def wait_one(spec, options, handler, started):
             checkpoint("during_ready", machine=spec.name)
-            return self.wait_for_machine(handler, spec, options)
+            return self.wait_for_machine(handler, spec, options, started=started)
         waited = parallelizer.run((item[0].name, functools.partial(wait_one, *item))
                                   for item in waiting)
         results.update(waited)

@@ -29,9 +29,11 @@ __all__ = ["machine_for", "pin_on_first_use", "TRANSPORT_KINDS"]
 TRANSPORT_KINDS = ("ssh", "winrm")
 
 
-def pin_on_first_use(spec: "MachineSpec", action_handler: "ActionHandler | None") -> HostKeyCallback:
+def pin_on_first_use(spec: "MachineSpec", action_handler: "ActionHandler | None", *,
+                     reason: str = "first connection") -> HostKeyCallback:
     """The callback that pins a first-seen host key (or certificate) in ``spec.reference`` and
-    saves the spec, as an action (so why-run reports it and saves nothing)."""
+    saves the spec, as an action (so why-run reports it and saves nothing). ``reason`` says in
+    the event why the key is trusted."""
 
     def pin(seen: NewHostKey) -> None:
         reference = spec.reference
@@ -45,8 +47,9 @@ def pin_on_first_use(spec: "MachineSpec", action_handler: "ActionHandler | None"
             else:
                 reference["host_key"] = seen.key
             text = (f"pin host key {fingerprint(seen.key)} of {seen.host}:{seen.port} "
-                    f"({'gateway, ' if seen.gateway else ''}first connection)")
-            data = {"host": seen.host, "port": seen.port, "fingerprint": fingerprint(seen.key)}
+                    f"({'gateway, ' if seen.gateway else ''}{reason})")
+            data = {"host": seen.host, "port": seen.port, "fingerprint": fingerprint(seen.key),
+                    "reason": reason}
 
         def save() -> None:
             if spec.reference.get("driver_url"):

@@ -90,9 +90,13 @@ class Lock:
     def release(self) -> None:
         if self._stop.is_set():
             return
+        self._forget()
+        self.store._release(self.name, self.token)
+
+    def _forget(self) -> None:
+        """Released in the store already (with a save): no more renewals, no more release."""
         self._stop.set()
         self.store._heartbeat().discard(self)
-        self.store._release(self.name, self.token)
 
     def __enter__(self) -> "Lock":
         return self
@@ -233,9 +237,24 @@ class ManagedEntryStore(abc.ABC):
             entry = ManagedEntry.from_row(kind, name, "{}", 0, store=self)
         return entry
 
-    def save(self, entry: ManagedEntry) -> None:
+    def save(self, entry: ManagedEntry, *, release: Lock | None = None) -> None:
+        """Write ``entry`` over the version it was read at; ``release``: then release this
+        lock (in the same transaction where the store can; released even if the save fails)."""
         entry.store = self
-        entry.version = self._store(entry.kind, entry.name, entry.data_json(), entry.version)
+        if release is None:
+            entry.version = self._store(entry.kind, entry.name, entry.data_json(), entry.version)
+            return
+        try:
+            entry.version = self._store_and_release(entry.kind, entry.name, entry.data_json(),
+                                                    entry.version, release)
+        finally:
+            release.release()  # nothing left to do when the store released it with the save
+
+    def _store_and_release(self, kind: str, name: str, data: str, expected_version: int,
+                           lock: Lock) -> int:
+        """``_store``, then the lock released; stores that can do both in one transaction
+        override this and call ``lock._forget()`` once it is committed."""
+        return self._store(kind, name, data, expected_version)
 
     def delete(self, kind: str, name: str) -> None:
         self._remove(kind, name)

@@ -18,6 +18,9 @@ The plan cases drive a one-file cluster (``provisioning.cluster``) on the same s
 plans ``create`` for a resource deleted behind our back and ``start`` for a stopped machine,
 touching nothing, and ``apply`` performs what the plan said (``provisioning.testing.plan_check``).
 
+Drivers whose machines speak SSH must refuse a host presenting another key than the pinned one
+(``provisioning.testing.conformance_hostkeys``; hook ``present_other_host_key``).
+
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
 ``missing_resource_id`` (an id ``import_machine`` must report as MachineNotFound),
 ``worker_env``, ``delete_behind_back``, ``cleanup``, ``leftovers``, ``image_of`` (drivers with
@@ -48,6 +51,7 @@ from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
 from provisioning.store.sqlite import SQLiteStore
+from provisioning.testing.conformance_hostkeys import HostKeyConformance
 from provisioning.testing.conformance_plan import PlanConformance
 from provisioning.url import parse_driver_url
 
@@ -56,7 +60,7 @@ __all__ = ["DriverConformance"]
 WORKER = "provisioning.testing.conformance_worker"
 
 
-class DriverConformance(PlanConformance):
+class DriverConformance(HostKeyConformance, PlanConformance):
     """Subclass me (name starting with ``Test``) and implement ``driver_url`` and
     ``count_machines``."""
 

@@ -97,6 +97,7 @@ class PlanConformance:
         from provisioning.cluster.plan import make_plan
         from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
 
+        self.require(caps, "connectable")  # apply readies and converges: it connects
         kept, new = self.machine_name("conf-pa-kept"), self.machine_name("conf-pa-new")
         names = [kept, new]
         self._up(provisioner, caps, driver, kept)

@@ -246,6 +246,22 @@ LogLevel VERBOSE
             raise RuntimeError(f"sshd did not come back on port {self.port}:\n{self.log()[-2000:]}")
         return self.host_key
 
+    def restart_with_host_key(self, private_openssh: bytes | str) -> str:
+        """Same port, the given private host key (as a cloud node gets it from cloud-init);
+        returns its public line."""
+        from provisioning.keys import load_private_key
+
+        data = private_openssh.encode() if isinstance(private_openssh, str) else private_openssh
+        public = load_private_key(data, name="given host key").public_openssh
+        self._terminate()
+        _write(self.host_key_path, data.decode("ascii"), 0o600)
+        _write(self.host_key_path + ".pub", public + "\n", 0o644)
+        self.host_key = " ".join(public.split()[:2])
+        self._spawn()
+        if not self._wait_ready():
+            raise RuntimeError(f"sshd did not come back on port {self.port}:\n{self.log()[-2000:]}")
+        return self.host_key
+
     def set_authorized_keys(self, keys: Sequence[str]) -> None:
         """Replace the keys allowed to log in (read by sshd at every login: no restart)."""
         _write(self.authorized_keys_path, "".join(k.strip() + "\n" for k in keys), 0o644)

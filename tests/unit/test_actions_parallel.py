@@ -52,16 +52,20 @@ def test_parallel_results_per_machine_failure_hides_nothing():
 
 
 def test_parallel_bound_is_respected():
+    """Jobs meet three at a time at a barrier: a bound under 3 would never fill it (the
+    barrier's timeout breaks it), one over 3 would show in the peak."""
     running, peak, lock = [0], [0], threading.Lock()
+    together = threading.Barrier(3)
 
     def job():
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
+        together.wait(timeout=60)
         with lock:
             running[0] -= 1
-    Parallelizer(3).run((f"m{i}", job) for i in range(12))
+    result = Parallelizer(3).run((f"m{i}", job) for i in range(12))
+    assert result.ok, [o.error for o in result.values() if o.error]
     assert peak[0] == 3
 
 

@@ -119,3 +119,44 @@ def test_fake_cloud_of_the_old_single_file_layout_is_split_on_open(tmp_path):
     assert warehouse.find_tagged("a", "s") == server
     assert warehouse.counters() == {"creates": 4, "destroys": 3}
     assert not (directory / "servers.json").exists()
+
+
+def _statements(store):
+    """Every SQL statement the SQLite store runs from now on (SQLite's own trace hook)."""
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)
+    return seen
+
+
+def _fleet(tmp_path, count):
+    path = tmp_path / f"fleet-{count}" / "cluster.yml"
+    path.parent.mkdir()
+    path.write_text(f"driver: 'fake:./cloud'\nmachines:\n  web: {{count: {count}}}\n")
+    return str(path)
+
+
+def test_status_reads_the_state_in_the_same_few_queries_for_any_fleet_size(tmp_path):
+    counts = {}
+    for count in (5, 120):
+        with Cluster.load(_fleet(tmp_path, count), parallel=4) as fleet:
+            assert fleet.up().ok
+            seen = _statements(fleet.store)
+            rows = fleet.status()
+            assert len(rows) == count and {r["state"] for r in rows} == {"running"}
+            counts[count] = len(seen)
+    assert counts[5] == counts[120] <= 4, counts
+
+
+def test_up_reads_no_machine_alone_and_saves_each_with_its_lock_release(tmp_path):
+    """A no-change up reads machines and facts a chunk at a time (never one by one), and each
+    machine's save and lock release are one write of one transaction."""
+    single_read = "SELECT data, version FROM entries WHERE kind=? AND name=?"
+    with Cluster.load(_fleet(tmp_path, 150), parallel=6) as fleet:
+        assert fleet.up().ok
+        seen = _statements(fleet.store)
+        assert fleet.up().ok
+    assert not [s for s in seen if s.startswith(single_read)]
+    saves = [i for i, s in enumerate(seen) if s.startswith("INSERT OR REPLACE INTO entries")]
+    assert len(saves) == 150
+    assert all(seen[i + 1].startswith("DELETE FROM locks") for i in saves)  # in the same write
+    assert len([s for s in seen if s.startswith("DELETE FROM locks")]) == 150

@@ -53,25 +53,29 @@ def test_reference_needs_driver_url_and_no_secrets(store):
         MachineSpec("a", {"driver_url": "x:", "transport": {"password": "p"}}, store=store).save()
 
 
-def test_lock_names_holder_and_expires(store):
-    with store.lock("web-1", ttl=0.3):
+def test_lock_names_holder_and_is_free_after_release(store):
+    with store.lock("web-1", ttl=30):
         with pytest.raises(StateLocked) as info:
-            store.lock("web-1", ttl=0.3)
+            store.lock("web-1", ttl=30)
         assert info.value.holder["pid"] == os.getpid()
         assert str(os.getpid()) in str(info.value)
-    with store.lock("web-1", ttl=0.3):
+    with store.lock("web-1", ttl=30):
         pass
 
 
-def test_lock_heartbeat_keeps_it_and_expiry_frees_it(store):
+def test_a_lease_without_heartbeat_expires(store):
+    """A frozen runner (no more heartbeats) loses its lease once the TTL has passed; that the
+    heartbeat keeps a lease is ``test_store_conformance``'s ``test_heartbeat_keeps_a_short_lease``."""
     held = store.lock("web-2", ttl=0.3)
-    time.sleep(0.8)  # well past the ttl: the heartbeat renewed it
-    with pytest.raises(StateLocked):
-        store.lock("web-2", ttl=0.3)
     held._stop.set()  # simulate a frozen runner: no more heartbeats
-    time.sleep(0.5)
-    with store.lock("web-2", ttl=0.3):
-        pass
+    deadline = time.monotonic() + 60  # a guard only: the lease frees after 0.3 s
+    while True:
+        try:
+            store.lock("web-2", ttl=30).release()
+            break
+        except StateLocked:
+            assert time.monotonic() < deadline, "the lease never expired"
+            time.sleep(0.05)
 
 
 def test_sqlite_file_is_private_and_wal(tmp_path):
@@ -99,7 +103,7 @@ def test_lock_of_a_killed_process_frees_at_once(tmp_path):
     assert info.value.holder["pid"] == proc.pid
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    with store.lock("web-1", wait=5):
+    with store.lock("web-1", wait=60):  # a guard: a dead holder's lock frees at once
         pass
     store.close()
 
@@ -144,14 +148,78 @@ def test_many_held_locks_share_one_heartbeat_thread_and_stay_alive(tmp_path):
     import threading
 
     store = SQLiteStore(tmp_path / "state.db")
+    renewed: dict[str, int] = {}
+    intruder: list[object] = []
+    renew = store._renew
+
+    def observed(name, token, ttl):  # the real renewal, counted; m199 tried right after
+        renew(name, token, ttl)
+        renewed[name] = renewed.get(name, 0) + 1
+        if name == "m199":
+            intruder.append(store._try_acquire(name, "intruder", {"host": "elsewhere"}, 5))
+    store._renew = observed
     before = threading.active_count()
-    held = [store.lock(f"m{i}", ttl=0.3) for i in range(200)]
+    held = [store.lock(f"m{i}", ttl=1.0) for i in range(200)]
     assert threading.active_count() <= before + 1
-    time.sleep(0.8)  # past the ttl: every lease was renewed
-    with pytest.raises(StateLocked):
-        store.lock("m199", ttl=0.3)
+    deadline = time.monotonic() + 120  # a guard: renewals come every third of a TTL
+    while len(renewed) < 200 or min(renewed.values()) < 4:  # past one TTL for every lease
+        assert time.monotonic() < deadline, f"only {len(renewed)} leases renewed"
+        time.sleep(0.05)
+    assert threading.active_count() <= before + 1
+    assert intruder and all(holder is not None for holder in intruder)  # never free
     for lock in held:
         lock.release()
     with store.lock("m0"):
         pass
     store.close()
+
+
+def test_writes_of_many_threads_share_one_transaction_each_with_its_own_outcome(tmp_path):
+    """Group commit: while the connection is busy, the writes other threads start wait in a
+    queue; the next one to get the connection commits them all in one transaction, each in its
+    own savepoint (a stale one fails alone) and each returning only once committed."""
+    import threading
+
+    store = SQLiteStore(tmp_path / "state.db")
+    stale = MachineSpec("stale", {"driver_url": "fake:"}, store=store)
+    stale.save()
+    stale.version = 0  # as if read before the save above
+    specs = [MachineSpec(f"m{i}", {"driver_url": "fake:"}, store=store) for i in range(8)]
+    errors: dict[str, BaseException] = {}
+
+    def save(spec):
+        try:
+            spec.save()
+        except StateConflict as exc:
+            errors[spec.name] = exc
+
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda s: commits.append(s) if s == "COMMIT" else None)
+    threads = [threading.Thread(target=save, args=(s,)) for s in specs + [stale]]
+    with store._mutex:  # the connection is busy: every write queues up behind it
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60  # a bound for a broken store, not a timing
+        while len(store._pending) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.001)  # until each thread's write is queued
+        assert len(store._pending) == len(threads)
+    for thread in threads:
+        thread.join()
+    assert len(commits) == 1
+    assert list(errors) == ["stale"]
+    assert [store.get("machine", s.name).version for s in specs] == [1] * 8
+    assert all(s.version == 1 for s in specs)
+    store.close()
+
+
+def test_save_with_release_frees_the_lock_also_when_the_save_is_refused(store):
+    lock = store.lock("a", ttl=30)
+    spec = MachineSpec("a", {"driver_url": "fake:"}, store=store)
+    spec.save(release=lock)
+    assert spec.version == 1 and "a" not in store.locks()
+    stale = MachineSpec("a", {"driver_url": "fake:"}, store=store)  # version 0: stale
+    lock = store.lock("a", ttl=30)
+    with pytest.raises(StateConflict):
+        stale.save(release=lock)
+    assert "a" not in store.locks()
+    store.lock("a", ttl=30).release()  # free for anyone at once

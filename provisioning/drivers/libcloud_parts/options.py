@@ -72,6 +72,13 @@ MACHINE_OPTION_FIELDS = (
                      "(false: only until the node runs)"),
     OptionField("wait_timeout", type="float",
                 help="seconds ready waits in all (default: the driver's wait_timeout)"),
+    OptionField("cloud_init", type="bool", default=True,
+                help="the image runs cloud-init: generate the node's SSH host key here, hand it "
+                     "over in the userdata and pin it before the first connection"),
+    OptionField("host_key_policy", default="verify", choices=("verify", "trust-first-use"),
+                help="verify: the node's host key must be known before use (cloud_init, or the "
+                     "fingerprints on its console); trust-first-use: else accept the first key "
+                     "seen (reported in the event); see docs/ssh.md"),
     OptionField("transport", type="dict", default={},
                 help="how to reach the machine: {kind: ssh (default) or winrm, username, "
                      "port, ...}; see docs/ssh.md and docs/windows.md"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from provisioning.drivers.libcloud_parts.credentials import Credentials
+from provisioning.drivers.libcloud_parts.hostkeys import GeneratedHostKey
 from provisioning.drivers.libcloud_parts.urls import CloudURL
 from provisioning.errors import ConfigError, MissingExtra, UnsupportedOperation
 
@@ -48,6 +49,8 @@ class CreatePlan:
     tags: tuple[tuple[str, str], ...] = ()
     client_token: str | None = None
     create_args: tuple[tuple[str, Any], ...] = ()
+    #: the host key handed to the node in ``userdata`` (machines with one are never batched)
+    host_key: GeneratedHostKey | None = None
 
     @property
     def group_key(self) -> tuple:
@@ -233,6 +236,26 @@ class ProviderOps:
         else:
             raise UnsupportedOperation(f"libcloud's {self.url.provider} driver cannot tag nodes")
 
+    @property
+    def takes_userdata(self) -> bool:
+        """The create request carries userdata (how cloud-init gets the generated host key)."""
+        return "ex_userdata" in inspect.signature(self.driver.create_node).parameters
+
+    @property
+    def has_console(self) -> bool:
+        """The provider serves what the node printed to its console."""
+        return callable(getattr(self.driver, "ex_get_console_output", None))
+
+    def console_output(self, node: Any) -> str:
+        """The node's console text so far ('' when the provider has none yet)."""
+        got = self.driver.ex_get_console_output(node)
+        text = got.get("output") if isinstance(got, Mapping) else got
+        return str(text or "")
+
+    def node_userdata(self, node: Any) -> str | None:
+        """The userdata the node was created with, when the provider serves it back."""
+        return None
+
     def password_data(self, node_id: str) -> str:
         raise UnsupportedOperation(f"libcloud's {self.url.provider} driver cannot fetch a Windows "
                                    "node's password")
@@ -310,6 +333,10 @@ class EC2Ops(ProviderOps):
     def can_stop(self) -> bool:
         return True
 
+    @property
+    def takes_userdata(self) -> bool:
+        return True
+
     def status(self, node: Any) -> str:
         raw = (node.extra or {}).get("status")
         return _EC2_STATUS.get(raw) or super().status(node)
@@ -328,6 +355,20 @@ class EC2Ops(ProviderOps):
             self.driver.path, params={"Action": "GetPasswordData", "InstanceId": node_id}).object
         found = reply.find(f"{{{NAMESPACE}}}passwordData")
         return (found.text or "").strip() if found is not None else ""
+
+    def node_userdata(self, node: Any) -> str | None:
+        """``DescribeInstanceAttribute`` ``userData``, decoded (libcloud has no call for it)."""
+        import base64
+
+        from libcloud.compute.drivers.ec2 import NAMESPACE
+
+        reply = self.driver.connection.request(self.driver.path, params={
+            "Action": "DescribeInstanceAttribute", "InstanceId": node.id,
+            "Attribute": "userData"}).object
+        found = reply.find(f"{{{NAMESPACE}}}userData/{{{NAMESPACE}}}value")
+        if found is None or not (found.text or "").strip():
+            return None
+        return base64.b64decode(found.text).decode("utf-8", "replace")
 
     def tagged_nodes(self, tags: Mapping[str, str]) -> list[Any]:
         filters: dict[str, Any] = {f"tag:{k}": v for k, v in tags.items()}

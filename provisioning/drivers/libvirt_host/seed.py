@@ -98,16 +98,10 @@ GUEST_FILES = (
 
 
 def generate_host_key(hostname: str) -> tuple[bytes, str]:
-    """A fresh ed25519 host key: (OpenSSH private key bytes, public line)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    """A fresh ed25519 host key for ``hostname``: (OpenSSH private key bytes, public line)."""
+    from provisioning.keys import generate_host_key as new_host_key
 
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    return private, public
+    return new_host_key()
 
 
 def write_seed(path: str, *, host_key: bytes, host_public: str, authorized_key: str,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
-import time
 
 import pytest
 
 from provisioning.actions import RecordingActionHandler
-from provisioning.cluster.healthcheck import parse_healthchecks, run_healthchecks
+from provisioning.cluster.healthcheck import parse_healthchecks, run_healthcheck, run_healthchecks
 from provisioning.errors import ProvisioningError
 from provisioning.inputs.schema import Problems
 from provisioning.machine.unix import UnixMachine
@@ -62,13 +61,31 @@ def test_http_status_and_body(http_server):
     assert any("passed" in d for d in handler.descriptions("progress"))
 
 
+class FakeClock:
+    """The healthcheck's clock and sleep: time passes only when it sleeps, so how many
+    attempts fit before the deadline does not depend on how loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def test_http_wrong_status_fails_at_deadline(http_server):
-    started = time.monotonic()
+    time_ = FakeClock()
+    [check] = checks({"http": f"http://127.0.0.1:{http_server}/down", "deadline": 0.6,
+                      "interval": 0.1})
     with pytest.raises(ProvisioningError) as info:
-        run_healthchecks(checks({"http": f"http://127.0.0.1:{http_server}/down", "deadline": 0.6,
-                                 "interval": 0.1}), None, RecordingActionHandler(), VARS)
+        run_healthcheck(check, None, RecordingActionHandler(), VARS, sleep=time_.sleep,
+                        clock=time_.clock)
     assert "status 503, expected 200" in str(info.value)
-    assert 0.4 < time.monotonic() - started < 5
+    assert len(time_.sleeps) >= 4 and time_.now <= 0.6  # retried until its deadline, not past
+    assert f"({len(time_.sleeps) + 1} attempts)" in str(info.value)
 
 
 def test_http_body_mismatch(http_server):
@@ -79,23 +96,23 @@ def test_http_body_mismatch(http_server):
 
 
 def test_tcp_waits_for_a_late_listener():
+    """The listener opens while the check waits after its second refused attempt."""
     port = free_port()
     listener = socket.socket()
+    sleeps: list[float] = []
 
-    def open_later():
-        time.sleep(0.4)
-        listener.bind(("127.0.0.1", port))
-        listener.listen()
-    thread = threading.Thread(target=open_later)
-    thread.start()
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            listener.bind(("127.0.0.1", port))
+            listener.listen()
     try:
         handler = RecordingActionHandler()
-        run_healthchecks(checks({"tcp": port, "deadline": 10, "interval": 0.1}), None, handler,
-                         VARS)
+        [check] = checks({"tcp": port, "deadline": 600, "interval": 0.1})
+        run_healthcheck(check, None, handler, VARS, sleep=sleep)
         [passed] = [e for e in handler.events if e.kind == "progress"]
-        assert passed.data["attempts"] > 1
+        assert passed.data["attempts"] == 3
     finally:
-        thread.join()
         listener.close()
 
 

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 from tests.cli_runner import converge
 
@@ -17,13 +16,14 @@ def test_status_names_the_runner_holding_a_machine(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from provisioning.store.sqlite import SQLiteStore
-        SQLiteStore({str(tmp_path / '.provisioning' / 'state.db')!r}).lock(
-            "web-2", ttl=1.5, holder={{"host": "runner-b", "pid": 4242,
+        lock = SQLiteStore({str(tmp_path / '.provisioning' / 'state.db')!r}).lock(
+            "web-2", ttl=600, holder={{"host": "runner-b", "pid": 4242,
                                        "command": "converge up", "since": "2026-11-25T12:00:00Z"}})
-        print("locked", flush=True); time.sleep(60)
+        print("locked", lock.token, flush=True); time.sleep(600)
     """)], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        word, token = holder.stdout.readline().split()
+        assert word == "locked"
         text = converge("status", cwd=tmp_path, check=True).stdout
         line = next(l for l in text.splitlines() if l.startswith("web-2"))
         assert "WORKING" in text.splitlines()[0]
@@ -36,7 +36,13 @@ def test_status_names_the_runner_holding_a_machine(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    time.sleep(2)  # a dead runner on another host: its lease runs out, then nobody works
+    # a dead runner on another host: its lease runs out (its last renewal had no time left,
+    # standing for the 10 minutes without renewals), then nobody works
+    from provisioning.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / ".provisioning" / "state.db"))
+    store._renew("web-2", token, 0.0)
+    store.close()
     idle = converge("status", cwd=tmp_path, check=True).stdout
     assert "WORKING" not in idle
 

@@ -122,3 +122,36 @@ def provisioner(store, config, handler):
     from provisioning.lifecycle import Provisioner
 
     return Provisioner(store, config=config, action_handler=handler, lock_wait=30)
+
+
+def node_userdata(driver, node_id: str) -> str:
+    """The userdata moto holds for a node (DescribeInstanceAttribute userData), decoded."""
+    import base64
+
+    body = driver.ops.driver.connection.request("/", params={
+        "Action": "DescribeInstanceAttribute", "InstanceId": node_id,
+        "Attribute": "userData"}).body
+    if "<value>" not in body:
+        return ""
+    return base64.b64decode(body.split("<value>")[1].split("</value>")[0]).decode()
+
+
+def userdata_parts(userdata: str) -> tuple[dict, list[tuple[str, str]]]:
+    """(the cloud-config mapping, [(content type, text) of every other part]) of a userdata
+    that is a plain ``#cloud-config`` document or a MIME multipart."""
+    import email
+
+    import yaml
+
+    if userdata.startswith("#cloud-config"):
+        return yaml.safe_load(userdata), []
+    message = email.message_from_string(userdata)
+    assert message.is_multipart(), userdata[:200]
+    config, others = {}, []
+    for part in message.get_payload():
+        text = part.get_payload(decode=True).decode()
+        if part.get_content_type() == "text/cloud-config":
+            config.update(yaml.safe_load(text))
+        else:
+            others.append((part.get_content_type(), text))
+    return config, others

@@ -17,6 +17,9 @@ option. Each fix names the moto behaviour it works around (verified against moto
    with ``IncludePublicKey``) and replaces the data with the password encrypted with that public
    key (RSA, PKCS#1 v1.5, base64), as EC2 does; empty for the first ``empty_answers`` requests,
    as while Windows is still booting. Unregistered machines get moto's own answer.
+6. moto's ``GetConsoleOutput`` answers one fixed text for every node. A test that needs what a
+   node printed (cloud-init's host key fingerprints) registers, by machine name, the console
+   text its node serves (``serve_console``); unregistered machines get moto's own answer.
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ def serve_windows_password(machine: str, password: str, empty_answers: int = 0) 
     with _PASSWORDS_LOCK:
         WINDOWS_PASSWORDS[machine] = served
     return served
+
+
+#: machine name (tag provisioning:name) -> the console text its node serves
+CONSOLES: dict[str, str] = {}
+
+
+def serve_console(machine: str, text: str) -> None:
+    with _PASSWORDS_LOCK:
+        CONSOLES[machine] = text
 
 
 def _ns(path: str) -> str:
@@ -107,17 +119,29 @@ class MotoEC2Connection(EC2Connection):
         response = super().request(action, params, *args, **kwargs)
         if params and params.get("Action") == "GetPasswordData":
             self._serve_password(action, str(params["InstanceId"]), response.object)
+        if params and params.get("Action") == "GetConsoleOutput":
+            self._serve_console(action, str(params["InstanceId"]), response.object)
         return response
+
+    def _tags(self, action, instance_id: str):
+        described = self.request(action, params={"Action": "DescribeInstances",
+                                                 "InstanceId.1": instance_id}).object
+        instance = described.find(".//" + _ns("instancesSet/item"))
+        return instance, {item.findtext(_ns("key")): item.findtext(_ns("value"))
+                          for item in instance.findall(_ns("tagSet/item"))}
+
+    def _serve_console(self, action, instance_id: str, reply) -> None:
+        _, tags = self._tags(action, instance_id)
+        with _PASSWORDS_LOCK:
+            text = CONSOLES.get(tags.get("provisioning:name", ""))
+        if text is not None:
+            reply.find(_ns("output")).text = base64.b64encode(text.encode()).decode("ascii")
 
     def _serve_password(self, action, instance_id: str, reply) -> None:
         from cryptography.hazmat.primitives.asymmetric import padding
         from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
-        described = self.request(action, params={"Action": "DescribeInstances",
-                                                 "InstanceId.1": instance_id}).object
-        instance = described.find(".//" + _ns("instancesSet/item"))
-        tags = {item.findtext(_ns("key")): item.findtext(_ns("value"))
-                for item in instance.findall(_ns("tagSet/item"))}
+        instance, tags = self._tags(action, instance_id)
         with _PASSWORDS_LOCK:
             served = WINDOWS_PASSWORDS.get(tags.get("provisioning:name", ""))
             if served is None:
@@ -139,3 +163,9 @@ class MotoEC2Connection(EC2Connection):
 
 class MotoEC2NodeDriver(EC2NodeDriver):
     connectionCls = MotoEC2Connection
+
+
+class NoConsoleEC2NodeDriver(MotoEC2NodeDriver):
+    """A provider that serves no console output (for the host key policy without it)."""
+
+    ex_get_console_output = None

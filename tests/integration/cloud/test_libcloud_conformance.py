@@ -14,7 +14,7 @@ from tests.integration.cloud.conftest import REPO, URL, cloud_config, machine_op
 
 
 class TestLibcloudEC2Conformance(DriverConformance):
-    capabilities = Capabilities(connectable=False, images=True)
+    capabilities = Capabilities(connectable=False, images=True, imports=True)
 
     @pytest.fixture(autouse=True)
     def _moto(self, moto):

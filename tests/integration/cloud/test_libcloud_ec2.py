@@ -125,7 +125,7 @@ def test_userdata_template_is_rendered_per_machine(provisioner, driver, tmp_path
     template = tmp_path / "userdata.j2"
     template.write_text("#!/bin/sh\nhostname {{ name }}\necho {{ vars.role }} {{ size }} "
                         "{{ machine_options.size }}\n")
-    options = machine_options(userdata=f"file://{template}",
+    options = machine_options(userdata=f"file://{template}", cloud_init=False,
                               userdata_vars={"role": "web", "size": "big"})
     for name in ("ud-1", "ud-2"):
         spec = provisioner.allocate(driver, name, options)
@@ -279,9 +279,12 @@ def test_secrets_never_reach_events_state_or_logs(provisioner, driver, handler, 
 
 # -- batches -----------------------------------------------------------------------------------
 def test_twenty_machines_in_one_bulk_request(provisioner, driver, handler, store):
+    """One request for all: only nodes without a host key of their own in the userdata
+    (cloud_init: false; with it, each node gets its own key, so its own request)."""
     names = [f"bulk-{i:02d}" for i in range(20)]
     started = time.monotonic()
-    results = provisioner.allocate_batch(driver, [(n, machine_options()) for n in names])
+    results = provisioner.allocate_batch(driver, [(n, machine_options(cloud_init=False))
+                                                  for n in names])
     elapsed = time.monotonic() - started
     assert results.ok, results.failures
     creates = [d for d in performed(handler) if d.startswith("create ")
@@ -298,7 +301,8 @@ def test_twenty_machines_in_one_bulk_request(provisioner, driver, handler, store
     print(f"\n20 machines allocated in one request in {elapsed:.2f} s")
     # a second batch run changes nothing
     count = len(handler.actions(performed=True))
-    assert provisioner.allocate_batch(driver, [(n, machine_options()) for n in names]).ok
+    assert provisioner.allocate_batch(driver, [(n, machine_options(cloud_init=False))
+                                               for n in names]).ok
     assert len(handler.actions(performed=True)) == count
 
 
@@ -328,7 +332,7 @@ def test_crash_inside_a_bulk_create_is_claimed_on_rerun(moto, tmp_path, store):
         "Provisioner(store, config=config).allocate_batch(driver_for_url(job['url'], config),"
         " [(n, job['options']) for n in job['names']])\n")
     job = {"config": data, "base": str(tmp_path), "state": str(tmp_path / "state.db"),
-           "url": URL, "names": names, "options": machine_options()}
+           "url": URL, "names": names, "options": machine_options(cloud_init=False)}
     env = dict(os.environ, PYTHONPATH=REPO, PROVISIONING_FAULT="after_create:crash")
     done = subprocess.run([sys.executable, "-c", script, json.dumps(job)], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -338,7 +342,7 @@ def test_crash_inside_a_bulk_create_is_claimed_on_rerun(moto, tmp_path, store):
     batch_nodes = driver.ops.tagged_nodes({"provisioning:store": store.store_id})
     assert len(batch_nodes) == 6
     results = Provisioner(store, config=config).allocate_batch(
-        driver, [(n, machine_options()) for n in names])
+        driver, [(n, machine_options(cloud_init=False)) for n in names])
     assert results.ok, results.failures
     assert len(driver.ops.tagged_nodes({"provisioning:store": store.store_id})) == 6
     assert {store.get("machine", n).reference["node_id"] for n in names} == \

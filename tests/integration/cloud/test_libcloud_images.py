@@ -22,7 +22,8 @@ def test_image_from_a_converged_node_with_create_image(
         tmp_path, ssh_config, sshd_host, client_key, store, handler):  # noqa: F811
     marker = tmp_path / "baked.txt"
     reach = {"address": "127.0.0.1", "key_name": client_key.name,
-             "transport": {"port": sshd_host.port, "username": "root"}}
+             "transport": {"port": sshd_host.port, "username": "root",
+                           "host_key": sshd_host.host_key}}
     data = {"driver": URL,
             "images": {"app": {"from": IMAGE, "machine_options": {"size": SIZE, **reach},
                                "converge": [{"file": {"path": str(marker),

@@ -143,3 +143,43 @@ def test_an_old_state_is_migrated_and_its_machines_claimed(tmp_path):
         assert cluster.up().ok
         assert {r["cluster"] for r in cluster.all_clusters()} == {"old"}
     assert FakeWarehouse(str(cloud)).counters()["creates"] == 2
+
+
+def test_an_old_postgres_state_is_migrated_and_its_machines_claimed(tmp_path, postgres_url):
+    """A PostgreSQL state of schema 2 (entries without a cluster, saved by provisioning 0.1.0)
+    is migrated on first open without loss; the file that names its machines claims them on
+    its next change; another cluster never sees them."""
+    psycopg = pytest.importorskip("psycopg")
+    from provisioning.store.postgres import SCHEMA_VERSION
+
+    cloud = tmp_path / "cloud"
+    path = write(tmp_path / "old", f'driver: "fake:{cloud}"\nmachines:\n  web: {{count: 2}}\n')
+    with Cluster.load(path, state=postgres_url) as cluster:
+        assert cluster.up().ok
+    with psycopg.connect(postgres_url, autocommit=True) as db:  # back to what 0.1.0 wrote
+        rows = db.execute("SELECT name, data, version FROM provisioning_entries "
+                          "WHERE kind = 'machine'").fetchall()
+        before = {}
+        for name, data, version in rows:
+            body = json.loads(data)
+            body.pop("cluster"), body.pop("group")
+            before[name] = (body["reference"], version)
+            db.execute("UPDATE provisioning_entries SET data = %s WHERE kind = 'machine' "
+                       "AND name = %s", (json.dumps(body), name))
+        db.execute("DROP INDEX provisioning_work_open")
+        db.execute("DELETE FROM provisioning_schema WHERE version > 2")
+    other = write(tmp_path / "other", f'driver: "fake:{cloud}"\nmachines:\n  app: {{}}\n')
+    with Cluster.load(other, state=postgres_url) as cluster:
+        assert cluster.store.schema_version() == SCHEMA_VERSION
+        assert {e.name: (e.reference, e.version) for e in cluster.store.list("machine")} == \
+            before  # nothing lost
+        assert [r["name"] for r in cluster.status()] == ["app"]
+        assert cluster.runner.orphans() == []
+        assert [r["cluster"] for r in cluster.all_clusters()] == [None, None]
+        assert {m.name: m.action for m in cluster.plan().machines} == {"app": "create"}
+    with Cluster.load(path, state=postgres_url) as cluster:
+        assert {m.name: m.action for m in cluster.plan().machines} == {"web-1": "nothing",
+                                                                       "web-2": "nothing"}
+        assert cluster.up().ok
+        assert {r["cluster"] for r in cluster.all_clusters()} == {"old"}
+    assert FakeWarehouse(str(cloud)).counters()["creates"] == 2

@@ -159,3 +159,18 @@ def test_status_refresh_reports_drift(project):
     rows = {r["name"]: r["drift"] for r in json_lines(shown.stdout)[-1]["machines"]}
     assert rows == {"web-1": ["missing: its resource is gone at the provider"],
                     "web-2": ["stopped"]}
+
+
+def test_a_tagged_resource_missing_from_the_state_is_planned_as_adopt(project):
+    kept = server(project, "web-2")["id"]
+    assert run(project, "state", "rm", "web-2").returncode == 0  # the server stays, tagged
+    document = plan_of(project, "--out", "plan.json")
+    web2 = next(m for m in document["machines"] if m["name"] == "web-2")
+    assert web2["action"] == "adopt", web2
+    assert web2["steps"][0]["description"] == f"adopt server {kept} tagged for this machine"
+    assert document["summary"]["adopt"] == 1 and document["summary"]["create"] == 0
+    applied = run(project, "--output", "json", "apply", "plan.json")
+    assert applied.returncode == 0, applied.stderr
+    assert server(project, "web-2")["id"] == kept
+    assert warehouse(project).counters() == {"creates": 2, "destroys": 0}
+    assert actions(plan_of(project)) == {"web-1": "nothing", "web-2": "nothing"}

@@ -85,10 +85,8 @@ def test_env_is_passed_quoted(session):
 def test_timeout_kills_the_command_and_the_session_recovers(session, transport):
     session.run("true")
     old_pid = session.pid
-    started = time.monotonic()
     with pytest.raises(CommandTimeout) as caught:
         session.run("echo partial; sleep 31.4159", timeout=0.5)
-    assert time.monotonic() - started < 5
     assert caught.value.timeout == 0.5
     assert caught.value.stdout == "partial\n"
     # the next command runs in a fresh shell, and the sleeper is gone from the machine
@@ -96,15 +94,19 @@ def test_timeout_kills_the_command_and_the_session_recovers(session, transport):
     assert after.stdout == "fine\n" and after.ok
     assert session.pid != old_pid
     assert session.starts == 2
-    left = transport.execute("pgrep -f 'slee[p] 31.4159' || true").stdout.strip()
-    assert left == ""
+    deadline = time.monotonic() + 20  # a guard: gone long before the sleep would end
+    while transport.execute("pgrep -f 'slee[p] 31.4159' || true").stdout.strip():
+        assert time.monotonic() < deadline, "the timed-out command was left running"
+        time.sleep(0.05)
 
 
 def test_each_command_in_a_batch_has_its_own_timeout(session):
-    commands = [SessionCommand("sleep 0.3; echo a", timeout=2), SessionCommand("sleep 0.3; echo b", timeout=2),
+    commands = [SessionCommand("sleep 0.3; echo a", timeout=120),
+                SessionCommand("sleep 0.3; echo b", timeout=120),
                 SessionCommand("sleep 20", timeout=0.5)]
-    with pytest.raises(CommandTimeout):
+    with pytest.raises(CommandTimeout) as caught:
         session.run_many(commands)
+    assert caught.value.timeout == 0.5 and "sleep 20" in caught.value.command
     assert session.run("echo next").stdout == "next\n"
 
 
@@ -166,20 +168,24 @@ def test_sessions_on_many_machines_run_in_parallel(sshd_host, client_key, tmp_pa
                   for h in hosts]
     try:
         out: dict[int, list[str]] = {}
+        meeting = tmp_path / "meeting"  # the machines run on this host: one file system
+        meeting.mkdir()
 
         def work(index: int) -> None:
+            # each command waits until all four sessions have started that round: sessions
+            # that did not run at the same time would never get past it (timeout: failure)
             session = transports[index].shell_session()
-            out[index] = [session.run(f"sleep 0.2; echo {index}-{i}").stdout for i in range(3)]
+            out[index] = [session.run(
+                f"touch {meeting}/{i}-{index}; while [ $(ls {meeting} | grep -c '^{i}-') "
+                f"-lt {len(transports)} ]; do sleep 0.02; done; echo {index}-{i}",
+                timeout=120).stdout for i in range(3)]
 
-        started = time.monotonic()
         threads = [threading.Thread(target=work, args=(i,)) for i in range(len(transports))]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
         assert out == {i: [f"{i}-{k}\n" for k in range(3)] for i in range(len(transports))}
-        # 4 machines x 3 x 0.2 s in sequence would be 2.4 s
-        assert time.monotonic() - started < 2.2
     finally:
         for t in transports:
             t.disconnect()
@@ -217,19 +223,14 @@ def test_machine_execute_many_under_why_run_runs_nothing(transport):
     assert transport.execute(f"test -e {marker}").exit_status == 1
 
 
-def test_session_is_much_cheaper_than_a_channel_per_command(transport):
+def test_a_session_runs_every_command_in_one_shell_a_channel_each_in_its_own(transport):
+    """Why a session is cheaper (the figures are in bench/RESULTS.md, W2): its commands share
+    one shell process; each ``execute`` makes sshd start another."""
     session = transport.shell_session()
-    session.run("true")
-    transport.execute("true")
-    started = time.monotonic()
-    for i in range(40):
-        assert transport.execute(f"echo {i}").stdout == f"{i}\n"
-    per_channel = time.monotonic() - started
-    started = time.monotonic()
-    for i in range(40):
-        assert session.run(f"echo {i}").stdout == f"{i}\n"
-    per_session = time.monotonic() - started
-    assert per_session < per_channel / 2, (per_session, per_channel)
+    in_session = {session.run("echo $$").stdout for _ in range(10)}
+    per_channel = {transport.execute("echo $$").stdout for _ in range(10)}
+    assert len(in_session) == 1 and session.starts == 1
+    assert len(per_channel) == 10
 
 
 def test_sudo_through_the_session_as_a_non_root_login(tmp_path, client_key, sudo_user):

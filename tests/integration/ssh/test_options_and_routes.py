@@ -100,14 +100,14 @@ def test_wait_until_connectable_backs_off_then_succeeds(tmp_path, client_key, co
         {"transport": {"host": "127.0.0.1", "port": port, "key_name": "client",
                        "connect_timeout": 2}}, spec, config)
     started_host = []
-    threading.Timer(1.0, lambda: started_host.append(
-        start_sshd(tmp_path, authorized_keys=[client_key.public_openssh], port=port))).start()
     handler = RecordingActionHandler()
     sleeps: list[float] = []
 
-    def sleep(seconds: float) -> None:
+    def sleep(seconds: float) -> None:  # the machine comes up during the third wait
         sleeps.append(seconds)
-        time.sleep(seconds)
+        if len(sleeps) == 3:
+            started_host.append(start_sshd(tmp_path, authorized_keys=[client_key.public_openssh],
+                                           port=port))
     try:
         wait_until_connectable(transport, timeout=20, action_handler=handler, what="machine late",
                                sleep=sleep)
@@ -128,27 +128,32 @@ def test_wait_gives_up_with_connect_error_saying_how_long(client_key):
         port = probe.getsockname()[1]
     transport = SSHTransport("127.0.0.1", port, private_key=client_key, connect_timeout=1,
                              on_new_host_key=lambda line: None)
-    started = time.monotonic()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds)
     with pytest.raises(ConnectError) as caught:
-        wait_until_connectable(transport, timeout=1.5, action_handler=None, what="machine x")
-    assert time.monotonic() - started < 3
+        wait_until_connectable(transport, timeout=1.5, action_handler=None, what="machine x",
+                               sleep=sleep)
+    assert sleeps and sum(sleeps) <= 1.5  # it never waits past its timeout
     assert "within 1.5 s" in str(caught.value) and "refused" in str(caught.value)
 
 
 def test_wait_fails_at_once_on_auth_and_host_key(sshd_host, connect, tmp_path):
     stranger = generate_private_key(str(tmp_path / "stranger"), name="stranger")
-    started = time.monotonic()
+    sleeps: list[float] = []  # a retry would wait first
     with pytest.raises(AuthenticationError):
         wait_until_connectable(connect(sshd_host, private_key=stranger), timeout=30,
-                               action_handler=None, what="m")
+                               action_handler=None, what="m", sleep=sleeps.append)
     other = stranger.public_openssh  # a valid key, but not this host's
     with pytest.raises(HostKeyMismatch):
         wait_until_connectable(connect(sshd_host, host_key=other), timeout=30,
-                               action_handler=None, what="m")
+                               action_handler=None, what="m", sleep=sleeps.append)
     with pytest.raises(ConfigError, match="not an OpenSSH public key"):
         wait_until_connectable(connect(sshd_host, host_key="ssh-ed25519 AAAAnotbase64"),
-                               timeout=30, action_handler=None, what="m")
-    assert time.monotonic() - started < 5, "auth and host key failures must not be retried"
+                               timeout=30, action_handler=None, what="m", sleep=sleeps.append)
+    assert sleeps == [], "auth and host key failures must not be retried"
 
 
 @pytest.fixture
@@ -222,9 +227,9 @@ def test_use_agent(sshd_host, tmp_path, client_key, monkeypatch, config):
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if os.path.exists(sock):
-                break
+        deadline = time.monotonic() + 60  # a guard only: the agent makes its socket at start
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline, "ssh-agent never made its socket"
             time.sleep(0.02)
         env = dict(os.environ, SSH_AUTH_SOCK=sock)
         subprocess.run(["ssh-add", client_key.path], env=env, check=True, capture_output=True)

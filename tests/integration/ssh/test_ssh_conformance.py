@@ -53,5 +53,16 @@ class TestSSHDriverConformance(DriverConformance):
     def missing_resource_id(self) -> str:
         return "127.0.0.1:1"  # nothing listens there
 
+    def present_other_host_key(self, driver, store, name):
+        """The real thing: the machine's sshd comes back with a new host key. Undo: the user
+        checked the new key and pinned it."""
+        self.sshd.restart_with_new_host_key()
+
+        def undo() -> None:
+            spec = store.get("machine", name)
+            spec.reference["host_key"] = self.sshd.host_key
+            spec.save()
+        return undo
+
     def delete_behind_back(self, driver, spec) -> None:
         self.sshd.stop()  # the host is gone: destroy must still work, and forget it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 
@@ -103,27 +102,30 @@ def test_moved_host_drops_the_old_pin(sshd_host, tmp_path, client_key, provision
         other.stop()
 
 
-def test_ready_fails_at_once_on_changed_host_key(sshd_host, provisioner):
+def waited(handler) -> bool:
+    """True when ready retried (it says it is waiting before its first retry)."""
+    return any("waiting up to" in d for d in handler.descriptions("progress"))
+
+
+def test_ready_fails_at_once_on_changed_host_key(sshd_host, provisioner, handler):
     driver = driver_for_url("ssh:", provisioner.config)
     provisioner.up(driver, "web", _options(sshd_host)).disconnect()
     sshd_host.restart_with_new_host_key()
-    started = time.monotonic()
     with pytest.raises(HostKeyMismatch):
         provisioner.ready(driver, "web", _options(sshd_host, ready_timeout=60))
-    assert time.monotonic() - started < 5
+    assert not waited(handler)  # failed on the first attempt, no retry
     assert "HostKeyMismatch" in provisioner.spec("web").last_error
 
 
-def test_ready_fails_at_once_on_a_refused_key(sshd_host, provisioner, tmp_path):
+def test_ready_fails_at_once_on_a_refused_key(sshd_host, provisioner, handler, tmp_path):
     generate_private_key(str(tmp_path / "keys" / "other"), name="other")
     config = provisioner.config.with_data({"private_key_paths": [str(tmp_path / "keys")]})
     driver = driver_for_url("ssh:", config)
     options = _options(sshd_host, transport={"key_name": "other"}, ready_timeout=60)
     provisioner.config = config
-    started = time.monotonic()
     with pytest.raises(AuthenticationError):
         provisioner.up(driver, "web", options)
-    assert time.monotonic() - started < 5
+    assert not waited(handler)  # failed on the first attempt, no retry
 
 
 def test_ready_on_an_unreachable_host_waits_then_says_so(provisioner, handler):
@@ -133,10 +135,8 @@ def test_ready_on_an_unreachable_host_waits_then_says_so(provisioner, handler):
     driver = driver_for_url("ssh:", provisioner.config)
     options = {"transport": {"host": "127.0.0.1", "port": port, "key_name": "client",
                              "connect_timeout": 1}, "ready_timeout": 2}
-    started = time.monotonic()
-    with pytest.raises(ConnectError, match="did not accept SSH within 2 s"):
+    with pytest.raises(ConnectError, match=r"did not accept SSH within 2 s \(\d+ attempts\)"):
         provisioner.up(driver, "late", options)
-    assert 1.5 < time.monotonic() - started < 6
     assert any("waiting up to 2 s" in d for d in handler.descriptions("progress"))
 
 

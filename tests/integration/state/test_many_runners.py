@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -39,7 +40,10 @@ def wait_for(predicate, what: str, procs: list[subprocess.Popen], timeout: float
     while not predicate():
         running = [p for p in procs if p.poll() is None]
         if time.monotonic() > deadline or len(running) < len(procs):
-            outs = [p.communicate(timeout=30) for p in procs]
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+            outs = finish(procs, timeout=30)
             raise AssertionError(f"never saw {what}: {outs}")
         time.sleep(0.05)
 
@@ -58,15 +62,25 @@ def claimed_by(url: str) -> dict[str, int]:
 def converge(cluster: str, url: str, *args: str, env: dict[str, str] | None = None
              ) -> subprocess.Popen:
     """A runner process: ``converge -f CLUSTER --state URL ARGS``."""
-    return start_converge("-f", cluster, "--state", url, *args, env=env,
-                          cwd=os.path.dirname(cluster))
+    # output to files: a pipe read only after another runner finished could fill up and
+    # stall this runner, and the other one waits for this runner's machines
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = start_converge("-f", cluster, "--state", url, *args, env=env, stdout=out,
+                          stderr=err, cwd=os.path.dirname(cluster))
+    proc.logs = (out, err)  # type: ignore[attr-defined]
+    return proc
 
 
 def finish(procs: list[subprocess.Popen], timeout: float = 180) -> list[tuple[int, str, str]]:
+    """Wait for each runner (the timeout is a guard); (exit status, stdout, stderr) each."""
     outs = []
     for proc in procs:
-        out, err = proc.communicate(timeout=timeout)
-        outs.append((proc.returncode, out, err))
+        proc.wait(timeout=timeout)
+        texts = []
+        for handle in proc.logs:  # type: ignore[attr-defined]
+            handle.seek(0)
+            texts.append(handle.read())
+        outs.append((proc.returncode, texts[0], texts[1]))
     return outs
 
 
@@ -130,7 +144,7 @@ def test_runner_killed_holding_locks_does_not_stop_the_others(tmp_path, postgres
             return len(held) == 3
         wait_for(victim_holds_three, "the victim holding 3 locks, held in ready", [victim])
         victim.send_signal(signal.SIGKILL)
-        victim.communicate(timeout=60)
+        victim.wait(timeout=60)
         release.touch()
         [(code, out, err)] = finish([converge(cluster, url, "up", "--parallel", "12", env=env)])
         assert code == 0, out + err

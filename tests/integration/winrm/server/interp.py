@@ -596,6 +596,15 @@ def c_start_sleep(ps: PowerShell, named, positional, stream):
     return iter(())
 
 
+def c_wait_test_file(ps: PowerShell, named, positional, stream):
+    """Not PowerShell: this test server's way to hold a command until a test makes a file
+    (tests prove output streams while a command still runs, without timing it)."""
+    host = ps.proc.fs.host(_path_arg(named, positional, "Wait-TestFile"), ps.proc.cwd)
+    while not os.path.exists(host):
+        ps.proc.sleep(0.02)
+    return iter(())
+
+
 def c_out_null(ps: PowerShell, named, positional, stream):
     for _ in stream or ():
         pass
@@ -683,7 +692,7 @@ BUILTINS: dict[str, Callable[..., Iterator[Any]]] = {
     "sleep": c_start_sleep, "out-null": c_out_null, "test-path": c_test_path,
     "new-item": c_new_item, "remove-item": c_remove_item, "del": c_remove_item,
     "get-content": c_get_content, "cat": c_get_content, "type": c_get_content,
-    "set-location": c_set_location, "cd": c_set_location,
+    "set-location": c_set_location, "cd": c_set_location, "wait-testfile": c_wait_test_file,
 }
 
 
