@@ -57,7 +57,7 @@ class ResourceContract:
         found = self.find_resource(machine_spec)
         if found is not None:
             action_handler.perform_action(
-                f"adopt {self.resource_label(found)} made for this machine by an earlier run",
+                f"adopt {self.resource_label(found)} tagged for this machine",
                 lambda: self.save_reference(machine_spec, found))
             return
 
