@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
+from provisioning.cli.help import GLOBAL_OPTIONS, OUTPUTS
+
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cli.output import Renderer
     from provisioning.cluster import Cluster, ClusterRunner
@@ -31,7 +33,6 @@ __all__ = ["Settings", "common_options", "why_run_option", "concurrency_option",
            "Session",
            "finish_batch", "run_cli", "current_settings", "OUTPUTS"]
 
-OUTPUTS = ("text", "json")
 
 
 class Settings:
@@ -103,23 +104,16 @@ def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 def common_options(fn: Callable) -> Callable:
     """The global options; accepted before the command name and after it."""
-    options = [
-        click.option("-f", "--file", metavar="FILE", default=None, expose_value=False,
-                     callback=_store, is_eager=True,
-                     help="Cluster file (default: cluster.yml)."),
-        click.option("--state", metavar="URL", default=None, expose_value=False, callback=_store,
-                     help="State store: a path, sqlite:///PATH, postgresql://... or memory: "
-                          "(default: .provisioning/state.db beside the cluster file)."),
-        click.option("--parallel", metavar="N", type=click.IntRange(min=1), default=None,
-                     expose_value=False, callback=_store,
-                     help="Machines acted on at once (default 10)."),
-        click.option("--output", type=click.Choice(OUTPUTS), default=None, expose_value=False,
-                     callback=_store, help="text (live on a terminal) or json (one event per line)."),
-        click.option("-v", "--verbose", count=True, default=None, expose_value=False,
-                     callback=_store, help="Say more (repeat for more)."),
-        click.option("-q", "--quiet", count=True, default=None, expose_value=False,
-                     callback=_store, help="Say less: only results and errors."),
-    ]
+    kinds: dict[str, dict[str, Any]] = {  # what click needs beyond the help's rows
+        "--file": {"is_eager": True}, "--parallel": {"type": click.IntRange(min=1)},
+        "--output": {"type": click.Choice(OUTPUTS)},
+        "--verbose": {"count": True}, "--quiet": {"count": True}}
+    options = []
+    for row in GLOBAL_OPTIONS:
+        extra = kinds.get(row.flags[-1], {})
+        metavar: dict[str, Any] = {"metavar": row.metavar} if row.metavar else {}
+        options.append(click.option(*row.flags, default=None, expose_value=False,
+                                    callback=_store, help=row.help, **metavar, **extra))
     for option in reversed(options):
         fn = option(fn)
     return fn

@@ -1,175 +1,51 @@
-"""The ``converge`` command: a click group whose commands load lazily.
+"""The ``converge`` command: a tiny dispatcher in front of the click group.
 
-Each command lives in its own module and is listed once in ``COMMANDS`` as
-``"name": "module:attribute"``; nothing is imported until the command is run (``--help``
-lists them from ``SUMMARIES`` and imports none of them, nor rich, yaml, jinja2 or paramiko).
-To add a command, add one line to each and keep the module's top-level imports to click and
-``provisioning.cli.common``.
+``converge --help`` and ``converge --version`` are answered here without importing click (most
+of their start-up); anything else runs the click group (``provisioning.cli.group``), whose
+commands load lazily from ``COMMANDS`` (``provisioning.cli.commands``).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from provisioning import __version__
-from provisioning.cli.common import common_options, run_cli
+from provisioning.cli.commands import COMMANDS, SUMMARIES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.cli.group import cli
 
 __all__ = ["cli", "main", "COMMANDS", "SUMMARIES"]
-
-COMMANDS: dict[str, str] = {
-    "up": "provisioning.cli.up:up",
-    "plan": "provisioning.cli.plan_cmd:plan",
-    "apply": "provisioning.cli.plan_cmd:apply",
-    "stop": "provisioning.cli.stop:stop",
-    "destroy": "provisioning.cli.destroy:destroy",
-    "status": "provisioning.cli.status:status",
-    "exec": "provisioning.cli.exec_cmd:exec_",
-    "ssh": "provisioning.cli.ssh_cmd:ssh",
-    "test": "provisioning.cli.test_cmd:test",
-    "drivers": "provisioning.cli.drivers:drivers",
-    "init": "provisioning.cli.init_cmd:init",
-    "new-driver": "provisioning.cli.new_driver:new_driver",
-    "watch": "provisioning.cli.watch:watch",
-    "state": "provisioning.cli.state_cmd:state",
-    "import": "provisioning.cli.import_cmd:import_",
-    "config": "provisioning.cli.config_cmd:config",
-    "snapshot": "provisioning.cli.snapshot_cmd:snapshot",
-    "sync": "provisioning.cli.sync_cmd:sync",
-    "image": "provisioning.cli.image_cmd:image",
-    "create": "provisioning.cli.kitchen_cmd:create",
-    "converge": "provisioning.cli.kitchen_cmd:converge_",
-    "verify": "provisioning.cli.kitchen_cmd:verify",
-    "list": "provisioning.cli.kitchen_cmd:list_",
-    "login": "provisioning.cli.ssh_cmd:login",
-    "output": "provisioning.cli.inventory_cmd:output",
-    "inventory": "provisioning.cli.inventory_cmd:inventory",
-    "schema": "provisioning.cli.schema_cmd:schema",
-}
-
-#: The first sentence of each command's help, so ``converge --help`` lists the commands without
-#: importing their modules (a test keeps each equal to the command's own help). A command left
-#: out here still shows: its module is imported for the listing.
-SUMMARIES: dict[str, str] = {
-    "config": "Inspect the layered configuration (defaults < ./provisioning.yml < "
-              "$PROVISIONING_CONFIG < PROVISIONING_* environment variables < the cluster file and"
-              " command line).",
-    "destroy": "Destroy machines (all of the cluster's by default) and remove them from the state.",
-    "drivers": "List driver schemes and the package providing each (or: drivers describe URL).",
-    "exec": "Run COMMAND on MACHINE and pass its output and exit status through.",
-    "image": "Build, list and destroy the cluster file's machine images (images:).",
-    "import": "Adopt an existing resource as MACHINE of the cluster file: a cloud node id, an "
-              "nspawn machine id, an ssh host[:port], a fake server id.",
-    "init": "Ask for a driver URL and each of its options, checking every answer at once, and "
-            "write a commented cluster file (-f, default cluster.yml).",
-    "new-driver": "Write a driver package for scheme NAME: pyproject (entry point), a working "
-                  "example driver, conformance tests, README and CI script.",
-    "snapshot": "Save, restore, list and delete snapshots of a machine's files (local drivers).",
-    "ssh": "Open an SSH session on MACHINE (or run COMMAND there: converge ssh web-1 -- uptime).",
-    "state": "Export, import and inspect the state store (--state URL, or the cluster's).",
-    "status": "Show each machine of this cluster: name, driver URL, state, address, last action, "
-              "last error.",
-    "plan": "Show what 'up' would do to each machine, changing nothing: create, start, converge "
-            "(each step that would change, and why), replace, destroy (a lower count), or "
-            "nothing.",
-    "apply": "Do exactly what a saved plan says ('converge plan --out PLAN.json'), and nothing "
-             "else.",
-    "stop": "Stop machines (all by default); 'converge up' starts them again.",
-    "sync": "Copy changed files of each machine's 'sync' folders to it (all machines by default).",
-    "test": "Create, converge and verify instances, then destroy them (by default the passing "
-            "ones).",
-    "create": "Create and ready instances (no convergence).",
-    "converge": "Create instances if needed and converge them (like 'up', recorded per "
-                "instance).",
-    "verify": "Run the verify entries of instances (converging those not created yet) and record "
-              "the result per instance ('converge list' shows it).",
-    "list": "List instances: driver, state, last action, last verify result and when.",
-    "login": "Log in to INSTANCE (its first machine) over SSH: test-kitchen's name for 'ssh'.",
-    "output": "Print the cluster file's outputs (all, or NAME's value alone), rendered with what "
-              "the state knows now (addresses, facts).",
-    "inventory": "Print an inventory that reaches every created machine with its pinned host key.",
-    "schema": "Print the JSON Schema of cluster files, for editors (docs/cluster-file.md, "
-              "\"Editor support\").",
-    "up": "Create (if needed), ready, converge and healthcheck machines (all by default), and "
-          "destroy the machines a lowered count leaves out.",
-    "watch": "Watch machines and mend them: re-create one that is missing (or was deleted behind "
-             "our back) and replace one whose healthchecks fail for longer than --grace (destroy,"
-             " then create anew).",
-}
-
-
-class LazyGroup(click.Group):
-    """Resolves ``COMMANDS`` entries on first use (so ``converge --help`` imports no command
-    module it does not show); a command whose module is missing is left out of the listing
-    instead of breaking every other command."""
-
-    def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.commands:
-            return self.commands[name]
-        target = self.lazy.get(name)
-        if target is None:
-            return None
-        module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return None
-            raise
-        command = getattr(module, attr)
-        self.commands[name] = command
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
-        limit = max(45, formatter.width - 18)
-        for name in self.list_commands(ctx):
-            if name in SUMMARIES and name not in self.commands:  # listed without importing it
-                rows.append((name, click.Command(name, help=SUMMARIES[name])
-                             .get_short_help_str(limit=limit)))
-                continue
-            command = self.get_command(ctx, name)
-            if command is None or command.hidden:
-                continue
-            rows.append((name, command.get_short_help_str(limit=limit)))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-    def resolve_command(self, ctx: click.Context, args: list[str]):
-        name = args[0] if args else ""
-        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            from provisioning.inputs.schema import closest
-
-            close = closest(name, self.list_commands(ctx))
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            ctx.fail(f"No such command {name!r}.{hint} See 'converge --help'.")
-        return super().resolve_command(ctx, args)
-
-
-@click.group(cls=LazyGroup, lazy=COMMANDS,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", prog_name="converge")
-@common_options
-def cli() -> None:
-    """Create, ready, converge, stop and destroy the machines of a cluster file.
-
-    Exit status: 0 success, 1 a machine failed, 2 bad input.
-    """
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point (``converge``)."""
-    return run_cli(cli, argv if argv is not None else sys.argv[1:])
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in (["--help"], ["-h"], ["--version"]):
+        try:
+            if args == ["--version"]:
+                sys.stdout.write(f"converge, version {__version__}\n")
+            else:
+                from provisioning.cli.help import group_help
+
+                sys.stdout.write(group_help(SUMMARIES))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return 1
+        return 0
+    from provisioning.cli.common import run_cli
+    from provisioning.cli.group import cli
+
+    return run_cli(cli, args)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":  # the click group, imported only when asked for
+        from provisioning.cli.group import cli
+
+        return cli
+    raise AttributeError(f"module 'provisioning.cli.main' has no attribute {name!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,10 @@ class Cluster:
 
         file = load_cluster(path)
         config = file.config()
+        if not read_only:  # a hostile template is refused before the state file is written
+            from provisioning.cluster.preflight import check_templates
+
+            check_templates(file)
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
                            create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)

@@ -42,27 +42,13 @@ import os
 import re
 from typing import Any, Mapping
 
-from provisioning.cluster.healthcheck import parse_healthchecks
 from provisioning.cluster.keycheck import key_problems
 from provisioning.cluster.matrix import expand_matrix
 from provisioning.cluster.model import ClusterFile, GroupSpec, MachineDefinition, VerifyItem, deep_merge
 from provisioning.cluster.topology import check_order
-from provisioning.convergence.registry import parse_convergence
-from provisioning.driver.local_features import (
-    LOCAL_OPTION_KEYS,
-    check_local_options,
-    parse_forwarded_ports,
-    parse_synced_folders,
-)
-from provisioning.driver.options import validate_options
 from provisioning.driver.requestcheck import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, ConfigProblem
-from provisioning.images.definition import parse_images
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean, one_or_many
-from provisioning.inputs.userfiles import read_user_text
-from provisioning.inputs.yamlfile import load_yaml_text
-from provisioning.registry import driver_class
-from provisioning.url import parse_driver_url
 
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
            "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS",
@@ -79,6 +65,9 @@ MAX_COUNT = 1000
 # -- loading ---------------------------------------------------------------------------------
 def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
+    from provisioning.inputs.userfiles import read_user_text
+    from provisioning.inputs.yamlfile import load_yaml_text
+
     if os.path.isdir(path):
         raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
                           file=path)
@@ -159,9 +148,12 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                           private_keys=private_keys, machine_options=defaults, state=state,
                           name=name or default_cluster_name(path))
 
-    cluster.images = parse_images(top.get("images"), problems, base_dir=base_dir,
-                                  default_driver=default_driver, defaults=defaults,
-                                  name_re=NAME_RE, max_name=MAX_NAME)
+    if top.get("images") is not None:  # the images package is imported only for a file with some
+        from provisioning.images.definition import parse_images
+
+        cluster.images = parse_images(top["images"], problems, base_dir=base_dir,
+                                      default_driver=default_driver, defaults=defaults,
+                                      name_re=NAME_RE, max_name=MAX_NAME)
     for image in cluster.images.values():
         if image.driver_url:
             _check_driver(image.driver_url, image.builder_options(), image.machine_options,
@@ -191,9 +183,11 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
         cluster.outputs = problems.string_map(top["outputs"], "outputs")
     check_order(cluster, problems)
     _check_driver_options(cluster, problems)
-    problems.raise_if_any()
+    # the key files in the same round as everything else: one run names every problem (an
+    # unknown driver is already reported above, so its lookup here records nothing)
     urls = {d.driver_url for d in cluster.machines.values()}
-    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", problems) for u in urls}))
+    quiet = Problems(path)
+    problems.extend(key_problems(cluster, {u: _driver_class(u, "driver", quiet) for u in urls}))
     problems.raise_if_any()
     return cluster
 
@@ -201,6 +195,8 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
 def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
                seen: dict[str, str]) -> None:
     """Validate one group's settings and add its machines (``count`` expanded) to the cluster."""
+    from provisioning.convergence.registry import parse_convergence
+
     group, key = spec.name, spec.key
     if not NAME_RE.match(group) or len(group) > MAX_NAME:
         problems.add(key, f"invalid machine name {group!r}: use lower-case letters, digits and "
@@ -227,7 +223,11 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
     _local_features(body, key, count, options, problems, cluster.base_dir)
     strategy, settings = parse_convergence(body.get("converge"), f"{key}.converge", problems,
                                            cluster.base_dir)
-    checks = parse_healthchecks(body.get("healthcheck"), f"{key}.healthcheck", problems)
+    checks = []
+    if body.get("healthcheck") is not None:  # imported only for a file that has some
+        from provisioning.cluster.healthcheck import parse_healthchecks
+
+        checks = parse_healthchecks(body["healthcheck"], f"{key}.healthcheck", problems)
     verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, cluster.base_dir)
     after = tuple(problems.string_list(body["after"], f"{key}.after", "a list of group names")
                   ) if "after" in body else ()
@@ -276,6 +276,10 @@ def _with_image_base(options: dict[str, Any], driver: str, key: str, problems: P
 def _local_features(body: Mapping[str, Any], key: str, count: int | None,
                     options: dict[str, Any], problems: Problems, base_dir: str) -> None:
     """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
+    if "sync" not in body and "ports" not in body:
+        return
+    from provisioning.driver.local_features import parse_forwarded_ports, parse_synced_folders
+
     if "sync" in body:
         folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
         options["sync"] = [folder.to_data() for folder in folders]
@@ -330,6 +334,9 @@ _driver_classes: dict[str, Any] = {}
 
 def _driver_class(url: str, key: str, problems: Problems) -> Any:
     """The driver class for a URL, or None after recording why there is none."""
+    from provisioning.registry import driver_class
+    from provisioning.url import parse_driver_url
+
     try:
         scheme = parse_driver_url(url).scheme
         if scheme not in _driver_classes:
@@ -345,18 +352,23 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
                   problems: Problems, cluster: ClusterFile) -> None:
+    from provisioning.driver.options import LOCAL_OPTION_KEYS, validate_options
+
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
-
+    local = [k for k in LOCAL_OPTION_KEYS if k in options]
     fields = list(getattr(cls, "machine_option_fields", ()))
-    found = validate_options(fields, {k: v for k, v in options.items()
-                                      if k not in LOCAL_OPTION_KEYS},
+    found = validate_options(fields, {k: v for k, v in options.items() if k not in local},
                              where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
-    found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
-                                 file=cluster.path, driver_url=url)
+    if local:  # most machines have neither: the module is not even imported
+        from provisioning.driver.local_features import check_local_options
+
+        found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
+                                     file=cluster.path, driver_url=url)
+    found += _ssh_transport_problems(fields, options, f"{key}.machine_options", cluster.path)
     known = {(p.key, p.message) for p in problems.items}
     for problem in found:
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]
@@ -369,7 +381,26 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
             problems.items.append(problem)
 
 
+def _ssh_transport_problems(fields: list, options: Mapping[str, Any], where: str,
+                            path: str) -> list[ConfigProblem]:
+    """A driver declaring ``transport`` as one mapping (``libcloud:``) gets its SSH transport
+    keys checked here too (typos, ports, a non-text host_key), not first at allocate."""
+    transport = options.get("transport")
+    if not isinstance(transport, Mapping) or transport.get("kind", "ssh") != "ssh" or \
+            not any(f.name == "transport" for f in fields):
+        return []
+    from provisioning.transports.ssh.options import check_transport_options
+
+    try:
+        check_transport_options(transport, f"{where}.transport")
+    except ConfigError as exc:
+        return [ConfigProblem(p.message, file=path, key=p.key) for p in exc.problems]
+    return []
+
+
 def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
+    from provisioning.driver.options import validate_options
+
     for url, options in cluster.driver_options.items():
         if not isinstance(options, Mapping):
             continue

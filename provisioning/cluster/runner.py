@@ -8,6 +8,7 @@ come back per machine.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
     from provisioning.config import Config
     from provisioning.driver import Driver
+    from provisioning.images.builder import ImageBuilder
     from provisioning.machine.base import Machine
     from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
@@ -51,12 +53,15 @@ class ClusterRunner:
         self._views: dict[Any, dict[str, list]] | None = None
         #: while ``up`` runs a wave: name -> its facts entry, read with its chunk
         self._facts: dict[str, Any] | None = None
-        from provisioning.images.builder import ImageBuilder
-
-        #: the cluster's images (``images:``), built through this runner's provisioner
-        self.images = ImageBuilder(cluster.images, self.provisioner, self.driver)
         self.actions: Counter[str] = Counter()
         self.action_handler.subscribe(self._count)
+
+    @functools.cached_property
+    def images(self) -> "ImageBuilder":
+        """The cluster's images (``images:``), built through this runner's provisioner."""
+        from provisioning.images.builder import ImageBuilder
+
+        return ImageBuilder(self.cluster.images, self.provisioner, self.driver)
 
     def _count(self, event: Event) -> None:
         if event.kind == "action" and event.machine:

@@ -81,10 +81,10 @@ def parse_convergence(value: Any, key: str, problems: Problems,
     A list (or nothing) is the ``steps`` strategy, as before plug-ins existed; a one-key mapping
     names the strategy: ``{ansible: {playbook: site.yml}}``, ``{steps: [...]}``, ``{none: {}}``.
     """
+    if value is None:  # most machines of a fleet: the step kinds are not even imported
+        return "none", None
     from provisioning.convergence.steps import STEP_KINDS
 
-    if value is None:
-        return "none", None
     if isinstance(value, list):
         return "steps", strategy_class("steps").parse(value, key, problems, base_dir)
     if not isinstance(value, dict) or len(value) != 1:

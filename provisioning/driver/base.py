@@ -24,23 +24,22 @@ import socket
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
-from provisioning.driver.local_features import (
+from provisioning.driver.options import (
     LOCAL_OPTION_KEYS,
-    Snapshot,
-    check_local_options,
-    copy_folder,
-    synced_folders,
-    unsupported,
+    DriverDescription,
+    OptionField,
+    raise_problems,
+    validate_options,
 )
-from provisioning.driver.options import DriverDescription, OptionField, raise_problems, validate_options
 from provisioning.driver.resources import ResourceContract
 from provisioning.errors import ConfigProblem, UnsupportedOperation
-from provisioning.keys import PrivateKey, find_private_key
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.config import Config
+    from provisioning.driver.local_features import Snapshot
+    from provisioning.keys import PrivateKey
     from provisioning.machine.base import Machine
     from provisioning.spec import ImageSpec, MachineSpec
 
@@ -103,11 +102,16 @@ class Driver(ResourceContract, abc.ABC):
         """Problems with one machine's options (the cluster loader collects them all). The
         local-machine keys (``sync``, ``ports``) are checked here for every driver, against its
         capabilities, and never reach the driver's own option fields."""
-        own = {k: v for k, v in machine_options.items() if k not in LOCAL_OPTION_KEYS}
-        return validate_options(self.machine_option_fields, own, where=where,
-                                file=file, strict=bool(self.machine_option_fields)) + \
-            check_local_options(machine_options, self.capabilities, where=where, file=file,
-                                driver_url=self.driver_url)
+        local = [k for k in LOCAL_OPTION_KEYS if k in machine_options]
+        own = {k: v for k, v in machine_options.items() if k not in local}
+        found = validate_options(self.machine_option_fields, own, where=where,
+                                 file=file, strict=bool(self.machine_option_fields))
+        if local:  # most machines have neither: the module is not even imported
+            from provisioning.driver.local_features import check_local_options
+
+            found += check_local_options(machine_options, self.capabilities, where=where,
+                                         file=file, driver_url=self.driver_url)
+        return found
 
     # -- batches: per machine through the parallelizer; bulk APIs override --------------------
     def _batch(self, method: str, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
@@ -181,21 +185,29 @@ class Driver(ResourceContract, abc.ABC):
                       name: str) -> "Snapshot":
         """Save the machine's files (running or stopped) as snapshot ``name``; saving an
         existing name replaces it."""
+        from provisioning.driver.local_features import unsupported
+
         raise unsupported(self, "save snapshots")
 
     def restore_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                          name: str) -> None:
         """Return the machine's files to exactly snapshot ``name``; a machine that was running
         runs again afterwards (ready it to get a connection)."""
+        from provisioning.driver.local_features import unsupported
+
         raise unsupported(self, "restore snapshots")
 
     def list_snapshots(self, machine_spec: "MachineSpec") -> "list[Snapshot]":
         """The machine's snapshots, oldest first. Changes nothing."""
+        from provisioning.driver.local_features import unsupported
+
         raise unsupported(self, "list snapshots")
 
     def delete_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                         name: str) -> None:
         """Remove snapshot ``name``; MachineNotFound-free: a missing name is reported."""
+        from provisioning.driver.local_features import unsupported
+
         raise unsupported(self, "delete snapshots")
 
     def sync_folders(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
@@ -203,6 +215,8 @@ class Driver(ResourceContract, abc.ABC):
         """Bring the machine's copied folders (``machine_options["sync"]`` that this driver
         does not mount) up to date over its transport; returns the files sent. Mounted folders
         are live and need nothing. ``up`` calls it after ready; so does ``converge sync``."""
+        from provisioning.driver.local_features import copy_folder, synced_folders
+
         copied = [f for f in synced_folders(machine_options)
                   if not f.mounted_by(self.capabilities.mounts_folders)]
         if not copied:
@@ -295,4 +309,6 @@ class Driver(ResourceContract, abc.ABC):
         return sock
 
     def get_private_key(self, name: str) -> "PrivateKey":
+        from provisioning.keys import find_private_key
+
         return find_private_key(self.config, name)

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from provisioning.driver.options import LOCAL_OPTION_KEYS
 from provisioning.errors import ConfigError, ConfigProblem, UnsupportedOperation
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 
@@ -42,7 +43,6 @@ __all__ = ["SyncedFolder", "ForwardedPort", "Snapshot", "LOCAL_OPTION_KEYS", "SY
            "check_local_options", "copy_folder", "snapshot_name", "unsupported"]
 
 #: machine_options keys the base class validates for every driver (not driver option fields)
-LOCAL_OPTION_KEYS = ("sync", "ports")
 SYNC_MODES = ("auto", "mount", "rsync")
 SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _PORT_RE = re.compile(r"^(?:(?P<address>\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):)?"

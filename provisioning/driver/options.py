@@ -10,6 +10,7 @@ from provisioning.errors import ConfigError, ConfigProblem
 from provisioning.inputs.schema import closest
 
 __all__ = ["OptionField", "validate_options", "raise_problems", "DriverDescription",
+           "LOCAL_OPTION_KEYS",
            "format_choices"]
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -121,6 +122,10 @@ def _range_problem(name: str, value: float) -> str | None:
         return f"expected a port from 1 to 65535, got {value!r}"
     return None
 
+
+#: machine options every driver accepts, checked by the core (``local_features``) against the
+#: driver's capabilities and never passed to its own option fields
+LOCAL_OPTION_KEYS = ("sync", "ports")
 
 _TRUE = frozenset({"y", "yes", "true", "on", "1"})
 _FALSE = frozenset({"n", "no", "false", "off", "0"})

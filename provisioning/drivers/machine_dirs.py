@@ -109,9 +109,10 @@ class MachineDirs(Generic[R]):
             machine_id = secrets.token_hex(4)
         return machine_id
 
-    def write_record(self, record: R) -> None:
-        """Replace ``machine.json`` of an existing machine directory, atomically."""
-        path = os.path.join(self.machine_dir(record.id), "machine.json")
+    def write_record(self, record: R, directory: str | None = None) -> None:
+        """Replace ``machine.json`` of the machine's directory (or of ``directory``, where a
+        machine is being built), atomically."""
+        path = os.path.join(directory or self.machine_dir(record.id), "machine.json")
         with open(path + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(asdict(record), handle, indent=1, sort_keys=True)
         os.replace(path + ".tmp", path)

@@ -117,11 +117,11 @@ def _digest(path: str) -> str:
 def parse_images(value: Any, problems: Problems, *, base_dir: str, default_driver: str | None,
                  defaults: Mapping[str, Any], name_re, max_name: int) -> dict[str, ImageDefinition]:
     """Images from the file's ``images`` mapping; problems are recorded, never raised."""
+    if value is None:  # no images: their steps' modules are not imported
+        return {}
     from provisioning.convergence import packages as apt
     from provisioning.convergence.steps import parse_steps
 
-    if value is None:
-        return {}
     images = problems.mapping(value, "images", "a mapping of image names to their settings")
     out: dict[str, ImageDefinition] = {}
     for name, body in (images or {}).items():

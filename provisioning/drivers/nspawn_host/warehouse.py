@@ -10,6 +10,9 @@ Layout of ``DIR`` (``nspawn:DIR``)::
     machines/ID/upper, work    the overlay's writable layer (kept across stop/start)
     machines/ID/merged         where the overlay is mounted, privately, while it runs
     machines/ID/console.log    systemd-nspawn's output
+    machines/.creating-ID      a machine directory being made (renamed to ID with its record;
+                               one a killed run left is removed by the next create)
+    machines/.removing-ID-*    a machine directory being deleted (finished by the next destroy)
 
 Host-wide names (namespaces, veths, cgroups) carry a hash of the warehouse path, so two
 warehouses on one host never collide.
@@ -17,6 +20,7 @@ warehouses on one host never collide.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -26,9 +30,12 @@ from dataclasses import dataclass, field, replace
 
 from provisioning.drivers.machine_dirs import MachineDirs, hostname_for
 from provisioning.errors import ConfigError, ProviderError
+from provisioning.faults import checkpoint
 
 __all__ = ["Warehouse", "MachineRecord", "DEFAULT_SUBNET", "hostname_for"]
 
+#: the name a machine directory has while ``new_record`` builds it
+CREATING_PREFIX = ".creating-"
 #: a /24 inside 198.18.0.0/15 (RFC 2544, reserved for benchmarking: no real network uses it)
 DEFAULT_SUBNET = "198.18.77.0/24"
 _RESERVED = ipaddress.ip_network("198.18.0.0/15")
@@ -102,12 +109,31 @@ class Warehouse(MachineDirs[MachineRecord]):
             gateway=self.gateway, hostname=hostname, netns=self.netns_name(machine_id),
             veth=f"v{machine_id}", cgroup=self.cgroup_name(machine_id), image=image,
             lower=lower, key_name=key_name)
-        directory = self.machine_dir(machine_id)
+        # built under a tagged name and renamed into place with its record: a run killed
+        # midway leaves only a ``.creating-*`` directory, which the next create removes
+        self.reclaim_unfinished()
+        building = os.path.join(self.machines_dir, f"{CREATING_PREFIX}{machine_id}")
+        os.makedirs(self.machines_dir, exist_ok=True)
+        os.mkdir(building, 0o700)
         for part in ("upper", "work", "merged"):
-            os.makedirs(os.path.join(directory, part), mode=0o755)
-        os.chmod(directory, 0o700)
-        self.write_record(record)
+            os.mkdir(os.path.join(building, part), 0o755)
+        self.write_record(record, building)
+        checkpoint("during_create", machine=name)
+        os.rename(building, self.machine_dir(machine_id))
         return record
+
+    def reclaim_unfinished(self) -> list[str]:
+        """Remove machine directories a killed create left half-made (``.creating-*``: only
+        ``new_record`` makes them, under the lock, so holding the lock means their creator is
+        dead). Call under ``locked``; returns what was removed."""
+        removed = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.listdir(self.machines_dir)):
+                if entry.startswith(CREATING_PREFIX):
+                    path = os.path.join(self.machines_dir, entry)
+                    shutil.rmtree(path)
+                    removed.append(path)
+        return removed
 
     def retag(self, record: MachineRecord, name: str, store_id: str | None) -> MachineRecord:
         """Mark the machine as ``name``'s of store ``store_id`` (what ``tagged`` finds): an

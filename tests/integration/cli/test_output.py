@@ -14,7 +14,7 @@ import time
 from tests.integration.cli.helpers import CONVERGE, converge, json_lines
 
 HEAVY = ("rich", "yaml", "jinja2", "paramiko", "cryptography", "provisioning.cluster",
-         "provisioning.store")
+         "provisioning.store", "click")
 
 
 def test_help_imports_nothing_heavy_and_lists_commands():
@@ -36,6 +36,23 @@ def test_help_imports_no_command_module():
             "if t.split(':')[0] in sys.modules), rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "LOADED [] 0" in out.stdout
+
+
+def test_the_click_group_prints_the_same_help_and_lists_every_command():
+    """``converge --help`` (no click) and the click group's own help (``-v --help`` goes
+    through click) are one text; every command has its summary there."""
+    from provisioning.cli.main import COMMANDS, SUMMARIES
+
+    env = dict(os.environ, COLUMNS="90")
+    fast = subprocess.run([CONVERGE, "--help"], capture_output=True, text=True, env=env)
+    slow = subprocess.run([CONVERGE, "-v", "--help"], capture_output=True, text=True, env=env)
+    assert fast.returncode == slow.returncode == 0
+    assert fast.stdout == slow.stdout
+    assert set(SUMMARIES) == set(COMMANDS)
+    assert all(f"\n  {name} " in fast.stdout for name in COMMANDS)
+    assert all(max(map(len, out.splitlines())) <= 88 for out in (fast.stdout, slow.stdout))
+    version = subprocess.run([CONVERGE, "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("converge, version ")
 
 
 def test_help_summaries_match_each_commands_own_help():

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from provisioning.drivers.nspawn import IMAGE_CACHE_ENV
+from provisioning.faults import CRASH_EXIT_CODE
 from provisioning.testing.conformance import DriverConformance
 
 from .conftest import DEFAULT_CACHE
@@ -43,3 +44,27 @@ class TestNspawnConformance(DriverConformance):
     def cleanup(self, driver) -> None:
         left = self._sweep(driver)
         assert not left, f"conformance case left machines behind: {left}"
+
+    def present_other_host_key(self, driver, store, name):
+        """The real thing: the machine's own host key file is replaced."""
+        from provisioning.drivers.nspawn_host.rootfs import HOST_KEY
+
+        return self.rotate_host_key_on_machine(driver, store, name, "/" + HOST_KEY)
+
+    def test_crash_while_making_the_machine_directory_is_reclaimed(
+            self, tmp_path, conformance_config, driver, provisioner):
+        """Killed between the mkdir of a new machine directory and its record: what is left is
+        tagged ``.creating-ID`` (never a machine), and the next create removes it."""
+        name = "conf-crash-mkdir"
+        worker = self._worker(tmp_path, conformance_config, driver, name,
+                              fault="during_create:crash")
+        _, err = worker.communicate(timeout=self.worker_timeout)
+        assert worker.returncode == CRASH_EXIT_CODE, \
+            f"the driver never reached fault point 'during_create' (exit {worker.returncode}): {err}"
+        left = [os.path.basename(p) for p in self.leftovers(driver)]
+        assert len(left) == 1 and left[0].startswith(".creating-"), left
+        assert driver.warehouse.records() == []
+        provisioner.allocate(driver, name, self.machine_options(name))
+        assert self.count_machines(driver, name) == 1
+        assert self.leftovers(driver) == [], "the re-run must remove what the killed run left"
+

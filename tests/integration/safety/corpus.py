@@ -222,6 +222,30 @@ BAD_TEMPLATES = {
     "tpl-missing": None,
 }
 
+#: templates that break the sandbox whatever the variables: refused before the first write even
+#: for a machine that does not exist yet (rendered ahead of the run, see cluster/preflight.py)
+NEW_MACHINE_TEMPLATES = ("tpl-globals", "tpl-subclasses", "tpl-range", "tpl-nested-loops",
+                         "tpl-repeat", "tpl-center", "tpl-format", "tpl-percent", "tpl-doubling",
+                         "tpl-recursion", "tpl-power", "tpl-mutate", "tpl-self")
+
+# -- cloud host key settings (docs/ssh.md, "Cloud nodes") -----------------------------------------
+CLOUD = ('driver: "libcloud:ec2:us-east-1"\nmachines: {web: {machine_options: '
+         '{image: ami-12c6146b, size: t2.micro, %s}}}\n')
+BAD_CLOUD = {
+    "cloud-policy-unknown": "host_key_policy: sometimes",
+    "cloud-policy-underscore": "host_key_policy: trust_first_use",
+    "cloud-policy-tofu": "host_key_policy: tofu",
+    "cloud-policy-int": "host_key_policy: 1",
+    "cloud-policy-bool": "host_key_policy: false",
+    "cloud-policy-list": "host_key_policy: [verify]",
+    "cloud-init-string": "cloud_init: 'yes please'",
+    "cloud-init-int": "cloud_init: 2",
+    "cloud-init-typo": "cloud_inti: true",
+    "cloud-host-key-int": "transport: {host_key: 5}",
+    "cloud-transport-typo": "transport: {hostkey: 'ssh-ed25519 AAAA'}",
+    "cloud-transport-port": "transport: {port: 70000}",
+}
+
 # -- environment and command-line flags ------------------------------------------------------
 BAD_ENV = {
     "env-lock-ttl-negative": {"PROVISIONING_LOCK_TTL": "-1"},
@@ -278,6 +302,12 @@ def cases() -> list[Case]:
             files["t.j2"] = template
         out.append(Case(name, files, ("up", "--why-run"),
                         prepare={"cluster.yml": TEMPLATE_CLUSTER, "t.j2": "fine\n"}))
+    for name in NEW_MACHINE_TEMPLATES:
+        out.append(Case(f"new-machine-{name}",
+                        {"cluster.yml": TEMPLATE_CLUSTER, "t.j2": BAD_TEMPLATES[name]}))
+    for name, option in BAD_CLOUD.items():
+        out.append(Case(name, {"cluster.yml": CLOUD % option}))
+        out.append(Case(f"{name}-why-run", {"cluster.yml": CLOUD % option}, ("up", "--why-run")))
     for name, env in BAD_ENV.items():
         out.append(Case(name, {"cluster.yml": FAKE + WEB}, ("up",), env))
     for name, args in BAD_FLAGS.items():

@@ -132,3 +132,27 @@ machines:
     assert "leads outside the machine's root" in run.text
     assert not (outside / "escaped").exists()
     assert os.listdir(outside) == []
+
+
+def test_key_file_problems_come_in_the_same_round_as_every_other_problem(tmp_path):
+    """A misspelt key, an unknown scheme and a missing key file: one run names all three."""
+    (tmp_path / "cluster.yml").write_text(
+        'driver: "fake:"\nprivate_keys: {deploy: ./missing-key}\n'
+        "machines:\n  web: {convrege: []}\n  db: {driver: 'fak:'}\n")
+    before = snapshot(tmp_path)
+    run = converge_here("up", cwd=tmp_path)
+    assert run.code == 2, run.text
+    assert "convrege" in run.text and "fak" in run.text, run.text
+    assert "private_keys.deploy" in run.text and "missing-key" in run.text, run.text
+    assert snapshot(tmp_path) == before
+
+
+def test_hostile_template_of_a_machine_not_made_yet_is_refused_before_any_write(tmp_path):
+    (tmp_path / "cluster.yml").write_text(
+        'driver: "fake:"\nmachines: {web: {converge: [{file: {path: out, template: t.j2}}]}}\n')
+    (tmp_path / "t.j2").write_text("fine\n{{ cycler.__init__.__globals__.os.popen('id').read() }}\n")
+    before = snapshot(tmp_path)
+    run = converge_here("up", cwd=tmp_path)
+    assert run.code == 2 and "Traceback" not in run.text, run.text
+    assert "cluster.yml" in run.text and "t.j2, line 2" in run.text, run.text
+    assert snapshot(tmp_path) == before   # no state file, no fake warehouse
