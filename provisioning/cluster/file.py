@@ -368,6 +368,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
 
         found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
                                      file=cluster.path, driver_url=url)
+    found += _ssh_transport_problems(fields, options, f"{key}.machine_options", cluster.path)
     known = {(p.key, p.message) for p in problems.items}
     for problem in found:
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]
@@ -378,6 +379,23 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
         if (problem.key, problem.message) not in known:
             known.add((problem.key, problem.message))
             problems.items.append(problem)
+
+
+def _ssh_transport_problems(fields: list, options: Mapping[str, Any], where: str,
+                            path: str) -> list[ConfigProblem]:
+    """A driver declaring ``transport`` as one mapping (``libcloud:``) gets its SSH transport
+    keys checked here too (typos, ports, a non-text host_key), not first at allocate."""
+    transport = options.get("transport")
+    if not isinstance(transport, Mapping) or transport.get("kind", "ssh") != "ssh" or \
+            not any(f.name == "transport" for f in fields):
+        return []
+    from provisioning.transports.ssh.options import check_transport_options
+
+    try:
+        check_transport_options(transport, f"{where}.transport")
+    except ConfigError as exc:
+        return [ConfigProblem(p.message, file=path, key=p.key) for p in exc.problems]
+    return []
 
 
 def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:

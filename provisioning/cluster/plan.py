@@ -3,10 +3,10 @@ record (the state) and, when refreshed, the warehouse's view (the driver), chang
 
 Actions per machine: ``create`` (not in the state, or its resource vanished), ``adopt`` (not in
 the state, but the driver's allocate would adopt a resource tagged for it: its first planned
-action starts with "adopt "), ``start`` (it is
-stopped: its steps are checked after the start), ``converge`` (the steps that would change, each
-with why), ``replace`` (asked for with ``--replace``), ``destroy`` (scale-down, or a machine of
-this cluster no longer in the file), ``nothing``.
+action starts with "adopt "), ``start`` (it is stopped: its steps are checked after the start),
+``converge`` (the steps that would change, each with why), ``replace`` (asked for with
+``--replace``), ``destroy`` (scale-down, or a machine of this cluster no longer in the file),
+``nothing``.
 
 A plan saved as JSON (``converge plan --out``) records the cluster file's sha256 and each
 machine's state version; ``apply`` refuses it with ``StalePlan`` once either changed. The

@@ -132,6 +132,15 @@ class Machine(abc.ABC):
     def remote_sha256(self, path: str) -> str | None:
         return self.transport.remote_sha256(path)
 
+    def _current_sha256(self, path: str, *, attributes: bool) -> str | None:
+        """The sha256 a file step compares against. ``attributes``: the step compares the
+        path's mode/owner/group next, so a machine may read them in the same round trip (and
+        hand them to ``get_attributes``); by default it does not."""
+        return self.remote_sha256(path)
+
+    def _forget_attributes(self, path: str) -> None:
+        """Drop attributes read ahead by ``_current_sha256`` (the file was just rewritten)."""
+
     def shown_path(self, path: str) -> str:
         """How this machine's paths are written in action descriptions and logs."""
         return shown_path(path)
@@ -168,7 +177,8 @@ class Machine(abc.ABC):
     def _put(self, path: str, wanted: str, verb: str, detail: str, copy: Callable[[], object],
              data: dict[str, Any], *, mode: str | int | None, owner: str | None, group: str | None) -> bool:
         """The one way a file lands: copy unless the sha256 matches, then fix attributes."""
-        current = self.remote_sha256(path)
+        current = self._current_sha256(path, attributes=not (mode is None and owner is None
+                                                             and group is None))
         changed = current != wanted
         if current is None:
             return self._create(f"{verb} {self.shown_path(path)}{detail}", copy, path, mode=mode, owner=owner,
@@ -177,6 +187,8 @@ class Machine(abc.ABC):
             why, reason = (verb, "") if current is None else ("update", " (sha256 differs)")
             self.action_handler.perform_action(f"{why} {self.shown_path(path)}{detail}{reason}", copy,
                                                data={"path": path, "sha256": wanted, **data})
+            if not self.action_handler.why_run:
+                self._forget_attributes(path)  # the copy may have changed them
         # under why-run a file that does not exist yet has no attributes to compare
         exists = not (current is None and self.action_handler.why_run)
         return self.set_attributes(path, mode=mode, owner=owner, group=group,

@@ -67,3 +67,13 @@ def test_wrong_imports_are_refused_before_any_change(project):
     assert actions(plan_of(project))["web-4"] == "create"
     assert json.loads(json.dumps(warehouse(project).get(srv)["tags"]))["provisioning:name"] \
         == "web-3"
+
+
+def test_import_why_run_in_a_new_project_creates_no_state(tmp_path):
+    write(tmp_path, count=1)
+    srv = outside(tmp_path)
+    why = run(tmp_path, "import", "web-1", srv, "--why-run")
+    assert why.returncode == 0, why.stderr
+    assert f"would import {srv} as web-1" in why.stdout + why.stderr
+    assert not list(tmp_path.rglob("*.db")), "why-run must not even create the state file"
+    assert warehouse(tmp_path).get(srv)["tags"] == {"owner": "ops"}

@@ -241,6 +241,9 @@ BAD_CLOUD = {
     "cloud-init-string": "cloud_init: 'yes please'",
     "cloud-init-int": "cloud_init: 2",
     "cloud-init-typo": "cloud_inti: true",
+    "cloud-host-key-int": "transport: {host_key: 5}",
+    "cloud-transport-typo": "transport: {hostkey: 'ssh-ed25519 AAAA'}",
+    "cloud-transport-port": "transport: {port: 70000}",
 }
 
 # -- environment and command-line flags ------------------------------------------------------

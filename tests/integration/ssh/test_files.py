@@ -176,3 +176,34 @@ def test_new_file_has_its_final_mode_before_any_byte(sshd_host, connect, remote_
         done.join(60)
     assert target.read_bytes() == first + rest
     assert stat.S_IMODE(target.stat().st_mode) == (mode if mode is not None else existing)
+
+
+def test_a_file_step_reads_mode_with_the_sha256_and_rereads_after_a_copy(sshd_host, connect,
+                                                                          remote_dir):
+    """One command reads sha256 and attributes of an unchanged file; after a copy the
+    attributes are read again (the copy may have changed them), never taken from before."""
+    from provisioning.actions import RecordingActionHandler
+    from provisioning.machine.unix import UnixMachine
+
+    path = remote_dir / "motd"
+    path.write_bytes(b"old\n")
+    os.chmod(path, 0o600)
+    handler = RecordingActionHandler()
+    machine = UnixMachine("m", connect(sshd_host), action_handler=handler)
+    commands: list[str] = []
+    original = machine.transport.execute
+
+    def counting(command, **kwargs):
+        commands.append(command)
+        return original(command, **kwargs)
+    machine.transport.execute = counting  # type: ignore[method-assign]
+    assert machine.write_file(str(path), "new\n", mode="0644") is True
+    assert path.read_bytes() == b"new\n" and stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert [e.description.split(" ")[0] for e in handler.actions()] == ["update", "change"]
+    commands.clear()
+    assert machine.write_file(str(path), "new\n", mode="0644") is False
+    assert len(commands) == 1, commands  # sha256 and mode in one command
+    os.chmod(path, 0o600)
+    assert machine.write_file(str(path), "new\n", mode="0644") is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    machine.disconnect()
