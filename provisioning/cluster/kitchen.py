@@ -63,13 +63,15 @@ class Kitchen:
         from provisioning.spec import ManagedEntry
 
         store = self.runner.store
-        for instance, members in self._by_instance(definitions).items():
+        instances = self._by_instance(definitions)
+        saved = store.get_many(INSTANCE_KIND, list(instances))  # few queries for a fleet
+        changed = []
+        for instance, members in instances.items():
             outcomes = [results[d.name] for d in members if d.name in results]
             if not outcomes:
                 continue
             failed = [o for o in outcomes if not o.ok]
-            entry = store.get(INSTANCE_KIND, instance) or ManagedEntry(instance,
-                                                                       kind=INSTANCE_KIND)
+            entry = saved.get(instance) or ManagedEntry(instance, kind=INSTANCE_KIND)
             entry.store = store
             now = time.time()
             data = dict(entry.reference)
@@ -80,7 +82,8 @@ class Kitchen:
                     f"{failed[0].name}: {failed[0].error}"[:1000] if failed else
                     f"{len(outcomes)} machine{'s' if len(outcomes) != 1 else ''} passed")}
             entry.reference = data
-            entry.save()
+            changed.append(entry)
+        store.save_many(changed)
 
     def _by_instance(self, definitions: Sequence["MachineDefinition"]
                      ) -> dict[str, list["MachineDefinition"]]:
