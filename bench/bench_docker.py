@@ -24,6 +24,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from _common import publish, results_options, timed  # noqa: E402
+
 from provisioning.actions import ActionHandler  # noqa: E402
 from provisioning.config import Config  # noqa: E402
 from provisioning.lifecycle import Provisioner  # noqa: E402
@@ -32,12 +34,6 @@ from provisioning.store.sqlite import SQLiteStore  # noqa: E402
 
 DEFAULT_CACHE = "/var/cache/provisioning-test-images"
 SECTION = "## docker machines (Docker and Podman), beside nspawn"
-
-
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
 
 
 def measure(url: str, driver_options: dict, count: int, rounds: int) -> dict:
@@ -96,11 +92,7 @@ def main() -> int:
     parser.add_argument("--engines", default="docker,podman,nspawn")
     parser.add_argument("--image-cache", default=os.environ.get(
         "PROVISIONING_NSPAWN_IMAGE_CACHE") or DEFAULT_CACHE)
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--results-md", default=os.path.join(os.path.dirname(
-        os.path.abspath(__file__)), "RESULTS.md"))
-    parser.add_argument("--no-write", action="store_true",
-                        help=f"do not rewrite the '{SECTION}' section of RESULTS.md")
+    results_options(parser, SECTION)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: the engines this starts (and nspawn machines) need it", file=sys.stderr)
@@ -136,13 +128,7 @@ def main() -> int:
             engine.stop()
         print(kind, json.dumps(figures["engines"][kind]), flush=True)
     figures["loadavg_after"] = os.getloadavg()[0]
-    text = section(figures, args)
-    print(text)
-    if not args.no_write:
-        write_section(args.results_md, text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(figures, handle, indent=1)
+    publish(args, SECTION, section(figures, args), figures)
     return 0
 
 
@@ -178,23 +164,6 @@ def section(figures: dict, args) -> str:
              row("image into the engine (once, not in the figures above)",
                  lambda f: f"{f['image_import_s']:.1f} s" if "image_import_s" in f else "-")]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: str, text: str) -> None:
-    """Replace our section of RESULTS.md (or append it), keeping every other section."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            current = handle.read()
-    except FileNotFoundError:
-        current = "# Benchmark results\n"
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        updated = current[:start] + text + (current[end:] if end >= 0 else "")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(updated)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ the package proxy, so the figures do not depend on a mirror's speed: with real p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from _common import publish, results_options  # noqa: E402
 
 from provisioning.actions import RecordingActionHandler  # noqa: E402
 from provisioning.cluster import Cluster  # noqa: E402
@@ -80,11 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10, help="machines each way")
     parser.add_argument("--image-cache", default=os.environ.get(IMAGE_CACHE_ENV) or DEFAULT_CACHE)
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--results-md", default=os.path.join(os.path.dirname(
-        os.path.abspath(__file__)), "RESULTS.md"))
-    parser.add_argument("--no-write", action="store_true",
-                        help=f"do not rewrite the '{SECTION}' section of RESULTS.md")
+    results_options(parser, SECTION)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: nspawn machines need it", file=sys.stderr)
@@ -147,13 +144,7 @@ def main() -> int:
                         print(f"cleanup: {exc}", file=sys.stderr)
                     cluster.close()
     figures["loadavg_after"] = os.getloadavg()[0]
-    text = section(figures)
-    print(text)
-    if not args.no_write:
-        write_section(args.results_md, text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(figures, handle, indent=1)
+    publish(args, SECTION, section(figures), figures)
     return 0
 
 
@@ -185,23 +176,6 @@ def section(f: dict) -> str:
     lines += ["", f"{n} machines from the image were up {speedup:.1f}x faster than {n} "
                   "converging the same steps from the plain base."]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: str, text: str) -> None:
-    """Replace our section of RESULTS.md (or append it), keeping every other section."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            current = handle.read()
-    except FileNotFoundError:
-        current = "# Benchmark results\n"
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        updated = current[:start] + text + (current[end + 1:] if end >= 0 else "")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(updated)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Machines live in a temporary warehouse that is removed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from _common import publish, results_options, timed  # noqa: E402
 
 from provisioning.actions import ActionHandler  # noqa: E402
 from provisioning.config import Config  # noqa: E402
@@ -33,22 +34,12 @@ DEFAULT_CACHE = "/var/cache/provisioning-test-images"
 SECTION = "## nspawn machines"
 
 
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20, help="machines in the batch")
     parser.add_argument("--rounds", type=int, default=5, help="repetitions of the single machine")
     parser.add_argument("--image-cache", default=os.environ.get(IMAGE_CACHE_ENV) or DEFAULT_CACHE)
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--results-md", default=os.path.join(os.path.dirname(
-        os.path.abspath(__file__)), "RESULTS.md"))
-    parser.add_argument("--no-write", action="store_true",
-                        help=f"do not rewrite the '{SECTION}' section of RESULTS.md")
+    results_options(parser, SECTION)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: nspawn machines need it", file=sys.stderr)
@@ -141,13 +132,7 @@ def main() -> int:
             store.close()
 
     figures["loadavg_after"] = os.getloadavg()[0]
-    text = section(figures, args)
-    print(text)
-    if not args.no_write:
-        write_section(args.results_md, text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(figures, handle, indent=1)
+    publish(args, SECTION, section(figures, args), figures)
     return 0
 
 
@@ -183,25 +168,6 @@ def section(figures: dict, args) -> str:
     if figures.get("image_build_s"):
         lines += ["", f"Building the image (debootstrap, once) took {figures['image_build_s']:.0f} s."]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: str, text: str) -> None:
-    """Replace our section of RESULTS.md (or append it), keeping every other section."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            current = handle.read()
-    except FileNotFoundError:
-        current = "# Benchmark results\n"
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        updated = current[:start] + text + (current[end:] if end >= 0 else "")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(updated)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
     python3 bench/fanout.py                 # everything: W1-W3 x N=1,10,50, SFTP vs scp, start-up
     python3 bench/fanout.py --ns 10 --tools ours,asyncssh --workloads 2 --runs 5   # a subset
     python3 bench/fanout.py --ansible       # also ansible-core (slow: ~+10 min)
+    python3 bench/fanout.py --ns 50,100,200 --workloads 1,2 --tools ours,ours-batch,paramiko,asyncssh \
+        --no-extras --no-write              # the curve past 50 hosts (200 sshd processes)
 
 Workloads (each cell is the whole process, timed from outside: interpreter start, imports,
 connecting, the work, disconnecting):

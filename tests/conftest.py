@@ -1,4 +1,5 @@
-"""Fixtures shared by every test area: a real SQLite store and a recording action handler."""
+"""Fixtures shared by every test area: a real SQLite store and a recording action handler.
+Tests run the ``converge`` command through ``tests/cli_runner.py`` (one way for all)."""
 
 from __future__ import annotations
 

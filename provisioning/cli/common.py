@@ -111,7 +111,7 @@ def common_options(fn: Callable) -> Callable:
     options = []
     for row in GLOBAL_OPTIONS:
         extra = kinds.get(row.flags[-1], {})
-        metavar = {"metavar": row.metavar} if row.metavar else {}
+        metavar: dict[str, Any] = {"metavar": row.metavar} if row.metavar else {}
         options.append(click.option(*row.flags, default=None, expose_value=False,
                                     callback=_store, help=row.help, **metavar, **extra))
     for option in reversed(options):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from provisioning.cli.common import common_options, pass_settings
@@ -47,7 +49,7 @@ def scheme_rows() -> list[dict]:
             source = "entry point"
         else:
             package, version = source, None
-        row = {"scheme": scheme, "package": package, "version": version, "source": source,
+        row: dict[str, Any] = {"scheme": scheme, "package": package, "version": version, "source": source,
                "extra": None, "installed": True, "missing": []}
         try:
             cls = driver_class(scheme)

@@ -32,6 +32,7 @@ def init(settings, answers: str | None, driver_default: str | None, config_file:
     from provisioning.config import Config
     from provisioning.errors import ConfigError
     from provisioning.scaffold.wizard import (
+        AnswerSource,
         FileAnswers,
         InitWizard,
         TerminalAnswers,
@@ -45,6 +46,7 @@ def init(settings, answers: str | None, driver_default: str | None, config_file:
     if os.path.exists(cluster_path) and not force:
         raise ConfigError(f"{settings.file} already exists; pass --force to replace it, or "
                           "-f OTHER.yml to write another file", file=settings.file)
+    source: AnswerSource
     if answers is not None:
         source = FileAnswers(load_answers(answers), file=answers)
     elif sys.stdin.isatty():

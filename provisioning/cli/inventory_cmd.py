@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from provisioning.cli.common import common_options, pass_settings
@@ -71,7 +73,8 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
     with settings.session(live=False, read_only=True) as session:
         cluster, runner = session.cluster.file, session.runner
         directory = directory or os.path.join(cluster.base_dir, ".provisioning", "access")
-        accesses, groups = [], {}
+        accesses: list[Any] = []
+        groups: dict[str, list[str]] = {}
         for definition in cluster.choose(machines):
             if not runner.provisioner.spec(definition.name).exists:
                 click.echo(f"# {definition.name}: not created; skipped", err=True)

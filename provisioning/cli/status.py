@@ -49,7 +49,8 @@ def status(settings, refresh: bool, all_clusters: bool) -> int:
             if refresh:
                 row["drift"] = "; ".join(row["drift"]) or "none"
             shown.append(row)
-        columns, keys = COLUMNS, KEYS
+        columns: tuple[str, ...] = COLUMNS
+        keys: tuple[str, ...] = KEYS
         if any(row.get("locked_by") for row in rows):  # another runner is at work: say who
             columns, keys = COLUMNS + ("WORKING",), KEYS + ("working",)
         if refresh:

@@ -374,7 +374,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
         option = (problem.key or "").split(".machine_options.", 1)[-1].split(".")[0]
         if option not in own and option in cluster.machine_options:
             problem = ConfigProblem(problem.message, file=cluster.path,
-                                    key="machine_options." + problem.key.split(
+                                    key="machine_options." + (problem.key or "").split(
                                         ".machine_options.", 1)[-1])
         if (problem.key, problem.message) not in known:
             known.add((problem.key, problem.message))

@@ -102,9 +102,9 @@ def _parse_one(item: Any, key: str, problems: Problems) -> HealthCheck | None:
     if not 100 <= expect <= 599:
         problems.add(f"{key}.expect", f"expected an HTTP status code (100-599), got {expect}")
     text = problems.field(body, "body", key, str, expected="text the response body contains")
-    deadline = problems.positive_number(body, "deadline", key, DEFAULT_DEADLINE)
-    interval = problems.positive_number(body, "interval", key, 1.0)
-    timeout = problems.positive_number(body, "timeout", key, 5.0)
+    deadline = problems.positive_number(body, "deadline", key, DEFAULT_DEADLINE) or DEFAULT_DEADLINE
+    interval = problems.positive_number(body, "interval", key, 1.0) or 1.0
+    timeout = problems.positive_number(body, "timeout", key, 5.0) or 5.0
     if len(problems.items) != before:
         return None
     return HealthCheck(kind=kind, target=target.strip(), key=key, expect=expect, body=text,

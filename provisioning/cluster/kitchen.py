@@ -14,6 +14,7 @@ the machines, so ``converge list`` still shows how a destroyed instance last ver
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -62,13 +63,15 @@ class Kitchen:
         from provisioning.spec import ManagedEntry
 
         store = self.runner.store
-        for instance, members in self._by_instance(definitions).items():
+        instances = self._by_instance(definitions)
+        saved = store.get_many(INSTANCE_KIND, list(instances))  # few queries for a fleet
+        changed = []
+        for instance, members in instances.items():
             outcomes = [results[d.name] for d in members if d.name in results]
             if not outcomes:
                 continue
             failed = [o for o in outcomes if not o.ok]
-            entry = store.get(INSTANCE_KIND, instance) or ManagedEntry(instance,
-                                                                       kind=INSTANCE_KIND)
+            entry = saved.get(instance) or ManagedEntry(instance, kind=INSTANCE_KIND)
             entry.store = store
             now = time.time()
             data = dict(entry.reference)
@@ -79,7 +82,8 @@ class Kitchen:
                     f"{failed[0].name}: {failed[0].error}"[:1000] if failed else
                     f"{len(outcomes)} machine{'s' if len(outcomes) != 1 else ''} passed")}
             entry.reference = data
-            entry.save()
+            changed.append(entry)
+        store.save_many(changed)
 
     def _by_instance(self, definitions: Sequence["MachineDefinition"]
                      ) -> dict[str, list["MachineDefinition"]]:
@@ -115,12 +119,12 @@ class Kitchen:
                 elif not outcome.ok:
                     results[name] = outcome
         connected = self.runner.provisioner.parallelizer.run(
-            (d.name, (lambda n=d.name: self.runner.connect(n))) for d in existing)
+            (d.name, functools.partial(self.runner.connect, d.name)) for d in existing)
         for name, outcome in connected.items():
-            if outcome.ok:
-                machines[name] = outcome.value
-            else:
+            if not outcome.ok:
                 results[name] = outcome
+            elif outcome.value is not None:  # connect returns a machine or raises
+                machines[name] = outcome.value
         results.update(self._verify_machines(definitions, machines))
         ordered = BatchResult((d.name, results[d.name]) for d in definitions if d.name in results)
         self._record(definitions, ordered, "verify", verify=True)
@@ -132,7 +136,7 @@ class Kitchen:
                          machines: dict[str, "Machine"]) -> BatchResult:
         by_name = {d.name: d for d in definitions}
         verified = self.runner.provisioner.parallelizer.run(
-            (name, (lambda n=name, m=machine: self.runner.verify(by_name[n], m)))
+            (name, functools.partial(self.runner.verify, by_name[name], machine))
             for name, machine in machines.items())
         for name, outcome in verified.items():
             handler = self.runner.action_handler.for_machine(name)

@@ -51,8 +51,8 @@ def check_templates(cluster: "ClusterFile",
         templated = [s for s in definition.steps if isinstance(s, FileStep) and s.template]
         if not templated:
             continue
-        variables = cluster.variables(definition, machines_view(cluster, _NothingSaved(),
-                                                                definition))  # type: ignore[arg-type]
+        view = machines_view(cluster, _NothingSaved(), definition)  # type: ignore[arg-type]
+        variables = cluster.variables(definition, view)
         variables["machine"].update(name=definition.name, address=None)
         for step in templated:
             try:

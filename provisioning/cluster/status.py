@@ -43,7 +43,7 @@ def cluster_status(runner: Any, *, refresh: bool = False) -> list[dict[str, Any]
     for the machines, one for the locks, one ``machine_states`` call per driver."""
     cluster = runner.cluster
     every = {e.name: e for e in runner.store.list("machine")}
-    saved = {n: e for n, e in every.items() if runner.owns(e)}  # type: ignore[arg-type]
+    saved = {n: e for n, e in every.items() if runner.owns(e)}
     names = list(cluster.machines) + [n for n in saved if n not in cluster.machines]
     locks = runner.store.locks()
     states = runner.states([spec for spec in saved.values() if spec.exists])

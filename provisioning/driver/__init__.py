@@ -2,7 +2,10 @@
 
     from provisioning.driver import Driver, MachineSpec, OptionField, machine_for, ...
 
-- ``base.py``: the ``Driver`` base class (the contract, the batch methods, ``describe``).
+- ``base.py``: the ``Driver`` base class (the batch methods, ``describe``, local features).
+- ``resources.py``: the contract's five methods, made from the warehouse hooks a driver
+  implements (adopt-or-create, why-run, fault points and the reference save in one place).
+- ``capabilities.py``: ``Capabilities``, what a driver declares it can do.
 - ``options.py``: ``OptionField``, typed option declarations, and their validation.
 - ``faults.py``: named fault points for crash-safety tests.
 """
@@ -15,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.config import Config
-    from provisioning.driver.base import Capabilities, Driver, SpecsAndOptions
+    from provisioning.driver.base import Driver, SpecsAndOptions
+    from provisioning.driver.capabilities import Capabilities
     from provisioning.driver.options import DriverDescription, OptionField
     from provisioning.errors import (
                                      CommandResult,
@@ -37,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: not pay for the SSH and WinRM transports it may never use
 _EXPORTS = {
     "ActionHandler": "provisioning.actions", "Config": "provisioning.config",
-    "Capabilities": "provisioning.driver.base", "Driver": "provisioning.driver.base",
+    "Capabilities": "provisioning.driver.capabilities", "Driver": "provisioning.driver.base",
     "SpecsAndOptions": "provisioning.driver.base",
     "DriverDescription": "provisioning.driver.options",
     "OptionField": "provisioning.driver.options",

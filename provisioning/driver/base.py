@@ -21,17 +21,18 @@ from __future__ import annotations
 import abc
 import functools
 import socket
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
+from provisioning.driver.capabilities import Capabilities
 from provisioning.driver.options import (
-                                         LOCAL_OPTION_KEYS,
-                                         DriverDescription,
-                                         OptionField,
-                                         raise_problems,
-                                         validate_options,
+    LOCAL_OPTION_KEYS,
+    DriverDescription,
+    OptionField,
+    raise_problems,
+    validate_options,
 )
-from provisioning.errors import ConfigProblem, MachineNotFound
+from provisioning.driver.resources import ResourceContract
+from provisioning.errors import ConfigProblem, UnsupportedOperation
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,34 +49,9 @@ __all__ = ["Driver", "Capabilities", "SpecsAndOptions"]
 SpecsAndOptions = Sequence[tuple["MachineSpec", Mapping[str, Any]]]
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What a driver can do. The conformance suite runs the matching cases, and reports a case
-    a driver declares it cannot do as not applicable, never as a silent skip."""
-
-    connectable: bool = True        # ready_machine returns a machine that runs commands
-    stoppable: bool = True          # stop then ready brings the same machine back
-    cross_process: bool = True      # state and resources are visible to other processes
-    crash_safe: bool = True         # a crash between create and save is adopted on re-run
-    detects_lost: bool = True       # a resource deleted behind our back is noticed
-    # a destroy killed midway (fault point during_destroy) is finished by the next destroy,
-    # leaving nothing behind; off unless a driver declares it (and offers the fault point)
-    crash_safe_destroy: bool = False
-    # local-machine features (provisioning.driver.local_features); off unless a driver declares them
-    snapshots: bool = False         # save/restore/list/delete_snapshot work
-    mounts_folders: bool = False    # synced folders can be shared live (mode auto or mount)
-    forwards_ports: bool = False    # machine_options["ports"] are forwarded from the host
-    # machine images (provisioning.images); off unless a driver declares it
-    images: bool = False            # allocate/ready/destroy_image capture a converged machine
-    # ``converge import`` (Driver.import_machine); off unless a driver declares it
-    imports: bool = False           # import_machine adopts a resource made outside the state
-
-    def to_dict(self) -> dict[str, bool]:
-        return asdict(self)
-
-
-class Driver(abc.ABC):
-    """Base class of every driver. Subclasses set ``scheme`` and implement the abstract methods."""
+class Driver(ResourceContract, abc.ABC):
+    """Base class of every driver. Subclasses set ``scheme`` and implement either the
+    warehouse hooks of ``ResourceContract`` or the five contract methods (see there)."""
 
     scheme: ClassVar[str]
     #: the pip extra that provides this driver's dependencies (for MissingExtra errors)
@@ -137,44 +113,6 @@ class Driver(abc.ABC):
                                          file=file, driver_url=self.driver_url)
         return found
 
-    # -- the contract ------------------------------------------------------------------------
-    @abc.abstractmethod
-    def allocate_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
-                         machine_options: Mapping[str, Any]) -> None: ...
-
-    @abc.abstractmethod
-    def ready_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
-                      machine_options: Mapping[str, Any]) -> "Machine | None": ...
-
-    @abc.abstractmethod
-    def connect_to_machine(self, machine_spec: "MachineSpec",
-                           machine_options: Mapping[str, Any]) -> "Machine": ...
-
-    @abc.abstractmethod
-    def stop_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
-                     machine_options: Mapping[str, Any]) -> None: ...
-
-    @abc.abstractmethod
-    def destroy_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
-                        machine_options: Mapping[str, Any]) -> None: ...
-
-    @staticmethod
-    def plan_ready_of_unallocated(action_handler: "ActionHandler", machine_spec: "MachineSpec",
-                                  wait: str) -> None:
-        """``ready_machine`` of a machine not allocated yet. Under why-run its allocation was
-        only planned, so report that we would ``wait`` (the caller then returns None);
-        otherwise it is the caller's mistake: MachineNotFound, since ``up`` allocates first."""
-        if action_handler.why_run:
-            action_handler.report_progress(f"would wait for {wait}")
-            return
-        raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated; run up",
-                              machine=machine_spec.name)
-
-    def machine_state(self, machine_spec: "MachineSpec") -> str:
-        """What the warehouse says of the machine now: 'running', 'stopped', 'missing',
-        'unknown'. Changes nothing. Used by ``status``."""
-        return "unknown" if machine_spec.reference else "missing"
-
     # -- batches: per machine through the parallelizer; bulk APIs override --------------------
     def _batch(self, method: str, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                parallelizer: Parallelizer | None) -> BatchResult:
@@ -229,8 +167,6 @@ class Driver(abc.ABC):
         accept one blindly), and tag it as ours where the driver tags. The caller holds the
         machine's lock and has checked that neither the name nor the resource is in the
         state yet."""
-        from provisioning.errors import UnsupportedOperation
-
         raise UnsupportedOperation(
             f"the {self.scheme}: driver ({self.driver_url}) cannot import existing resources "
             "(its capabilities say imports=False); let 'converge up' create the machine "
@@ -326,8 +262,6 @@ class Driver(abc.ABC):
         return "unknown" if image_spec.reference else "missing"
 
     def _no_images(self, what: str) -> Exception:
-        from provisioning.errors import UnsupportedOperation
-
         return UnsupportedOperation(f"the {self.scheme}: driver ({self.driver_url}) cannot "
                                     f"{what} (its capabilities say images=False); boot machines "
                                     "from a base image and converge them instead")
@@ -378,7 +312,3 @@ class Driver(abc.ABC):
         from provisioning.keys import find_private_key
 
         return find_private_key(self.config, name)
-
-    def base_reference(self, **fields: Any) -> dict[str, Any]:
-        """A new reference with the fields every driver must record."""
-        return {"driver_url": self.driver_url, "driver_version": self.version, **fields}

@@ -41,6 +41,7 @@ from provisioning.drivers.docker_engine.client import (
     open_client,
 )
 from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, DockerSnapshots
+from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 
@@ -56,18 +57,9 @@ DEFAULT_IMAGE_CACHE = "/var/cache/provisioning/images"
 
 
 @dataclass(frozen=True)
-class _Options:
-    image: str
-    hostname: str | None
-    key_name: str
-    username: str
-    sudo: bool
-    connect_timeout: float
-    command_timeout: float
-    transfer_timeout: float
-    ready_timeout: float
-    stop_timeout: float
-    mask_units: bool
+class _Options(LoginOptions):
+    image: str = DEFAULT_IMAGE
+    mask_units: bool = True
     init: str = "systemd"
 
 
@@ -138,9 +130,9 @@ class DockerDriver(DockerSnapshots, Driver):
         remote = self.endpoint.startswith(("tcp://", "ssh://"))
         engine_host = self.endpoint.split("://", 1)[1].rsplit(":", 1)[0].split("@")[-1] \
             if remote else None
-        self.ssh_host = (self.driver_options.get("ssh_host")
-                         or (engine_host if remote and self.publish_address in ("0.0.0.0", "::")
-                             else self.publish_address))
+        self.ssh_host: str = str(self.driver_options.get("ssh_host")
+                                 or (engine_host if remote and self.publish_address
+                                     in ("0.0.0.0", "::") else self.publish_address))
         self._client: Any = None
         self._facts: dict[str, Any] | None = None
         self._lock = threading.Lock()
@@ -172,24 +164,12 @@ class DockerDriver(DockerSnapshots, Driver):
     def _options(self, machine_options: Mapping[str, Any], name: str) -> _Options:
         raise_problems(self.validate_machine_options(machine_options,
                                                      where=f"machines.{name}.machine_options"))
-        transport = dict(machine_options.get("transport") or {})
         return _Options(
             image=machine_options.get("image") or DEFAULT_IMAGE,
-            hostname=machine_options.get("hostname"),
-            key_name=(machine_options.get("key_name") or transport.get("key_name")
-                      or DEFAULT_KEY_NAME),
-            username=transport.get("username", "root"),
-            sudo=bool(transport.get("sudo", False)),
-            connect_timeout=float(transport.get("connect_timeout", 10.0)),
-            command_timeout=float(transport.get("command_timeout", 600.0)),
-            transfer_timeout=float(transport.get("transfer_timeout", 600.0)),
-            ready_timeout=float(machine_options.get("ready_timeout")
-                                or self.driver_options.get("ready_timeout") or 120.0),
-            stop_timeout=float(machine_options.get("stop_timeout")
-                               or self.driver_options.get("stop_timeout") or 20.0),
             mask_units=bool(machine_options.get("mask_units", True)),
             init=str(machine_options.get("init") or "systemd"),
-        )
+            **login_options(machine_options, self.driver_options, default_key=DEFAULT_KEY_NAME,
+                            ready_timeout=120.0, stop_timeout=20.0))
 
     def _key(self, name: str) -> "PrivateKey":
         from provisioning.keys import ensure_private_key
@@ -234,29 +214,57 @@ class DockerDriver(DockerSnapshots, Driver):
             systemd_cgroup_mount=facts["systemd_cgroup_mount"], is_podman=facts["podman"],
             init=opts.init)
 
-    # -- allocate ------------------------------------------------------------------------------
-    def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
-        opts = self._options(machine_options, machine_spec.name)
-        if machine_spec.exists:
-            found = self._get(machine_spec)
-            if found is not None:
-                if machine_spec.reference.get("image") != opts.image:
-                    action_handler.report_progress(
-                        f"container {found.name} runs image {machine_spec.reference.get('image')}"
-                        f", wished {opts.image}: a container cannot change its image; destroy "
-                        "and re-create the machine")
-                return
-            action_handler.report_progress(
-                f"container {machine_spec.reference.get('container_name')} no longer exists on "
-                f"{self.endpoint}; re-creating it")
-        tagged = self.find_containers(machine_spec.name, machine_spec.store_id)
-        description = (f"adopt container {tagged[0].name} created for this machine by an earlier "
-                       "run" if tagged else f"create container ({opts.image}) on {self.endpoint}")
-        action_handler.perform_action(
-            description,
-            lambda: self._create(action_handler, machine_spec, opts, machine_options))
+    # -- allocate and ready: the base class's, through these hooks -----------------------------
+    resource_kind = "container"
 
-    def _create(self, action_handler, spec, opts: _Options, machine_options) -> None:
+    def resource_label(self, reference: Mapping[str, Any]) -> str:
+        return f"container {reference.get('container_name')}"
+
+    def resource_state(self, machine_spec) -> str:
+        found = self._get(machine_spec) if machine_spec.reference else None
+        if found is None:
+            return "missing"
+        return "running" if found.status == "running" else "stopped"
+
+    def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
+        self._options(machine_options, machine_spec.name)  # bad options fail before anything
+        super().allocate_machine(action_handler, machine_spec, machine_options)
+
+    def compare_with_wish(self, action_handler, machine_spec, machine_options) -> None:
+        image = self._options(machine_options, machine_spec.name).image
+        if machine_spec.reference.get("image") != image:
+            action_handler.report_progress(
+                f"container {machine_spec.reference.get('container_name')} runs image "
+                f"{machine_spec.reference.get('image')}, wished {image}: a container cannot "
+                "change its image; destroy and re-create the machine")
+
+    def describe_create(self, machine_spec, machine_options) -> str:
+        tagged = self.find_containers(machine_spec.name, machine_spec.store_id)
+        if tagged:  # adopted inside create_resource: its name is unique per store and machine
+            return f"adopt container {tagged[0].name} created for this machine by an earlier run"
+        image = self._options(machine_options, machine_spec.name).image
+        return f"create container ({image}) on {self.endpoint}"
+
+    def create_resource(self, action_handler, machine_spec, machine_options) -> dict[str, Any]:
+        return self._create(action_handler, machine_spec,
+                            self._options(machine_options, machine_spec.name), machine_options)
+
+    def start_resource(self, action_handler, machine_spec, machine_options) -> None:
+        self._start(self._get(machine_spec), machine_spec)
+
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started=True) -> "UnixMachine":
+        opts = self._options(machine_options, machine_spec.name)
+        found = self._get(machine_spec)
+        if found is None:
+            raise MachineNotFound(f"container {machine_spec.reference.get('container_name')} of "
+                                  f"{machine_spec.name!r} is gone from {self.endpoint}; run up "
+                                  "to re-create it", machine=machine_spec.name)
+        return self._wait(action_handler, machine_spec, opts, found,
+                          time.monotonic() + opts.ready_timeout)
+
+    def _create(self, action_handler, spec, opts: _Options, machine_options) -> dict[str, Any]:
+        """The container made for this machine: an earlier or racing run's, or a new one."""
         with engine_errors("preparing the image", machine=spec.name):
             image_ref = images.ensure_image(
                 self.client, opts.image, image_cache=self.image_cache,
@@ -289,39 +297,13 @@ class DockerDriver(DockerSnapshots, Driver):
                     authorized_key=self._key(key_name).public_openssh,
                     mask_units=opts.mask_units)
                 found.put_archive("/", data)
-        checkpoint("after_create", machine=spec.name)
-        spec.reference = self.base_reference(
+        return dict(
             container_id=found.id, container_name=name, image=opts.image, image_ref=image_ref,
             key_name=key_name, host_key=host_key, hostname=self._hostname(spec, opts),
             transport="ssh" if opts.init == "systemd" else "docker",
             endpoint=self.endpoint, state="allocated", address=None, port=None,
             create_options={k: machine_options[k] for k in LOCAL_OPTION_KEYS
                             if k in machine_options})
-        checkpoint("before_save", machine=spec.name)
-        spec.save()
-
-    # -- ready ---------------------------------------------------------------------------------
-    def ready_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine | None":
-        opts = self._options(machine_options, machine_spec.name)
-        if not machine_spec.exists:
-            self.plan_ready_of_unallocated(action_handler, machine_spec,
-                                           "the new container to boot and accept SSH")
-            return None
-        deadline = time.monotonic() + opts.ready_timeout
-        found = self._get(machine_spec)
-        if found is None:
-            raise MachineNotFound(f"container {machine_spec.reference.get('container_name')} of "
-                                  f"{machine_spec.name!r} is gone from {self.endpoint}; run up "
-                                  "to re-create it", machine=machine_spec.name)
-        if found.status != "running":
-            action_handler.perform_action(
-                f"start container {found.name}",
-                lambda: self._start(found, machine_spec))
-            if action_handler.why_run:
-                action_handler.report_progress("would wait for the machine to boot and accept SSH")
-                return None
-        checkpoint("during_ready", machine=machine_spec.name)
-        return self._wait(action_handler, machine_spec, opts, found, deadline)
 
     def _start(self, found, spec) -> None:
         with engine_errors(f"starting container {found.name}", machine=spec.name):
@@ -534,13 +516,7 @@ class DockerDriver(DockerSnapshots, Driver):
                 except docker.errors.NotFound:
                     pass
 
-    # -- status --------------------------------------------------------------------------------
-    def machine_state(self, machine_spec) -> str:
-        found = self._get(machine_spec) if machine_spec.reference else None
-        if found is None:
-            return "missing"
-        return "running" if found.status == "running" else "stopped"
-
+    # -- choices -------------------------------------------------------------------------------
     def list_choices(self) -> dict[str, list[Any]]:
         try:
             listed = self.client.images.list()

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from typing import Any, Iterator
@@ -26,7 +27,7 @@ from typing import Any, Iterator
 from provisioning.driver import Capabilities, Driver
 from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
-from provisioning.errors import MachineNotFound, ProviderError
+from provisioning.errors import ConfigError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
 from provisioning.parallel import BatchResult, Outcome
@@ -295,11 +296,66 @@ class FakeDriver(Driver):
     def __init__(self, driver_url, config):
         super().__init__(driver_url, config)
         self.warehouse = FakeWarehouse(driver_url.split(":", 1)[1])
+        #: the server record resource_state read last, per thread (one read per ready)
+        self._read = threading.local()
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- the warehouse hooks (the base class owns adopt-or-create, why-run, fault points) ----
+    resource_kind = "server"
+
     def _server(self, spec) -> dict[str, Any] | None:
         server_id = spec.reference.get("server_id")
         return self.warehouse.get(server_id) if server_id else None
+
+    def allocate_machine(self, action_handler, machine_spec, machine_options):
+        image = machine_options.get("image", "fake-linux")
+        if image not in IMAGES and self.warehouse.image(image) is None:
+            raise ConfigError(f"fake image {image!r} does not exist; use fake-linux or a "
+                              "captured image", key="machine_options.image",
+                              machine=machine_spec.name)
+        super().allocate_machine(action_handler, machine_spec, machine_options)
+
+    def find_resource(self, machine_spec):
+        tagged = self.warehouse.find_tagged(machine_spec.name, machine_spec.store_id)
+        return {"server_id": tagged["id"]} if tagged else None
+
+    def describe_create(self, machine_spec, machine_options):
+        return (f"create server ({machine_options.get('size', 'small')}, "
+                f"{machine_options.get('image', 'fake-linux')})")
+
+    def create_resource(self, action_handler, machine_spec, machine_options):
+        server = self.warehouse.create(machine_spec.name, self._tags(machine_spec),
+                                       machine_options.get("size", "small"),
+                                       machine_options.get("image", "fake-linux"))
+        return {"server_id": server["id"]}
+
+    @staticmethod
+    def _tags(spec) -> dict[str, str]:
+        return {"provisioning:name": spec.name, "provisioning:store": spec.store_id or ""}
+
+    def compare_with_wish(self, action_handler, machine_spec, machine_options):
+        server = self._server(machine_spec)
+        size = machine_options.get("size", "small")
+        if server is not None and server["size"] != size:
+            action_handler.report_progress(
+                f"server {server['id']} is size {server['size']}, wished {size}: the fake "
+                "cloud cannot resize; destroy and re-create to change it")
+
+    def resource_state(self, machine_spec):
+        server = self._server(machine_spec)
+        self._read.server = server  # ready's wait_for_machine builds the machine from it
+        return server["state"] if server else "missing"
+
+    def start_resource(self, action_handler, machine_spec, machine_options):
+        self.warehouse.set_state(machine_spec.reference["server_id"], "running")
+
+    def stop_resource(self, action_handler, machine_spec, machine_options):
+        self.warehouse.set_state(machine_spec.reference["server_id"], "stopped")
+
+    def delete_resource(self, action_handler, machine_spec):
+        self.warehouse.delete(machine_spec.reference["server_id"])
+
+    def open_machine(self, machine_spec, machine_options, action_handler=None) -> UnixMachine:
+        return self._machine(machine_spec, machine_options, action_handler)
 
     def _machine(self, spec, options, action_handler=None, server=None) -> UnixMachine:
         """``server``: its record, just read (else read here)."""
@@ -307,64 +363,12 @@ class FakeDriver(Driver):
         if server is None:
             raise MachineNotFound(f"fake server for {spec.name!r} is gone; run up to re-create it",
                                   machine=spec.name)
-        return UnixMachine(spec.name, LocalTransport(server["dir"], confine=True), spec=spec, options=options,
-                           action_handler=action_handler)
+        return UnixMachine(spec.name, LocalTransport(server["dir"], confine=True), spec=spec,
+                           options=options, action_handler=action_handler)
 
-    # -- the contract ------------------------------------------------------------------------
-    def allocate_machine(self, action_handler, machine_spec, machine_options):
-        size = machine_options.get("size", "small")
-        image = machine_options.get("image", "fake-linux")
-        if image not in IMAGES and self.warehouse.image(image) is None:
-            from provisioning.errors import ConfigError
-
-            raise ConfigError(f"fake image {image!r} does not exist; use fake-linux or a "
-                              "captured image", key="machine_options.image",
-                              machine=machine_spec.name)
-        if machine_spec.exists:
-            server = self._server(machine_spec)
-            if server is not None:
-                if server["size"] != size:
-                    action_handler.report_progress(
-                        f"server {server['id']} is size {server['size']}, wished {size}: the fake "
-                        "cloud cannot resize; destroy and re-create to change it")
-                return
-            action_handler.report_progress(
-                f"server {machine_spec.reference.get('server_id')} no longer exists; re-creating")
-        tagged = self.warehouse.find_tagged(machine_spec.name, machine_spec.store_id)
-        if tagged is not None:
-            def adopt():
-                machine_spec.reference = self.base_reference(server_id=tagged["id"])
-                machine_spec.save()
-            action_handler.perform_action(f"adopt server {tagged['id']} tagged for this machine",
-                                          adopt)
-            return
-        tags = {"provisioning:name": machine_spec.name,
-                "provisioning:store": machine_spec.store_id or ""}
-
-        def create() -> None:
-            server = self.warehouse.create(machine_spec.name, tags, size, image)
-            checkpoint("after_create", machine=machine_spec.name)
-            machine_spec.reference = self.base_reference(server_id=server["id"])
-            checkpoint("before_save", machine=machine_spec.name)
-            machine_spec.save()
-        action_handler.perform_action(f"create server ({size}, {image})", create)
-
-    def ready_machine(self, action_handler, machine_spec, machine_options):
-        if not machine_spec.exists:
-            if action_handler.why_run:
-                action_handler.report_progress("would wait for the new server to be ready")
-                return None
-            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated",
-                                  machine=machine_spec.name)
-        server = self._server(machine_spec)
-        if server is None:
-            raise MachineNotFound(f"fake server for {machine_spec.name!r} is gone; run up to "
-                                  "re-create it", machine=machine_spec.name)
-        if server["state"] != "running":
-            action_handler.perform_action(
-                f"start server {server['id']}",
-                lambda: self.warehouse.set_state(server["id"], "running"))
-        checkpoint("during_ready", machine=machine_spec.name)
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started=True):
+        """Ready at once, unless the options ask to simulate a slow boot or to be held."""
         delay = float(machine_options.get("ready_delay", 0) or 0)
         if delay and not action_handler.why_run:
             time.sleep(delay)
@@ -372,8 +376,10 @@ class FakeDriver(Driver):
         if hold and not action_handler.why_run:
             self._wait_for_file(machine_spec.name, hold)
         waited = (delay or hold) and not action_handler.why_run  # it may be gone since
-        return self._machine(machine_spec, machine_options, action_handler,
-                             server=None if waited else server)
+        just_read = getattr(self._read, "server", None)
+        if waited or not just_read or just_read["id"] != machine_spec.reference.get("server_id"):
+            just_read = None
+        return self._machine(machine_spec, machine_options, action_handler, server=just_read)
 
     @staticmethod
     def _wait_for_file(name: str, path: str, limit: float = HOLD_LIMIT) -> None:
@@ -384,34 +390,6 @@ class FakeDriver(Driver):
                                     "machine option hold_ready_until)", machine=name,
                                     provider="fake")
             time.sleep(0.02)
-
-    def connect_to_machine(self, machine_spec, machine_options):
-        server = self._server(machine_spec)
-        if server is not None and server["state"] != "running":
-            raise ProviderError(f"fake server {server['id']} is {server['state']}; ready it first",
-                                machine=machine_spec.name, provider="fake")
-        return self._machine(machine_spec, machine_options)
-
-    def stop_machine(self, action_handler, machine_spec, machine_options):
-        server = self._server(machine_spec)
-        if server is None:
-            action_handler.report_progress("server is gone: nothing to stop")
-            return
-        if server["state"] != "stopped":
-            action_handler.perform_action(f"stop server {server['id']}",
-                                          lambda: self.warehouse.set_state(server["id"], "stopped"))
-
-    def destroy_machine(self, action_handler, machine_spec, machine_options):
-        server = self._server(machine_spec)
-        if server is None:
-            action_handler.report_progress("server is already gone")
-            return
-        action_handler.perform_action(f"destroy server {server['id']}",
-                                      lambda: self.warehouse.delete(server["id"]))
-
-    def machine_state(self, machine_spec):
-        server = self._server(machine_spec)
-        return server["state"] if server else "missing"
 
     # -- import ------------------------------------------------------------------------------
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
@@ -436,12 +414,7 @@ class FakeDriver(Driver):
     # -- batches: the fake cloud's bulk calls ------------------------------------------------
     def machine_states(self, machine_specs, parallelizer=None):
         """One pass over the warehouse for all machines."""
-        out = {}
-        for spec in machine_specs:
-            server_id = spec.reference.get("server_id")
-            server = self.warehouse.get(server_id) if server_id else None
-            out[spec.name] = server["state"] if server else "missing"
-        return out
+        return {spec.name: self.resource_state(spec) for spec in machine_specs}
 
     def allocate_machines(self, action_handler, specs_and_options, parallelizer=None):
         """Machines with no server (and none tagged for them) are created in one warehouse
@@ -456,9 +429,8 @@ class FakeDriver(Driver):
             results.update(super().allocate_machines(action_handler, others, parallelizer))
         if not fresh:
             return results
-        wishes = [(spec.name, {"provisioning:name": spec.name,
-                               "provisioning:store": spec.store_id or ""},
-                   options.get("size", "small"), options.get("image", "fake-linux"))
+        wishes = [(spec.name, self._tags(spec), options.get("size", "small"),
+                   options.get("image", "fake-linux"))
                   for spec, options in fresh]
         try:
             servers = self.warehouse.create_many(wishes)
@@ -468,10 +440,7 @@ class FakeDriver(Driver):
             return results
         for (spec, _options), server in zip(fresh, servers):
             def record(spec=spec, server=server) -> None:
-                checkpoint("after_create", machine=spec.name)
-                spec.reference = self.base_reference(server_id=server["id"])
-                checkpoint("before_save", machine=spec.name)
-                spec.save()
+                self.save_reference(spec, {"server_id": server["id"]}, created=True)
             try:
                 action_handler.for_machine(spec.name).perform_action(
                     f"create server ({server['size']}, {server['image']})", record)

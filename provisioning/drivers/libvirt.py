@@ -37,6 +37,8 @@ from provisioning.drivers.libvirt_host.conn import (
 from provisioning.drivers.libvirt_host.domain import DomainSpec, Forward, domain_xml
 from provisioning.drivers.libvirt_host.host import PROVIDER, run
 from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse, hostname_for
+from provisioning.drivers.login_options import LoginOptions, login_options
+from provisioning.drivers.machine_dirs import MachineDirsHooks
 from provisioning.errors import ConnectError, InvalidDriverURL, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
 
@@ -55,25 +57,17 @@ SSH_PORT = 22
 
 
 @dataclass(frozen=True)
-class _Options:
-    image: str
-    memory: int
-    cpus: int
-    accel: str
-    hostname: str | None
-    key_name: str
-    username: str
-    sudo: bool
-    connect_timeout: float
-    command_timeout: float
-    transfer_timeout: float
-    ready_timeout: float
-    stop_timeout: float
+class _Options(LoginOptions):
+    image: str = images.DEFAULT_IMAGE
+    memory: int = 512
+    cpus: int = 1
+    accel: str = "auto"
     ports: tuple[Forward, ...] = ()
 
 
-class LibvirtDriver(Driver):
+class LibvirtDriver(MachineDirsHooks, Driver):
     scheme = "libvirt"
+    warehouse: Warehouse
     extra = "libvirt"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, snapshots=True,
@@ -137,27 +131,15 @@ class LibvirtDriver(Driver):
     def _options(self, machine_options: Mapping[str, Any], name: str) -> _Options:
         raise_problems(self.validate_machine_options(machine_options,
                                                      where=f"machines.{name}.machine_options"))
-        transport = dict(machine_options.get("transport") or {})
         return _Options(
             image=machine_options.get("image") or images.DEFAULT_IMAGE,
             memory=int(machine_options.get("memory") or 512),
             cpus=int(machine_options.get("cpus") or 1),
             accel=str(machine_options.get("accel") or "auto"),
-            hostname=machine_options.get("hostname"),
-            key_name=(machine_options.get("key_name") or transport.get("key_name")
-                      or DEFAULT_KEY_NAME),
-            username=transport.get("username", "root"),
-            sudo=bool(transport.get("sudo", False)),
-            connect_timeout=float(transport.get("connect_timeout", 10.0)),
-            command_timeout=float(transport.get("command_timeout", 600.0)),
-            transfer_timeout=float(transport.get("transfer_timeout", 600.0)),
-            ready_timeout=float(machine_options.get("ready_timeout")
-                                or self.driver_options.get("ready_timeout") or 600.0),
-            stop_timeout=float(machine_options.get("stop_timeout")
-                               or self.driver_options.get("stop_timeout") or 60.0),
             ports=tuple(Forward(p.host_address, p.host_port, p.guest_port)
                         for p in forwarded_ports(machine_options)),
-        )
+            **login_options(machine_options, self.driver_options, default_key=DEFAULT_KEY_NAME,
+                            ready_timeout=600.0, stop_timeout=60.0))
 
     def connection(self) -> Any:
         """One libvirt connection per driver (libvirt connections are thread-safe)."""
@@ -204,33 +186,28 @@ class LibvirtDriver(Driver):
         return images.ensure_base(base, rootfs_cache=self.image_cache,
                                   mirror=self.driver_options.get("mirror"), report=report)
 
-    # -- allocate ------------------------------------------------------------------------------
+    # -- allocate: the base class's allocate_machine, through these hooks ------------------------
     def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
         opts = self._options(machine_options, machine_spec.name)
         images.resolve_base(opts.image, self.image_cache)  # a bad image fails before any write
-        if machine_spec.exists:
-            record = self._record(machine_spec)
-            if record is not None:
-                if record.image != opts.image:
-                    action_handler.report_progress(
-                        f"machine {record.id} runs image {record.image}, wished {opts.image}: a "
-                        "libvirt machine cannot change its image; destroy and re-create it")
-                return
-            action_handler.report_progress(
-                f"machine {machine_spec.reference.get('machine_id')} no longer exists in "
-                f"{self.directory}; re-creating it")
-            if not action_handler.why_run:
-                self._remove(machine_spec.reference, machine_spec.name)
-        tagged = self.warehouse.tagged(machine_spec.name, machine_spec.store_id)
-        if tagged:
-            description = f"adopt machine {tagged[0].id} created for this machine by an earlier run"
-        else:
-            description = (f"create virtual machine ({opts.image}, {opts.memory} MiB, "
-                           f"{opts.cpus} CPU) on {self.uri}")
-        action_handler.perform_action(
-            description, lambda: self._create(action_handler, machine_spec, opts))
+        super().allocate_machine(action_handler, machine_spec, machine_options)
 
-    def _create(self, action_handler, spec, opts: _Options) -> None:
+    machine_noun = "a libvirt machine"
+
+    def wished_image(self, machine_spec, machine_options) -> str:
+        return self._options(machine_options, machine_spec.name).image
+
+    def describe_new(self, machine_spec, machine_options) -> str:
+        opts = self._options(machine_options, machine_spec.name)
+        return (f"create virtual machine ({opts.image}, {opts.memory} MiB, {opts.cpus} CPU) "
+                f"on {self.uri}")
+
+    def create_resource(self, action_handler, machine_spec, machine_options) -> dict[str, Any]:
+        """A machine an earlier run made for this one is adopted and finished (it may be
+        half-made), under the warehouse lock; otherwise a new one is made."""
+        spec, opts = machine_spec, self._options(machine_options, machine_spec.name)
+        if spec.reference.get("machine_id"):  # leftovers of a lost machine
+            self._remove(spec.reference, spec.name)
         report = action_handler.report_progress
         base = self._base(opts.image, report)
         chosen = self._accel(opts, report)
@@ -244,14 +221,10 @@ class LibvirtDriver(Driver):
         if record.key_name != opts.key_name:  # adopted: keep the key it was made with
             key = self._key(record.key_name)
         host_key = self._complete(record, base, key, opts, chosen, spec)
-        checkpoint("after_create", machine=spec.name)
-        spec.reference = self.base_reference(
-            machine_id=record.id, domain=record.domain, directory=self.directory,
-            image=record.image, hostname=record.hostname, key_name=record.key_name,
-            host_key=host_key, address="127.0.0.1", ssh_port=None, accel=chosen.kind,
-            memory=opts.memory, cpus=opts.cpus, state="allocated")
-        checkpoint("before_save", machine=spec.name)
-        spec.save()
+        return dict(machine_id=record.id, domain=record.domain, directory=self.directory,
+                    image=record.image, hostname=record.hostname, key_name=record.key_name,
+                    host_key=host_key, address="127.0.0.1", ssh_port=None, accel=chosen.kind,
+                    memory=opts.memory, cpus=opts.cpus, state="allocated")
 
     def _complete(self, record: MachineRecord, base: images.BaseImage, key: "PrivateKey",
                   opts: _Options, chosen: accels.Accel, spec) -> str:
@@ -319,42 +292,40 @@ class LibvirtDriver(Driver):
                                  machine=spec.name)
         return connect
 
-    # -- ready ---------------------------------------------------------------------------------
-    def ready_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine | None":
-        opts = self._options(machine_options, machine_spec.name)
-        if not machine_spec.exists:
-            self.plan_ready_of_unallocated(action_handler, machine_spec,
-                                           "the new virtual machine to boot and accept SSH")
-            return None
-        deadline = time.monotonic() + opts.ready_timeout
-        if not self._boot_if_needed(action_handler, machine_spec, opts):
-            action_handler.report_progress("would wait for the machine to boot and accept SSH")
-            return None
-        checkpoint("during_ready", machine=machine_spec.name)
-        return self._wait(action_handler, machine_spec, opts, deadline)
+    # -- ready: the base class's ready_machine, through these hooks ----------------------------
+    resource_kind = "virtual machine"
 
-    def _boot_if_needed(self, action_handler, spec, opts: _Options) -> bool:
-        """Start the domain unless it runs; False when why-run only planned it."""
-        record = self._record(spec)
+    def resource_label(self, reference: Mapping[str, Any]) -> str:
+        return f"domain {reference.get('domain')}"
+
+    def resource_state(self, machine_spec) -> str:
+        """A machine whose domain is gone (undefined behind our back) is only 'stopped': its
+        disks remain and starting it defines the domain again."""
+        record = self._record(machine_spec) if machine_spec.reference else None
         if record is None:
-            raise MachineNotFound(
-                f"machine {spec.reference.get('machine_id')} of {spec.name!r} is gone from "
-                f"{self.directory}; run up to re-create it", machine=spec.name)
-        domain = self._domain(record, spec.name)
-        if domain is not None and domain.isActive():
-            wanted = [f"{f.bind}:{f.host_port}:{f.guest_port}" for f in opts.ports]
-            if wanted != list(spec.reference.get("ports") or []):
-                action_handler.report_progress(
-                    f"forwarded ports {wanted} differ from the running machine's "
-                    f"{spec.reference.get('ports') or []}: they apply at its next start "
-                    "(converge stop, then up)")
-            return True
-        if spec.reference.get("state") == "running":
+            return "missing"
+        domain = self._domain(record, machine_spec.name)
+        return "running" if domain is not None and domain.isActive() else "stopped"
+
+    def start_resource(self, action_handler, machine_spec, machine_options) -> None:
+        record = self._record(machine_spec)
+        assert record is not None  # resource_state said it exists
+        if machine_spec.reference.get("state") == "running":
             action_handler.report_progress(f"domain {record.domain} is not running although it "
                                            "should (stopped behind our back?); starting it")
-        action_handler.perform_action(f"start domain {record.domain}",
-                                      lambda: self._boot(action_handler, spec, record, opts))
-        return not action_handler.why_run
+        self._boot(action_handler, machine_spec, record,
+                   self._options(machine_options, machine_spec.name))
+
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started=True) -> "UnixMachine":
+        opts = self._options(machine_options, machine_spec.name)
+        wanted = [f"{f.bind}:{f.host_port}:{f.guest_port}" for f in opts.ports]
+        if wanted != list(machine_spec.reference.get("ports") or []):
+            action_handler.report_progress(
+                f"forwarded ports {wanted} differ from the running machine's "
+                f"{machine_spec.reference.get('ports') or []}: they apply at its next start "
+                "(converge stop, then up)")
+        return self._wait(action_handler, machine_spec, opts, time.monotonic() + opts.ready_timeout)
 
     def _boot(self, action_handler, spec, record: MachineRecord, opts: _Options) -> None:
         """Define the domain again with a free SSH port (the last one may be taken by now) and

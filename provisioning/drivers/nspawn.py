@@ -12,6 +12,7 @@ Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``dur
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import threading
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.driver import Capabilities, Driver
 from provisioning.driver.options import OptionField, raise_problems
+from provisioning.drivers.login_options import LoginOptions, login_options
+from provisioning.drivers.machine_dirs import MachineDirsHooks
 from provisioning.drivers.nspawn_host import host, netns, package_proxy, proc, rootfs
 from provisioning.drivers.nspawn_host import image as images
 from provisioning.drivers.nspawn_host.imaging import NspawnImages
@@ -44,24 +47,16 @@ SSH_PORT = 22
 
 
 @dataclass(frozen=True)
-class _Options:
-    image: str
-    hostname: str | None
-    key_name: str
-    username: str
-    sudo: bool
-    connect_timeout: float
-    command_timeout: float
-    transfer_timeout: float
-    ready_timeout: float
-    stop_timeout: float
-    mask_units: bool
+class _Options(LoginOptions):
+    image: str = images.DEFAULT_IMAGE
+    mask_units: bool = True
     binds: tuple[tuple[str, str], ...] = ()   # synced folders, bind-mounted at boot
     ports: tuple[str, ...] = ()               # ADDRESS:HOST_PORT:GUEST_PORT, relayed
 
 
-class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
+class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
     scheme = "nspawn"
+    warehouse: Warehouse
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, images=True, snapshots=True,
                                 crash_safe_destroy=True, imports=True,
@@ -119,25 +114,13 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
     def _options(self, machine_options: Mapping[str, Any], name: str) -> _Options:
         raise_problems(self.validate_machine_options(machine_options,
                                                      where=f"machines.{name}.machine_options"))
-        transport = dict(machine_options.get("transport") or {})
         binds, ports = binds_and_ports(machine_options)
         return _Options(
             binds=binds, ports=ports,
             image=machine_options.get("image") or images.DEFAULT_IMAGE,
-            hostname=machine_options.get("hostname"),
-            key_name=(machine_options.get("key_name") or transport.get("key_name")
-                      or DEFAULT_KEY_NAME),
-            username=transport.get("username", "root"),
-            sudo=bool(transport.get("sudo", False)),
-            connect_timeout=float(transport.get("connect_timeout", 10.0)),
-            command_timeout=float(transport.get("command_timeout", 600.0)),
-            transfer_timeout=float(transport.get("transfer_timeout", 600.0)),
-            ready_timeout=float(machine_options.get("ready_timeout")
-                                or self.driver_options.get("ready_timeout") or 120.0),
-            stop_timeout=float(machine_options.get("stop_timeout")
-                               or self.driver_options.get("stop_timeout") or 20.0),
             mask_units=bool(machine_options.get("mask_units", True)),
-        )
+            **login_options(machine_options, self.driver_options, default_key=DEFAULT_KEY_NAME,
+                            ready_timeout=120.0, stop_timeout=20.0))
 
     def _key(self, name: str) -> "PrivateKey":
         from provisioning.keys import ensure_private_key
@@ -199,36 +182,31 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
         netns.ensure_hub(self.warehouse.hub_netns, self.warehouse.gateway,
                          self.warehouse.subnet.prefixlen)
 
-    # -- allocate ------------------------------------------------------------------------------
-    def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
-        opts = self._options(machine_options, machine_spec.name)
-        if machine_spec.exists:
-            record = self._record(machine_spec)
-            if record is not None:
-                if record.image != opts.image:
-                    action_handler.report_progress(
-                        f"machine {record.id} runs image {record.image}, wished {opts.image}: "
-                        "an nspawn machine cannot change its image; destroy and re-create it")
-                return
-            action_handler.report_progress(
-                f"machine {machine_spec.reference.get('machine_id')} no longer exists in "
-                f"{self.directory}; re-creating it")
-            if not action_handler.why_run:
-                self._remove(machine_spec.reference)  # leftovers of the lost one
-        tagged = self.warehouse.tagged(machine_spec.name, machine_spec.store_id)
-        if tagged:
-            description = f"adopt machine {tagged[0].id} created for this machine by an earlier run"
-        else:
-            description = f"create machine ({opts.image}) in {self.directory}"
-        action_handler.perform_action(
-            description, lambda: self._create(action_handler, machine_spec, opts))
+    # -- allocate: the base class's allocate_machine, through these hooks ------------------------
+    machine_noun = "an nspawn machine"
 
-    def _create(self, action_handler, spec, opts: _Options) -> None:
+    def allocate_machine(self, action_handler, machine_spec, machine_options) -> None:
+        self._options(machine_options, machine_spec.name)  # bad options fail before anything
+        super().allocate_machine(action_handler, machine_spec, machine_options)
+
+    def wished_image(self, machine_spec, machine_options) -> str:
+        return self._options(machine_options, machine_spec.name).image
+
+    def describe_new(self, machine_spec, machine_options) -> str:
+        return f"create machine ({self.wished_image(machine_spec, machine_options)}) in {self.directory}"
+
+    def create_resource(self, action_handler, machine_spec, machine_options) -> dict[str, Any]:
+        """A machine an earlier run made for this one is adopted and finished (it may be
+        half-made), under the warehouse lock; otherwise a new one is made."""
+        opts = self._options(machine_options, machine_spec.name)
+        if machine_spec.reference.get("machine_id"):  # leftovers of a lost machine
+            self._remove(machine_spec.reference)
         host.preflight(self.directory)
         image = images.ensure_image(images.resolve_image(opts.image, self.image_cache),
                                     mirror=self.driver_options.get("mirror"),
                                     report=action_handler.report_progress)
         key = self._key(opts.key_name)
+        spec = machine_spec
         with self.warehouse.locked():
             tagged = self.warehouse.tagged(spec.name, spec.store_id)
             if tagged:
@@ -242,45 +220,36 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
             self._ensure_hub()
         if record.key_name != opts.key_name:  # adopted: keep the key it was made with
             key = self._key(record.key_name)
-        host_key = self._complete(record, key, opts.mask_units)
-        checkpoint("after_create", machine=spec.name)
-        spec.reference = self._reference(record, host_key)
-        checkpoint("before_save", machine=spec.name)
-        spec.save()
+        return self._reference(record, self._complete(record, key, opts.mask_units))
 
-    # -- ready ---------------------------------------------------------------------------------
-    def ready_machine(self, action_handler, machine_spec, machine_options) -> "UnixMachine | None":
-        opts = self._options(machine_options, machine_spec.name)
-        if not machine_spec.exists:
-            self.plan_ready_of_unallocated(action_handler, machine_spec,
-                                           "the new machine to boot and accept SSH")
-            return None
-        deadline = time.monotonic() + opts.ready_timeout
+    # -- ready: the base class's ready_machine, through these hooks ----------------------------
+    resource_kind = "machine"
+
+    def resource_label(self, reference: Mapping[str, Any]) -> str:
+        return f"machine {reference.get('machine_id')} at {reference.get('address')}"
+
+    def resource_state(self, machine_spec) -> str:
         ref = machine_spec.reference
-        running = proc.alive(ref.get("pid"), ref.get("start_time"))  # sshd listens already
-        if not self._boot_if_needed(action_handler, machine_spec, opts):
-            action_handler.report_progress("would wait for the machine to boot and accept SSH")
-            return None
-        checkpoint("during_ready", machine=machine_spec.name)
-        return self._wait(action_handler, machine_spec, opts, deadline, probe=not running)
+        if not ref or self._record(machine_spec) is None:
+            return "missing"
+        return "running" if proc.alive(ref.get("pid"), ref.get("start_time")) else "stopped"
 
-    def _boot_if_needed(self, action_handler, spec, opts: _Options) -> bool:
-        """Boot unless running; False when why-run only planned it."""
-        record = self._record(spec)
-        if record is None:
-            raise MachineNotFound(
-                f"machine {spec.reference.get('machine_id')} of {spec.name!r} is gone from "
-                f"{self.directory}; run up to re-create it", machine=spec.name)
-        ref = spec.reference
-        if proc.alive(ref.get("pid"), ref.get("start_time")):
-            return True
+    def start_resource(self, action_handler, machine_spec, machine_options) -> None:
+        ref = machine_spec.reference
         if ref.get("state") == "running":
             action_handler.report_progress(
                 f"machine process {ref.get('pid')} is gone although it should run (killed "
                 "behind our back?); booting it again")
-        action_handler.perform_action(f"boot machine {record.id} at {record.address}",
-                                      lambda: self._boot(action_handler, spec, record, opts))
-        return not action_handler.why_run
+        record = self._record(machine_spec)
+        assert record is not None  # resource_state said it exists
+        self._boot(action_handler, machine_spec, record,
+                   self._options(machine_options, machine_spec.name))
+
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *,
+                         started: bool = True) -> "UnixMachine":
+        opts = self._options(machine_options, machine_spec.name)
+        return self._wait(action_handler, machine_spec, opts, time.monotonic() + opts.ready_timeout,
+                          probe=started)
 
     def _boot(self, action_handler, spec, record: MachineRecord, opts: _Options) -> None:
         host.preflight(self.directory)
@@ -488,24 +457,17 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
         for spec, options in specs_and_options:
             handler = action_handler.for_machine(spec.name)
             try:
-                opts = self._options(options, spec.name)
-                deadline = time.monotonic() + opts.ready_timeout
-                if not spec.exists:
-                    self.plan_ready_of_unallocated(handler, spec,
-                                                   "the new machine to boot and accept SSH")
-                    continue
-                if self._boot_if_needed(handler, spec, opts):
-                    waiting.append((spec, opts, deadline, handler))
-                else:
-                    handler.report_progress("would wait for the machine to boot and accept SSH")
+                seen = self.start_if_stopped(handler, spec, options)
+                if seen is not None:
+                    waiting.append((spec, options, handler, seen == "started"))
             except Exception as exc:  # this machine's outcome; the others go on
                 results[spec.name].error = exc
         parallelizer = parallelizer or Parallelizer(max(1, len(waiting)))
 
-        def wait_one(spec, opts, deadline, handler):
+        def wait_one(spec, options, handler, started):
             checkpoint("during_ready", machine=spec.name)
-            return self._wait(handler, spec, opts, deadline)
-        waited = parallelizer.run((item[0].name, (lambda item=item: wait_one(*item)))
+            return self.wait_for_machine(handler, spec, options, started=started)
+        waited = parallelizer.run((item[0].name, functools.partial(wait_one, *item))
                                   for item in waiting)
         results.update(waited)
         return results
@@ -560,12 +522,6 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, Driver):
         return reference.get("machine_id")
 
     # -- status and choices --------------------------------------------------------------------
-    def machine_state(self, machine_spec) -> str:
-        ref = machine_spec.reference
-        if not ref or self._record(machine_spec) is None:
-            return "missing"
-        return "running" if proc.alive(ref.get("pid"), ref.get("start_time")) else "stopped"
-
     def list_choices(self) -> dict[str, list[Any]]:
         built = []
         try:

@@ -85,7 +85,7 @@ def render(text: str, variables: dict[str, str], *, source: str = "template") ->
 
 def _templates() -> Iterator[tuple[str, str]]:
     """(relative template path with '/' separators, text) for every template file."""
-    root = resources.files("provisioning.scaffold").joinpath("templates", "package")
+    root = resources.files("provisioning.scaffold").joinpath("templates").joinpath("package")
 
     def walk(node, prefix: str) -> Iterator[tuple[str, str]]:
         for child in sorted(node.iterdir(), key=lambda c: c.name):

@@ -250,6 +250,18 @@ class ManagedEntryStore(abc.ABC):
         finally:
             release.release()  # nothing left to do when the store released it with the save
 
+    def save_many(self, entries: Sequence[ManagedEntry]) -> None:
+        """``save`` for many entries (one transaction where the store can); each keeps its own
+        version check: the others are saved, then the first refused one's error is raised."""
+        failed: BaseException | None = None
+        for entry in entries:
+            try:
+                entry.save()
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
     def _store_and_release(self, kind: str, name: str, data: str, expected_version: int,
                            lock: Lock) -> int:
         """``_store``, then the lock released; stores that can do both in one transaction

@@ -247,6 +247,23 @@ class SQLiteStore(ManagedEntryStore):
     def _store(self, kind, name, data, expected_version):
         return self._grouped(self._writer(kind, name, data, expected_version))
 
+    def save_many(self, entries):
+        """One transaction, a savepoint per entry (see ``_commit_batch``)."""
+        writes = []
+        for entry in entries:
+            entry._check_saveable()
+            entry.store, entry.updated_at = self, time.time()
+            writes.append(_Write(self._writer(entry.kind, entry.name, entry.data_json(),
+                                              entry.version)))
+        with self._guard():
+            self._commit_batch(writes)
+        for entry, write in zip(entries, writes):
+            if write.error is None:
+                entry.version = write.result
+        failed = next((w.error for w in writes if w.error is not None), None)
+        if failed is not None:
+            raise failed
+
     def _store_and_release(self, kind, name, data, expected_version, lock):
         """The save and the lock's release in one write: one commit, not two."""
         write = self._writer(kind, name, data, expected_version)

@@ -6,8 +6,9 @@ accepts any host key fails it.
 How the host comes to present another key is the ``present_other_host_key`` hook: by default
 the machine's state entry is pointed at another key (from the client's side the same as a
 rotated host key, and it works for every driver); a driver's tests override it to rotate the
-machine's real key (the ``ssh:`` tests restart their sshd with a new key) or to point the
-record at a second machine.
+machine's real key (the ``ssh:`` tests restart their sshd with a new key; the ``nspawn:`` and
+``docker:`` tests replace the machine's key file with ``rotate_host_key_on_machine``) or to
+point the record at a second machine.
 """
 
 from __future__ import annotations
@@ -44,6 +45,27 @@ class HostKeyConformance:
         def undo() -> None:
             again = store.get("machine", name)
             again.reference["host_key"] = pinned
+            again.save()
+        return undo
+
+    def rotate_host_key_on_machine(self, driver, store, name: str,
+                                   path: str = "/etc/ssh/ssh_host_ed25519_key"
+                                   ) -> Callable[[], None]:
+        """A ``present_other_host_key`` for machines running OpenSSH's sshd as root: replace
+        the machine's own host key file at ``path`` (sshd reads its host keys for each new
+        connection). Undo: pin the new key, as a user would after checking it."""
+        spec = store.get("machine", name)
+        machine = driver.connect_to_machine(spec, self.machine_options(name))
+        try:
+            new = machine.execute_always(
+                f"rm -f {path} {path}.pub && ssh-keygen -q -t ed25519 -N '' -f {path} "
+                f"&& cut -d' ' -f1,2 {path}.pub", sudo=True).stdout.strip()
+        finally:
+            machine.disconnect()
+
+        def undo() -> None:
+            again = store.get("machine", name)
+            again.reference["host_key"] = new
             again.save()
         return undo
 

@@ -45,7 +45,7 @@ def why_no_libvirt() -> str | None:
         if not _binary(binary):
             return f"{binary} is missing: apt-get install {package}"
     try:
-        import libvirt  # type: ignore[import-not-found]  # noqa: F401
+        import libvirt  # noqa: F401
     except ImportError:
         return "libvirt-python is missing: pip install 'provisioning[libvirt]'"
     return None
@@ -135,7 +135,7 @@ class LibvirtDaemons:
 
     def _wait_ready(self, timeout: float) -> None:
         """Until the daemon answers (it probes qemu's capabilities first: seconds)."""
-        import libvirt  # type: ignore[import-not-found]
+        import libvirt
 
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         deadline = time.monotonic() + timeout

@@ -68,10 +68,11 @@ class PostgresServer:
     """One server. ``url(db)`` gives a connection URL with the password in it."""
 
     def __init__(self, bindir: str | None = None, *, user: str = TEST_USER) -> None:
-        self.bindir = bindir or find_postgres_bindir()
-        if self.bindir is None:
+        found = bindir or find_postgres_bindir()
+        if found is None:
             raise RuntimeError("PostgreSQL server binaries not found; install the Debian package "
                                "'postgresql' (apt-get install postgresql)")
+        self.bindir: str = found
         self.password = "pw-" + secrets.token_hex(12)
         self.port = 0
         self.process: subprocess.Popen | None = None

@@ -195,3 +195,15 @@ def test_no_module_over_600_lines_without_a_reason_at_its_top():
         if text.count("\n") > 600 and "over 600 lines because" not in text[:2000]:
             long.append(str(path.relative_to(PACKAGE)))
     assert long == []
+
+
+def test_tests_run_the_cli_one_way():
+    """Every test runs ``converge`` through tests/cli_runner.py (the console script, or its
+    entry point in-process), never a hand-made command line of its own."""
+    tests = Path(__file__).resolve().parents[1]
+    patterns = ('run(["converge"', 'Popen(["converge"', '"-m", "provisioning.cli.main"',
+                '"converge"),', "CliRunner(")
+    wrong = sorted(str(path.relative_to(tests)) for path in tests.rglob("*.py")
+                   if path.name not in ("cli_runner.py", "test_architecture.py")
+                   and any(p in path.read_text() for p in patterns))
+    assert wrong == []

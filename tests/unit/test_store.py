@@ -223,3 +223,16 @@ def test_save_with_release_frees_the_lock_also_when_the_save_is_refused(store):
         stale.save(release=lock)
     assert "a" not in store.locks()
     store.lock("a", ttl=30).release()  # free for anyone at once
+
+
+def test_save_many_saves_each_with_its_own_version_check(store):
+    MachineSpec("taken", {"driver_url": "fake:"}, store=store).save()
+    fresh = [MachineSpec(f"m{i}", {"driver_url": "fake:"}, store=store) for i in range(5)]
+    stale = MachineSpec("taken", {"driver_url": "fake:", "x": 1}, store=store)  # version 0
+    with pytest.raises(StateConflict):
+        store.save_many(fresh + [stale])
+    assert [store.get("machine", s.name).version for s in fresh] == [1] * 5
+    assert all(s.version == 1 for s in fresh)
+    assert store.get("machine", "taken").reference == {"driver_url": "fake:"}
+    store.save_many(fresh)  # at the versions just saved
+    assert [store.get("machine", s.name).version for s in fresh] == [2] * 5

@@ -1,8 +1,12 @@
 # W2: one connection per host, 20 `echo i` one after another; hosts in parallel threads.
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import hostlist
-from client import connect, run
+# bench/ (hostlist) on the path before importing it, as the asyncssh scripts do
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+import hostlist  # noqa: E402
+from client import connect, run  # noqa: E402
 
 _, hosts = hostlist.load()
 

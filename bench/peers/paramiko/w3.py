@@ -1,8 +1,12 @@
 # W3: SFTP put of the payload, then `sha256sum` on the host; hosts in parallel threads.
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import hostlist
-from client import connect, run
+# bench/ (hostlist) on the path before importing it, as the asyncssh scripts do
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+import hostlist  # noqa: E402
+from client import connect, run  # noqa: E402
 
 data, hosts = hostlist.load()
 

@@ -9,7 +9,7 @@ the snapshot. A mixin of ``DockerDriver``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from provisioning.driver.local_features import Snapshot
 from provisioning.drivers.docker_engine import container as containers
@@ -29,6 +29,10 @@ class DockerSnapshots:
 
     client: Any
     endpoint: str
+    # the driver's own methods these use
+    _get: Callable[[Any], Any]
+    _options: Callable[[Mapping[str, Any], str], Any]
+    _create_kwargs: Callable[..., dict[str, Any]]
 
     def _snapshot_repository(self, container_name: str) -> str:
         return f"{SNAPSHOT_REPOSITORY}/{container_name}"
@@ -108,7 +112,7 @@ class DockerSnapshots:
         found = self._require(machine_spec)
         image = self._snapshot_image(machine_spec, name)
         process = machine_spec.reference.get("transport") == "docker"
-        opts = self._options({"init": "process"} if process else {},  # type: ignore[attr-defined]
+        opts = self._options({"init": "process"} if process else {},
                              machine_spec.name)
         was_running = found.status == "running"
 

@@ -24,7 +24,7 @@ from provisioning.drivers.libcloud_parts.hostkeys import (
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.spec import MachineSpec
-    from provisioning.transports.base import HostKeyCallback
+    from provisioning.transports.base import HostKeyCallback, NewHostKey
 
 __all__ = ["HostKeyPinning"]
 
@@ -36,6 +36,7 @@ class HostKeyPinning:
 
     ops: Any
     sleep: Any
+    _errors: Any
 
     def _userdata_and_host_key(self, handler: "ActionHandler", spec: "MachineSpec",
                                opts: Mapping[str, Any], userdata: str | None,
@@ -63,7 +64,7 @@ class HostKeyPinning:
         host key the node's own userdata carries (read back from the provider: after a crash,
         a retried request may have pinned another key than the one the node got)."""
         kept = {"client_token": reference["client_token"]} if reference.get("client_token") else {}
-        with self._errors(f"read the userdata of node {node.id}"):  # type: ignore[attr-defined]
+        with self._errors(f"read the userdata of node {node.id}"):
             host_key = host_key_in_userdata(self.ops.node_userdata(node))
         if host_key:
             kept["host_key"] = host_key
@@ -89,7 +90,7 @@ class HostKeyPinning:
         node_id = spec.reference.get("node_id")
         printed: dict[str, ConsoleHostKeys] = {}
 
-        def check(seen):
+        def check(seen: "NewHostKey") -> None:
             if "keys" not in printed:
                 printed["keys"] = self._console_host_keys(spec, deadline if not first_use
                                                           else None, handler)
@@ -105,7 +106,7 @@ class HostKeyPinning:
         node_id = spec.reference.get("node_id")
         reported = False
         while True:
-            with self._errors(f"read the console output of node {node_id}", spec):  # type: ignore[attr-defined]
+            with self._errors(f"read the console output of node {node_id}", spec):
                 node = self.ops.get_node(node_id)
                 found = console_host_keys(self.ops.console_output(node) if node else "")
             if found or deadline is None or time.monotonic() >= deadline:

@@ -17,29 +17,15 @@ libvirtd never collide.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import os
-import re
 import secrets
 import shutil
-import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+
+from provisioning.drivers.machine_dirs import MachineDirs, hostname_for
 
 __all__ = ["Warehouse", "MachineRecord", "hostname_for"]
-
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
-def hostname_for(name: str) -> str:
-    """A valid hostname (RFC 1123 label) from a machine name."""
-    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
-    return label or "machine"
 
 
 @dataclass
@@ -54,21 +40,8 @@ class MachineRecord:
     created_at: float = field(default_factory=time.time)
 
 
-class Warehouse:
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.tag = hashlib.sha256(directory.encode()).hexdigest()[:8]
-
-    @property
-    def machines_dir(self) -> str:
-        return os.path.join(self.directory, "machines")
-
-    @property
-    def keys_dir(self) -> str:
-        return os.path.join(self.directory, "keys")
-
-    def machine_dir(self, machine_id: str) -> str:
-        return os.path.join(self.machines_dir, machine_id)
+class Warehouse(MachineDirs[MachineRecord]):
+    record_type = MachineRecord
 
     def path(self, machine_id: str, name: str) -> str:
         return os.path.join(self.machines_dir, machine_id, name)
@@ -76,56 +49,15 @@ class Warehouse:
     def domain_name(self, machine_id: str) -> str:
         return f"prov-{self.tag}-{machine_id}"
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Exclusive across processes (flock) and this process's threads."""
-        with _thread_locks_guard:
-            thread_lock = _thread_locks.setdefault(self.directory, threading.Lock())
-        with thread_lock:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            with open(os.path.join(self.directory, ".lock"), "a+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def records(self) -> list[MachineRecord]:
-        try:
-            ids = sorted(os.listdir(self.machines_dir))
-        except FileNotFoundError:
-            return []
-        found = (self.record(i) for i in ids if not i.startswith("."))
-        return [r for r in found if r is not None]
-
-    def record(self, machine_id: str | None) -> MachineRecord | None:
-        if not machine_id or "/" in machine_id:
-            return None
-        try:
-            with open(self.path(machine_id, "machine.json"), encoding="utf-8") as handle:
-                data: dict[str, Any] = json.load(handle)
-            return MachineRecord(**data)
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def tagged(self, name: str, store_id: str | None) -> list[MachineRecord]:
-        return [r for r in self.records() if r.name == name and r.store_id == store_id]
-
     def new_record(self, *, name: str, store_id: str | None, hostname: str, image: str,
                    key_name: str) -> MachineRecord:
         """Reserve an id and write its record. Call under ``locked``."""
-        machine_id = secrets.token_hex(4)
-        while os.path.exists(self.machine_dir(machine_id)):
-            machine_id = secrets.token_hex(4)
+        machine_id = self.new_id()
         record = MachineRecord(id=machine_id, name=name, store_id=store_id,
                                domain=self.domain_name(machine_id), hostname=hostname,
                                image=image, key_name=key_name)
-        directory = self.machine_dir(machine_id)
-        os.makedirs(directory, mode=0o700)
-        tmp = os.path.join(directory, "machine.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(asdict(record), handle, indent=1, sort_keys=True)
-        os.replace(tmp, os.path.join(directory, "machine.json"))
+        os.makedirs(self.machine_dir(machine_id), mode=0o700)
+        self.write_record(record)
         return record
 
     def console_tail(self, machine_id: str, size: int = 2000) -> str:

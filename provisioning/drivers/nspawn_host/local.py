@@ -38,9 +38,9 @@ class NspawnLocalFeatures:
     # -- forwarded ports -----------------------------------------------------------------------
     @staticmethod
     def stop_forwarder(ref: Mapping[str, Any]) -> None:
-        relay = ref.get("forwarder") or {}
+        relay: dict[str, Any] = ref.get("forwarder") or {}
         pid, started = relay.get("pid"), relay.get("start_time")
-        if proc.alive(pid, started):
+        if isinstance(pid, int) and proc.alive(pid, started):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10

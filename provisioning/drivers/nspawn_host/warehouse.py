@@ -21,19 +21,14 @@ warehouses on one host never collide.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import ipaddress
-import json
 import os
-import re
 import secrets
 import shutil
-import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
 
+from provisioning.drivers.machine_dirs import MachineDirs, hostname_for
 from provisioning.errors import ConfigError, ProviderError
 from provisioning.faults import checkpoint
 
@@ -44,15 +39,6 @@ CREATING_PREFIX = ".creating-"
 #: a /24 inside 198.18.0.0/15 (RFC 2544, reserved for benchmarking: no real network uses it)
 DEFAULT_SUBNET = "198.18.77.0/24"
 _RESERVED = ipaddress.ip_network("198.18.0.0/15")
-
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
-def hostname_for(name: str) -> str:
-    """A valid hostname (RFC 1123 label) from a machine name."""
-    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
-    return label or "machine"
 
 
 @dataclass
@@ -75,16 +61,14 @@ class MachineRecord:
     key_name: str
     created_at: float = field(default_factory=time.time)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
 
-
-class Warehouse:
+class Warehouse(MachineDirs[MachineRecord]):
     """One ``nspawn:DIR``: paths, the lock, records and slots."""
 
+    record_type = MachineRecord
+
     def __init__(self, directory: str, subnet: str = DEFAULT_SUBNET) -> None:
-        self.directory = directory
-        self.tag = hashlib.sha256(directory.encode()).hexdigest()[:8]
+        super().__init__(directory)
         try:
             self.subnet = ipaddress.ip_network(subnet, strict=True)
         except ValueError as exc:
@@ -96,21 +80,10 @@ class Warehouse:
                               key="driver_options.subnet")
         self.gateway = str(next(self.subnet.hosts()))
 
-    # -- paths and names -----------------------------------------------------------------------
-    @property
-    def machines_dir(self) -> str:
-        return os.path.join(self.directory, "machines")
-
-    @property
-    def keys_dir(self) -> str:
-        return os.path.join(self.directory, "keys")
-
+    # -- host-wide names -------------------------------------------------------------------------
     @property
     def hub_netns(self) -> str:
         return f"prov-{self.tag}-hub"
-
-    def machine_dir(self, machine_id: str) -> str:
-        return os.path.join(self.machines_dir, machine_id)
 
     def netns_name(self, machine_id: str) -> str:
         return f"prov-{self.tag}-{machine_id}"
@@ -118,51 +91,7 @@ class Warehouse:
     def cgroup_name(self, machine_id: str) -> str:
         return f"provisioning/{self.tag}-{machine_id}"
 
-    # -- the lock --------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Exclusive across processes (flock) and across this process's threads."""
-        with _thread_locks_guard:
-            thread_lock = _thread_locks.setdefault(self.directory, threading.Lock())
-        with thread_lock:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            with open(os.path.join(self.directory, ".lock"), "a+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-
     # -- records -------------------------------------------------------------------------------
-    def records(self) -> list[MachineRecord]:
-        out = []
-        try:
-            ids = sorted(os.listdir(self.machines_dir))
-        except FileNotFoundError:
-            return out
-        for machine_id in ids:
-            if machine_id.startswith("."):
-                continue  # being removed
-            record = self.record(machine_id)
-            if record is not None:
-                out.append(record)
-        return out
-
-    def record(self, machine_id: str | None) -> MachineRecord | None:
-        if not machine_id or "/" in machine_id:
-            return None
-        try:
-            with open(os.path.join(self.machine_dir(machine_id), "machine.json"),
-                      encoding="utf-8") as handle:
-                data: dict[str, Any] = json.load(handle)
-            return MachineRecord(**data)
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def tagged(self, name: str, store_id: str | None) -> list[MachineRecord]:
-        """Records created for machine ``name`` of store ``store_id`` (what a re-run adopts)."""
-        return [r for r in self.records() if r.name == name and r.store_id == store_id]
-
     def new_record(self, *, name: str, store_id: str | None, hostname: str, image: str,
                    lower: str, key_name: str) -> MachineRecord:
         """Reserve an id and the lowest free address; write the record. Call under ``locked``."""
@@ -173,9 +102,7 @@ class Warehouse:
             raise ProviderError(f"subnet {self.subnet} is full ({hosts} machines); destroy some "
                                 "or set the driver option 'subnet' to a larger network inside "
                                 "198.18.0.0/15", provider="nspawn", machine=name)
-        machine_id = secrets.token_hex(4)
-        while os.path.exists(self.machine_dir(machine_id)):
-            machine_id = secrets.token_hex(4)
+        machine_id = self.new_id()
         record = MachineRecord(
             id=machine_id, name=name, store_id=store_id, slot=slot,
             address=str(self.subnet.network_address + 2 + slot), prefix=self.subnet.prefixlen,
@@ -190,8 +117,7 @@ class Warehouse:
         os.mkdir(building, 0o700)
         for part in ("upper", "work", "merged"):
             os.mkdir(os.path.join(building, part), 0o755)
-        with open(os.path.join(building, "machine.json"), "w", encoding="utf-8") as handle:
-            handle.write(record.to_json())
+        self.write_record(record, building)
         checkpoint("during_create", machine=name)
         os.rename(building, self.machine_dir(machine_id))
         return record
@@ -213,11 +139,7 @@ class Warehouse:
         """Mark the machine as ``name``'s of store ``store_id`` (what ``tagged`` finds): an
         import takes it over. Call under ``locked``."""
         record = replace(record, name=name, store_id=store_id)
-        directory = self.machine_dir(record.id)
-        tmp = os.path.join(directory, "machine.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(record.to_json())
-        os.replace(tmp, os.path.join(directory, "machine.json"))
+        self.write_record(record)
         return record
 
     def retire_dir(self, machine_id: str) -> str | None:

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import CONVERGE, cli_env
+from tests.cli_runner import converge as run_converge
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -31,10 +34,7 @@ def run(argv, *, cwd=None, env=None, timeout=300, check=True) -> subprocess.Comp
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without anything that would point a child at another config or state."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PROVISIONING_", "PYTEST_", "PIP_REQUIRE")) and k != "VIRTUAL_ENV"}
-    env.update(extra)
-    return env
+    return cli_env(extra, clean=True)
 
 
 @dataclass(frozen=True)
@@ -67,21 +67,20 @@ def author_venv(tmp_path_factory) -> Venv:
 
 def converge_script() -> str:
     """The real ``converge`` console script of the Python running these tests."""
-    beside = Path(sys.executable).parent / "converge"
-    found = str(beside) if beside.exists() else shutil.which("converge")
-    if not found:
+    if not shutil.which(CONVERGE):
         pytest.fail("the converge console script is not installed: pip install -e .")
-    return found
+    return CONVERGE
 
 
 @pytest.fixture
 def converge():
-    """Run the real console script: converge(*args, cwd=...) -> CompletedProcess."""
-    script = converge_script()
+    """Run the real console script: converge(*args, cwd=...) -> CompletedProcess (a clean
+    environment unless ``env`` is given)."""
+    converge_script()
 
     def call(*args, cwd, check=False, env=None, timeout=120):
-        return run([script, *args], cwd=cwd, env=env or clean_env(), check=check,
-                   timeout=timeout)
+        return run_converge(*args, cwd=cwd, env=env, clean=env is None, check=check,
+                            timeout=timeout)
     return call
 
 

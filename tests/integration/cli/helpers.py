@@ -4,31 +4,16 @@ example cluster."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import CONVERGE, converge  # noqa: F401  (the tests import them from here)
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
-#: the console script installed beside this interpreter (not a pyenv shim)
-CONVERGE = os.path.join(os.path.dirname(sys.executable), "converge")
-
-
-def converge(*args: str, cwd: str | os.PathLike, env: dict | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``converge ARGS`` as a user would; text output captured."""
-    full_env = dict(os.environ)
-    full_env.pop("PROVISIONING_STATE", None)
-    full_env.update(env or {})
-    return subprocess.run([CONVERGE, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

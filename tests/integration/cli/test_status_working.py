@@ -7,10 +7,12 @@ import subprocess
 import sys
 import textwrap
 
+from tests.cli_runner import converge
+
 
 def test_status_names_the_runner_holding_a_machine(tmp_path):
     (tmp_path / "cluster.yml").write_text("driver: 'fake:'\nmachines:\n  web: {count: 2}\n")
-    subprocess.run(["converge", "up"], cwd=tmp_path, check=True, capture_output=True)
+    converge("up", cwd=tmp_path, check=True)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from provisioning.store.sqlite import SQLiteStore
@@ -22,15 +24,13 @@ def test_status_names_the_runner_holding_a_machine(tmp_path):
     try:
         word, token = holder.stdout.readline().split()
         assert word == "locked"
-        text = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True,
-                              text=True, check=True).stdout
+        text = converge("status", cwd=tmp_path, check=True).stdout
         line = next(l for l in text.splitlines() if l.startswith("web-2"))
         assert "WORKING" in text.splitlines()[0]
         assert "converge up (pid 4242 on runner-b since 2026-11-25T12:00:00Z)" in line
         web1 = next(l for l in text.splitlines() if l.startswith("web-1"))
         assert "pid" not in web1
-        data = json.loads(subprocess.run(["converge", "status", "--output", "json"], cwd=tmp_path,
-                                         capture_output=True, text=True, check=True).stdout)
+        data = json.loads(converge("status", "--output", "json", cwd=tmp_path, check=True).stdout)
         assert {m["name"]: (m["locked_by"] or {}).get("pid") for m in data["machines"]} == \
             {"web-1": None, "web-2": 4242}
     finally:
@@ -43,8 +43,7 @@ def test_status_names_the_runner_holding_a_machine(tmp_path):
     store = SQLiteStore(str(tmp_path / ".provisioning" / "state.db"))
     store._renew("web-2", token, 0.0)
     store.close()
-    idle = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True, text=True,
-                          check=True).stdout
+    idle = converge("status", cwd=tmp_path, check=True).stdout
     assert "WORKING" not in idle
 
 
@@ -52,7 +51,7 @@ def test_status_and_state_show_forget_a_killed_runner_on_this_host_at_once(tmp_p
     """A runner on this host killed mid-run (kill -9: no release) is not named as working on its
     machine, although its lease has a long time left: its PID is gone."""
     (tmp_path / "cluster.yml").write_text("driver: 'fake:'\nmachines:\n  web: {count: 2}\n")
-    subprocess.run(["converge", "up"], cwd=tmp_path, check=True, capture_output=True)
+    converge("up", cwd=tmp_path, check=True)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from provisioning.store.sqlite import SQLiteStore
@@ -61,15 +60,12 @@ def test_status_and_state_show_forget_a_killed_runner_on_this_host_at_once(tmp_p
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        working = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True,
-                                 text=True, check=True).stdout
+        working = converge("status", cwd=tmp_path, check=True).stdout
         assert f"pid {holder.pid} on" in working  # alive: named
     finally:
         holder.kill()
         holder.wait()  # reaped: its PID no longer exists
-    idle = subprocess.run(["converge", "status"], cwd=tmp_path, capture_output=True, text=True,
-                          check=True).stdout
+    idle = converge("status", cwd=tmp_path, check=True).stdout
     assert "WORKING" not in idle and f"pid {holder.pid}" not in idle
-    shown = subprocess.run(["converge", "state", "show"], cwd=tmp_path, capture_output=True,
-                           text=True, check=True).stdout
+    shown = converge("state", "show", cwd=tmp_path, check=True).stdout
     assert f"{holder.pid}" not in shown and "working now" not in shown

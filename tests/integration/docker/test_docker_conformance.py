@@ -31,6 +31,12 @@ class _DockerConformance(DriverConformance):
     def count_machines(self, driver, name) -> int:
         return len(driver.find_containers(name))
 
+    def present_other_host_key(self, driver, store, name):
+        """The real thing: the container's own host key file is replaced."""
+        from provisioning.drivers.docker_engine.container import HOST_KEY
+
+        return self.rotate_host_key_on_machine(driver, store, name, HOST_KEY)
+
     def leftovers(self, driver) -> list[str]:
         """Snapshot images of containers that no longer exist (a destroy killed midway)."""
         from provisioning.drivers.docker_engine.container import LABEL_SNAPSHOT_OF

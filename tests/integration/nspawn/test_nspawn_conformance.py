@@ -45,6 +45,12 @@ class TestNspawnConformance(DriverConformance):
         left = self._sweep(driver)
         assert not left, f"conformance case left machines behind: {left}"
 
+    def present_other_host_key(self, driver, store, name):
+        """The real thing: the machine's own host key file is replaced."""
+        from provisioning.drivers.nspawn_host.rootfs import HOST_KEY
+
+        return self.rotate_host_key_on_machine(driver, store, name, "/" + HOST_KEY)
+
     def test_crash_while_making_the_machine_directory_is_reclaimed(
             self, tmp_path, conformance_config, driver, provisioner):
         """Killed between the mkdir of a new machine directory and its record: what is left is

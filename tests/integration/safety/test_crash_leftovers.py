@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.cli_runner import converge
 from tests.integration.safety.helpers import converge_here
 
 CLUSTER = 'driver: "fake:"\nmachines: {web: {}}\n'
@@ -46,9 +47,7 @@ def test_leftovers_of_dead_runs_are_reclaimed_and_live_ones_kept(tmp_path: Path)
 def test_killed_destroy_is_finished_by_the_next_destroy(tmp_path: Path):
     (tmp_path / "cluster.yml").write_text(CLUSTER)
     assert converge_here("up", cwd=tmp_path).code == 0
-    killed = subprocess.run([os.path.join(os.path.dirname(sys.executable), "converge"),
-                             "destroy"], cwd=tmp_path, capture_output=True, text=True,
-                            env=dict(os.environ, PROVISIONING_FAULT="during_destroy:crash"))
+    killed = converge("destroy", cwd=tmp_path, env={"PROVISIONING_FAULT": "during_destroy:crash"})
     assert killed.returncode == 86, killed.stderr
     machines = tmp_path / ".provisioning" / "fake" / "machines"
     assert [p.name for p in machines.iterdir()][0].startswith(".removing-")

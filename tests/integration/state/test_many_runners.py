@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -17,6 +16,7 @@ psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'pro
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.store import open_store
+from tests.cli_runner import start_converge
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -62,13 +62,11 @@ def claimed_by(url: str) -> dict[str, int]:
 def converge(cluster: str, url: str, *args: str, env: dict[str, str] | None = None
              ) -> subprocess.Popen:
     """A runner process: ``converge -f CLUSTER --state URL ARGS``."""
-    full = dict(os.environ, **(env or {}))
     # output to files: a pipe read only after another runner finished could fill up and
     # stall this runner, and the other one waits for this runner's machines
     out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
-                             "--state", url, *args], env=full, stdout=out, stderr=err,
-                            text=True, cwd=os.path.dirname(cluster))
+    proc = start_converge("-f", cluster, "--state", url, *args, env=env, stdout=out,
+                          stderr=err, cwd=os.path.dirname(cluster))
     proc.logs = (out, err)  # type: ignore[attr-defined]
     return proc
 

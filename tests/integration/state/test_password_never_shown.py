@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
+
+from tests.cli_runner import start_converge
 
 psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'provisioning[postgres]'")
 
@@ -21,11 +22,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def converge(cluster: str, url: str, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE")}
-    return subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
-                             "--state", url, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=os.path.dirname(cluster))
+    return start_converge("-f", cluster, "--state", url, *args,
+                          unset=("PGPASSWORD", "PGPASSFILE"), cwd=os.path.dirname(cluster))
 
 
 def run(cluster: str, url: str, *args: str) -> tuple[int, str]:

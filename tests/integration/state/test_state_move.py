@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 
@@ -15,11 +13,11 @@ from provisioning.errors import ConfigError
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
 from provisioning.store.statefile import export_state, import_state
+from tests.cli_runner import converge as run_converge
 
 
 def converge(cwd, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
-    proc = subprocess.run([sys.executable, "-m", "provisioning.cli.main", *args], cwd=cwd,
-                          capture_output=True, text=True, input=stdin, timeout=120)
+    proc = run_converge(*args, cwd=cwd, input=stdin)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -8,13 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.store import open_store
+from tests.cli_runner import start_converge
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -43,10 +43,8 @@ def probes(server: dict, pid: int) -> int:
 
 
 def converge(cluster: str, url: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "provisioning.cli.main", "-f", cluster,
-                             "--state", url, "--output", "json", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(cluster))
+    return start_converge("-f", cluster, "--state", url, "--output", "json", *args,
+                          cwd=os.path.dirname(cluster))
 
 
 def events(stdout: str) -> list[dict]:

@@ -1,0 +1,77 @@
+"""CLI start-up: ``converge --help`` and ``converge status`` of a 3-machine ``fake:`` cluster,
+each paired with a bare interpreter (``python3 -c pass``) run by turns, so a machine whose speed
+drifts under load moves both alike.
+
+    python3 bench/startup.py [--runs 20]
+
+Each run is a whole process: wall time from a monotonic clock around it, CPU time (user +
+system) from ``wait4``. Prints the median of each and the median of the pairwise difference
+(the command's cost over the interpreter). Compile the package first: with
+PYTHONDONTWRITEBYTECODE set, an editable install otherwise recompiles every module each run::
+
+    python3 -m compileall -q provisioning
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CONVERGE = shutil.which("converge") or os.path.join(os.path.dirname(sys.executable), "converge")
+BARE = [sys.executable, "-c", "pass"]
+
+
+def run(argv: list[str], cwd: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one process, its output thrown away."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed in {cwd}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def paired(argv: list[str], cwd: str, runs: int) -> dict[str, float]:
+    run(argv, cwd), run(BARE, cwd)  # warm-up, not counted
+    rows = [(run(argv, cwd), run(BARE, cwd)) for _ in range(runs)]
+    median = statistics.median
+    return {"wall": median(a[0] for a, _ in rows), "cpu": median(a[1] for a, _ in rows),
+            "bare_wall": median(b[0] for _, b in rows), "bare_cpu": median(b[1] for _, b in rows),
+            "over_wall": median(a[0] - b[0] for a, b in rows),
+            "over_cpu": median(a[1] - b[1] for a, b in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    directory = tempfile.mkdtemp(prefix="bench-startup-")
+    try:
+        with open(os.path.join(directory, "cluster.yml"), "w") as handle:
+            handle.write('driver: "fake:./cloud"\nmachines:\n  web:\n    count: 3\n')
+        subprocess.run([CONVERGE, "up"], cwd=directory, check=True, stdout=subprocess.DEVNULL)
+        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, "
+              f"{args.runs} pairs each\n")
+        print("| command | wall median | CPU median | interpreter alone (wall / CPU) | "
+              "over the interpreter (wall / CPU) |")
+        print("|---|---:|---:|---:|---:|")
+        for label, argv in (("converge --help", [CONVERGE, "--help"]),
+                            ("converge status (3 fake machines)", [CONVERGE, "status"])):
+            f = paired(argv, directory, args.runs)
+            print(f"| `{label}` | {f['wall'] * 1000:.0f} ms | {f['cpu'] * 1000:.0f} ms | "
+                  f"{f['bare_wall'] * 1000:.0f} / {f['bare_cpu'] * 1000:.0f} ms | "
+                  f"{f['over_wall'] * 1000:.0f} / {f['over_cpu'] * 1000:.0f} ms |", flush=True)
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

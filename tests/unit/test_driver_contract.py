@@ -1,0 +1,70 @@
+"""The two paths of the driver contract: the warehouse hooks (the base class owns
+adopt-or-create, why-run, fault points and the reference save) and the five methods a driver
+overrides itself. The hooks' behaviour is proven by the conformance suite on the drivers built
+on them (fake, examples/driver-outside, the scaffold); these tests pin what lies around it."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioning.actions import RecordingActionHandler
+from provisioning.config import Config
+from provisioning.driver import Driver
+from provisioning.lifecycle import Provisioner
+from provisioning.store.memory import MemoryStore
+
+
+class _Nothing(Driver):
+    scheme = "nothing"
+
+
+class _OldStyle(Driver):
+    """A driver written before the hooks: it overrides the five methods and nothing else."""
+
+    scheme = "old-style"
+
+    def allocate_machine(self, action_handler, machine_spec, machine_options):
+        def record():
+            machine_spec.reference = self.base_reference(thing="one")
+            machine_spec.save()
+        action_handler.perform_action("make the thing", record)
+
+    def ready_machine(self, action_handler, machine_spec, machine_options):
+        return None
+
+    def connect_to_machine(self, machine_spec, machine_options):
+        raise NotImplementedError
+
+    def stop_machine(self, action_handler, machine_spec, machine_options):
+        pass
+
+    def destroy_machine(self, action_handler, machine_spec, machine_options):
+        action_handler.perform_action("remove the thing", lambda: None)
+
+
+def test_a_driver_with_neither_hooks_nor_methods_cannot_be_built(tmp_path):
+    with pytest.raises(TypeError, match="create_resource.*resource_state.*open_machine"):
+        _Nothing("nothing:", Config(base_dir=str(tmp_path)))
+    assert _Nothing.missing_methods() == ["create_resource", "resource_state", "open_machine",
+                                          "delete_resource"]
+
+
+def test_a_driver_overriding_the_five_methods_works_unchanged(tmp_path):
+    assert _OldStyle.missing_methods() == []
+    driver = _OldStyle("old-style:", Config(base_dir=str(tmp_path)))
+    handler = RecordingActionHandler()
+    provisioner = Provisioner(MemoryStore(), config=driver.config, action_handler=handler)
+    spec = provisioner.allocate(driver, "web-1")
+    assert spec.reference == {"driver_url": "old-style:", "driver_version": "1", "thing": "one"}
+    assert driver.machine_state(spec) == "unknown"  # it declares no resource_state
+    provisioner.destroy("web-1", {}, driver)
+    assert [a.description for a in handler.actions(performed=True)] == [
+        "make the thing", "remove the thing"]
+
+
+def test_the_idempotency_token_depends_on_store_and_name_only():
+    from provisioning.spec import MachineSpec
+
+    one = MachineSpec(name="web-1", reference={"a": 1})
+    assert Driver.idempotency_token(one) == Driver.idempotency_token(MachineSpec(name="web-1"))
+    assert Driver.idempotency_token(one) != Driver.idempotency_token(MachineSpec(name="web-2"))
