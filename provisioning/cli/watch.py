@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from provisioning.cli.common import common_options, pass_settings, why_run_option
@@ -34,7 +36,7 @@ def watch(settings, machines: tuple[str, ...], interval: float, grace: float, on
     from provisioning.cluster.watch import Watcher
 
     stop = threading.Event()
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum, frame) -> None:
         if stop.is_set():  # a second signal: stop now

@@ -74,8 +74,8 @@ def apply_plan(runner: "ClusterRunner", plan: "Plan", *, source: str = "plan") -
         results.update(runner.provisioner.run_many("apply", requests, act))
     doomed = [m for m in plan.by_action("destroy")]
     if doomed:
-        requests = [(None, m.name, {}) for m in doomed]
-        results.update(runner.provisioner.run_many("apply-destroy", requests, act))
+        unbound: list[Any] = [(None, m.name, {}) for m in doomed]  # act finds each driver
+        results.update(runner.provisioner.run_many("apply-destroy", unbound, act))
     for item in plan.by_action("nothing"):
         results[item.name] = Outcome(item.name)
         runner.action_handler.for_machine(item.name).report_result("planned nothing: not touched")

@@ -15,12 +15,13 @@ document (``PLAN_FORMAT``, ``PLAN_VERSION``) is described in docs/cli.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
 from provisioning.spec import MachineSpec
@@ -237,13 +238,13 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
                              refresh=refresh, replace=definition.name in replace)
 
     results = runner.provisioner.parallelizer.run(
-        (d.name, (lambda d=d: one(d))) for d in definitions)
-    machines = []
+        (d.name, functools.partial(one, d)) for d in definitions)
+    machines: list[MachinePlan] = []
     for definition in definitions:
         outcome = results[definition.name]
         if outcome.error is not None:
             raise outcome.error
-        machines.append(outcome.value)
+        machines.append(cast(MachinePlan, outcome.value))
     for entry in doomed:
         machines.append(MachinePlan(entry.name, "destroy", _destroy_reason(runner, entry),
                                     group=entry.group, driver_url=entry.driver_url,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.claims import split_run, supports_claims
@@ -445,12 +445,12 @@ class ClusterRunner:
             groups.setdefault(driver.driver_url, (driver, []))[1].append(spec)
         parallelizer = self.provisioner.parallelizer
         results = parallelizer.run(
-            (url, (lambda d=driver, g=group: d.machine_states(g, parallelizer)))
+            (url, functools.partial(driver.machine_states, group, parallelizer))
             for url, (driver, group) in groups.items())
         for url, outcome in results.items():
             group = groups[url][1]
             if outcome.ok:
-                states.update(outcome.value)
+                states.update(cast("dict[str, str]", outcome.value))
             else:
                 text = getattr(outcome.error, "message", str(outcome.error))[:60]
                 states.update({spec.name: f"unknown ({text})" for spec in group})

@@ -27,12 +27,13 @@ SIGINT/SIGTERM in the CLI) is checked between actions; an action in progress fin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, cast
 
 from provisioning.errors import ProvisioningError, StateLocked
 
@@ -116,13 +117,13 @@ class Watcher:
         self._reload()
         out = self._scale_down()
         parallelizer = self.runner.provisioner.parallelizer
-        results = parallelizer.run((d.name, (lambda d=d: self.tend(d))) for d in self.definitions)
+        results = parallelizer.run((d.name, functools.partial(self.tend, d)) for d in self.definitions)
         self.rounds += 1
         for name, outcome in results.items():
             if outcome.ok:
-                out[name] = outcome.value
+                out[name] = cast(WatchResult, outcome.value)
             else:
-                self.handler.report_error(outcome.error, machine=name)
+                self.handler.report_error(cast(BaseException, outcome.error), machine=name)
                 out[name] = WatchResult(name, "error", str(outcome.error))
         return out
 
@@ -183,7 +184,7 @@ class Watcher:
                 allowed.append(entry.name)
                 self.handler.for_machine(entry.name).report_progress(
                     f"scale-down: group {entry.group!r} now has "
-                    f"{len(cluster.groups[entry.group])} machines; destroying it",
+                    f"{len(cluster.groups.get(entry.group or '', []))} machines; destroying it",
                     data={"watch": "scale-down"})
         if not allowed or self.stop.is_set():
             return out
@@ -191,7 +192,7 @@ class Watcher:
             if outcome.ok:
                 out[name] = WatchResult(name, "destroyed", "scale-down")
             else:
-                self.handler.report_error(outcome.error, machine=name)
+                self.handler.report_error(cast(BaseException, outcome.error), machine=name)
                 out[name] = WatchResult(name, "error", str(outcome.error))
         return out
 

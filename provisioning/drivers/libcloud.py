@@ -177,9 +177,9 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
     def _address(opts: Mapping[str, Any], public: list[str], private: list[str]) -> str | None:
         choice = opts.get("address") or "public"
         if choice == "public":
-            return (public or private or [None])[0]
+            return next(iter(public or private), None)
         if choice == "private":
-            return (private or [None])[0]
+            return next(iter(private), None)
         return str(choice)
 
     # -- allocate ----------------------------------------------------------------------------

@@ -114,6 +114,13 @@ _ABANDONED = f"""SELECT name FROM provisioning_work WHERE run_key = %(r)s
     ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
 
 
+def _scalar(cursor: Any) -> Any:
+    """The one value of a query that always yields one row (an aggregate, a function call)."""
+    row = cursor.fetchone()
+    assert row is not None, "an aggregate query returned no row"
+    return row[0]
+
+
 def masked_url(url: str) -> str:
     """The URL with a password in the user part or a ``password=`` parameter masked."""
     return mask_url(re.sub(r"([?&]password=)[^&]*", r"\1***", url))
@@ -193,8 +200,8 @@ class PostgresStore(ManagedEntryStore):
         # the session key: held as long as this connection lives; leases record it
         for _ in range(20):
             key = random.randint(1, 2**31 - 1)
-            if conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                            (ADVISORY_NAMESPACE, key)).fetchone()[0]:
+            if _scalar(conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                                    (ADVISORY_NAMESPACE, key))):
                 break
         else:  # pragma: no cover - 20 collisions in 2**31 keys
             raise StateError("could not pick a free session key in the PostgreSQL state")
@@ -237,8 +244,8 @@ class PostgresStore(ManagedEntryStore):
             conn.execute("CREATE TABLE IF NOT EXISTS provisioning_schema ("
                          "version integer PRIMARY KEY, description text NOT NULL, "
                          "applied_at timestamptz NOT NULL DEFAULT now())")
-            current = conn.execute("SELECT coalesce(max(version), 0) FROM provisioning_schema"
-                                   ).fetchone()[0]
+            current = _scalar(conn.execute(
+                "SELECT coalesce(max(version), 0) FROM provisioning_schema"))
             if current > SCHEMA_VERSION:
                 from provisioning import __version__
 
@@ -254,8 +261,8 @@ class PostgresStore(ManagedEntryStore):
         self._run("create or upgrade its schema", migrate)
 
     def schema_version(self) -> int:
-        return self._run("read the schema version", lambda c: c.execute(
-            "SELECT coalesce(max(version), 0) FROM provisioning_schema").fetchone()[0], tx=False)
+        return self._run("read the schema version", lambda c: _scalar(c.execute(
+            "SELECT coalesce(max(version), 0) FROM provisioning_schema")), tx=False)
 
     # -- entries -----------------------------------------------------------------------------
     def _load(self, kind, name):
@@ -419,9 +426,9 @@ class PostgresStore(ManagedEntryStore):
                 return row[0]
             conn.execute("UPDATE provisioning_runs SET finished_at = now() WHERE run_key = %s "
                          "AND finished_at IS NULL", (run_key,))
-            generation = conn.execute("SELECT coalesce(max(generation), 0) + 1 FROM "
-                                      "provisioning_runs WHERE run_key = %s",
-                                      (run_key,)).fetchone()[0]
+            generation = _scalar(conn.execute("SELECT coalesce(max(generation), 0) + 1 FROM "
+                                              "provisioning_runs WHERE run_key = %s",
+                                              (run_key,)))
             # older generations stay readable: their runners may still be collecting results
             # (deleting them made those runners report others' machines as never started);
             # only generations finished long ago are pruned
@@ -492,9 +499,9 @@ class PostgresStore(ManagedEntryStore):
 
     @staticmethod
     def _open_count(conn: psycopg.Connection, run_key: str, generation: int) -> int:
-        return conn.execute(
+        return int(_scalar(conn.execute(
             "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
-            "AND state IN ('pending', 'claimed')", (run_key, generation)).fetchone()[0]
+            "AND state IN ('pending', 'claimed')", (run_key, generation))))
 
     def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
         """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""

@@ -33,7 +33,7 @@ def key_pair_name(key_name: str, public_openssh: str) -> str:
 
 
 def ensure_key_pair(ops: "ProviderOps", handler: "ActionHandler", config: "Config",
-                    key_name: str, cache: dict[str, Any], *, rsa: bool = False) -> str | None:
+                    key_name: str, cache: dict[Any, Any], *, rsa: bool = False) -> str | None:
     """The provider key pair holding ``key_name``'s public key, imported if missing. None only
     under why-run when the key would first be generated. ``rsa`` (Windows nodes): generate an
     RSA key, and refuse an existing key of another type."""
@@ -46,13 +46,14 @@ def ensure_key_pair(ops: "ProviderOps", handler: "ActionHandler", config: "Confi
         key = find_private_key(config, key_name)
     except ConfigError:
         directory = default_key_directory(config)
-        kind = {"kind": "rsa", "bits": WINDOWS_KEY_BITS} if rsa else {}
-        key = handler.perform_action(
+        kind: dict[str, Any] = {"kind": "rsa", "bits": WINDOWS_KEY_BITS} if rsa else {}
+        made = handler.perform_action(
             f"generate {'RSA ' if rsa else ''}private key {key_name} in {directory}",
             lambda: ensure_private_key(config, key_name, directory, **kind))
-        if key is None:  # why-run
+        if made is None:  # why-run
             handler.perform_action(f"import the new key {key_name} as a provider key pair")
             return None
+        key = made
     if rsa:
         require_rsa(key)
     public = key.public_openssh
@@ -74,7 +75,7 @@ def ensure_key_pair(ops: "ProviderOps", handler: "ActionHandler", config: "Confi
 
 
 def ensure_ssh_group(ops: "ProviderOps", handler: "ActionHandler", name: str, cidr: str,
-                     cache: dict[str, Any]) -> None:
+                     cache: dict[Any, Any]) -> None:
     """Create or reuse security group ``name`` and make sure it lets SSH in from ``cidr``."""
     if ("group", name, cidr) in cache:
         return

@@ -26,7 +26,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from provisioning.errors import ConfigError, HostKeyMismatch
 from provisioning.keys import fingerprint
@@ -151,7 +151,7 @@ def host_key_in_userdata(userdata: str | None) -> str | None:
     texts = [userdata]
     if userdata.lstrip().lower().startswith(("content-type:", "mime-version:")):
         message = email.message_from_string(userdata)
-        texts = [str(part.get_payload(decode=True).decode("utf-8", "replace"))
+        texts = [cast(bytes, part.get_payload(decode=True)).decode("utf-8", "replace")
                  for part in message.walk()
                  if not part.is_multipart() and part.get_content_type() == "text/cloud-config"]
     for text in texts:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 from provisioning.drivers.libcloud_parts.credentials import Credentials
 from provisioning.drivers.libcloud_parts.hostkeys import GeneratedHostKey
@@ -115,7 +115,7 @@ class ProviderOps:
         else:
             driver_cls = providers.get_driver(url.provider)
         args = cls.constructor_args(url, options, creds)
-        accepted = inspect.signature(driver_cls.__init__).parameters
+        accepted = inspect.signature(cast(Any, driver_cls).__init__).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
             args = {k: v for k, v in args.items() if k in accepted}
         positional = [creds.key] + ([creds.secret] if creds.secret is not None else [])
@@ -339,7 +339,7 @@ class EC2Ops(ProviderOps):
 
     def status(self, node: Any) -> str:
         raw = (node.extra or {}).get("status")
-        return _EC2_STATUS.get(raw) or super().status(node)
+        return _EC2_STATUS.get(str(raw)) or super().status(node)
 
     def get_node(self, node_id: str) -> Any | None:
         # a filter (unlike InstanceId.N) answers an empty list for an unknown id, not an error
@@ -379,11 +379,12 @@ class EC2Ops(ProviderOps):
     def create(self, plan: CreatePlan, count: int = 1) -> list[Any]:
         from libcloud.compute.base import NodeImage, NodeSize
 
+        unknown: Any = None  # what libcloud's own lookups leave unset
         kwargs: dict[str, Any] = {
             "name": plan.name,
-            "image": NodeImage(id=plan.image, name=None, driver=self.driver),
-            "size": NodeSize(id=plan.size, name=plan.size, ram=None, disk=None, bandwidth=None,
-                             price=None, driver=self.driver),
+            "image": NodeImage(id=plan.image, name=unknown, driver=self.driver),
+            "size": NodeSize(id=plan.size, name=plan.size, ram=unknown, disk=unknown,
+                             bandwidth=None, price=unknown, driver=self.driver),
             "ex_metadata": plan.tag_dict(),
             "ex_mincount": count,
             "ex_maxcount": count,
