@@ -16,13 +16,14 @@ from provisioning.cli.common import (
     pass_settings,
     why_run_option,
 )
+from provisioning.machine.base import Machine
 
 PATTERNS = "[INSTANCE|REGEX]..."
 
 
 def _disconnect(results) -> None:
     for outcome in results.values():
-        if outcome.ok and outcome.value is not None and hasattr(outcome.value, "disconnect"):
+        if isinstance(outcome.value, Machine):
             outcome.value.disconnect()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options, pass_settings, why_run_option
+from provisioning.driver.local_features import Snapshot
 
 
 @click.group()
@@ -23,7 +24,7 @@ def _run(settings, operation: str, machine: str, name: str | None) -> int:
                                    {"event": "snapshots", "machine": machine,
                                     "snapshots": [s.to_dict() for s in result]})
             return 0
-        saved = getattr(result, "name", name)
+        saved = result.name if isinstance(result, Snapshot) else name  # save names it
         session.renderer.summary({"event": "summary", "command": f"snapshot {operation}",
                                   "ok": True, "why_run": why_run, "machine": machine,
                                   "snapshot": saved,

@@ -112,8 +112,8 @@ def show(settings) -> int:
         entries = len(store.list("machine"))
         record = {"event": "state", "url": store.url, "entries": entries, "locks": locks,
                   "runs": runs}
-        if hasattr(store, "schema_version"):
-            record["schema_version"] = store.schema_version()
+        if (version := store.schema_version()) is not None:
+            record["schema_version"] = version
     finally:
         store.close()
     if settings.json:

@@ -83,7 +83,7 @@ class UnixMachine(Machine):
         """Over a remote transport, the attributes come with the sha256 in one command (a
         plan or up of many unchanged machines runs half the commands)."""
         if not attributes or self.transport.runs_here or \
-                bool(getattr(self.transport, "sudo", False)) != self.use_sudo:
+                self.transport.sudo != self.use_sudo:
             return super()._current_sha256(path, attributes=attributes)
         target = self._path(path)
         result = self.execute_always(f"stat -c '%a %U %G' -- {target} && sha256sum < {target}",

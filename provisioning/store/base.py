@@ -153,6 +153,16 @@ class ManagedEntryStore(abc.ABC):
     #: the URL this store was opened with, with any password masked
     url: str = ""
 
+    # -- what a store may say about itself (defaults for a store without a schema) ---------
+    def schema_version(self) -> int | None:
+        """The version of the store's own tables (``converge state show``); None: no schema."""
+        return None
+
+    def kinds(self) -> list[str]:
+        """The kinds ``converge state export`` moves; by default the machine-level kinds
+        (recorded facts are re-read by the next run)."""
+        return ["machine", "image", "load_balancer"]
+
     # -- primitives each store implements ----------------------------------------------------
     @abc.abstractmethod
     def _load(self, kind: str, name: str) -> tuple[str, int] | None:

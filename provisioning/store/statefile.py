@@ -25,8 +25,6 @@ __all__ = ["export_state", "import_state", "dump", "load", "FORMAT", "FORMAT_VER
 
 FORMAT = "provisioning-state"
 FORMAT_VERSION = 1
-#: kinds exported from stores that cannot list their kinds
-KNOWN_KINDS = ("machine", "image", "load_balancer")
 _SECRET_PARTS = ("password", "passphrase", "secret", "private_key")
 
 
@@ -54,7 +52,7 @@ def _strip(value: Any) -> tuple[Any, int]:
 
 def export_state(store: "ManagedEntryStore") -> dict[str, Any]:
     """Every entry of the store as plain data (secrets removed)."""
-    kinds = store.kinds() if hasattr(store, "kinds") else list(KNOWN_KINDS)
+    kinds = store.kinds()
     entries, removed = [], 0
     for kind in kinds:
         for entry in store.list(kind):

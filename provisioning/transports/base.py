@@ -107,6 +107,8 @@ class Transport(abc.ABC):
     host: str = "?"
     #: seconds one connection attempt may take (``wait_until_connectable`` bounds attempts by it)
     connect_timeout: float = 10.0
+    #: commands and file writes go through ``sudo -n`` unless a call says otherwise
+    sudo: bool = False
 
     @property
     def runs_here(self) -> bool:
