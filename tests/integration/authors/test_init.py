@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -210,11 +210,11 @@ def test_wizard_hides_a_secret_typed_in_a_terminal(tmp_path, terminal, secretive
     script = (
         "import sys, os\n"
         "sys.path.insert(0, %r)\n"
-        "from authors.test_init import SecretiveDriver\n"
+        "from tests.integration.authors.test_init import SecretiveDriver\n"
         "from provisioning.registry import register_driver\n"
         "register_driver(SecretiveDriver.scheme, SecretiveDriver)\n"
         "from provisioning.cli.main import main\n"
-        "sys.exit(main(['init']))\n") % os.path.dirname(os.path.dirname(__file__))
+        "sys.exit(main(['init']))\n") % str(Path(__file__).resolve().parents[3])
     term = terminal([sys.executable, "-c", script], cwd=tmp_path)
     term.expect("driver [")
     term.send("authors-secretive:")
