@@ -205,19 +205,10 @@ class ResourceContract:
         """A running resource's Machine once it accepts commands (``started``: ready has just
         started it; False: it ran already, so it may answer at once). The default opens it and
         waits until its transport connects (``ready_timeout`` machine option, default 120 s)."""
-        from provisioning.transports.wait import wait_until_connectable
-
         machine = self.open_machine(machine_spec, machine_options, action_handler)
-        if action_handler.why_run:
-            return machine
-        try:
-            wait_until_connectable(machine.transport,
-                                   timeout=float(machine_options.get("ready_timeout") or 120.0),
-                                   action_handler=action_handler,
-                                   what=f"machine {machine_spec.name}")
-        except BaseException:
-            machine.disconnect()
-            raise
+        if not action_handler.why_run:
+            machine.wait_until_connectable(
+                float(machine_options.get("ready_timeout") or 120.0), action_handler)
         return machine
 
     def compare_with_wish(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",

@@ -155,8 +155,6 @@ class SSHDriver(Driver):
                                       data={"host": wanted["host"], "port": wanted["port"]})
 
     def ready_machine(self, action_handler, machine_spec, machine_options):
-        from provisioning.transports.wait import wait_until_connectable
-
         if not machine_spec.exists:
             where = self._address(self._wanted(machine_options)) if action_handler.why_run else ""
             self.plan_ready_of_unallocated(action_handler, machine_spec, f"{where} to accept SSH")
@@ -165,14 +163,8 @@ class SSHDriver(Driver):
         if action_handler.why_run:
             return machine
         checkpoint("during_ready", machine=machine_spec.name)
-        timeout = float(self._option(machine_options, "ready_timeout", 120.0))
-        try:
-            wait_until_connectable(machine.transport, timeout=timeout,
-                                   action_handler=action_handler,
-                                   what=f"machine {machine_spec.name}")
-        except BaseException:
-            machine.disconnect()
-            raise
+        machine.wait_until_connectable(
+            float(self._option(machine_options, "ready_timeout", 120.0)), action_handler)
         return machine
 
     def connect_to_machine(self, machine_spec, machine_options):

@@ -281,6 +281,18 @@ class Machine(abc.ABC):
     def disconnect(self) -> None:
         self.transport.disconnect()
 
+    def wait_until_connectable(self, timeout: float, action_handler: ActionHandler) -> None:
+        """Wait until the transport accepts a connection (``timeout`` seconds at most); on any
+        failure or interruption disconnect first, so no half-open session outlives it."""
+        from provisioning.transports.wait import wait_until_connectable
+
+        try:
+            wait_until_connectable(self.transport, timeout=timeout,
+                                   action_handler=action_handler, what=f"machine {self.name}")
+        except BaseException:
+            self.disconnect()
+            raise
+
     def __enter__(self) -> "Machine":
         return self
 
