@@ -165,7 +165,9 @@ class _Feed:
         self.error: BaseException | None = None  # what stopped the feeder (a StateError)
         #: claim round trips, and worker-seconds spent waiting for a claim / for the end
         self.claims, self.starved, self.idle = 0, 0.0, 0.0
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the workers wait on it for machines
+        self._wake = threading.Condition(lock)  # the feeder waits on it for work to do
         self._queue: deque[tuple[str, "ChunkedHold | None"]] = deque()
         self._outcomes: dict[str, str | None] = {}
         self._running = 0
@@ -190,24 +192,24 @@ class _Feed:
                 if self._over or self._closing or self.error or self.halt.is_set():
                     self.idle += time.monotonic() - began
                     return None
-                self._cond.notify_all()  # an idle worker: the feeder may claim for it
                 self._cond.wait(self.poll)
             self._running += 1
             self.starved += time.monotonic() - began
-            self._cond.notify_all()
+            self._wake.notify()  # the queue shrank: the feeder may claim ahead
             return self._queue.popleft()
 
     def done(self, name: str, error: str | None) -> None:
         with self._cond:
             self._running -= 1
             self._outcomes[name] = error
-            self._cond.notify_all()
+            self._wake.notify()
 
     def stop(self) -> None:
         """Stop handing out machines (fail-fast)."""
         self.halt.set()
         with self._cond:
             self._cond.notify_all()
+            self._wake.notify()
 
     # -- the feeder ------------------------------------------------------------------------
     def _feed(self) -> None:
@@ -246,7 +248,7 @@ class _Feed:
                                                   or self._running == 0)
                 if count or look or flush:
                     break
-                self._cond.wait(self.poll)
+                self._wake.wait(self.poll)
             self._notice = False
             outcomes, self._outcomes = self._outcomes, {}
         asked = count or (max(idle, 1) if look else 0)
@@ -282,7 +284,7 @@ class _Feed:
         def wake() -> None:
             with self._cond:
                 self._notice = True
-                self._cond.notify_all()
+                self._wake.notify()
         if self._listener is None:
             self._listener = threading.Thread(
                 target=self.split.store.watch_run,
@@ -295,6 +297,7 @@ class _Feed:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            self._wake.notify()
         self._thread.join()
         self._listening.set()
         self.flush()
