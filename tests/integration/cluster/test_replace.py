@@ -156,3 +156,10 @@ machines:
         assert made < gone, [a.description for a in performed]
         assert tags(tmp_path) == {"web": "web~1"} and warehouse(tmp_path).get(old["id"]) is None
         assert cluster.store.get("machine", "web").deposed == []
+
+
+def test_replacing_a_machine_not_made_yet_plans_a_create(tmp_path):
+    write(tmp_path, count=1, extra=CBD)
+    document = plan_of(tmp_path, "--replace", "web-1")
+    assert actions(document) == {"web-1": "create"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
