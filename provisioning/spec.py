@@ -52,6 +52,8 @@ class ManagedEntry:
     cluster: str | None = None
     #: the machine group of the cluster file (``web`` for ``web-3``): scale-down reads it
     group: str | None = None
+    #: the data as the store gave it (``data_json`` text), to tell an unchanged entry
+    _read_data: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def driver_url(self) -> str | None:
@@ -84,6 +86,12 @@ class ManagedEntry:
         finally:
             if release is not None:
                 release.release()  # nothing left to do once the store released it
+
+    def unchanged(self) -> bool:
+        """True when saving would write what the store holds already (the same data as read;
+        only ``updated_at`` would move): a no-change run writes nothing for it."""
+        return bool(self.version) and self._read_data is not None and \
+            self._read_data == self.data_json()
 
     def _check_saveable(self) -> None:
         if self.reference and not self.reference.get("driver_url"):
@@ -128,6 +136,7 @@ class ManagedEntry:
                           last_action=body.get("last_action"), last_error=body.get("last_error"),
                           updated_at=body.get("updated_at"), version=version, store=store,
                           cluster=body.get("cluster"), group=body.get("group"))
+        entry._read_data = data
         return entry
 
 
