@@ -12,6 +12,7 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
@@ -50,18 +51,25 @@ def _strip(value: Any) -> tuple[Any, int]:
     return copy.deepcopy(value), 0
 
 
-def export_state(store: "ManagedEntryStore") -> dict[str, Any]:
-    """Every entry of the store as plain data (secrets removed)."""
-    kinds = store.kinds()
+def export_state(store: "ManagedEntryStore", *,
+                 derived: Iterable[str] = ()) -> dict[str, Any]:
+    """Every entry of the store as plain data (secrets removed), but for the ``derived`` kinds:
+    records a run re-reads from the machines (facts), which would only go stale in the file."""
+    skip = set(derived)
+    kinds = [kind for kind in store.kinds() if kind not in skip]
     entries, removed = [], 0
     for kind in kinds:
         for entry in store.list(kind):
             reference, dropped = _strip(entry.reference)
-            removed += dropped
-            entries.append({"kind": kind, "name": entry.name, "reference": reference,
-                            "last_action": entry.last_action, "last_error": entry.last_error,
-                            "updated_at": entry.updated_at, "cluster": entry.cluster,
-                            "group": entry.group})
+            deposed, dropped_deposed = _strip(entry.deposed)
+            removed += dropped + dropped_deposed
+            item = {"kind": kind, "name": entry.name, "reference": reference,
+                    "last_action": entry.last_action, "last_error": entry.last_error,
+                    "updated_at": entry.updated_at, "cluster": entry.cluster,
+                    "group": entry.group}
+            if entry.generation or deposed:  # create_before_destroy's, only when it was used
+                item.update(generation=entry.generation, deposed=deposed)
+            entries.append(item)
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": store.url, "store_id": store.store_id, "secrets_removed": removed,
@@ -133,6 +141,8 @@ def import_state(store: "ManagedEntryStore", document: Any, *, replace: bool = F
         entry.last_action = item.get("last_action")
         entry.last_error = item.get("last_error")
         entry.cluster, entry.group = item.get("cluster"), item.get("group")
+        entry.generation = int(item.get("generation") or 0)
+        entry.deposed = list(item.get("deposed") or [])
         entry.save()
     return {"target": store.url, "created": counts["create"], "replaced": counts["replace"],
             "unchanged": counts["unchanged"], "warning": warning}
