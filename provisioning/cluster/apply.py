@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from provisioning.cluster.plan import check_fresh
+from provisioning.cluster.topology import waves
 from provisioning.errors import StalePlan
+from provisioning.images.builder import boot_from_images
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,10 +47,6 @@ def up_plan(runner: "ClusterRunner", plan: "Plan") -> BatchResult:
 def apply_plan(runner: "ClusterRunner", plan: "Plan", *, source: str = "plan") -> BatchResult:
     """Perform exactly ``plan``; every machine's outcome comes back (value: its Machine, or
     None)."""
-    from provisioning.cluster.plan import check_fresh
-    from provisioning.cluster.topology import waves
-    from provisioning.images.builder import boot_from_images
-
     check_fresh(plan, runner, source)
     cluster = runner.cluster
     by_name = {m.name: m for m in plan.machines}
