@@ -13,6 +13,7 @@ from provisioning.cli.common import common_options, pass_settings, why_run_optio
 from provisioning.cli.output import format_table
 from provisioning.cluster.file import load_cluster
 from provisioning.cluster.state_ops import forget_machines, move_machine
+from provisioning.cluster.topology import FACTS_KIND
 from provisioning.config import Config
 from provisioning.store import open_store
 from provisioning.store.statefile import dump, export_state, import_state, load
@@ -57,7 +58,7 @@ def export(settings, target: str) -> int:
     """Write every entry of the state as JSON; secrets are left out."""
     store = _open_store(settings)
     try:
-        document = export_state(store)
+        document = export_state(store, derived=(FACTS_KIND,))
     finally:
         store.close()
     dump(document, target)
