@@ -245,9 +245,6 @@ LOCAL_IMPORTS_ALLOWED = {
         "testinfra's access to a machine: only for verify",
     ("provisioning.driver.base", "provisioning.driver.local_features"):
         "as cluster.file: the local features of the base class load on their first use",
-    ("provisioning.drivers.ssh", "provisioning.machine.factory"):
-        "left while the ssh driver moves onto the resource contract (issue 15, drivers)",
-    ("provisioning.drivers.ssh", "provisioning.transports.ssh.options"): "as machine.factory",
 }
 
 
