@@ -28,6 +28,7 @@ from provisioning.errors import (
     MissingExtra,
     ProvisioningError,
     VerifyFailed,
+    error_message,
 )
 from provisioning.lifecycle import Provisioner
 from provisioning.parallel import BatchResult, Outcome
@@ -446,7 +447,7 @@ class ClusterRunner:
             if outcome.ok:
                 states.update(cast("dict[str, str]", outcome.value))
             else:
-                text = getattr(outcome.error, "message", str(outcome.error))[:60]
+                text = error_message(outcome.error)[:60]
                 states.update({spec.name: f"unknown ({text})" for spec in group})
         return states
 

@@ -32,7 +32,7 @@ from provisioning.driver.options import (
     validate_options,
 )
 from provisioning.driver.resources import ResourceContract
-from provisioning.errors import ConfigProblem, ProvisioningError, UnsupportedOperation
+from provisioning.errors import ConfigProblem, UnsupportedOperation, error_message
 from provisioning.keys import find_private_key
 from provisioning.parallel import BatchResult, Parallelizer
 
@@ -153,7 +153,7 @@ class Driver(ResourceContract, abc.ABC):
         results = parallelizer.run((spec.name, functools.partial(self.machine_state, spec))
                                    for spec in machine_specs)
         return {name: str(outcome.value) if outcome.ok else
-                f"unknown ({_message(outcome.error)[:60]})"
+                f"unknown ({error_message(outcome.error)[:60]})"
                 for name, outcome in results.items()}
 
     # -- import: adopt a resource made outside the state (``converge import``) ----------------
@@ -311,8 +311,3 @@ class Driver(ResourceContract, abc.ABC):
 
     def get_private_key(self, name: str) -> "PrivateKey":
         return find_private_key(self.config, name)
-
-
-def _message(error: BaseException | None) -> str:
-    """An error's own message, without the machine prefix ``str()`` of ours adds."""
-    return error.message if isinstance(error, ProvisioningError) else str(error)
