@@ -12,8 +12,8 @@ This module imports nothing of ``provisioning``: every layer may use it.
 
 from __future__ import annotations
 
+import _thread  # threading's lock, without importing threading on every start-up
 import importlib
-import threading
 from typing import Any, Callable
 
 __all__ = ["load", "lazy_exports", "EntryPoints"]
@@ -63,7 +63,7 @@ class EntryPoints:
 
     def __init__(self, group: str) -> None:
         self.group = group
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._found: dict[str, Any] | None = None
 
     def all(self) -> dict[str, Any]:

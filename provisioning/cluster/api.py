@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.file import ClusterFile, MachineDefinition, load_cluster
+from provisioning.cluster.kitchen import Kitchen
 from provisioning.cluster.runner import ClusterRunner
+from provisioning.cluster.state_ops import import_into_cluster
 from provisioning.cluster.status import all_clusters_status
 from provisioning.cluster.topology import render_outputs
 from provisioning.parallel import BatchResult, Outcome
 from provisioning.store import open_store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.kitchen import Kitchen
     from provisioning.cluster.plan import Plan
     from provisioning.config import Config
     from provisioning.spec import MachineSpec
@@ -92,8 +93,6 @@ class Cluster:
     @property
     def kitchen(self) -> "Kitchen":
         """test-kitchen's lifecycle (create, converge, verify, test, list) on this cluster."""
-        from provisioning.cluster.kitchen import Kitchen
-
         return Kitchen(self.runner)
 
     def outputs(self) -> dict[str, str]:
@@ -132,8 +131,6 @@ class Cluster:
         ``host[:port]``, a fake server id) as machine ``name`` of the file; the next ``up``
         converges it. Refused when ``name`` or the resource is in the state already; under
         why-run only reported. Returns the saved entry (None under why-run)."""
-        from provisioning.cluster.state_ops import import_into_cluster
-
         return import_into_cluster(self.runner, name, resource_id)
 
     def stop(self, names: Iterable[str] = ()) -> "BatchResult":

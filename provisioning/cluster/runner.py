@@ -31,6 +31,7 @@ from provisioning.errors import (
     error_message,
 )
 from provisioning.lifecycle import Provisioner
+from provisioning.machine.access import ssh_access, ssh_config, write_access
 from provisioning.parallel import BatchResult, Outcome
 from provisioning.registry import driver_for_url
 
@@ -483,8 +484,6 @@ class ClusterRunner:
         """pytest-testinfra tests through OpenSSH with a generated config that pins the
         machine's host key (``provisioning.machine.access``); checking is never turned off."""
         import tempfile
-
-        from provisioning.machine.access import ssh_access, ssh_config, write_access
 
         try:
             import testinfra  # noqa: F401

@@ -217,11 +217,9 @@ LOCAL_IMPORTS_ALLOWED = {
     ("provisioning.store", "provisioning.store.postgres"):
         "psycopg, an optional extra (provisioning[postgres]): its absence is a MissingExtra",
     ("provisioning.cluster.api", "provisioning.cluster.plan"):
-        "plan/apply/import/kitchen/preflight are what up, plan, import and test need; status, "
-        "ssh, exec and output do not load them (about 25 modules with the step kinds)",
+        "plan and apply (with the images they build and the step kinds) are what up and plan "
+        "need; status, ssh, exec and output do not load them (about 25 modules)",
     ("provisioning.cluster.api", "provisioning.cluster.apply"): "as cluster.plan",
-    ("provisioning.cluster.api", "provisioning.cluster.kitchen"): "as cluster.plan",
-    ("provisioning.cluster.api", "provisioning.cluster.state_ops"): "as cluster.plan",
     ("provisioning.cluster.api", "provisioning.cluster.preflight"):
         "template checks before a write: read-only commands (status) skip them and the step "
         "kinds they load",
@@ -241,8 +239,6 @@ LOCAL_IMPORTS_ALLOWED = {
     ("provisioning.cluster.runner", "provisioning.cluster.healthcheck"): "as cluster.file",
     ("provisioning.cluster.runner", "provisioning.images.builder"): "as cluster.file's images",
     ("provisioning.cluster.runner", "provisioning.driver.local_features"): "as cluster.file",
-    ("provisioning.cluster.runner", "provisioning.machine.access"):
-        "testinfra's access to a machine: only for verify",
     ("provisioning.driver.base", "provisioning.driver.local_features"):
         "as cluster.file: the local features of the base class load on their first use",
 }
