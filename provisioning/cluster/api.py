@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.file import ClusterFile, MachineDefinition, load_cluster
 from provisioning.cluster.kitchen import Kitchen
+from provisioning.cluster.replace import check_drivers
 from provisioning.cluster.runner import ClusterRunner
 from provisioning.cluster.state_ops import import_into_cluster
 from provisioning.cluster.status import all_clusters_status
@@ -54,10 +55,12 @@ class Cluster:
         Under why-run or ``read_only`` a state file that does not exist is not created."""
         file = load_cluster(path)
         config = file.config()
-        if not read_only:  # a hostile template is refused before the state file is written
+        if not read_only:  # refused before the state file is written: a hostile template,
+            # a group asking create_before_destroy of a driver that cannot
             from provisioning.cluster.preflight import check_templates
 
             check_templates(file)
+            check_drivers(file)
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
                            create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)
