@@ -22,12 +22,12 @@ from provisioning.registry import driver_for_url
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
 from provisioning.store.base import ManagedEntryStore
+from provisioning.store.chunks import ChunkedHold
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
-    from provisioning.store.chunks import ChunkedHold, Prepare
+    from provisioning.store.chunks import Prepare
 
 __all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"]
 
@@ -253,8 +253,6 @@ class Provisioner:
                                      held=lambda hold, r: self._from_hold(hold, action, r, call),
                                      prepare=prepare)
             return self._reported(results)
-        from provisioning.store.chunks import ChunkedHold
-
         hold = ChunkedHold(self.store, [r[1] for r in requests], ttl=self.lock_ttl,
                            wait=self.lock_wait, locking=not self.why_run, prepare=prepare)
         try:
