@@ -118,8 +118,7 @@ class Provisioner:
             else:
                 spec.last_error = None
             finally:
-                if spec.exists or spec.version:  # a destroyed, forgotten spec has neither
-                    spec.save(release=lock)  # one transaction for both where the store can
+                _save_held(spec, lock)
 
     def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
              call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
@@ -284,8 +283,8 @@ class Provisioner:
             spec.last_error = None
         finally:
             try:
-                if not self.why_run and (spec.exists or spec.version):
-                    spec.save(release=lock)  # one transaction for both where the store can
+                if not self.why_run:
+                    _save_held(spec, lock)
             finally:
                 if lock is not None:
                     lock.release()  # nothing left to do once released with the save
@@ -338,6 +337,17 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+def _save_held(spec: MachineSpec, lock: Any) -> None:
+    """Save a machine's spec at the end of its locked work and release its lock (in one
+    transaction where the store can); a spec the work left as it was read is not written
+    again (a no-change run writes no entries), its lock only released."""
+    if spec.unchanged():
+        if lock is not None:
+            lock.release()
+    elif spec.exists or spec.version:  # a destroyed, forgotten spec has neither
+        spec.save(release=lock)
 
 
 def _check_all(requests: Sequence[Any]) -> None:

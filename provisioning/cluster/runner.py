@@ -64,6 +64,8 @@ class ClusterRunner:
         self._drivers_lock = threading.Lock()
         #: while ``up`` runs a wave: scope -> the ``machines`` view, read once for the wave
         self._views: dict[Any, dict[str, list]] | None = None
+        #: one worker reads a view while the others wait for it (not each its own full read)
+        self._views_lock = threading.Lock()
         #: while ``up`` runs a wave: name -> its facts entry, read with its chunk
         self._facts: dict[str, Any] | None = None
         self.actions: Counter[str] = Counter()
@@ -276,9 +278,13 @@ class ClusterRunner:
         if views is None:
             return machines_view(self.cluster, self.store, definition)
         key = definition.instance if definition is not None else ("*",)
-        if key not in views:  # during a wave: read the state once, not once per machine
-            views[key] = machines_view(self.cluster, self.store, definition)
-        return views[key]
+        view = views.get(key)
+        if view is None:  # during a wave: read the state once, not once per machine or worker
+            with self._views_lock:
+                view = views.get(key)
+                if view is None:
+                    view = views[key] = machines_view(self.cluster, self.store, definition)
+        return view
 
     def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
         variables = self.cluster.variables(definition, self.machines_view(definition))

@@ -255,12 +255,15 @@ class ManagedEntryStore(abc.ABC):
         """Write ``entry`` over the version it was read at; ``release``: then release this
         lock (in the same transaction where the store can; released even if the save fails)."""
         entry.store = self
+        data = entry.data_json()
         if release is None:
-            entry.version = self._store(entry.kind, entry.name, entry.data_json(), entry.version)
+            entry.version = self._store(entry.kind, entry.name, data, entry.version)
+            entry._read_data = data
             return
         try:
-            entry.version = self._store_and_release(entry.kind, entry.name, entry.data_json(),
+            entry.version = self._store_and_release(entry.kind, entry.name, data,
                                                     entry.version, release)
+            entry._read_data = data
         finally:
             release.release()  # nothing left to do when the store released it with the save
 
