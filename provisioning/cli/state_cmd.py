@@ -55,11 +55,12 @@ def state() -> None:
 @pass_settings
 def export(settings, target: str) -> int:
     """Write every entry of the state as JSON; secrets are left out."""
+    from provisioning.cluster.topology import FACTS_KIND
     from provisioning.store.statefile import dump, export_state
 
     store = _open_store(settings)
     try:
-        document = export_state(store)
+        document = export_state(store, derived=(FACTS_KIND,))
     finally:
         store.close()
     dump(document, target)

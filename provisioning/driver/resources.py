@@ -33,6 +33,7 @@ class ResourceContract:
     version: ClassVar[str]
     capabilities: ClassVar[Capabilities]
     driver_url: str
+    driver_options: dict[str, Any]
 
     def base_reference(self, **fields: Any) -> dict[str, Any]:
         """A new reference with the fields every driver must record."""
@@ -52,8 +53,7 @@ class ResourceContract:
             if self.resource_state(machine_spec) != "missing":
                 self.compare_with_wish(action_handler, machine_spec, machine_options)
                 return
-            action_handler.report_progress(
-                f"{self.resource_label(machine_spec.reference)} no longer exists; re-creating it")
+            self.report_lost(action_handler, machine_spec)
         found = self.find_resource(machine_spec)
         if found is not None:
             action_handler.perform_action(
@@ -64,7 +64,8 @@ class ResourceContract:
         def create() -> None:
             fields = self.create_resource(action_handler, machine_spec, machine_options)
             self.save_reference(machine_spec, fields, created=True)
-        action_handler.perform_action(self.describe_create(machine_spec, machine_options), create)
+        action_handler.perform_action(self.describe_create(machine_spec, machine_options), create,
+                                      data=self.create_event_data(machine_spec, machine_options))
 
     def ready_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                       machine_options: Mapping[str, Any]) -> "Machine | None":
@@ -83,8 +84,10 @@ class ResourceContract:
         "started" when this call started it, None when why-run only planned its allocation
         or its start (then there is nothing to wait for)."""
         if not machine_spec.exists:
-            self.plan_ready_of_unallocated(action_handler, machine_spec,
-                                           f"the new {self.resource_kind} to be ready")
+            self.plan_ready_of_unallocated(
+                action_handler, machine_spec,
+                self.describe_ready(machine_spec, machine_options) if action_handler.why_run
+                else "")
             return None
         state = self.resource_state(machine_spec)
         if state == "missing":
@@ -96,11 +99,11 @@ class ResourceContract:
                 f"start {self.resource_label(machine_spec.reference)}",
                 lambda: self.start_resource(action_handler, machine_spec, machine_options))
             if action_handler.why_run:
-                action_handler.report_progress(f"would wait for the {self.resource_kind} "
-                                               "to be ready")
+                action_handler.report_progress(
+                    f"would wait for {self.describe_ready(machine_spec, machine_options)}")
                 return None
             return "started"
-        return "running"
+        return "running"  # or "unknown": the warehouse cannot tell, so ready waits for it
 
     def connect_to_machine(self, machine_spec: "MachineSpec",
                            machine_options: Mapping[str, Any]) -> "Machine":
@@ -136,15 +139,15 @@ class ResourceContract:
                         machine_options: Mapping[str, Any]) -> None:
         """``delete_resource`` unless it is already gone (idempotent). The fault point
         ``during_destroy`` falls between the resource's removal and the state forgetting it."""
-        label = self.resource_label(machine_spec.reference)
         if self.resource_state(machine_spec) == "missing":
-            action_handler.report_progress(f"{label} is already gone")
+            action_handler.report_progress(
+                f"{self.resource_label(machine_spec.reference)} is already gone")
             return
 
         def delete() -> None:
             self.delete_resource(action_handler, machine_spec)
             checkpoint("during_destroy", machine=machine_spec.name)
-        action_handler.perform_action(f"destroy {label}", delete)
+        action_handler.perform_action(self.describe_delete(machine_spec), delete)
 
     def machine_state(self, machine_spec: "MachineSpec") -> str:
         """What the warehouse says of the machine now: 'running', 'stopped', 'missing',
@@ -175,7 +178,9 @@ class ResourceContract:
 
     def resource_state(self, machine_spec: "MachineSpec") -> str:
         """'running', 'stopped' or 'missing' for the resource the reference records (which
-        may be empty: 'missing'). Changes nothing."""
+        may be empty: 'missing'). Changes nothing. 'unknown' when the warehouse cannot tell
+        (a host someone else runs): allocate keeps it, ready waits for it, connect opens it
+        and destroy deletes it as if it ran; stop leaves it alone."""
         raise self._no_hook("resource_state", "machine_state")
 
     def open_machine(self, machine_spec: "MachineSpec", machine_options: Mapping[str, Any],
@@ -204,11 +209,13 @@ class ResourceContract:
                          started: bool = True) -> "Machine":
         """A running resource's Machine once it accepts commands (``started``: ready has just
         started it; False: it ran already, so it may answer at once). The default opens it and
-        waits until its transport connects (``ready_timeout`` machine option, default 120 s)."""
+        waits until its transport connects (``ready_timeout``: the machine option, else the
+        driver option, else 120 s)."""
         machine = self.open_machine(machine_spec, machine_options, action_handler)
         if not action_handler.why_run:
-            machine.wait_until_connectable(
-                float(machine_options.get("ready_timeout") or 120.0), action_handler)
+            timeout = (machine_options.get("ready_timeout")
+                       or self.driver_options.get("ready_timeout") or 120.0)
+            machine.wait_until_connectable(float(timeout), action_handler)
         return machine
 
     def compare_with_wish(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
@@ -220,6 +227,31 @@ class ResourceContract:
                         machine_options: Mapping[str, Any]) -> str:
         """The create action's description (``[web-1] create server (small)``)."""
         return f"create {self.resource_kind}"
+
+    def create_event_data(self, machine_spec: "MachineSpec",
+                          machine_options: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Optional: the ``data`` of the create action's event (say, the address of a host
+        that was registered). Default: none."""
+        return None
+
+    def describe_ready(self, machine_spec: "MachineSpec",
+                       machine_options: Mapping[str, Any]) -> str:
+        """What ``ready_machine`` would wait for when why-run only planned the allocation
+        ("would wait for the new server to be ready") or the start ("... for the server to
+        be ready") of the machine."""
+        if machine_spec.exists:
+            return f"the {self.resource_kind} to be ready"
+        return f"the new {self.resource_kind} to be ready"
+
+    def describe_delete(self, machine_spec: "MachineSpec") -> str:
+        """The destroy action's description (``[web-1] destroy server srv-1a2b``)."""
+        return f"destroy {self.resource_label(machine_spec.reference)}"
+
+    def report_lost(self, action_handler: "ActionHandler", machine_spec: "MachineSpec") -> None:
+        """Tell that the resource the reference records is gone (``allocate_machine`` then
+        adopts or creates another): "server srv-1a2b no longer exists; re-creating it"."""
+        action_handler.report_progress(
+            f"{self.resource_label(machine_spec.reference)} no longer exists; re-creating it")
 
     def resource_label(self, reference: Mapping[str, Any]) -> str:
         """How actions name the resource a reference records: the resource kind and the

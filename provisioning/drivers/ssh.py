@@ -4,12 +4,16 @@ pre-made VMs), in the spirit of chef-provisioning-ssh.
 URL: ``ssh:`` or ``ssh:POOL`` (a name for a group of hosts; letters, digits, ``.``, ``_``, ``-``).
 The machine is named by ``machine_options.transport`` (host, port, username, key_name, ...).
 
-- ``allocate_machine`` creates nothing: it records where the machine is (host, port, username,
-  key name, jump host) in the reference and saves it. A changed address is reported and
-  re-recorded, and the pinned host key of the old address is dropped (it belongs to another
-  machine).
-- ``ready_machine`` waits, with a deadline and backoff, until the host accepts SSH. "Not
-  reachable yet" is retried; a refused key or a changed host key fails at once.
+Built on the warehouse hooks (``provisioning.driver.resources``), which own why-run, the fault
+points and the save of the reference:
+
+- allocate creates nothing: ``create_resource`` returns where the machine is (host, port,
+  username, key name, jump host) and the contract saves it. A changed address is reported and
+  re-recorded (``compare_with_wish``), and the pinned host key of the old address is dropped
+  (it belongs to another machine).
+- ready waits (the contract's ``wait_for_machine``: ``ready_timeout``, with backoff) until the
+  host accepts SSH. "Not reachable yet" is retried; a refused key or a changed host key fails
+  at once. Whether a host runs cannot be told without reaching it: its state is "unknown".
 - ``stop_machine`` shuts the host down only when ``allow_shutdown`` is set (it is someone else's
   box); otherwise it reports that it left it running.
 - ``destroy_machine`` forgets the machine, after running ``cleanup_commands`` if any. The host
@@ -27,7 +31,6 @@ from typing import Any, Mapping
 from provisioning.driver import Capabilities, Driver
 from provisioning.driver.options import OptionField
 from provisioning.errors import ConfigError, InvalidDriverURL, MachineNotFound, TransportError
-from provisioning.faults import checkpoint
 
 __all__ = ["SSHDriver"]
 
@@ -100,10 +103,19 @@ class SSHDriver(Driver):
         if not options.get("host"):
             raise ConfigError("the ssh: driver needs the host's address",
                               key="machine_options.transport.host")
+        return self._where(options, options["host"], int(options.get("port", 22)))
+
+    @staticmethod
+    def _where(options: Mapping[str, Any], host: str, port: int) -> dict[str, Any]:
+        """The ``_WHERE`` fields of ``host:port`` reached with the transport ``options``."""
         gateway = options.get("gateway")
-        return {"host": options["host"], "port": int(options.get("port", 22)),
-                "username": options.get("username", "root"), "key_name": options.get("key_name"),
-                "gateway": dict(gateway) if gateway else None}
+        return {"host": host, "port": port, "username": options.get("username", "root"),
+                "key_name": options.get("key_name"), "gateway": dict(gateway) if gateway else None}
+
+    @staticmethod
+    def _fields(where: Mapping[str, Any]) -> dict[str, Any]:
+        """What the reference records of ``where`` (no gateway key without a jump host)."""
+        return {k: v for k, v in where.items() if v is not None or k != "gateway"}
 
     def _option(self, machine_options: Mapping[str, Any], name: str, default: Any) -> Any:
         if name in machine_options:
@@ -123,55 +135,49 @@ class SSHDriver(Driver):
     def _address(where: Mapping[str, Any]) -> str:
         return f"{where.get('username') or 'root'}@{where.get('host')}:{where.get('port') or 22}"
 
-    # -- the contract ------------------------------------------------------------------------
-    def allocate_machine(self, action_handler, machine_spec, machine_options):
+    # -- the warehouse hooks: the host exists already, so "create" registers it -------------
+    resource_kind = "host"
+
+    def resource_state(self, machine_spec) -> str:
+        # a host that vanished cannot be told apart from one that is down
+        return "unknown" if machine_spec.reference.get("host") else "missing"
+
+    def describe_create(self, machine_spec, machine_options) -> str:
+        return f"register existing host {self._address(self._wanted(machine_options))}"
+
+    def create_event_data(self, machine_spec, machine_options) -> dict[str, Any]:
         wanted = self._wanted(machine_options)
-        if machine_spec.exists:
-            current = {k: machine_spec.reference.get(k) for k in _WHERE}
-            if current == wanted:
-                return
+        return {"host": wanted["host"], "port": wanted["port"]}
 
-            def move() -> None:
-                reference = dict(machine_spec.reference, **wanted)
-                if reference.get("gateway") is None:
-                    reference.pop("gateway", None)
-                reference.pop("host_key", None)
-                reference.pop("gateway_host_keys", None)
-                machine_spec.reference = reference
-                machine_spec.save()
-            action_handler.perform_action(
-                f"move machine from {self._address(current)} to {self._address(wanted)} "
-                "(the old pinned host key is dropped)", move)
+    def create_resource(self, action_handler, machine_spec, machine_options) -> dict[str, Any]:
+        return self._fields(self._wanted(machine_options))
+
+    def compare_with_wish(self, action_handler, machine_spec, machine_options) -> None:
+        """A changed address is re-recorded; the pinned host keys of the old one belong to
+        another machine, so they are dropped."""
+        wanted = self._wanted(machine_options)
+        current = {k: machine_spec.reference.get(k) for k in _WHERE}
+        if current == wanted:
             return
+        kept = {k: v for k, v in machine_spec.reference.items()
+                if k not in (*_WHERE, "host_key", "gateway_host_keys", "driver_url",
+                             "driver_version")}
+        action_handler.perform_action(
+            f"move machine from {self._address(current)} to {self._address(wanted)} "
+            "(the old pinned host key is dropped)",
+            lambda: self.save_reference(machine_spec, {**kept, **self._fields(wanted)}))
 
-        def record() -> None:
-            reference = self.base_reference(**{k: v for k, v in wanted.items()
-                                               if v is not None or k != "gateway"})
-            checkpoint("after_create", machine=machine_spec.name)
-            machine_spec.reference = reference
-            checkpoint("before_save", machine=machine_spec.name)
-            machine_spec.save()
-        action_handler.perform_action(f"register existing host {self._address(wanted)}", record,
-                                      data={"host": wanted["host"], "port": wanted["port"]})
+    def describe_ready(self, machine_spec, machine_options) -> str:
+        return f"{self._address(self._wanted(machine_options))} to accept SSH"
 
-    def ready_machine(self, action_handler, machine_spec, machine_options):
-        if not machine_spec.exists:
-            where = self._address(self._wanted(machine_options)) if action_handler.why_run else ""
-            self.plan_ready_of_unallocated(action_handler, machine_spec, f"{where} to accept SSH")
-            return None
-        machine = self._machine(machine_spec, machine_options, action_handler)
-        if action_handler.why_run:
-            return machine
-        checkpoint("during_ready", machine=machine_spec.name)
-        machine.wait_until_connectable(
-            float(self._option(machine_options, "ready_timeout", 120.0)), action_handler)
-        return machine
+    def open_machine(self, machine_spec, machine_options, action_handler=None):
+        return self._machine(machine_spec, machine_options, action_handler)
 
-    def connect_to_machine(self, machine_spec, machine_options):
-        if not machine_spec.exists:
-            raise MachineNotFound(f"machine {machine_spec.name!r} is not allocated",
-                                  machine=machine_spec.name)
-        return self._machine(machine_spec, machine_options)
+    def describe_delete(self, machine_spec) -> str:
+        return f"forget {self._address(machine_spec.reference)} (the host itself is left as it is)"
+
+    def delete_resource(self, action_handler, machine_spec) -> None:
+        """Nothing to remove: the state forgets the host, which stays as it is."""
 
     def stop_machine(self, action_handler, machine_spec, machine_options):
         where = self._address(machine_spec.reference)
@@ -193,6 +199,7 @@ class SSHDriver(Driver):
         action_handler.perform_action(f"shut down {where} ({command})", shutdown)
 
     def destroy_machine(self, action_handler, machine_spec, machine_options):
+        """``cleanup_commands`` (if any) on the host, then the contract forgets it."""
         where = self._address(machine_spec.reference)
         commands = list(self._option(machine_options, "cleanup_commands", []) or [])
         if commands:
@@ -208,12 +215,7 @@ class SSHDriver(Driver):
                     machine.disconnect()
             action_handler.perform_action(f"run {len(commands)} cleanup commands on {where}",
                                           cleanup)
-        checkpoint("during_destroy", machine=machine_spec.name)  # a re-run just forgets it
-        action_handler.perform_action(f"forget {where} (the host itself is left as it is)",
-                                      lambda: None)
-
-    def machine_state(self, machine_spec) -> str:
-        return "unknown" if machine_spec.exists else "missing"
+        super().destroy_machine(action_handler, machine_spec, machine_options)
 
     # -- import ------------------------------------------------------------------------------
     @staticmethod
@@ -229,10 +231,7 @@ class SSHDriver(Driver):
 
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
         host, port = self._host_port(resource_id)
-        options = self._transport_options(machine_options)
-        wanted = {"host": host, "port": port, "username": options.get("username", "root"),
-                  "key_name": options.get("key_name"),
-                  "gateway": dict(options["gateway"]) if options.get("gateway") else None}
+        wanted = self._where(self._transport_options(machine_options), host, port)
         if not wanted["gateway"]:  # through a jump host the address is not ours to reach
             try:
                 self.open_connection(machine_spec, host, port, timeout=10.0).close()
@@ -241,8 +240,7 @@ class SSHDriver(Driver):
                                       "address, or start its sshd", machine=machine_spec.name) from exc
 
         def record() -> None:
-            machine_spec.reference = self.base_reference(
-                **{k: v for k, v in wanted.items() if v is not None or k != "gateway"})
+            machine_spec.reference = self.base_reference(**self._fields(wanted))
         action_handler.perform_action(f"import existing host {self._address(wanted)} (its host "
                                       "key is pinned at the first connection)", record,
                                       data={"host": host, "port": port})

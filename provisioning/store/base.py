@@ -159,9 +159,10 @@ class ManagedEntryStore(abc.ABC):
         return None
 
     def kinds(self) -> list[str]:
-        """The kinds ``converge state export`` moves; by default the machine-level kinds
-        (recorded facts are re-read by the next run)."""
-        return ["machine", "image", "load_balancer"]
+        """The kinds ``converge state export`` moves. The built-in stores list every kind that
+        has entries; this default, for a store that cannot enumerate them, lists the kinds a
+        cluster cannot be rebuilt without."""
+        return ["machine", "image", "load_balancer", "instance"]
 
     # -- primitives each store implements ----------------------------------------------------
     @abc.abstractmethod

@@ -40,6 +40,11 @@ class MemoryStore(ManagedEntryStore):
         with self._mutex:
             self._entries.pop((kind, name), None)
 
+    def kinds(self) -> list[str]:
+        """Every kind that has entries (for export)."""
+        with self._mutex:
+            return sorted({k for (k, _) in self._entries})
+
     def _names(self, kind):
         with self._mutex:
             return sorted((n, d, v) for (k, n), (d, v) in self._entries.items() if k == kind)

@@ -234,6 +234,12 @@ class SQLiteStore(ManagedEntryStore):
                                    (kind, name)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def kinds(self) -> list[str]:
+        """Every kind that has entries (for export), like the PostgreSQL store."""
+        with self._guard():
+            rows = self._db.execute("SELECT DISTINCT kind FROM entries ORDER BY kind").fetchall()
+        return [r[0] for r in rows]
+
     def _load_many(self, kind, names):
         rows = {}
         with self._guard():

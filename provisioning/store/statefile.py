@@ -12,6 +12,7 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
@@ -50,9 +51,12 @@ def _strip(value: Any) -> tuple[Any, int]:
     return copy.deepcopy(value), 0
 
 
-def export_state(store: "ManagedEntryStore") -> dict[str, Any]:
-    """Every entry of the store as plain data (secrets removed)."""
-    kinds = store.kinds()
+def export_state(store: "ManagedEntryStore", *,
+                 derived: Iterable[str] = ()) -> dict[str, Any]:
+    """Every entry of the store as plain data (secrets removed), but for the ``derived`` kinds:
+    records a run re-reads from the machines (facts), which would only go stale in the file."""
+    skip = set(derived)
+    kinds = [kind for kind in store.kinds() if kind not in skip]
     entries, removed = [], 0
     for kind in kinds:
         for entry in store.list(kind):

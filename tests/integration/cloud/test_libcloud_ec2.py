@@ -3,7 +3,6 @@ lost nodes, bad input and credentials, batches, describe."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import stat
@@ -26,6 +25,7 @@ from tests.integration.cloud.conftest import (
     URL,
     cloud_config,
     machine_options,
+    node_userdata,
     start_moto,
 )
 
@@ -113,14 +113,6 @@ def test_named_security_groups_are_joined_and_missing_ones_refused(provisioner, 
 
 
 # -- userdata and tags ---------------------------------------------------------------------------
-def _userdata(driver, node_id):
-    body = driver.ops.driver.connection.request("/", params={
-        "Action": "DescribeInstanceAttribute", "InstanceId": node_id,
-        "Attribute": "userData"}).body
-    encoded = body.split("<value>")[1].split("</value>")[0]
-    return base64.b64decode(encoded).decode()
-
-
 def test_userdata_template_is_rendered_per_machine(provisioner, driver, tmp_path):
     template = tmp_path / "userdata.j2"
     template.write_text("#!/bin/sh\nhostname {{ name }}\necho {{ vars.role }} {{ size }} "
@@ -129,7 +121,7 @@ def test_userdata_template_is_rendered_per_machine(provisioner, driver, tmp_path
                               userdata_vars={"role": "web", "size": "big"})
     for name in ("ud-1", "ud-2"):
         spec = provisioner.allocate(driver, name, options)
-        assert _userdata(driver, spec.reference["node_id"]) == \
+        assert node_userdata(driver, spec.reference["node_id"]) == \
             f"#!/bin/sh\nhostname {name}\necho web big {SIZE}\n"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.errors import ConfigError
-from provisioning.spec import MachineSpec
+from provisioning.spec import MachineSpec, ManagedEntry
 from provisioning.store import open_store
 from provisioning.store.statefile import export_state, import_state
 from tests.cli_runner import converge as run_converge
@@ -42,16 +42,21 @@ def test_move_from_sqlite_to_postgres_changes_nothing(tmp_path, postgres_url):
     text = moved.read_text()
     assert "hunter2" not in text and "root_password" not in text
     document = json.loads(text)
-    assert sorted(e["name"] for e in document["entries"]) == ["app-1", "app-2", "app-3"]
+    machines = [e for e in document["entries"] if e["kind"] == "machine"]
+    assert sorted(e["name"] for e in machines) == ["app-1", "app-2", "app-3"]
+    with open_store(str(tmp_path / ".provisioning" / "state.db")) as source:
+        kinds = set(source.kinds())
+    assert {"machine", "facts"} <= kinds  # facts are re-read by the next run, never moved
+    assert {e["kind"] for e in document["entries"]} == kinds - {"facts"}
 
     code, out, err = converge(tmp_path, "--state", postgres_url, "state", "import", "moved.json")
     assert code == 0, err
-    assert "3 new" in err and postgres_url.split("@")[0].split(":")[-1] not in err
+    assert f"{len(document['entries'])} new" in err and postgres_url.split("@")[0].split(":")[-1] not in err
     with open_store(postgres_url) as pg:
         assert pg.store_id == sqlite_id  # tags made by the old store are still ours
         moved_specs = {e.name: e for e in pg.list("machine")}
         assert moved_specs["app-1"].reference["login"] == {"user": "ops"}
-        assert moved_specs["app-2"].reference == document["entries"][1]["reference"]
+        assert moved_specs["app-2"].reference == machines[1]["reference"]
 
     before = FakeWarehouse(str(tmp_path / "cloud")).counters()
     code, out, err = converge(tmp_path, "--state", postgres_url, "up")
@@ -104,3 +109,18 @@ def test_export_import_round_trip_between_memory_and_sqlite(tmp_path):
     other = open_store(str(tmp_path / "other.db"))
     assert other.store_id  # an existing store keeps its own id, and says so
     assert "own id" in import_state(other, document)["warning"]
+
+
+@pytest.mark.postgres
+def test_sqlite_and_postgres_export_the_same_kinds(tmp_path, postgres_url):
+    """A kitchen instance or an image moves like a machine from either store; facts never do."""
+    exported = []
+    for url in (str(tmp_path / "state.db"), postgres_url):
+        with open_store(url) as store:
+            for kind in ("machine", "instance", "image", "facts"):
+                ManagedEntry(f"{kind}-1", {"driver_url": "fake:/x"}, kind=kind,
+                             store=store).save()
+            document = export_state(store, derived=("facts",))
+        exported.append(sorted((e["kind"], e["name"]) for e in document["entries"]))
+    assert exported[0] == exported[1] == [("image", "image-1"), ("instance", "instance-1"),
+                                          ("machine", "machine-1")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 import pytest
@@ -139,9 +140,29 @@ def test_directories_travel_as_one_zip(http_server, make_transport, tmp_path):
 
 def test_transfer_timeout_is_a_transfer_error(http_server, make_transport, tmp_path):
     source = tmp_path / "slow.bin"
-    source.write_bytes(os.urandom(16 * MIB))  # takes about 1 s here: far beyond 0.1 s
+    source.write_bytes(os.urandom(1 * MIB))
     transport = make_transport(http_server, transfer_timeout=0.1)
-    with pytest.raises(TransferError, match="timed out"):
-        transport.upload_file(str(source), "C:\\Slow\\slow.bin")
+    hold = os.path.join(http_server.root, "hold-send")
+    open(hold, "w").close()  # the server takes no stdin until the file is gone
+    since = time.time() - 1
+    failure: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            transport.upload_file(str(source), "C:\\Slow\\slow.bin")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failure.append(exc)
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        while not http_server.events(since, "send-held"):
+            time.sleep(0.02)  # waits for the event, however slow the host
+        time.sleep(0.3)  # the held send now outlasts the 0.1 s deadline, on any host
+    finally:
+        os.remove(hold)
+        uploader.join()
+    assert failure and isinstance(failure[0], TransferError), failure
+    assert "timed out" in str(failure[0])
     assert not os.path.exists(http_server.host_path("C:\\Slow\\slow.bin"))
     assert transport.execute("Write-Output 'still fine'").ok
