@@ -16,6 +16,7 @@ from provisioning.actions import ActionHandler
 from provisioning.config import Config
 from provisioning.driver.requestcheck import check_request
 from provisioning.errors import ConfigError, MachineNotFound, ProvisioningError
+from provisioning.faults import checkpoint
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
 from provisioning.registry import driver_for_url
 from provisioning.spec import MachineSpec
@@ -177,6 +178,7 @@ class Provisioner:
 
     def _destroy_call(self, d: "Driver | None", h: ActionHandler, spec: MachineSpec,
                       o: Mapping[str, Any]) -> None:
+        self.destroy_deposed(h, spec, o)  # the older ones first
         if not spec.exists:
             h.report_progress("not allocated: nothing to destroy")
             if spec.version and not self.why_run:
@@ -187,6 +189,27 @@ class Provisioner:
         if not self.why_run:
             spec.delete()
         return None
+
+    def destroy_deposed(self, handler: ActionHandler, spec: MachineSpec,
+                        options: Mapping[str, Any] = {}) -> None:
+        """Destroy the resources a create-before-destroy replace moved aside (``spec.deposed``),
+        oldest first, each through the driver its reference names, and forget each once it is
+        gone (saved at once: a crash in between is finished by the next call, since destroy
+        is idempotent). Call under the machine's lock. The fault point
+        ``before_destroy_deposed`` falls before the first."""
+        if not spec.deposed:
+            return
+        checkpoint("before_destroy_deposed", machine=spec.name)
+        for reference in list(spec.deposed):
+            loose = MachineSpec(name=spec.name, reference=dict(reference))  # never saved
+            driver = self._driver(str(reference.get("driver_url")))
+            handler.report_progress("destroying the deposed (replaced) "
+                                    f"{driver.resource_label(reference)}")
+            driver.destroy_machine(handler, loose, options)
+            if self.why_run:
+                continue
+            spec.deposed = [r for r in spec.deposed if r != reference]
+            spec.save()
 
     def connect(self, name: str, options: Mapping[str, Any] = {},
                 driver: "Driver | None" = None) -> "Machine":

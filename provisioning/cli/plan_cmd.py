@@ -20,19 +20,25 @@ def render_plan(session, plan) -> None:
     for image in plan.images:
         lines.append(f"+ [image {image['name']}] would {image['description']}")
     for machine in plan.machines:
-        if machine.action == "nothing" and session.settings.verbosity < 0:
+        if machine.action == "nothing" and not machine.deposed and \
+                session.settings.verbosity < 0:
             continue
         head = "nothing to do" if machine.action == "nothing" else machine.action
+        if machine.create_before_destroy:
+            head = "replace (create before destroy)"
         lines.append(f"{MARKS[machine.action]} [{machine.name}] {head}: {machine.reason}")
         for step in machine.steps:
             lines.append(f"    [{machine.name}] would {step}")
+        for label in machine.deposed:
+            lines.append(f"    [{machine.name}] would destroy the deposed {label}")
     lines.append(plan.summary())
     session.renderer.message("\n".join(lines))
 
 
 def replace_option(fn):
     return click.option("--replace", "replace", metavar="NAME", multiple=True,
-                        help="Destroy and re-create this machine (repeatable).")(fn)
+                        help="Destroy and re-create this machine (repeatable); in a group "
+                             "with create_before_destroy: true, the new one is made first.")(fn)
 
 
 @click.command()

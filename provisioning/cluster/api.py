@@ -52,10 +52,13 @@ class Cluster:
 
         file = load_cluster(path)
         config = file.config()
-        if not read_only:  # a hostile template is refused before the state file is written
+        if not read_only:  # refused before the state file is written: a hostile template,
+            # a group asking create_before_destroy of a driver that cannot
             from provisioning.cluster.preflight import check_templates
+            from provisioning.cluster.replace import check_drivers
 
             check_templates(file)
+            check_drivers(file)
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
                            create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)

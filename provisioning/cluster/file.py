@@ -12,6 +12,7 @@
       web:
         count: 2                        # web-1, web-2 (lowering it destroys the highest)
         prevent_destroy: true           # any planned destroy of this group is an error
+        create_before_destroy: true     # a replace creates the new machine, then destroys the old
         machine_options: {...}
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
@@ -58,7 +59,7 @@ DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
             "machines", "state", "platforms", "suites", "outputs", "images", "name")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
-                "sync", "ports", "after", "prevent_destroy")
+                "sync", "ports", "after", "prevent_destroy", "create_before_destroy")
 MAX_COUNT = 1000
 
 
@@ -213,6 +214,8 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
         count = None
     if problems.field(body, "prevent_destroy", key, bool, expected="true or false"):
         cluster.prevent_destroy = cluster.prevent_destroy | {group}
+    if problems.field(body, "create_before_destroy", key, bool, expected="true or false"):
+        cluster.create_before_destroy = cluster.create_before_destroy | {group}
     driver = problems.field(body, "driver", key, str, expected="a driver URL like 'nspawn:'")
     driver = driver or spec.driver
     if driver is None:

@@ -86,6 +86,9 @@ class ClusterFile:
     name: str = ""
     #: groups with ``prevent_destroy: true``: a plan that would destroy one of them is an error
     prevent_destroy: frozenset[str] = frozenset()
+    #: groups with ``create_before_destroy: true``: a replace makes the new machine first, then
+    #: destroys the old one (``provisioning.cluster.replace``)
+    create_before_destroy: frozenset[str] = frozenset()
 
     def config(self, base: "Config | None" = None) -> "Config":
         """Settings for this cluster: ``provisioning.yml`` beside it, the environment, then the

@@ -329,6 +329,7 @@ class ClusterRunner:
         """Destroy one saved machine under its lock (never another cluster's) and forget it."""
         if spec.exists or spec.version:
             self.check_owner(spec)
+        self.provisioner.destroy_deposed(handler, spec, options)  # the older ones first
         if not spec.exists:
             handler.report_progress("not allocated: nothing to destroy")
             if spec.version and not self.why_run:

@@ -44,6 +44,9 @@ _TYPES: dict[str, Any] = {
     "extra_vars": _MAPPING,
     "prevent_destroy": {"type": "boolean",
                         "description": "a plan that would destroy one of these is an error"},
+    "create_before_destroy": {"type": "boolean",
+                              "description": "replace: create the new machine, then destroy "
+                                             "the old one (when the driver can)"},
 }
 _DESCRIPTIONS = {
     "driver": "driver URL, quoted: \"nspawn:\"",

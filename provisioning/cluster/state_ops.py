@@ -36,6 +36,8 @@ def forget_machines(runner: "ClusterRunner", names: list[str]) -> list[str]:
     done = []
     for entry in entries:
         text = f"forget {entry.name} (its resource {entry.reference or '-'} is left as it is)"
+        if entry.deposed:
+            text += f", and its {len(entry.deposed)} deposed resource(s) {entry.deposed}"
         handler = runner.action_handler.for_machine(entry.name)
 
         def forget(name: str = entry.name) -> None:
@@ -74,6 +76,7 @@ def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None
                     moved = runner.provisioner.spec(target)
                     moved.reference, moved.last_action = fresh.reference, "state mv"
                     moved.last_error, moved.group = fresh.last_error, fresh.group
+                    moved.generation, moved.deposed = fresh.generation, fresh.deposed
                     moved.cluster = cluster
                     moved.save()
                     runner.store.delete("machine", name)

@@ -5,7 +5,8 @@ Every ``interval`` seconds each machine of the cluster is observed, without a lo
 * not in the state, or its resource gone at the provider (deleted behind our back): re-create
   it (allocate, ready, converge, healthcheck, as ``up`` does);
 * its healthchecks fail (one probe each): remember since when; once it has been unhealthy for
-  longer than ``grace`` seconds, replace it: destroy, then create anew.
+  longer than ``grace`` seconds, replace it: destroy, then create anew (create first, then
+  destroy, in a group with ``create_before_destroy: true``: ``provisioning.cluster.replace``).
 
 Each round starts by reading the cluster file again when it changed: a raised ``count`` adds
 machines (created that round), a lowered one destroys the machines it leaves out, the
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, cast
 
+from provisioning.cluster.replace import check_drivers, replace_one
 from provisioning.errors import ProvisioningError, StateLocked
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,6 +79,7 @@ class Watcher:
                  names: Sequence[str] = ()) -> None:
         if interval <= 0 or grace < 0:
             raise ValueError("interval must be positive and grace not negative")
+        check_drivers(runner.cluster, definitions)  # before the first round changes anything
         self.runner = runner
         self.definitions = list(definitions)
         #: the machines or groups watched (none: all), chosen again from an edited file
@@ -296,11 +299,9 @@ class Watcher:
                     return
 
             def mend() -> None:
-                if verdict == "replace":
-                    spec.last_action = "destroy"
-                    d.destroy_machine(h, spec, options)
-                    spec.reference = {}
-                    spec.save()
+                if verdict == "replace":  # create-before-destroy where its group asks
+                    replace_one(self.runner, definition, d, h, spec, options)
+                    return
                 spec.last_action = "allocate"
                 self.runner.up_one(definition, d, h, spec, options)
             description = {"create": "create missing machine",

@@ -274,7 +274,8 @@ class FakeWarehouse:
 
 class FakeDriver(Driver):
     scheme = "fake"
-    capabilities = Capabilities(images=True, crash_safe_destroy=True, imports=True)
+    capabilities = Capabilities(images=True, crash_safe_destroy=True, imports=True,
+                                create_before_destroy=True)
     machine_option_fields = (
         OptionField("size", default="small", choices=SIZES, help="simulated server size"),
         OptionField("image", default="fake-linux",
@@ -315,7 +316,7 @@ class FakeDriver(Driver):
         super().allocate_machine(action_handler, machine_spec, machine_options)
 
     def find_resource(self, machine_spec):
-        tagged = self.warehouse.find_tagged(machine_spec.name, machine_spec.store_id)
+        tagged = self.warehouse.find_tagged(machine_spec.resource_name, machine_spec.store_id)
         return {"server_id": tagged["id"]} if tagged else None
 
     def describe_create(self, machine_spec, machine_options):
@@ -330,7 +331,7 @@ class FakeDriver(Driver):
 
     @staticmethod
     def _tags(spec) -> dict[str, str]:
-        return {"provisioning:name": spec.name, "provisioning:store": spec.store_id or ""}
+        return {"provisioning:name": spec.resource_name, "provisioning:store": spec.store_id or ""}
 
     def compare_with_wish(self, action_handler, machine_spec, machine_options):
         server = self._server(machine_spec)
@@ -402,8 +403,7 @@ class FakeDriver(Driver):
                                   machine=machine_spec.name)
 
         def adopt() -> None:
-            self.warehouse.tag(resource_id, {"provisioning:name": machine_spec.name,
-                                             "provisioning:store": machine_spec.store_id or ""})
+            self.warehouse.tag(resource_id, self._tags(machine_spec))
             machine_spec.reference = self.base_reference(server_id=resource_id)
         action_handler.perform_action(f"import server {resource_id} ({server['size']}, "
                                       f"{server['image']}, {server['state']})", adopt)
@@ -423,7 +423,7 @@ class FakeDriver(Driver):
         fresh, others = [], []
         for spec, options in specs_and_options:
             new = (not action_handler.why_run and self._server(spec) is None
-                   and self.warehouse.find_tagged(spec.name, spec.store_id) is None)
+                   and self.warehouse.find_tagged(spec.resource_name, spec.store_id) is None)
             (fresh if new else others).append((spec, options))
         if others:
             results.update(super().allocate_machines(action_handler, others, parallelizer))
