@@ -22,12 +22,12 @@ from provisioning.registry import driver_for_url
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
 from provisioning.store.base import ManagedEntryStore
+from provisioning.store.chunks import ChunkedHold
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
-    from provisioning.store.chunks import ChunkedHold, Prepare
+    from provisioning.store.chunks import Prepare
 
 __all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"]
 
@@ -118,8 +118,7 @@ class Provisioner:
             else:
                 spec.last_error = None
             finally:
-                if spec.exists or spec.version:  # a destroyed, forgotten spec has neither
-                    spec.save(release=lock)  # one transaction for both where the store can
+                _save_held(spec, lock)
 
     def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
              call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
@@ -254,8 +253,6 @@ class Provisioner:
                                      held=lambda hold, r: self._from_hold(hold, action, r, call),
                                      prepare=prepare)
             return self._reported(results)
-        from provisioning.store.chunks import ChunkedHold
-
         hold = ChunkedHold(self.store, [r[1] for r in requests], ttl=self.lock_ttl,
                            wait=self.lock_wait, locking=not self.why_run, prepare=prepare)
         try:
@@ -286,8 +283,8 @@ class Provisioner:
             spec.last_error = None
         finally:
             try:
-                if not self.why_run and (spec.exists or spec.version):
-                    spec.save(release=lock)  # one transaction for both where the store can
+                if not self.why_run:
+                    _save_held(spec, lock)
             finally:
                 if lock is not None:
                     lock.release()  # nothing left to do once released with the save
@@ -340,6 +337,17 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+def _save_held(spec: MachineSpec, lock: Any) -> None:
+    """Save a machine's spec at the end of its locked work and release its lock (in one
+    transaction where the store can); a spec the work left as it was read is not written
+    again (a no-change run writes no entries), its lock only released."""
+    if spec.unchanged():
+        if lock is not None:
+            lock.release()
+    elif spec.exists or spec.version:  # a destroyed, forgotten spec has neither
+        spec.save(release=lock)
 
 
 def _check_all(requests: Sequence[Any]) -> None:

@@ -62,6 +62,8 @@ class ManagedEntry:
     #: references of resources a create-before-destroy replace moved aside ("deposed"): still
     #: this machine's, destroyed once the new resource is up (by a re-run after a crash)
     deposed: list[dict[str, Any]] = field(default_factory=list)
+    #: the data as the store gave it (``data_json`` text), to tell an unchanged entry
+    _read_data: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def driver_url(self) -> str | None:
@@ -101,6 +103,12 @@ class ManagedEntry:
         finally:
             if release is not None:
                 release.release()  # nothing left to do once the store released it
+
+    def unchanged(self) -> bool:
+        """True when saving would write what the store holds already (the same data as read;
+        only ``updated_at`` would move): a no-change run writes nothing for it."""
+        return bool(self.version) and self._read_data is not None and \
+            self._read_data == self.data_json()
 
     def _check_saveable(self) -> None:
         if self.reference and not self.reference.get("driver_url"):
@@ -154,6 +162,7 @@ class ManagedEntry:
                           cluster=body.get("cluster"), group=body.get("group"),
                           generation=int(body.get("generation") or 0),
                           deposed=list(body.get("deposed") or []))
+        entry._read_data = data
         return entry
 
 

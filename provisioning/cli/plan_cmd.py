@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options, finish_batch, pass_settings
+from provisioning.cluster.plan import Plan
+from provisioning.keys import write_private_file
 
 MARKS = {"create": "+", "adopt": "+", "start": ">", "converge": "~", "replace": "-/+",
          "destroy": "-", "nothing": " "}
@@ -61,8 +63,6 @@ def plan(settings, machines: tuple[str, ...], out: str | None, refresh: bool,
     with settings.session(why_run=True, live=False) as session:
         result = session.cluster.plan(machines, refresh=refresh, replace=replace)
         if out:
-            from provisioning.keys import write_private_file
-
             write_private_file(out, result.dumps().encode())
         render_plan(session, result)
         if out and not settings.json:
@@ -80,8 +80,6 @@ def apply(settings, plan_file: str) -> int:
     Refused (exit 2) when the cluster file or a planned machine's state changed since the plan
     was made: make a new plan then.
     """
-    from provisioning.cluster.plan import Plan
-
     saved = Plan.load(plan_file)
     with settings.session(why_run=False) as session:
         results = session.cluster.apply(saved, source=plan_file)

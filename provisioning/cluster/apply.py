@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from provisioning.cluster.plan import check_fresh
+from provisioning.cluster.replace import depose_names, destroy_deposed_names, replace_one
+from provisioning.cluster.topology import waves
 from provisioning.errors import StalePlan
+from provisioning.images.builder import boot_from_images
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +32,6 @@ def up_plan(runner: "ClusterRunner", plan: "Plan") -> BatchResult:
     """``up``: replaced machines destroyed first (or, create-before-destroy, moved aside),
     every kept machine brought up by the runner, then the deposed resources of the machines
     that came up, then the machines the plan destroys (a lower count, a removed group)."""
-    from provisioning.cluster.replace import depose_names, destroy_deposed_names
-
     cluster = runner.cluster
     results = BatchResult()
     replaced = plan.by_action("replace")
@@ -57,10 +59,6 @@ def up_plan(runner: "ClusterRunner", plan: "Plan") -> BatchResult:
 def apply_plan(runner: "ClusterRunner", plan: "Plan", *, source: str = "plan") -> BatchResult:
     """Perform exactly ``plan``; every machine's outcome comes back (value: its Machine, or
     None)."""
-    from provisioning.cluster.plan import check_fresh
-    from provisioning.cluster.topology import waves
-    from provisioning.images.builder import boot_from_images
-
     check_fresh(plan, runner, source)
     cluster = runner.cluster
     by_name = {m.name: m for m in plan.machines}
@@ -99,8 +97,6 @@ def apply_plan(runner: "ClusterRunner", plan: "Plan", *, source: str = "plan") -
 
 def _perform(runner: "ClusterRunner", item: "MachinePlan", definition: Any, driver: "Driver",
              handler: "ActionHandler", spec, options) -> Any:
-    from provisioning.cluster.replace import replace_one
-
     if item.action == "destroy":
         return runner.destroy_one(driver, handler, spec, options)
     if item.action == "replace":

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
+from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
 from provisioning.spec import MachineSpec
@@ -421,8 +422,6 @@ def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
               spec: "MachineSpec") -> list[PlannedStep]:
     """Run the machine's pipeline under why-run (no lock, nothing saved) and keep the changes
     it reports."""
-    from provisioning.actions import RecordingActionHandler
-
     recorder = RecordingActionHandler(why_run=True)
     handler = recorder.for_machine(definition.name)
     driver = runner.provisioner.driver_for(spec, runner.driver(definition.driver_url)) \

@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.inputs.url import parse_driver_url
+from provisioning.registry import driver_class
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -34,9 +36,6 @@ def check_drivers(cluster: "ClusterFile",
     """``ConfigError`` (before any change) naming each group (of ``definitions``, default all)
     that sets ``create_before_destroy: true`` while its driver class does not declare it can.
     Reads classes only: no driver is built, nothing is written."""
-    from provisioning.registry import driver_class
-    from provisioning.url import parse_driver_url
-
     problems, seen = [], set()
     for definition in cluster.machines.values() if definitions is None else definitions:
         group = definition.group

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from provisioning.cluster.file import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, MachineNotFound
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,8 +52,6 @@ def forget_machines(runner: "ClusterRunner", names: list[str]) -> list[str]:
 def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None, *,
                  to_cluster: str | None = None) -> str:
     """Rename the entry ``name`` to ``new_name`` and/or hand it to cluster ``to_cluster``."""
-    from provisioning.cluster.file import MAX_NAME, NAME_RE
-
     if not new_name and not to_cluster:
         raise ConfigError("say where to: a new name (state mv OLD NEW) or --to-cluster NAME",
                           key="state mv")

@@ -36,11 +36,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, cast
 
+from provisioning.actions import ActionHandler
+from provisioning.cluster.file import load_cluster
+from provisioning.cluster.healthcheck import run_healthcheck
+from provisioning.cluster.plan import doomed_entries, file_sha256
 from provisioning.cluster.replace import check_drivers, replace_one
 from provisioning.errors import ProvisioningError, StateLocked
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.actions import ActionHandler
     from provisioning.cluster.file import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
     from provisioning.driver import Driver
@@ -132,8 +135,6 @@ class Watcher:
 
     # -- an edited cluster file ---------------------------------------------------------------
     def _digest(self) -> str | None:
-        from provisioning.cluster.plan import file_sha256
-
         try:
             return file_sha256(self.runner.cluster.path)
         except OSError:
@@ -141,8 +142,6 @@ class Watcher:
 
     def _reload(self) -> None:
         """Read the cluster file again if it changed since it was last read."""
-        from provisioning.cluster.file import load_cluster
-
         digest = self._digest()
         if digest is None or digest == self._file_digest:
             return
@@ -169,8 +168,6 @@ class Watcher:
     def _scale_down(self) -> dict[str, WatchResult]:
         """Destroy the machines of a group whose count was lowered (never with
         ``prevent_destroy``: that is an error every round)."""
-        from provisioning.cluster.plan import doomed_entries
-
         cluster = self.runner.cluster
         doomed = [e for e in doomed_entries(self.runner, self.names) if e.group in cluster.groups]
         out: dict[str, WatchResult] = {}
@@ -245,9 +242,6 @@ class Watcher:
                state: str) -> str | None:
         """None when healthy, else why not. One attempt per check: the grace period is what
         gives a machine time, not the check's own deadline."""
-        from provisioning.actions import ActionHandler
-        from provisioning.cluster.healthcheck import run_healthcheck
-
         if state not in ("running", "unknown"):
             return f"the provider says it is {state}"
         if not definition.healthchecks:

@@ -333,8 +333,15 @@ class FakeDriver(Driver):
     def _tags(spec) -> dict[str, str]:
         return {"provisioning:name": spec.resource_name, "provisioning:store": spec.store_id or ""}
 
+    def _just_read(self, spec) -> dict[str, Any] | None:
+        """The server record this thread's ``resource_state`` read last, if it is ``spec``'s
+        (the base class calls ``compare_with_wish`` and ``wait_for_machine`` right after it):
+        one read of the warehouse per step instead of two."""
+        server = getattr(self._read, "server", None)
+        return server if server and server["id"] == spec.reference.get("server_id") else None
+
     def compare_with_wish(self, action_handler, machine_spec, machine_options):
-        server = self._server(machine_spec)
+        server = self._just_read(machine_spec) or self._server(machine_spec)
         size = machine_options.get("size", "small")
         if server is not None and server["size"] != size:
             action_handler.report_progress(
@@ -377,9 +384,7 @@ class FakeDriver(Driver):
         if hold and not action_handler.why_run:
             self._wait_for_file(machine_spec.name, hold)
         waited = (delay or hold) and not action_handler.why_run  # it may be gone since
-        just_read = getattr(self._read, "server", None)
-        if waited or not just_read or just_read["id"] != machine_spec.reference.get("server_id"):
-            just_read = None
+        just_read = None if waited else self._just_read(machine_spec)
         return self._machine(machine_spec, machine_options, action_handler, server=just_read)
 
     @staticmethod

@@ -22,20 +22,27 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
+from provisioning.drivers.libcloud_parts.access import ensure_key_pair, ensure_ssh_group
+from provisioning.drivers.libcloud_parts.credentials import resolve_credentials
 from provisioning.drivers.libcloud_parts.errors import map_libcloud_errors
 from provisioning.drivers.libcloud_parts.images import LibcloudImages
 from provisioning.drivers.libcloud_parts.importing import LibcloudImport
 from provisioning.drivers.libcloud_parts.options import DRIVER_OPTION_FIELDS, MACHINE_OPTION_FIELDS
 from provisioning.drivers.libcloud_parts.pinning import HostKeyPinning
-from provisioning.drivers.libcloud_parts.urls import CloudURL, options_for, parse_cloud_url
+from provisioning.drivers.libcloud_parts.providers import CreatePlan, import_libcloud, ops_for
+from provisioning.drivers.libcloud_parts.urls import CloudURL, canonicalize, options_for, parse_cloud_url
+from provisioning.drivers.libcloud_parts.userdata import render_userdata
+from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_NAME, provider_password, transport_kind
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
 from provisioning.faults import checkpoint
+from provisioning.machine.factory import machine_for
 from provisioning.parallel import BatchResult, Outcome
+from provisioning.transports.wait import wait_until_connectable
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.drivers.libcloud_parts.credentials import Credentials
-    from provisioning.drivers.libcloud_parts.providers import CreatePlan, ProviderOps
+    from provisioning.drivers.libcloud_parts.providers import ProviderOps
     from provisioning.machine.base import Machine
     from provisioning.spec import MachineSpec
 
@@ -58,9 +65,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def canonicalize_url(cls, url: str, config) -> str:
-        from provisioning.drivers.libcloud_parts.providers import import_libcloud
-        from provisioning.drivers.libcloud_parts.urls import canonicalize
-
         import_libcloud()
         return canonicalize(url, config)
 
@@ -88,8 +92,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
         return {**self.driver_options, **{k: v for k, v in found.items() if k in secret}}
 
     def _credentials(self) -> "Credentials":
-        from provisioning.drivers.libcloud_parts.credentials import resolve_credentials
-
         return resolve_credentials(self.provider, self.options_with_secrets(),
                                    key_id=self.cloud.key_id or None)
 
@@ -98,8 +100,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
         """This thread's libcloud driver (libcloud connections are not shared across threads)."""
         ops = getattr(self._local, "ops", None)
         if ops is None:
-            from provisioning.drivers.libcloud_parts.providers import ops_for
-
             creds = self._credentials()
             self._local.credential_source = f"key {creds.key_hint} from {creds.source}"
             with self._errors("connect"):
@@ -119,8 +119,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
 
     def _opts(self, machine_options: Mapping[str, Any]) -> dict[str, Any]:
         """Machine options with defaults filled in (Windows nodes default to an RSA key)."""
-        from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_NAME, transport_kind
-
         out = {f.name: f.default for f in self.machine_option_fields if f.default is not None}
         if transport_kind(machine_options or {}) == "winrm":
             out["key_name"] = WINDOWS_KEY_NAME
@@ -235,11 +233,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
 
     def _plan(self, handler: "ActionHandler", spec: "MachineSpec", opts: Mapping[str, Any],
               cache: dict[str, Any]) -> "CreatePlan":
-        from provisioning.drivers.libcloud_parts.access import ensure_key_pair, ensure_ssh_group
-        from provisioning.drivers.libcloud_parts.providers import CreatePlan
-        from provisioning.drivers.libcloud_parts.userdata import render_userdata
-        from provisioning.drivers.libcloud_parts.windows import transport_kind
-
         for required in ("image", "size"):
             if not opts.get(required):
                 raise ConfigError(f"machine_options.{required} is required to create a node at "
@@ -485,9 +478,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
             machine_spec.save()
         machine = self._machine(machine_spec, opts, action_handler, deadline=deadline)
         if opts.get("wait_for_ssh", True):
-            from provisioning.drivers.libcloud_parts.windows import transport_kind
-            from provisioning.transports.wait import wait_until_connectable
-
             protocol = "WinRM" if transport_kind(opts) == "winrm" else "SSH"
             remaining = max(1.0, deadline - time.monotonic())
             wait_until_connectable(machine.transport, timeout=remaining,
@@ -500,9 +490,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, Driver):
                  deadline: float | None = None) -> "Machine":
         """The machine for the node. Windows (transport kind winrm): unless the config gives the
         password, fetch it from the provider (waiting until ``deadline``; None asks once)."""
-        from provisioning.drivers.libcloud_parts.windows import provider_password, transport_kind
-        from provisioning.machine.factory import machine_for
-
         address = spec.reference.get("address")
         if opts.get("address") not in (None, "public", "private"):
             address = str(opts["address"])

@@ -31,12 +31,14 @@ from provisioning.drivers.nspawn_host.local import NspawnLocalFeatures, binds_an
 from provisioning.drivers.nspawn_host.warehouse import DEFAULT_SUBNET, MachineRecord, Warehouse, hostname_for
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
+from provisioning.keys import ensure_private_key
+from provisioning.machine.unix import UnixMachine
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
 from provisioning.spec import machine_of_resource
+from provisioning.transports.ssh import SSHTransport
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
-    from provisioning.machine.unix import UnixMachine
 
 __all__ = ["NspawnDriver", "DEFAULT_DIR", "IMAGE_CACHE_ENV"]
 
@@ -125,8 +127,6 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
                             ready_timeout=120.0, stop_timeout=20.0))
 
     def _key(self, name: str) -> "PrivateKey":
-        from provisioning.keys import ensure_private_key
-
         with self._keys_lock:
             if name not in self._keys:
                 self._keys[name] = ensure_private_key(self.config, name, self.warehouse.keys_dir)
@@ -332,9 +332,6 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         return machine
 
     def _machine(self, spec, opts: _Options, action_handler=None) -> "UnixMachine":
-        from provisioning.machine.unix import UnixMachine
-        from provisioning.transports.ssh import SSHTransport
-
         ref = spec.reference
         if action_handler is None or not action_handler.why_run:  # why-run fetches no package
             self._serve_packages(action_handler)

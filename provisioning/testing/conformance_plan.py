@@ -16,9 +16,16 @@ from typing import Any
 import pytest
 
 from provisioning.actions import RecordingActionHandler
-from provisioning.errors import UnsupportedOperation
+from provisioning.cluster.apply import apply_plan
+from provisioning.cluster.file import parse_cluster
+from provisioning.cluster.plan import make_plan
+from provisioning.cluster.runner import ClusterRunner
+from provisioning.cluster.state_ops import import_resource
+from provisioning.errors import ConfigError, MachineNotFound, UnsupportedOperation
 from provisioning.lifecycle import Provisioner
+from provisioning.spec import MachineSpec
 from provisioning.store.sqlite import SQLiteStore
+from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
 
 __all__ = ["PlanConformance"]
 
@@ -43,9 +50,6 @@ class PlanConformance:
                         why_run: bool, **group: Any):
         """A ClusterRunner over a cluster file naming ``names`` (each its own group, with the
         settings ``group``) on this driver, on ``store``."""
-        from provisioning.cluster.file import parse_cluster
-        from provisioning.cluster.runner import ClusterRunner
-
         data = {"name": "conformance", "driver": driver.driver_url,
                 "machines": {n: {"machine_options": self.machine_options(n), **group}
                              for n in names}}
@@ -67,8 +71,6 @@ class PlanConformance:
         before = store.get("machine", name)
         runner = self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
                                       why_run=True)
-        from provisioning.cluster.plan import make_plan
-
         [planned] = make_plan(runner).machines
         assert (planned.action, planned.observed) == ("create", "missing"), planned
         assert planned.steps, "the plan must say what the create would do"
@@ -88,8 +90,6 @@ class PlanConformance:
             pytest.skip(f"not applicable: the driver reports a stopped machine as {state!r}")
         runner = self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
                                       why_run=True)
-        from provisioning.cluster.plan import make_plan
-
         [planned] = make_plan(runner).machines
         assert (planned.action, planned.observed) == ("start", "stopped"), planned
         assert driver.machine_state(provisioner.spec(name)) == "stopped", "why-run started it"
@@ -97,10 +97,6 @@ class PlanConformance:
 
     def test_apply_performs_exactly_the_plan(self, tmp_path, provisioner, driver, caps, store,
                                              conformance_config):
-        from provisioning.cluster.apply import apply_plan
-        from provisioning.cluster.plan import make_plan
-        from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
-
         self.require(caps, "connectable")  # apply readies and converges: it connects
         kept, new = self.machine_name("conf-pa-kept"), self.machine_name("conf-pa-new")
         names = [kept, new]
@@ -136,11 +132,6 @@ class PlanConformance:
         """``create_before_destroy: true`` (Capabilities.create_before_destroy): why-run plans
         it and touches nothing; apply makes a second resource beside the first (never adopting
         the old one as the new one) and destroys the old one once the new one is up."""
-        from provisioning.cluster.apply import apply_plan
-        from provisioning.cluster.plan import make_plan
-        from provisioning.spec import MachineSpec
-        from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
-
         self.require(caps, "create_before_destroy")
         self.require(caps, "connectable")
         name = self.machine_name("conf-cbd")
@@ -182,9 +173,6 @@ class PlanConformance:
     def test_import_adopts_a_resource_made_outside_the_state(self, tmp_path, provisioner,
                                                              driver, caps, store, handler,
                                                              conformance_config):
-        from provisioning.cluster.state_ops import import_resource
-        from provisioning.errors import ConfigError, MachineNotFound
-
         name = "conf-imported"
         options = self.machine_options(name)
         if not caps.imports:
