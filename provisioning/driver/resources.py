@@ -12,6 +12,7 @@ the why-run branch (every change through ``perform_action``), the fault points o
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Mapping, Sequence
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.spec import MachineSpec
 
 __all__ = ["ResourceContract", "Creation"]
+
+#: the references ``save_pending_reference`` replaced during this thread's create request
+_pending = threading.local()
 
 
 @dataclass
@@ -96,21 +100,22 @@ class ResourceContract:
         back. ``saved`` collects the names of the machines whose reference was saved."""
         single = len(creations) == 1
         handler = creations[0].action_handler if single else action_handler
-        specs = [c.machine_spec for c in creations]
 
         def create() -> None:
-            before = [dict(spec.reference) for spec in specs]
+            _pending.saved = []
             try:
                 made = self.create_resources(handler, creations)
             except ConfigError:
-                for spec, old in zip(specs, before):
-                    if spec.reference != old:
-                        self._take_back(spec, old)
+                for spec, old in _pending.saved:
+                    self._take_back(spec, old)
                 raise
-            checkpoint("after_create", machine=specs[0].name if single else None)
+            finally:
+                _pending.saved = None
+            checkpoint("after_create",
+                       machine=creations[0].machine_spec.name if single else None)
             if len(made) != len(creations):
                 raise ProviderError(f"asked the {self.scheme}: warehouse for {len(creations)} "
-                                    f"{self.resource_kind}s, got {len(made)}",
+                                    f"resources in one request, got {len(made)}",
                                     provider=self.scheme)
             for creation, result in zip(creations, made):
                 self.save_reference(creation.machine_spec, self.record_created(creation, result))
@@ -409,6 +414,9 @@ class ResourceContract:
         token, a batch id, a host key made for the resource) so a crash during the request
         leaves a trace the re-run finds. No fault point; a ``ConfigError`` from the request
         takes it back (nothing was made)."""
+        saved = getattr(_pending, "saved", None)
+        if saved is not None and all(spec is not machine_spec for spec, _ in saved):
+            saved.append((machine_spec, dict(machine_spec.reference)))
         machine_spec.reference = self.base_reference(**fields)
         machine_spec.save()
 
