@@ -6,7 +6,8 @@ drifts under load moves both alike.
 
 Each run is a whole process: wall time from a monotonic clock around it, CPU time (user +
 system) from ``wait4``. Prints the median of each and the median of the pairwise difference
-(the command's cost over the interpreter). Compile the package first: with
+(the command's cost over the interpreter), and how many modules the command imports beyond the
+interpreter's own: a count that does not move with the host's load. Compile the package first: with
 PYTHONDONTWRITEBYTECODE set, an editable install otherwise recompiles every module each run::
 
     python3 -m compileall -q provisioning
@@ -38,6 +39,21 @@ def run(argv: list[str], cwd: str) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
+def modules_imported(argv: list[str], cwd: str) -> int:
+    """Modules the command leaves in ``sys.modules`` that a bare interpreter does not (counted
+    at exit, so modules imported by name through importlib count too)."""
+    counter = ("import atexit, os, runpy, sys\n"
+               "atexit.register(lambda: os.write(2, b'MODULES %d\\n' % len(sys.modules)))\n"
+               "sys.argv = sys.argv[1:]\n"
+               "if sys.argv: runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+    def count(command: list[str]) -> int:
+        done = subprocess.run([sys.executable, "-c", counter, *command], cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return int(done.stderr.rsplit("MODULES ", 1)[1].split()[0])
+    return count(argv) - count([])
+
+
 def paired(argv: list[str], cwd: str, runs: int) -> dict[str, float]:
     run(argv, cwd), run(BARE, cwd)  # warm-up, not counted
     rows = [(run(argv, cwd), run(BARE, cwd)) for _ in range(runs)]
@@ -60,14 +76,15 @@ def main() -> None:
         print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, "
               f"{args.runs} pairs each\n")
         print("| command | wall median | CPU median | interpreter alone (wall / CPU) | "
-              "over the interpreter (wall / CPU) |")
-        print("|---|---:|---:|---:|---:|")
+              "over the interpreter (wall / CPU) | modules imported |")
+        print("|---|---:|---:|---:|---:|---:|")
         for label, argv in (("converge --help", [CONVERGE, "--help"]),
                             ("converge status (3 fake machines)", [CONVERGE, "status"])):
             f = paired(argv, directory, args.runs)
             print(f"| `{label}` | {f['wall'] * 1000:.0f} ms | {f['cpu'] * 1000:.0f} ms | "
                   f"{f['bare_wall'] * 1000:.0f} / {f['bare_cpu'] * 1000:.0f} ms | "
-                  f"{f['over_wall'] * 1000:.0f} / {f['over_cpu'] * 1000:.0f} ms |", flush=True)
+                  f"{f['over_wall'] * 1000:.0f} / {f['over_cpu'] * 1000:.0f} ms | "
+                  f"{modules_imported(argv, directory)} |", flush=True)
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     finally:
         shutil.rmtree(directory, ignore_errors=True)

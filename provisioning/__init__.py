@@ -17,6 +17,8 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from provisioning.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -75,21 +77,10 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "errors"]
+_EXPORTS["errors"] = "provisioning.errors"  # the module itself
 
 
-def __getattr__(name: str) -> Any:
-    if name == "errors":
-        return importlib.import_module("provisioning.errors")
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provisioning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__, dir_all=False)
 
 
 #: old module name -> where it lives now (imports of the old name warn, then get the new module)
@@ -112,6 +103,7 @@ _MOVED = {
     "provisioning.local_features": "provisioning.driver.local_features",
     "provisioning.access": "provisioning.machine.access",
     "provisioning.chunks": "provisioning.store.chunks",
+    "provisioning.url": "provisioning.inputs.url",
 }
 
 

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
+from provisioning.errors import ProvisioningError
+
 T = TypeVar("T")
 
 __all__ = ["Event", "ActionHandler", "PrefixedActionHandler", "RecordingActionHandler"]
@@ -111,8 +113,6 @@ class ActionHandler:
     def report_error(self, error: BaseException, *, machine: str | None = None) -> None:
         """An error event; one that is not ours (a bug, in a driver or here) carries its
         traceback, which renderers show at -vv."""
-        from provisioning.errors import ProvisioningError
-
         data = {"type": type(error).__name__}
         if not isinstance(error, ProvisioningError):
             import traceback

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Sequence
 __all__ = [
     "CommandResult",
     "ProvisioningError",
+    "error_message",
     "ConfigError",
     "ConfigProblem",
     "InvalidDriverURL",
@@ -136,6 +137,12 @@ class ConfigProblem:
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "key": self.key, "message": self.message}
+
+
+def error_message(error: BaseException | None) -> str:
+    """An error's own message: ``ProvisioningError.message`` (without the ``[machine]`` prefix
+    its ``str()`` adds), else ``str(error)``."""
+    return error.message if isinstance(error, ProvisioningError) else str(error)
 
 
 class ConfigError(ProvisioningError):

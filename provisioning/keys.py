@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.userfiles import MAX_KEY_BYTES, read_user_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
@@ -133,8 +134,6 @@ def load_private_key(data: bytes, *, name: str, path: str | None = None,
 def read_key_file(path: str, *, name: str, key: str | None = None) -> bytes:
     """The bytes of a private key file: a regular file of bounded size that only its owner can
     read or write (OpenSSH's rule, which refuses "UNPROTECTED PRIVATE KEY FILE")."""
-    from provisioning.inputs.userfiles import MAX_KEY_BYTES, read_user_file
-
     data = read_user_file(path, what=f"private key {name!r}", limit=MAX_KEY_BYTES, key=key)
     info = os.stat(path)
     if info.st_uid == os.getuid() and info.st_mode & 0o077:

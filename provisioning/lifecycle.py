@@ -16,17 +16,18 @@ from provisioning.actions import ActionHandler
 from provisioning.config import Config
 from provisioning.driver.requestcheck import check_request
 from provisioning.errors import ConfigError, MachineNotFound, ProvisioningError
+from provisioning.faults import checkpoint
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
 from provisioning.registry import driver_for_url
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
 from provisioning.store.base import ManagedEntryStore
+from provisioning.store.chunks import ChunkedHold
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.config import Config
     from provisioning.driver import Driver
     from provisioning.machine.base import Machine
-    from provisioning.store.chunks import ChunkedHold, Prepare
+    from provisioning.store.chunks import Prepare
 
 __all__ = ["Provisioner", "MachineRequest", "WorkSplitter", "connect_to_machine"]
 
@@ -117,8 +118,7 @@ class Provisioner:
             else:
                 spec.last_error = None
             finally:
-                if spec.exists or spec.version:  # a destroyed, forgotten spec has neither
-                    spec.save(release=lock)  # one transaction for both where the store can
+                _save_held(spec, lock)
 
     def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
              call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
@@ -177,6 +177,7 @@ class Provisioner:
 
     def _destroy_call(self, d: "Driver | None", h: ActionHandler, spec: MachineSpec,
                       o: Mapping[str, Any]) -> None:
+        self.destroy_deposed(h, spec, o)  # the older ones first
         if not spec.exists:
             h.report_progress("not allocated: nothing to destroy")
             if spec.version and not self.why_run:
@@ -187,6 +188,27 @@ class Provisioner:
         if not self.why_run:
             spec.delete()
         return None
+
+    def destroy_deposed(self, handler: ActionHandler, spec: MachineSpec,
+                        options: Mapping[str, Any] = {}) -> None:
+        """Destroy the resources a create-before-destroy replace moved aside (``spec.deposed``),
+        oldest first, each through the driver its reference names, and forget each once it is
+        gone (saved at once: a crash in between is finished by the next call, since destroy
+        is idempotent). Call under the machine's lock. The fault point
+        ``before_destroy_deposed`` falls before the first."""
+        if not spec.deposed:
+            return
+        checkpoint("before_destroy_deposed", machine=spec.name)
+        for reference in list(spec.deposed):
+            loose = MachineSpec(name=spec.name, reference=dict(reference))  # never saved
+            driver = self._driver(str(reference.get("driver_url")))
+            handler.report_progress("destroying the deposed (replaced) "
+                                    f"{driver.resource_label(reference)}")
+            driver.destroy_machine(handler, loose, options)
+            if self.why_run:
+                continue
+            spec.deposed = [r for r in spec.deposed if r != reference]
+            spec.save()
 
     def connect(self, name: str, options: Mapping[str, Any] = {},
                 driver: "Driver | None" = None) -> "Machine":
@@ -231,8 +253,6 @@ class Provisioner:
                                      held=lambda hold, r: self._from_hold(hold, action, r, call),
                                      prepare=prepare)
             return self._reported(results)
-        from provisioning.store.chunks import ChunkedHold
-
         hold = ChunkedHold(self.store, [r[1] for r in requests], ttl=self.lock_ttl,
                            wait=self.lock_wait, locking=not self.why_run, prepare=prepare)
         try:
@@ -263,8 +283,8 @@ class Provisioner:
             spec.last_error = None
         finally:
             try:
-                if not self.why_run and (spec.exists or spec.version):
-                    spec.save(release=lock)  # one transaction for both where the store can
+                if not self.why_run:
+                    _save_held(spec, lock)
             finally:
                 if lock is not None:
                     lock.release()  # nothing left to do once released with the save
@@ -317,6 +337,17 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+def _save_held(spec: MachineSpec, lock: Any) -> None:
+    """Save a machine's spec at the end of its locked work and release its lock (in one
+    transaction where the store can); a spec the work left as it was read is not written
+    again (a no-change run writes no entries), its lock only released."""
+    if spec.unchanged():
+        if lock is not None:
+            lock.release()
+    elif spec.exists or spec.version:  # a destroyed, forgotten spec has neither
+        spec.save(release=lock)
 
 
 def _check_all(requests: Sequence[Any]) -> None:

@@ -7,17 +7,18 @@ a scheme that is not built in).
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
 import threading
 from typing import TYPE_CHECKING, Any
 
+import provisioning.driver_init as builtin_drivers
+from provisioning.config import Config
 from provisioning.errors import ConfigError, DriverNotFound, MissingExtra
 from provisioning.inputs.schema import closest
-from provisioning.url import parse_driver_url, validate_scheme
+from provisioning.inputs.url import parse_driver_url, validate_scheme
+from provisioning.lazy import EntryPoints, load
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.config import Config
     from provisioning.driver import Driver
 
 __all__ = ["register_driver", "driver_class", "driver_for_url", "known_schemes", "scheme_sources",
@@ -29,7 +30,7 @@ KNOWN_PACKAGES = {"vagrant": "provisioning-vagrant", "vsphere": "provisioning-vs
 
 _lock = threading.Lock()
 _registered: dict[str, Any] = {}        # scheme -> class or "module:Class"
-_entry_points: dict[str, Any] | None = None
+_entry_points = EntryPoints(ENTRY_POINT_GROUP)
 
 
 def register_driver(scheme: str, cls_or_path: Any) -> None:
@@ -39,38 +40,23 @@ def register_driver(scheme: str, cls_or_path: Any) -> None:
         _registered[scheme] = cls_or_path
 
 
-def _load_entry_points() -> dict[str, Any]:
-    global _entry_points
-    if _entry_points is None:
-        from importlib.metadata import entry_points
-
-        found: dict[str, Any] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            found.setdefault(ep.name, ep)
-        _entry_points = found
-    return _entry_points
-
-
 def reload_entry_points() -> None:
     """Forget the cached entry points (after installing a driver package in this process)."""
-    global _entry_points
-    _entry_points = None
+    _entry_points.forget()
 
 
 def _builtin_schemes() -> list[str]:
-    import provisioning.driver_init as package
-
-    return [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+    return [m.name for m in pkgutil.iter_modules(builtin_drivers.__path__) if not m.name.startswith("_")]
 
 
 def known_schemes() -> list[str]:
-    return sorted(set(_registered) | set(_load_entry_points()) | set(_builtin_schemes()))
+    return sorted(set(_registered) | set(_entry_points.all()) | set(_builtin_schemes()))
 
 
 def scheme_sources() -> dict[str, str]:
     """scheme -> where it comes from: 'registered', a distribution 'name version', or 'built-in'."""
     out: dict[str, str] = {s: "built-in" for s in _builtin_schemes()}
-    for scheme, ep in _load_entry_points().items():
+    for scheme, ep in _entry_points.all().items():
         dist = getattr(ep, "dist", None)
         out[scheme] = f"{dist.name} {dist.version}" if dist is not None else "entry point"
     for scheme in _registered:
@@ -79,12 +65,7 @@ def scheme_sources() -> dict[str, str]:
 
 
 def _resolve(target: Any) -> "type[Driver]":
-    if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        module = importlib.import_module(module_name)
-        found: type[Driver] = getattr(module, attr)
-        return found
-    resolved: type[Driver] = target
+    resolved: type[Driver] = load(target) if isinstance(target, str) else target
     return resolved
 
 
@@ -97,9 +78,8 @@ def driver_class(scheme: str) -> "type[Driver]":
     if target is not None:
         return _resolve(target)
     if scheme in _builtin_schemes():  # before entry points: reading those costs every command
-        module = importlib.import_module(f"provisioning.driver_init.{scheme}")
-        return _resolve(module.DRIVER)
-    ep = _load_entry_points().get(scheme)
+        return _resolve(load(f"{builtin_drivers.__name__}.{scheme}:DRIVER"))
+    ep = _entry_points.get(scheme)
     if ep is not None:
         loaded: type[Driver] = ep.load()
         return loaded
@@ -113,15 +93,13 @@ def driver_class(scheme: str) -> "type[Driver]":
 
 def driver_for_url(url: str, config: "Config | None" = None) -> "Driver":
     """The driver for a URL, built on its canonical form with the options of both URLs merged."""
-    from provisioning.config import Config
-
     config = config or Config.load()
     parsed = parse_driver_url(url)
     cls = driver_class(parsed.scheme)
     try:
         canonical = cls.canonicalize_url(str(parsed), config)
     except ImportError as exc:
-        raise MissingExtra(f"the {parsed.scheme}: driver", getattr(cls, "extra", parsed.scheme),
+        raise MissingExtra(f"the {parsed.scheme}: driver", cls.extra or parsed.scheme,
                            exc.name or str(exc)) from exc
     if parse_driver_url(canonical).scheme != parsed.scheme:
         raise ConfigError(f"driver for {parsed.scheme!r} canonicalized {url!r} to another scheme "

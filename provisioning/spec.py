@@ -16,7 +16,11 @@ from typing import Any, Protocol
 
 from provisioning.errors import ConfigError
 
-__all__ = ["ManagedEntry", "MachineSpec", "ImageSpec", "EntryStore"]
+__all__ = ["ManagedEntry", "MachineSpec", "ImageSpec", "EntryStore", "GENERATION_MARK",
+           "machine_of_resource"]
+
+#: between a machine's name and its generation in ``resource_name`` (``web-1~2``)
+GENERATION_MARK = "~"
 
 #: keys that must never be saved in a reference (secrets belong in config, not in state)
 SECRET_KEYS = frozenset({"password", "passphrase", "secret", "secret_key", "access_key_secret",
@@ -52,6 +56,14 @@ class ManagedEntry:
     cluster: str | None = None
     #: the machine group of the cluster file (``web`` for ``web-3``): scale-down reads it
     group: str | None = None
+    #: how many times ``create_before_destroy`` replaced the machine: drivers tag its resource
+    #: with ``resource_name``, so the new resource is never the old one adopted by its tag
+    generation: int = 0
+    #: references of resources a create-before-destroy replace moved aside ("deposed"): still
+    #: this machine's, destroyed once the new resource is up (by a re-run after a crash)
+    deposed: list[dict[str, Any]] = field(default_factory=list)
+    #: the data as the store gave it (``data_json`` text), to tell an unchanged entry
+    _read_data: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def driver_url(self) -> str | None:
@@ -62,6 +74,13 @@ class ManagedEntry:
         """The store's identity: drivers tag provider resources with it (with the name), so a
         re-run finds what a crashed run created."""
         return self.store.store_id if self.store is not None else None
+
+    @property
+    def resource_name(self) -> str:
+        """The name drivers tag the machine's resource with: the machine's name, with
+        ``~GENERATION`` once a create-before-destroy replace made a second resource beside the
+        first (machine names cannot hold ``~``, so it names no other machine)."""
+        return f"{self.name}{GENERATION_MARK}{self.generation}" if self.generation else self.name
 
     @property
     def exists(self) -> bool:
@@ -85,11 +104,18 @@ class ManagedEntry:
             if release is not None:
                 release.release()  # nothing left to do once the store released it
 
+    def unchanged(self) -> bool:
+        """True when saving would write what the store holds already (the same data as read;
+        only ``updated_at`` would move): a no-change run writes nothing for it."""
+        return bool(self.version) and self._read_data is not None and \
+            self._read_data == self.data_json()
+
     def _check_saveable(self) -> None:
         if self.reference and not self.reference.get("driver_url"):
             raise ConfigError(f"reference of {self.kind} {self.name!r} has no driver_url; "
                               "a driver must record its canonical URL", key="reference.driver_url")
         _reject_secrets(self.reference, f"{self.kind} {self.name!r}")
+        _reject_secrets(self.deposed, f"{self.kind} {self.name!r}", "deposed")
 
     def delete(self) -> None:
         """Forget this entry in the store (after destroy)."""
@@ -109,14 +135,20 @@ class ManagedEntry:
             "version": self.version,
             "cluster": self.cluster,
             "group": self.group,
+            "generation": self.generation,
+            "deposed": copy.deepcopy(self.deposed),
         }
 
     def data_json(self) -> str:
         """What a store writes: everything but name, kind and version (those are columns)."""
-        body = {"reference": self.reference, "last_action": self.last_action,
-                "last_error": self.last_error, "updated_at": self.updated_at}
+        body: dict[str, Any] = {"reference": self.reference, "last_action": self.last_action,
+                                "last_error": self.last_error, "updated_at": self.updated_at}
         if self.cluster is not None:
             body.update(cluster=self.cluster, group=self.group)
+        if self.generation:
+            body["generation"] = self.generation
+        if self.deposed:
+            body["deposed"] = self.deposed
         return json.dumps(body, sort_keys=True, ensure_ascii=False)
 
     @classmethod
@@ -127,7 +159,10 @@ class ManagedEntry:
         entry = entry_cls(name=name, reference=body.get("reference") or {}, kind=kind,
                           last_action=body.get("last_action"), last_error=body.get("last_error"),
                           updated_at=body.get("updated_at"), version=version, store=store,
-                          cluster=body.get("cluster"), group=body.get("group"))
+                          cluster=body.get("cluster"), group=body.get("group"),
+                          generation=int(body.get("generation") or 0),
+                          deposed=list(body.get("deposed") or []))
+        entry._read_data = data
         return entry
 
 
@@ -144,6 +179,11 @@ class ImageSpec(ManagedEntry):
     the core's ``key`` (a digest of the image's whole definition) in it."""
 
     kind: str = "image"
+
+
+def machine_of_resource(resource_name: str) -> str:
+    """The machine a ``resource_name`` belongs to (``web-1~2`` -> ``web-1``)."""
+    return resource_name.split(GENERATION_MARK, 1)[0]
 
 
 _ENTRY_CLASSES: dict[str, type[ManagedEntry]] = {"machine": MachineSpec, "image": ImageSpec}

@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import click
 
 from provisioning.cli.help import GLOBAL_OPTIONS, OUTPUTS
+from provisioning.cli.output import make_renderer, strip_machine
+from provisioning.cluster import Cluster
+from provisioning.errors import ConfigError, ProvisioningError
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cli.output import Renderer
-    from provisioning.cluster import Cluster, ClusterRunner
+    from provisioning.cluster import ClusterRunner
     from provisioning.parallel import BatchResult
 
 __all__ = ["Settings", "common_options", "why_run_option", "concurrency_option", "pass_settings",
@@ -69,8 +72,6 @@ class Settings:
             session.close()
 
     def renderer(self, *, live: bool = True) -> "Renderer":
-        from provisioning.cli.output import make_renderer
-
         return make_renderer(self.output, self.verbosity, live=live)
 
 
@@ -146,8 +147,6 @@ class Session:
 
     def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
                  read_only: bool = False) -> None:
-        from provisioning.cluster import Cluster
-
         self.settings = settings
         self.renderer = settings.renderer(live=live)
         try:
@@ -170,8 +169,6 @@ class Session:
 def finish_batch(session: Session, command: str, results: "BatchResult",
                  extra: dict[str, Any] | None = None) -> int:
     """Print the summary of a batch and return the exit code (1 if any machine failed)."""
-    from provisioning.cli.output import strip_machine
-
     machines = {}
     for name, outcome in results.items():
         machines[name] = {"ok": outcome.ok, "changes": session.runner.actions.get(name, 0),
@@ -185,7 +182,7 @@ def finish_batch(session: Session, command: str, results: "BatchResult",
     session.renderer.summary(summary)
     if not failed:
         return 0
-    codes = {getattr(results[n].error, "exit_code", 1) for n in failed}
+    codes = {_exit_code(results[n].error) for n in failed}
     return 2 if codes == {2} else 1
 
 
@@ -193,10 +190,13 @@ def finish_batch(session: Session, command: str, results: "BatchResult",
 MAX_PROBLEMS_SHOWN = 20
 
 
+def _exit_code(error: BaseException | None) -> int:
+    """``ProvisioningError.exit_code`` (2 for the user's input); 1 for any other failure."""
+    return error.exit_code if isinstance(error, ProvisioningError) else 1
+
+
 def error_text(exc: BaseException) -> str:
     """A one-screen message for an error."""
-    from provisioning.errors import ConfigError
-
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
         shown = exc.problems[:MAX_PROBLEMS_SHOWN]
         lines = [f"error: {len(exc.problems)} problems:"] + [f"  {p}" for p in shown]
@@ -211,8 +211,6 @@ def report_error(exc: BaseException, exit_code: int) -> None:
     if settings.json:
         import json
 
-        from provisioning.errors import ConfigError
-
         record: dict[str, Any] = {"event": "error", "type": type(exc).__name__,
                                   "message": str(exc), "exit_code": exit_code}
         if isinstance(exc, ConfigError):
@@ -224,8 +222,6 @@ def report_error(exc: BaseException, exit_code: int) -> None:
 
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     """Run the click group and map every outcome to an exit code."""
-    from provisioning.errors import ProvisioningError
-
     try:
         result = group.main(args=argv, prog_name="converge", standalone_mode=False)
     except click.exceptions.Exit as exc:

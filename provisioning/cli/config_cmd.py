@@ -8,6 +8,8 @@ import os
 import click
 
 from provisioning.cli.common import common_options, pass_settings
+from provisioning.cluster.file import load_cluster
+from provisioning.config import Config
 
 
 @click.group()
@@ -21,9 +23,6 @@ def config() -> None:
 @pass_settings
 def show(settings) -> int:
     """Print every setting with its value and where it came from (secrets masked)."""
-    from provisioning.cluster.file import load_cluster
-    from provisioning.config import Config
-
     if os.path.exists(settings.file):
         merged = load_cluster(settings.file).config()
     else:

@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
+from provisioning import __version__
 from provisioning.cli.common import common_options, pass_settings
+from provisioning.config import Config
+from provisioning.driver.options import DriverDescription
+from provisioning.errors import DriverNotFound, InvalidDriverURL, ProvisioningError
+from provisioning.inputs.url import parse_driver_url
+from provisioning.registry import driver_class, driver_for_url, known_schemes, scheme_sources
 
 
 @click.group(invoke_without_command=True)
@@ -35,9 +41,6 @@ def list_(settings) -> int:
 def scheme_rows() -> list[dict]:
     """One row per known scheme: package, version, source, the extra it needs, and whether that
     extra (or, for a third-party package, the driver itself) imports."""
-    from provisioning import __version__
-    from provisioning.registry import driver_class, known_schemes, scheme_sources
-
     sources = scheme_sources()
     rows = []
     for scheme in known_schemes():
@@ -92,12 +95,6 @@ def describe_url(url: str) -> dict:
     warehouse offers for it. When the driver cannot be built here (missing credentials, an
     unreachable warehouse) its declared fields are still shown, with the reason in
     ``choices_error``."""
-    from provisioning.config import Config
-    from provisioning.driver.options import DriverDescription
-    from provisioning.errors import DriverNotFound, InvalidDriverURL, ProvisioningError
-    from provisioning.registry import driver_class, driver_for_url
-    from provisioning.url import parse_driver_url
-
     config = Config.load()
     driver = None
     try:

@@ -3,16 +3,16 @@ the top-level help rendered by ``provisioning.cli.help`` (the one renderer of it
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
-from provisioning.cli.common import common_options
+from provisioning.cli.common import common_options, run_cli
 from provisioning.cli.help import DESCRIPTION, group_help
+from provisioning.inputs.schema import closest
+from provisioning.lazy import load
 
-__all__ = ["cli", "LazyGroup"]
+__all__ = ["cli", "LazyGroup", "run"]
 
 
 class LazyGroup(click.Group):
@@ -32,14 +32,12 @@ class LazyGroup(click.Group):
         target = self.lazy.get(name)
         if target is None:
             return None
-        module_name, _, attr = target.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            command = load(target)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
+            if exc.name == target.partition(":")[0]:
                 return None
             raise
-        command = getattr(module, attr)
         self.commands[name] = command
         return command
 
@@ -51,8 +49,6 @@ class LazyGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            from provisioning.inputs.schema import closest
-
             close = closest(name, self.list_commands(ctx))
             hint = f" Did you mean {close[0]!r}?" if close else ""
             ctx.fail(f"No such command {name!r}.{hint} See 'converge --help'.")
@@ -68,3 +64,8 @@ def cli() -> None:
 
 
 cli.help = DESCRIPTION
+
+
+def run(argv: list[str]) -> int:
+    """Run ``converge`` with ``argv`` (the console script, once it is past ``--help``)."""
+    return run_cli(cli, argv)

@@ -9,6 +9,16 @@ import sys
 import click
 
 from provisioning.cli.common import common_options, pass_settings
+from provisioning.config import Config
+from provisioning.errors import ConfigError
+from provisioning.scaffold.wizard import (
+    AnswerSource,
+    FileAnswers,
+    InitWizard,
+    TerminalAnswers,
+    load_answers,
+    write_init_outputs,
+)
 
 __all__ = ["init"]
 
@@ -29,17 +39,6 @@ def init(settings, answers: str | None, driver_default: str | None, config_file:
          force: bool) -> int:
     """Ask for a driver URL and each of its options, checking every answer at once, and write
     a commented cluster file (-f, default cluster.yml). Secrets never go into it."""
-    from provisioning.config import Config
-    from provisioning.errors import ConfigError
-    from provisioning.scaffold.wizard import (
-        AnswerSource,
-        FileAnswers,
-        InitWizard,
-        TerminalAnswers,
-        load_answers,
-        write_init_outputs,
-    )
-
     cluster_path = os.path.abspath(settings.file)
     base_dir = os.path.dirname(cluster_path)
     config_path = os.path.abspath(config_file or os.path.join(base_dir, "provisioning.yml"))

@@ -7,6 +7,15 @@ from typing import Any
 import click
 
 from provisioning.cli.common import common_options, pass_settings
+from provisioning.errors import ConfigError, ProvisioningError
+from provisioning.inputs.schema import did_you_mean
+from provisioning.machine.access import (
+    ansible_inventory,
+    inventory_json,
+    ssh_access,
+    ssh_config,
+    write_access,
+)
 
 FORMATS = ("ansible", "ssh-config", "json")
 
@@ -20,8 +29,6 @@ def output(settings, name: str | None) -> int:
     state knows now (addresses, facts).
 
     --output json prints one object."""
-    from provisioning.errors import ConfigError
-    from provisioning.inputs.schema import did_you_mean
     with settings.session(live=False, read_only=True) as session:
         cluster = session.cluster.file
         if name is not None and name not in cluster.outputs:
@@ -60,15 +67,6 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
     """
     import json
     import os
-
-    from provisioning.errors import ProvisioningError
-    from provisioning.machine.access import (
-        ansible_inventory,
-        inventory_json,
-        ssh_access,
-        ssh_config,
-        write_access,
-    )
 
     with settings.session(live=False, read_only=True) as session:
         cluster, runner = session.cluster.file, session.runner

@@ -8,15 +8,21 @@ commands load lazily from ``COMMANDS`` (``provisioning.cli.commands``).
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Callable
 
 from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
+from provisioning.cli.help import group_help
+from provisioning.lazy import lazy_exports, load
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cli.group import cli
 
 __all__ = ["cli", "main", "COMMANDS", "SUMMARIES"]
+
+#: the click group, and the runner mapping its outcomes to exit codes: named, not imported, so
+#: ``--help`` and ``--version`` never load click
+GROUP = "provisioning.cli.group"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,25 +33,16 @@ def main(argv: list[str] | None = None) -> int:
             if args == ["--version"]:
                 sys.stdout.write(f"converge, version {__version__}\n")
             else:
-                from provisioning.cli.help import group_help
-
                 sys.stdout.write(group_help(SUMMARIES))
             sys.stdout.flush()
         except BrokenPipeError:
             return 1
         return 0
-    from provisioning.cli.common import run_cli
-    from provisioning.cli.group import cli
-
-    return run_cli(cli, args)
+    run: Callable[[list[str]], int] = load(f"{GROUP}:run")
+    return run(args)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "cli":  # the click group, imported only when asked for
-        from provisioning.cli.group import cli
-
-        return cli
-    raise AttributeError(f"module 'provisioning.cli.main' has no attribute {name!r}")
+__getattr__, _ = lazy_exports(__name__, {"cli": GROUP}, __all__)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ import json
 import click
 
 from provisioning.cli.common import common_options, pass_settings
+from provisioning.scaffold import new_driver as generate
 
 __all__ = ["new_driver"]
 
@@ -25,8 +26,6 @@ def new_driver(settings, name: str, directory: str, module: str | None,
                description: str | None) -> int:
     """Write a driver package for scheme NAME: pyproject (entry point), a working example
     driver, conformance tests, README and CI script. Never overwrites a file."""
-    from provisioning.scaffold import new_driver as generate
-
     made = generate(name, directory, module=module, description=description)
     if settings.json:
         click.echo(json.dumps({"event": "new-driver", "scheme": made.names.scheme,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options, finish_batch, pass_settings
+from provisioning.cluster.plan import Plan
+from provisioning.keys import write_private_file
 
 MARKS = {"create": "+", "adopt": "+", "start": ">", "converge": "~", "replace": "-/+",
          "destroy": "-", "nothing": " "}
@@ -20,19 +22,25 @@ def render_plan(session, plan) -> None:
     for image in plan.images:
         lines.append(f"+ [image {image['name']}] would {image['description']}")
     for machine in plan.machines:
-        if machine.action == "nothing" and session.settings.verbosity < 0:
+        if machine.action == "nothing" and not machine.deposed and \
+                session.settings.verbosity < 0:
             continue
         head = "nothing to do" if machine.action == "nothing" else machine.action
+        if machine.create_before_destroy:
+            head = "replace (create before destroy)"
         lines.append(f"{MARKS[machine.action]} [{machine.name}] {head}: {machine.reason}")
         for step in machine.steps:
             lines.append(f"    [{machine.name}] would {step}")
+        for label in machine.deposed:
+            lines.append(f"    [{machine.name}] would destroy the deposed {label}")
     lines.append(plan.summary())
     session.renderer.message("\n".join(lines))
 
 
 def replace_option(fn):
     return click.option("--replace", "replace", metavar="NAME", multiple=True,
-                        help="Destroy and re-create this machine (repeatable).")(fn)
+                        help="Destroy and re-create this machine (repeatable); in a group "
+                             "with create_before_destroy: true, the new one is made first.")(fn)
 
 
 @click.command()
@@ -55,8 +63,6 @@ def plan(settings, machines: tuple[str, ...], out: str | None, refresh: bool,
     with settings.session(why_run=True, live=False) as session:
         result = session.cluster.plan(machines, refresh=refresh, replace=replace)
         if out:
-            from provisioning.keys import write_private_file
-
             write_private_file(out, result.dumps().encode())
         render_plan(session, result)
         if out and not settings.json:
@@ -74,8 +80,6 @@ def apply(settings, plan_file: str) -> int:
     Refused (exit 2) when the cluster file or a planned machine's state changed since the plan
     was made: make a new plan then.
     """
-    from provisioning.cluster.plan import Plan
-
     saved = Plan.load(plan_file)
     with settings.session(why_run=False) as session:
         results = session.cluster.apply(saved, source=plan_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options
+from provisioning.cluster.schema import cluster_schema
 
 
 @click.command()
@@ -13,8 +14,6 @@ def schema() -> int:
     """Print the JSON Schema of cluster files, for editors (docs/cluster-file.md, "Editor
     support")."""
     import json
-
-    from provisioning.cluster.schema import cluster_schema
 
     click.echo(json.dumps(cluster_schema(), indent=2))
     return 0

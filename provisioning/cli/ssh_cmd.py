@@ -13,6 +13,8 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options, pass_settings
+from provisioning.errors import ConfigError
+from provisioning.machine.access import ssh_access, ssh_argv, write_access
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -42,9 +44,6 @@ def _open_session(settings, machine: str, command: tuple[str, ...]) -> int:
     import shutil
     import subprocess
     import tempfile
-
-    from provisioning.errors import ConfigError
-    from provisioning.machine.access import ssh_access, ssh_argv, write_access
 
     if command and command[0] == "--":
         command = command[1:]

@@ -10,6 +10,13 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options, pass_settings, why_run_option
+from provisioning.cli.output import format_table
+from provisioning.cluster.file import load_cluster
+from provisioning.cluster.state_ops import forget_machines, move_machine
+from provisioning.cluster.topology import FACTS_KIND
+from provisioning.config import Config
+from provisioning.store import open_store
+from provisioning.store.statefile import dump, export_state, import_state, load
 
 
 def _open_store(settings):
@@ -17,18 +24,12 @@ def _open_store(settings):
     default beside the current directory."""
     import os
 
-    from provisioning.store import open_store
-
     if os.path.exists(settings.file):
-        from provisioning.cluster.file import load_cluster
-
         cluster = load_cluster(settings.file)
         return open_store(cluster.state_url(settings.state, cluster.config()),
                           base_dir=cluster.base_dir)
     if settings.state:
         return open_store(settings.state)
-    from provisioning.config import Config
-
     config = Config.load()
     return open_store(config.state, base_dir=config.base_dir)
 
@@ -55,9 +56,6 @@ def state() -> None:
 @pass_settings
 def export(settings, target: str) -> int:
     """Write every entry of the state as JSON; secrets are left out."""
-    from provisioning.cluster.topology import FACTS_KIND
-    from provisioning.store.statefile import dump, export_state
-
     store = _open_store(settings)
     try:
         document = export_state(store, derived=(FACTS_KIND,))
@@ -81,8 +79,6 @@ def export(settings, target: str) -> int:
 @pass_settings
 def import_(settings, source: str, replace: bool) -> int:
     """Read a JSON export (FILE, or '-' for standard input) into the state store."""
-    from provisioning.store.statefile import import_state, load
-
     document = load(source)
     store = _open_store(settings)
     try:
@@ -103,8 +99,6 @@ def import_(settings, source: str, replace: bool) -> int:
 def show(settings) -> int:
     """The store (password masked), who holds which machine's lock, and shared runs."""
     import json
-
-    from provisioning.cli.output import format_table
 
     store = _open_store(settings)
     try:
@@ -150,8 +144,6 @@ def rm(settings, names: tuple[str, ...]) -> int:
 
     Run it with --why-run first. Another cluster's machines cannot be forgotten from here.
     """
-    from provisioning.cluster.state_ops import forget_machines
-
     with settings.session() as session:
         done = forget_machines(session.runner, list(names))
         _emit(settings, ("would " if settings.why_run else "") + "\n".join(done),
@@ -173,8 +165,6 @@ def mv(settings, name: str, new_name: str | None, to_cluster: str | None) -> int
 
     Run it with --why-run first.
     """
-    from provisioning.cluster.state_ops import move_machine
-
     with settings.session() as session:
         done = move_machine(session.runner, name, new_name, to_cluster=to_cluster)
         _emit(settings, ("would " if settings.why_run else "") + done,

@@ -42,6 +42,8 @@ def status(settings, refresh: bool, all_clusters: bool) -> int:
                 row["last_error"] = row["last_error"].splitlines()[0][:80]
             if not row["in_cluster_file"]:
                 row["name"] = f"{row['name']} (not in file)"
+            if row.get("deposed"):  # a create-before-destroy replace left the old one
+                row["state"] = f"{row['state']} (+{row['deposed']} deposed)"
             holder = row.get("locked_by")
             row["working"] = (f"{holder.get('command') or '?'} (pid {holder.get('pid')} on "
                               f"{holder.get('host')} since {holder.get('since')})"

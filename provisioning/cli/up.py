@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options, finish_batch, pass_settings, why_run_option
-from provisioning.cli.plan_cmd import replace_option
+from provisioning.cli.plan_cmd import render_plan, replace_option
 
 
 @click.command()
@@ -23,8 +23,6 @@ def up(settings, machines: tuple[str, ...], replace: tuple[str, ...]) -> int:
     as 'converge plan') and touches nothing.
     """
     if settings.why_run:
-        from provisioning.cli.plan_cmd import render_plan
-
         with settings.session(live=False) as session:
             render_plan(session, session.cluster.plan(machines, replace=replace))
         return 0

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from provisioning.cli.common import common_options, pass_settings, why_run_option
+from provisioning.cluster.watch import Watcher
 
 
 @click.command()
@@ -32,8 +33,6 @@ def watch(settings, machines: tuple[str, ...], interval: float, grace: float, on
     """
     import signal
     import threading
-
-    from provisioning.cluster.watch import Watcher
 
     stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}

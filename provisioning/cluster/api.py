@@ -20,13 +20,18 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.file import ClusterFile, MachineDefinition, load_cluster
+from provisioning.cluster.kitchen import Kitchen
+from provisioning.cluster.replace import check_drivers
 from provisioning.cluster.runner import ClusterRunner
+from provisioning.cluster.state_ops import import_into_cluster
+from provisioning.cluster.status import all_clusters_status
+from provisioning.cluster.topology import render_outputs
+from provisioning.parallel import BatchResult, Outcome
+from provisioning.store import open_store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.kitchen import Kitchen
     from provisioning.cluster.plan import Plan
     from provisioning.config import Config
-    from provisioning.parallel import BatchResult
     from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
 
@@ -48,14 +53,14 @@ class Cluster:
         """Validate the cluster file and open its state store (``state`` wins over the file's
         ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
         Under why-run or ``read_only`` a state file that does not exist is not created."""
-        from provisioning.store import open_store
-
         file = load_cluster(path)
         config = file.config()
-        if not read_only:  # a hostile template is refused before the state file is written
+        if not read_only:  # refused before the state file is written: a hostile template,
+            # a group asking create_before_destroy of a driver that cannot
             from provisioning.cluster.preflight import check_templates
 
             check_templates(file)
+            check_drivers(file)
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
                            create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)
@@ -91,14 +96,10 @@ class Cluster:
     @property
     def kitchen(self) -> "Kitchen":
         """test-kitchen's lifecycle (create, converge, verify, test, list) on this cluster."""
-        from provisioning.cluster.kitchen import Kitchen
-
         return Kitchen(self.runner)
 
     def outputs(self) -> dict[str, str]:
         """The file's ``outputs``, rendered with what the state knows now."""
-        from provisioning.cluster.topology import render_outputs
-
         return render_outputs(self.file, self.store)
 
     # -- operations ------------------------------------------------------------------------
@@ -125,8 +126,6 @@ class Cluster:
 
         plan = self.plan(names, refresh=self.runner.why_run, replace=replace)
         if self.runner.why_run:
-            from provisioning.parallel import BatchResult, Outcome
-
             return BatchResult((m.name, Outcome(m.name)) for m in plan.machines)
         return up_plan(self.runner, plan)
 
@@ -135,8 +134,6 @@ class Cluster:
         ``host[:port]``, a fake server id) as machine ``name`` of the file; the next ``up``
         converges it. Refused when ``name`` or the resource is in the state already; under
         why-run only reported. Returns the saved entry (None under why-run)."""
-        from provisioning.cluster.state_ops import import_into_cluster
-
         return import_into_cluster(self.runner, name, resource_id)
 
     def stop(self, names: Iterable[str] = ()) -> "BatchResult":
@@ -156,8 +153,6 @@ class Cluster:
 
     def all_clusters(self) -> list[dict[str, Any]]:
         """Every machine of every cluster in this cluster's state store (from the state)."""
-        from provisioning.cluster.status import all_clusters_status
-
         return all_clusters_status(self.store)
 
     def connect(self, name: str):

@@ -29,10 +29,11 @@ import provisioning.errors as errors
 from provisioning.errors import ProvisioningError, StateError, StateLocked
 from provisioning.parallel import BatchResult, Cancelled, Outcome
 from provisioning.store.base import holder_info
+from provisioning.store.chunks import CHUNK, ChunkedHold
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.lifecycle import MachineRequest, Provisioner
-    from provisioning.store.chunks import ChunkedHold, Prepare
+    from provisioning.store.chunks import Prepare
 
 __all__ = ["WorkSplit", "split_run", "run_key", "supports_claims", "remote_error", "batch_size"]
 
@@ -54,8 +55,6 @@ def supports_claims(store: Any) -> bool:
 def batch_size(machines: int, workers: int) -> int:
     """How many machines one claim takes: a runner's worth (``workers``), more for a big run
     (at most a ``CHUNK``, and at most 1/``SPREAD`` of the run)."""
-    from provisioning.store.chunks import CHUNK
-
     return max(1, workers, min(CHUNK, -(-machines // SPREAD)))
 
 
@@ -220,8 +219,6 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
     """Do ``call(request)`` for the machines this runner claims, wait for the others' machines,
     and return every machine's outcome. With ``held``, each claimed batch is locked and read
     at once (``prepare`` sees it first) and ``held(hold, request)`` does each machine."""
-    from provisioning.store.chunks import ChunkedHold
-
     by_name = {r[1]: r for r in requests}
     results = BatchResult((r[1], Outcome(r[1])) for r in requests)
     handler = provisioner.action_handler

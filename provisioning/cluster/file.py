@@ -12,6 +12,7 @@
       web:
         count: 2                        # web-1, web-2 (lowering it destroys the highest)
         prevent_destroy: true           # any planned destroy of this group is an error
+        create_before_destroy: true     # a replace creates the new machine, then destroys the old
         machine_options: {...}
         converge: [{file: {...}}, {command: {...}}]
         healthcheck: {tcp: "{{ machine.address }}:22"}
@@ -46,9 +47,15 @@ from provisioning.cluster.keycheck import key_problems
 from provisioning.cluster.matrix import expand_matrix
 from provisioning.cluster.model import ClusterFile, GroupSpec, MachineDefinition, VerifyItem, deep_merge
 from provisioning.cluster.topology import check_order
+from provisioning.convergence.registry import parse_convergence
+from provisioning.driver.options import LOCAL_OPTION_KEYS, validate_options
 from provisioning.driver.requestcheck import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, ConfigProblem
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean, one_or_many
+from provisioning.inputs.url import parse_driver_url
+from provisioning.inputs.userfiles import read_user_text
+from provisioning.inputs.yamlfile import load_yaml_text
+from provisioning.registry import driver_class
 
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
            "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS",
@@ -58,16 +65,13 @@ DEFAULT_CLUSTER_FILE = "cluster.yml"
 TOP_KEYS = ("driver", "driver_options", "private_key_paths", "private_keys", "machine_options",
             "machines", "state", "platforms", "suites", "outputs", "images", "name")
 MACHINE_KEYS = ("count", "driver", "machine_options", "converge", "healthcheck", "verify",
-                "sync", "ports", "after", "prevent_destroy")
+                "sync", "ports", "after", "prevent_destroy", "create_before_destroy")
 MAX_COUNT = 1000
 
 
 # -- loading ---------------------------------------------------------------------------------
 def load_cluster(path: str = DEFAULT_CLUSTER_FILE) -> ClusterFile:
     """Read and validate a cluster file; raises ConfigError holding every problem."""
-    from provisioning.inputs.userfiles import read_user_text
-    from provisioning.inputs.yamlfile import load_yaml_text
-
     if os.path.isdir(path):
         raise ConfigError(f"is a directory; pass the cluster file itself (-f {path}/cluster.yml)",
                           file=path)
@@ -195,8 +199,6 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
 def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
                seen: dict[str, str]) -> None:
     """Validate one group's settings and add its machines (``count`` expanded) to the cluster."""
-    from provisioning.convergence.registry import parse_convergence
-
     group, key = spec.name, spec.key
     if not NAME_RE.match(group) or len(group) > MAX_NAME:
         problems.add(key, f"invalid machine name {group!r}: use lower-case letters, digits and "
@@ -213,6 +215,8 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
         count = None
     if problems.field(body, "prevent_destroy", key, bool, expected="true or false"):
         cluster.prevent_destroy = cluster.prevent_destroy | {group}
+    if problems.field(body, "create_before_destroy", key, bool, expected="true or false"):
+        cluster.create_before_destroy = cluster.create_before_destroy | {group}
     driver = problems.field(body, "driver", key, str, expected="a driver URL like 'nspawn:'")
     driver = driver or spec.driver
     if driver is None:
@@ -334,9 +338,6 @@ _driver_classes: dict[str, Any] = {}
 
 def _driver_class(url: str, key: str, problems: Problems) -> Any:
     """The driver class for a URL, or None after recording why there is none."""
-    from provisioning.registry import driver_class
-    from provisioning.url import parse_driver_url
-
     try:
         scheme = parse_driver_url(url).scheme
         if scheme not in _driver_classes:
@@ -352,21 +353,19 @@ def _driver_class(url: str, key: str, problems: Problems) -> Any:
 
 def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], key: str,
                   problems: Problems, cluster: ClusterFile) -> None:
-    from provisioning.driver.options import LOCAL_OPTION_KEYS, validate_options
-
     where_driver = f"{key}.driver" if url != cluster.driver else "driver"
     cls = _driver_class(url, where_driver, problems)
     if cls is None:
         return
     local = [k for k in LOCAL_OPTION_KEYS if k in options]
-    fields = list(getattr(cls, "machine_option_fields", ()))
+    fields = list(cls.machine_option_fields)
     found = validate_options(fields, {k: v for k, v in options.items() if k not in local},
                              where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
     if local:  # most machines have neither: the module is not even imported
         from provisioning.driver.local_features import check_local_options
 
-        found += check_local_options(options, getattr(cls, "capabilities", None), where=key,
+        found += check_local_options(options, cls.capabilities, where=key,
                                      file=cluster.path, driver_url=url)
     found += _ssh_transport_problems(fields, options, f"{key}.machine_options", cluster.path)
     known = {(p.key, p.message) for p in problems.items}
@@ -399,13 +398,11 @@ def _ssh_transport_problems(fields: list, options: Mapping[str, Any], where: str
 
 
 def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
-    from provisioning.driver.options import validate_options
-
     for url, options in cluster.driver_options.items():
         if not isinstance(options, Mapping):
             continue
         cls = _driver_class(url, f"driver_options.{url}", problems)
-        fields = list(getattr(cls, "driver_option_fields", ()) or ())
-        if cls is not None and fields:
+        fields = list(cls.driver_option_fields) if cls is not None else []
+        if fields:
             problems.extend(validate_options(fields, options, where=f"driver_options.{url}",
                                              file=cluster.path, strict=True))

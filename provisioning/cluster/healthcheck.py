@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from provisioning.convergence.steps import render_string
 from provisioning.errors import ProvisioningError
 from provisioning.inputs.schema import Problems, describe_type, one_or_many
 
@@ -138,8 +139,6 @@ def run_healthcheck(check: HealthCheck, machine: "Machine | None", action_handle
                     variables: Mapping[str, Any], *, file: str | None = None,
                     opener: SocketOpener | None = None, sleep: Callable[[float], None] = time.sleep,
                     clock: Callable[[], float] = time.monotonic) -> None:
-    from provisioning.convergence.steps import render_string
-
     target = render_string(check.target, variables, file=file, key=f"{check.key}.{check.kind}")
     label = f"healthcheck {check.kind} {target}"
     if action_handler.why_run:

@@ -52,7 +52,7 @@ def _named_keys(cluster: "Cluster", driver_fields: Mapping[str, Any]) -> Iterato
 
 def key_problems(cluster: "Cluster", driver_classes: Mapping[str, Any]) -> list[ConfigProblem]:
     """One problem per key that cannot be used (``driver_classes``: driver URL -> class)."""
-    fields = {url: {f.name for f in getattr(cls, "machine_option_fields", ())}
+    fields = {url: {f.name for f in cls.machine_option_fields}
               for url, cls in driver_classes.items() if cls is not None}
     wanted = dict(_named_keys(cluster, fields))
     if not wanted:

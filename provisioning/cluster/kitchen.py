@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from provisioning.parallel import BatchResult, Outcome
+from provisioning.spec import ManagedEntry
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
@@ -60,8 +61,6 @@ class Kitchen:
         """Save per instance: the action and, for verify, whether every machine passed."""
         if self.runner.why_run:
             return
-        from provisioning.spec import ManagedEntry
-
         store = self.runner.store
         instances = self._by_instance(definitions)
         saved = store.get_many(INSTANCE_KIND, list(instances))  # few queries for a fleet

@@ -10,12 +10,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from provisioning.config import Config
+from provisioning.convergence.base import ConvergenceContext
+from provisioning.convergence.registry import strategy_class
 from provisioning.errors import ConfigError
 from provisioning.inputs.schema import Problems, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.healthcheck import HealthCheck
-    from provisioning.config import Config
     from provisioning.convergence.base import ConvergenceStrategy
     from provisioning.convergence.steps import Step
 
@@ -86,12 +88,13 @@ class ClusterFile:
     name: str = ""
     #: groups with ``prevent_destroy: true``: a plan that would destroy one of them is an error
     prevent_destroy: frozenset[str] = frozenset()
+    #: groups with ``create_before_destroy: true``: a replace makes the new machine first, then
+    #: destroys the old one (``provisioning.cluster.replace``)
+    create_before_destroy: frozenset[str] = frozenset()
 
     def config(self, base: "Config | None" = None) -> "Config":
         """Settings for this cluster: ``provisioning.yml`` beside it, the environment, then the
         cluster's own driver options and keys."""
-        from provisioning.config import Config
-
         base = base or Config.load(cwd=self.base_dir)
         extra: dict[str, Any] = {"driver_options": self.driver_options,
                                  "private_keys": self.private_keys}
@@ -167,9 +170,6 @@ class ClusterFile:
                     machines: Mapping[str, Any] | None = None) -> "ConvergenceStrategy":
         """The machine's strategy, built from its ``converge`` settings; ``machines`` is what
         templates see as ``machines`` (see ``provisioning.cluster.topology.machines_view``)."""
-        from provisioning.convergence.base import ConvergenceContext
-        from provisioning.convergence.registry import strategy_class
-
         name = definition.strategy
         if name == "steps" and not definition.settings:
             name = "none"

@@ -5,8 +5,11 @@ Actions per machine: ``create`` (not in the state, or its resource vanished), ``
 the state, but the driver's allocate would adopt a resource tagged for it: its first planned
 action starts with "adopt "), ``start`` (it is stopped: its steps are checked after the start),
 ``converge`` (the steps that would change, each with why), ``replace`` (asked for with
-``--replace``), ``destroy`` (scale-down, or a machine of this cluster no longer in the file),
-``nothing``.
+``--replace``; with ``create_before_destroy`` the new machine first, see
+``provisioning.cluster.replace``), ``destroy`` (scale-down, or a machine of this cluster no
+longer in the file), ``nothing``. Besides its action, a machine lists its ``deposed``
+resources (moved aside by a create-before-destroy replace that has not finished): applying
+destroys them once the machine is up.
 
 A plan saved as JSON (``converge plan --out``) records the cluster file's sha256 and each
 machine's state version; ``apply`` refuses it with ``StalePlan`` once either changed. The
@@ -23,6 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
+from provisioning.actions import RecordingActionHandler
+from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
 from provisioning.spec import MachineSpec
 
@@ -75,6 +80,11 @@ class MachinePlan:
     state_version: int = 0
     observed: str | None = None          # the driver's word when refreshed: running, stopped...
     steps: list[PlannedStep] = field(default_factory=list)
+    #: a replace that creates the new machine before destroying the old one
+    create_before_destroy: bool = False
+    #: the resources moved aside by an unfinished create-before-destroy replace, by label:
+    #: destroyed once the machine is up
+    deposed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,11 +120,13 @@ class Plan:
     def counts(self) -> dict[str, int]:
         counts = {action: len(self.by_action(action)) for action in ACTIONS}
         counts["steps"] = sum(len(m.steps) for m in self.by_action("converge"))
+        counts["deposed"] = sum(len(m.deposed) for m in self.machines)
         return counts
 
     @property
     def changes(self) -> bool:
-        return bool(self.images) or any(m.action != "nothing" for m in self.machines)
+        return bool(self.images) or any(m.action != "nothing" or m.deposed
+                                        for m in self.machines)
 
     def summary(self) -> str:
         """``plan: 2 to create, 1 to converge (3 steps), 1 to destroy, 5 unchanged``."""
@@ -128,6 +140,8 @@ class Plan:
                 extra = (f" ({counts['steps']} step{'s' if counts['steps'] != 1 else ''})"
                          if action == "converge" else "")
                 parts.append(f"{counts[action]} {verb}{extra}")
+        if counts["deposed"]:
+            parts.append(f"{counts['deposed']} deposed to destroy")
         parts.append(f"{counts['nothing']} unchanged")
         return "plan: " + ", ".join(parts)
 
@@ -229,13 +243,18 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
                  for n in replace if cluster.machines[n].group in cluster.prevent_destroy]
     if problems:
         raise ConfigError(problems=problems)
+    check_drivers(cluster, definitions)
 
     booted = {d.name: d for d in _with_images(runner, definitions)}
     images = _images_to_build(runner, definitions)
 
     def one(definition: "MachineDefinition") -> MachinePlan:
-        return _plan_machine(runner, booted[definition.name], entries.get(definition.name),
-                             refresh=refresh, replace=definition.name in replace)
+        planned = _plan_machine(runner, booted[definition.name], entries.get(definition.name),
+                                refresh=refresh, replace=definition.name in replace)
+        if planned.deposed and planned.action != "replace":
+            planned.reason += (f"; a replace did not finish: {len(planned.deposed)} deposed "
+                               "resource(s) to destroy once it is up")
+        return planned
 
     results = runner.provisioner.parallelizer.run(
         (d.name, functools.partial(one, d)) for d in definitions)
@@ -248,7 +267,8 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
     for entry in doomed:
         machines.append(MachinePlan(entry.name, "destroy", _destroy_reason(runner, entry),
                                     group=entry.group, driver_url=entry.driver_url,
-                                    state_version=entry.version))
+                                    state_version=entry.version,
+                                    deposed=_deposed(runner, entry)))
     return Plan(cluster=runner.name, file=cluster.path, file_sha256=file_sha256(cluster.path),
                 state=runner.store.url, machines=machines, refreshed=refresh,
                 created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), selection=names,
@@ -334,13 +354,25 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
     if spec is None:  # not saved for this cluster (and no other cluster's: refuse_foreign)
         spec = MachineSpec(name, store=runner.store)  # a fresh, unsaved entry, no query
         plan.state_version = spec.version
+    plan.deposed = _deposed(runner, spec)
     if replace:
-        plan.action, plan.reason = "replace", "asked for with --replace: destroy, then create"
-        plan.steps = [PlannedStep("destroy the machine"), PlannedStep("create it anew")]
-        plan.steps += [PlannedStep(s.summary()) for s in definition.steps]
+        plan.action = "replace"
+        steps = [PlannedStep(s.summary()) for s in definition.steps]
+        if definition.group in runner.cluster.create_before_destroy:
+            plan.create_before_destroy = True
+            plan.reason = ("asked for with --replace: create the new machine, then destroy the "
+                           "old one (create_before_destroy)")
+            plan.steps = [PlannedStep("create it anew, beside the old one"), *steps,
+                          PlannedStep("destroy the old one (deposed)")]
+        else:
+            plan.reason = "asked for with --replace: destroy, then create"
+            plan.steps = [PlannedStep("destroy the machine"), PlannedStep("create it anew"),
+                          *steps]
         return plan
     if not spec.exists:
-        plan.action, plan.reason = "create", "not in the state"
+        plan.action = "create"
+        plan.reason = "not in the state" if not spec.deposed else \
+            "the new machine of a replace (create_before_destroy) is not made yet"
         plan.steps = (_rehearse(runner, definition, spec) if refresh else
                       [PlannedStep(s.summary()) for s in definition.steps])
         if plan.steps and plan.steps[0].description.startswith(ADOPT_PREFIX):
@@ -374,12 +406,22 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
     return plan
 
 
+def _deposed(runner: "ClusterRunner", spec: "MachineSpec") -> list[str]:
+    """Labels of the machine's deposed resources (``destroy server srv-1a2b`` names them)."""
+    labels = []
+    for reference in spec.deposed:
+        loose = MachineSpec(spec.name, reference=dict(reference))
+        try:
+            labels.append(runner.provisioner.driver_for(loose).resource_label(reference))
+        except ProvisioningError:  # a driver that cannot be loaded: the reference says enough
+            labels.append(str(reference))
+    return labels
+
+
 def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
               spec: "MachineSpec") -> list[PlannedStep]:
     """Run the machine's pipeline under why-run (no lock, nothing saved) and keep the changes
     it reports."""
-    from provisioning.actions import RecordingActionHandler
-
     recorder = RecordingActionHandler(why_run=True)
     handler = recorder.for_machine(definition.name)
     driver = runner.provisioner.driver_for(spec, runner.driver(definition.driver_url)) \

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from provisioning.cluster.topology import machines_view
+from provisioning.convergence.steps import FileStep
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.inputs.templating import render_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.model import ClusterFile, MachineDefinition
@@ -41,10 +44,6 @@ def check_templates(cluster: "ClusterFile",
                     definitions: Iterable["MachineDefinition"] | None = None) -> None:
     """Render the file templates of ``definitions`` (default: every machine of the file) and
     raise one ConfigError listing each sandbox violation, before anything is written."""
-    from provisioning.cluster.topology import machines_view
-    from provisioning.convergence.steps import FileStep
-    from provisioning.inputs.templating import render_file
-
     problems: list[ConfigProblem] = []
     seen: set[tuple[str, str]] = set()
     for definition in cluster.machines.values() if definitions is None else definitions:

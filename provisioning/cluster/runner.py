@@ -18,9 +18,22 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.claims import split_run, supports_claims
-from provisioning.errors import ClusterConflict, CommandFailed, MachineNotFound, ProvisioningError
+from provisioning.cluster.status import cluster_status
+from provisioning.cluster.topology import FACTS_KIND, dependencies, forget, machines_view, record_facts, waves
+from provisioning.errors import (
+    ClusterConflict,
+    CommandFailed,
+    ConfigError,
+    MachineNotFound,
+    MissingExtra,
+    ProvisioningError,
+    VerifyFailed,
+    error_message,
+)
 from provisioning.lifecycle import Provisioner
+from provisioning.machine.access import ssh_access, ssh_config, write_access
 from provisioning.parallel import BatchResult, Outcome
+from provisioning.registry import driver_for_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
@@ -51,6 +64,8 @@ class ClusterRunner:
         self._drivers_lock = threading.Lock()
         #: while ``up`` runs a wave: scope -> the ``machines`` view, read once for the wave
         self._views: dict[Any, dict[str, list]] | None = None
+        #: one worker reads a view while the others wait for it (not each its own full read)
+        self._views_lock = threading.Lock()
         #: while ``up`` runs a wave: name -> its facts entry, read with its chunk
         self._facts: dict[str, Any] | None = None
         self.actions: Counter[str] = Counter()
@@ -73,8 +88,6 @@ class ClusterRunner:
 
     def driver(self, url: str) -> "Driver":
         """One driver per URL for the whole run."""
-        from provisioning.registry import driver_for_url
-
         with self._drivers_lock:
             if url not in self._drivers:
                 self._drivers[url] = driver_for_url(url, self.config)
@@ -114,10 +127,7 @@ class ClusterRunner:
         a machine why-run would create). Images the machines boot from are built first. Groups
         with ``after`` wait for the groups they name (waves, see
         ``provisioning.cluster.topology``); a machine whose dependency failed fails untouched."""
-        from provisioning.cluster.topology import dependencies, waves
         from provisioning.images.builder import boot_from_images
-        from provisioning.parallel import Outcome
-
         definitions = boot_from_images(definitions, self.images)
         results = BatchResult()
         for wave in waves(self.cluster, definitions):
@@ -165,8 +175,6 @@ class ClusterRunner:
                        allocated: dict[str, int]) -> dict[str, BaseException]:
         """A held chunk of ``up``: its machines' recorded facts read in one query (each
         machine's ``record_facts`` then reads none), and those needing creating allocated."""
-        from provisioning.cluster.topology import FACTS_KIND
-
         if not self.why_run and self._facts is not None:
             self._facts.update(self.store.get_many(FACTS_KIND, [s.name for s in specs]))
         return self._allocate_new(specs, by_name, allocated)
@@ -224,8 +232,6 @@ class ClusterRunner:
         spec.last_action = "ready"
         machine = driver.ready_machine(handler, spec, options)
         if machine is not None and not self.why_run:
-            from provisioning.cluster.topology import record_facts
-
             facts = self._facts
             record_facts(self.store, machine, spec.driver_url or definition.driver_url,
                          spec.reference,
@@ -268,15 +274,17 @@ class ClusterRunner:
 
     def machines_view(self, definition: "MachineDefinition | None" = None) -> dict[str, list]:
         """What templates see as ``machines`` now (see ``provisioning.cluster.topology``)."""
-        from provisioning.cluster.topology import machines_view
-
         views = self._views
         if views is None:
             return machines_view(self.cluster, self.store, definition)
         key = definition.instance if definition is not None else ("*",)
-        if key not in views:  # during a wave: read the state once, not once per machine
-            views[key] = machines_view(self.cluster, self.store, definition)
-        return views[key]
+        view = views.get(key)
+        if view is None:  # during a wave: read the state once, not once per machine or worker
+            with self._views_lock:
+                view = views.get(key)
+                if view is None:
+                    view = views[key] = machines_view(self.cluster, self.store, definition)
+        return view
 
     def variables_for(self, definition: "MachineDefinition", machine: "Machine") -> dict[str, Any]:
         variables = self.cluster.variables(definition, self.machines_view(definition))
@@ -329,6 +337,7 @@ class ClusterRunner:
         """Destroy one saved machine under its lock (never another cluster's) and forget it."""
         if spec.exists or spec.version:
             self.check_owner(spec)
+        self.provisioner.destroy_deposed(handler, spec, options)  # the older ones first
         if not spec.exists:
             handler.report_progress("not allocated: nothing to destroy")
             if spec.version and not self.why_run:
@@ -340,8 +349,6 @@ class ClusterRunner:
 
     def _forget_facts(self, results: BatchResult) -> BatchResult:
         """A destroyed machine's recorded facts go with it."""
-        from provisioning.cluster.topology import FACTS_KIND, forget
-
         if not self.why_run:
             forget(self.store, [n for n, o in results.items() if o.ok], [FACTS_KIND])
         return results
@@ -398,8 +405,6 @@ class ClusterRunner:
 
     @staticmethod
     def _newest_snapshot(driver: "Driver", spec, operation: str) -> str:
-        from provisioning.errors import ConfigError
-
         snapshots = driver.list_snapshots(spec)
         if not snapshots:
             raise ConfigError(f"machine {spec.name!r} has no snapshots to {operation}; save one "
@@ -428,8 +433,6 @@ class ClusterRunner:
     def status(self, *, refresh: bool = False) -> list[dict[str, Any]]:
         """One row per machine of this cluster (in the file or saved in the state); see
         ``provisioning.cluster.status``."""
-        from provisioning.cluster.status import cluster_status
-
         return cluster_status(self, refresh=refresh)
 
     def states(self, specs: Sequence[Any]) -> dict[str, str]:
@@ -452,7 +455,7 @@ class ClusterRunner:
             if outcome.ok:
                 states.update(cast("dict[str, str]", outcome.value))
             else:
-                text = getattr(outcome.error, "message", str(outcome.error))[:60]
+                text = error_message(outcome.error)[:60]
                 states.update({spec.name: f"unknown ({text})" for spec in group})
         return states
 
@@ -489,13 +492,9 @@ class ClusterRunner:
         machine's host key (``provisioning.machine.access``); checking is never turned off."""
         import tempfile
 
-        from provisioning.machine.access import ssh_access, ssh_config, write_access
-
         try:
             import testinfra  # noqa: F401
         except ImportError as exc:
-            from provisioning.errors import MissingExtra
-
             raise MissingExtra("testinfra verify", "testinfra", "pytest-testinfra") from exc
         access = ssh_access(machine)
         handler.report_progress(f"verify: testinfra {directory}")
@@ -514,8 +513,6 @@ class ClusterRunner:
     def _run_pytest(self, definition: "MachineDefinition", kind: str, directory: str,
                     argv: list[str], env: dict[str, str], handler: ActionHandler) -> None:
         """Run a pytest session; a failure raises with its failing tests and their assertions."""
-        from provisioning.errors import VerifyFailed
-
         proc = subprocess.run(argv, cwd=self.cluster.base_dir, env=env, capture_output=True,
                               text=True)
         lines = proc.stdout.strip().splitlines()

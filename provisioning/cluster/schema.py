@@ -14,6 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from provisioning.cluster import healthcheck
+from provisioning.cluster.file import MACHINE_KEYS, TOP_KEYS, VERIFY_KINDS
+from provisioning.cluster.matrix import PLATFORM_KEYS, SUITE_KEYS
+from provisioning.convergence import steps
+from provisioning.convergence.registry import known_strategies, strategy_class
+from provisioning.images.definition import IMAGE_KEYS
+
 __all__ = ["cluster_schema", "SCHEMA_ID"]
 
 SCHEMA_ID = "https://provisioning.invalid/schemas/cluster.json"
@@ -44,6 +51,9 @@ _TYPES: dict[str, Any] = {
     "extra_vars": _MAPPING,
     "prevent_destroy": {"type": "boolean",
                         "description": "a plan that would destroy one of these is an error"},
+    "create_before_destroy": {"type": "boolean",
+                              "description": "replace: create the new machine, then destroy "
+                                             "the old one (when the driver can)"},
 }
 _DESCRIPTIONS = {
     "driver": "driver URL, quoted: \"nspawn:\"",
@@ -71,8 +81,6 @@ def _object(keys: tuple[str, ...] | list[str], overrides: dict[str, Any] | None 
 
 
 def _steps() -> dict[str, Any]:
-    from provisioning.convergence import steps
-
     variants = []
     for kind in steps.STEP_KINDS:
         keys = steps._KEYS[kind]
@@ -84,8 +92,6 @@ def _steps() -> dict[str, Any]:
 
 
 def _convergence() -> dict[str, Any]:
-    from provisioning.convergence.registry import known_strategies, strategy_class
-
     variants: list[dict[str, Any]] = [{"$ref": "#/$defs/steps"}]
     for name in known_strategies():
         try:
@@ -98,25 +104,18 @@ def _convergence() -> dict[str, Any]:
 
 
 def _healthcheck() -> dict[str, Any]:
-    from provisioning.cluster import healthcheck
-
     one = {"allOf": [_object(healthcheck._KEYS),
                      {"oneOf": [{"required": [k]} for k in healthcheck.KINDS]}]}
     return {"anyOf": [one, {"type": "array", "items": one}]}
 
 
 def _verify() -> dict[str, Any]:
-    from provisioning.cluster.file import VERIFY_KINDS
-
     one = {"anyOf": [_STRING] + [_object((k,), required=(k,)) for k in VERIFY_KINDS]}
     return {"anyOf": [one, {"type": "array", "items": one}]}
 
 
 def cluster_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a cluster file."""
-    from provisioning.cluster.file import MACHINE_KEYS, TOP_KEYS
-    from provisioning.cluster.matrix import PLATFORM_KEYS, SUITE_KEYS
-
     group_refs = {"converge": {"$ref": "#/$defs/converge"},
                   "healthcheck": {"$ref": "#/$defs/healthcheck"},
                   "verify": {"$ref": "#/$defs/verify"}}
@@ -125,8 +124,6 @@ def cluster_schema() -> dict[str, Any]:
                 "additionalProperties": {"anyOf": [{"$ref": "#/$defs/machine"},
                                                    {"type": "null"}]}}
     suite = _object(SUITE_KEYS, dict(group_refs, machines={"$ref": "#/$defs/machines"}))
-    from provisioning.images.definition import IMAGE_KEYS
-
     image = _object(IMAGE_KEYS, {"converge": {"$ref": "#/$defs/steps"},
                                  "from": {"type": "string", "description": "the base image"},
                                  "packages": {"anyOf": [_STRING, _STRINGS]}},

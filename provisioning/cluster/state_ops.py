@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from provisioning.cluster.file import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, MachineNotFound
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +37,8 @@ def forget_machines(runner: "ClusterRunner", names: list[str]) -> list[str]:
     done = []
     for entry in entries:
         text = f"forget {entry.name} (its resource {entry.reference or '-'} is left as it is)"
+        if entry.deposed:
+            text += f", and its {len(entry.deposed)} deposed resource(s) {entry.deposed}"
         handler = runner.action_handler.for_machine(entry.name)
 
         def forget(name: str = entry.name) -> None:
@@ -49,8 +52,6 @@ def forget_machines(runner: "ClusterRunner", names: list[str]) -> list[str]:
 def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None, *,
                  to_cluster: str | None = None) -> str:
     """Rename the entry ``name`` to ``new_name`` and/or hand it to cluster ``to_cluster``."""
-    from provisioning.cluster.file import MAX_NAME, NAME_RE
-
     if not new_name and not to_cluster:
         raise ConfigError("say where to: a new name (state mv OLD NEW) or --to-cluster NAME",
                           key="state mv")
@@ -74,6 +75,7 @@ def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None
                     moved = runner.provisioner.spec(target)
                     moved.reference, moved.last_action = fresh.reference, "state mv"
                     moved.last_error, moved.group = fresh.last_error, fresh.group
+                    moved.generation, moved.deposed = fresh.generation, fresh.deposed
                     moved.cluster = cluster
                     moved.save()
                     runner.store.delete("machine", name)

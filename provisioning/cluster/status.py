@@ -18,9 +18,11 @@ OBSERVED_OPTIONS = ("size", "image")
 
 def drift(state: str, spec: "MachineSpec | None", options: dict[str, Any] | None) -> list[str]:
     """What differs between the wish, the record and the warehouse, in words ([] when none)."""
+    deposed = [f"{len(spec.deposed)} deposed resource(s) of an unfinished replace: the "
+               "next up destroys them"] if spec is not None and spec.deposed else []
     if spec is None or not spec.exists:
-        return ["not created"] if options is not None else []
-    found = []
+        return (["not created"] if options is not None else []) + deposed
+    found = deposed
     if state == "missing":
         found.append("missing: its resource is gone at the provider")
     elif state == "stopped":
@@ -61,7 +63,8 @@ def cluster_status(runner: Any, *, refresh: bool = False) -> list[dict[str, Any]
                "last_action": spec.last_action if spec is not None else None,
                "last_error": spec.last_error if spec is not None else None,
                "in_cluster_file": definition is not None, "locked_by": locks.get(name),
-               "cluster": runner.name}
+               "cluster": runner.name,
+               "deposed": len(spec.deposed) if spec is not None else 0}
         if refresh:
             row["drift"] = drift(state, spec, dict(definition.machine_options)
                                  if definition is not None else None)

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from provisioning.cluster.model import ClusterFile, MachineDefinition
 from provisioning.inputs.schema import Problems, did_you_mean
+from provisioning.spec import ManagedEntry
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.machine.base import Machine
-    from provisioning.spec import ManagedEntry
     from provisioning.store.base import ManagedEntryStore
 
 __all__ = ["check_order", "waves", "machines_view", "record_facts", "render_outputs",
@@ -158,8 +158,6 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
     ``known``: its facts entry, already read with others (else it is read here)."""
     import hashlib
     import json
-
-    from provisioning.spec import ManagedEntry
 
     of = hashlib.sha256(json.dumps(reference, sort_keys=True, default=str).encode()
                         ).hexdigest()[:16] if reference else None

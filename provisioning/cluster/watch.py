@@ -5,7 +5,8 @@ Every ``interval`` seconds each machine of the cluster is observed, without a lo
 * not in the state, or its resource gone at the provider (deleted behind our back): re-create
   it (allocate, ready, converge, healthcheck, as ``up`` does);
 * its healthchecks fail (one probe each): remember since when; once it has been unhealthy for
-  longer than ``grace`` seconds, replace it: destroy, then create anew.
+  longer than ``grace`` seconds, replace it: destroy, then create anew (create first, then
+  destroy, in a group with ``create_before_destroy: true``: ``provisioning.cluster.replace``).
 
 Each round starts by reading the cluster file again when it changed: a raised ``count`` adds
 machines (created that round), a lowered one destroys the machines it leaves out, the
@@ -35,10 +36,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, cast
 
+from provisioning.actions import ActionHandler
+from provisioning.cluster.file import load_cluster
+from provisioning.cluster.healthcheck import run_healthcheck
+from provisioning.cluster.plan import doomed_entries, file_sha256
+from provisioning.cluster.replace import check_drivers, replace_one
 from provisioning.errors import ProvisioningError, StateLocked
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.actions import ActionHandler
     from provisioning.cluster.file import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
     from provisioning.driver import Driver
@@ -77,6 +82,7 @@ class Watcher:
                  names: Sequence[str] = ()) -> None:
         if interval <= 0 or grace < 0:
             raise ValueError("interval must be positive and grace not negative")
+        check_drivers(runner.cluster, definitions)  # before the first round changes anything
         self.runner = runner
         self.definitions = list(definitions)
         #: the machines or groups watched (none: all), chosen again from an edited file
@@ -129,8 +135,6 @@ class Watcher:
 
     # -- an edited cluster file ---------------------------------------------------------------
     def _digest(self) -> str | None:
-        from provisioning.cluster.plan import file_sha256
-
         try:
             return file_sha256(self.runner.cluster.path)
         except OSError:
@@ -138,8 +142,6 @@ class Watcher:
 
     def _reload(self) -> None:
         """Read the cluster file again if it changed since it was last read."""
-        from provisioning.cluster.file import load_cluster
-
         digest = self._digest()
         if digest is None or digest == self._file_digest:
             return
@@ -166,8 +168,6 @@ class Watcher:
     def _scale_down(self) -> dict[str, WatchResult]:
         """Destroy the machines of a group whose count was lowered (never with
         ``prevent_destroy``: that is an error every round)."""
-        from provisioning.cluster.plan import doomed_entries
-
         cluster = self.runner.cluster
         doomed = [e for e in doomed_entries(self.runner, self.names) if e.group in cluster.groups]
         out: dict[str, WatchResult] = {}
@@ -242,9 +242,6 @@ class Watcher:
                state: str) -> str | None:
         """None when healthy, else why not. One attempt per check: the grace period is what
         gives a machine time, not the check's own deadline."""
-        from provisioning.actions import ActionHandler
-        from provisioning.cluster.healthcheck import run_healthcheck
-
         if state not in ("running", "unknown"):
             return f"the provider says it is {state}"
         if not definition.healthchecks:
@@ -296,11 +293,9 @@ class Watcher:
                     return
 
             def mend() -> None:
-                if verdict == "replace":
-                    spec.last_action = "destroy"
-                    d.destroy_machine(h, spec, options)
-                    spec.reference = {}
-                    spec.save()
+                if verdict == "replace":  # create-before-destroy where its group asks
+                    replace_one(self.runner, definition, d, h, spec, options)
+                    return
                 spec.last_action = "allocate"
                 self.runner.up_one(definition, d, h, spec, options)
             description = {"create": "create missing machine",

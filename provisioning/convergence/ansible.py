@@ -32,9 +32,13 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from provisioning.cluster.schema import _object
 from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
+from provisioning.convergence.steps import render_string
 from provisioning.errors import ConvergenceFailed, MissingExtra
 from provisioning.inputs.schema import Problems
+from provisioning.keys import write_private_file
+from provisioning.machine.access import ansible_inventory, ssh_access, write_access
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -87,8 +91,6 @@ class AnsibleConvergence(ConvergenceStrategy):
 
     @classmethod
     def schema(cls) -> dict[str, Any]:
-        from provisioning.cluster.schema import _object
-
         body = _object(KEYS, required=("playbook",))
         return {"anyOf": [{"type": "string", "description": "the playbook"}, body]}
 
@@ -110,8 +112,6 @@ class AnsibleConvergence(ConvergenceStrategy):
                         description="install python3 for ansible (apt-get)")
 
     def converge(self, machine: "Machine") -> bool:
-        from provisioning.machine.access import ansible_inventory, ssh_access, write_access
-
         executable = _ansible_playbook()
         access = ssh_access(machine)
         with tempfile.TemporaryDirectory(prefix="converge-ansible-") as tmp:
@@ -137,8 +137,6 @@ class AnsibleConvergence(ConvergenceStrategy):
         return self._report(machine, proc, events)
 
     def _extra_vars(self, machine: "Machine") -> dict[str, Any]:
-        from provisioning.convergence.steps import render_string
-
         variables = dict(self.context.variables)
         variables["machine"] = dict(variables.get("machine") or {}, name=machine.name,
                                     address=machine.address)
@@ -214,8 +212,6 @@ def _ansible_playbook() -> str:
 
 
 def _write_json(path: str, data: Any) -> None:
-    from provisioning.keys import write_private_file
-
     write_private_file(path, json.dumps(data, indent=1).encode("utf-8"))
 
 

@@ -12,12 +12,12 @@ A plug-in package adds a strategy with one line in its packaging metadata::
 
 from __future__ import annotations
 
-import importlib
 import threading
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
+from provisioning.lazy import EntryPoints, load
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.convergence.base import ConvergenceStrategy
@@ -32,7 +32,7 @@ _BUILTIN = {"steps": "provisioning.convergence.steps:StepsConvergence",
 
 _lock = threading.Lock()
 _registered: dict[str, Any] = {}
-_entry_points: dict[str, Any] | None = None
+_entry_points = EntryPoints(ENTRY_POINT_GROUP)
 
 
 def register_strategy(name: str, cls_or_path: Any) -> None:
@@ -41,20 +41,8 @@ def register_strategy(name: str, cls_or_path: Any) -> None:
         _registered[name] = cls_or_path
 
 
-def _load_entry_points() -> dict[str, Any]:
-    global _entry_points
-    if _entry_points is None:
-        from importlib.metadata import entry_points
-
-        found: dict[str, Any] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            found.setdefault(ep.name, ep)
-        _entry_points = found
-    return _entry_points
-
-
 def known_strategies() -> list[str]:
-    return sorted(set(_registered) | set(_load_entry_points()) | set(_BUILTIN))
+    return sorted(set(_registered) | set(_entry_points.all()) | set(_BUILTIN))
 
 
 def strategy_class(name: str) -> "type[ConvergenceStrategy]":
@@ -62,16 +50,14 @@ def strategy_class(name: str) -> "type[ConvergenceStrategy]":
     with _lock:
         target = _registered.get(name) or _BUILTIN.get(name)
     if target is None:
-        ep = _load_entry_points().get(name)
+        ep = _entry_points.get(name)
         if ep is not None:
             return ep.load()
     if target is None:
         raise ConfigError(f"unknown convergence strategy {name!r}"
                           f"{did_you_mean(name, known_strategies())}", key="converge")
-    if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
-    return target
+    found: type[ConvergenceStrategy] = load(target) if isinstance(target, str) else target
+    return found
 
 
 def parse_convergence(value: Any, key: str, problems: Problems,

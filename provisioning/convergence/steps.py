@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from provisioning.convergence import packages
 from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
+from provisioning.inputs.templating import render_file, render_text, template_syntax_problem
+from provisioning.machine.base import normalize_mode
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -284,8 +286,6 @@ def _attrs_text(attrs: _Attributes) -> str:
 # -- templates -------------------------------------------------------------------------------
 def render_template(path: str, context: StepContext, *, key: str) -> str:
     """Render a local Jinja template in the bounded sandbox (provisioning.inputs.templating)."""
-    from provisioning.inputs.templating import render_file
-
     return render_file(path, context.base_dir, context.variables, file=context.file, key=key)
 
 
@@ -293,15 +293,11 @@ def render_string(text: str, variables: Mapping[str, Any], *, file: str | None, 
     """Render a short Jinja string (healthcheck targets); plain strings pass through."""
     if "{{" not in text and "{%" not in text:
         return text
-    from provisioning.inputs.templating import render_text
-
     return render_text(text, variables, file=file, key=key)
 
 
 def check_template_syntax(path: str, base_dir: str) -> str | None:
     """A message when the template is missing or does not parse, else None."""
-    from provisioning.inputs.templating import template_syntax_problem
-
     return template_syntax_problem(path, base_dir)
 
 
@@ -377,8 +373,6 @@ def _path(spec, where, problems, name="path") -> str:
 
 
 def _attributes(spec, where, problems) -> _Attributes:
-    from provisioning.machine.base import normalize_mode
-
     mode = spec.get("mode")
     if mode is not None:
         if isinstance(mode, bool) or not isinstance(mode, (str, int)):

@@ -32,7 +32,8 @@ from provisioning.driver.options import (
     validate_options,
 )
 from provisioning.driver.resources import ResourceContract
-from provisioning.errors import ConfigProblem, UnsupportedOperation
+from provisioning.errors import ConfigProblem, UnsupportedOperation, error_message
+from provisioning.keys import find_private_key
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,7 +157,7 @@ class Driver(ResourceContract, abc.ABC):
         results = parallelizer.run((spec.name, functools.partial(self.machine_state, spec))
                                    for spec in machine_specs)
         return {name: str(outcome.value) if outcome.ok else
-                f"unknown ({getattr(outcome.error, 'message', str(outcome.error))[:60]})"
+                f"unknown ({error_message(outcome.error)[:60]})"
                 for name, outcome in results.items()}
 
     # -- import: adopt a resource made outside the state (``converge import``) ----------------
@@ -313,6 +314,4 @@ class Driver(ResourceContract, abc.ABC):
         return sock
 
     def get_private_key(self, name: str) -> "PrivateKey":
-        from provisioning.keys import find_private_key
-
         return find_private_key(self.config, name)

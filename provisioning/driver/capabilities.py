@@ -28,6 +28,10 @@ class Capabilities:
     images: bool = False            # allocate/ready/destroy_image capture a converged machine
     # ``converge import`` (Driver.import_machine); off unless a driver declares it
     imports: bool = False           # import_machine adopts a resource made outside the state
+    # ``create_before_destroy: true`` groups: the driver tags resources with
+    # ``MachineSpec.resource_name`` (never adopting the old resource as the new one) and can
+    # hold both at once; off unless a driver declares it
+    create_before_destroy: bool = False
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)

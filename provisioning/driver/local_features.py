@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from provisioning.driver.options import LOCAL_OPTION_KEYS
 from provisioning.errors import ConfigError, ConfigProblem, UnsupportedOperation
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
+from provisioning.transports.base import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -251,8 +252,6 @@ def copy_folder(machine: "Machine", folder: SyncedFolder,
     checksums, then an upload of each file that is new or different (through
     ``Machine.upload_file``, so why-run reports and changes nothing). Files only on the machine
     are kept, as rsync does without ``--delete``. Returns how many files were (or would be) sent."""
-    from provisioning.transports.base import sha256_file
-
     target = shlex.quote(folder.target)
     listing = machine.execute_always(
         f"if [ -d {target} ]; then cd {target} && find . -type f -exec sha256sum {{}} +; fi",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from provisioning.driver import Driver
 from provisioning.errors import ConfigError, ConfigProblem
 
 __all__ = ["NAME_RE", "MAX_NAME", "name_problem", "check_request"]
@@ -28,8 +29,6 @@ def name_problem(name: Any) -> str | None:
 
 def check_request(driver: Any, name: Any, options: Any) -> None:
     """Raise ConfigError naming every problem with one (driver, name, options) request."""
-    from provisioning.driver import Driver
-
     problems: list[ConfigProblem] = []
     message = name_problem(name)
     if message:

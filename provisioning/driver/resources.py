@@ -392,10 +392,11 @@ class ResourceContract:
     # -- what the short path is made of (also for drivers on the advanced path) ---------------
     @staticmethod
     def idempotency_token(machine_spec: "MachineSpec") -> str:
-        """The same for every run against one state store and machine name: tag resources
-        with it (or put it in a ClientToken) so ``find_resource`` finds them after a crash."""
-        return hashlib.sha256(f"{machine_spec.store_id or ''}\0{machine_spec.name}".encode()
-                              ).hexdigest()[:24]
+        """The same for every run against one state store and machine (and its generation:
+        ``MachineSpec.resource_name``): tag resources with it (or put it in a ClientToken) so
+        ``find_resource`` finds them after a crash."""
+        return hashlib.sha256(f"{machine_spec.store_id or ''}\0{machine_spec.resource_name}"
+                              .encode()).hexdigest()[:24]
 
     def save_reference(self, machine_spec: "MachineSpec", fields: Mapping[str, Any], *,
                        created: bool = False) -> None:

@@ -40,14 +40,18 @@ from provisioning.drivers.docker_engine.client import (
     is_conflict,
     open_client,
 )
+from provisioning.drivers.docker_engine.exec_transport import DockerExecTransport
 from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, DockerSnapshots
 from provisioning.drivers.login_options import LoginOptions, login_options
+from provisioning.drivers.nspawn_host.netns import socket_in_netns
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
+from provisioning.keys import ensure_private_key
+from provisioning.machine.unix import UnixMachine
+from provisioning.transports.ssh import SSHTransport
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
-    from provisioning.machine.unix import UnixMachine
 
 __all__ = ["DockerDriver", "DEFAULT_IMAGE"]
 
@@ -172,8 +176,6 @@ class DockerDriver(DockerSnapshots, Driver):
                             ready_timeout=120.0, stop_timeout=20.0))
 
     def _key(self, name: str) -> "PrivateKey":
-        from provisioning.keys import ensure_private_key
-
         with self._lock:
             if name not in self._keys:
                 os.makedirs(self.keys_dir, mode=0o700, exist_ok=True)
@@ -389,8 +391,6 @@ class DockerDriver(DockerSnapshots, Driver):
         def connect(timeout: float) -> socket.socket:
             try:
                 if netns_path:
-                    from provisioning.drivers.nspawn_host.netns import socket_in_netns
-
                     sock = socket_in_netns(netns_path)
                 else:
                     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -410,9 +410,6 @@ class DockerDriver(DockerSnapshots, Driver):
 
     def _machine(self, spec, opts: _Options, published: tuple[str, int],
                  action_handler=None) -> "UnixMachine":
-        from provisioning.machine.unix import UnixMachine
-        from provisioning.transports.ssh import SSHTransport
-
         ref = spec.reference
         port = published[1]
         transport = SSHTransport(
@@ -428,9 +425,6 @@ class DockerDriver(DockerSnapshots, Driver):
     def _exec_machine(self, spec, opts: _Options, found, deadline: float | None,
                       action_handler=None) -> "UnixMachine":
         """A machine reached through the engine's exec API (transport kind ``docker``)."""
-        from provisioning.drivers.docker_engine.exec_transport import DockerExecTransport
-        from provisioning.machine.unix import UnixMachine
-
         while deadline is not None:
             with engine_errors(f"inspecting container {found.name}", machine=spec.name):
                 found.reload()

@@ -274,7 +274,8 @@ class FakeWarehouse:
 
 class FakeDriver(Driver):
     scheme = "fake"
-    capabilities = Capabilities(images=True, crash_safe_destroy=True, imports=True)
+    capabilities = Capabilities(images=True, crash_safe_destroy=True, imports=True,
+                                create_before_destroy=True)
     machine_option_fields = (
         OptionField("size", default="small", choices=SIZES, help="simulated server size"),
         OptionField("image", default="fake-linux",
@@ -315,7 +316,7 @@ class FakeDriver(Driver):
         super().allocate_machine(action_handler, machine_spec, machine_options)
 
     def find_resource(self, machine_spec):
-        tagged = self.warehouse.find_tagged(machine_spec.name, machine_spec.store_id)
+        tagged = self.warehouse.find_tagged(machine_spec.resource_name, machine_spec.store_id)
         return {"server_id": tagged["id"]} if tagged else None
 
     def describe_create(self, machine_spec, machine_options):
@@ -330,10 +331,17 @@ class FakeDriver(Driver):
 
     @staticmethod
     def _tags(spec) -> dict[str, str]:
-        return {"provisioning:name": spec.name, "provisioning:store": spec.store_id or ""}
+        return {"provisioning:name": spec.resource_name, "provisioning:store": spec.store_id or ""}
+
+    def _just_read(self, spec) -> dict[str, Any] | None:
+        """The server record this thread's ``resource_state`` read last, if it is ``spec``'s
+        (the base class calls ``compare_with_wish`` and ``wait_for_machine`` right after it):
+        one read of the warehouse per step instead of two."""
+        server = getattr(self._read, "server", None)
+        return server if server and server["id"] == spec.reference.get("server_id") else None
 
     def compare_with_wish(self, action_handler, machine_spec, machine_options):
-        server = self._server(machine_spec)
+        server = self._just_read(machine_spec) or self._server(machine_spec)
         size = machine_options.get("size", "small")
         if server is not None and server["size"] != size:
             action_handler.report_progress(
@@ -376,9 +384,7 @@ class FakeDriver(Driver):
         if hold and not action_handler.why_run:
             self._wait_for_file(machine_spec.name, hold)
         waited = (delay or hold) and not action_handler.why_run  # it may be gone since
-        just_read = getattr(self._read, "server", None)
-        if waited or not just_read or just_read["id"] != machine_spec.reference.get("server_id"):
-            just_read = None
+        just_read = None if waited else self._just_read(machine_spec)
         return self._machine(machine_spec, machine_options, action_handler, server=just_read)
 
     @staticmethod
@@ -402,8 +408,7 @@ class FakeDriver(Driver):
                                   machine=machine_spec.name)
 
         def adopt() -> None:
-            self.warehouse.tag(resource_id, {"provisioning:name": machine_spec.name,
-                                             "provisioning:store": machine_spec.store_id or ""})
+            self.warehouse.tag(resource_id, self._tags(machine_spec))
             machine_spec.reference = self.base_reference(server_id=resource_id)
         action_handler.perform_action(f"import server {resource_id} ({server['size']}, "
                                       f"{server['image']}, {server['state']})", adopt)
@@ -423,7 +428,7 @@ class FakeDriver(Driver):
         fresh, others = [], []
         for spec, options in specs_and_options:
             new = (not action_handler.why_run and self._server(spec) is None
-                   and self.warehouse.find_tagged(spec.name, spec.store_id) is None)
+                   and self.warehouse.find_tagged(spec.resource_name, spec.store_id) is None)
             (fresh if new else others).append((spec, options))
         if others:
             results.update(super().allocate_machines(action_handler, others, parallelizer))

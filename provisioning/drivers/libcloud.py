@@ -31,13 +31,18 @@ from provisioning.drivers.libcloud_parts.allocation import (
     TAG_STORE,
     LibcloudAllocation,
 )
+from provisioning.drivers.libcloud_parts.credentials import resolve_credentials
 from provisioning.drivers.libcloud_parts.errors import map_libcloud_errors
 from provisioning.drivers.libcloud_parts.images import LibcloudImages
 from provisioning.drivers.libcloud_parts.importing import LibcloudImport
 from provisioning.drivers.libcloud_parts.options import DRIVER_OPTION_FIELDS, MACHINE_OPTION_FIELDS
 from provisioning.drivers.libcloud_parts.pinning import HostKeyPinning
-from provisioning.drivers.libcloud_parts.urls import CloudURL, options_for, parse_cloud_url
+from provisioning.drivers.libcloud_parts.providers import import_libcloud, ops_for
+from provisioning.drivers.libcloud_parts.urls import CloudURL, canonicalize, options_for, parse_cloud_url
+from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_NAME, provider_password, transport_kind
 from provisioning.errors import MachineNotFound, ProviderError, UnsupportedOperation
+from provisioning.machine.factory import machine_for
+from provisioning.transports.wait import wait_until_connectable
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -65,9 +70,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, LibcloudAll
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def canonicalize_url(cls, url: str, config) -> str:
-        from provisioning.drivers.libcloud_parts.providers import import_libcloud
-        from provisioning.drivers.libcloud_parts.urls import canonicalize
-
         import_libcloud()
         return canonicalize(url, config)
 
@@ -95,8 +97,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, LibcloudAll
         return {**self.driver_options, **{k: v for k, v in found.items() if k in secret}}
 
     def _credentials(self) -> "Credentials":
-        from provisioning.drivers.libcloud_parts.credentials import resolve_credentials
-
         return resolve_credentials(self.provider, self.options_with_secrets(),
                                    key_id=self.cloud.key_id or None)
 
@@ -105,8 +105,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, LibcloudAll
         """This thread's libcloud driver (libcloud connections are not shared across threads)."""
         ops = getattr(self._local, "ops", None)
         if ops is None:
-            from provisioning.drivers.libcloud_parts.providers import ops_for
-
             creds = self._credentials()
             self._local.credential_source = f"key {creds.key_hint} from {creds.source}"
             with self._errors("connect"):
@@ -126,8 +124,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, LibcloudAll
 
     def _opts(self, machine_options: Mapping[str, Any]) -> dict[str, Any]:
         """Machine options with defaults filled in (Windows nodes default to an RSA key)."""
-        from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_NAME, transport_kind
-
         out = {f.name: f.default for f in self.machine_option_fields if f.default is not None}
         if transport_kind(machine_options or {}) == "winrm":
             out["key_name"] = WINDOWS_KEY_NAME
@@ -243,9 +239,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, LibcloudAll
                          ) -> "Machine":
         """Until the node runs (its addresses, which a start may change, are recorded), then
         until it answers SSH or WinRM (``wait_for_ssh``), all within ``wait_timeout``."""
-        from provisioning.drivers.libcloud_parts.windows import transport_kind
-        from provisioning.transports.wait import wait_until_connectable
-
         opts = self._opts(machine_options)
         node_id = machine_spec.reference["node_id"]
         deadline = time.monotonic() + self._timeout(opts)
@@ -269,9 +262,6 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, LibcloudAll
                  deadline: float | None = None) -> "Machine":
         """The machine for the node. Windows (transport kind winrm): unless the config gives the
         password, fetch it from the provider (waiting until ``deadline``; None asks once)."""
-        from provisioning.drivers.libcloud_parts.windows import provider_password, transport_kind
-        from provisioning.machine.factory import machine_for
-
         address = spec.reference.get("address")
         if opts.get("address") not in (None, "public", "private"):
             address = str(opts["address"])

@@ -41,10 +41,12 @@ from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.drivers.machine_dirs import MachineDirsHooks
 from provisioning.errors import ConnectError, InvalidDriverURL, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
+from provisioning.keys import ensure_private_key
+from provisioning.machine.unix import UnixMachine
+from provisioning.transports.ssh import SSHTransport
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
-    from provisioning.machine.unix import UnixMachine
 
 __all__ = ["LibvirtDriver", "DEFAULT_DIR", "DEFAULT_URI", "IMAGE_CACHE_ENV"]
 
@@ -161,8 +163,6 @@ class LibvirtDriver(MachineDirsHooks, Driver):
                 raise
 
     def _key(self, name: str) -> "PrivateKey":
-        from provisioning.keys import ensure_private_key
-
         with self._lock:
             if name not in self._keys:
                 self._keys[name] = ensure_private_key(self.config, name, self.warehouse.keys_dir)
@@ -394,9 +394,6 @@ class LibvirtDriver(MachineDirsHooks, Driver):
         return machine
 
     def _machine(self, spec, opts: _Options, action_handler=None) -> "UnixMachine":
-        from provisioning.machine.unix import UnixMachine
-        from provisioning.transports.ssh import SSHTransport
-
         ref = spec.reference
         transport = SSHTransport(
             "127.0.0.1", int(ref["ssh_port"]), opts.username,

@@ -145,7 +145,7 @@ class MachineDirsHooks:
                 f"{self.machine_noun} cannot change its image; destroy and re-create it")
 
     def describe_create(self, machine_spec: Any, machine_options: Any) -> str:
-        tagged = self.warehouse.tagged(machine_spec.name, machine_spec.store_id)
+        tagged = self.warehouse.tagged(machine_spec.resource_name, machine_spec.store_id)
         if tagged:
             return f"adopt machine {tagged[0].id} created for this machine by an earlier run"
         return self.describe_new(machine_spec, machine_options)

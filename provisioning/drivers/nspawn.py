@@ -31,11 +31,14 @@ from provisioning.drivers.nspawn_host.local import NspawnLocalFeatures, binds_an
 from provisioning.drivers.nspawn_host.warehouse import DEFAULT_SUBNET, MachineRecord, Warehouse, hostname_for
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
 from provisioning.faults import checkpoint
+from provisioning.keys import ensure_private_key
+from provisioning.machine.unix import UnixMachine
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
+from provisioning.spec import machine_of_resource
+from provisioning.transports.ssh import SSHTransport
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
-    from provisioning.machine.unix import UnixMachine
 
 __all__ = ["NspawnDriver", "DEFAULT_DIR", "IMAGE_CACHE_ENV"]
 
@@ -60,7 +63,8 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, images=True, snapshots=True,
                                 crash_safe_destroy=True, imports=True,
-                                mounts_folders=True, forwards_ports=True)
+                                mounts_folders=True, forwards_ports=True,
+                                create_before_destroy=True)
     driver_option_fields = (
         OptionField("subnet", default=DEFAULT_SUBNET,
                     help="IPv4 network of the machines (exists only inside the driver's "
@@ -123,8 +127,6 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
                             ready_timeout=120.0, stop_timeout=20.0))
 
     def _key(self, name: str) -> "PrivateKey":
-        from provisioning.keys import ensure_private_key
-
         with self._keys_lock:
             if name not in self._keys:
                 self._keys[name] = ensure_private_key(self.config, name, self.warehouse.keys_dir)
@@ -134,8 +136,9 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         return self.warehouse.record(spec.reference.get("machine_id"))
 
     def find_machines(self, name: str) -> list[MachineRecord]:
-        """Every machine in this warehouse created for ``name`` (whatever store it came from)."""
-        return [r for r in self.warehouse.records() if r.name == name]
+        """Every machine in this warehouse created for ``name`` (whatever store it came from,
+        whatever its generation: ``MachineSpec.resource_name``)."""
+        return [r for r in self.warehouse.records() if machine_of_resource(r.name) == name]
 
     def _reference(self, record: MachineRecord, host_key: str) -> dict[str, Any]:
         directory = self.warehouse.machine_dir(record.id)
@@ -208,13 +211,13 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         key = self._key(opts.key_name)
         spec = machine_spec
         with self.warehouse.locked():
-            tagged = self.warehouse.tagged(spec.name, spec.store_id)
+            tagged = self.warehouse.tagged(spec.resource_name, spec.store_id)
             if tagged:
                 record = tagged[0]
             else:
                 self.warehouse.check_subnet_unchanged()
                 record = self.warehouse.new_record(
-                    name=spec.name, store_id=spec.store_id,
+                    name=spec.resource_name, store_id=spec.store_id,
                     hostname=opts.hostname or hostname_for(spec.name), image=opts.image,
                     lower=image.rootfs, key_name=opts.key_name)
             self._ensure_hub()
@@ -329,9 +332,6 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         return machine
 
     def _machine(self, spec, opts: _Options, action_handler=None) -> "UnixMachine":
-        from provisioning.machine.unix import UnixMachine
-        from provisioning.transports.ssh import SSHTransport
-
         ref = spec.reference
         if action_handler is None or not action_handler.why_run:  # why-run fetches no package
             self._serve_packages(action_handler)
@@ -497,7 +497,8 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
 
         def adopt() -> None:
             with self.warehouse.locked():
-                fresh = self.warehouse.retag(record, machine_spec.name, machine_spec.store_id)
+                fresh = self.warehouse.retag(record, machine_spec.resource_name,
+                                             machine_spec.store_id)
             reference = self._reference(fresh, host_key)
             if pid is not None:
                 reference.update(pid=pid, start_time=proc.start_time(pid), state="running")

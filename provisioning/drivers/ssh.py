@@ -31,6 +31,8 @@ from typing import Any, Mapping
 from provisioning.driver import Capabilities, Driver
 from provisioning.driver.options import OptionField
 from provisioning.errors import ConfigError, InvalidDriverURL, MachineNotFound, TransportError
+from provisioning.machine.factory import machine_for
+from provisioning.transports.ssh.options import TRANSPORT_KEYS, check_transport_options
 
 __all__ = ["SSHDriver"]
 
@@ -40,8 +42,6 @@ _WHERE = ("host", "port", "username", "key_name", "gateway")
 
 
 def _transport_fields() -> tuple[OptionField, ...]:
-    from provisioning.transports.ssh.options import TRANSPORT_KEYS
-
     kinds = {int: "int", float: "float", bool: "bool", str: "str", dict: "dict"}
     fields = []
     for key, (types, help_text) in TRANSPORT_KEYS.items():
@@ -96,8 +96,6 @@ class SSHDriver(Driver):
         return dict(value)
 
     def _wanted(self, machine_options: Mapping[str, Any]) -> dict[str, Any]:
-        from provisioning.transports.ssh.options import check_transport_options
-
         options = self._transport_options(machine_options)
         check_transport_options(options, "machine_options.transport")
         if not options.get("host"):
@@ -124,8 +122,6 @@ class SSHDriver(Driver):
 
     def _machine(self, spec, machine_options, action_handler=None):
         """The machine at the recorded address (options may add or override transport keys)."""
-        from provisioning.machine.factory import machine_for
-
         recorded = {k: spec.reference[k] for k in _WHERE if spec.reference.get(k) is not None}
         options = dict(machine_options)
         options["transport"] = {**recorded, **self._transport_options(machine_options)}

@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from provisioning.convergence.steps import StepContext, StepsConvergence
 from provisioning.errors import ConfigError, ProviderError, ProvisioningError
+from provisioning.inputs.schema import did_you_mean
 from provisioning.spec import ImageSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,8 +77,6 @@ class ImageBuilder:
 
     def definition(self, name: str) -> "ImageDefinition":
         if name not in self.images:
-            from provisioning.inputs.schema import did_you_mean
-
             raise ConfigError(f"no image {name!r} in this cluster file"
                               f"{did_you_mean(name, self.images)}", key=f"images.{name}")
         return self.images[name]
@@ -146,8 +146,6 @@ class ImageBuilder:
             return self._build(name, status, why, handler)
 
     def _build(self, name: str, status: ImageStatus, why: str, handler: "ActionHandler") -> str:
-        from provisioning.convergence.steps import StepContext, StepsConvergence
-
         definition = self.definition(name)
         driver: "Driver" = self.driver_for(definition.driver_url)
         spec = self.spec(name)

@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+from provisioning.convergence import packages as apt
+from provisioning.convergence.steps import PackageStep, parse_steps
 from provisioning.inputs.schema import Problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,8 +65,6 @@ class ImageDefinition:
 
     def all_steps(self) -> list["Step"]:
         """Packages first (one package step), then the image's own steps."""
-        from provisioning.convergence.steps import PackageStep
-
         first = [PackageStep(key=f"{self.key_path}.packages", names=self.packages)] \
             if self.packages else []
         return first + list(self.steps)
@@ -119,9 +119,6 @@ def parse_images(value: Any, problems: Problems, *, base_dir: str, default_drive
     """Images from the file's ``images`` mapping; problems are recorded, never raised."""
     if value is None:  # no images: their steps' modules are not imported
         return {}
-    from provisioning.convergence import packages as apt
-    from provisioning.convergence.steps import parse_steps
-
     images = problems.mapping(value, "images", "a mapping of image names to their settings")
     out: dict[str, ImageDefinition] = {}
     for name, body in (images or {}).items():

@@ -4,4 +4,5 @@
 - ``yamlfile.py``: strict, safe YAML (duplicate keys, depth and alias limits).
 - ``templating.py``: the one bounded Jinja sandbox for templates, healthchecks and userdata.
 - ``schema.py``: collecting every problem with its key path; the one did-you-mean matcher.
+- ``url.py``: driver URLs (``scheme:rest``), as the user writes them.
 """

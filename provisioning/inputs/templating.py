@@ -24,7 +24,7 @@ import re
 from typing import Any, Iterable, Iterator, Mapping
 
 from provisioning.errors import ConfigError
-from provisioning.inputs.userfiles import MAX_TEMPLATE_BYTES, check_user_file
+from provisioning.inputs.userfiles import MAX_TEMPLATE_BYTES, check_user_file, read_user_text
 
 __all__ = ["render_text", "render_file", "template_syntax_problem", "sandbox",
            "MAX_OUTPUT", "MAX_ITERATIONS", "MAX_INT_BITS"]
@@ -241,8 +241,6 @@ def render_file(path: str, base_dir: str, variables: Mapping[str, Any], *, file:
 def template_syntax_problem(path: str, base_dir: str) -> str | None:
     """A message when the template file is missing, unreadable or does not parse, else None."""
     import jinja2
-
-    from provisioning.inputs.userfiles import read_user_text
 
     full = os.path.join(base_dir, path)
     try:

@@ -4,8 +4,9 @@ from ``machine_options``."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from provisioning.lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.errors import CommandResult
@@ -24,14 +25,4 @@ _EXPORTS = {"Machine": "provisioning.machine.base", "UnixMachine": "provisioning
             "pin_on_first_use": "provisioning.machine.factory"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provisioning.machine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from provisioning.actions import ActionHandler
 from provisioning.errors import CommandFailed, CommandResult
 from provisioning.transports.base import StreamCallback, Transport, sha256_file
+from provisioning.transports.wait import wait_until_connectable
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.spec import MachineSpec
@@ -284,8 +285,6 @@ class Machine(abc.ABC):
     def wait_until_connectable(self, timeout: float, action_handler: ActionHandler) -> None:
         """Wait until the transport accepts a connection (``timeout`` seconds at most); on any
         failure or interruption disconnect first, so no half-open session outlives it."""
-        from provisioning.transports.wait import wait_until_connectable
-
         try:
             wait_until_connectable(self.transport, timeout=timeout,
                                    action_handler=action_handler, what=f"machine {self.name}")

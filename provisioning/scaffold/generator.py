@@ -16,8 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
+from provisioning import __version__
 from provisioning.errors import ConfigError
-from provisioning.url import validate_scheme
+from provisioning.inputs.url import validate_scheme
+from provisioning.registry import scheme_sources
 
 __all__ = ["DriverNames", "Scaffold", "driver_names", "new_driver", "render"]
 
@@ -65,8 +67,6 @@ def driver_names(name: str, *, module: str | None = None) -> DriverNames:
 
 
 def _refuse_builtin(scheme: str) -> None:
-    from provisioning.registry import scheme_sources
-
     if scheme_sources().get(scheme) == "built-in":
         raise ConfigError(f"scheme {scheme!r} is built into provisioning; a package for it would "
                           "be shadowed or shadow it: choose another name", key="NAME")
@@ -115,8 +115,6 @@ def new_driver(name: str, parent_dir: str | os.PathLike = ".", *, module: str | 
                description: str | None = None) -> Scaffold:
     """Write ``provisioning-NAME/`` under ``parent_dir``: pyproject (entry point), driver module,
     conformance tests, README and CI script. Refuses (ConfigError) if any of those files exists."""
-    from provisioning import __version__
-
     names = driver_names(name, module=module)
     root = Path(parent_dir).resolve() / names.dist
     variables = {

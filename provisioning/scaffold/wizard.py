@@ -14,11 +14,14 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from provisioning.config import load_yaml_file
 from provisioning.driver.options import OptionField, format_choices
 from provisioning.errors import ConfigError, ProvisioningError
 from provisioning.inputs.schema import closest
+from provisioning.inputs.url import parse_driver_url
+from provisioning.registry import driver_class, driver_for_url, known_schemes
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
@@ -68,23 +71,34 @@ class InitResult:
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
-class AnswerSource(Protocol):
-    """Where answers come from: a person at a terminal, or an answers file."""
+class AnswerSource:
+    """Where answers come from: a person at a terminal, or an answers file. The defaults suit a
+    person: nothing to name in errors, no answers given ahead of the questions."""
 
-    interactive: bool
+    #: a wrong answer is asked again (True) or is an error at once (False)
+    interactive: bool = False
+    #: the answers file, named in errors (None: answers typed at a terminal)
+    file: str | None = None
 
     def ask(self, question: Question, step: int) -> Any:
         """The raw answer (text, or a typed value from a file), or MISSING."""
+        raise NotImplementedError
 
     def tell(self, text: str) -> None:
         """Show a line to the person (errors at a step, notes)."""
+
+    def unused(self) -> list[str]:
+        """Answers given that no question asked for (typos), as dotted paths."""
+        return []
+
+    def asked(self) -> list[str]:
+        """The keys of the questions asked so far."""
+        return []
 
 
 # -- answer sources -------------------------------------------------------------------------------
 def load_answers(path: str) -> dict[str, Any]:
     """An answers file (YAML or JSON: JSON is YAML) as a mapping; ConfigError naming the file."""
-    from provisioning.config import load_yaml_file
-
     data = load_yaml_file(path)
     if data is None:
         return {}
@@ -94,7 +108,7 @@ def load_answers(path: str) -> dict[str, Any]:
     return dict(data)
 
 
-class FileAnswers:
+class FileAnswers(AnswerSource):
     """Answers from a mapping (an ``--answers`` file). A wrong answer is a ConfigError at once."""
 
     interactive = False
@@ -137,8 +151,11 @@ class FileAnswers:
         walk(self.answers, "")
         return [path for path in leaves if not asked(path)]
 
+    def asked(self) -> list[str]:
+        return sorted(self.used)
 
-class TerminalAnswers:
+
+class TerminalAnswers(AnswerSource):
     """Asks a person through click prompts (secrets hidden); a wrong answer is asked again."""
 
     interactive = True
@@ -204,7 +221,7 @@ class InitWizard:
             except ValueError as exc:
                 if not self.source.interactive:
                     raise ConfigError(f"step {self.step} ({question.label}): {exc}",
-                                      file=getattr(self.source, "file", None),
+                                      file=self.source.file,
                                       key=question.key) from None
                 self.source.tell(f"    {exc}; try again")
 
@@ -236,9 +253,6 @@ class InitWizard:
 
     # -- all of them ---------------------------------------------------------------------------
     def run(self) -> InitResult:
-        from provisioning.registry import driver_class, driver_for_url, known_schemes
-        from provisioning.url import parse_driver_url
-
         resolved: dict[str, Any] = {}
 
         def check_url(value: Any) -> str | None:
@@ -296,7 +310,7 @@ class InitWizard:
             if value is not MISSING and value != item.default:
                 _put(machine_options, item.name, value)
         problems = driver.validate_machine_options(machine_options, where="machine_options",
-                                                   file=getattr(self.source, "file", None))
+                                                   file=self.source.file)
         if problems:
             raise ConfigError(problems=problems)
         self._reject_unused()
@@ -333,19 +347,16 @@ class InitWizard:
         return tuple(found) if found else None
 
     def _reject_unused(self) -> None:
-        unused = getattr(self.source, "unused", None)
-        if unused is None:
-            return
-        leftover = unused()
+        leftover = self.source.unused()
         if leftover:
-            asked = sorted(self.source.used)  # type: ignore[attr-defined]
+            asked = self.source.asked()
             problems = []
             for key in leftover:
                 close = closest(key, asked)
                 hint = f"; did you mean {close[0]!r}?" if close else \
                     f"; the questions are: {', '.join(asked)}"
                 problems.append(f"no question asks for {key!r}{hint}")
-            raise ConfigError("; ".join(problems), file=getattr(self.source, "file", None),
+            raise ConfigError("; ".join(problems), file=self.source.file,
                               key=leftover[0])
 
 
@@ -489,8 +500,6 @@ def _write_private(path: str, text: str, *, mode: int = 0o600, replace: bool = T
 def write_credentials(path: str, url: str, secrets: Mapping[str, Any]) -> None:
     """Merge ``secrets`` into ``credentials[url]`` of the config file at ``path`` (mode 0600)."""
     import yaml
-
-    from provisioning.config import load_yaml_file
 
     data: Any = load_yaml_file(path) if os.path.exists(path) else {}
     data = data or {}

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
-from provisioning.errors import ConfigError
+from provisioning.errors import ConfigError, MissingExtra
 from provisioning.store.base import DEFAULT_LOCK_TTL, Lock, ManagedEntryStore, holder_info, mask_url
+from provisioning.store.memory import MemoryStore
+from provisioning.store.sqlite import DEFAULT_STATE_PATH, SQLiteStore
+from provisioning.store.state_file import inspect_state_file
 
 __all__ = ["open_store", "ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LOCK_TTL",
            "mask_url"]
@@ -17,23 +20,17 @@ def open_store(url: str | None = None, *, base_dir: str | None = None,
     (the cluster file's directory, else the current one). ``create=False`` (why-run, read-only
     commands): a state file that does not exist is not created, an empty store stands in, and
     an existing one is not changed."""
-    from provisioning.store.sqlite import DEFAULT_STATE_PATH
-
     base = base_dir or os.getcwd()
     if isinstance(url, str) and "\x00" in url:
         raise ConfigError("the state URL contains a NUL byte; remove it", key="state")
     if url is None or url == "":
         return _sqlite(os.path.join(base, DEFAULT_STATE_PATH), create)
     if url in ("memory:", "memory://"):
-        from provisioning.store.memory import MemoryStore
-
         return MemoryStore()
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from provisioning.store.postgres import PostgresStore
         except ImportError as exc:
-            from provisioning.errors import MissingExtra
-
             raise MissingExtra("a PostgreSQL state store", "postgres", "psycopg") from exc
         return PostgresStore(url)
     if url.startswith("sqlite://"):
@@ -46,14 +43,9 @@ def open_store(url: str | None = None, *, base_dir: str | None = None,
 
 
 def _sqlite(path: str, create: bool) -> ManagedEntryStore:
-    from provisioning.store.sqlite import SQLiteStore
-    from provisioning.store.state_file import inspect_state_file
-
     if create:
         return SQLiteStore(path)
     if not inspect_state_file(path) or os.path.getsize(path) == 0:
-        from provisioning.store.memory import MemoryStore
-
         empty = MemoryStore()
         empty.url = f"sqlite://{os.path.abspath(path)} (not created yet)"
         return empty

@@ -152,6 +152,9 @@ class ManagedEntryStore(abc.ABC):
 
     #: the URL this store was opened with, with any password masked
     url: str = ""
+    #: made on first use: the lease-renewing thread, the id read from (or written to) the store
+    _lease_heartbeat: Heartbeat | None = None
+    _store_id: str | None = None
 
     # -- what a store may say about itself (defaults for a store without a schema) ---------
     def schema_version(self) -> int | None:
@@ -223,17 +226,17 @@ class ManagedEntryStore(abc.ABC):
     def _heartbeat(self) -> Heartbeat:
         """This store's one lease-renewing thread (made on first use)."""
         with _HEARTBEAT_CREATION:
-            if not hasattr(self, "_lease_heartbeat"):
-                self._lease_heartbeat = Heartbeat(getattr(self, "url", "") or type(self).__name__)
+            if self._lease_heartbeat is None:
+                self._lease_heartbeat = Heartbeat(self.url or type(self).__name__)
         return self._lease_heartbeat
 
     # -- the contract ------------------------------------------------------------------------
     @property
     def store_id(self) -> str:
         """A random id made when the store was created: tags provider resources as ours."""
-        if not hasattr(self, "_store_id"):
+        if self._store_id is None:
             self._store_id = self._meta("store_id", uuid.uuid4().hex[:16])
-        return self._store_id  # type: ignore[return-value]
+        return self._store_id or ""
 
     def get(self, kind: str, name: str) -> ManagedEntry | None:
         row = self._load(kind, name)
@@ -252,12 +255,15 @@ class ManagedEntryStore(abc.ABC):
         """Write ``entry`` over the version it was read at; ``release``: then release this
         lock (in the same transaction where the store can; released even if the save fails)."""
         entry.store = self
+        data = entry.data_json()
         if release is None:
-            entry.version = self._store(entry.kind, entry.name, entry.data_json(), entry.version)
+            entry.version = self._store(entry.kind, entry.name, data, entry.version)
+            entry._read_data = data
             return
         try:
-            entry.version = self._store_and_release(entry.kind, entry.name, entry.data_json(),
+            entry.version = self._store_and_release(entry.kind, entry.name, data,
                                                     entry.version, release)
+            entry._read_data = data
         finally:
             release.release()  # nothing left to do when the store released it with the save
 

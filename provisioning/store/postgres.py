@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 import psycopg.errors
 
+from provisioning import __version__
 from provisioning.errors import StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
@@ -247,8 +248,6 @@ class PostgresStore(ManagedEntryStore):
             current = _scalar(conn.execute(
                 "SELECT coalesce(max(version), 0) FROM provisioning_schema"))
             if current > SCHEMA_VERSION:
-                from provisioning import __version__
-
                 raise StateError(
                     f"the PostgreSQL state at {self.url} has schema version {current}, newer than "
                     f"this provisioning {__version__} knows ({SCHEMA_VERSION}); upgrade "

@@ -255,17 +255,17 @@ class SQLiteStore(ManagedEntryStore):
 
     def save_many(self, entries):
         """One transaction, a savepoint per entry (see ``_commit_batch``)."""
-        writes = []
+        writes, texts = [], []
         for entry in entries:
             entry._check_saveable()
             entry.store, entry.updated_at = self, time.time()
-            writes.append(_Write(self._writer(entry.kind, entry.name, entry.data_json(),
-                                              entry.version)))
+            texts.append(entry.data_json())
+            writes.append(_Write(self._writer(entry.kind, entry.name, texts[-1], entry.version)))
         with self._guard():
             self._commit_batch(writes)
-        for entry, write in zip(entries, writes):
+        for entry, write, text in zip(entries, writes, texts):
             if write.error is None:
-                entry.version = write.result
+                entry.version, entry._read_data = write.result, text
         failed = next((w.error for w in writes if w.error is not None), None)
         if failed is not None:
             raise failed

@@ -61,11 +61,15 @@ def export_state(store: "ManagedEntryStore", *,
     for kind in kinds:
         for entry in store.list(kind):
             reference, dropped = _strip(entry.reference)
-            removed += dropped
-            entries.append({"kind": kind, "name": entry.name, "reference": reference,
-                            "last_action": entry.last_action, "last_error": entry.last_error,
-                            "updated_at": entry.updated_at, "cluster": entry.cluster,
-                            "group": entry.group})
+            deposed, dropped_deposed = _strip(entry.deposed)
+            removed += dropped + dropped_deposed
+            item = {"kind": kind, "name": entry.name, "reference": reference,
+                    "last_action": entry.last_action, "last_error": entry.last_error,
+                    "updated_at": entry.updated_at, "cluster": entry.cluster,
+                    "group": entry.group}
+            if entry.generation or deposed:  # create_before_destroy's, only when it was used
+                item.update(generation=entry.generation, deposed=deposed)
+            entries.append(item)
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": store.url, "store_id": store.store_id, "secrets_removed": removed,
@@ -137,6 +141,8 @@ def import_state(store: "ManagedEntryStore", document: Any, *, replace: bool = F
         entry.last_action = item.get("last_action")
         entry.last_error = item.get("last_error")
         entry.cluster, entry.group = item.get("cluster"), item.get("group")
+        entry.generation = int(item.get("generation") or 0)
+        entry.deposed = list(item.get("deposed") or [])
         entry.save()
     return {"target": store.url, "created": counts["create"], "replaced": counts["replace"],
             "unchanged": counts["unchanged"], "warning": warning}

@@ -43,17 +43,18 @@ from typing import Any
 
 import pytest
 
-from provisioning.actions import RecordingActionHandler
+from provisioning.actions import ActionHandler, RecordingActionHandler
 from provisioning.config import Config
 from provisioning.driver import Capabilities, Driver
 from provisioning.errors import UnsupportedOperation
 from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
+from provisioning.inputs.url import parse_driver_url
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
+from provisioning.spec import MachineSpec
 from provisioning.store.sqlite import SQLiteStore
 from provisioning.testing.conformance_hostkeys import HostKeyConformance
 from provisioning.testing.conformance_plan import PlanConformance
-from provisioning.url import parse_driver_url
 
 __all__ = ["DriverConformance"]
 
@@ -91,9 +92,6 @@ class DriverConformance(HostKeyConformance, PlanConformance):
     def delete_behind_back(self, driver: Driver, spec) -> None:
         """Make the provider forget a machine without touching our state (the default asks the
         driver to destroy a copy of the spec that is not bound to the store)."""
-        from provisioning.actions import ActionHandler
-        from provisioning.spec import MachineSpec
-
         loose = MachineSpec(name=spec.name, reference=dict(spec.reference))
         driver.destroy_machine(ActionHandler().for_machine(spec.name), loose,
                                self.machine_options(spec.name))

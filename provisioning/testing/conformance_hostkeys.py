@@ -19,6 +19,7 @@ from typing import Any, Callable
 import pytest
 
 from provisioning.errors import HostKeyMismatch
+from provisioning.keys import generate_host_key
 
 __all__ = ["HostKeyConformance"]
 
@@ -35,8 +36,6 @@ class HostKeyConformance:
         """Make machine ``name`` present a host key other than the pinned one; return how to
         undo it, so the case can connect again and check that nothing ran. Default: pin
         another (freshly generated) key in the machine's state entry."""
-        from provisioning.keys import generate_host_key
-
         spec = store.get("machine", name)
         pinned = spec.reference["host_key"]
         spec.reference["host_key"] = generate_host_key()[1]

@@ -2,9 +2,11 @@
 plans ``create`` for a resource deleted behind our back and ``start`` for a stopped machine,
 touching nothing; ``apply`` performs what the plan said (``provisioning.testing.plan_check``);
 ``converge import`` adopts a resource the driver made outside the state (drivers that do not
-declare ``imports`` must raise UnsupportedOperation). The plan cases drive a one-file cluster
-(``provisioning.cluster``) on the suite's store. The hooks (``machine_options``,
-``count_machines``, ``delete_behind_back``...) are ``DriverConformance``'s."""
+declare ``imports`` must raise UnsupportedOperation); a ``create_before_destroy`` replace
+makes the new resource before destroying the old one (where the driver declares it). The plan
+cases drive a one-file cluster (``provisioning.cluster``) on the suite's store. The hooks
+(``machine_options``, ``count_machines``, ``delete_behind_back``...) are
+``DriverConformance``'s."""
 
 from __future__ import annotations
 
@@ -14,9 +16,16 @@ from typing import Any
 import pytest
 
 from provisioning.actions import RecordingActionHandler
-from provisioning.errors import UnsupportedOperation
+from provisioning.cluster.apply import apply_plan
+from provisioning.cluster.file import parse_cluster
+from provisioning.cluster.plan import make_plan
+from provisioning.cluster.runner import ClusterRunner
+from provisioning.cluster.state_ops import import_resource
+from provisioning.errors import ConfigError, MachineNotFound, UnsupportedOperation
 from provisioning.lifecycle import Provisioner
+from provisioning.spec import MachineSpec
 from provisioning.store.sqlite import SQLiteStore
+from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
 
 __all__ = ["PlanConformance"]
 
@@ -38,13 +47,12 @@ class PlanConformance:
 
     # -- plan and apply (provisioning.cluster) --------------------------------------------------
     def _cluster_runner(self, tmp_path, store, conformance_config, driver, names, *,
-                        why_run: bool):
-        """A ClusterRunner over a cluster file naming ``names`` on this driver, on ``store``."""
-        from provisioning.cluster.file import parse_cluster
-        from provisioning.cluster.runner import ClusterRunner
-
+                        why_run: bool, **group: Any):
+        """A ClusterRunner over a cluster file naming ``names`` (each its own group, with the
+        settings ``group``) on this driver, on ``store``."""
         data = {"name": "conformance", "driver": driver.driver_url,
-                "machines": {n: {"machine_options": self.machine_options(n)} for n in names}}
+                "machines": {n: {"machine_options": self.machine_options(n), **group}
+                             for n in names}}
         for key in ("private_keys", "private_key_paths"):  # the file's key check reads them
             if conformance_config.data.get(key):
                 data[key] = conformance_config.data[key]
@@ -63,8 +71,6 @@ class PlanConformance:
         before = store.get("machine", name)
         runner = self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
                                       why_run=True)
-        from provisioning.cluster.plan import make_plan
-
         [planned] = make_plan(runner).machines
         assert (planned.action, planned.observed) == ("create", "missing"), planned
         assert planned.steps, "the plan must say what the create would do"
@@ -84,8 +90,6 @@ class PlanConformance:
             pytest.skip(f"not applicable: the driver reports a stopped machine as {state!r}")
         runner = self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
                                       why_run=True)
-        from provisioning.cluster.plan import make_plan
-
         [planned] = make_plan(runner).machines
         assert (planned.action, planned.observed) == ("start", "stopped"), planned
         assert driver.machine_state(provisioner.spec(name)) == "stopped", "why-run started it"
@@ -93,10 +97,6 @@ class PlanConformance:
 
     def test_apply_performs_exactly_the_plan(self, tmp_path, provisioner, driver, caps, store,
                                              conformance_config):
-        from provisioning.cluster.apply import apply_plan
-        from provisioning.cluster.plan import make_plan
-        from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
-
         self.require(caps, "connectable")  # apply readies and converges: it connects
         kept, new = self.machine_name("conf-pa-kept"), self.machine_name("conf-pa-new")
         names = [kept, new]
@@ -127,13 +127,52 @@ class PlanConformance:
                                                names, why_run=True))
         assert {m.action for m in again.machines} == {"nothing"}, again.summary()
 
+    def test_replace_creates_the_new_machine_before_destroying_the_old(
+            self, tmp_path, provisioner, driver, caps, store, conformance_config):
+        """``create_before_destroy: true`` (Capabilities.create_before_destroy): why-run plans
+        it and touches nothing; apply makes a second resource beside the first (never adopting
+        the old one as the new one) and destroys the old one once the new one is up."""
+        self.require(caps, "create_before_destroy")
+        self.require(caps, "connectable")
+        name = self.machine_name("conf-cbd")
+        self._up(provisioner, caps, driver, name)
+        before = store.get("machine", name)
+        old = dict(before.reference)
+
+        def runner(why_run: bool):
+            return self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
+                                        why_run=why_run, create_before_destroy=True)
+        planner = runner(True)
+        plan = make_plan(planner, replace=[name])
+        [item] = plan.machines
+        assert (item.action, item.create_before_destroy) == ("replace", True), item
+        assert not planner.action_handler.actions(performed=True)
+        after = store.get("machine", name)
+        assert (after.reference, after.version) == (old, before.version), "why-run changed it"
+        assert self.count_machines(driver, name) == 1
+        applier = runner(False)
+        results = apply_plan(applier, plan)
+        assert results.ok, results.failures
+        for outcome in results.values():
+            if outcome.value is not None:
+                outcome.value.disconnect()
+        saved = [e.name for e in store.list("machine")]
+        performed = performed_by_machine(applier.action_handler.events)
+        assert plan_mismatches(plan, performed, saved) == [], performed
+        new = store.get("machine", name)
+        assert (new.generation, new.deposed) == (1, []), new
+        assert new.reference != old, "the new machine must be a new resource"
+        assert driver.machine_state(MachineSpec(name, reference=old)) == "missing", \
+            "the old resource must be destroyed once the new one is up"
+        assert driver.machine_state(new) == "running"
+        assert self.count_machines(driver, name) == 1
+        again = make_plan(runner(True))
+        assert [m.action for m in again.machines] == ["nothing"], again.summary()
+
     # -- import (Capabilities.imports) -----------------------------------------------------------
     def test_import_adopts_a_resource_made_outside_the_state(self, tmp_path, provisioner,
                                                              driver, caps, store, handler,
                                                              conformance_config):
-        from provisioning.cluster.state_ops import import_resource
-        from provisioning.errors import ConfigError, MachineNotFound
-
         name = "conf-imported"
         options = self.machine_options(name)
         if not caps.imports:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import sys
 
+from provisioning.config import Config
+from provisioning.lifecycle import Provisioner
+from provisioning.registry import driver_for_url
+from provisioning.store.sqlite import SQLiteStore
+
 
 def main(argv: list[str]) -> int:
-    from provisioning.config import Config
-    from provisioning.lifecycle import Provisioner
-    from provisioning.registry import driver_for_url
-    from provisioning.store.sqlite import SQLiteStore
-
     job = json.loads(argv[0])
     config = Config(job["config"], base_dir=job["base_dir"])
     driver = driver_for_url(job["url"], config)

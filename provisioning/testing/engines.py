@@ -88,6 +88,7 @@ class ContainerEngine:
         self.run_dir = RUN_PREFIX + f"{self.kind[:2]}-{token}"
         self.data_dir = tempfile.mkdtemp(prefix=f"provisioning-{self.kind}-")
         self.socket = os.path.join(self.run_dir, "engine.sock")
+        self._absent: list[str] = []  # host paths made for the engine, removed on stop
         self.log_path = os.path.join(self.data_dir, "engine.log")
         self.process: subprocess.Popen | None = None
 
@@ -199,7 +200,7 @@ class ContainerEngine:
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
-        for path in getattr(self, "_absent", ()):
+        for path in self._absent:
             if path.startswith("/sys/fs/cgroup/"):
                 _remove_empty_cgroups(path)
             elif os.path.isdir(path) and not os.path.islink(path):

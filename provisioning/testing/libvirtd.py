@@ -24,6 +24,8 @@ from typing import Iterator
 
 import pytest
 
+from provisioning.drivers.libvirt_host.netns import daemon_pid
+
 __all__ = ["LibvirtDaemons", "libvirt_daemons", "why_no_libvirt"]
 
 DAEMONS = ("virtlogd", "libvirtd")
@@ -70,8 +72,6 @@ class LibvirtDaemons:
         self.run_dir = "/run/provisioning-test-libvirt"
 
     def start(self, timeout: float = 180.0) -> "LibvirtDaemons":
-        from provisioning.drivers.libvirt_host.netns import daemon_pid
-
         if daemon_pid() is not None:
             self._wait_ready(timeout)
             return self

@@ -8,7 +8,9 @@ Per machine, what ``apply`` performed must be what the plan said:
 - ``create``, ``replace``: the planned first action (the driver's create, whose wording is
   known before the machine exists) comes first; the rest (a boot, the steps of a machine that
   did not exist yet) cannot be named exactly before the machine exists, so only their presence
-  is required;
+  is required; a create-before-destroy replace creates before it destroys;
+- deposed resources (of a replace that did not finish): at most that many destroys, last
+  (then the rest is checked as above);
 - ``start``: a driver action first (start or boot), then at most as many actions as steps
   were planned (they are "checked after start": some may already hold);
 - ``destroy``: the machine is gone from the state (its resource may have been gone already);
@@ -49,7 +51,14 @@ def plan_mismatches(plan: "Plan", performed: Mapping[str, Sequence[str]],
         done = list(performed.get(name, ()))
         steps = [s.description for s in item.steps]
         wrong = None
-        if item.action == "nothing" and done:
+        if item.create_before_destroy and item.action == "replace":
+            wrong = _created_first(done)
+        for _ in item.deposed:  # the deposed resources' destroys come last
+            if done and done[-1].startswith("destroy ") and item.action != "replace":
+                done.pop()
+        if wrong:
+            pass
+        elif item.action == "nothing" and done:
             wrong = "planned nothing"
         elif item.action == "converge" and done != steps:
             wrong = f"planned {steps}"
@@ -64,5 +73,18 @@ def plan_mismatches(plan: "Plan", performed: Mapping[str, Sequence[str]],
         elif item.action == "destroy" and name in saved:
             wrong = "planned destroy, but it is still in the state"
         if wrong:
-            problems.append(f"{name}: {item.action} ({item.reason}): {wrong}, apply did {done}")
+            problems.append(f"{name}: {item.action} ({item.reason}): {wrong}, apply did "
+                            f"{list(performed.get(name, ()))}")
     return problems
+
+
+def _created_first(done: Sequence[str]) -> str | None:
+    """A create-before-destroy replace: a create (or the adoption of the new resource a killed
+    run made) before the old resource's destroy, if that was still there."""
+    made = next((i for i, d in enumerate(done) if d.startswith(("create ", "adopt "))), None)
+    if made is None:
+        return "planned a new machine, none was made"
+    gone = [i for i, d in enumerate(done) if d.startswith("destroy ")]
+    if gone and gone[0] < made:
+        return "planned create before destroy, but the old one was destroyed first"
+    return None

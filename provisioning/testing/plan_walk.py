@@ -1,5 +1,6 @@
 """A seeded random walk over a cluster for the property test of plan/apply: edit ``count``,
-delete a resource behind our back, stop a machine, change a step, and every so often ``plan
+delete a resource behind our back, stop a machine, change a step, ask for a machine's
+``--replace`` (create-before-destroy when the walk's group sets it), and every so often ``plan
 --out`` then ``apply`` the saved plan. After every apply it checks that the actions performed
 are those planned (``plan_check``), that the state equals reality (every machine of the file is
 in the state once, running, with exactly one resource at the driver, and no other machine is)
@@ -21,11 +22,14 @@ from typing import Any, Callable, Mapping
 from provisioning.actions import RecordingActionHandler
 from provisioning.cluster import Cluster
 from provisioning.cluster.plan import Plan
+from provisioning.spec import machine_of_resource
 from provisioning.testing.plan_check import performed_by_machine, plan_mismatches
 
-__all__ = ["PlanWalk", "OPERATIONS"]
+__all__ = ["PlanWalk", "OPERATIONS", "WITH_REPLACE"]
 
 OPERATIONS = ("count", "delete", "stop", "step", "apply")
+#: with ``replace``: the next apply's plan replaces a machine (``plan --replace NAME``)
+WITH_REPLACE = OPERATIONS + ("replace",)
 
 
 class PlanWalk:
@@ -35,7 +39,9 @@ class PlanWalk:
                  step_path: str, resources: Callable[[], Counter],
                  delete: Callable[[Cluster, str], None],
                  top: Mapping[str, Any] | None = None,
-                 machine_options: Mapping[str, Any] | None = None) -> None:
+                 machine_options: Mapping[str, Any] | None = None,
+                 operations: tuple[str, ...] = OPERATIONS,
+                 create_before_destroy: bool = False) -> None:
         self.directory = directory
         self.driver_url = driver_url
         self.rng = random.Random(seed)
@@ -45,6 +51,10 @@ class PlanWalk:
         self.delete = delete
         self.top = dict(top or {})
         self.machine_options = dict(machine_options or {})
+        self.operations = operations
+        self.create_before_destroy = create_before_destroy
+        #: the machines the next apply's plan replaces
+        self.replacing: set[str] = set()
         self.count = 1
         self.content = "v0"
         self.file = os.path.join(directory, "cluster.yml")
@@ -55,12 +65,13 @@ class PlanWalk:
 
     # -- the cluster file --------------------------------------------------------------------
     def write(self) -> None:
+        group = {"count": self.count, "machine_options": self.machine_options,
+                 "converge": [{"file": {"path": self.step_path, "content": self.content + "\n",
+                                        "mode": "0644"}}]}
+        if self.create_before_destroy:
+            group["create_before_destroy"] = True
         data = {"name": "walk", "driver": self.driver_url, **self.top,
-                "machines": {"web": {"count": self.count,
-                                     "machine_options": self.machine_options,
-                                     "converge": [{"file": {"path": self.step_path,
-                                                            "content": self.content + "\n",
-                                                            "mode": "0644"}}]}}}
+                "machines": {"web": group}}
         with open(self.file, "w", encoding="utf-8") as handle:
             json.dump(data, handle)
 
@@ -73,7 +84,7 @@ class PlanWalk:
         """``steps`` random operations; an apply at least every ``apply_every`` and at the end."""
         since = 0
         for _ in range(steps):
-            operation = self.rng.choice(OPERATIONS)
+            operation = self.rng.choice(self.operations)
             since = 0 if operation == "apply" else since + 1
             if since >= apply_every:
                 self.step(operation)
@@ -91,7 +102,7 @@ class PlanWalk:
             self.content = f"v{self.rng.randint(1, 10**6)}"
             self.write()
             self.log.append(f"step content -> {self.content}")
-        elif operation in ("delete", "stop"):
+        elif operation in ("delete", "stop", "replace"):
             with self.cluster() as cluster:
                 names = sorted(n for n, e in cluster.runner.entries().items()
                                if e.exists and n in cluster.file.machines)
@@ -100,7 +111,9 @@ class PlanWalk:
                     return
                 name = self.rng.choice(names)
                 self.log.append(f"{operation} {name}")
-                if operation == "delete":
+                if operation == "replace":
+                    self.replacing.add(name)
+                elif operation == "delete":
                     self.delete(cluster, name)
                 else:
                     assert cluster.stop([name]).ok
@@ -111,7 +124,9 @@ class PlanWalk:
         """plan --out, then apply the saved plan; then check it all."""
         self.applies += 1
         with self.cluster() as cluster:
-            plan = cluster.plan()
+            plan = cluster.plan(replace=sorted(n for n in self.replacing
+                                               if n in cluster.file.machines))
+        self.replacing.clear()
         out = os.path.join(self.directory, "plan.json")
         with open(out, "w", encoding="utf-8") as handle:
             handle.write(plan.dumps())
@@ -139,7 +154,11 @@ class PlanWalk:
         assert sorted(entries) == wished, self.explain(f"state {sorted(entries)} != file {wished}")
         states = cluster.runner.states(list(entries.values()))
         assert set(states.values()) == {"running"}, self.explain(f"driver says {states}")
-        held = self.resources()
+        held: Counter = Counter()
+        for resource, count in self.resources().items():  # ``web-1~2`` is web-1's
+            held[machine_of_resource(resource)] += count
+        assert all(not e.deposed for e in entries.values()), \
+            self.explain("a deposed resource is left in the state")
         assert dict(held) == {n: 1 for n in wished}, \
             self.explain(f"warehouse holds {dict(held)} for state {wished}")
 

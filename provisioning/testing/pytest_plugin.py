@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
+from provisioning.cluster import Cluster
+from provisioning.errors import ConfigError, ProvisioningError
+
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.machine.base import Machine
 
@@ -44,8 +47,6 @@ class ClusterSession:
 
     def __init__(self, path: str, *, state: str | None = None, names: list[str] | None = None,
                  keep: bool = False) -> None:
-        from provisioning.cluster import Cluster
-
         self.keep = keep
         self.names = list(names or [])
         self.handle = Cluster.load(path, state=state)
@@ -57,8 +58,6 @@ class ClusterSession:
         self.machines: dict[str, "Machine"] = {}
 
     def start(self) -> None:
-        from provisioning.errors import ProvisioningError
-
         results = self.runner.up(self.definitions)
         for name, outcome in results.items():
             if outcome.ok and outcome.value is not None:
@@ -68,8 +67,6 @@ class ClusterSession:
             raise ProvisioningError(f"cluster {self.cluster.path} did not come up: {failures}")
 
     def machine(self, name: str | None = None) -> "Machine":
-        from provisioning.errors import ConfigError
-
         if name is None:
             name = os.environ.get(MACHINE_ENV) or (
                 self.names[0] if len(self.names) == 1 and self.names[0] in self.machines else None)

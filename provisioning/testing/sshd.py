@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+from provisioning.keys import generate_private_key, load_private_key
+
 __all__ = ["SSHDHost", "start_sshd", "sshd_hosts", "stop_all", "TestUser", "ensure_test_user",
            "SSHD_PATH", "sshd_available", "client_key", "sshd_host", "sudo_user"]
 
@@ -137,8 +139,6 @@ class SSHDHost:
 
     # -- life cycle --------------------------------------------------------------------------
     def _generate_host_key(self) -> None:
-        from provisioning.keys import generate_private_key
-
         for path in (self.host_key_path, self.host_key_path + ".pub"):
             if os.path.exists(path):
                 os.unlink(path)
@@ -249,8 +249,6 @@ LogLevel VERBOSE
     def restart_with_host_key(self, private_openssh: bytes | str) -> str:
         """Same port, the given private host key (as a cloud node gets it from cloud-init);
         returns its public line."""
-        from provisioning.keys import load_private_key
-
         data = private_openssh.encode() if isinstance(private_openssh, str) else private_openssh
         public = load_private_key(data, name="given host key").public_openssh
         self._terminate()
@@ -438,8 +436,6 @@ if pytest is not None:
     @pytest.fixture(scope="session")
     def client_key(tmp_path_factory):
         """An ed25519 client key (a ``PrivateKey``) that ``sshd_host`` authorizes."""
-        from provisioning.keys import generate_private_key
-
         return generate_private_key(str(tmp_path_factory.mktemp("client-key") / "id_ed25519"),
                                     name="test-client")
 

@@ -12,6 +12,7 @@ from typing import Mapping
 
 from provisioning.errors import CommandResult, CommandTimeout, TransferError, TransportError
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, Transport, check_sha256, sha256_file
+from provisioning.transports.confine import confined_path
 
 __all__ = ["LocalTransport"]
 
@@ -42,8 +43,6 @@ class LocalTransport(Transport):
     def resolve_path(self, path: str) -> str:
         if not self.confine:
             return os.path.join(self.cwd, path)
-        from provisioning.transports.confine import confined_path
-
         return confined_path(self.cwd, path, host=self.host)
 
     def _check_open(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from provisioning.drivers.fake import FakeWarehouse
+from provisioning.spec import machine_of_resource
 from provisioning.testing.conformance import DriverConformance
 
 
@@ -13,7 +14,7 @@ class TestFakeDriverConformance(DriverConformance):
     def count_machines(self, driver, name):
         warehouse = FakeWarehouse(driver.driver_url.split(":", 1)[1])
         return sum(1 for s in warehouse.servers().values()
-                   if s["tags"].get("provisioning:name") == name)
+                   if machine_of_resource(s["tags"].get("provisioning:name", "")) == name)
 
     def image_of(self, driver, spec):
         return driver._server(spec)["image"]

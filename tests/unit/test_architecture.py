@@ -207,3 +207,76 @@ def test_tests_run_the_cli_one_way():
                    if path.name not in ("cli_runner.py", "test_architecture.py")
                    and any(p in path.read_text() for p in patterns))
     assert wrong == []
+
+
+#: (module, our module it imports inside a function) -> why that import is deferred. Everything
+#: else is imported at the top of its module: laziness for start-up comes from the declared
+#: by-name tables of ``provisioning/lazy.py`` (drivers, strategies, stores, commands, the lazy
+#: exports). No entry breaks an import cycle (``test_no_import_cycle`` counts these imports too).
+LOCAL_IMPORTS_ALLOWED = {
+    ("provisioning.store", "provisioning.store.postgres"):
+        "psycopg, an optional extra (provisioning[postgres]): its absence is a MissingExtra",
+    ("provisioning.cluster.api", "provisioning.cluster.plan"):
+        "plan and apply (with the images they build and the step kinds) are what up and plan "
+        "need; status, ssh, exec and output do not load them (about 25 modules)",
+    ("provisioning.cluster.api", "provisioning.cluster.apply"): "as cluster.plan",
+    ("provisioning.cluster.api", "provisioning.cluster.preflight"):
+        "template checks before a write: read-only commands (status) skip them and the step "
+        "kinds they load",
+    ("provisioning.convergence.registry", "provisioning.convergence.steps"):
+        "the step kinds (the biggest module status would load) only for a machine that has "
+        "converge steps",
+    ("provisioning.cluster.topology", "provisioning.convergence.steps"):
+        "as convergence.registry: rendering outputs only",
+    ("provisioning.cluster.file", "provisioning.cluster.healthcheck"):
+        "healthchecks load the step kinds: only for a file that declares them",
+    ("provisioning.cluster.file", "provisioning.images.definition"):
+        "images load the step kinds: only for a file that declares images",
+    ("provisioning.cluster.file", "provisioning.transports.ssh.options"):
+        "the SSH transport package: only for a machine with ssh transport options",
+    ("provisioning.cluster.file", "provisioning.driver.local_features"):
+        "snapshots, synced folders, forwarded ports: only for a machine that declares them",
+    ("provisioning.cluster.runner", "provisioning.cluster.healthcheck"): "as cluster.file",
+    ("provisioning.cluster.runner", "provisioning.images.builder"): "as cluster.file's images",
+    ("provisioning.cluster.runner", "provisioning.driver.local_features"): "as cluster.file",
+    ("provisioning.driver.base", "provisioning.driver.local_features"):
+        "as cluster.file: the local features of the base class load on their first use",
+}
+
+
+def function_local_imports() -> set[tuple[str, str]]:
+    """(module, our module it imports) for each import of ours inside a function."""
+    modules = _modules()
+    found = set()
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(), str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    targets = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                        base = ".".join(parts + ([base] if base else []))
+                    targets = [base]
+                else:
+                    continue
+                for target in targets:
+                    if target == "provisioning" or target.startswith("provisioning."):
+                        found.add((name, _resolve(target, modules) or target))
+    return found
+
+
+def test_function_local_imports_of_our_modules_are_only_the_allowed_ones():
+    found = function_local_imports()
+    assert sorted(found - set(LOCAL_IMPORTS_ALLOWED)) == []
+    assert sorted(set(LOCAL_IMPORTS_ALLOWED) - found) == []  # a stale entry goes too
+    assert all(reason for reason in LOCAL_IMPORTS_ALLOWED.values())
+
+
+def test_the_local_import_finder_sees_an_import_inside_a_try_of_a_function():
+    assert ("provisioning.store", "provisioning.store.postgres") in function_local_imports()

@@ -147,16 +147,62 @@ def test_status_reads_the_state_in_the_same_few_queries_for_any_fleet_size(tmp_p
     assert counts[5] == counts[120] <= 4, counts
 
 
-def test_up_reads_no_machine_alone_and_saves_each_with_its_lock_release(tmp_path):
-    """A no-change up reads machines and facts a chunk at a time (never one by one), and each
-    machine's save and lock release are one write of one transaction."""
+def test_up_saves_each_machine_with_its_lock_release_and_a_no_change_up_writes_no_entry(
+        tmp_path):
+    """Each machine's last save and its lock release are one write of one transaction; a
+    no-change up reads machines and facts a chunk at a time (never one by one), writes no
+    entry (versions stay) and only releases each lock."""
     single_read = "SELECT data, version FROM entries WHERE kind=? AND name=?"
     with Cluster.load(_fleet(tmp_path, 150), parallel=6) as fleet:
+        created = _statements(fleet.store)
         assert fleet.up().ok
+        versions = {e.name: e.version for e in fleet.store.list("machine")}
         seen = _statements(fleet.store)
         assert fleet.up().ok
+        assert {e.name: e.version for e in fleet.store.list("machine")} == versions
+    last_saves = [i for i, s in enumerate(created) if s.startswith("INSERT OR REPLACE INTO "
+                                                                   "entries") and
+                  created[i + 1].startswith("DELETE FROM locks")]  # in the same write
+    assert len(last_saves) == 150
     assert not [s for s in seen if s.startswith(single_read)]
-    saves = [i for i, s in enumerate(seen) if s.startswith("INSERT OR REPLACE INTO entries")]
-    assert len(saves) == 150
-    assert all(seen[i + 1].startswith("DELETE FROM locks") for i in saves)  # in the same write
+    assert not [s for s in seen if s.startswith(("INSERT OR REPLACE INTO entries", "UPDATE "
+                                                 "entries", "DELETE FROM entries"))]
     assert len([s for s in seen if s.startswith("DELETE FROM locks")]) == 150
+
+
+class TogetherFake(FakeDriver):
+    """The fake driver whose first ``together`` machines finish readying at one moment (a
+    barrier of all the workers), so that every worker then needs the ``machines`` view at
+    once; the machines after them do not wait."""
+
+    scheme = "scale-together"
+    together = 0
+    barrier: threading.Barrier | None = None
+    _lock = threading.Lock()
+
+    def wait_for_machine(self, action_handler, machine_spec, machine_options, *, started=True):
+        with self._lock:
+            mine = type(self).together > 0
+            type(self).together -= 1
+        if mine and self.barrier is not None:
+            self.barrier.wait()
+        return super().wait_for_machine(action_handler, machine_spec, machine_options,
+                                         started=started)
+
+
+@pytest.mark.parametrize("workers", [1, 8])
+def test_up_reads_the_whole_state_a_fixed_number_of_times_whatever_the_workers(tmp_path,
+                                                                                 workers):
+    """The ``machines`` template view is read once per wave, not once by each worker that
+    needs it first: the full reads of a no-change up do not grow with ``--parallel`` (each
+    reads every entry of a kind)."""
+    register_driver(TogetherFake.scheme, TogetherFake)
+    path = tmp_path / "cluster.yml"
+    path.write_text("driver: 'scale-together:./cloud'\nmachines:\n  web: {count: 300}\n")
+    with Cluster.load(str(path), parallel=workers) as fleet:
+        assert fleet.up().ok
+        seen = _statements(fleet.store)
+        TogetherFake.barrier, TogetherFake.together = threading.Barrier(workers), workers
+        assert fleet.up().ok
+    full_reads = [s for s in seen if s.endswith("ORDER BY name")]
+    assert len(full_reads) == 3, full_reads  # the plan's entries; the view's machines, facts

@@ -13,7 +13,7 @@ from provisioning import registry
 from provisioning.config import Config
 from provisioning.driver import Driver
 from provisioning.errors import ConfigError, DriverNotFound, InvalidDriverURL
-from provisioning.url import parse_driver_url
+from provisioning.inputs.url import parse_driver_url
 
 
 def test_parse_scheme_and_rest():

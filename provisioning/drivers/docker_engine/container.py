@@ -19,6 +19,7 @@ import tempfile
 from typing import Any, Mapping
 
 from provisioning.driver.local_features import forwarded_ports, synced_folders
+from provisioning.drivers.nspawn_host.rootfs import prepare_upper
 
 __all__ = ["container_name", "labels", "create_kwargs", "machine_files", "read_host_key",
            "LABEL_NAME", "LABEL_STORE", "LABEL_URL", "SSH_PORT"]
@@ -82,8 +83,6 @@ def create_kwargs(*, name: str, image: str, hostname: str, machine_labels: Mappi
 def machine_files(*, hostname: str, authorized_key: str, mask_units: bool) -> tuple[bytes, str]:
     """A tar (owned by root) of what the machine needs before its first start, and the host
     public key in it. The same files as an nspawn machine: one writer for both."""
-    from provisioning.drivers.nspawn_host.rootfs import prepare_upper
-
     with tempfile.TemporaryDirectory(prefix="provisioning-docker-") as upper:
         public = prepare_upper(upper, hostname=hostname, address="127.0.1.1",
                                authorized_key=authorized_key, mask_units=mask_units)

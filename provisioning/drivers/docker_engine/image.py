@@ -19,6 +19,8 @@ import subprocess
 from typing import Any, Callable, Iterator
 
 from provisioning.drivers.docker_engine.client import PROVIDER, engine_errors
+from provisioning.drivers.nspawn_host import image as roots
+from provisioning.drivers.nspawn_host.image import PACKAGES, resolve_image
 from provisioning.errors import ConfigError, ProviderError
 
 __all__ = ["resolve", "ensure_image", "LOCAL_REPOSITORY", "IMAGE_LABEL"]
@@ -37,8 +39,6 @@ def resolve(image: str) -> tuple[str, str | None]:
         raise ConfigError("image must be debian:SUITE or an image reference the engine knows",
                           key="machine_options.image")
     if image.startswith("debian:"):
-        from provisioning.drivers.nspawn_host.image import resolve_image
-
         suite = image.split(":", 1)[1]
         resolve_image(image, "/nonexistent")  # checks the suite name (ConfigError)
         return f"{LOCAL_REPOSITORY}:{suite}", suite
@@ -93,8 +93,6 @@ def ensure_image(client, image: str, *, image_cache: str, mirror: str | None, pu
 def _from_debootstrap(client, suite: str, reference: str, image_cache: str,
                       mirror: str | None, report: Callable[[str], None]) -> str:
     """``import`` of the nspawn: driver's cached Debian root (debootstrapped once)."""
-    from provisioning.drivers.nspawn_host import image as roots
-
     root = roots.ensure_image(roots.resolve_image(f"debian:{suite}", image_cache), mirror=mirror,
                               report=report)
     try:
@@ -132,8 +130,6 @@ def _from_debootstrap(client, suite: str, reference: str, image_cache: str,
 
 def _from_official(client, suite: str, reference: str, report: Callable[[str], None]) -> str:
     """The official debian:SUITE image plus systemd and OpenSSH, committed as ``reference``."""
-    from provisioning.drivers.nspawn_host.image import PACKAGES
-
     report(f"pulling debian:{suite}")
     with engine_errors(f"pulling debian:{suite}"):
         client.images.pull("debian", tag=suite)

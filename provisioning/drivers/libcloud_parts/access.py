@@ -12,7 +12,9 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_BITS, require_rsa
 from provisioning.errors import ConfigError
+from provisioning.keys import ensure_private_key, find_private_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -37,9 +39,6 @@ def ensure_key_pair(ops: "ProviderOps", handler: "ActionHandler", config: "Confi
     """The provider key pair holding ``key_name``'s public key, imported if missing. None only
     under why-run when the key would first be generated. ``rsa`` (Windows nodes): generate an
     RSA key, and refuse an existing key of another type."""
-    from provisioning.drivers.libcloud_parts.windows import WINDOWS_KEY_BITS, require_rsa
-    from provisioning.keys import ensure_private_key, find_private_key
-
     if ("key", key_name) in cache:
         return cache[("key", key_name)]
     try:

@@ -21,11 +21,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from provisioning.driver.resources import Creation, ResourceContract
+from provisioning.drivers.libcloud_parts.access import ensure_key_pair, ensure_ssh_group
+from provisioning.drivers.libcloud_parts.providers import CreatePlan
+from provisioning.drivers.libcloud_parts.userdata import render_userdata
+from provisioning.drivers.libcloud_parts.windows import transport_kind
 from provisioning.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
-    from provisioning.drivers.libcloud_parts.providers import CreatePlan
     from provisioning.parallel import BatchResult, Parallelizer
     from provisioning.spec import MachineSpec
 
@@ -163,11 +166,6 @@ class LibcloudAllocation(ResourceContract):
 
     def _plan(self, handler: "ActionHandler", spec: "MachineSpec", opts: Mapping[str, Any],
               cache: dict[str, Any]) -> "CreatePlan":
-        from provisioning.drivers.libcloud_parts.access import ensure_key_pair, ensure_ssh_group
-        from provisioning.drivers.libcloud_parts.providers import CreatePlan
-        from provisioning.drivers.libcloud_parts.userdata import render_userdata
-        from provisioning.drivers.libcloud_parts.windows import transport_kind
-
         for required in ("image", "size"):
             if not opts.get(required):
                 raise ConfigError(f"machine_options.{required} is required to create a node at "

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from provisioning.errors import ConfigError, HostKeyMismatch
-from provisioning.keys import fingerprint
+from provisioning.keys import fingerprint, generate_host_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.transports.base import HostKeyCallback, NewHostKey
@@ -62,8 +62,6 @@ class GeneratedHostKey:
 
 
 def new_host_key() -> GeneratedHostKey:
-    from provisioning.keys import generate_host_key
-
     private, public = generate_host_key()
     return GeneratedHostKey(public=public, private=private.decode("ascii"))
 

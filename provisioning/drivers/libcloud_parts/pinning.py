@@ -20,6 +20,7 @@ from provisioning.drivers.libcloud_parts.hostkeys import (
     new_host_key,
     userdata_with_host_key,
 )
+from provisioning.machine.factory import pin_on_first_use
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -75,8 +76,6 @@ class HostKeyPinning:
                         deadline: float | None) -> "HostKeyCallback | None":
         """The callback for a key the node presents while none is pinned (None: the usual one).
         ``deadline``: until when to wait for the console's fingerprints (None: ask once)."""
-        from provisioning.machine.factory import pin_on_first_use
-
         if spec.reference.get("host_key"):
             return None
         method = host_key_method(opts, takes_userdata=False, has_console=self.ops.has_console,

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+from provisioning.drivers.libcloud_parts.credentials import aws_profiles, resolve_credentials
 from provisioning.errors import InvalidDriverURL
 from provisioning.inputs.schema import closest
 
@@ -88,8 +89,6 @@ def _ec2_regions() -> list[str]:
 
 
 def canonicalize(url: str, config: "Config", env: Mapping[str, str] | None = None) -> str:
-    from provisioning.drivers.libcloud_parts.credentials import aws_profiles, resolve_credentials
-
     env = os.environ if env is None else env
     parsed = parse_cloud_url(url)
     options = options_for(config, parsed.provider, url)

@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.templating import render_text
 from provisioning.inputs.userfiles import MAX_TEMPLATE_BYTES, read_user_text
 
 __all__ = ["load_userdata_template", "render_userdata"]
@@ -30,8 +31,6 @@ def render_userdata(value: str | None, *, name: str, machine_options: Mapping[st
                     driver_url: str, region: str, base_dir: str) -> str | None:
     if not value:
         return None
-    from provisioning.inputs.templating import render_text
-
     text, where = load_userdata_template(value, base_dir)
     variables = dict(machine_options.get("userdata_vars") or {})
     shown = {k: v for k, v in machine_options.items() if k not in ("userdata",)}

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.errors import ConfigError, ProviderError, UnsupportedOperation
+from provisioning.keys import find_private_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -128,8 +129,6 @@ def provider_password(driver: Any, spec: "MachineSpec", opts: Mapping[str, Any],
     """The Administrator password from the provider, or None when the config supplies one
     (password_env or credentials win: the transport reads them itself). Memory only.
     ``driver``: the ``LibcloudDriver`` asking (its config, provider ops, poll interval)."""
-    from provisioning.keys import find_private_key
-
     if password_configured(transport, spec, driver.config, address):
         return None
     if not opts.get("key_name"):

@@ -24,7 +24,10 @@ from typing import Callable, Iterator
 
 from provisioning.drivers.libvirt_host.host import run
 from provisioning.drivers.libvirt_host.seed import GUEST_FILES
-from provisioning.errors import ConfigError
+from provisioning.drivers.nspawn_host import image as rootfs_images
+from provisioning.drivers.nspawn_host.image import apt_sources, pick_mirror, resolve_image
+from provisioning.drivers.nspawn_host.rootfs import MASKED_UNITS
+from provisioning.errors import ConfigError, ProviderError
 
 __all__ = ["BaseImage", "resolve_base", "ensure_base", "DEFAULT_IMAGE", "KERNEL_PACKAGE"]
 
@@ -72,8 +75,6 @@ class BaseImage:
 
 def resolve_base(name: str, cache_dir: str) -> BaseImage:
     """Where the base of ``name`` lives; ConfigError for names that are not ``debian:SUITE``."""
-    from provisioning.drivers.nspawn_host.image import resolve_image
-
     if not isinstance(name, str) or not name.startswith("debian:"):
         raise ConfigError(f"image {name!r}: the libvirt: driver builds its disks from Debian "
                           "packages; use debian:SUITE (for example debian:bookworm)",
@@ -131,8 +132,6 @@ def _lap(laps: dict[str, float], name: str, fn: Callable[[], object]) -> None:
 def _root_from_debootstrap(base: BaseImage, rootfs_cache: str, mirror: str | None,
                            report: Callable[[str], None], staging: str,
                            laps: dict[str, float]) -> str:
-    from provisioning.drivers.nspawn_host import image as rootfs_images
-
     started = time.monotonic()
     source = rootfs_images.ensure_image(rootfs_images.resolve_image(base.name, rootfs_cache),
                                         mirror=mirror, report=report)
@@ -145,8 +144,6 @@ def _root_from_debootstrap(base: BaseImage, rootfs_cache: str, mirror: str | Non
 
 
 def _mirror_for(suite: str, mirror: str | None) -> str:
-    from provisioning.drivers.nspawn_host.image import apt_sources, pick_mirror
-
     return mirror or pick_mirror(suite, apt_sources()).uri
 
 
@@ -193,8 +190,6 @@ def _configure(root: str) -> None:
         if not os.path.lexists(link):
             os.symlink(target, link)
     units = os.path.join(root, "etc/systemd/system")
-    from provisioning.drivers.nspawn_host.rootfs import MASKED_UNITS
-
     for unit in (*MASKED_UNITS, "systemd-networkd-wait-online.service",
                  "serial-getty@ttyS0.service"):
         link = os.path.join(units, unit)
@@ -211,8 +206,6 @@ def _make_disk(root: str, staging: str, report: Callable[[str], None]) -> None:
     kernels = sorted(glob.glob(os.path.join(boot, "vmlinuz-*")))
     initrds = sorted(glob.glob(os.path.join(boot, "initrd.img-*")))
     if not kernels or not initrds:
-        from provisioning.errors import ProviderError
-
         raise ProviderError(f"the image has no kernel or initrd in {boot} after installing "
                             f"{KERNEL_PACKAGE}", provider="libvirt")
     shutil.copyfile(kernels[-1], os.path.join(staging, "vmlinuz"))

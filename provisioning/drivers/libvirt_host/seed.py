@@ -14,6 +14,7 @@ import shutil
 import tempfile
 
 from provisioning.drivers.libvirt_host.host import run
+from provisioning.keys import generate_host_key as new_host_key
 
 __all__ = ["GUEST_FILES", "SEED_LABEL", "write_seed", "generate_host_key", "write_private"]
 
@@ -99,8 +100,6 @@ GUEST_FILES = (
 
 def generate_host_key(hostname: str) -> tuple[bytes, str]:
     """A fresh ed25519 host key for ``hostname``: (OpenSSH private key bytes, public line)."""
-    from provisioning.keys import generate_host_key as new_host_key
-
     return new_host_key()
 
 

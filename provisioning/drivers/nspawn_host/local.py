@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.driver.local_features import Snapshot, forwarded_ports, synced_folders
-from provisioning.drivers.nspawn_host import portfwd, proc, snapshots
+from provisioning.drivers.nspawn_host import netns, portfwd, proc, snapshots
 from provisioning.errors import ConfigError, MachineNotFound
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +53,6 @@ class NspawnLocalFeatures:
         ref["forwarder"] = None
         if not ports:
             return
-        from provisioning.drivers.nspawn_host import netns
-
         pid = portfwd.start(netns.netns_path(record.netns), record.address, ports,
                             log=os.path.join(self.warehouse.machine_dir(record.id),  # type: ignore[attr-defined]
                                              "console.log"), machine=spec.name)

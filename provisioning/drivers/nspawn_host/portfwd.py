@@ -18,6 +18,8 @@ import sys
 import threading
 from typing import Sequence
 
+from provisioning.drivers.nspawn_host.host import PROVIDER
+from provisioning.drivers.nspawn_host.netns import socket_in_netns
 from provisioning.errors import ProviderError
 
 __all__ = ["start", "serve"]
@@ -26,8 +28,6 @@ __all__ = ["start", "serve"]
 def start(netns_path: str, address: str, ports: Sequence[str], *, log: str,
           machine: str | None = None) -> int:
     """Start the relay detached; returns its PID once every port listens."""
-    from provisioning.drivers.nspawn_host.host import PROVIDER
-
     with open(log, "ab") as errors:
         proc = subprocess.Popen([sys.executable, "-m", __name__, netns_path, address, *ports],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
@@ -59,8 +59,6 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
 
 
 def _relay(client: socket.socket, netns_path: str, address: str, port: int) -> None:
-    from provisioning.drivers.nspawn_host.netns import socket_in_netns
-
     try:
         upstream = socket_in_netns(netns_path)
         upstream.settimeout(10)

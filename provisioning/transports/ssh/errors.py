@@ -16,6 +16,7 @@ from provisioning.errors import (
     TransferError,
     TransportError,
 )
+from provisioning.keys import fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     import paramiko
@@ -105,8 +106,6 @@ def translate_ssh_error(exc: BaseException, *, host: str, phase: str, what: str,
 
 
 def mismatch_message(host: str, expected: str | None, seen: str) -> str:
-    from provisioning.keys import fingerprint
-
     want = fingerprint(expected) if expected else "(none)"
     return (f"host key of {host} changed: expected {want}, got {fingerprint(seen)}. If the machine "
             "was really rebuilt, remove the pinned host_key from its state (or known_hosts entry) "
