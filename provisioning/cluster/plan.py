@@ -341,7 +341,8 @@ def _images_to_build(runner: "ClusterRunner", definitions: list["MachineDefiniti
 def _destroy_reason(runner: "ClusterRunner", entry: "MachineSpec") -> str:
     group = entry.group
     if group in runner.cluster.groups:
-        return f"scale-down: group {group!r} now has {len(runner.cluster.groups[group])} machines"
+        count = len(runner.cluster.groups[group])
+        return f"scale-down: group {group!r} now has {count} machine{'s' if count != 1 else ''}"
     return "no longer in the cluster file"
 
 
@@ -355,7 +356,7 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
         spec = MachineSpec(name, store=runner.store)  # a fresh, unsaved entry, no query
         plan.state_version = spec.version
     plan.deposed = _deposed(runner, spec)
-    if replace:
+    if replace and spec.exists:  # a machine not made yet is simply created
         plan.action = "replace"
         steps = [PlannedStep(s.summary()) for s in definition.steps]
         if definition.group in runner.cluster.create_before_destroy:

@@ -131,17 +131,22 @@ class PlanConformance:
             self, tmp_path, provisioner, driver, caps, store, conformance_config):
         """``create_before_destroy: true`` (Capabilities.create_before_destroy): why-run plans
         it and touches nothing; apply makes a second resource beside the first (never adopting
-        the old one as the new one) and destroys the old one once the new one is up."""
-        self.require(caps, "create_before_destroy")
-        self.require(caps, "connectable")
+        the old one as the new one) and destroys the old one once the new one is up. A driver
+        that does not declare it has the group refused (ConfigError) before anything is done."""
         name = self.machine_name("conf-cbd")
-        self._up(provisioner, caps, driver, name)
-        before = store.get("machine", name)
-        old = dict(before.reference)
 
         def runner(why_run: bool):
             return self._cluster_runner(tmp_path, store, conformance_config, driver, [name],
                                         why_run=why_run, create_before_destroy=True)
+        if not caps.create_before_destroy:
+            with pytest.raises(ConfigError, match=r"create_before_destroy"):
+                make_plan(runner(True), replace=[name])
+            assert store.get("machine", name) is None and self.count_machines(driver, name) == 0
+            return
+        self.require(caps, "connectable")
+        self._up(provisioner, caps, driver, name)
+        before = store.get("machine", name)
+        old = dict(before.reference)
         planner = runner(True)
         plan = make_plan(planner, replace=[name])
         [item] = plan.machines

@@ -128,3 +128,38 @@ machines:
         assert "machines.web.create_before_destroy" in refused.stderr
         assert "ssh: driver" in refused.stderr and "group 'web'" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+
+
+def test_watch_replaces_an_unhealthy_machine_creating_first(tmp_path):
+    from provisioning.actions import RecordingActionHandler
+    from provisioning.cluster import Cluster
+    from provisioning.cluster.watch import Watcher
+
+    (tmp_path / "cluster.yml").write_text(f"""name: shop
+driver: "fake:./cloud"
+machines:
+  web:
+    {CBD}
+    healthcheck: {{command: "test ! -f broken", deadline: 5}}
+""")
+    recorder = RecordingActionHandler()
+    with Cluster.load(str(tmp_path / "cluster.yml"), listeners=[recorder.emit]) as cluster:
+        assert cluster.up().ok
+        old = server(tmp_path, "web")
+        Path(old["dir"], "broken").touch()
+        definition = cluster.file.machines["web"]
+        done = Watcher(cluster.runner, [definition], grace=0).tend(definition)
+        assert done.verdict == "replaced", done
+        performed = recorder.actions(performed=True)
+        made = [a.description for a in performed].index("create server (small, fake-linux)", 1)
+        gone = [a.description for a in performed].index(f"destroy server {old['id']}")
+        assert made < gone, [a.description for a in performed]
+        assert tags(tmp_path) == {"web": "web~1"} and warehouse(tmp_path).get(old["id"]) is None
+        assert cluster.store.get("machine", "web").deposed == []
+
+
+def test_replacing_a_machine_not_made_yet_plans_a_create(tmp_path):
+    write(tmp_path, count=1, extra=CBD)
+    document = plan_of(tmp_path, "--replace", "web-1")
+    assert actions(document) == {"web-1": "create"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
