@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.driver.base import Driver, SpecsAndOptions
     from provisioning.driver.capabilities import Capabilities
     from provisioning.driver.options import DriverDescription, OptionField
+    from provisioning.driver.resources import Creation
     from provisioning.errors import (
                                      CommandResult,
                                      ConfigError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _EXPORTS = {
     "ActionHandler": "provisioning.actions", "Config": "provisioning.config",
     "Capabilities": "provisioning.driver.capabilities", "Driver": "provisioning.driver.base",
+    "Creation": "provisioning.driver.resources",
     "SpecsAndOptions": "provisioning.driver.base",
     "DriverDescription": "provisioning.driver.options",
     "OptionField": "provisioning.driver.options",
@@ -61,10 +63,10 @@ _EXPORTS = {
 
 __all__ = [
     "ActionHandler", "BatchResult", "Capabilities", "CommandResult", "Config", "ConfigError",
-    "Driver", "DriverDescription", "LocalTransport", "Machine", "MachineNotFound", "MachineSpec",
-    "OptionField", "Parallelizer", "PrivateKey", "ProviderError", "SpecsAndOptions", "Transport",
-    "UnixMachine", "UnsupportedOperation", "WindowsMachine", "checkpoint", "find_private_key",
-    "machine_for", "wait_until_connectable",
+    "Creation", "Driver", "DriverDescription", "LocalTransport", "Machine", "MachineNotFound",
+    "MachineSpec", "OptionField", "Parallelizer", "PrivateKey", "ProviderError",
+    "SpecsAndOptions", "Transport", "UnixMachine", "UnsupportedOperation", "WindowsMachine",
+    "checkpoint", "find_private_key", "machine_for", "wait_until_connectable",
 ]
 
 

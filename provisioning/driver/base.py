@@ -125,6 +125,10 @@ class Driver(ResourceContract, abc.ABC):
 
     def allocate_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                           parallelizer: Parallelizer | None = None) -> BatchResult:
+        """Per machine, in parallel; a driver whose ``create_resources`` makes many in one
+        request gets ``allocate_together`` instead."""
+        if self._uses_hooks("create_resources"):
+            return self.allocate_together(action_handler, specs_and_options)
         return self._batch("allocate_machine", action_handler, specs_and_options, parallelizer)
 
     def ready_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,

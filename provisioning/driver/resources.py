@@ -12,18 +12,41 @@ the why-run branch (every change through ``perform_action``), the fault points o
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
-from provisioning.errors import MachineNotFound, ProviderError, UnsupportedOperation
+from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
 from provisioning.faults import checkpoint
+from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.machine.base import Machine
     from provisioning.spec import MachineSpec
 
-__all__ = ["ResourceContract"]
+__all__ = ["ResourceContract", "Creation"]
+
+#: the references ``save_pending_reference`` replaced during this thread's create request
+_pending = threading.local()
+
+
+@dataclass
+class Creation:
+    """One machine's create, prepared before the create action (``prepare_create``)."""
+
+    machine_spec: "MachineSpec"
+    machine_options: Mapping[str, Any]
+    #: the machine's handler (its actions carry its name)
+    action_handler: "ActionHandler"
+    #: the create action's description and event data
+    description: str
+    data: dict[str, Any] | None = None
+    #: creations with the same group (not None) may be made in one request
+    group: Hashable | None = None
+    #: the driver's own: whatever its ``create_resources`` needs (never saved)
+    plan: Any = None
 
 
 class ResourceContract:
@@ -49,23 +72,89 @@ class ResourceContract:
         """Adopt-or-create: an existing resource is kept (``compare_with_wish`` reports what
         differs); a lost one is reported and re-created; one ``find_resource`` finds (made by
         a run that died before saving) is adopted; otherwise ``create_resource`` makes one."""
+        creation = self.settle_allocation(action_handler, machine_spec, machine_options)
+        if creation is not None:
+            self.make_resources(action_handler, [creation])
+
+    def settle_allocation(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                          machine_options: Mapping[str, Any]) -> "Creation | None":
+        """The first half of ``allocate_machine``: keep, or adopt, the machine's resource;
+        the ``Creation`` to make when there is none (``prepare_create``), else None."""
         if machine_spec.exists:
             if self.resource_state(machine_spec) != "missing":
                 self.compare_with_wish(action_handler, machine_spec, machine_options)
-                return
+                return None
             self.report_lost(action_handler, machine_spec)
         found = self.find_resource(machine_spec)
         if found is not None:
-            action_handler.perform_action(
-                f"adopt {self.resource_label(found)} tagged for this machine",
-                lambda: self.save_reference(machine_spec, found))
-            return
+            self.adopt_resource(action_handler, machine_spec, machine_options, found)
+            return None
+        return self.prepare_create(action_handler, machine_spec, machine_options)
+
+    def make_resources(self, action_handler: "ActionHandler", creations: Sequence["Creation"],
+                       saved: set[str] | None = None) -> None:
+        """The second half: one create action for ``creations`` (one machine's, or a group
+        ``create_resources`` makes in one request). The fault point ``after_create`` follows
+        the request, ``before_save`` precedes each save. A ``ConfigError`` from the request
+        means nothing was made: pending references (``save_pending_reference``) are taken
+        back. ``saved`` collects the names of the machines whose reference was saved."""
+        single = len(creations) == 1
+        handler = creations[0].action_handler if single else action_handler
 
         def create() -> None:
-            fields = self.create_resource(action_handler, machine_spec, machine_options)
-            self.save_reference(machine_spec, fields, created=True)
-        action_handler.perform_action(self.describe_create(machine_spec, machine_options), create,
-                                      data=self.create_event_data(machine_spec, machine_options))
+            _pending.saved = []
+            try:
+                made = self.create_resources(handler, creations)
+            except ConfigError:
+                for spec, old in _pending.saved:
+                    self._take_back(spec, old)
+                raise
+            finally:
+                _pending.saved = None
+            checkpoint("after_create",
+                       machine=creations[0].machine_spec.name if single else None)
+            if len(made) != len(creations):
+                raise ProviderError(f"asked the {self.scheme}: warehouse for {len(creations)} "
+                                    f"resources in one request, got {len(made)}",
+                                    provider=self.scheme)
+            for creation, result in zip(creations, made):
+                self.save_reference(creation.machine_spec, self.record_created(creation, result))
+                if saved is not None:
+                    saved.add(creation.machine_spec.name)
+        if single:
+            handler.perform_action(creations[0].description, create, data=creations[0].data)
+        else:
+            handler.perform_action(self.describe_creations(creations), create)
+
+    def allocate_together(self, action_handler: "ActionHandler",
+                          specs_and_options: Sequence[tuple["MachineSpec", Mapping[str, Any]]],
+                          ) -> BatchResult:
+        """``allocate_machines`` of a driver that makes many resources in one request: each
+        machine is settled one by one (kept, adopted, or prepared), then the creations of
+        each ``Creation.group`` are made in one ``make_resources``. One outcome per machine:
+        a failure hides no other machine's."""
+        results = BatchResult((spec.name, Outcome(spec.name)) for spec, _ in specs_and_options)
+        groups: dict[Any, list[Creation]] = {}
+        for spec, options in specs_and_options:
+            try:
+                creation = self.settle_allocation(action_handler.for_machine(spec.name), spec,
+                                                  options)
+            except Exception as exc:  # this machine's outcome; the others go on
+                results[spec.name].error = exc
+                continue
+            if creation is not None:
+                key = creation.group if creation.group is not None else id(creation)
+                groups.setdefault(key, []).append(creation)
+        saved: set[str] = set()
+        for members in groups.values():
+            try:
+                self.make_resources(action_handler, members, saved)
+            except Exception as exc:
+                for creation in members:
+                    name = creation.machine_spec.name
+                    if results[name].error is None and name not in saved:
+                        results[name].error = exc
+        return results
 
     def ready_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                       machine_options: Mapping[str, Any]) -> "Machine | None":
@@ -94,10 +183,11 @@ class ResourceContract:
             raise MachineNotFound(f"{self.resource_label(machine_spec.reference)} of "
                                   f"{machine_spec.name!r} is gone; run up to re-create it",
                                   machine=machine_spec.name)
-        if state == "stopped":
-            action_handler.perform_action(
-                f"start {self.resource_label(machine_spec.reference)}",
-                lambda: self.start_resource(action_handler, machine_spec, machine_options))
+        if state in ("stopped", "starting"):
+            if state == "stopped":
+                action_handler.perform_action(
+                    f"start {self.resource_label(machine_spec.reference)}",
+                    lambda: self.start_resource(action_handler, machine_spec, machine_options))
             if action_handler.why_run:
                 action_handler.report_progress(
                     f"would wait for {self.describe_ready(machine_spec, machine_options)}")
@@ -178,9 +268,11 @@ class ResourceContract:
 
     def resource_state(self, machine_spec: "MachineSpec") -> str:
         """'running', 'stopped' or 'missing' for the resource the reference records (which
-        may be empty: 'missing'). Changes nothing. 'unknown' when the warehouse cannot tell
-        (a host someone else runs): allocate keeps it, ready waits for it, connect opens it
-        and destroy deletes it as if it ran; stop leaves it alone."""
+        may be empty: 'missing'). Changes nothing. 'starting' while it is on its way to
+        running (a booting server: ready waits for it without starting it; why-run reports
+        that it would). 'unknown' when the warehouse cannot tell (a host someone else runs):
+        allocate keeps it, ready waits for it, connect opens it and destroy deletes it as if
+        it ran; stop leaves both alone."""
         raise self._no_hook("resource_state", "machine_state")
 
     def open_machine(self, machine_spec: "MachineSpec", machine_options: Mapping[str, Any],
@@ -227,6 +319,44 @@ class ResourceContract:
                         machine_options: Mapping[str, Any]) -> str:
         """The create action's description (``[web-1] create server (small)``)."""
         return f"create {self.resource_kind}"
+
+    def adopt_resource(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                       machine_options: Mapping[str, Any], found: dict[str, Any]) -> None:
+        """Make what ``find_resource`` found the machine's, through ``perform_action``.
+        Default: save ``found`` as the reference ("adopt server srv-1 tagged for this
+        machine"); override to report more, or to tag the resource, first."""
+        action_handler.perform_action(
+            f"adopt {self.resource_label(found)} tagged for this machine",
+            lambda: self.save_reference(machine_spec, found))
+
+    def prepare_create(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                       machine_options: Mapping[str, Any]) -> "Creation":
+        """Check and prepare what creating needs, before the create action (also under
+        why-run): validate, import a key pair or open a port (each through
+        ``perform_action``). Default: a ``Creation`` described by ``describe_create`` and
+        ``create_event_data``, in no group."""
+        return Creation(machine_spec, machine_options, action_handler,
+                        self.describe_create(machine_spec, machine_options),
+                        self.create_event_data(machine_spec, machine_options))
+
+    def create_resources(self, action_handler: "ActionHandler",
+                         creations: Sequence["Creation"]) -> list[Any]:
+        """Make the resources of ``creations`` (one, or a group that shares one request) and
+        return what was made for each, in order (``record_created`` turns it into reference
+        fields). Called only in a real run. Default: ``create_resource`` of each."""
+        return [self.create_resource(c.action_handler, c.machine_spec, c.machine_options)
+                for c in creations]
+
+    def record_created(self, creation: "Creation", made: Any) -> dict[str, Any]:
+        """The reference fields of what ``create_resources`` made for ``creation`` (after
+        the ``after_create`` fault point: tag a resource made in a shared request with its
+        machine here). Default: ``made`` itself."""
+        return dict(made)
+
+    def describe_creations(self, creations: Sequence["Creation"]) -> str:
+        """The action's description when ``create_resources`` makes several in one request."""
+        names = ", ".join(c.machine_spec.name for c in creations)
+        return f"create a {self.resource_kind} for each of {names} in one request"
 
     def create_event_data(self, machine_spec: "MachineSpec",
                           machine_options: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -279,6 +409,35 @@ class ResourceContract:
         checkpoint("before_save", machine=machine_spec.name)
         machine_spec.save()
 
+    def save_pending_reference(self, machine_spec: "MachineSpec",
+                               fields: Mapping[str, Any]) -> None:
+        """Inside ``create_resources``, before the request: record ``fields`` (an idempotency
+        token, a batch id, a host key made for the resource) so a crash during the request
+        leaves a trace the re-run finds. No fault point; a ``ConfigError`` from the request
+        takes it back (nothing was made)."""
+        saved = getattr(_pending, "saved", None)
+        if saved is not None and all(spec is not machine_spec for spec, _ in saved):
+            saved.append((machine_spec, dict(machine_spec.reference)))
+        machine_spec.reference = self.base_reference(**fields)
+        machine_spec.save()
+
+    def update_reference(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                         fields: Mapping[str, Any]) -> None:
+        """Record what changed of a running resource (a new address after a boot) and save
+        it; under why-run only in memory."""
+        before = dict(machine_spec.reference)
+        machine_spec.reference.update(fields)
+        if machine_spec.reference != before and not action_handler.why_run:
+            machine_spec.save()
+
+    @staticmethod
+    def _take_back(machine_spec: "MachineSpec", before: dict[str, Any]) -> None:
+        if before:
+            machine_spec.reference = before
+            machine_spec.save()
+        else:
+            machine_spec.delete()
+
     #: the old method each hook serves, and the hooks it needs (checked at construction)
     _HOOKS_OF: ClassVar[dict[str, tuple[str, ...]]] = {
         "allocate_machine": ("create_resource", "resource_state"),
@@ -304,6 +463,8 @@ class ResourceContract:
         for method, hooks in cls._HOOKS_OF.items():
             if method == "ready_machine" and own("wait_for_machine"):
                 hooks = ("resource_state",)  # its own wait opens the machine
+            if method == "allocate_machine" and own("create_resources"):
+                hooks = ("resource_state",)  # it makes them in its own requests
             if not own(method):
                 missing += [h for h in hooks if not own(h) and h not in missing]
         return missing

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
-from provisioning.cluster import Cluster
 from provisioning.errors import ConfigError, ProvisioningError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +46,8 @@ class ClusterSession:
 
     def __init__(self, path: str, *, state: str | None = None, names: list[str] | None = None,
                  keep: bool = False) -> None:
+        from provisioning.cluster import Cluster  # not at the top: see LOCAL_IMPORTS_ALLOWED
+
         self.keep = keep
         self.names = list(names or [])
         self.handle = Cluster.load(path, state=state)

@@ -216,6 +216,9 @@ def test_tests_run_the_cli_one_way():
 LOCAL_IMPORTS_ALLOWED = {
     ("provisioning.store", "provisioning.store.postgres"):
         "psycopg, an optional extra (provisioning[postgres]): its absence is a MissingExtra",
+    ("provisioning.testing.pytest_plugin", "provisioning.cluster"):
+        "pytest loads this plugin (entry point pytest11) in every session of every project "
+        "that has provisioning installed; the cluster package loads only for a cluster test",
     ("provisioning.cluster.api", "provisioning.cluster.plan"):
         "plan and apply (with the images they build and the step kinds) are what up and plan "
         "need; status, ssh, exec and output do not load them (about 25 modules)",

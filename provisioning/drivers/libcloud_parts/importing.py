@@ -57,7 +57,7 @@ class LibcloudImport:
             self._record_node(machine_spec, node, opts)
         action_handler.perform_action(f"import node {resource_id} ({self.ops.status(node)})",
                                       adopt)
-        self._report_differences(action_handler, machine_spec, node, opts)
+        self._report_differences(action_handler, node, opts)
 
     def resource_id(self, reference):
         return reference.get("node_id")

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from provisioning.cluster import replace
 from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.store.sqlite import SQLiteStore
 from tests.integration.cli.helpers import converge, json_lines
 
+from .test_boundaries import state  # noqa: F401  (SQLite and PostgreSQL states)
 from .test_plan import actions, plan_of, run, server, warehouse, write
 
 CBD = "create_before_destroy: true"
@@ -163,3 +165,43 @@ def test_replacing_a_machine_not_made_yet_plans_a_create(tmp_path):
     document = plan_of(tmp_path, "--replace", "web-1")
     assert actions(document) == {"web-1": "create"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+
+
+def test_state_mv_carries_the_deposed_resources_and_why_run_moves_nothing(project):
+    killed = converge("up", "--replace", "web-1", cwd=project,
+                      env={FAULT_ENV: "before_destroy_deposed:crash"})
+    assert killed.returncode == CRASH_EXIT_CODE
+    kept = entry(project, "web-1")
+    why = run(project, "state", "mv", "web-1", "web-9", "--why-run")
+    assert why.returncode == 0 and "would move web-1" in why.stderr
+    assert entry(project, "web-9") is None and entry(project, "web-1").version == kept.version
+    assert run(project, "state", "mv", "web-1", "web-9").returncode == 0
+    moved = entry(project, "web-9")
+    assert (moved.generation, moved.deposed, moved.reference) == \
+        (kept.generation, kept.deposed, kept.reference)
+    assert run(project, "destroy", "--orphans", "web-2").returncode == 0
+    assert warehouse(project).servers() == {}  # web-9's server and its deposed one too
+
+
+def test_the_generation_and_deposed_resources_round_trip_through_each_store(tmp_path, state):
+    """The library API on SQLite and PostgreSQL: a create-before-destroy replace saves the
+    machine's next generation; a deposed resource saved in the entry comes back from the store
+    and the next up destroys it."""
+    from provisioning.cluster import Cluster
+
+    write(tmp_path, count=1, extra=CBD)
+    with Cluster.load(str(tmp_path / "cluster.yml"), state=state) as cluster:
+        assert cluster.up().ok
+        first = server(tmp_path, "web-1")["id"]
+        assert cluster.up(replace=["web-1"]).ok
+        spec = cluster.store.get("machine", "web-1")
+        assert (spec.generation, spec.deposed) == (1, [])
+        assert tags(tmp_path) == {"web-1": "web-1~1"} and warehouse(tmp_path).get(first) is None
+        second = dict(spec.reference)
+        with cluster.store.lock("web-1", 30):  # as a run killed after the move aside leaves it
+            replace.depose(spec, cluster.action_handler)
+        assert cluster.store.get("machine", "web-1").deposed == [second]
+        assert [m.deposed for m in cluster.plan().machines] == [[f"server {second['server_id']}"]]
+        assert cluster.up().ok
+        assert cluster.store.get("machine", "web-1").generation == 2
+        assert tags(tmp_path) == {"web-1": "web-1~2"}
