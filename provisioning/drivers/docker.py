@@ -41,6 +41,7 @@ from provisioning.drivers.docker_engine.client import (
     open_client,
 )
 from provisioning.drivers.docker_engine.exec_transport import DockerExecTransport
+from provisioning.drivers.docker_engine.importing import DockerImports
 from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, DockerSnapshots
 from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.drivers.nspawn_host.netns import socket_in_netns
@@ -67,12 +68,12 @@ class _Options(LoginOptions):
     init: str = "systemd"
 
 
-class DockerDriver(DockerSnapshots, Driver):
+class DockerDriver(DockerImports, DockerSnapshots, Driver):
     scheme = "docker"
     extra = "docker"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, crash_safe_destroy=True,
-                                snapshots=True,
+                                snapshots=True, imports=True,
                                 mounts_folders=True, forwards_ports=True)
     driver_option_fields = (
         OptionField("tls", type="dict",
@@ -196,12 +197,21 @@ class DockerDriver(DockerSnapshots, Driver):
                 return None
 
     def find_containers(self, name: str, store_id: str | None = None) -> list[Any]:
-        """Every container this engine holds for machine ``name`` (of one store if given)."""
+        """Every container this engine holds for machine ``name`` (of one store if given):
+        labelled for it when made, or named for it (``converge import`` renames a container:
+        labels cannot change)."""
         wanted = [f"{containers.LABEL_NAME}={name}", f"{containers.LABEL_URL}={self.driver_url}"]
         if store_id is not None:
             wanted.append(f"{containers.LABEL_STORE}={store_id}")
         with engine_errors(f"listing containers of {name}"):
-            return self.client.containers.list(all=True, filters={"label": wanted})
+            found = {c.id: c for c in self.client.containers.list(all=True,
+                                                                  filters={"label": wanted})}
+            named = self.client.containers.list(
+                all=True, filters={"name": containers.name_prefix(name)})
+        for candidate in named:
+            if containers.named_for(candidate.name, name, store_id):
+                found.setdefault(candidate.id, candidate)
+        return list(found.values())
 
     def _hostname(self, spec, opts: _Options) -> str:
         return opts.hostname or containers.hostname_for(spec.name)
@@ -288,7 +298,8 @@ class DockerDriver(DockerSnapshots, Driver):
         if labels.get(containers.LABEL_NAME) != spec.name or \
                 labels.get(containers.LABEL_STORE) != (spec.store_id or ""):
             raise ProviderError(f"container {name} exists on {self.endpoint} but was not made "
-                                "for this machine and state store; remove or rename it",
+                                "for this machine and state store; import it (converge import "
+                                f"{spec.name} {name}), or remove or rename it",
                                 provider=PROVIDER, machine=spec.name)
         key_name = opts.key_name
         with engine_errors(f"writing the machine's files into {name}", machine=spec.name):

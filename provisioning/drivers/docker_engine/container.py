@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from provisioning.driver.local_features import forwarded_ports, synced_folders
 from provisioning.drivers.nspawn_host.rootfs import prepare_upper
 
-__all__ = ["container_name", "labels", "create_kwargs", "machine_files", "read_host_key",
+__all__ = ["container_name", "named_for", "labels", "create_kwargs", "machine_files", "read_host_key",
            "LABEL_NAME", "LABEL_STORE", "LABEL_URL", "SSH_PORT"]
 
 LABEL_NAME = "io.provisioning.name"
@@ -39,7 +39,21 @@ def container_name(machine: str, store_id: str | None) -> str:
     """Unique per (store, machine): the engine refuses a second container of that name, which
     makes two racing creates end with one container."""
     digest = hashlib.sha256((store_id or "no-store").encode()).hexdigest()[:10]
-    return f"prov-{machine}-{digest}"
+    return f"{name_prefix(machine)}{digest}"
+
+
+def name_prefix(machine: str) -> str:
+    """What the names of ``machine``'s containers start with (of every store)."""
+    return f"prov-{machine}-"
+
+
+def named_for(container: str, machine: str, store_id: str | None = None) -> bool:
+    """Whether ``container`` has the name ``container_name`` gives ``machine``'s containers
+    (of one store if given; the engine may report it with a leading '/')."""
+    container = container.lstrip("/")
+    if store_id is not None:
+        return container == container_name(machine, store_id)
+    return re.fullmatch(re.escape(name_prefix(machine)) + "[0-9a-f]{10}", container) is not None
 
 
 def labels(machine: str, store_id: str | None, driver_url: str) -> dict[str, str]:
