@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.cluster.file import MAX_NAME, NAME_RE
-from provisioning.errors import ConfigError, MachineNotFound
+from provisioning.errors import ConfigError
 from provisioning.inputs.schema import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
