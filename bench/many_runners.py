@@ -8,7 +8,10 @@ trials where one runner is killed (SIGKILL) at a random moment.
 
 Every run is checked: each machine created exactly once (the fake cloud's counter), every state
 entry present and up without error, every runner exited 0 and its JSON summary reports every
-machine ok. Prints a Markdown table (min / median / max).
+machine ok. Prints a Markdown table (min / median / max), with the claim round trips of all
+runners (median) and the most worker-seconds one runner's workers waited for a claimed machine
+while the run still had work (each runner's last progress event counts them; timing-free
+evidence of how well claiming ahead keeps the workers busy on a loaded host).
 
 A kill trial starts ``--kill-runners`` runners, waits until a random number of machines (1 to
 N - 1) is done, kills one runner chosen at random, then starts one more runner (runners join
@@ -89,6 +92,20 @@ def report_problem(proc: subprocess.Popen, out: str, err: str, machines: int) ->
     return None
 
 
+def runner_counts(outputs: list[tuple[str, str]]) -> tuple[int, float]:
+    """(claim round trips of all runners, the most worker-seconds one runner's workers spent
+    waiting for a claimed machine while the run still had work), from each runner's last
+    progress event."""
+    claims, starved = 0, 0.0
+    for out, _err in outputs:
+        for event in map(json.loads, filter(None, out.splitlines())):
+            data = event.get("data") or {}
+            if event.get("event") == "progress" and "claims" in data:
+                claims += data["claims"]
+                starved = max(starved, data["starved"])
+    return claims, starved
+
+
 def cloud_counts(directory: str, url: str, machines: int) -> tuple[int, int]:
     """(duplicates: servers created more than once, lost: machines not saved as up)."""
     creates = FakeWarehouse(os.path.join(directory, "cloud")).counters()["creates"]
@@ -99,7 +116,8 @@ def cloud_counts(directory: str, url: str, machines: int) -> tuple[int, int]:
 
 
 def one_run(server: PostgresServer, runners: int, machines: int, delay: float,
-            parallel: int, lease: float) -> float:
+            parallel: int, lease: float) -> tuple[float, int, float]:
+    """(wall seconds, claim round trips, most worker-seconds waiting for a claim)."""
     directory = tempfile.mkdtemp(prefix="bench-runners-")
     try:
         cluster = write_cluster(directory, machines, delay)
@@ -113,7 +131,7 @@ def one_run(server: PostgresServer, runners: int, machines: int, delay: float,
         if any(problems) or duplicates or lost:
             raise SystemExit(f"{runners} runners: {duplicates} duplicates, {lost} lost; "
                              f"{[p for p in problems if p]}")
-        return wall
+        return (wall, *runner_counts(outputs))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -184,17 +202,21 @@ def main() -> None:
         if counts:
             print(f"{args.repeat} runs each\n")
             print(f"| runners | min | median | max | speed-up (median vs {counts[0]}) | "
-                  "ideal (sleep only) |")
-            print("|---|---:|---:|---:|---:|---:|")
+                  "ideal (sleep only) | claims | waiting for a claim |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
         base = None
         for runners in counts:
-            walls = [one_run(server, runners, args.machines, args.ready_delay, args.parallel,
-                             args.lease) for _ in range(args.repeat)]
+            runs = [one_run(server, runners, args.machines, args.ready_delay, args.parallel,
+                            args.lease) for _ in range(args.repeat)]
+            walls = [wall for wall, _, _ in runs]
             median = statistics.median(walls)
+            claims = statistics.median(c for _, c, _ in runs)
+            starved = max(s for _, _, s in runs)
             base = base or median
             ideal = args.machines * args.ready_delay / (args.parallel * runners)
             print(f"| {runners} | {min(walls):.2f} s | {median:.2f} s | {max(walls):.2f} s | "
-                  f"{base / median:.2f}x | {ideal:.2f} s |", flush=True)
+                  f"{base / median:.2f}x | {ideal:.2f} s | {claims:g} | {starved:.1f} ws |",
+                  flush=True)
         failed = []
         if args.kill_trials:
             rng = random.Random(seed)

@@ -4,8 +4,8 @@ Each command lives in its own module and is listed once in ``COMMANDS`` as
 ``"name": "module:attribute"``, and in ``SUMMARIES`` by the first sentence of its help (a test
 keeps each equal to the command's own help). Nothing here imports a command, nor click: the
 top-level help (``provisioning.cli.help``) lists the commands from these two tables alone.
-To add a command, add one line to each and keep the module's top-level imports to click and
-``provisioning.cli.common``.
+To add a command, add one line to each; its module imports what it needs at its top, since it
+is imported only when its command runs.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What every ``converge`` command shares: global options, loading the cluster and store, output,
 and turning errors into exit codes (0 ok, 1 a machine failed, 2 bad input; never a traceback).
 
-Kept light: only click is imported here at start-up; the cluster, stores, drivers and rich load
-inside the functions that need them, so ``converge --help`` stays fast.
+Imported only once a command runs (``converge --help`` and ``--version`` are answered by
+``provisioning.cli.main`` without it); drivers load by scheme and rich only for a live display.
 
 Command modules use it like this::
 

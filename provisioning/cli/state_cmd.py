@@ -7,6 +7,8 @@ their holders, and the runs many runners are sharing.
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from provisioning.cli.common import common_options, pass_settings, why_run_option
@@ -34,12 +36,12 @@ def _open_store(settings):
     return open_store(config.state, base_dir=config.base_dir)
 
 
-def _emit(settings, text: str, record: dict) -> None:
-    import json
-
+def _emit(settings, text: str | None, record: dict) -> None:
+    """The command's JSON record, or its human line (None: the action handler has already
+    printed one per machine)."""
     if settings.json:
         click.echo(json.dumps(record, default=str))
-    else:
+    elif text is not None:
         click.echo(text, err=True)
 
 
@@ -98,8 +100,6 @@ def import_(settings, source: str, replace: bool) -> int:
 @pass_settings
 def show(settings) -> int:
     """The store (password masked), who holds which machine's lock, and shared runs."""
-    import json
-
     store = _open_store(settings)
     try:
         locks = store.locks()
@@ -146,8 +146,7 @@ def rm(settings, names: tuple[str, ...]) -> int:
     """
     with settings.session() as session:
         done = forget_machines(session.runner, list(names))
-        _emit(settings, ("would " if settings.why_run else "") + "\n".join(done),
-              {"event": "state-rm", "why_run": bool(settings.why_run), "done": done})
+        _emit(settings, None, {"event": "state-rm", "why_run": bool(settings.why_run), "done": done})
     return 0
 
 
@@ -167,6 +166,5 @@ def mv(settings, name: str, new_name: str | None, to_cluster: str | None) -> int
     """
     with settings.session() as session:
         done = move_machine(session.runner, name, new_name, to_cluster=to_cluster)
-        _emit(settings, ("would " if settings.why_run else "") + done,
-              {"event": "state-mv", "why_run": bool(settings.why_run), "done": done})
+        _emit(settings, None, {"event": "state-mv", "why_run": bool(settings.why_run), "done": done})
     return 0

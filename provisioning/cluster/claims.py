@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import provisioning.errors as errors
 from provisioning.errors import ProvisioningError, StateError, StateLocked
 from provisioning.parallel import BatchResult, Cancelled, Outcome
-from provisioning.store.base import holder_info
+from provisioning.store.base import WorkLeft, holder_info
 from provisioning.store.chunks import CHUNK, ChunkedHold
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,9 +107,13 @@ class WorkSplit:
     def progress(self) -> dict[str, dict[str, Any]]:
         return self.store.run_progress(self.key, self.generation)
 
+    def left(self) -> WorkLeft:
+        """What is left of this run: pending and open machines, runners holding claims."""
+        return self.store.run_left(self.key, self.generation)
+
     def open_count(self) -> int:
         """Machines of this run not yet done or failed."""
-        return self.store.run_open(self.key, self.generation)
+        return self.left().open
 
     def close(self) -> None:
         self._stop.set()
@@ -140,61 +145,161 @@ def remote_error(name: str, row: dict[str, Any]) -> ProvisioningError:
 
 
 class _Feed:
-    """This runner's claimed machines not yet started, shared by its worker threads. An idle
-    worker takes the next one; when none is left, one worker writes back the outcomes gathered
-    so far and claims the next batch while the others wait for it. Outcomes are written back a
-    batch at a time too (or when a worker goes idle)."""
+    """This runner's claimed machines not yet started, handed to its worker threads by a
+    feeder thread that keeps them busy: it claims the next batch (and locks and reads it)
+    while the workers are still on the current one, so a worker that finishes a machine
+    finds the next one waiting instead of a claim's round trips. Near the end of the run
+    (less than a batch per runner left) it claims only for idle workers, so no claim waits
+    here unstarted while another runner has nothing to do. It writes outcomes back a batch at
+    a time, and when nothing is left to claim it waits for the others (woken by the store's
+    announcements where it has them, else every ``poll`` seconds) until the run is over."""
 
-    def __init__(self, split: WorkSplit, size: int, halt: threading.Event, poll: float,
-                 hold: "Callable[[list[str]], ChunkedHold] | None") -> None:
-        self.split, self.size, self.halt, self.poll = split, size, halt, poll
+    def __init__(self, split: WorkSplit, workers: int, size: int, halt: threading.Event,
+                 poll: float, hold: "Callable[[list[str]], ChunkedHold] | None") -> None:
+        self.split, self.workers, self.size, self.halt, self.poll = \
+            split, workers, size, halt, poll
         self._hold = hold
         self.holds: list["ChunkedHold"] = []
         self.lapsed: list[str] = []  # ours once, then taken over by another runner
-        self._cond = threading.Condition()
+        self.error: BaseException | None = None  # what stopped the feeder (a StateError)
+        #: claim round trips, and worker-seconds spent waiting for a claim / for the end
+        self.claims, self.starved, self.idle = 0, 0.0, 0.0
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the workers wait on it for machines
+        self._wake = threading.Condition(lock)  # the feeder waits on it for work to do
         self._queue: deque[tuple[str, "ChunkedHold | None"]] = deque()
         self._outcomes: dict[str, str | None] = {}
-        self._claiming = False
-        self._over = False
+        self._running = 0
+        self._exhausted = False  # the last claim found less than it asked for
+        self._tail = False  # less than a batch per runner is left: claim for idle workers only
+        self._notice = False  # another runner announced progress since the last look
+        self._next_look = 0.0
+        self._over = self._closing = False
+        self._listening = threading.Event()  # set once: stop listening
+        self._listener: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._feed, daemon=True,
+                                        name=f"claims-feeder:{split.key}")
+        self._thread.start()
 
+    # -- the workers' side -----------------------------------------------------------------
     def next(self) -> "tuple[str, ChunkedHold | None] | None":
-        """The next machine to do (with the hold it came in), or None when the run is over or
-        this runner is stopping. Raises ``StateError`` when the store fails."""
-        while True:
-            with self._cond:
-                while True:
-                    if self.halt.is_set() or self._over:
-                        return None
-                    if self._queue:
-                        return self._queue.popleft()
-                    if not self._claiming:
-                        self._claiming = True
-                        break
-                    self._cond.wait(self.poll)
-            names: list[str] = []
-            over = False
-            try:
-                self.flush()
-                names = self.split.claim(self.size)
-                over = not names and self.split.open_count() == 0
-            finally:
-                hold = self._hold(names) if names and self._hold is not None else None
-                if hold is not None:
-                    self.holds.append(hold)
-                with self._cond:
-                    self._claiming = False
-                    self._over = self._over or over
-                    self._queue.extend((name, hold) for name in names)
-                    self._cond.notify_all()
-            if not names and not over:
-                self.halt.wait(self.poll)  # others are at work; their dead claims come back
+        """The next machine to do (with the hold it came in), or None when the run is over,
+        this runner is stopping or its store failed (``error``)."""
+        began = time.monotonic()
+        with self._cond:
+            while not self._queue:
+                if self._over or self._closing or self.error or self.halt.is_set():
+                    self.idle += time.monotonic() - began
+                    return None
+                self._cond.wait(self.poll)
+            self._running += 1
+            self.starved += time.monotonic() - began
+            self._wake.notify()  # the queue shrank: the feeder may claim ahead
+            return self._queue.popleft()
 
     def done(self, name: str, error: str | None) -> None:
         with self._cond:
+            self._running -= 1
             self._outcomes[name] = error
-            full = len(self._outcomes) >= self.size
-        if full:
-            self.flush()
+            self._wake.notify()
+
+    def stop(self) -> None:
+        """Stop handing out machines (fail-fast)."""
+        self.halt.set()
+        with self._cond:
+            self._cond.notify_all()
+            self._wake.notify()
+
+    # -- the feeder ------------------------------------------------------------------------
+    def _feed(self) -> None:
+        try:
+            while self._step():
+                pass
+        except BaseException as exc:  # a StateError from the store: the workers stop
+            with self._cond:
+                self.error = exc
+            self.halt.set()
+        finally:
+            self._listening.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _wanted(self, idle: int) -> int:
+        """How many machines to claim now: enough for the idle workers and, away from the
+        end, a batch ahead; claimed in batches, not one by one."""
+        if self._exhausted:
+            return 0
+        need = idle if self._tail else idle + self.size
+        return min(need, self.size) if need >= (1 if self._tail else -(-self.size // 2)) else 0
+
+    def _step(self) -> bool:
+        """One round: claim and/or write back, or look for others' work; False when over."""
+        with self._cond:
+            while True:
+                if self._over or self._closing or self.halt.is_set():
+                    return False
+                idle = self.workers - self._running - len(self._queue)
+                count = self._wanted(idle)
+                look = self._exhausted and idle > 0 and (
+                    self._notice or time.monotonic() >= self._next_look)
+                flush = bool(self._outcomes) and (self._tail or self._exhausted or count > 0
+                                                  or len(self._outcomes) >= self.size
+                                                  or self._running == 0)
+                if count or look or flush:
+                    break
+                self._wake.wait(self.poll)
+            self._notice = False
+            outcomes, self._outcomes = self._outcomes, {}
+        asked = count or (max(idle, 1) if look else 0)
+        names = self.split.claim(asked) if asked else []
+        self.claims += bool(asked)
+        hold = self._hold(names) if names and self._hold is not None else None
+        if names:
+            if hold is not None:
+                self.holds.append(hold)
+            with self._cond:
+                self._queue.extend((name, hold) for name in names)
+                self._cond.notify_all()
+        if outcomes:
+            kept = self.split.finish(outcomes)
+            self.lapsed.extend(name for name in outcomes if name not in kept)
+        if hold is not None:
+            hold.prefetch()  # locks and entries read before the workers reach them
+        if asked:
+            left = self.split.left()
+            with self._cond:
+                self._exhausted = len(names) < asked
+                self._tail = left.pending < max(1, left.runners) * self.size
+                self._next_look = time.monotonic() + self.poll
+                if left.open == 0:  # every machine of the run is done or failed
+                    self._over = True
+                    return False
+            if self._exhausted and not self._listening.is_set() and not names:
+                self._listen()
+        return True
+
+    def _listen(self) -> None:
+        """From now on, wake up when another runner finishes or gives back work of the run."""
+        def wake() -> None:
+            with self._cond:
+                self._notice = True
+                self._wake.notify()
+        if self._listener is None:
+            self._listener = threading.Thread(
+                target=self.split.store.watch_run,
+                args=(self.split.key, self.split.generation, wake, self._listening),
+                daemon=True, name=f"claims-listener:{self.split.key}")
+            self._listener.start()
+
+    def close(self) -> None:
+        """Stop the feeder (after the workers ended) and write back what is left."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            self._wake.notify()
+        self._thread.join()
+        self._listening.set()
+        self.flush()
 
     def flush(self) -> None:
         """Write back the outcomes gathered so far."""
@@ -237,19 +342,11 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
                                 f"runners on {provisioner.store.url} (run {split.key} "
                                 f"#{split.generation})", data={"run": split.key,
                                                                 "generation": split.generation})
-        feed = _Feed(split, batch_size(len(requests), workers), halt, poll,
+        feed = _Feed(split, workers, batch_size(len(requests), workers), halt, poll,
                      hold if held is not None else None)
 
         def work() -> None:
-            while True:
-                try:
-                    item = feed.next()
-                except StateError as exc:
-                    problems.append(exc)
-                    halt.set()
-                    return
-                if item is None:
-                    return
+            while (item := feed.next()) is not None:
                 name, chunk = item
                 mine.add(name)
                 error: str | None = None
@@ -262,13 +359,8 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
                     results[name].error = exc
                     error = f"{type(exc).__name__}: {exc}"
                     if fail_fast:
-                        halt.set()
-                try:
-                    feed.done(name, error)
-                except StateError as exc:
-                    problems.append(exc)
-                    halt.set()
-                    return
+                        feed.stop()
+                feed.done(name, error)
 
         threads = [threading.Thread(target=work, name=f"provisioning-claim-{i}", daemon=True)
                    for i in range(workers)]
@@ -276,16 +368,25 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
             thread.start()
         for thread in threads:
             thread.join()
+        progress: dict[str, dict[str, Any]] = {}
         try:
-            feed.flush()
+            try:
+                feed.close()  # the feeder stops; the last outcomes are written back
+            finally:
+                for chunk in feed.holds:  # locks of unstarted machines go before their claims
+                    chunk.close()
             split.release(feed.unstarted())
             progress = split.progress()
         except StateError as exc:
             problems.append(exc)
-            progress = {}
-        finally:
-            for chunk in feed.holds:
-                chunk.close()
+        if feed.error is not None:
+            problems.insert(0, feed.error)
+        handler.report_progress(
+            f"{operation}: {len(mine)} of {len(requests)} machines done by this runner in "
+            f"{feed.claims} claims", data={"run": split.key, "generation": split.generation,
+                                          "mine": len(mine), "claims": feed.claims,
+                                          "starved": round(feed.starved, 3),
+                                          "idle": round(feed.idle, 3)})
         for name in feed.lapsed:
             handler.report_progress("another runner took this machine over while it was in "
                                     "progress (our claim had lapsed)", machine=name)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.cluster.file import MAX_NAME, NAME_RE
-from provisioning.errors import ConfigError, MachineNotFound
+from provisioning.errors import ConfigError
+from provisioning.inputs.schema import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.runner import ClusterRunner
@@ -23,9 +24,11 @@ __all__ = ["forget_machines", "move_machine", "import_resource", "import_into_cl
 
 def _entry(runner: "ClusterRunner", name: str) -> "MachineSpec":
     entry = runner.store.get("machine", name)
-    if entry is None:
-        raise MachineNotFound(f"machine {name!r} is not in the state ({runner.store.url})",
-                              machine=name)
+    if entry is None:  # a name the user typed: their input, exit 2, with the closest one
+        recorded = [e.name for e in runner.store.list("machine")
+                    if e.cluster in (None, runner.name)]
+        raise ConfigError(f"machine {name!r} is not in the state ({runner.store.url})"
+                          + did_you_mean(name, recorded), machine=name)
     if entry.cluster is not None:
         runner.check_owner(entry)  # type: ignore[arg-type]
     return entry  # type: ignore[return-value]

@@ -162,9 +162,16 @@ class ResourceContract:
         seen = self.start_if_stopped(action_handler, machine_spec, machine_options)
         if seen is None:
             return None
+        return self.wait_once_started(action_handler, machine_spec, machine_options,
+                                      started=seen == "started")
+
+    def wait_once_started(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
+                          machine_options: Mapping[str, Any], *, started: bool) -> "Machine":
+        """The second half of ``ready_machine``, after ``start_if_stopped`` (batch versions
+        call it for each machine): the fault point ``during_ready``, then ``wait_for_machine``."""
         checkpoint("during_ready", machine=machine_spec.name)
         return self.wait_for_machine(action_handler, machine_spec, machine_options,
-                                     started=seen == "started")
+                                     started=started)
 
     def start_if_stopped(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                          machine_options: Mapping[str, Any]) -> str | None:

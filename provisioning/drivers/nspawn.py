@@ -463,12 +463,10 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
             except Exception as exc:  # this machine's outcome; the others go on
                 results[spec.name].error = exc
         parallelizer = parallelizer or Parallelizer(max(1, len(waiting)))
-
-        def wait_one(spec, options, handler, started):
-            checkpoint("during_ready", machine=spec.name)
-            return self.wait_for_machine(handler, spec, options, started=started)
-        waited = parallelizer.run((item[0].name, functools.partial(wait_one, *item))
-                                  for item in waiting)
+        waited = parallelizer.run(
+            (spec.name, functools.partial(self.wait_once_started, handler, spec, options,
+                                          started=started))
+            for spec, options, handler, started in waiting)
         results.update(waited)
         return results
 

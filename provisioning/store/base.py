@@ -16,12 +16,13 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple, Sequence
 
 from provisioning.errors import StateLocked, UnsupportedOperation
 from provisioning.spec import ManagedEntry
 
-__all__ = ["ManagedEntryStore", "Lock", "holder_info", "mask_url", "DEFAULT_LOCK_TTL"]
+__all__ = ["ManagedEntryStore", "Lock", "WorkLeft", "holder_info", "mask_url",
+           "DEFAULT_LOCK_TTL"]
 
 #: seconds a lock lives without a heartbeat; a dead runner's locks free after this
 DEFAULT_LOCK_TTL = 30.0
@@ -59,6 +60,17 @@ def holder_is_dead(holder: dict[str, Any]) -> bool:
         return True
     except OSError:
         return False
+
+
+class WorkLeft(NamedTuple):
+    """What is left of a shared run (``ManagedEntryStore.run_left``)."""
+
+    #: machines nobody has claimed yet
+    pending: int
+    #: machines not yet done or failed: pending plus claimed
+    open: int
+    #: runners holding claims now
+    runners: int
 
 
 class Lock:
@@ -380,9 +392,16 @@ class ManagedEntryStore(abc.ABC):
         """Give back claims this runner will not start: pending again for the others."""
         raise self._no_claims()
 
-    def run_open(self, run_key: str, generation: int) -> int:
-        """How many names of the run are still pending or claimed."""
+    def run_left(self, run_key: str, generation: int) -> WorkLeft:
+        """What is left of the run: pending and open names, runners holding claims."""
         raise self._no_claims()
+
+    def watch_run(self, run_key: str, generation: int, wake: Callable[[], None],
+                  stop: threading.Event) -> None:
+        """Call ``wake()`` whenever another runner finishes or gives back work of the run,
+        until ``stop`` is set (in the caller's thread). Optional: by default it returns at
+        once, and waiting runners find others' progress by polling alone."""
+        return None
 
     def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
         """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""

@@ -49,13 +49,25 @@ class ChunkedHold:
         """(spec, held lock, error) of one machine, fetching its chunk if no worker has yet.
         The spec is None when its lock was refused (error: ``StateLocked``); error is also set
         when ``prepare`` failed the machine. The caller saves the spec and releases the lock."""
-        chunk = self.index[name] // self.size
+        self._ensure(self.index[name] // self.size)
+        with self._mutex:
+            return self._specs.pop(name, None), self._locks.pop(name, None), \
+                self._errors.pop(name, None)
+
+    def prefetch(self) -> None:
+        """Lock and read every chunk now, ahead of the workers (a runner sharing a run does this
+        for the batch it claimed next while its workers are still busy with the current one)."""
+        for chunk in range(-(-len(self.names) // self.size)):
+            self._ensure(chunk)
+
+    def _ensure(self, chunk: int) -> None:
+        """Fetch chunk number ``chunk`` unless a worker did or is doing it (then wait for it)."""
         with self._mutex:
             ready = self._ready.get(chunk)
             mine = ready is None
             if mine:
                 ready = self._ready[chunk] = threading.Event()
-        assert ready is not None  # made above by whichever worker came first
+        assert ready is not None  # made above by whichever thread came first
         if mine:  # fetched outside the mutex: workers on held machines never wait for it
             try:
                 self._fetch(self.names[chunk * self.size:(chunk + 1) * self.size])
@@ -63,9 +75,6 @@ class ChunkedHold:
                 ready.set()
         else:
             ready.wait()
-        with self._mutex:
-            return self._specs.pop(name, None), self._locks.pop(name, None), \
-                self._errors.pop(name, None)
 
     def _fetch(self, names: list[str]) -> None:
         locks: dict[str, "Lock"] = {}

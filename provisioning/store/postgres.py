@@ -25,7 +25,7 @@ import os
 import random
 import re
 import threading
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
@@ -35,13 +35,13 @@ from provisioning import __version__
 from provisioning.errors import StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
+from provisioning.store.postgres_claims import PostgresClaims
+from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, alive, scalar
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "MIGRATIONS", "masked_url"]
 
 T = TypeVar("T")
 
-#: first half of every advisory-lock key we take ('prov'), so ours never clash with others'
-ADVISORY_NAMESPACE = 0x70726F76
 #: the second half used for the schema-migration lock
 _MIGRATION_KEY = 0
 
@@ -82,46 +82,6 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
-#: seconds a finished run's rows are kept for the runners still reading its results
-RUN_RETENTION = 3600.0
-
-#: SQL true when the session holding advisory key ``{col}`` is still connected
-_SESSION_ALIVE = """EXISTS (SELECT 1 FROM pg_locks pl WHERE pl.locktype = 'advisory'
-    AND pl.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND pl.classid = {ns}::oid AND pl.objid = {col}::oid AND pl.objsubid = 2 AND pl.granted)"""
-
-
-def _alive(column: str) -> str:
-    return _SESSION_ALIVE.format(ns=ADVISORY_NAMESPACE, col=column)
-
-
-#: the session keys of every connected store session (read once per statement, not per row)
-_LIVE_SESSIONS = f"""SELECT pl.objid FROM pg_locks pl WHERE pl.locktype = 'advisory'
-    AND pl.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND pl.classid = {ADVISORY_NAMESPACE}::oid AND pl.objsubid = 2 AND pl.granted"""
-
-#: claim rows chosen by ``{pick}`` (a query of names FOR UPDATE SKIP LOCKED) for one runner
-_CLAIM = """WITH next AS ({pick})
-    UPDATE provisioning_work w SET state = 'claimed', token = %(t)s, holder = %(h)s,
-        session_key = %(k)s, claimed_at = now(), error = NULL,
-        expires_at = clock_timestamp() + %(ttl)s * interval '1s'
-    FROM next WHERE w.run_key = %(r)s AND w.generation = %(g)s AND w.name = next.name
-    RETURNING w.name"""
-_PENDING = """SELECT name FROM provisioning_work WHERE run_key = %(r)s AND generation = %(g)s
-    AND state = 'pending' ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
-_ABANDONED = f"""SELECT name FROM provisioning_work WHERE run_key = %(r)s
-    AND generation = %(g)s AND state = 'claimed' AND (expires_at <= clock_timestamp()
-    OR session_key::oid NOT IN ({_LIVE_SESSIONS}))
-    ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
-
-
-def _scalar(cursor: Any) -> Any:
-    """The one value of a query that always yields one row (an aggregate, a function call)."""
-    row = cursor.fetchone()
-    assert row is not None, "an aggregate query returned no row"
-    return row[0]
-
-
 def masked_url(url: str) -> str:
     """The URL with a password in the user part or a ``password=`` parameter masked."""
     return mask_url(re.sub(r"([?&]password=)[^&]*", r"\1***", url))
@@ -135,7 +95,7 @@ def _url_password(url: str) -> str | None:
     return values[0] if values else None
 
 
-class PostgresStore(ManagedEntryStore):
+class PostgresStore(PostgresClaims, ManagedEntryStore):
     """Entries and leases in PostgreSQL; safe across threads, processes and hosts."""
 
     supports_claims = True
@@ -201,7 +161,7 @@ class PostgresStore(ManagedEntryStore):
         # the session key: held as long as this connection lives; leases record it
         for _ in range(20):
             key = random.randint(1, 2**31 - 1)
-            if _scalar(conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+            if scalar(conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
                                     (ADVISORY_NAMESPACE, key))):
                 break
         else:  # pragma: no cover - 20 collisions in 2**31 keys
@@ -245,7 +205,7 @@ class PostgresStore(ManagedEntryStore):
             conn.execute("CREATE TABLE IF NOT EXISTS provisioning_schema ("
                          "version integer PRIMARY KEY, description text NOT NULL, "
                          "applied_at timestamptz NOT NULL DEFAULT now())")
-            current = _scalar(conn.execute(
+            current = scalar(conn.execute(
                 "SELECT coalesce(max(version), 0) FROM provisioning_schema"))
             if current > SCHEMA_VERSION:
                 raise StateError(
@@ -260,7 +220,7 @@ class PostgresStore(ManagedEntryStore):
         self._run("create or upgrade its schema", migrate)
 
     def schema_version(self) -> int:
-        return self._run("read the schema version", lambda c: _scalar(c.execute(
+        return self._run("read the schema version", lambda c: scalar(c.execute(
             "SELECT coalesce(max(version), 0) FROM provisioning_schema")), tx=False)
 
     # -- entries -----------------------------------------------------------------------------
@@ -342,7 +302,7 @@ class PostgresStore(ManagedEntryStore):
                 " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
                 " holder = excluded.holder, session_key = excluded.session_key,"
                 " expires_at = excluded.expires_at"
-                f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
+                f" WHERE l.expires_at <= clock_timestamp() OR NOT {alive('l.session_key')}"
                 " RETURNING token",
                 {"n": name, "t": token, "h": Jsonb(self._safe_holder(holder)),
                  "k": self.session_key, "ttl": float(ttl)}).fetchone()
@@ -372,7 +332,7 @@ class PostgresStore(ManagedEntryStore):
                 " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
                 " holder = excluded.holder, session_key = excluded.session_key,"
                 " expires_at = excluded.expires_at"
-                f" WHERE l.expires_at <= clock_timestamp() OR NOT {_alive('l.session_key')}"
+                f" WHERE l.expires_at <= clock_timestamp() OR NOT {alive('l.session_key')}"
                 " RETURNING name",
                 {"n": names, "t": values, "h": Jsonb(self._safe_holder(holder)),
                  "k": self.session_key, "ttl": float(ttl)}).fetchall()}
@@ -404,152 +364,8 @@ class PostgresStore(ManagedEntryStore):
     def locks(self):
         rows = self._run("list locks", lambda c: c.execute(
             "SELECT name, holder FROM provisioning_locks l WHERE expires_at > clock_timestamp() "
-            f'AND {_alive("l.session_key")} ORDER BY name COLLATE "C"').fetchall(), tx=False)
+            f'AND {alive("l.session_key")} ORDER BY name COLLATE "C"').fetchall(), tx=False)
         return {name: holder for name, holder in rows if not holder_is_dead(holder)}
-
-    # -- work claims (used by provisioning.cluster.claims) -------------------------------------------
-    def join_run(self, run_key: str, operation: str, names: Sequence[str],
-                 fresh_within: float) -> int:
-        """The generation of ``run_key`` to work on: the unfinished one touched within
-        ``fresh_within`` seconds, else a new one with every name pending."""
-        def join(conn: psycopg.Connection) -> int:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                         (ADVISORY_NAMESPACE, run_key))
-            row = conn.execute(
-                "SELECT generation, touched_at > clock_timestamp() - %s * interval '1s' "
-                "AND EXISTS (SELECT 1 FROM provisioning_work w WHERE w.run_key = r.run_key AND "
-                "w.generation = r.generation AND w.state IN ('pending', 'claimed')) "
-                "FROM provisioning_runs r WHERE run_key = %s AND finished_at IS NULL "
-                "ORDER BY generation DESC LIMIT 1", (float(fresh_within), run_key)).fetchone()
-            if row is not None and row[1]:
-                return row[0]
-            conn.execute("UPDATE provisioning_runs SET finished_at = now() WHERE run_key = %s "
-                         "AND finished_at IS NULL", (run_key,))
-            generation = _scalar(conn.execute("SELECT coalesce(max(generation), 0) + 1 FROM "
-                                              "provisioning_runs WHERE run_key = %s",
-                                              (run_key,)))
-            # older generations stay readable: their runners may still be collecting results
-            # (deleting them made those runners report others' machines as never started);
-            # only generations finished long ago are pruned
-            conn.execute("DELETE FROM provisioning_runs WHERE run_key = %s AND generation < %s "
-                         "AND finished_at < now() - %s * interval '1s'",
-                         (run_key, generation, float(RUN_RETENTION)))
-            conn.execute("INSERT INTO provisioning_runs (run_key, generation, operation) "
-                         "VALUES (%s, %s, %s)", (run_key, generation, operation))
-            conn.execute("INSERT INTO provisioning_work (run_key, generation, name) "
-                         "SELECT %s, %s, unnest(%s::text[])", (run_key, generation, list(names)))
-            return generation
-        return self._run(f"join run {run_key}", join)
-
-    def claim_work(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
-                   ttl: float, count: int) -> list[str]:
-        """Claim up to ``count`` pending names of the run in one statement (in name order),
-        skipping rows other runners are claiming right now; only when none is pending, names
-        whose claim lapsed or whose runner's session is gone. [] when nothing is claimable."""
-        from psycopg.types.json import Jsonb
-
-        params = {"r": run_key, "g": generation, "t": token, "n": max(1, int(count)),
-                  "h": Jsonb(self._safe_holder(holder)), "k": self.session_key,
-                  "ttl": float(ttl)}
-
-        def claim(conn: psycopg.Connection) -> list[str]:
-            rows = conn.execute(_CLAIM.format(pick=_PENDING), params).fetchall()
-            if not rows:
-                rows = conn.execute(_CLAIM.format(pick=_ABANDONED), params).fetchall()
-            return sorted(r[0] for r in rows)
-        return self._run("claim work", claim)
-
-    def finish_work(self, run_key: str, generation: int, token: str,
-                    outcomes: Mapping[str, str | None]) -> set[str]:
-        """Mark our claims done (error None) or failed (the error's text) in one statement;
-        returns the names that were still ours (another runner may have taken one over)."""
-        names = list(outcomes)
-        errors = [self._scrub(e)[:2000] if e else None for e in outcomes.values()]
-
-        def finish(conn: psycopg.Connection) -> set[str]:
-            # finishers of one run take turns, so the last one sees every other's result
-            conn.execute("SELECT 1 FROM provisioning_runs WHERE run_key = %s AND generation = %s "
-                         "FOR UPDATE", (run_key, generation))
-            rows = conn.execute(
-                "UPDATE provisioning_work w SET state = CASE WHEN o.e IS NULL THEN 'done' "
-                "ELSE 'failed' END, error = o.e, done_at = now(), expires_at = NULL "
-                "FROM unnest(%(n)s::text[], %(e)s::text[]) AS o(n, e) WHERE w.run_key = %(r)s "
-                "AND w.generation = %(g)s AND w.name = o.n AND w.token = %(t)s "
-                "AND w.state = 'claimed' RETURNING w.name",
-                {"n": names, "e": errors, "r": run_key, "g": generation, "t": token}).fetchall()
-            if not self._open_count(conn, run_key, generation):
-                conn.execute("UPDATE provisioning_runs SET touched_at = now(), finished_at = "
-                             "now() WHERE run_key = %s AND generation = %s", (run_key, generation))
-            return {r[0] for r in rows}
-        if not names:
-            return set()
-        return self._run(f"finish work on {len(names)} machines", finish)
-
-    def release_work(self, run_key: str, generation: int, token: str,
-                     names: Sequence[str]) -> None:
-        """Give back claims this runner will not start (it is stopping): pending again, for
-        the other runners to take at once."""
-        if names:
-            self._run(f"give back {len(names)} claims", lambda c: c.execute(
-                "UPDATE provisioning_work SET state = 'pending', token = NULL, holder = NULL, "
-                "session_key = NULL, expires_at = NULL, claimed_at = NULL WHERE run_key = %s "
-                "AND generation = %s AND token = %s AND state = 'claimed' AND name = ANY(%s)",
-                (run_key, generation, token, list(names))))
-
-    @staticmethod
-    def _open_count(conn: psycopg.Connection, run_key: str, generation: int) -> int:
-        return int(_scalar(conn.execute(
-            "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
-            "AND state IN ('pending', 'claimed')", (run_key, generation))))
-
-    def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
-        """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""
-        def renew(conn: psycopg.Connection) -> None:
-            conn.execute("UPDATE provisioning_work SET expires_at = clock_timestamp() + %s * "
-                         "interval '1s', session_key = %s WHERE run_key = %s AND generation = %s "
-                         "AND token = %s AND state = 'claimed'",
-                         (float(ttl), self.session_key, run_key, generation, token))
-            conn.execute("UPDATE provisioning_runs SET touched_at = now() WHERE run_key = %s "
-                         "AND generation = %s AND finished_at IS NULL", (run_key, generation))
-        self._run("renew claims", renew)
-
-    def run_open(self, run_key: str, generation: int) -> int:
-        """How many machines of one run are still pending or claimed (one count, not a list:
-        idle workers ask this while they wait)."""
-        return self._run("read run progress",
-                         lambda c: self._open_count(c, run_key, generation), tx=False)
-
-    def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
-        """name -> {state, holder, error, live} for one run."""
-        rows = self._run("read run progress", lambda c: c.execute(
-            "SELECT name, state, holder, error, state = 'claimed' AND expires_at > "
-            f"clock_timestamp() AND {_alive('w.session_key')} FROM provisioning_work w "
-            'WHERE run_key = %s AND generation = %s ORDER BY name COLLATE "C"',
-            (run_key, generation)).fetchall(), tx=False)
-        return {r[0]: {"state": r[1], "holder": r[2], "error": r[3], "live": r[4]} for r in rows}
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Unfinished runs with their counts and who claims what (for ``status``)."""
-        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
-            out: list[dict[str, Any]] = []
-            for key, gen, op, created, touched in conn.execute(
-                    "SELECT run_key, generation, operation, created_at, touched_at FROM "
-                    "provisioning_runs WHERE finished_at IS NULL ORDER BY created_at").fetchall():
-                counts: dict[str, int] = dict(conn.execute(
-                    "SELECT state, count(*) FROM provisioning_work WHERE run_key = %s AND "
-                    "generation = %s GROUP BY state", (key, gen)).fetchall())
-                claimed = {n: h for n, h in conn.execute(
-                    "SELECT name, holder FROM provisioning_work w WHERE run_key = %s AND "
-                    "generation = %s AND state = 'claimed' AND expires_at > clock_timestamp() "
-                    f'AND {_alive("w.session_key")} ORDER BY name COLLATE "C"',
-                    (key, gen)).fetchall()}
-                out.append({"run": key, "generation": gen, "operation": op,
-                            "created_at": created.isoformat(), "touched_at": touched.isoformat(),
-                            "counts": counts,
-                            "claimed": {n: h for n, h in claimed.items()
-                                        if not holder_is_dead(h)}})
-            return out
-        return self._run("list runs", read)
 
     def close(self) -> None:
         with self._mutex:

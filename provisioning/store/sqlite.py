@@ -205,6 +205,16 @@ class SQLiteStore(ManagedEntryStore):
         return write.result
 
     def _commit_batch(self, batch: list[_Write]) -> None:
+        if len(batch) == 1:  # alone in its transaction: no savepoint needed to undo it alone
+            write = batch[0]
+            try:
+                write.result = self._tx(write.fn)
+            except Exception as exc:  # undone with its transaction; raised to its caller
+                write.error = exc
+            finally:
+                write.done = True
+            return
+
         def run(db: sqlite3.Connection) -> None:
             for write in batch:
                 db.execute("SAVEPOINT one_write")
@@ -316,23 +326,31 @@ class SQLiteStore(ManagedEntryStore):
         return self._try_acquire_many({name: token}, holder, ttl)[name]
 
     def _try_acquire_many(self, tokens, holder, ttl):
-        """Every name in one transaction."""
+        """Every name in one transaction: the current holders read with one query per
+        ``_CHUNK`` names, the free names taken with one ``executemany``."""
         text = json.dumps(holder)
+        names = list(tokens)
 
         def take(db: sqlite3.Connection) -> dict[str, dict[str, Any] | None]:
             now = time.time()
+            held: dict[str, tuple[str, float]] = {}
+            for start in range(0, len(names), _CHUNK):
+                part = names[start:start + _CHUNK]
+                held.update((r[0], (r[1], r[2])) for r in db.execute(
+                    f"SELECT name, holder, expires_at FROM locks WHERE name IN "
+                    f"({','.join('?' * len(part))})", part))
             out: dict[str, dict[str, Any] | None] = {}
-            for name, token in tokens.items():
-                row = db.execute("SELECT holder, expires_at FROM locks WHERE name=?",
-                                 (name,)).fetchone()
+            for name in names:
+                row = held.get(name)
                 if row is not None:
                     current = json.loads(row[0])
                     if row[1] > now and not holder_is_dead(current):
                         out[name] = current
                         continue
-                db.execute("INSERT OR REPLACE INTO locks (name, token, holder, expires_at) "
-                           "VALUES (?, ?, ?, ?)", (name, token, text, now + ttl))
                 out[name] = None
+            db.executemany("INSERT OR REPLACE INTO locks (name, token, holder, expires_at) "
+                           "VALUES (?, ?, ?, ?)", [(n, tokens[n], text, now + ttl)
+                                                   for n in names if out[n] is None])
             return out
         return self._tx(take)
 

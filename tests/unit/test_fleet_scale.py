@@ -206,3 +206,27 @@ def test_up_reads_the_whole_state_a_fixed_number_of_times_whatever_the_workers(t
         assert fleet.up().ok
     full_reads = [s for s in seen if s.endswith("ORDER BY name")]
     assert len(full_reads) == 3, full_reads  # the plan's entries; the view's machines, facts
+
+
+def test_locking_a_chunk_reads_the_holders_in_one_query_whatever_its_size(tmp_path):
+    """``lock_many`` on SQLite: one transaction, one query for the current holders (of up to
+    500 names), then one insert per free name; a name another holder keeps is refused."""
+    from provisioning.store.sqlite import SQLiteStore
+
+    others = {"host": "elsewhere", "pid": 1, "command": "another runner"}
+    shapes = {}
+    for size in (3, 300):
+        with SQLiteStore(tmp_path / f"state-{size}.db") as store:
+            store.lock("m-0", 60, holder=others)
+            seen = _statements(store)
+            locks, refused = store.lock_many([f"m-{i}" for i in range(size)], 60)
+            assert sorted(locks) == sorted(f"m-{i}" for i in range(1, size)) and \
+                list(refused) == ["m-0"]
+            inserts = [s for s in seen if s.startswith("INSERT OR REPLACE INTO locks")]
+            assert len(inserts) == size - 1
+            shapes[size] = [s.split(" WHERE")[0] for s in seen if s not in inserts]
+            for lock in locks.values():
+                lock.release()
+    assert shapes[3] == shapes[300] == ["BEGIN IMMEDIATE",
+                                        "SELECT name, holder, expires_at FROM locks",
+                                        "COMMIT"], shapes

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from provisioning.cluster.claims import WorkSplit, run_key, supports_claims
+from provisioning.cluster.claims import WorkSplit, run_key, split_run, supports_claims
+from provisioning.lifecycle import Provisioner
 from provisioning.store import open_store
 
 pytestmark = pytest.mark.postgres
@@ -159,3 +160,65 @@ def test_an_abandoned_run_is_not_joined(postgres_url):
         second = store.join_run(key, "up", names, fresh_within=1.0)  # stale: a new run
         assert second == first + 1
         assert [r["generation"] for r in store.runs()] == [second]
+
+
+def test_a_runner_claims_the_next_batch_while_its_workers_are_busy(postgres_url):
+    """Two workers held in their first machines: the runner holds their two claims and the
+    next batch of two, claimed ahead, and no more; every machine is then done once."""
+    names = [f"m-{i}" for i in range(10)]
+    started, go_on = threading.Semaphore(0), threading.Event()
+    done: list[str] = []
+
+    def call(request):
+        started.release()
+        assert go_on.wait(60), "the test never let the workers go on"
+        done.append(request[1])
+        return request[1]
+    with open_store(postgres_url) as store, open_store(postgres_url) as watcher:
+        provisioner = Provisioner(store, parallel=2)
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(results=split_run(
+            provisioner, "up", [(None, n, {}) for n in names], call)))
+        runner.start()
+        try:
+            for _ in range(2):
+                assert started.acquire(timeout=60), "the workers never started"
+            deadline = time.monotonic() + 60
+            while sum(r["counts"].get("claimed", 0) for r in watcher.runs()) < 4:
+                assert time.monotonic() < deadline, "the next batch was never claimed ahead"
+                time.sleep(0.01)
+            [run] = watcher.runs()
+            assert run["counts"] == {"claimed": 4, "pending": 6}  # 2 running + 2 ahead
+        finally:
+            go_on.set()
+            runner.join(60)
+    assert sorted(done) == names  # each machine once
+    assert all(o.ok for o in outcome["results"].values())
+
+
+def test_a_waiting_runner_is_woken_when_another_finishes_work(postgres_url):
+    names = ["a", "b"]
+    worker, waiter = open_store(postgres_url), open_store(postgres_url)
+    wakes: list[threading.Event] = [threading.Event(), threading.Event()]
+    stop = threading.Event()
+    try:
+        split = WorkSplit(worker, "up", names, ttl=30)
+
+        def wake() -> None:
+            (wakes[0] if not wakes[0].is_set() else wakes[1]).set()
+        listener = threading.Thread(target=waiter.watch_run,
+                                    args=(split.key, split.generation, wake, stop))
+        listener.start()
+        assert wakes[0].wait(60)  # listening: the first wake comes right after LISTEN
+        assert split.claim(2) == names
+        assert not wakes[1].is_set()  # claiming announces nothing
+        assert split.finish({"a": None}) == {"a"}
+        assert wakes[1].wait(60)  # finishing work is announced to the waiting runner
+        stop.set()
+        listener.join(60)
+        assert not listener.is_alive()
+        split.close()
+    finally:
+        stop.set()
+        worker.close()
+        waiter.close()

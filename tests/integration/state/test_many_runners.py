@@ -139,9 +139,9 @@ def test_runner_killed_holding_locks_does_not_stop_the_others(tmp_path, postgres
     cluster = write_cluster(tmp_path, 12, hold=str(release))
     victim = converge(cluster, url, "up", "--parallel", "3", env=env)
     with open_store(url) as store:
-        def victim_holds_three() -> bool:
+        def victim_holds_three() -> bool:  # its 3 workers' machines (and a batch claimed ahead)
             held = {n for n, h in store.locks().items() if h.get("pid") == victim.pid}
-            return len(held) == 3
+            return len(held) >= 3
         wait_for(victim_holds_three, "the victim holding 3 locks, held in ready", [victim])
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=60)
@@ -152,23 +152,34 @@ def test_runner_killed_holding_locks_does_not_stop_the_others(tmp_path, postgres
         assert sorted(e.name for e in entries) == sorted(f"node-{i}" for i in range(1, 13))
         assert all(e.last_action == "up" and e.last_error is None for e in entries)
         assert store.locks() == {}
-    counters = FakeWarehouse(str(tmp_path / "cloud")).counters()
-    assert counters["creates"] == 12  # what the victim created was found again, not duplicated
+    warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+    # what the victim created was found again, not duplicated: one server per machine (the
+    # kill may land inside a batch create, before the victim counted it: at most 12 counted)
+    names = sorted(s["name"] for s in warehouse.servers().values())
+    assert names == sorted(f"node-{i}" for i in range(1, 13))
+    assert warehouse.counters()["creates"] <= 12
 
 
 def test_a_failure_in_one_runner_fails_the_run_everywhere(tmp_path, postgres_server):
-    """The healthy runner holds one machine in ready while the broken one fails all the
-    others; then the healthy one finishes and reports the others' failures as its own."""
+    """The healthy runner holds one machine in ready (and the next one, claimed ahead) while
+    the broken one fails all the others; then the healthy one finishes and reports the
+    others' failures as its own."""
     url = postgres_server.new_database()
     release = tmp_path / "release"
     cluster = write_cluster(tmp_path, 6, hold=str(release))
     healthy = converge(cluster, url, "up", "--parallel", "1")
+    share = {"healthy": 0}
     with open_store(url) as store:
-        wait_for(lambda: len(store.locks()) == 1, "the healthy runner at work", [healthy])
+        wait_for(lambda: len(store.locks()) >= 1, "the healthy runner at work", [healthy])
         broken = converge(cluster, url, "up", "--parallel", "1",
                           env={"PROVISIONING_FAULT": "during_ready:fail"})
-        wait_for(lambda: sum(1 for e in store.list("machine") if e.last_error) == 5,
-                 "the broken runner failing the five others", [healthy, broken])
+
+        def all_others_failed() -> bool:
+            share["healthy"] = claimed_by(url).get(str(healthy.pid), 0)
+            failed = sum(1 for e in store.list("machine") if e.last_error)
+            return share["healthy"] > 0 and failed == 6 - share["healthy"]
+        wait_for(all_others_failed, "the broken runner failing all the others",
+                 [healthy, broken])
     release.touch()
     (hcode, hout, herr), (bcode, bout, berr) = finish([healthy, broken])
     assert bcode == 1 and hcode == 1, (bout, berr, hout, herr)
@@ -177,7 +188,7 @@ def test_a_failure_in_one_runner_fails_the_run_everywhere(tmp_path, postgres_ser
     with open_store(url) as store:
         failed = [e.name for e in store.list("machine") if e.last_error]
         ok = [e.name for e in store.list("machine") if not e.last_error]
-    assert len(failed) == 5 and len(ok) == 1
+    assert len(ok) == share["healthy"] and len(failed) == 6 - len(ok) >= 4
     lines = (hout + herr).splitlines()
     for name in failed:  # the healthy runner reports the failures it did not do itself
         assert any(name in line and "failed in another runner" in line for line in lines), hout

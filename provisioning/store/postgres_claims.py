@@ -1,0 +1,236 @@
+"""The PostgreSQL store's work claims (``provisioning.cluster.claims`` drives them): runs, their
+machines' rows in ``provisioning_work``, claimed with ``FOR UPDATE SKIP LOCKED`` a batch per
+statement, finished and given back a batch per statement, and announced on ``WORK_CHANNEL`` so
+runners waiting for the others' machines wake at once (``watch_run``)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
+
+import psycopg
+
+from provisioning.store.base import WorkLeft, holder_is_dead
+from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, LIVE_SESSIONS, alive, scalar
+
+__all__ = ["PostgresClaims", "RUN_RETENTION", "WORK_CHANNEL"]
+
+T = TypeVar("T")
+
+#: seconds a finished run's rows are kept for the runners still reading its results
+RUN_RETENTION = 3600.0
+#: the channel on which finishing or giving back work of a run is announced (payload: the run)
+WORK_CHANNEL = "provisioning_work"
+
+#: claim rows chosen by ``{pick}`` (a query of names FOR UPDATE SKIP LOCKED) for one runner
+_CLAIM = """WITH next AS ({pick})
+    UPDATE provisioning_work w SET state = 'claimed', token = %(t)s, holder = %(h)s,
+        session_key = %(k)s, claimed_at = now(), error = NULL,
+        expires_at = clock_timestamp() + %(ttl)s * interval '1s'
+    FROM next WHERE w.run_key = %(r)s AND w.generation = %(g)s AND w.name = next.name
+    RETURNING w.name"""
+_PENDING = """SELECT name FROM provisioning_work WHERE run_key = %(r)s AND generation = %(g)s
+    AND state = 'pending' ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
+_ABANDONED = f"""SELECT name FROM provisioning_work WHERE run_key = %(r)s
+    AND generation = %(g)s AND state = 'claimed' AND (expires_at <= clock_timestamp()
+    OR session_key::oid NOT IN ({LIVE_SESSIONS}))
+    ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
+
+
+class PostgresClaims:
+    """Work claims of ``PostgresStore`` (a mixin: it runs its statements through the store's
+    connection, error mapping and masking)."""
+
+    session_key: int
+    _raw_url: str
+    _connect_timeout: float
+
+    if TYPE_CHECKING:  # pragma: no cover - the store's own, declared for the type checker
+        def _run(self, doing: str, fn: Callable[[psycopg.Connection], T], *,
+                 tx: bool = True) -> T: ...
+
+        def _safe_holder(self, holder: dict[str, Any]) -> dict[str, Any]: ...
+
+        def _scrub(self, text: str) -> str: ...
+
+    def join_run(self, run_key: str, operation: str, names: Sequence[str],
+                 fresh_within: float) -> int:
+        """The generation of ``run_key`` to work on: the unfinished one touched within
+        ``fresh_within`` seconds, else a new one with every name pending."""
+        def join(conn: psycopg.Connection) -> int:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                         (ADVISORY_NAMESPACE, run_key))
+            row = conn.execute(
+                "SELECT generation, touched_at > clock_timestamp() - %s * interval '1s' "
+                "AND EXISTS (SELECT 1 FROM provisioning_work w WHERE w.run_key = r.run_key AND "
+                "w.generation = r.generation AND w.state IN ('pending', 'claimed')) "
+                "FROM provisioning_runs r WHERE run_key = %s AND finished_at IS NULL "
+                "ORDER BY generation DESC LIMIT 1", (float(fresh_within), run_key)).fetchone()
+            if row is not None and row[1]:
+                return row[0]
+            conn.execute("UPDATE provisioning_runs SET finished_at = now() WHERE run_key = %s "
+                         "AND finished_at IS NULL", (run_key,))
+            generation = scalar(conn.execute("SELECT coalesce(max(generation), 0) + 1 FROM "
+                                             "provisioning_runs WHERE run_key = %s",
+                                             (run_key,)))
+            # older generations stay readable: their runners may still be collecting results
+            # (deleting them made those runners report others' machines as never started);
+            # only generations finished long ago are pruned
+            conn.execute("DELETE FROM provisioning_runs WHERE run_key = %s AND generation < %s "
+                         "AND finished_at < now() - %s * interval '1s'",
+                         (run_key, generation, float(RUN_RETENTION)))
+            conn.execute("INSERT INTO provisioning_runs (run_key, generation, operation) "
+                         "VALUES (%s, %s, %s)", (run_key, generation, operation))
+            conn.execute("INSERT INTO provisioning_work (run_key, generation, name) "
+                         "SELECT %s, %s, unnest(%s::text[])", (run_key, generation, list(names)))
+            return generation
+        return self._run(f"join run {run_key}", join)
+
+    def claim_work(self, run_key: str, generation: int, token: str, holder: dict[str, Any],
+                   ttl: float, count: int) -> list[str]:
+        """Claim up to ``count`` pending names of the run in one statement (in name order),
+        skipping rows other runners are claiming right now; only when none is pending, names
+        whose claim lapsed or whose runner's session is gone. [] when nothing is claimable."""
+        from psycopg.types.json import Jsonb
+
+        params = {"r": run_key, "g": generation, "t": token, "n": max(1, int(count)),
+                  "h": Jsonb(self._safe_holder(holder)), "k": self.session_key,
+                  "ttl": float(ttl)}
+
+        def claim(conn: psycopg.Connection) -> list[str]:
+            rows = conn.execute(_CLAIM.format(pick=_PENDING), params).fetchall()
+            if not rows:
+                rows = conn.execute(_CLAIM.format(pick=_ABANDONED), params).fetchall()
+            return sorted(r[0] for r in rows)
+        return self._run("claim work", claim)
+
+    def finish_work(self, run_key: str, generation: int, token: str,
+                    outcomes: Mapping[str, str | None]) -> set[str]:
+        """Mark our claims done (error None) or failed (the error's text) in one statement;
+        returns the names that were still ours (another runner may have taken one over)."""
+        names = list(outcomes)
+        errors = [self._scrub(e)[:2000] if e else None for e in outcomes.values()]
+
+        def finish(conn: psycopg.Connection) -> set[str]:
+            # finishers of one run take turns, so the last one sees every other's result
+            conn.execute("SELECT 1 FROM provisioning_runs WHERE run_key = %s AND generation = %s "
+                         "FOR UPDATE", (run_key, generation))
+            rows = conn.execute(
+                "UPDATE provisioning_work w SET state = CASE WHEN o.e IS NULL THEN 'done' "
+                "ELSE 'failed' END, error = o.e, done_at = now(), expires_at = NULL "
+                "FROM unnest(%(n)s::text[], %(e)s::text[]) AS o(n, e) WHERE w.run_key = %(r)s "
+                "AND w.generation = %(g)s AND w.name = o.n AND w.token = %(t)s "
+                "AND w.state = 'claimed' RETURNING w.name",
+                {"n": names, "e": errors, "r": run_key, "g": generation, "t": token}).fetchall()
+            if not self._open_count(conn, run_key, generation):
+                conn.execute("UPDATE provisioning_runs SET touched_at = now(), finished_at = "
+                             "now() WHERE run_key = %s AND generation = %s", (run_key, generation))
+            self._announce(conn, run_key, generation)
+            return {r[0] for r in rows}
+        if not names:
+            return set()
+        return self._run(f"finish work on {len(names)} machines", finish)
+
+    def release_work(self, run_key: str, generation: int, token: str,
+                     names: Sequence[str]) -> None:
+        """Give back claims this runner will not start (it is stopping): pending again, for
+        the other runners to take at once."""
+        def give_back(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "UPDATE provisioning_work SET state = 'pending', token = NULL, holder = NULL, "
+                "session_key = NULL, expires_at = NULL, claimed_at = NULL WHERE run_key = %s "
+                "AND generation = %s AND token = %s AND state = 'claimed' AND name = ANY(%s)",
+                (run_key, generation, token, list(names)))
+            self._announce(conn, run_key, generation)
+        if names:
+            self._run(f"give back {len(names)} claims", give_back)
+
+    @staticmethod
+    def _announce(conn: psycopg.Connection, run_key: str, generation: int) -> None:
+        """Wake the runners of the run that wait for others' work (sent when this commits)."""
+        conn.execute("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, f"{run_key}#{generation}"))
+
+    @staticmethod
+    def _open_count(conn: psycopg.Connection, run_key: str, generation: int) -> int:
+        return int(scalar(conn.execute(
+            "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
+            "AND state IN ('pending', 'claimed')", (run_key, generation))))
+
+    def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
+        """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""
+        def renew(conn: psycopg.Connection) -> None:
+            conn.execute("UPDATE provisioning_work SET expires_at = clock_timestamp() + %s * "
+                         "interval '1s', session_key = %s WHERE run_key = %s AND generation = %s "
+                         "AND token = %s AND state = 'claimed'",
+                         (float(ttl), self.session_key, run_key, generation, token))
+            conn.execute("UPDATE provisioning_runs SET touched_at = now() WHERE run_key = %s "
+                         "AND generation = %s AND finished_at IS NULL", (run_key, generation))
+        self._run("renew claims", renew)
+
+    def run_left(self, run_key: str, generation: int) -> WorkLeft:
+        """Pending and open machines of one run and the runners holding claims, in one query
+        of the open rows (a runner asks after each claim and while it waits)."""
+        row = self._run("read run progress", lambda c: c.execute(
+            "SELECT count(*) FILTER (WHERE state = 'pending'), count(*), count(DISTINCT token) "
+            "FILTER (WHERE state = 'claimed') FROM provisioning_work WHERE run_key = %s AND "
+            "generation = %s AND state IN ('pending', 'claimed')",
+            (run_key, generation)).fetchone(), tx=False)
+        assert row is not None, "an aggregate query returned no row"
+        return WorkLeft(int(row[0]), int(row[1]), int(row[2]))
+
+    def watch_run(self, run_key: str, generation: int, wake: Callable[[], None],
+                  stop: threading.Event) -> None:
+        """``wake()`` on every announcement of the run (``LISTEN`` on a connection of its own,
+        so waiting never holds the store's), once more right after listening starts, until
+        ``stop`` is set. Returns quietly if the server cannot be reached: the waiting runner
+        still polls."""
+        payload = f"{run_key}#{generation}"
+        try:
+            conn = psycopg.connect(self._raw_url, autocommit=True,
+                                   connect_timeout=max(1, int(self._connect_timeout)),
+                                   application_name="provisioning")
+        except psycopg.Error:
+            return
+        try:
+            conn.execute(f"LISTEN {WORK_CHANNEL}")
+            wake()  # work finished before LISTEN took effect is looked at again
+            while not stop.is_set():
+                for notice in conn.notifies(timeout=0.5):
+                    if notice.payload == payload:
+                        wake()
+        except psycopg.Error:
+            return
+        finally:
+            conn.close()
+
+    def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
+        """name -> {state, holder, error, live} for one run."""
+        rows = self._run("read run progress", lambda c: c.execute(
+            "SELECT name, state, holder, error, state = 'claimed' AND expires_at > "
+            f"clock_timestamp() AND {alive('w.session_key')} FROM provisioning_work w "
+            'WHERE run_key = %s AND generation = %s ORDER BY name COLLATE "C"',
+            (run_key, generation)).fetchall(), tx=False)
+        return {r[0]: {"state": r[1], "holder": r[2], "error": r[3], "live": r[4]} for r in rows}
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Unfinished runs with their counts and who claims what (for ``status``)."""
+        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for key, gen, op, created, touched in conn.execute(
+                    "SELECT run_key, generation, operation, created_at, touched_at FROM "
+                    "provisioning_runs WHERE finished_at IS NULL ORDER BY created_at").fetchall():
+                counts: dict[str, int] = dict(conn.execute(
+                    "SELECT state, count(*) FROM provisioning_work WHERE run_key = %s AND "
+                    "generation = %s GROUP BY state", (key, gen)).fetchall())
+                claimed = {n: h for n, h in conn.execute(
+                    "SELECT name, holder FROM provisioning_work w WHERE run_key = %s AND "
+                    "generation = %s AND state = 'claimed' AND expires_at > clock_timestamp() "
+                    f'AND {alive("w.session_key")} ORDER BY name COLLATE "C"',
+                    (key, gen)).fetchall()}
+                out.append({"run": key, "generation": gen, "operation": op,
+                            "created_at": created.isoformat(), "touched_at": touched.isoformat(),
+                            "counts": counts,
+                            "claimed": {n: h for n, h in claimed.items()
+                                        if not holder_is_dead(h)}})
+            return out
+        return self._run("list runs", read)
