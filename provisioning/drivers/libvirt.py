@@ -36,6 +36,7 @@ from provisioning.drivers.libvirt_host.conn import (
 )
 from provisioning.drivers.libvirt_host.domain import DomainSpec, Forward, domain_xml
 from provisioning.drivers.libvirt_host.host import PROVIDER, run
+from provisioning.drivers.libvirt_host.importing import LibvirtImports
 from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse, hostname_for
 from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.drivers.machine_dirs import MachineDirsHooks
@@ -67,13 +68,13 @@ class _Options(LoginOptions):
     ports: tuple[Forward, ...] = ()
 
 
-class LibvirtDriver(MachineDirsHooks, Driver):
+class LibvirtDriver(LibvirtImports, MachineDirsHooks, Driver):
     scheme = "libvirt"
     warehouse: Warehouse
     extra = "libvirt"
     capabilities = Capabilities(connectable=True, stoppable=True, cross_process=True,
                                 crash_safe=True, detects_lost=True, snapshots=True,
-                                forwards_ports=True, crash_safe_destroy=True)
+                                forwards_ports=True, crash_safe_destroy=True, imports=True)
     driver_option_fields = (
         OptionField("directory", default=DEFAULT_DIR,
                     help="where overlays, seed disks, consoles and keys live"),

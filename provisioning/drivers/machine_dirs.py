@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, ClassVar, Generic, Iterator, Protocol, TypeVar
 
 __all__ = ["MachineDirs", "hostname_for"]
@@ -101,6 +101,13 @@ class MachineDirs(Generic[R]):
     def tagged(self, name: str, store_id: str | None) -> list[R]:
         """Records created for machine ``name`` of store ``store_id`` (what a re-run adopts)."""
         return [r for r in self.records() if r.name == name and r.store_id == store_id]
+
+    def retag(self, record: R, name: str, store_id: str | None) -> R:
+        """Mark the machine as ``name``'s of store ``store_id`` (what ``tagged`` finds): an
+        import takes it over. Call under ``locked``."""
+        record = replace(record, name=name, store_id=store_id)
+        self.write_record(record)
+        return record
 
     def new_id(self) -> str:
         """An id no machine directory has. Call under ``locked``."""

@@ -22,7 +22,9 @@ Drivers whose machines speak SSH must refuse a host presenting another key than 
 (``provisioning.testing.conformance_hostkeys``; hook ``present_other_host_key``).
 
 Optional hooks: ``config_data`` (plain data: it is rebuilt in subprocesses), ``machine_options``,
-``missing_resource_id`` (an id ``import_machine`` must report as MachineNotFound),
+``missing_resource_id`` (an id ``import_machine`` must report as MachineNotFound), the
+fixture ``import_source`` (the id of a resource made outside the state; default: allocated
+through a second state),
 ``worker_env``, ``delete_behind_back``, ``cleanup``, ``leftovers``, ``image_of`` (drivers with
 ``images``), ``machine_name`` and ``batch_size`` (drivers whose machines take minutes to boot
 share them between cases; see the libvirt tests). ``capabilities`` defaults to the driver

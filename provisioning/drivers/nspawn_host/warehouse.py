@@ -26,7 +26,7 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from provisioning.drivers.machine_dirs import MachineDirs, hostname_for
 from provisioning.errors import ConfigError, ProviderError
@@ -134,13 +134,6 @@ class Warehouse(MachineDirs[MachineRecord]):
                     shutil.rmtree(path)
                     removed.append(path)
         return removed
-
-    def retag(self, record: MachineRecord, name: str, store_id: str | None) -> MachineRecord:
-        """Mark the machine as ``name``'s of store ``store_id`` (what ``tagged`` finds): an
-        import takes it over. Call under ``locked``."""
-        record = replace(record, name=name, store_id=store_id)
-        self.write_record(record)
-        return record
 
     def retire_dir(self, machine_id: str) -> str | None:
         """Take a machine's directory out of the warehouse at once (a rename, under the lock);

@@ -3,7 +3,7 @@ and crashes at the fault points in real subprocesses.
 
 The cases share the session's pool (``conftest.POOL``): booting costs minutes here, so the cases
 that only need a running machine use ``pool-a`` (ready, connect, stop then ready, batch with
-``pool-b``), while the cases that destroy or lose their machine each have one of their own.
+``pool-b``, import: lent to it outside the state), while the cases that destroy or lose their machine each have one of their own.
 Allocate-only cases (allocate twice, reference, race, crashes) keep their own fresh names.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.actions import RecordingActionHandler
+from provisioning.cluster.state_ops import import_resource
 from provisioning.lifecycle import Provisioner
 from provisioning.testing.conformance import DriverConformance
 
@@ -72,6 +73,22 @@ class TestLibvirtConformance(DriverConformance):
         strays = [r for r in libvirt_pool.driver.warehouse.records()
                   if r.name not in libvirt_pool.names]
         assert not strays, f"a case left machines behind: {strays}"
+
+    @pytest.fixture
+    def import_source(self, provisioner, libvirt_pool):
+        """``pool-a`` lent to the import case (another boot costs minutes under TCG): the state
+        forgets it for the case, then takes it back under its name, by importing it again."""
+        store, driver, lent = libvirt_pool.store, libvirt_pool.driver, "pool-a"
+        resource_id = driver.resource_id(store.get("machine", lent).reference)
+        with store.lock(lent, 60):
+            store.delete("machine", lent)
+        yield resource_id
+        for spec in store.list("machine"):  # what the case imported it as
+            if driver.resource_id(spec.reference or {}) == resource_id:
+                with store.lock(spec.name, 60):
+                    store.delete("machine", spec.name)
+        import_resource(Provisioner(store, config=libvirt_pool.config, lock_wait=60), driver,
+                        lent, resource_id, libvirt_pool.options[lent])
 
     def _worker(self, tmp_path, conformance_config, driver, name, **kwargs):
         """Workers share the pool's state store (its directory stands in for tmp_path)."""

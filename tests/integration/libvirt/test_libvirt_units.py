@@ -11,11 +11,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from provisioning.cluster.state_ops import import_resource
 from provisioning.config import Config
 from provisioning.drivers.libvirt import LibvirtDriver
 from provisioning.drivers.libvirt_host import accel, domain, image, seed
+from provisioning.drivers.libvirt_host.importing import _tags
 from provisioning.errors import ConfigError, InvalidDriverURL, MachineNotFound, ProviderError
+from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
+from provisioning.store.sqlite import SQLiteStore
 
 
 def test_bare_scheme_means_the_default_uri(monkeypatch, tmp_path):
@@ -156,3 +160,86 @@ def test_unknown_libvirt_uri_is_a_connect_error():
 
     with pytest.raises(ConnectError, match="cannot connect to libvirt at nosuch:///x"):
         open_connection("nosuch:///x")
+
+
+# -- converge import, on libvirt's test:///default hypervisor (the conformance suite imports a
+#    booted machine) ---------------------------------------------------------------------------
+def _bare_domain(name: str, metadata: str = "") -> str:
+    return (f"<domain type='test'><name>{name}</name><memory unit='MiB'>256</memory>"
+            f"<vcpu>2</vcpu><os><type arch='x86_64'>hvm</type></os>{metadata}</domain>")
+
+
+@pytest.fixture
+def importer(tmp_path):
+    """A libvirt: driver on test:///default, a provisioner on a fresh state, and a maker of
+    domains (undefined at the end: the test hypervisor is shared by the whole process)."""
+    url = "libvirt:test:///default"
+    config = Config({"driver_options": {url: {"directory": str(tmp_path / "warehouse")}}},
+                    base_dir=str(tmp_path))
+    driver = driver_for_url(url, config)
+    store = SQLiteStore(tmp_path / "state.db")
+    defined = []
+
+    def define(xml: str):
+        defined.append(driver.connection().defineXML(xml))
+        return defined[-1]
+    yield driver, store, Provisioner(store, config=config), define
+    for made in defined:
+        if made.isActive():
+            made.destroy()
+        made.undefine()
+    store.close()
+
+
+def _made_elsewhere(driver, define, *, running: bool):
+    """A machine of the driver's directory as another state's run left it: record, host key,
+    disk, and its domain tagged for that state's machine ``src``."""
+    with driver.warehouse.locked():
+        record = driver.warehouse.new_record(name="src", store_id="other-state",
+                                             hostname="src", image="debian:bookworm",
+                                             key_name="libvirt")
+    _, public = seed.generate_host_key("src")
+    with open(driver.warehouse.path(record.id, "host_key.pub"), "w") as handle:
+        handle.write(public + " root@src\n")
+    open(driver.warehouse.path(record.id, "disk.qcow2"), "wb").close()
+    tags = (f"<metadata><p:machine xmlns:p='{domain.METADATA_NS}' name='src' store='other-state' "
+            f"id='{record.id}' directory='{driver.directory}'/></metadata>")
+    made = define(_bare_domain(record.domain, tags))
+    if running:
+        made.create()
+    return record, made, " ".join(public.split()[:2])
+
+
+def test_import_adopts_a_machine_of_the_directory_by_uuid_and_retags_it(importer):
+    driver, store, provisioner, define = importer
+    record, made, public = _made_elsewhere(driver, define, running=True)
+    spec = import_resource(provisioner, driver, "web", made.UUIDString(), {})
+    assert spec is not None and driver.resource_id(spec.reference) == record.domain
+    ref = spec.reference
+    assert (ref["host_key"], ref["state"], ref["memory"], ref["cpus"]) == (public, "running",
+                                                                           256, 2)
+    assert driver.warehouse.record(record.id).name == "web"
+    assert driver.warehouse.record(record.id).store_id == spec.store_id
+    assert _tags(made)["name"] == "web" and _tags(made)["store"] == spec.store_id
+    assert driver.find_machines("web") and not driver.find_machines("src")
+
+
+def test_import_refuses_what_the_driver_cannot_boot(importer):
+    driver, store, provisioner, define = importer
+    foreign = define(_bare_domain(f"foreign-{os.getpid()}-{id(store)}"))
+    with pytest.raises(ConfigError, match="not made by the libvirt: driver.*ssh:"):
+        import_resource(provisioner, driver, "web", foreign.name(), {})
+    other = define(_bare_domain(
+        f"other-{os.getpid()}-{id(store)}",
+        f"<metadata><p:machine xmlns:p='{domain.METADATA_NS}' name='x' store='' id='ab12cd34' "
+        "directory='/srv/elsewhere'/></metadata>"))
+    with pytest.raises(ConfigError, match="directory: /srv/elsewhere"):
+        import_resource(provisioner, driver, "web", other.UUIDString(), {})
+    with pytest.raises(MachineNotFound, match="no domain, UUID or machine 'nope'"):
+        import_resource(provisioner, driver, "web", "nope", {})
+    record, made, _ = _made_elsewhere(driver, define, running=False)
+    os.unlink(driver.warehouse.path(record.id, "host_key.pub"))
+    with pytest.raises(ProviderError, match="never finished being made"):
+        import_resource(provisioner, driver, "web", record.id, {})
+    assert store.get("machine", "web") is None
+    assert driver.warehouse.record(record.id).name == "src", "a refusal retags nothing"
