@@ -126,7 +126,7 @@ def import_resource(provisioner: "Provisioner", driver: "Driver", name: str, res
         raise ConfigError(f"machine {name!r} is already in the state ({store.url}); import "
                           f"under another name, or 'converge state rm {name}' first",
                           key="import", machine=name)
-    _refuse_recorded(store, driver, resource_id, name)
+    _refuse_recorded(store, driver, driver.resolve_resource_id(resource_id, name), name)
 
     def call(d: "Driver", handler: Any, spec: "MachineSpec", opts: Mapping[str, Any]) -> Any:
         if spec.exists:  # another run saved it since the check

@@ -183,6 +183,14 @@ class Driver(ResourceContract, abc.ABC):
         already records under another name."""
         return None
 
+    def resolve_resource_id(self, resource_id: str, machine: str) -> str:
+        """The form ``resource_id()`` returns of the resource the user named ``resource_id``
+        (a container's name for its id, a UUID for a domain name, ``host`` for ``host:22``),
+        read without changing anything: ``converge import`` refuses a resource the state
+        records before ``import_machine`` tags or renames it. Raise ``MachineNotFound`` when
+        nothing has that id. Default: ``resource_id`` itself (ids with one form only)."""
+        return resource_id
+
     # -- local-machine features: snapshots, synced folders, forwarded ports -------------------
     # Declared here once (docs/driver-guide.md); a driver that can, sets the matching
     # Capabilities flag and overrides them. Under why-run they report and change nothing.

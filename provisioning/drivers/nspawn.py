@@ -477,14 +477,7 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         the one this driver generated in its files (pinned, never learnt over the network);
         a running machine is recorded with its systemd-nspawn process, so it is not booted
         again."""
-        record = self.warehouse.record(resource_id)
-        if record is None:
-            named = self.find_machines(resource_id)
-            record = named[0] if len(named) == 1 else None
-        if record is None:
-            known = ", ".join(f"{r.id} ({r.name})" for r in self.warehouse.records()[:5])
-            raise MachineNotFound(f"no nspawn machine {resource_id!r} in {self.directory} "
-                                  f"(machines: {known or 'none'})", machine=machine_spec.name)
+        record = self._importable(resource_id, machine_spec.name)
         upper = os.path.join(self.warehouse.machine_dir(record.id), "upper")
         host_key = rootfs.host_public_key(upper)
         if host_key is None:
@@ -519,6 +512,21 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
 
     def resource_id(self, reference):
         return reference.get("machine_id")
+
+    def resolve_resource_id(self, resource_id: str, machine: str) -> str:
+        return self._importable(resource_id, machine).id  # the name it was made for: its id
+
+    def _importable(self, resource_id: str, machine: str) -> MachineRecord:
+        """The machine ``resource_id`` names (its id, or the one name it was made for)."""
+        record = self.warehouse.record(resource_id)
+        if record is None:
+            named = self.find_machines(resource_id)
+            record = named[0] if len(named) == 1 else None
+        if record is None:
+            known = ", ".join(f"{r.id} ({r.name})" for r in self.warehouse.records()[:5])
+            raise MachineNotFound(f"no nspawn machine {resource_id!r} in {self.directory} "
+                                  f"(machines: {known or 'none'})", machine=machine)
+        return record
 
     # -- status and choices --------------------------------------------------------------------
     def list_choices(self) -> dict[str, list[Any]]:

@@ -225,6 +225,10 @@ class SSHDriver(Driver):
             raise ConfigError(f"{resource_id!r} is not HOST or HOST:PORT", key="import")
         return host, port
 
+    def resolve_resource_id(self, resource_id: str, machine: str) -> str:
+        host, port = self._host_port(resource_id)
+        return f"{host}:{port}"  # "web.example" is "web.example:22"
+
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
         host, port = self._host_port(resource_id)
         wanted = self._where(self._transport_options(machine_options), host, port)

@@ -47,6 +47,9 @@ class DockerImports:
     def resource_id(self, reference: Mapping[str, Any]) -> str | None:
         return reference.get("container_id")
 
+    def resolve_resource_id(self, resource_id: str, machine: str) -> str:
+        return str(self._container(resource_id, machine).id)  # a name or prefix: the full id
+
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
         """Adopt container ``resource_id``: every check happens before the one change (the
         rename and the authorized key), so why-run reports what would be refused."""

@@ -51,6 +51,9 @@ class LibvirtImports:
     def resource_id(self, reference: Mapping[str, Any]) -> str | None:
         return reference.get("domain")
 
+    def resolve_resource_id(self, resource_id: str, machine: str) -> str:
+        return self._importable(resource_id, machine).domain  # a UUID, id or name: the domain
+
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
         """Adopt the machine ``resource_id`` names: checked before the one change (the
         retag), so why-run reports a refusal too; a running domain keeps running."""

@@ -224,6 +224,20 @@ def test_import_adopts_a_machine_of_the_directory_by_uuid_and_retags_it(importer
     assert driver.find_machines("web") and not driver.find_machines("src")
 
 
+def test_import_refuses_a_recorded_machine_named_another_way_and_retags_nothing(importer):
+    """The state records the domain name; naming the machine by its UUID or id is refused
+    before the driver retags anything."""
+    driver, store, provisioner, define = importer
+    record, made, _ = _made_elsewhere(driver, define, running=False)
+    assert import_resource(provisioner, driver, "web", record.domain, {}) is not None
+    for alias in (made.UUIDString(), record.id, "web"):
+        with pytest.raises(ConfigError, match=f"{record.domain} is already in the state as "
+                                              "machine 'web'"):
+            import_resource(provisioner, driver, "web2", alias, {})
+    assert driver.warehouse.record(record.id).name == "web" and _tags(made)["name"] == "web"
+    assert store.get("machine", "web2") is None
+
+
 def test_import_refuses_what_the_driver_cannot_boot(importer):
     driver, store, provisioner, define = importer
     foreign = define(_bare_domain(f"foreign-{os.getpid()}-{id(store)}"))
