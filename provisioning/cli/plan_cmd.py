@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from provisioning.cli.common import common_options, finish_batch, pass_settings
-from provisioning.cluster.plan import Plan
+from provisioning.cluster.plan import PLAN_FORMAT, Plan
+from provisioning.inputs.userfiles import check_output_file
 from provisioning.keys import write_private_file
 
 MARKS = {"create": "+", "adopt": "+", "start": ">", "converge": "~", "replace": "-/+",
@@ -60,6 +61,8 @@ def plan(settings, machines: tuple[str, ...], out: str | None, refresh: bool,
     With --out FILE the plan is saved; 'converge apply FILE' then does exactly that, and
     refuses if the cluster file or a machine's state changed in between.
     """
+    if out:
+        check_output_file(out, what="plan", fmt=PLAN_FORMAT, key="--out")
     with settings.session(why_run=True, live=False) as session:
         result = session.cluster.plan(machines, refresh=refresh, replace=replace)
         if out:

@@ -17,8 +17,9 @@ from provisioning.cluster.file import load_cluster
 from provisioning.cluster.state_ops import forget_machines, move_machine
 from provisioning.cluster.topology import FACTS_KIND
 from provisioning.config import Config
+from provisioning.inputs.userfiles import check_output_file
 from provisioning.store import open_store
-from provisioning.store.statefile import dump, export_state, import_state, load
+from provisioning.store.statefile import FORMAT, dump, export_state, import_state, load
 
 
 def _open_store(settings):
@@ -58,6 +59,8 @@ def state() -> None:
 @pass_settings
 def export(settings, target: str) -> int:
     """Write every entry of the state as JSON; secrets are left out."""
+    if target != "-":
+        check_output_file(target, what="state export", fmt=FORMAT, key="--to")
     store = _open_store(settings)
     try:
         document = export_state(store, derived=(FACTS_KIND,))

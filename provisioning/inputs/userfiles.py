@@ -10,13 +10,14 @@ descriptor so a swap between check and read does not matter.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 
 from provisioning.errors import ConfigError
 
 __all__ = ["read_user_file", "read_user_text", "check_user_file", "MAX_CONFIG_BYTES",
-           "MAX_KEY_BYTES", "MAX_TEMPLATE_BYTES"]
+           "MAX_KEY_BYTES", "MAX_TEMPLATE_BYTES", "check_output_file"]
 
 #: cluster files, provisioning.yml, state exports
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -59,6 +60,29 @@ def check_user_file(path: str, *, what: str = "file", limit: int | None = None,
     if limit is not None and info.st_size > limit:
         raise _fail(path, what, f"is larger than {_human(limit)} ({info.st_size} bytes); "
                                 "is it the right file?", key, file)
+
+
+def check_output_file(path: str, *, what: str, fmt: str, key: str | None = None) -> None:
+    """Refuse to replace anything at ``path`` but an earlier file of ours: a ``what`` whose
+    JSON says ``"format": fmt`` (a plan, a state export). A typo in ``--out`` must not
+    overwrite a user's file, nor fail half-way on a directory."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _error(path, what, exc, key, None) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise _fail(path, what, f"is {_kind(info.st_mode)}; give the path of a file to write",
+                    key)
+    try:
+        with open(path, "rb") as handle:
+            ours = json.loads(handle.read(MAX_CONFIG_BYTES + 1)).get("format") == fmt
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise _fail(path, what, f"exists and is not a {what} written by provisioning; move it "
+                                "away or give another path", key)
 
 
 def read_user_file(path: str, *, what: str = "file", limit: int = MAX_CONFIG_BYTES,

@@ -150,14 +150,21 @@ BAD_COMMAND_LINES = [
     ("state-url", ["--state", "ftp://host/x", "status"], "unknown state URL"),
     ("missing-file", ["-f", "nothere.yml", "up"], "nothere.yml"),
     ("file-is-directory", ["-f", ".", "status"], "is a directory"),
+    ("plan-out-over-a-users-file", ["plan", "--out", "cluster.yml"],
+     "exists and is not a plan written by provisioning"),
+    ("plan-out-a-directory", ["plan", "--out", "."], "is a directory"),
+    ("export-over-a-users-file", ["state", "export", "-o", "cluster.yml"],
+     "exists and is not a state export"),
 ]
 
 
 @pytest.mark.parametrize("args,words", [c[1:] for c in BAD_COMMAND_LINES],
                          ids=[c[0] for c in BAD_COMMAND_LINES])
 def test_bad_command_line(tmp_path: Path, args: list[str], words: str):
-    (tmp_path / "cluster.yml").write_text('driver: "fake:"\nmachines: {web: {count: 2}}\n')
+    cluster = 'driver: "fake:"\nmachines: {web: {count: 2}}\n'
+    (tmp_path / "cluster.yml").write_text(cluster)
     result = converge(*args, cwd=tmp_path)
+    assert (tmp_path / "cluster.yml").read_text() == cluster
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert words in result.stderr, result.stderr
