@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["forget_machines", "move_machine", "import_resource", "import_into_cluster"]
 
+#: the longest resource id ``converge import`` takes (node ids, UUIDs, host:port all fit)
+MAX_RESOURCE_ID = 255
+
 
 def _entry(runner: "ClusterRunner", name: str) -> "MachineSpec":
     entry = runner.store.get("machine", name)
@@ -121,6 +124,12 @@ def import_resource(provisioner: "Provisioner", driver: "Driver", name: str, res
     if not resource_id:
         raise ConfigError("say which resource to import: converge import NAME RESOURCE_ID",
                           key="import")
+    if len(resource_id) > MAX_RESOURCE_ID or not resource_id.isprintable():
+        shown = repr(resource_id[:40]) + ("..." if len(resource_id) > 40 else "")
+        raise ConfigError(f"{shown} is not a resource id (at most "
+                          f"{MAX_RESOURCE_ID} printable characters): give the id 'converge "
+                          "drivers describe' or the provider shows", key="import",
+                          machine=name)
     store = provisioner.store
     if store.get("machine", name) is not None:
         raise ConfigError(f"machine {name!r} is already in the state ({store.url}); import "

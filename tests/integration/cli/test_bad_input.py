@@ -152,6 +152,8 @@ BAD_COMMAND_LINES = [
     ("file-is-directory", ["-f", ".", "status"], "is a directory"),
     ("plan-out-over-a-users-file", ["plan", "--out", "cluster.yml"],
      "exists and is not a plan written by provisioning"),
+    ("import-id-too-long", ["import", "web-1", "x" * 5000], "is not a resource id"),
+    ("import-id-control-character", ["import", "web-1", "srv-\n1"], "is not a resource id"),
     ("plan-out-a-directory", ["plan", "--out", "."], "is a directory"),
     ("export-over-a-users-file", ["state", "export", "-o", "cluster.yml"],
      "exists and is not a state export"),
