@@ -13,6 +13,7 @@ Like ``provisioning.testing.postgres``: one engine per test session, stopped by 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import secrets
@@ -196,6 +197,9 @@ class ContainerEngine:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        for pid in self.leftover_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self._unmount_leftovers()
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -208,6 +212,24 @@ class ContainerEngine:
             elif os.path.lexists(path):
                 os.unlink(path)
         self._absent = []  # a second stop must not remove what a later engine made
+
+    def leftover_pids(self) -> list[int]:
+        """Processes the engine started that outlived it: Podman's ``conmon`` monitors of
+        ``exec`` sessions re-parent to init and keep running. Each names this engine's own
+        directories in its command line, so nothing else is matched."""
+        mine = (self.run_dir + "/", self.data_dir + "/")
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    args = handle.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(arg.startswith(mine) for arg in args):
+                found.append(int(entry))
+        return found
 
     def _unmount_leftovers(self) -> None:
         try:

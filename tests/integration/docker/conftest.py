@@ -57,6 +57,7 @@ def _engine(kind: str):
     finally:
         _STARTED.pop(kind, None)
         engine.stop()
+        assert not engine.leftover_pids(), "the engine's processes outlived it"
 
 
 @pytest.fixture(scope="session")
