@@ -21,6 +21,9 @@ __all__ = ["read_user_file", "read_user_text", "check_user_file", "MAX_CONFIG_BY
 
 #: cluster files, provisioning.yml, state exports
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: the largest plan or state export ``check_output_file`` reads to see that it is ours (a
+#: 10,000-machine plan is about 5 MB, so the cluster-file limit would be too tight here)
+MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 #: private keys and host keys (a 16384-bit RSA key in PEM is about 12 KiB)
 MAX_KEY_BYTES = 1024 * 1024
 #: templates and scripts rendered or read into memory
@@ -75,11 +78,13 @@ def check_output_file(path: str, *, what: str, fmt: str, key: str | None = None)
     if not stat.S_ISREG(info.st_mode):
         raise _fail(path, what, f"is {_kind(info.st_mode)}; give the path of a file to write",
                     key)
-    try:
-        with open(path, "rb") as handle:
-            ours = json.loads(handle.read(MAX_CONFIG_BYTES + 1)).get("format") == fmt
-    except (OSError, ValueError, AttributeError):
-        ours = False
+    ours = False
+    if info.st_size <= MAX_OUTPUT_BYTES:  # a plan of 500,000 machines; a bigger file is not ours
+        try:
+            with open(path, "rb") as handle:
+                ours = json.load(handle).get("format") == fmt
+        except (OSError, ValueError, AttributeError):
+            pass
     if not ours:
         raise _fail(path, what, f"exists and is not a {what} written by provisioning; move it "
                                 "away or give another path", key)
