@@ -33,6 +33,20 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
+
+def _imported(node: ast.AST, package: str) -> tuple[str, list[str]] | None:
+    """For an import statement: the module it names (relative ones made absolute) and the
+    dotted names it imports (``import a.b``: ``a.b``; ``from a import b``: ``a.b``)."""
+    if isinstance(node, ast.Import):
+        return "", [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return None
+    base = node.module or ""
+    if node.level:
+        parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join(parts + ([base] if base else []))
+    return base, [f"{base}.{alias.name}" for alias in node.names]
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the provisioning modules it imports (the package facade left out: it imports
     everything lazily and nothing imports it but for ``__version__``)."""
@@ -42,17 +56,11 @@ def import_graph() -> dict[str, set[str]]:
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                found = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(parts + ([base] if base else []))
-                found = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            else:
+            imported = _imported(node, package)
+            if imported is None:
                 continue
-            for target in found:
+            base, names = imported
+            for target in [base, *names] if isinstance(node, ast.ImportFrom) else names:
                 if target.startswith("provisioning."):
                     resolved = _resolve(target, modules)
                     if resolved and resolved not in (name, "provisioning"):
@@ -258,17 +266,11 @@ def function_local_imports() -> set[tuple[str, str]]:
             if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for node in ast.walk(function):
-                if isinstance(node, ast.Import):
-                    targets = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom):
-                    base = node.module or ""
-                    if node.level:
-                        parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                        base = ".".join(parts + ([base] if base else []))
-                    targets = [base]
-                else:
+                imported = _imported(node, package)
+                if imported is None:
                     continue
-                for target in targets:
+                base, names = imported
+                for target in [base] if isinstance(node, ast.ImportFrom) else names:
                     if target == "provisioning" or target.startswith("provisioning."):
                         found.add((name, _resolve(target, modules) or target))
     return found
