@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from provisioning.driver.resources import Creation, ResourceContract
 from provisioning.drivers.libcloud_parts.access import ensure_key_pair, ensure_ssh_group
+from provisioning.drivers.libcloud_parts.part import LibcloudPart
 from provisioning.drivers.libcloud_parts.providers import CreatePlan
 from provisioning.drivers.libcloud_parts.userdata import render_userdata
 from provisioning.drivers.libcloud_parts.windows import transport_kind
@@ -41,29 +42,17 @@ TAG_BATCH = "provisioning:batch"
 _BASE_FIELDS = ("driver_url", "driver_version")
 
 
-class LibcloudAllocation(ResourceContract):
+class LibcloudAllocation(LibcloudPart, ResourceContract):
     """Mixed into ``LibcloudDriver`` (whose look-ups, errors and host key pinning it uses)."""
 
-    ops: Any
     config: Any
     _local: Any
-    _errors: Any
-    _opts: Any
     _node: Any
     _tagged: Any
     _node_fields: Any
-    _kept_on_adopt: Any
     _userdata_and_host_key: Any
     _pending_host_key_fields: Any
     _batch: Any
-
-    @property
-    def provider(self) -> str:  # pragma: no cover - LibcloudDriver's
-        raise NotImplementedError
-
-    @property
-    def region(self) -> str:  # pragma: no cover - LibcloudDriver's
-        raise NotImplementedError
 
     # -- the machine's node, or another one --------------------------------------------------
     def resource_label(self, reference: Mapping[str, Any]) -> str:

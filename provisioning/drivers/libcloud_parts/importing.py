@@ -7,29 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from provisioning.drivers.libcloud_parts.part import LibcloudPart
 from provisioning.errors import MachineNotFound, UnsupportedOperation
 
 __all__ = ["LibcloudImport"]
 
 
-class LibcloudImport:
+class LibcloudImport(LibcloudPart):
     """Mixed into ``LibcloudDriver`` (whose helpers it uses)."""
 
-    ops: Any
-    driver_url: str
-
-    @property
-    def provider(self) -> str:  # pragma: no cover - LibcloudDriver's
-        raise NotImplementedError
-
-    @property
-    def region(self) -> str:  # pragma: no cover - LibcloudDriver's
-        raise NotImplementedError
-    _opts: Any
-    _errors: Any
     _record_node: Any
     _report_differences: Any
-    _kept_on_adopt: Any
     base_reference: Any
 
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
