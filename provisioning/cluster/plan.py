@@ -30,6 +30,7 @@ from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
 from provisioning.spec import MachineSpec
+from provisioning.store import same_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
@@ -203,7 +204,7 @@ def check_fresh(plan: Plan, runner: "ClusterRunner", source: str = "plan") -> No
                        f"{runner.name!r}")
     if plan.file_sha256 != file_sha256(runner.cluster.path):
         changes.append(f"the cluster file {runner.cluster.path} changed")
-    if plan.state != runner.store.url:
+    if not same_state(plan.state, runner.store.url):
         changes.append(f"it was made against state {plan.state}, not {runner.store.url}")
     for machine in plan.machines:
         entry = runner.store.get("machine", machine.name)
@@ -224,10 +225,7 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
     cluster = runner.cluster
     names = list(names)
     definitions = cluster.select(names)
-    replace = list(replace)
-    unknown = [n for n in replace if n not in cluster.machines]
-    if unknown:
-        cluster.select(unknown)  # ConfigError with a did-you-mean
+    replace = cluster.replaceable(replace)
     runner.refuse_foreign([d.name for d in definitions])
     entries = runner.entries()
     doomed = doomed_entries(runner, names, entries)
