@@ -419,7 +419,8 @@ class ResourceContract:
         """How actions name the resource a reference records: the resource kind and its id
         (``server srv-1a2b``): the first field named ``id`` or ``..._id``, else the first field.
         By name, not position: a reference read back from the store has its keys sorted."""
-        own = [(k, v) for k, v in reference.items() if k not in ("driver_url", "driver_version")]
+        own = [(k, v) for k, v in reference.items()
+               if k not in ("driver_url", "driver_version", PENDING_MARK)]
         ids = [v for k, v in own if (k == "id" or k.endswith("_id")) and v is not None]
         label = ids[0] if ids else (own[0][1] if own else None)
         return self.resource_kind if label is None else f"{self.resource_kind} {label}"
