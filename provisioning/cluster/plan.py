@@ -96,7 +96,14 @@ class MachinePlan:
     def from_dict(cls, data: dict[str, Any]) -> "MachinePlan":
         body = dict(data)
         body["steps"] = [PlannedStep(**s) for s in body.get("steps") or []]
-        return cls(**body)
+        machine = cls(**body)
+        if not isinstance(machine.name, str) or machine.action not in ACTIONS:
+            raise ValueError(f"machine {machine.name!r}: action {machine.action!r} is not one of "
+                             f"{', '.join(ACTIONS)}")
+        if type(machine.state_version) is not int:
+            raise ValueError(f"machine {machine.name!r}: state_version "
+                             f"{machine.state_version!r} is not a number")
+        return machine
 
 
 @dataclass
@@ -175,7 +182,7 @@ class Plan:
                        selection=list(data.get("selection") or []),
                        images=[dict(i) for i in data.get("images") or []],
                        machines=[MachinePlan.from_dict(m) for m in data["machines"]])
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"the plan is damaged ({type(exc).__name__}: {exc}); make it again "
                               "with 'converge plan --out FILE'", file=source) from exc
 
@@ -197,7 +204,15 @@ def file_sha256(path: str) -> str:
 
 
 def check_fresh(plan: Plan, runner: "ClusterRunner", source: str = "plan") -> None:
-    """Raise ``StalePlan`` naming what changed since the plan was made."""
+    """Raise ``StalePlan`` naming what changed since the plan was made (``ConfigError`` for
+    what no plan of this file says: an edited plan)."""
+    edited = [f"machine {m.name!r} is planned {m.action!r}, but the cluster file "
+              f"{'has it' if m.action == 'destroy' else 'has no such machine'}"
+              for m in plan.machines
+              if (m.action == "destroy") == (m.name in runner.cluster.machines)]
+    if edited and plan.file_sha256 == file_sha256(runner.cluster.path):
+        raise ConfigError(f"the plan was changed after it was made ({'; '.join(edited)}); make "
+                          "it again with 'converge plan --out FILE'", file=source)
     changes = []
     if plan.cluster != runner.name:
         changes.append(f"it was made for cluster {plan.cluster!r}, this file is cluster "

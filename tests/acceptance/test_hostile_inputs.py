@@ -75,3 +75,48 @@ def test_a_plan_made_before_the_state_existed_applies(tmp_path):
     applied = converge("apply", "plan.json", cwd=tmp_path)
     assert applied.returncode == 0, applied.stderr
     assert "2 ok" in applied.stdout
+
+
+@pytest.mark.parametrize("command", ["up", "status"])
+def test_a_state_file_of_a_newer_schema_is_refused_unchanged(tmp_path, command):
+    import sqlite3
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    state = tmp_path / ".provisioning" / "state.db"
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.close()
+    before = (state.read_bytes(), sorted(p.name for p in state.parent.iterdir()))
+    result = converge(command, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "newer provisioning (schema 99" in result.stderr and "Traceback" not in result.stderr
+    assert (state.read_bytes(), sorted(p.name for p in state.parent.iterdir())) == before
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (lambda plan: plan["machines"][0].update(action="destroy"),
+     "machine 'web-1' is planned 'destroy', but the cluster file has it"),
+    (lambda plan: plan["machines"][0].update(name="web-9"),
+     "machine 'web-9' is planned 'nothing', but the cluster file has no such machine"),
+    (lambda plan: plan["machines"][0].update(action="rm -rf /"), "is not one of create"),
+    (lambda plan: plan["machines"][0].update(state_version="2"), "is not a number"),
+    (lambda plan: plan.update(machines="web-1"), "the plan is damaged")],
+    ids=["destroy-a-kept-machine", "unknown-machine", "unknown-action", "version-text",
+         "machines-text"])
+def test_a_plan_edited_by_hand_is_refused_and_touches_nothing(tmp_path, edit, expect):
+    import json
+
+    from provisioning.drivers.fake import FakeWarehouse
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    converge("plan", "--out", "plan.json", cwd=tmp_path, check=True)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    edit(plan)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    servers = FakeWarehouse(str(tmp_path / "cloud")).servers()
+    result = converge("apply", "plan.json", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expect in result.stderr and "internal error" not in result.stderr, result.stderr
+    assert FakeWarehouse(str(tmp_path / "cloud")).servers() == servers
