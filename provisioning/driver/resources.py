@@ -11,6 +11,7 @@ the why-run branch (every change through ``perform_action``), the fault points o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -100,11 +101,12 @@ class ResourceContract:
         back. ``saved`` collects the names of the machines whose reference was saved."""
         single = len(creations) == 1
         handler = creations[0].action_handler if single else action_handler
+        made: list[Any] = []
 
-        def create() -> None:
+        def request() -> None:
             _pending.saved = []
             try:
-                made = self.create_resources(handler, creations)
+                made[:] = self.create_resources(handler, creations)
             except ConfigError:
                 for spec, old in _pending.saved:
                     self._take_back(spec, old)
@@ -117,14 +119,27 @@ class ResourceContract:
                 raise ProviderError(f"asked the {self.scheme}: warehouse for {len(creations)} "
                                     f"resources in one request, got {len(made)}",
                                     provider=self.scheme)
-            for creation, result in zip(creations, made):
-                self.save_reference(creation.machine_spec, self.record_created(creation, result))
-                if saved is not None:
-                    saved.add(creation.machine_spec.name)
+
+        def record(index: int) -> None:
+            creation = creations[index]
+            self.save_reference(creation.machine_spec, self.record_created(creation, made[index]))
+            if saved is not None:
+                saved.add(creation.machine_spec.name)
+
+        def create() -> None:
+            request()
+            for index in range(len(creations)):
+                record(index)
         if single:
             handler.perform_action(creations[0].description, create, data=creations[0].data)
-        else:
+        elif not self.report_each_creation:
             handler.perform_action(self.describe_creations(creations), create)
+        else:  # one request, then each machine's create reported as its own action
+            if not handler.why_run:
+                request()
+            for index, creation in enumerate(creations):
+                creation.action_handler.perform_action(
+                    creation.description, functools.partial(record, index), data=creation.data)
 
     def allocate_together(self, action_handler: "ActionHandler",
                           specs_and_options: Sequence[tuple["MachineSpec", Mapping[str, Any]]],
@@ -258,6 +273,10 @@ class ResourceContract:
     # -- the warehouse hooks: what a driver on the short path implements ----------------------
     #: how actions name a resource: "create server", "destroy slot 3"
     resource_kind: ClassVar[str] = "resource"
+    #: True: creations ``create_resources`` makes in one request are reported as one create
+    #: action per machine (its own description, as if made alone) instead of one action
+    #: described by ``describe_creations``; the request is made before the first is reported
+    report_each_creation: ClassVar[bool] = False
 
     def find_resource(self, machine_spec: "MachineSpec") -> dict[str, Any] | None:
         """The reference fields of a resource an earlier run made for this machine but died
