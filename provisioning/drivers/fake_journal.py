@@ -45,8 +45,14 @@ class ServerJournal:
     # -- reading ---------------------------------------------------------------------------
     def refresh(self) -> None:
         """Read what was appended since the last call (all of it after a compaction)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            stat = None
+        if stat is not None and (stat.st_ino, stat.st_size) == (self._inode, self._offset):
+            return  # nothing new: the common case, without waiting for other threads
         with self._mutex:
-            try:
+            try:  # again: another thread may have read further meanwhile
                 stat = os.stat(self.path)
             except FileNotFoundError:
                 self._reset(None)
