@@ -30,6 +30,8 @@ __all__ = ["ResourceContract", "Creation"]
 
 #: the references ``save_pending_reference`` replaced during this thread's create request
 _pending = threading.local()
+#: the reference field that marks a pending reference (``create_pending``)
+PENDING_MARK = "create_pending"
 
 
 def _done() -> None:
@@ -84,7 +86,7 @@ class ResourceContract:
                           machine_options: Mapping[str, Any]) -> "Creation | None":
         """The first half of ``allocate_machine``: keep, or adopt, the machine's resource;
         the ``Creation`` to make when there is none (``prepare_create``), else None."""
-        if machine_spec.exists:
+        if machine_spec.exists and not self.create_pending(machine_spec):
             if self.resource_state(machine_spec) != "missing":
                 self.compare_with_wish(action_handler, machine_spec, machine_options)
                 return None
@@ -130,8 +132,8 @@ class ResourceContract:
             ready: list[MachineSpec] = []
             try:
                 for creation, result in zip(creations, made):
-                    fields = self.record_created(creation, result)
-                    creation.machine_spec.reference = self.base_reference(**fields)
+                    self._record_reference(creation.machine_spec,
+                                           self.record_created(creation, result))
                     checkpoint("before_save", machine=creation.machine_spec.name)
                     ready.append(creation.machine_spec)
             finally:
@@ -212,7 +214,7 @@ class ResourceContract:
         once call it for each): start a stopped resource. "running" when it ran already,
         "started" when this call started it, None when why-run only planned its allocation
         or its start (then there is nothing to wait for)."""
-        if not machine_spec.exists:
+        if not machine_spec.exists or self.create_pending(machine_spec):
             self.plan_ready_of_unallocated(
                 action_handler, machine_spec,
                 self.describe_ready(machine_spec, machine_options) if action_handler.why_run
@@ -267,16 +269,27 @@ class ResourceContract:
 
     def destroy_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                         machine_options: Mapping[str, Any]) -> None:
-        """``delete_resource`` unless it is already gone (idempotent). The fault point
-        ``during_destroy`` falls between the resource's removal and the state forgetting it."""
+        """``delete_resource``, the fault point ``during_destroy``, then ``finish_delete``, in
+        one action; a resource already gone is reported (idempotent), and what a destroy killed
+        between the two halves left (``unfinished_delete``) is finished."""
+        if not machine_spec.reference:
+            action_handler.report_progress("not allocated: nothing to destroy")
+            return
         if self.resource_state(machine_spec) == "missing":
-            action_handler.report_progress(
-                f"{self.resource_label(machine_spec.reference)} is already gone")
+            left = self.unfinished_delete(machine_spec)
+            label = self.resource_label(machine_spec.reference)
+            if left is None:
+                action_handler.report_progress(f"{label} is already gone")
+                return
+            action_handler.perform_action(
+                f"finish destroying {label}: remove {left}",
+                lambda: self.finish_delete(action_handler, machine_spec))
             return
 
         def delete() -> None:
             self.delete_resource(action_handler, machine_spec)
             checkpoint("during_destroy", machine=machine_spec.name)
+            self.finish_delete(action_handler, machine_spec)
         action_handler.perform_action(self.describe_delete(machine_spec), delete)
 
     def machine_state(self, machine_spec: "MachineSpec") -> str:
@@ -329,6 +342,18 @@ class ResourceContract:
         """Remove the resource and whatever belongs to it. Called only in a real run, only
         when ``resource_state`` is not 'missing'."""
         raise self._no_hook("delete_resource", "destroy_machine")
+
+    def finish_delete(self, action_handler: "ActionHandler", machine_spec: "MachineSpec") -> None:
+        """Optional: the second half of a removal ``delete_resource`` began (delete the files
+        moved aside, the snapshots, wait until it is gone). Idempotent: it also runs in a later
+        destroy when a killed one left it undone (``unfinished_delete``). The fault point
+        ``during_destroy`` falls between the halves. Default: nothing."""
+
+    def unfinished_delete(self, machine_spec: "MachineSpec") -> str | None:
+        """Optional: what a destroy killed between ``delete_resource`` and ``finish_delete``
+        left of a resource ``resource_state`` calls 'missing' ("2 snapshots"), or None. Changes
+        nothing. Default: None (the first half removes everything)."""
+        return None
 
     def start_resource(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                        machine_options: Mapping[str, Any]) -> None:
@@ -431,7 +456,8 @@ class ResourceContract:
         """How actions name the resource a reference records: the resource kind and its id
         (``server srv-1a2b``): the first field named ``id`` or ``..._id``, else the first field.
         By name, not position: a reference read back from the store has its keys sorted."""
-        own = [(k, v) for k, v in reference.items() if k not in ("driver_url", "driver_version")]
+        own = [(k, v) for k, v in reference.items()
+               if k not in ("driver_url", "driver_version", PENDING_MARK)]
         ids = [v for k, v in own if (k == "id" or k.endswith("_id")) and v is not None]
         label = ids[0] if ids else (own[0][1] if own else None)
         return self.resource_kind if label is None else f"{self.resource_kind} {label}"
@@ -452,9 +478,14 @@ class ResourceContract:
         and ``before_save``: the one place the short path saves a reference."""
         if created:
             checkpoint("after_create", machine=machine_spec.name)
-        machine_spec.reference = self.base_reference(**fields)
+        self._record_reference(machine_spec, fields)
         checkpoint("before_save", machine=machine_spec.name)
         machine_spec.save()
+
+    def _record_reference(self, machine_spec: "MachineSpec", fields: Mapping[str, Any]) -> None:
+        """``fields`` as the machine's whole reference (a pending mark dropped: made now)."""
+        machine_spec.reference = self.base_reference(
+            **{k: v for k, v in fields.items() if k != PENDING_MARK})
 
     @staticmethod
     def save_references(specs: Sequence["MachineSpec"], saved: set[str] | None = None) -> None:
@@ -487,8 +518,17 @@ class ResourceContract:
         saved = getattr(_pending, "saved", None)
         if saved is not None and all(spec is not machine_spec for spec, _ in saved):
             saved.append((machine_spec, dict(machine_spec.reference)))
-        machine_spec.reference = self.base_reference(**fields)
+        machine_spec.reference = self.base_reference(**{**fields, PENDING_MARK: True})
         machine_spec.save()
+
+    def create_pending(self, machine_spec: "MachineSpec") -> bool:
+        """True while the reference records only what ``save_pending_reference`` saved before
+        a create request (a run killed during the request: the resource may or may not exist,
+        and the next real allocate finds it or creates it). Allocate then skips the lost-resource
+        report, and ready plans ("would wait for the new ...") or, in a real run, asks for
+        ``up``. Default: the mark ``save_pending_reference`` leaves; override when your
+        references tell it themselves (no provider id yet)."""
+        return bool(machine_spec.reference.get(PENDING_MARK))
 
     def update_reference(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                          fields: Mapping[str, Any]) -> None:

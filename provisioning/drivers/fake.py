@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any, Iterable, Iterator
 
-from provisioning.driver import Capabilities, Driver
+from provisioning.driver import Capabilities, Driver, ImageCapture
 from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_journal import ServerJournal
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
@@ -446,35 +446,22 @@ class FakeDriver(Driver):
     def list_choices(self):
         return {"sizes": list(SIZES), "images": list(IMAGES), "locations": ["local"]}
 
-    # -- machine images ----------------------------------------------------------------------
-    def allocate_image(self, action_handler, image_spec, image_options, machine_spec,
-                       machine_options):
+    # -- machine images: the base class's allocate/ready/destroy_image, through these hooks ----
+    def prepare_capture(self, action_handler, image_spec, image_options, machine_spec,
+                        machine_options):
         server = self._server(machine_spec)
         if server is None:
             raise MachineNotFound(f"builder server of image {image_spec.name!r} is gone",
                                   machine=machine_spec.name)
+        return ImageCapture(image_spec, image_options, machine_spec, machine_options,
+                            f"capture server {server['id']} as image {image_spec.name}",
+                            plan=server["id"])
 
-        def capture() -> None:
-            image = self.warehouse.capture(server["id"], image_spec.name)
-            image_spec.reference = self.base_reference(image_id=image["id"])
-            image_spec.save()
-        action_handler.perform_action(f"capture server {server['id']} as image "
-                                      f"{image_spec.name}", capture)
+    def capture_image(self, action_handler, capture):
+        return {"image_id": self.warehouse.capture(capture.plan, capture.image_spec.name)["id"]}
 
-    def ready_image(self, action_handler, image_spec, image_options):
-        if not image_spec.reference and action_handler.why_run:
-            return
-        if self.image_state(image_spec) != "available":
-            raise MachineNotFound(f"fake image of {image_spec.name!r} is gone; build it again",
-                                  machine=image_spec.name)
-
-    def destroy_image(self, action_handler, image_spec, image_options):
-        image_id = image_spec.reference.get("image_id")
-        if not image_id or self.warehouse.image(image_id) is None:
-            action_handler.report_progress(f"image {image_spec.name} is already gone")
-            return
-        action_handler.perform_action(f"destroy image {image_id}",
-                                      lambda: self.warehouse.delete_image(image_id))
+    def delete_image(self, action_handler, image_spec):
+        self.warehouse.delete_image(image_spec.reference["image_id"])
 
     def image_state(self, image_spec):
         image_id = image_spec.reference.get("image_id")
