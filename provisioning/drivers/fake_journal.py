@@ -62,7 +62,10 @@ class ServerJournal:
             if stat.st_size == self._offset:
                 return
             with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
+                handle.seek(max(self._offset - 1, 0))
+                if self._offset and handle.read(1) != b"\n":  # not where this reader was:
+                    self._reset(stat.st_ino)  # a compaction that reused the inode number
+                    handle.seek(0)
                 chunk = handle.read(stat.st_size - self._offset)
             complete = chunk.rfind(b"\n") + 1  # a line still being written waits for its end
             self._offset += complete
