@@ -110,7 +110,8 @@ class ServerJournal:
         return None
 
     def ids(self) -> list[str]:
-        return sorted(self._servers)
+        with self._mutex:  # not while another thread reads new lines into it
+            return sorted(self._servers)
 
     def __contains__(self, server_id: object) -> bool:
         return server_id in self._servers
@@ -152,7 +153,7 @@ class ServerJournal:
         if self._records < 1000 or self._records < 2 * live:
             return False
         tmp = f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        servers = [self._servers[i] for i in sorted(self._servers)]
+        servers = [self._servers[i] for i in self.ids()]
         with open(tmp, "w", encoding="utf-8") as handle:
             for i in range(0, len(servers), LINE_SERVERS):
                 handle.write(json.dumps({"put": servers[i:i + LINE_SERVERS]},
