@@ -131,7 +131,7 @@ class Problems:
             return default
         if not value > 0 or value == float("inf"):  # NaN compares false: refused here too
             self.add(_join(key, name),
-                     f"expected a positive, finite number of seconds, got {value!r}")
+                     f"expected a positive number of seconds (finite), got {value!r}")
             return default
         return float(value)
 

@@ -123,8 +123,8 @@ def test_a_plan_edited_by_hand_is_refused_and_touches_nothing(tmp_path, edit, ex
 
 
 @pytest.mark.parametrize("step,expect", [
-    ('command: {run: "true", timeout: .nan}', "expected a positive, finite number of seconds"),
-    ('command: {run: "true", timeout: .inf}', "expected a positive, finite number of seconds"),
+    ('command: {run: "true", timeout: .nan}', "expected a positive number of seconds (finite)"),
+    ('command: {run: "true", timeout: .inf}', "expected a positive number of seconds (finite)"),
     ('command: {run: "true", env: {"A=B": x}}', "is not an environment variable name"),
     ('command: {run: "echo \\0"}', "command.run: contains a NUL byte"),
     ('command: {run: "true", cwd: "/a\\0b"}', "command.cwd: contains a NUL byte"),
