@@ -9,7 +9,6 @@ when a key is actually used.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -47,6 +46,8 @@ def write_private_file(path: str, data: bytes, *, create_dirs: bool = True) -> N
 
 def fingerprint(public_openssh: str) -> str:
     """OpenSSH's SHA256 fingerprint of a public key line (``ssh-ed25519 AAAA... comment``)."""
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     parts = public_openssh.split()
     if len(parts) < 2:
         raise ConfigError(f"not an OpenSSH public key: {public_openssh[:40]!r}")

@@ -26,6 +26,8 @@ class Cancelled(ProvisioningError):
 
 @dataclass
 class Outcome(Generic[T]):
+    """One job's result: its value, or the error it raised."""
+
     name: str
     value: T | None = None
     error: BaseException | None = None

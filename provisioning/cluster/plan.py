@@ -19,7 +19,6 @@ document (``PLAN_FORMAT``, ``PLAN_VERSION``) is described in docs/cli.md.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import time
@@ -191,6 +190,8 @@ class Plan:
 
 
 def file_sha256(path: str) -> str:
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
 

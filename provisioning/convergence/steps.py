@@ -62,6 +62,8 @@ StepContext = ConvergenceContext
 # -- attributes shared by file and directory ------------------------------------------------
 @dataclass(frozen=True)
 class _Attributes:
+    """Mode, owner and group a file or directory step sets (None: left as they are)."""
+
     mode: str | None = None
     owner: str | None = None
     group: str | None = None
@@ -69,6 +71,8 @@ class _Attributes:
 
 @dataclass(frozen=True)
 class FileStep(Step):
+    """A file with given content, a copy of a local file, or a rendered template."""
+
     kind: ClassVar[str] = "file"
     path: str = ""
     content: str | None = None
@@ -98,6 +102,8 @@ class FileStep(Step):
 
 @dataclass(frozen=True)
 class DirectoryStep(Step):
+    """A directory (and its parents) with the given attributes."""
+
     kind: ClassVar[str] = "directory"
     path: str = ""
     attributes: _Attributes = _Attributes()
@@ -116,6 +122,8 @@ class DirectoryStep(Step):
 
 @dataclass(frozen=True)
 class _Guarded(Step):
+    """A step that runs something unless a guard (creates, unless, onlyif) says it need not."""
+
     creates: str | None = None
     unless: str | None = None
     onlyif: str | None = None
@@ -149,6 +157,8 @@ class _Guarded(Step):
 
 @dataclass(frozen=True)
 class CommandStep(_Guarded):
+    """A shell command, run on every converge unless its guard says not."""
+
     kind: ClassVar[str] = "command"
     run: str = ""
     cwd: str | None = None
@@ -174,6 +184,8 @@ class CommandStep(_Guarded):
 
 @dataclass(frozen=True)
 class ScriptStep(_Guarded):
+    """A local script, uploaded to the machine's /tmp, run with its arguments and removed."""
+
     kind: ClassVar[str] = "script"
     source: str = ""
     args: tuple[str, ...] = ()
@@ -211,6 +223,8 @@ class ScriptStep(_Guarded):
 
 @dataclass(frozen=True)
 class PackageStep(Step):
+    """Operating-system packages brought to ``state`` (present or absent) by the package manager."""
+
     kind: ClassVar[str] = "package"
     names: tuple[str, ...] = ()
     state: str = "present"

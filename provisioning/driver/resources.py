@@ -11,7 +11,6 @@ the why-run branch (every change through ``perform_action``), the fault points o
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Mapping, Sequence
@@ -402,6 +401,8 @@ class ResourceContract:
         """The same for every run against one state store and machine (and its generation:
         ``MachineSpec.resource_name``): tag resources with it (or put it in a ClientToken) so
         ``find_resource`` finds them after a crash."""
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         return hashlib.sha256(f"{machine_spec.store_id or ''}\0{machine_spec.resource_name}"
                               .encode()).hexdigest()[:24]
 

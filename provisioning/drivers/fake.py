@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -91,6 +89,8 @@ class FakeWarehouse:
         os.replace(tmp, path)
 
     def _tag_path(self, name: str, store_id: str | None) -> str:
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         digest = hashlib.sha256(f"{store_id or ''}\0{name}".encode()).hexdigest()[:32]
         return os.path.join(self.tags_dir, digest)
 
@@ -191,6 +191,8 @@ class FakeWarehouse:
     def create_many(self, wishes: list[tuple[str, dict[str, str], str, str]]
                     ) -> list[dict[str, Any]]:
         """Create one server per (name, tags, size, image), counted under one lock."""
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         self._prepare()
         made = []
         for name, tags, size, image in wishes:
@@ -231,6 +233,8 @@ class FakeWarehouse:
 
     # -- machine images: a copy of a server's files (images/ID/files, images/ID.json) ------
     def capture(self, server_id: str, name: str) -> dict[str, Any]:
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         server = self.get(server_id)
         if server is None:
             raise MachineNotFound(f"fake server {server_id} does not exist")
@@ -253,6 +257,8 @@ class FakeWarehouse:
             return None
 
     def delete_image(self, image_id: str) -> bool:
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         if self.image(image_id) is None:
             return False
         image_dir = os.path.join(self.directory, "images", image_id)
@@ -261,6 +267,8 @@ class FakeWarehouse:
         return True
 
     def delete(self, server_id: str) -> bool:
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         server = self.get(server_id)
         if server is None:
             return False

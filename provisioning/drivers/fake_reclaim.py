@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 __all__ = ["reclaim", "leftovers", "staging_dir", "removing_dir"]
 
@@ -49,6 +48,12 @@ def _listing(directory: str) -> list[str]:
         return []
 
 
+def _remove_tree(path: str) -> None:
+    import shutil  # with its archive modules: only when something is left to remove
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def reclaim(directory: str, servers_dir: str) -> list[str]:
     """Finish or remove what dead runs left in the warehouse at ``directory``; returns what
     was done (for tests and progress)."""
@@ -63,11 +68,11 @@ def reclaim(directory: str, servers_dir: str) -> list[str]:
                 os.rename(path, os.path.join(machines_dir, server_id))
                 done.append(f"finished creating {server_id}")
             else:
-                shutil.rmtree(path, ignore_errors=True)
+                _remove_tree(path)
                 done.append(f"removed half-made {server_id}")
         elif removing and not os.path.exists(os.path.join(servers_dir,
                                                           removing.group(1) + ".json")):
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_tree(path)
             done.append(f"removed half-destroyed {removing.group(1)}")
     for folder in (directory, servers_dir):
         for entry in _listing(folder):

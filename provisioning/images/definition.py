@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -71,6 +70,8 @@ class ImageDefinition:
 
     def cache_key(self) -> str:
         """sha256 of everything the image is made of (see the module docstring)."""
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         files: dict[str, str] = {}
         steps = []
         for step in self.steps:
@@ -107,6 +108,8 @@ def _plain(value: Any) -> Any:
 
 
 def _digest(path: str) -> str:
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     try:
         with open(path, "rb") as handle:
             return hashlib.sha256(handle.read()).hexdigest()

@@ -22,6 +22,8 @@ def validate_scheme(scheme: str) -> str:
 
 @dataclass(frozen=True)
 class DriverURL:
+    """A driver URL split at its first colon: ``scheme:rest``."""
+
     scheme: str
     rest: str = ""
 

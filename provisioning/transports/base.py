@@ -8,7 +8,6 @@ use after ``disconnect()``. Implementations translate their backend's exceptions
 from __future__ import annotations
 
 import abc
-import hashlib
 import os
 import shlex
 import threading
@@ -76,6 +75,8 @@ def _stat_key(path: str | os.PathLike[str]) -> tuple[object, ...]:
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """sha256 of a local file, read in 1 MiB blocks (remembered while the file is unchanged;
     threads asking for the same file wait for one computation)."""
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     key = _stat_key(path)
     cached = _SHA_CACHE.get(key)
     if cached is not None:
