@@ -390,10 +390,13 @@ class ResourceContract:
             f"{self.resource_label(machine_spec.reference)} no longer exists; re-creating it")
 
     def resource_label(self, reference: Mapping[str, Any]) -> str:
-        """How actions name the resource a reference records: the resource kind and the
-        first field the driver recorded (``server srv-1a2b``)."""
-        own = [v for k, v in reference.items() if k not in ("driver_url", "driver_version")]
-        return f"{self.resource_kind} {own[0]}" if own else self.resource_kind
+        """How actions name the resource a reference records: the resource kind and its id
+        (``server srv-1a2b``): the first field named ``id`` or ``..._id``, else the first field.
+        By name, not position: a reference read back from the store has its keys sorted."""
+        own = [(k, v) for k, v in reference.items() if k not in ("driver_url", "driver_version")]
+        ids = [v for k, v in own if (k == "id" or k.endswith("_id")) and v is not None]
+        label = ids[0] if ids else (own[0][1] if own else None)
+        return self.resource_kind if label is None else f"{self.resource_kind} {label}"
 
     # -- what the short path is made of (also for drivers on the advanced path) ---------------
     @staticmethod

@@ -114,5 +114,6 @@ class SlotsDriver(Driver):
 
     def open_machine(self, machine_spec, machine_options, action_handler=None):
         root = os.path.join(self.pool.slot_dir(machine_spec.reference["slot"]), "root")
-        return UnixMachine(machine_spec.name, LocalTransport(root), spec=machine_spec,
-                           options=machine_options, action_handler=action_handler)
+        return UnixMachine(machine_spec.name, LocalTransport(root, confine=True),
+                           spec=machine_spec, options=machine_options,
+                           action_handler=action_handler)

@@ -1,0 +1,85 @@
+"""A driver written from docs/driver-guide.md alone: the drivers the guide, `converge new-driver`
+and examples/driver-outside hand an outside author keep a machine's files inside the machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+import provisioning.driver
+from provisioning.config import Config
+from provisioning.lifecycle import Provisioner
+from provisioning.registry import driver_for_url, register_driver
+from provisioning.scaffold import new_driver
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _guide_box_driver(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "driver-guide.md").read_text(),
+                        flags=re.S)
+    block = next(b for b in blocks if "class BoxDriver" in b)
+    namespace = {name: getattr(provisioning.driver, name) for name in provisioning.driver.__all__}
+    exec(compile(block, "driver-guide.md BoxDriver", "exec"), namespace)
+    return "box", namespace["BoxDriver"]
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _example_slots_driver(tmp_path):
+    module = _load(REPO / "examples" / "driver-outside" / "provisioning_slots" / "driver.py",
+                   "acceptance_slots_driver")
+    return "slots", module.SlotsDriver
+
+
+def _scaffolded_driver(tmp_path):
+    made = new_driver("accbox", tmp_path / "scaffold")
+    path = next(Path(made.root).rglob("driver.py"))
+    return "accbox", _load(path, "acceptance_accbox_driver").AccboxDriver
+
+
+@pytest.mark.parametrize("source", [_guide_box_driver, _example_slots_driver, _scaffolded_driver],
+                         ids=["guide", "example", "new-driver"])
+def test_a_machine_file_step_with_an_absolute_path_stays_inside_the_machine(
+        tmp_path, store, handler, source):
+    scheme, cls = source(tmp_path)
+    register_driver(scheme, cls)
+    config = Config({}, base_dir=str(tmp_path))
+    driver = driver_for_url(f"{scheme}:{tmp_path / 'warehouse'}", config)
+    machine = Provisioner(store, config=config, action_handler=handler).up(driver, "web", {})
+    on_the_host = tmp_path / "host" / "motd"   # a path of this host a file step names
+    machine.write_file(str(on_the_host), "from the machine\n")
+    assert not on_the_host.exists(), "a file step of a directory machine wrote the host's file"
+    assert machine.read_file(str(on_the_host)) == b"from the machine\n"
+    inside = [p for p in (tmp_path / "warehouse").rglob("motd")]
+    assert len(inside) == 1 and inside[0].read_text() == "from the machine\n"
+
+
+def test_actions_name_a_resource_by_its_id_after_the_reference_is_read_back(
+        tmp_path, store, handler):
+    """The default label was the reference's first field; read back from the store, the keys
+    come sorted, so a reference with an ``address`` named the box by its address."""
+    _, box = _guide_box_driver(tmp_path)
+
+    class AddressedBoxDriver(box):
+        def create_resource(self, action_handler, machine_spec, machine_options):
+            return {**super().create_resource(action_handler, machine_spec, machine_options),
+                    "address": "192.0.2.7"}
+
+    register_driver("box", AddressedBoxDriver)
+    config = Config({}, base_dir=str(tmp_path))
+    driver = driver_for_url(f"box:{tmp_path / 'warehouse'}", config)
+    provisioner = Provisioner(store, config=config, action_handler=handler)
+    provisioner.allocate(driver, "web", {})
+    box_id = store.get("machine", "web").reference["box_id"]
+    provisioner.destroy("web", {}, driver)
+    performed = [a.description for a in handler.actions(performed=True)]
+    assert performed == ["create box", f"destroy box {box_id}"], performed
