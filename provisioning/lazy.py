@@ -3,7 +3,8 @@
 Start-up stays fast because the big choices are tables of dotted names, resolved only when one
 entry is used: drivers by URL scheme (``registry``), convergence strategies by name, state
 stores by URL, ``converge`` commands by name (``cli/commands.py``), and the public names of
-the facade and of ``provisioning.driver``/``provisioning.machine`` (PEP 562 ``__getattr__``).
+the facade and of ``provisioning.driver``, ``provisioning.machine`` and
+``provisioning.transports.ssh`` (PEP 562 ``__getattr__``).
 Everything else is imported at the top of the module that uses it (a test counts the
 exceptions, see docs/architecture.md).
 
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import _thread  # threading's lock, without importing threading on every start-up
 import importlib
-from typing import Any, Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable
 
 __all__ = ["load", "lazy_exports", "EntryPoints"]
 

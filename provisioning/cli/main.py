@@ -8,14 +8,16 @@ commands load lazily from ``COMMANDS`` (``provisioning.cli.commands``).
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Callable
 
 from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
 from provisioning.cli.help import group_help
 from provisioning.lazy import lazy_exports, load
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable
+
     from provisioning.cli.group import cli
 
 __all__ = ["cli", "main", "COMMANDS", "SUMMARIES"]
