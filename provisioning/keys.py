@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.records import record
 from provisioning.inputs.userfiles import MAX_KEY_BYTES, read_user_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +56,7 @@ def fingerprint(public_openssh: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-@dataclass
+@record
 class PrivateKey:
     """A loaded private key. ``key`` is the cryptography object."""
 

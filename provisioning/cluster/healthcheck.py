@@ -16,12 +16,12 @@ the check then connects through it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from provisioning.convergence.steps import render_string
 from provisioning.errors import ProvisioningError
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems, describe_type, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +41,7 @@ _KEYS = KINDS + ("expect", "body", "deadline", "interval", "timeout")
 SocketOpener = Callable[[str, int, float], "socket.socket"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HealthCheck:
     """One check. ``target`` is a ``host:port``, a URL or a command (maybe a Jinja string)."""
 

@@ -22,12 +22,13 @@ import functools
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
+from provisioning.inputs.records import record
 from provisioning.spec import MachineSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,7 +49,7 @@ AFTER_START = "checked after start"
 ADOPT_PREFIX = "adopt "
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PlannedStep:
     """One change the action would make: ``update etc/motd (sha256 differs)``, and ``why``
     apart when the description gives it (``sha256 differs``)."""
@@ -67,7 +68,7 @@ class PlannedStep:
         return self.description
 
 
-@dataclass
+@record
 class MachinePlan:
     """What will happen to one machine, and the state version it was planned from."""
 
@@ -97,7 +98,7 @@ class MachinePlan:
         return cls(**body)
 
 
-@dataclass
+@record
 class Plan:
     """A plan for one cluster: per-machine actions and what they were planned from."""
 

@@ -12,12 +12,12 @@ the why-run branch (every change through ``perform_action``), the fault points o
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
 from provisioning.faults import checkpoint
+from provisioning.inputs.records import record
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +31,7 @@ __all__ = ["ResourceContract", "Creation"]
 _pending = threading.local()
 
 
-@dataclass
+@record
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
 

@@ -24,11 +24,11 @@ import copy
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.convergence import packages as apt
 from provisioning.convergence.steps import PackageStep, parse_steps
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +41,7 @@ IMAGE_KEYS = ("from", "driver", "machine_options", "packages", "converge")
 BUILDER_PREFIX = "image-builder-"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageDefinition:
     """One image of the cluster file, validated."""
 

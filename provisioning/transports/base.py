@@ -11,10 +11,11 @@ import abc
 import os
 import shlex
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from provisioning.errors import CommandResult, TransferError, UnsupportedOperation
+from provisioning.inputs.records import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
@@ -26,7 +27,7 @@ __all__ = ["Transport", "StreamCallback", "NewHostKey", "HostKeyCallback", "SSHL
 StreamCallback = Callable[[str, str], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NewHostKey:
     """A machine's identity seen for the first time, reported by a transport to whoever pins it
     (the driver or provisioner records it in the machine's reference and saves it; transports
@@ -44,7 +45,7 @@ class NewHostKey:
 HostKeyCallback = Callable[[NewHostKey], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SSHLogin:
     """How another SSH client (OpenSSH for ``converge ssh``, ansible, testinfra) logs in to the
     machine this transport reaches: where, as whom, with which key, pinning which host key."""

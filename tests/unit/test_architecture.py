@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import provisioning
@@ -260,3 +261,12 @@ def test_function_local_imports_of_our_modules_are_only_the_allowed_ones():
 
 def test_the_local_import_finder_sees_an_import_inside_a_try_of_a_function():
     assert ("provisioning.store", "provisioning.store.postgres") in function_local_imports()
+
+
+def test_every_dataclass_is_a_record():
+    """``provisioning.inputs.records.record`` is the one way to declare a data class in the
+    package: ``dataclasses.dataclass`` compiles an ``__eq__``, ``__repr__`` and ``__hash__``
+    for each class at import, which made a third of ``converge status``'s start-up."""
+    plain = re.compile(r"(?m)^\s*@(dataclasses\.)?dataclass\b")
+    wrong = sorted(name for name, path in _modules().items() if plain.search(path.read_text()))
+    assert wrong == []
