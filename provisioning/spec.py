@@ -12,7 +12,7 @@ import copy
 import json
 import time
 from dataclasses import field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from provisioning.errors import ConfigError
 from provisioning.inputs.records import record
@@ -36,6 +36,8 @@ class EntryStore(Protocol):
     def store_id(self) -> str: ...
 
     def save(self, entry: "ManagedEntry", *, release: Any = None) -> None: ...
+
+    def save_many(self, entries: Sequence["ManagedEntry"]) -> None: ...
 
     def delete(self, kind: str, name: str) -> None: ...
 

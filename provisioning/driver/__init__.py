@@ -5,6 +5,8 @@
 - ``base.py``: the ``Driver`` base class (the batch methods, ``describe``, local features).
 - ``resources.py``: the contract's five methods, made from the warehouse hooks a driver
   implements (adopt-or-create, why-run, fault points and the reference save in one place).
+- ``image_contract.py``: the machine-image methods, made from the image hooks a driver with
+  ``Capabilities.images`` implements (why-run and the save of the image entry in one place).
 - ``capabilities.py``: ``Capabilities``, what a driver declares it can do.
 - ``options.py``: ``OptionField``, typed option declarations, and their validation.
 - ``faults.py``: named fault points for crash-safety tests.
@@ -21,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
     from provisioning.driver.base import Driver, SpecsAndOptions
     from provisioning.driver.capabilities import Capabilities
+    from provisioning.driver.image_contract import ImageCapture
     from provisioning.driver.options import DriverDescription, OptionField
     from provisioning.driver.resources import Creation
     from provisioning.errors import (
@@ -45,6 +48,7 @@ _EXPORTS = {
     "ActionHandler": "provisioning.actions", "Config": "provisioning.config",
     "Capabilities": "provisioning.driver.capabilities", "Driver": "provisioning.driver.base",
     "Creation": "provisioning.driver.resources",
+    "ImageCapture": "provisioning.driver.image_contract",
     "SpecsAndOptions": "provisioning.driver.base",
     "DriverDescription": "provisioning.driver.options",
     "OptionField": "provisioning.driver.options",
@@ -63,7 +67,7 @@ _EXPORTS = {
 
 __all__ = [
     "ActionHandler", "BatchResult", "Capabilities", "CommandResult", "Config", "ConfigError",
-    "Creation", "Driver", "DriverDescription", "LocalTransport", "Machine", "MachineNotFound",
+    "Creation", "Driver", "DriverDescription", "ImageCapture", "LocalTransport", "Machine", "MachineNotFound",
     "MachineSpec", "OptionField", "Parallelizer", "PrivateKey", "ProviderError",
     "SpecsAndOptions", "Transport", "UnixMachine", "UnsupportedOperation", "WindowsMachine",
     "checkpoint", "find_private_key", "machine_for", "wait_until_connectable",

@@ -23,6 +23,7 @@ import functools
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
+from provisioning.driver.image_contract import ImageContract
 from provisioning.driver.local_features import (
     Snapshot,
     check_local_options,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.config import Config
     from provisioning.keys import PrivateKey
     from provisioning.machine.base import Machine
-    from provisioning.spec import ImageSpec, MachineSpec
+    from provisioning.spec import MachineSpec
 
 __all__ = ["Driver", "Capabilities", "SpecsAndOptions"]
 
@@ -57,9 +58,10 @@ __all__ = ["Driver", "Capabilities", "SpecsAndOptions"]
 SpecsAndOptions = Sequence[tuple["MachineSpec", Mapping[str, Any]]]
 
 
-class Driver(ResourceContract, abc.ABC):
+class Driver(ResourceContract, ImageContract, abc.ABC):
     """Base class of every driver. Subclasses set ``scheme`` and implement either the
-    warehouse hooks of ``ResourceContract`` or the five contract methods (see there)."""
+    warehouse hooks of ``ResourceContract`` or the five contract methods (see there); a
+    driver that captures machine images, the image hooks of ``ImageContract``."""
 
     scheme: ClassVar[str]
     #: the pip extra that provides this driver's dependencies (for MissingExtra errors)
@@ -240,39 +242,6 @@ class Driver(ResourceContract, abc.ABC):
         finally:
             if own:
                 machine.disconnect()
-
-    # -- machine images (chef's machine_image) -------------------------------------------------
-    # The core builds a machine from the image's base, converges it, then asks the driver to
-    # capture it; it destroys the builder machine after ready_image. A driver that can sets
-    # Capabilities.images and overrides these. Each change goes through perform_action.
-    def allocate_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
-                       image_options: Mapping[str, Any], machine_spec: "MachineSpec",
-                       machine_options: Mapping[str, Any]) -> None:
-        """Start capturing the converged machine ``machine_spec`` as image ``image_spec.name``
-        and record ``image_spec.reference`` (``driver_url``, and ``image_id``: the value this
-        driver's ``image`` machine option takes to boot from the image), saving it before any
-        wait. The builder machine may be stopped or consumed: the core destroys it next."""
-        raise self._no_images("capture machine images")
-
-    def ready_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
-                    image_options: Mapping[str, Any]) -> None:
-        """Wait until the image can boot machines."""
-        raise self._no_images("wait for machine images")
-
-    def destroy_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
-                      image_options: Mapping[str, Any]) -> None:
-        """Remove the image; idempotent, and works when it is already gone."""
-        raise self._no_images("destroy machine images")
-
-    def image_state(self, image_spec: "ImageSpec") -> str:
-        """What the warehouse says of the image: 'available', 'pending', 'missing' or
-        'unknown'. Changes nothing. A cached image that is 'missing' is built again."""
-        return "unknown" if image_spec.reference else "missing"
-
-    def _no_images(self, what: str) -> Exception:
-        return UnsupportedOperation(f"the {self.scheme}: driver ({self.driver_url}) cannot "
-                                    f"{what} (its capabilities say images=False); boot machines "
-                                    "from a base image and converge them instead")
 
     # -- helpers -----------------------------------------------------------------------------
     def describe(self) -> DriverDescription:

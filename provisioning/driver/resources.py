@@ -29,6 +29,12 @@ __all__ = ["ResourceContract", "Creation"]
 
 #: the references ``save_pending_reference`` replaced during this thread's create request
 _pending = threading.local()
+#: the reference field that marks a pending reference (``create_pending``)
+PENDING_MARK = "create_pending"
+
+
+def _done() -> None:
+    """The action of a machine whose part of a batch create is already done and saved."""
 
 
 @record
@@ -79,7 +85,7 @@ class ResourceContract:
                           machine_options: Mapping[str, Any]) -> "Creation | None":
         """The first half of ``allocate_machine``: keep, or adopt, the machine's resource;
         the ``Creation`` to make when there is none (``prepare_create``), else None."""
-        if machine_spec.exists:
+        if machine_spec.exists and not self.create_pending(machine_spec):
             if self.resource_state(machine_spec) != "missing":
                 self.compare_with_wish(action_handler, machine_spec, machine_options)
                 return None
@@ -99,11 +105,13 @@ class ResourceContract:
         back. ``saved`` collects the names of the machines whose reference was saved."""
         single = len(creations) == 1
         handler = creations[0].action_handler if single else action_handler
+        made: list[Any] = []
+        saved = saved if saved is not None else set()
 
-        def create() -> None:
+        def request() -> None:
             _pending.saved = []
             try:
-                made = self.create_resources(handler, creations)
+                made[:] = self.create_resources(handler, creations)
             except ConfigError:
                 for spec, old in _pending.saved:
                     self._take_back(spec, old)
@@ -116,14 +124,41 @@ class ResourceContract:
                 raise ProviderError(f"asked the {self.scheme}: warehouse for {len(creations)} "
                                     f"resources in one request, got {len(made)}",
                                     provider=self.scheme)
-            for creation, result in zip(creations, made):
-                self.save_reference(creation.machine_spec, self.record_created(creation, result))
-                if saved is not None:
-                    saved.add(creation.machine_spec.name)
+
+        def record() -> None:
+            """Every reference of the request, then one save for all (one transaction where
+            the store can), the fault point ``before_save`` before it for each machine."""
+            ready: list[MachineSpec] = []
+            try:
+                for creation, result in zip(creations, made):
+                    self._record_reference(creation.machine_spec,
+                                           self.record_created(creation, result))
+                    checkpoint("before_save", machine=creation.machine_spec.name)
+                    ready.append(creation.machine_spec)
+            finally:
+                self.save_references(ready, saved)
+
+        def create() -> None:
+            request()
+            record()
         if single:
             handler.perform_action(creations[0].description, create, data=creations[0].data)
-        else:
+        elif not self.report_each_creation:
             handler.perform_action(self.describe_creations(creations), create)
+        else:  # one request, then each machine's create reported as its own action
+            failed: Exception | None = None
+            if not handler.why_run:
+                request()
+                try:
+                    record()
+                except Exception as exc:  # reported below each machine that was saved
+                    failed = exc
+            for creation in creations:
+                if handler.why_run or creation.machine_spec.name in saved:
+                    creation.action_handler.perform_action(creation.description, _done,
+                                                           data=creation.data)
+            if failed is not None:
+                raise failed
 
     def allocate_together(self, action_handler: "ActionHandler",
                           specs_and_options: Sequence[tuple["MachineSpec", Mapping[str, Any]]],
@@ -178,7 +213,7 @@ class ResourceContract:
         once call it for each): start a stopped resource. "running" when it ran already,
         "started" when this call started it, None when why-run only planned its allocation
         or its start (then there is nothing to wait for)."""
-        if not machine_spec.exists:
+        if not machine_spec.exists or self.create_pending(machine_spec):
             self.plan_ready_of_unallocated(
                 action_handler, machine_spec,
                 self.describe_ready(machine_spec, machine_options) if action_handler.why_run
@@ -233,16 +268,27 @@ class ResourceContract:
 
     def destroy_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                         machine_options: Mapping[str, Any]) -> None:
-        """``delete_resource`` unless it is already gone (idempotent). The fault point
-        ``during_destroy`` falls between the resource's removal and the state forgetting it."""
+        """``delete_resource``, the fault point ``during_destroy``, then ``finish_delete``, in
+        one action; a resource already gone is reported (idempotent), and what a destroy killed
+        between the two halves left (``unfinished_delete``) is finished."""
+        if not machine_spec.reference:
+            action_handler.report_progress("not allocated: nothing to destroy")
+            return
         if self.resource_state(machine_spec) == "missing":
-            action_handler.report_progress(
-                f"{self.resource_label(machine_spec.reference)} is already gone")
+            left = self.unfinished_delete(machine_spec)
+            label = self.resource_label(machine_spec.reference)
+            if left is None:
+                action_handler.report_progress(f"{label} is already gone")
+                return
+            action_handler.perform_action(
+                f"finish destroying {label}: remove {left}",
+                lambda: self.finish_delete(action_handler, machine_spec))
             return
 
         def delete() -> None:
             self.delete_resource(action_handler, machine_spec)
             checkpoint("during_destroy", machine=machine_spec.name)
+            self.finish_delete(action_handler, machine_spec)
         action_handler.perform_action(self.describe_delete(machine_spec), delete)
 
     def machine_state(self, machine_spec: "MachineSpec") -> str:
@@ -257,6 +303,10 @@ class ResourceContract:
     # -- the warehouse hooks: what a driver on the short path implements ----------------------
     #: how actions name a resource: "create server", "destroy slot 3"
     resource_kind: ClassVar[str] = "resource"
+    #: True: creations ``create_resources`` makes in one request are reported as one create
+    #: action per machine (its own description, as if made alone) instead of one action
+    #: described by ``describe_creations``; the request is made before the first is reported
+    report_each_creation: ClassVar[bool] = False
 
     def find_resource(self, machine_spec: "MachineSpec") -> dict[str, Any] | None:
         """The reference fields of a resource an earlier run made for this machine but died
@@ -291,6 +341,18 @@ class ResourceContract:
         """Remove the resource and whatever belongs to it. Called only in a real run, only
         when ``resource_state`` is not 'missing'."""
         raise self._no_hook("delete_resource", "destroy_machine")
+
+    def finish_delete(self, action_handler: "ActionHandler", machine_spec: "MachineSpec") -> None:
+        """Optional: the second half of a removal ``delete_resource`` began (delete the files
+        moved aside, the snapshots, wait until it is gone). Idempotent: it also runs in a later
+        destroy when a killed one left it undone (``unfinished_delete``). The fault point
+        ``during_destroy`` falls between the halves. Default: nothing."""
+
+    def unfinished_delete(self, machine_spec: "MachineSpec") -> str | None:
+        """Optional: what a destroy killed between ``delete_resource`` and ``finish_delete``
+        left of a resource ``resource_state`` calls 'missing' ("2 snapshots"), or None. Changes
+        nothing. Default: None (the first half removes everything)."""
+        return None
 
     def start_resource(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                        machine_options: Mapping[str, Any]) -> None:
@@ -393,7 +455,8 @@ class ResourceContract:
         """How actions name the resource a reference records: the resource kind and its id
         (``server srv-1a2b``): the first field named ``id`` or ``..._id``, else the first field.
         By name, not position: a reference read back from the store has its keys sorted."""
-        own = [(k, v) for k, v in reference.items() if k not in ("driver_url", "driver_version")]
+        own = [(k, v) for k, v in reference.items()
+               if k not in ("driver_url", "driver_version", PENDING_MARK)]
         ids = [v for k, v in own if (k == "id" or k.endswith("_id")) and v is not None]
         label = ids[0] if ids else (own[0][1] if own else None)
         return self.resource_kind if label is None else f"{self.resource_kind} {label}"
@@ -416,9 +479,36 @@ class ResourceContract:
         and ``before_save``: the one place the short path saves a reference."""
         if created:
             checkpoint("after_create", machine=machine_spec.name)
-        machine_spec.reference = self.base_reference(**fields)
+        self._record_reference(machine_spec, fields)
         checkpoint("before_save", machine=machine_spec.name)
         machine_spec.save()
+
+    def _record_reference(self, machine_spec: "MachineSpec", fields: Mapping[str, Any]) -> None:
+        """``fields`` as the machine's whole reference (a pending mark dropped: made now)."""
+        machine_spec.reference = self.base_reference(
+            **{k: v for k, v in fields.items() if k != PENDING_MARK})
+
+    @staticmethod
+    def save_references(specs: Sequence["MachineSpec"], saved: set[str] | None = None) -> None:
+        """Save machines whose reference was just recorded, each store's in one ``save_many``
+        (a batch create's hundred saves in one transaction). ``saved`` collects the names
+        saved; the first error is raised once every store was tried."""
+        failed: Exception | None = None
+        stores: dict[int, list[MachineSpec]] = {}
+        for spec in specs:
+            stores.setdefault(id(spec.store), []).append(spec)
+        for group in stores.values():
+            try:
+                if group[0].store is None:
+                    continue  # an entry of no store: nothing to write
+                group[0].store.save_many(group)
+            except Exception as exc:
+                failed = failed or exc
+            finally:
+                if saved is not None:
+                    saved.update(s.name for s in group if s.store is None or s.unchanged())
+        if failed is not None:
+            raise failed
 
     def save_pending_reference(self, machine_spec: "MachineSpec",
                                fields: Mapping[str, Any]) -> None:
@@ -429,8 +519,17 @@ class ResourceContract:
         saved = getattr(_pending, "saved", None)
         if saved is not None and all(spec is not machine_spec for spec, _ in saved):
             saved.append((machine_spec, dict(machine_spec.reference)))
-        machine_spec.reference = self.base_reference(**fields)
+        machine_spec.reference = self.base_reference(**{**fields, PENDING_MARK: True})
         machine_spec.save()
+
+    def create_pending(self, machine_spec: "MachineSpec") -> bool:
+        """True while the reference records only what ``save_pending_reference`` saved before
+        a create request (a run killed during the request: the resource may or may not exist,
+        and the next real allocate finds it or creates it). Allocate then skips the lost-resource
+        report, and ready plans ("would wait for the new ...") or, in a real run, asks for
+        ``up``. Default: the mark ``save_pending_reference`` leaves; override when your
+        references tell it themselves (no provider id yet)."""
+        return bool(machine_spec.reference.get(PENDING_MARK))
 
     def update_reference(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                          fields: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ labels (machine name, store id, driver URL) and a name unique per store and mach
 run's container is adopted, two racing runs end with one.
 
 Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
-``during_destroy``.
+``during_destroy`` (all placed by the base class, around these hooks).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, Do
 from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.drivers.nspawn_host.netns import socket_in_netns
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
-from provisioning.faults import checkpoint
 from provisioning.inputs.records import record
 from provisioning.keys import ensure_private_key
 from provisioning.machine.unix import UnixMachine
@@ -489,37 +488,37 @@ class DockerDriver(DockerImports, DockerSnapshots, Driver):
         action_handler.perform_action(
             f"stop container {found.name} (poweroff, kill after {opts.stop_timeout:g} s)", do_stop)
 
-    def destroy_machine(self, action_handler, machine_spec, machine_options) -> None:
-        ref = machine_spec.reference
-        name = ref.get("container_name")
-        if not ref.get("container_id"):
-            action_handler.report_progress("not allocated: nothing to destroy")
-            return
-        found = self._get(machine_spec)
-        snapshots = self._snapshot_images(name)
-        if found is None and not snapshots:
-            action_handler.report_progress(f"container {name} is already gone")
-            return
-        action_handler.perform_action(
-            f"destroy container {name}" + (f" and {len(snapshots)} snapshot(s)" if snapshots
-                                           else ""),
-            lambda: self._remove(machine_spec.name, found, snapshots))
+    # -- destroy: the base class's destroy_machine, through these hooks -------------------------
+    def describe_delete(self, machine_spec) -> str:
+        snapshots = self._snapshot_images(machine_spec.reference.get("container_name"))
+        return (f"destroy container {machine_spec.reference.get('container_name')}"
+                + (f" and {len(snapshots)} snapshot(s)" if snapshots else ""))
 
-    def _remove(self, machine: str, found, snapshots) -> None:
+    def delete_resource(self, action_handler, machine_spec) -> None:
         import docker.errors
 
-        with engine_errors("removing the container", machine=machine):
+        found = self._get(machine_spec)
+        with engine_errors("removing the container", machine=machine_spec.name):
             if found is not None:
                 try:
                     found.remove(force=True, v=True)  # anonymous volumes go with it
                 except docker.errors.NotFound:
                     pass
-            checkpoint("during_destroy", machine=machine)  # the re-run removes the snapshots
-            for snapshot in snapshots:
+
+    def finish_delete(self, action_handler, machine_spec) -> None:
+        """The container's snapshot images (a destroy killed before them leaves them)."""
+        import docker.errors
+
+        with engine_errors("removing the container's snapshots", machine=machine_spec.name):
+            for snapshot in self._snapshot_images(machine_spec.reference.get("container_name")):
                 try:
                     self.client.images.remove(snapshot.id, force=True)
                 except docker.errors.NotFound:
                     pass
+
+    def unfinished_delete(self, machine_spec) -> str | None:
+        snapshots = self._snapshot_images(machine_spec.reference.get("container_name"))
+        return f"{len(snapshots)} snapshot(s)" if snapshots else None
 
     # -- choices -------------------------------------------------------------------------------
     def list_choices(self) -> dict[str, list[Any]]:

@@ -208,8 +208,14 @@ class LibcloudDriver(LibcloudImport, HostKeyPinning, LibcloudImages, LibcloudAll
                                     "wait_timeout", provider=self.provider, machine=spec.name)
             self.sleep(self._interval)
 
+    def create_pending(self, machine_spec: "MachineSpec") -> bool:
+        """Also a reference saved before the mark existed: one recording no node yet."""
+        return super().create_pending(machine_spec) or (
+            bool(machine_spec.reference) and not machine_spec.reference.get("node_id"))
+
     def resource_state(self, machine_spec: "MachineSpec") -> str:
         node = self._node(machine_spec)
+        self._local.read = node  # allocate's compare_with_wish compares it, unlooked-up
         if node is None:
             return "missing"
         status = self.ops.status(node)

@@ -9,7 +9,7 @@ Networking is QEMU's user-mode NAT with SSH forwarded to a loopback port of the 
 namespace qemu runs in (the driver opens its sockets there), so no host interface or firewall
 is touched. ``accel: auto`` picks KVM only where it can run stock kernels, else TCG. Fault
 points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
-``during_destroy``.
+``during_destroy`` (all placed by the base class, around these hooks).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse
 from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.drivers.machine_dirs import MachineDirsHooks
 from provisioning.errors import ConnectError, InvalidDriverURL, MachineNotFound, ProviderError
-from provisioning.faults import checkpoint
 from provisioning.inputs.records import record
 from provisioning.keys import ensure_private_key
 from provisioning.machine.unix import UnixMachine
@@ -454,16 +453,22 @@ class LibvirtDriver(LibvirtImports, MachineDirsHooks, Driver):
             f"stop domain {name} (ACPI poweroff, pull the plug after "
             f"{opts.stop_timeout:g} s)", do_stop)
 
-    def destroy_machine(self, action_handler, machine_spec, machine_options) -> None:
+    # -- destroy: the base class's destroy_machine, through these hooks -------------------------
+    def describe_delete(self, machine_spec) -> str:
+        return f"destroy domain {machine_spec.reference.get('domain')} and its disks"
+
+    def delete_resource(self, action_handler, machine_spec) -> None:
+        self._undefine(machine_spec.reference, machine_spec.name)
+
+    def finish_delete(self, action_handler, machine_spec) -> None:
+        """The machine's files (disks, seed, record); a domain left without them goes first."""
+        self._remove(machine_spec.reference, machine_spec.name)
+
+    def unfinished_delete(self, machine_spec) -> str | None:
         ref = machine_spec.reference
-        if not ref.get("machine_id"):
-            action_handler.report_progress("not allocated: nothing to destroy")
-            return
-        if not self._present(ref, machine_spec.name):
-            action_handler.report_progress(f"machine {ref['machine_id']} is already gone")
-            return
-        action_handler.perform_action(f"destroy domain {ref.get('domain')} and its disks",
-                                      lambda: self._remove(ref, machine_spec.name))
+        if ref.get("machine_id") and self._present(ref, machine_spec.name):
+            return "what is left of it (domain, disks)"
+        return None
 
     def _present(self, ref: Mapping[str, Any], machine: str) -> bool:
         return bool(os.path.isdir(self.warehouse.machine_dir(ref["machine_id"]))
@@ -471,6 +476,11 @@ class LibvirtDriver(LibvirtImports, MachineDirsHooks, Driver):
 
     def _remove(self, ref: Mapping[str, Any], machine: str) -> None:
         """The domain (running or not, with its snapshot metadata) and the machine's files."""
+        if ref.get("machine_id"):
+            self._undefine(ref, machine)
+            self.warehouse.retire(ref["machine_id"])
+
+    def _undefine(self, ref: Mapping[str, Any], machine: str) -> None:
         machine_id = ref.get("machine_id")
         if not machine_id:
             return
@@ -482,8 +492,6 @@ class LibvirtDriver(LibvirtImports, MachineDirsHooks, Driver):
                 if domain.isActive():
                     domain.destroy()
                 domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-        checkpoint("during_destroy", machine=machine)  # the files remain: a re-run removes them
-        self.warehouse.retire(machine_id)
 
     # -- snapshots (libvirt's snapshot API; see libvirt_host.snapshots) -------------------------
     def _existing_domain(self, spec) -> Any:

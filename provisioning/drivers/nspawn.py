@@ -7,7 +7,8 @@ namespace the driver owns, an ed25519 host key the driver generates before boot 
 reference: no trust on first use), and OpenSSH reached over real SSH through a socket opened
 inside its namespace. Needs root, ``systemd-container`` and ``debootstrap``.
 
-Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``.
+Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
+``during_destroy`` (all placed by the base class, around these hooks).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from provisioning.drivers.nspawn_host.imaging import NspawnImages
 from provisioning.drivers.nspawn_host.local import NspawnLocalFeatures, binds_and_ports
 from provisioning.drivers.nspawn_host.warehouse import DEFAULT_SUBNET, MachineRecord, Warehouse, hostname_for
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
-from provisioning.faults import checkpoint
 from provisioning.inputs.records import record
 from provisioning.keys import ensure_private_key
 from provisioning.machine.unix import UnixMachine
@@ -394,17 +394,25 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
             f"stop machine {ref['machine_id']} (poweroff, kill after {opts.stop_timeout:g} s)",
             do_stop)
 
-    def destroy_machine(self, action_handler, machine_spec, machine_options) -> None:
+    # -- destroy: the base class's destroy_machine, through these hooks -------------------------
+    def delete_resource(self, action_handler, machine_spec) -> None:
+        self._take_down(machine_spec.reference)
+
+    def finish_delete(self, action_handler, machine_spec) -> None:
+        """Delete the directory the first half renamed away; a machine ``resource_state``
+        calls missing (no record) but whose processes or namespace remain is taken down first."""
+        ref = machine_spec.reference
+        if self._present(ref):
+            self._take_down(ref)
+        self._purge_retired(ref["machine_id"])
+
+    def unfinished_delete(self, machine_spec) -> str | None:
         ref = machine_spec.reference
         if not ref.get("machine_id"):
-            action_handler.report_progress("not allocated: nothing to destroy")
-            return
-        if not self._present(ref):
-            action_handler.report_progress(f"machine {ref['machine_id']} is already gone")
-            self._purge_retired(ref["machine_id"])  # a destroy killed after the rename
-            return
-        action_handler.perform_action(f"destroy machine {ref['machine_id']} at "
-                                      f"{ref.get('address')}", lambda: self._remove(ref))
+            return None
+        if self._present(ref):
+            return "what is left of it (processes, namespace, files)"
+        return "its files" if self._retired(ref["machine_id"]) else None
 
     def _present(self, ref: Mapping[str, Any]) -> bool:
         return bool(os.path.isdir(self.warehouse.machine_dir(ref["machine_id"]))
@@ -414,8 +422,14 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
                                                   for d in proc.cgroup_dirs(ref["cgroup"]))))
 
     def _remove(self, ref: Mapping[str, Any]) -> None:
-        """Everything of one machine, whatever is left of it: processes, cgroups, namespace,
-        veth, a leaked mount, its directory; the hub too when no machine remains."""
+        """Everything of one machine, whatever is left of it (the leftovers of a lost one)."""
+        if ref.get("machine_id"):
+            self._take_down(ref)
+            self._purge_retired(ref["machine_id"])
+
+    def _take_down(self, ref: Mapping[str, Any]) -> None:
+        """Processes, cgroups, namespace, veth, a leaked mount; its directory renamed away
+        (``_purge_retired`` deletes it); the hub too when no machine remains."""
         machine_id = ref.get("machine_id")
         if not machine_id:
             return
@@ -432,19 +446,18 @@ class NspawnDriver(NspawnLocalFeatures, NspawnImages, MachineDirsHooks, Driver):
         if _is_mountpoint(merged):
             host.run(["umount", "-l", merged], what="unmounting a leaked overlay")
         with self.warehouse.locked():
-            retired = self.warehouse.retire_dir(machine_id)
+            self.warehouse.retire_dir(machine_id)
             if not self.warehouse.records():
                 package_proxy.stop_hub(self.warehouse.hub_netns)
                 netns.delete_hub(self.warehouse.hub_netns)
-        checkpoint("during_destroy", machine=ref.get("name"))
-        self.warehouse.purge(retired)
-        self._purge_retired(machine_id)
+
+    def _retired(self, machine_id: str) -> list[str]:
+        return glob.glob(os.path.join(self.warehouse.machines_dir, f".removing-{machine_id}-*"))
 
     def _purge_retired(self, machine_id: str) -> None:
-        """Delete directories an earlier destroy of this machine renamed but died before
-        deleting (tagged ``.removing-ID-*``: never another machine's)."""
-        for stale in glob.glob(os.path.join(self.warehouse.machines_dir,
-                                            f".removing-{machine_id}-*")):
+        """Delete the directories a destroy of this machine renamed away (tagged
+        ``.removing-ID-*``: never another machine's), also those a killed one left."""
+        for stale in self._retired(machine_id):
             self.warehouse.purge(stale)
 
     # -- batches -------------------------------------------------------------------------------

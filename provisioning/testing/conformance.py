@@ -402,6 +402,28 @@ class DriverConformance(HostKeyConformance, PlanConformance):
             machine.disconnect()
         provisioner.destroy(name, options, driver)
 
+    def test_image_capture_under_why_run_changes_nothing(self, provisioner, driver, caps, store):
+        """Through the image contract: why-run plans the capture, saves no image entry, and
+        ready_image of the image only planned says what it would wait for. Without images,
+        why-run is refused too (UnsupportedOperation), not planned."""
+        image = store.get_or_new("image", "conf-image-plan")
+        planner = RecordingActionHandler(why_run=True)
+        if not caps.images:
+            with pytest.raises(UnsupportedOperation):
+                driver.allocate_image(planner, image, {}, provisioner.spec("conf-x"), {})
+            assert store.get("image", image.name) is None
+            return
+        builder = "conf-image-plan-builder"
+        self._up(provisioner, caps, driver, builder)
+        driver.allocate_image(planner.for_machine(image.name), image, {},
+                              provisioner.spec(builder), self.machine_options(builder))
+        assert planner.actions() and not planner.actions(performed=True)
+        assert store.get("image", image.name) is None and not image.reference
+        driver.ready_image(planner.for_machine(image.name), image, {})
+        assert any("would wait for" in d for d in planner.descriptions("progress"))
+        assert not planner.actions(performed=True)
+        provisioner.destroy(builder, self.machine_options(builder), driver)
+
     def test_destroy_image_is_idempotent(self, provisioner, driver, caps, store, handler):
         if not caps.images:
             with pytest.raises(UnsupportedOperation):

@@ -68,3 +68,48 @@ def test_the_idempotency_token_depends_on_store_and_name_only():
     one = MachineSpec(name="web-1", reference={"a": 1})
     assert Driver.idempotency_token(one) == Driver.idempotency_token(MachineSpec(name="web-1"))
     assert Driver.idempotency_token(one) != Driver.idempotency_token(MachineSpec(name="web-2"))
+
+
+class _OldImages(_OldStyle):
+    """A driver that captured images before the image hooks: it overrides the three methods."""
+
+    def allocate_image(self, action_handler, image_spec, image_options, machine_spec,
+                       machine_options):
+        def capture():
+            image_spec.reference = self.base_reference(image_id="img-old")
+            image_spec.save()
+        action_handler.perform_action("capture the thing", capture)
+
+    def ready_image(self, action_handler, image_spec, image_options):
+        action_handler.report_progress("image ready")
+
+    def destroy_image(self, action_handler, image_spec, image_options):
+        action_handler.perform_action("remove the image", lambda: None)
+
+
+def test_a_driver_overriding_the_image_methods_works_unchanged(tmp_path):
+    driver = _OldImages("old-style:", Config(base_dir=str(tmp_path)))
+    store = MemoryStore()
+    handler = RecordingActionHandler()
+    provisioner = Provisioner(store, config=driver.config, action_handler=handler)
+    builder = provisioner.allocate(driver, "builder")
+    image = store.get_or_new("image", "base")
+    driver.allocate_image(handler, image, {}, builder, {})
+    driver.ready_image(handler, image, {})
+    driver.destroy_image(handler, image, {})
+    assert store.get("image", "base").reference["image_id"] == "img-old"
+    assert [a.description for a in handler.actions(performed=True)][1:] == [
+        "capture the thing", "remove the image"]
+
+
+def test_a_driver_without_image_hooks_refuses_images(tmp_path):
+    from provisioning.errors import UnsupportedOperation
+
+    driver = _OldStyle("old-style:", Config(base_dir=str(tmp_path)))
+    image = MemoryStore().get_or_new("image", "base")
+    for call in (lambda h: driver.allocate_image(h, image, {}, image, {}),
+                 lambda h: driver.ready_image(h, image, {}),
+                 lambda h: driver.destroy_image(h, image, {})):
+        for why_run in (False, True):
+            with pytest.raises(UnsupportedOperation, match="images=False"):
+                call(RecordingActionHandler(why_run=why_run))

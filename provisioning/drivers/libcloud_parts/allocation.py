@@ -68,7 +68,9 @@ class LibcloudAllocation(LibcloudPart, ResourceContract):
 
     def compare_with_wish(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                           machine_options: Mapping[str, Any]) -> None:
-        node = self._node(machine_spec)
+        node, self._local.read = getattr(self._local, "read", None), None
+        if node is None or node.id != machine_spec.reference.get("node_id"):
+            node = self._node(machine_spec)  # not just read by resource_state
         if node is not None:
             self._report_differences(action_handler, node, self._opts(machine_options))
 

@@ -5,7 +5,8 @@ node lifecycle in ``libcloud.py``.
 ``CreateImage``, with a unique name ``IMAGE-TOKEN``) and saves the image id at once;
 ``ready_image`` polls until the image is ``available`` (``failed`` is a ProviderError);
 ``destroy_image`` deregisters it. The core destroys the builder node afterwards. The image id is
-what the ``image`` machine option takes.
+what the ``image`` machine option takes. These are the image hooks of ``ImageContract``: the base
+class owns why-run and saves the image entry.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 from typing import Any, Mapping
 
+from provisioning.driver.image_contract import ImageCapture
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
 
 __all__ = ["LibcloudImages"]
@@ -40,32 +42,27 @@ class LibcloudImages:
     def _image_status(image: Any) -> str:
         return str((image.extra or {}).get("state") or "available").lower()
 
-    def allocate_image(self, action_handler, image_spec, image_options: Mapping[str, Any],
-                       machine_spec, machine_options: Mapping[str, Any]) -> None:
+    def prepare_capture(self, action_handler, image_spec, image_options: Mapping[str, Any],
+                        machine_spec, machine_options: Mapping[str, Any]) -> ImageCapture:
         node = self._node(machine_spec)  # type: ignore[attr-defined]
         if node is None:
             raise MachineNotFound(f"builder node of image {image_spec.name!r} no longer exists; "
                                   "build the image again", machine=machine_spec.name)
         name = f"{image_spec.name}-{uuid.uuid4().hex[:8]}"
+        return ImageCapture(image_spec, image_options, machine_spec, machine_options,
+                            f"create image {name} from node {node.id}", plan=(node, name))
 
-        def create() -> None:
-            with self._errors(f"create image {name} from node {node.id}", machine_spec):  # type: ignore[attr-defined]
-                image = self.ops.driver.create_image(  # type: ignore[attr-defined]
-                    node, name, description=f"provisioning image {image_spec.name}")
-            image_spec.reference = self.base_reference(  # type: ignore[attr-defined]
-                image_id=image.id, image_name=name, builder_node=node.id,
-                region=self.region)  # type: ignore[attr-defined]
-            image_spec.save()
-        action_handler.perform_action(f"create image {name} from node {node.id}", create)
+    def capture_image(self, action_handler, capture: ImageCapture) -> dict[str, Any]:
+        node, name = capture.plan
+        with self._errors(f"create image {name} from node {node.id}", capture.machine_spec):  # type: ignore[attr-defined]
+            image = self.ops.driver.create_image(  # type: ignore[attr-defined]
+                node, name, description=f"provisioning image {capture.image_spec.name}")
+        return {"image_id": image.id, "image_name": name, "builder_node": node.id,
+                "region": self.region}  # type: ignore[attr-defined]
 
-    def ready_image(self, action_handler, image_spec, image_options: Mapping[str, Any]) -> None:
-        image_id = image_spec.reference.get("image_id")
-        if not image_id:
-            if action_handler.why_run:
-                action_handler.report_progress("would wait for the new image to be available")
-                return
-            raise MachineNotFound(f"image {image_spec.name!r} was never created; build it",
-                                  machine=image_spec.name)
+    def wait_for_image(self, action_handler, image_spec, image_options: Mapping[str, Any]) -> None:
+        """Poll until the provider says ``available``."""
+        image_id = image_spec.reference["image_id"]
         timeout = float(image_options.get("wait_timeout")
                         or self.driver_options.get("wait_timeout") or 600.0)  # type: ignore[attr-defined]
         started = time.monotonic()
@@ -85,17 +82,21 @@ class LibcloudImages:
                                     provider=self.provider)  # type: ignore[attr-defined]
             self.sleep(self._interval)  # type: ignore[attr-defined]
 
-    def destroy_image(self, action_handler, image_spec, image_options: Mapping[str, Any]) -> None:
+    def plan_image_delete(self, image_spec) -> str | None:
+        """Any image the provider still lists (a failed one too) is deleted."""
         image_id = image_spec.reference.get("image_id")
         image = self._image(image_id) if image_id else None
-        if image is None:
-            action_handler.report_progress(f"image {image_id or image_spec.name} is already gone")
-            return
+        self._local.image = image  # type: ignore[attr-defined]  # delete_image's, unlooked-up
+        return f"delete image {image_id}" if image is not None else None
 
-        def delete() -> None:
-            with self._errors(f"delete image {image_id}"):  # type: ignore[attr-defined]
+    def delete_image(self, action_handler, image_spec) -> None:
+        image_id = image_spec.reference["image_id"]
+        image = getattr(self._local, "image", None)  # type: ignore[attr-defined]
+        if image is None or image.id != image_id:
+            image = self._image(image_id)
+        with self._errors(f"delete image {image_id}"):  # type: ignore[attr-defined]
+            if image is not None:
                 self.ops.driver.delete_image(image)  # type: ignore[attr-defined]
-        action_handler.perform_action(f"delete image {image_id}", delete)
 
     def image_state(self, image_spec) -> str:
         image_id = image_spec.reference.get("image_id")

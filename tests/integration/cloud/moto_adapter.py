@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 from libcloud.compute.drivers.ec2 import NAMESPACE, EC2Connection, EC2NodeDriver, EC2Response
@@ -58,6 +59,9 @@ def serve_windows_password(machine: str, password: str, empty_answers: int = 0) 
 
 #: machine name (tag provisioning:name) -> the console text its node serves
 CONSOLES: dict[str, str] = {}
+
+#: how many requests of each action the drivers sent (a test clears it, acts, then counts)
+ACTIONS: Counter[str] = Counter()
 
 
 def serve_console(machine: str, text: str) -> None:
@@ -105,6 +109,8 @@ class MotoEC2Connection(EC2Connection):
         if params:
             params = dict(params)
             name = params.get("Action")
+            with _PASSWORDS_LOCK:
+                ACTIONS[str(name)] += 1
             if name in ("CreateTags", "DeleteTags"):
                 params = _shift_indexes(params)
             elif name == "DescribeKeyPairs" and "KeyName" in params:

@@ -169,6 +169,42 @@ def test_a_different_size_wish_is_reported_not_ignored(provisioner, driver, hand
     assert "destroy and re-create" in reports[0].description
 
 
+def test_allocate_of_an_existing_machine_looks_its_node_up_once(provisioner, driver, handler):
+    """compare_with_wish reuses the node resource_state read: one DescribeInstances, with
+    the size wish still compared."""
+    from tests.integration.cloud.moto_adapter import ACTIONS
+
+    provisioner.allocate(driver, "looked-up", machine_options())
+    ACTIONS.clear()
+    provisioner.allocate(driver, "looked-up", machine_options(size="t2.small"))
+    assert ACTIONS["DescribeInstances"] == ACTIONS["DescribeAddresses"] == 1, dict(ACTIONS)
+    assert [e for e in handler.events if e.data.get("option") == "size"]
+
+
+def test_why_run_up_after_a_create_killed_mid_request_plans_the_wait(store, config, driver):
+    """The reference create_resources saves before RunInstances, and nothing after (the run
+    was killed during the request): why-run plans the create and says what it would wait for,
+    changing nothing; a real ready asks for up; a real up creates the node."""
+    from provisioning.actions import RecordingActionHandler
+
+    spec = Provisioner(store, config=config).spec("mid-request")
+    driver.save_pending_reference(spec, {"provider": "ec2", "region": "us-east-1",
+                                         "node_id": None, "client_token": "c" * 32})
+    saved = dict(store.get("machine", "mid-request").reference)
+    assert driver.create_pending(spec)
+    planner = RecordingActionHandler(why_run=True)
+    assert Provisioner(store, config=config, action_handler=planner).up(
+        driver, "mid-request", machine_options()) is None
+    assert "would wait for the new node" in " ".join(planner.descriptions("progress"))
+    assert planner.actions() and not planner.actions(performed=True)
+    assert store.get("machine", "mid-request").reference == saved
+    with pytest.raises(MachineNotFound, match="not allocated; run up"):
+        Provisioner(store, config=config).ready(driver, "mid-request", machine_options())
+    made = Provisioner(store, config=config).allocate(driver, "mid-request", machine_options())
+    assert made.reference["node_id"] and not driver.create_pending(made)
+    assert "create_pending" not in made.reference
+
+
 def test_stop_then_ready_starts_the_same_node(provisioner, driver, handler):
     spec = provisioner.allocate(driver, "stopper", machine_options())
     node_id = spec.reference["node_id"]
