@@ -7,7 +7,10 @@ commands load lazily from ``COMMANDS`` (``provisioning.cli.commands``).
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Callable
 
 from provisioning import __version__
@@ -18,7 +21,7 @@ from provisioning.lazy import lazy_exports, load
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cli.group import cli
 
-__all__ = ["cli", "main", "COMMANDS", "SUMMARIES"]
+__all__ = ["cli", "main", "leave", "COMMANDS", "SUMMARIES"]
 
 #: the click group, and the runner mapping its outcomes to exit codes: named, not imported, so
 #: ``--help`` and ``--version`` never load click
@@ -39,7 +42,31 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     run: Callable[[list[str]], int] = load(f"{GROUP}:run")
-    return run(args)
+    code = run(args)
+    return leave(code) if argv is None else code
+
+
+def leave(code: int) -> int:
+    """End the process with ``code`` now that the command is done: flush the output, run the
+    ``atexit`` handlers (logging, temporary files, finalizers), then skip the interpreter's
+    teardown of every loaded module, which costs about 0.15 s of CPU once psycopg is loaded
+    (N runners started together pay it together on the same cores). Returns ``code`` for a
+    normal exit instead when another non-daemon thread still runs (the interpreter would wait
+    for it) or the output cannot be flushed (a closed pipe: the usual message is printed)."""
+    current = threading.current_thread()
+    if any(t is not current and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return code
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return code
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 __getattr__, _ = lazy_exports(__name__, {"cli": GROUP}, __all__)

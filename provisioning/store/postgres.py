@@ -182,9 +182,11 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
             conn = self._connect()
         return conn
 
-    def _run(self, doing: str, fn: Callable[[psycopg.Connection], T], *, tx: bool = True) -> T:
-        """Run ``fn`` on the connection, in one transaction unless ``tx`` is False. A read
-        (``tx`` False) on a connection found dead is retried once on a new connection."""
+    def _run(self, doing: str, fn: Callable[[psycopg.Connection], T], *, tx: bool = True,
+             retry: bool = True) -> T:
+        """Run ``fn`` on the connection, in one transaction unless ``tx`` is False. Without a
+        transaction (a read, or one idempotent statement), ``fn`` on a connection found dead is
+        retried once on a new connection unless ``retry`` is False."""
         with self._mutex, self._mapped(doing):
             conn = self._db()
             if tx:
@@ -193,12 +195,18 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
             try:
                 return fn(conn)
             except psycopg.OperationalError:
-                if not conn.broken:
+                if not conn.broken or not retry:
                     raise
                 self._drop_connection()
                 return fn(self._db())
 
     def _migrate(self) -> None:
+        """Bring the schema up to ``SCHEMA_VERSION``. A schema already there is seen in one
+        read without the migration lock (versions are recorded with their migration, in
+        one transaction), so runners starting together do not queue for that lock."""
+        if self._installed_version() == SCHEMA_VERSION:
+            return
+
         def migrate(conn: psycopg.Connection) -> None:
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)",
                          (ADVISORY_NAMESPACE, _MIGRATION_KEY))
@@ -219,9 +227,18 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
                                  "VALUES (%s, %s)", (version, description))
         self._run("create or upgrade its schema", migrate)
 
+    def _installed_version(self) -> int | None:
+        """The schema version recorded, None before the first migration."""
+        def read(conn: psycopg.Connection) -> int | None:
+            try:
+                return int(scalar(conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM provisioning_schema")))
+            except psycopg.errors.UndefinedTable:
+                return None
+        return self._run("read the schema version", read, tx=False)
+
     def schema_version(self) -> int:
-        return self._run("read the schema version", lambda c: scalar(c.execute(
-            "SELECT coalesce(max(version), 0) FROM provisioning_schema")), tx=False)
+        return self._installed_version() or 0
 
     # -- entries -----------------------------------------------------------------------------
     def _load(self, kind, name):
@@ -237,26 +254,44 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def _store(self, kind, name, data, expected_version):
-        def write(conn: psycopg.Connection) -> int:
-            if expected_version == 0:
-                row = conn.execute(
-                    "INSERT INTO provisioning_entries (kind, name, data, version) "
-                    "VALUES (%s, %s, %s, 1) ON CONFLICT (kind, name) DO NOTHING RETURNING version",
-                    (kind, name, data)).fetchone()
-            else:
-                row = conn.execute(
-                    "UPDATE provisioning_entries SET data = %s, version = version + 1, "
-                    "updated_at = now() WHERE kind = %s AND name = %s AND version = %s "
-                    "RETURNING version", (data, kind, name, expected_version)).fetchone()
+        return self._write_entry(kind, name, data, expected_version, None)
+
+    def _store_and_release(self, kind, name, data, expected_version, lock):
+        """The save and the lock's release in one statement: one round trip, not two."""
+        version = self._write_entry(kind, name, data, expected_version, lock)
+        lock._forget()
+        return version
+
+    def _write_entry(self, kind: str, name: str, data: str, expected_version: int,
+                     lock: Any) -> int:
+        """Write an entry over ``expected_version`` (0: a new one) in one statement, which is
+        its own transaction; with ``lock``, the statement also deletes the lock's row (its
+        release commits with the save, or with the refused save, whose caller releases the
+        lock anyway)."""
+        write = ("INSERT INTO provisioning_entries (kind, name, data, version) "
+                 "VALUES (%(k)s, %(n)s, %(d)s, 1) ON CONFLICT (kind, name) DO NOTHING "
+                 "RETURNING version") if expected_version == 0 else (
+            "UPDATE provisioning_entries SET data = %(d)s, version = version + 1, "
+            "updated_at = now() WHERE kind = %(k)s AND name = %(n)s AND version = %(v)s "
+            "RETURNING version")
+        if lock is not None:
+            write = ("WITH released AS (DELETE FROM provisioning_locks WHERE name = %(ln)s "
+                     "AND token = %(lt)s) " + write)
+        params = {"k": kind, "n": name, "d": data, "v": expected_version,
+                  "ln": getattr(lock, "name", None), "lt": getattr(lock, "token", None)}
+
+        def write_entry(conn: psycopg.Connection) -> int:
+            checkpoint("mid_save", machine=name)  # fault tests: fail before the write lands
+            row = conn.execute(write, params).fetchone()
             if row is None:
                 now = conn.execute("SELECT version FROM provisioning_entries WHERE kind = %s "
                                    "AND name = %s", (kind, name)).fetchone()
                 raise StateConflict(f"{kind} {name!r} changed since it was read (version "
                                     f"{now[0] if now else 0}, expected {expected_version}); "
                                     "re-read and retry")
-            checkpoint("mid_save", machine=name)  # crash tests: die inside the transaction
-            return row[0]
-        return self._run(f"save {kind} {name!r}", write)
+            return int(row[0])
+        # not retried: a write whose answer was lost may have landed
+        return self._run(f"save {kind} {name!r}", write_entry, tx=False, retry=False)
 
     def _remove(self, kind, name):
         self._run(f"delete {kind} {name!r}", lambda c: c.execute(

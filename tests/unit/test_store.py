@@ -212,19 +212,6 @@ def test_writes_of_many_threads_share_one_transaction_each_with_its_own_outcome(
     store.close()
 
 
-def test_save_with_release_frees_the_lock_also_when_the_save_is_refused(store):
-    lock = store.lock("a", ttl=30)
-    spec = MachineSpec("a", {"driver_url": "fake:"}, store=store)
-    spec.save(release=lock)
-    assert spec.version == 1 and "a" not in store.locks()
-    stale = MachineSpec("a", {"driver_url": "fake:"}, store=store)  # version 0: stale
-    lock = store.lock("a", ttl=30)
-    with pytest.raises(StateConflict):
-        stale.save(release=lock)
-    assert "a" not in store.locks()
-    store.lock("a", ttl=30).release()  # free for anyone at once
-
-
 def test_save_many_saves_each_with_its_own_version_check(store):
     MachineSpec("taken", {"driver_url": "fake:"}, store=store).save()
     fresh = [MachineSpec(f"m{i}", {"driver_url": "fake:"}, store=store) for i in range(5)]

@@ -91,6 +91,28 @@ class StoreConformance:
         with pytest.raises(StateConflict):
             new_twice.save()
 
+    def test_save_with_release_frees_the_lock_also_when_the_save_is_refused(self, store, url):
+        lock = store.lock("a", ttl=30)
+        spec = MachineSpec("a", {"driver_url": "fake:", "n": 0}, store=store)
+        spec.save(release=lock)  # a new entry
+        assert spec.version == 1 and "a" not in store.locks()
+        lock = store.lock("a", ttl=30)
+        spec.reference["n"] = 1
+        spec.save(release=lock)  # over the version it was read at
+        assert spec.version == 2 and "a" not in store.locks()
+        stale = MachineSpec("a", {"driver_url": "fake:"}, store=store)  # version 0: stale
+        lock = store.lock("a", ttl=30)
+        with pytest.raises(StateConflict):
+            stale.save(release=lock)
+        assert "a" not in store.locks()
+        assert store.get("machine", "a").reference["n"] == 1
+        other = self.open(url) if self.shared else store  # free for anyone at once
+        try:
+            other.lock("a", ttl=30).release()
+        finally:
+            if other is not store:
+                other.close()
+
     def test_unicode_names(self, store):
         for index, name in enumerate(UNICODE_NAMES):
             MachineSpec(name, {"driver_url": "fake:/x", "label": name * 2, "i": index},
