@@ -21,8 +21,8 @@ from provisioning.lazy import EntryPoints, load
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.driver import Driver
 
-__all__ = ["register_driver", "driver_class", "driver_for_url", "known_schemes", "scheme_sources",
-           "ENTRY_POINT_GROUP"]
+__all__ = ["register_driver", "driver_class", "driver_for_url", "canonical_url", "known_schemes",
+           "scheme_sources", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "provisioning.drivers"
 #: pip packages we know provide schemes we do not ship (for DriverNotFound's hint)
@@ -91,16 +91,24 @@ def driver_class(scheme: str) -> "type[Driver]":
     raise DriverNotFound(scheme, known, hint)
 
 
+def canonical_url(url: str, config: "Config") -> str:
+    """The one spelling of a driver URL (``fake:./cloud`` -> ``fake:/abs/cloud``), without
+    building the driver (``status`` shows it for machines not created yet)."""
+    parsed = parse_driver_url(url)
+    cls = driver_class(parsed.scheme)
+    try:
+        return cls.canonicalize_url(str(parsed), config)
+    except ImportError as exc:
+        raise MissingExtra(f"the {parsed.scheme}: driver", cls.extra or parsed.scheme,
+                           exc.name or str(exc)) from exc
+
+
 def driver_for_url(url: str, config: "Config | None" = None) -> "Driver":
     """The driver for a URL, built on its canonical form with the options of both URLs merged."""
     config = config or Config.load()
     parsed = parse_driver_url(url)
     cls = driver_class(parsed.scheme)
-    try:
-        canonical = cls.canonicalize_url(str(parsed), config)
-    except ImportError as exc:
-        raise MissingExtra(f"the {parsed.scheme}: driver", cls.extra or parsed.scheme,
-                           exc.name or str(exc)) from exc
+    canonical = canonical_url(url, config)
     if parse_driver_url(canonical).scheme != parsed.scheme:
         raise ConfigError(f"driver for {parsed.scheme!r} canonicalized {url!r} to another scheme "
                           f"({canonical!r}); this is a bug in that driver", key="driver")

@@ -12,7 +12,7 @@ import copy
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from provisioning.errors import ConfigError
 
@@ -35,6 +35,8 @@ class EntryStore(Protocol):
     def store_id(self) -> str: ...
 
     def save(self, entry: "ManagedEntry", *, release: Any = None) -> None: ...
+
+    def save_many(self, entries: Sequence["ManagedEntry"]) -> None: ...
 
     def delete(self, kind: str, name: str) -> None: ...
 

@@ -265,12 +265,15 @@ class _Feed:
             self.lapsed.extend(name for name in outcomes if name not in kept)
         if hold is not None:
             hold.prefetch()  # locks and entries read before the workers reach them
-        if asked:
+        # after a claim, or after writing back with nothing left to claim (this runner may
+        # have finished the run's last machines: it need not wait for its own announcement)
+        if asked or (outcomes and self._exhausted):
             left = self.split.left()
             with self._cond:
-                self._exhausted = len(names) < asked
+                if asked:
+                    self._exhausted = len(names) < asked
+                    self._next_look = time.monotonic() + self.poll
                 self._tail = left.pending < max(1, left.runners) * self.size
-                self._next_look = time.monotonic() + self.poll
                 if left.open == 0:  # every machine of the run is done or failed
                     self._over = True
                     return False

@@ -33,7 +33,7 @@ from provisioning.errors import (
 from provisioning.lifecycle import Provisioner
 from provisioning.machine.access import ssh_access, ssh_config, write_access
 from provisioning.parallel import BatchResult, Outcome
-from provisioning.registry import driver_for_url
+from provisioning.registry import canonical_url, driver_for_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
@@ -62,6 +62,7 @@ class ClusterRunner:
             self.provisioner.split_run = split_run
         self._drivers: dict[str, "Driver"] = {}
         self._drivers_lock = threading.Lock()
+        self._canonical: dict[str, str] = {}
         #: while ``up`` runs a wave: scope -> the ``machines`` view, read once for the wave
         self._views: dict[Any, dict[str, list]] | None = None
         #: one worker reads a view while the others wait for it (not each its own full read)
@@ -92,6 +93,18 @@ class ClusterRunner:
             if url not in self._drivers:
                 self._drivers[url] = driver_for_url(url, self.config)
             return self._drivers[url]
+
+    def canonical_url(self, url: str) -> str:
+        """``url``'s one spelling (as saved for created machines), without building its
+        driver; the URL as given when it cannot be worked out (an unknown scheme: status
+        still lists the machine)."""
+        with self._drivers_lock:
+            if url not in self._canonical:
+                try:
+                    self._canonical[url] = canonical_url(url, self.config)
+                except ProvisioningError:
+                    self._canonical[url] = url
+            return self._canonical[url]
 
     # -- cluster boundaries ----------------------------------------------------------------
     @property

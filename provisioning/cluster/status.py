@@ -54,7 +54,7 @@ def cluster_status(runner: Any, *, refresh: bool = False) -> list[dict[str, Any]
         definition = cluster.machines.get(name)
         spec = saved.get(name)
         url = (spec.driver_url if spec is not None and spec.driver_url else
-               definition.driver_url if definition is not None else None)
+               runner.canonical_url(definition.driver_url) if definition is not None else None)
         foreign = every.get(name) if spec is None else None
         state = (f"belongs to cluster {foreign.cluster}" if foreign is not None
                  else states.get(name, "not created"))

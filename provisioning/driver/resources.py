@@ -34,6 +34,10 @@ _pending = threading.local()
 PENDING_MARK = "create_pending"
 
 
+def _done() -> None:
+    """The action of a machine whose part of a batch create is already done and saved."""
+
+
 @dataclass
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
@@ -102,11 +106,13 @@ class ResourceContract:
         back. ``saved`` collects the names of the machines whose reference was saved."""
         single = len(creations) == 1
         handler = creations[0].action_handler if single else action_handler
+        made: list[Any] = []
+        saved = saved if saved is not None else set()
 
-        def create() -> None:
+        def request() -> None:
             _pending.saved = []
             try:
-                made = self.create_resources(handler, creations)
+                made[:] = self.create_resources(handler, creations)
             except ConfigError:
                 for spec, old in _pending.saved:
                     self._take_back(spec, old)
@@ -119,14 +125,41 @@ class ResourceContract:
                 raise ProviderError(f"asked the {self.scheme}: warehouse for {len(creations)} "
                                     f"resources in one request, got {len(made)}",
                                     provider=self.scheme)
-            for creation, result in zip(creations, made):
-                self.save_reference(creation.machine_spec, self.record_created(creation, result))
-                if saved is not None:
-                    saved.add(creation.machine_spec.name)
+
+        def record() -> None:
+            """Every reference of the request, then one save for all (one transaction where
+            the store can), the fault point ``before_save`` before it for each machine."""
+            ready: list[MachineSpec] = []
+            try:
+                for creation, result in zip(creations, made):
+                    self._record_reference(creation.machine_spec,
+                                           self.record_created(creation, result))
+                    checkpoint("before_save", machine=creation.machine_spec.name)
+                    ready.append(creation.machine_spec)
+            finally:
+                self.save_references(ready, saved)
+
+        def create() -> None:
+            request()
+            record()
         if single:
             handler.perform_action(creations[0].description, create, data=creations[0].data)
-        else:
+        elif not self.report_each_creation:
             handler.perform_action(self.describe_creations(creations), create)
+        else:  # one request, then each machine's create reported as its own action
+            failed: Exception | None = None
+            if not handler.why_run:
+                request()
+                try:
+                    record()
+                except Exception as exc:  # reported below each machine that was saved
+                    failed = exc
+            for creation in creations:
+                if handler.why_run or creation.machine_spec.name in saved:
+                    creation.action_handler.perform_action(creation.description, _done,
+                                                           data=creation.data)
+            if failed is not None:
+                raise failed
 
     def allocate_together(self, action_handler: "ActionHandler",
                           specs_and_options: Sequence[tuple["MachineSpec", Mapping[str, Any]]],
@@ -271,6 +304,10 @@ class ResourceContract:
     # -- the warehouse hooks: what a driver on the short path implements ----------------------
     #: how actions name a resource: "create server", "destroy slot 3"
     resource_kind: ClassVar[str] = "resource"
+    #: True: creations ``create_resources`` makes in one request are reported as one create
+    #: action per machine (its own description, as if made alone) instead of one action
+    #: described by ``describe_creations``; the request is made before the first is reported
+    report_each_creation: ClassVar[bool] = False
 
     def find_resource(self, machine_spec: "MachineSpec") -> dict[str, Any] | None:
         """The reference fields of a resource an earlier run made for this machine but died
@@ -441,10 +478,36 @@ class ResourceContract:
         and ``before_save``: the one place the short path saves a reference."""
         if created:
             checkpoint("after_create", machine=machine_spec.name)
-        machine_spec.reference = self.base_reference(
-            **{k: v for k, v in fields.items() if k != PENDING_MARK})
+        self._record_reference(machine_spec, fields)
         checkpoint("before_save", machine=machine_spec.name)
         machine_spec.save()
+
+    def _record_reference(self, machine_spec: "MachineSpec", fields: Mapping[str, Any]) -> None:
+        """``fields`` as the machine's whole reference (a pending mark dropped: made now)."""
+        machine_spec.reference = self.base_reference(
+            **{k: v for k, v in fields.items() if k != PENDING_MARK})
+
+    @staticmethod
+    def save_references(specs: Sequence["MachineSpec"], saved: set[str] | None = None) -> None:
+        """Save machines whose reference was just recorded, each store's in one ``save_many``
+        (a batch create's hundred saves in one transaction). ``saved`` collects the names
+        saved; the first error is raised once every store was tried."""
+        failed: Exception | None = None
+        stores: dict[int, list[MachineSpec]] = {}
+        for spec in specs:
+            stores.setdefault(id(spec.store), []).append(spec)
+        for group in stores.values():
+            try:
+                if group[0].store is None:
+                    continue  # an entry of no store: nothing to write
+                group[0].store.save_many(group)
+            except Exception as exc:
+                failed = failed or exc
+            finally:
+                if saved is not None:
+                    saved.update(s.name for s in group if s.store is None or s.unchanged())
+        if failed is not None:
+            raise failed
 
     def save_pending_reference(self, machine_spec: "MachineSpec",
                                fields: Mapping[str, Any]) -> None:

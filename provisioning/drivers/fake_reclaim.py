@@ -1,14 +1,16 @@
 """What a killed ``fake:`` run leaves in its warehouse, found and finished on the next run.
 
-Every half-made or half-removed thing carries a tag saying whose it is, so nothing that another
-run is still working on is touched:
+Runs it under the warehouse's lock, which every create holds from its first directory to its
+journal line, so what it finds is either finished or left by a dead process:
 
-* ``machines/.new-PID-ID``: a server's directory being made by process PID. The server's JSON
-  is written, then the directory renamed into place. PID gone: renamed into place when the
-  JSON exists, else deleted.
-* ``machines/.removing-ID``: a server being destroyed (renamed first, then its JSON and tag
-  removed, then deleted). Deleted once the server's JSON is gone.
-* ``*.tmp-PID-...``: a JSON file being replaced by process PID. PID gone: deleted.
+* ``machines/ID`` of a server the journal does not know: made by a create killed before it
+  wrote its journal line. Deleted.
+* ``machines/.new-PID-ID``: a server's directory being copied from a machine image by process
+  PID, renamed into place once the server is recorded. PID gone: renamed into place when the
+  journal knows the server, else deleted.
+* ``machines/.removing-ID``: a server being destroyed (renamed first, then removed from the
+  journal, then deleted). Deleted once the journal no longer knows the server.
+* ``*.tmp-PID-...``: a file being replaced by process PID. PID gone: deleted.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from typing import Container
 
 __all__ = ["reclaim", "leftovers", "staging_dir", "removing_dir"]
 
 _NEW = re.compile(r"^\.new-(\d+)-(srv-[0-9a-f]+)$")
 _REMOVING = re.compile(r"^\.removing-(srv-[0-9a-f]+)$")
+_SERVER = re.compile(r"^srv-[0-9a-f]+$")
 _TMP = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
 
 
@@ -49,9 +53,10 @@ def _listing(directory: str) -> list[str]:
         return []
 
 
-def reclaim(directory: str, servers_dir: str) -> list[str]:
-    """Finish or remove what dead runs left in the warehouse at ``directory``; returns what
-    was done (for tests and progress)."""
+def reclaim(directory: str, servers_dir: str, servers: Container[str]) -> list[str]:
+    """Finish or remove what dead runs left in the warehouse at ``directory`` (``servers``:
+    the ids the journal knows; hold the warehouse's lock); returns what was done (for tests
+    and progress)."""
     done: list[str] = []
     machines_dir = os.path.join(directory, "machines")
     for entry in _listing(machines_dir):
@@ -59,16 +64,18 @@ def reclaim(directory: str, servers_dir: str) -> list[str]:
         new, removing = _NEW.match(entry), _REMOVING.match(entry)
         if new and not _alive(int(new.group(1))):
             server_id = new.group(2)
-            if os.path.exists(os.path.join(servers_dir, server_id + ".json")):
+            if server_id in servers:
                 os.rename(path, os.path.join(machines_dir, server_id))
                 done.append(f"finished creating {server_id}")
             else:
                 shutil.rmtree(path, ignore_errors=True)
                 done.append(f"removed half-made {server_id}")
-        elif removing and not os.path.exists(os.path.join(servers_dir,
-                                                          removing.group(1) + ".json")):
+        elif removing and removing.group(1) not in servers:
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed half-destroyed {removing.group(1)}")
+        elif _SERVER.match(entry) and entry not in servers:
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed unrecorded {entry}")
     for folder in (directory, servers_dir):
         for entry in _listing(folder):
             match = _TMP.search(entry)
@@ -81,9 +88,8 @@ def reclaim(directory: str, servers_dir: str) -> list[str]:
     return done
 
 
-def leftovers(directory: str, servers_dir: str) -> list[str]:
+def leftovers(directory: str, servers_dir: str, servers: Container[str]) -> list[str]:
     """Everything in the warehouse that belongs to no server (the conformance suite asks)."""
-    servers = {e[:-5] for e in _listing(servers_dir) if e.endswith(".json")}
     machines_dir = os.path.join(directory, "machines")
     found = [os.path.join(machines_dir, e) for e in _listing(machines_dir) if e not in servers]
     for folder in (directory, servers_dir):

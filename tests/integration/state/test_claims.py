@@ -196,6 +196,25 @@ def test_a_runner_claims_the_next_batch_while_its_workers_are_busy(postgres_url)
     assert all(o.ok for o in outcome["results"].values())
 
 
+def test_the_runner_that_does_the_last_machines_sees_the_end_when_it_writes_them_back(
+        postgres_url):
+    """No other runner announces anything and the next look is an hour away: the runner
+    learns that the run is over from writing back its own last outcomes (it used to wait for
+    its next look: the poll or an announcement)."""
+    names = ["m-0", "m-1", "m-2"]
+    with open_store(postgres_url) as store:
+        provisioner = Provisioner(store, parallel=2)
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(results=split_run(
+            provisioner, "up", [(None, n, {}) for n in names], lambda r: r[1], poll=3600)),
+            daemon=True)
+        runner.start()
+        runner.join(120)  # a bound for a hang, not a timing
+        assert not runner.is_alive(), "the runner waited for its next look"
+    assert sorted(outcome["results"]) == names
+    assert all(o.ok and o.value == n for n, o in outcome["results"].items())
+
+
 def test_a_waiting_runner_is_woken_when_another_finishes_work(postgres_url):
     names = ["a", "b"]
     worker, waiter = open_store(postgres_url), open_store(postgres_url)

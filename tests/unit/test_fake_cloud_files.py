@@ -1,0 +1,184 @@
+"""The ``fake:`` cloud's files at fleet scale: creating a batch of servers writes one journal line
+(not a file per server), ``status`` reads the journal once (not a file per machine) and writes
+nothing, and what a run killed mid-create leaves is finished by the next run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+from provisioning.cluster import Cluster
+from provisioning.drivers.fake import FakeWarehouse
+from tests.cli_runner import converge
+
+_seen: list[tuple[str, str]] = []
+_watching = threading.local()
+
+
+def _audit(event: str, args: tuple) -> None:
+    if getattr(_watching, "root", None) and event in ("open", "os.mkdir", "os.rename"):
+        path = args[0]
+        if isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).startswith(
+                _watching.root):
+            mode = args[1] if event == "open" else "w"
+            flags = args[2] if event == "open" and len(args) > 2 else 0
+            write = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR))
+            _seen.append((event, "write" if write else "read"))
+
+
+sys.addaudithook(_audit)  # the interpreter's own record of every file opened (no patching)
+
+
+def _files_touched(root: Path, action) -> list[tuple[str, str]]:
+    """What ``action()`` opened, made and renamed under ``root`` in this thread."""
+    _seen.clear()
+    _watching.root = str(root)
+    try:
+        action()
+    finally:
+        _watching.root = None
+    return list(_seen)
+
+
+def _fleet(tmp_path: Path, count: int) -> str:
+    path = tmp_path / f"fleet-{count}" / "cluster.yml"
+    path.parent.mkdir()
+    path.write_text(f"driver: 'fake:./cloud'\nmachines:\n  web: {{count: {count}}}\n")
+    return str(path)
+
+
+def test_creating_servers_writes_one_journal_line_per_batch_not_files_per_server(tmp_path):
+    """``up`` of N new machines (chunks of 100): the fake cloud's file writes grow with the
+    chunks, not with N; each server costs only its own directory."""
+    writes, dirs = {}, {}
+    for count in (10, 250):
+        cloud = tmp_path / f"fleet-{count}" / "cloud"
+        with Cluster.load(_fleet(tmp_path, count), parallel=1) as fleet:
+            results: list = []
+            touched = _files_touched(cloud, lambda: results.append(fleet.up()))  # noqa: B023
+            assert results[0].ok
+        writes[count] = len([t for t in touched if t == ("open", "write")])
+        dirs[count] = len([t for t in touched if t[0] == "os.mkdir"])
+        warehouse = FakeWarehouse(str(cloud))
+        assert len(warehouse.servers()) == warehouse.counters()["creates"] == count
+        journal = (cloud / "servers" / "journal").read_text().splitlines()
+        assert len(journal) == (count + 99) // 100  # one line per chunk's request
+        assert sorted(os.listdir(cloud / "servers")) == ["journal"]
+        assert warehouse.leftovers() == []
+    # the lock when the cloud is opened, then per chunk: the lock, the journal, the counter
+    assert writes == {10: 1 + 3, 250: 1 + 3 * 3}, writes
+    assert dirs[250] - dirs[10] == 240, dirs  # a directory per server, nothing else per server
+
+
+def test_status_reads_the_fake_cloud_once_and_writes_nothing(tmp_path):
+    """``status`` of N machines opens the same few fake-cloud files for any N (the journal,
+    not a record per machine) and changes none of them."""
+    opened = {}
+    for count in (5, 120):
+        cloud = tmp_path / f"fleet-{count}" / "cloud"
+        with Cluster.load(_fleet(tmp_path, count), parallel=4) as fleet:
+            assert fleet.up().ok
+        with Cluster.load(_fleet_again(tmp_path, count), parallel=4) as fleet:
+            rows: list = []
+            touched = _files_touched(cloud, lambda: rows.extend(fleet.status()))  # noqa: B023
+        assert {r["state"] for r in rows} == {"running"} and len(rows) == count
+        assert [t for t in touched if t[1] == "write"] == []
+        opened[count] = len(touched)
+    assert opened[5] == opened[120] <= 2, opened
+
+
+def _fleet_again(tmp_path: Path, count: int) -> str:
+    return str(tmp_path / f"fleet-{count}" / "cluster.yml")
+
+
+def test_status_before_creation_shows_the_canonical_driver_url_and_writes_nothing(tmp_path):
+    """A machine not created yet shows the driver URL a created one is saved with
+    (``fake:/abs/cloud``, not the file's ``fake:./cloud``); working it out creates nothing."""
+    (tmp_path / "cluster.yml").write_text("driver: 'fake:./cloud'\nmachines:\n"
+                                          "  web: {count: 2}\n")
+    canonical = f"fake:{tmp_path / 'cloud'}"
+
+    def urls() -> dict[str, tuple[str, str]]:
+        shown = converge("status", cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        rows = [line.split() for line in shown.stdout.splitlines()[1:]]
+        return {row[0]: (row[1], " ".join(row[2:4])) for row in rows}
+
+    assert urls() == {"web-1": (canonical, "not created"), "web-2": (canonical, "not created")}
+    assert sorted(os.listdir(tmp_path)) == ["cluster.yml"]  # no state, no cloud
+    assert converge("up", "web-1", cwd=tmp_path).returncode == 0
+    assert urls() == {"web-1": (canonical, "running -"), "web-2": (canonical, "not created")}
+
+
+def test_a_torn_journal_line_and_an_unrecorded_server_directory_are_left_behind(tmp_path):
+    """A create killed while writing its journal line, or after making its directories but
+    before the line: the records read are whole, the next writer starts a fresh line, and the
+    directories of servers never recorded are removed."""
+    cloud = tmp_path / "cloud"
+    warehouse = FakeWarehouse(str(cloud))
+    first = warehouse.create("a", {"provisioning:name": "a", "provisioning:store": "s"},
+                             "small", "fake-linux")
+    with open(cloud / "servers" / "journal", "a") as handle:
+        handle.write('{"put": [{"id": "srv-0000000000aa", "na')  # killed mid-write
+    orphan = cloud / "machines" / "srv-0000000000bb"
+    orphan.mkdir()  # killed after its directory, before its line
+    again = FakeWarehouse(str(cloud))  # the next run
+    assert list(again.servers()) == [first["id"]]
+    second = again.create("b", {"provisioning:name": "b", "provisioning:store": "s"},
+                          "small", "fake-linux")
+    assert not orphan.exists()
+    reader = FakeWarehouse(str(cloud))
+    assert sorted(reader.servers()) == sorted([first["id"], second["id"]])
+    assert reader.find_tagged("b", "s")["id"] == second["id"]
+    assert reader.leftovers() == []
+    assert reader.counters()["creates"] == 2
+
+
+def test_journal_is_compacted_once_most_of_it_is_destroyed_servers(tmp_path):
+    cloud = tmp_path / "cloud"
+    warehouse = FakeWarehouse(str(cloud))
+    made = warehouse.create_many([(f"m{i}", {"provisioning:name": f"m{i}",
+                                             "provisioning:store": ""}, "small", "fake-linux")
+                                  for i in range(1200)])
+    for server in made[:1100]:
+        assert warehouse.delete(server["id"])
+    warehouse.set_state(made[1150]["id"], "stopped")
+    size = os.path.getsize(cloud / "servers" / "journal")
+    reopened = FakeWarehouse(str(cloud))
+    assert len(reopened.servers()) == 100  # opening compacts (the next writer's first look)
+    assert os.path.getsize(cloud / "servers" / "journal") < size / 3
+    assert reopened.get(made[1150]["id"])["state"] == "stopped"
+    assert warehouse.get(made[1199]["id"]) is not None  # an earlier reader re-reads it all
+    assert warehouse.counters() == {"creates": 1200, "destroys": 1100}
+
+
+def test_a_run_killed_after_a_batch_create_is_finished_by_the_next(tmp_path):
+    """kill -9 right after the fake cloud made a chunk's servers (before any was saved): the
+    next ``up`` adopts them by their tags, creates the rest, and leaves nothing behind."""
+    (tmp_path / "cluster.yml").write_text("driver: 'fake:./cloud'\nmachines:\n"
+                                          "  web: {count: 150}\n")
+    killed = converge("up", "--parallel", "1", cwd=tmp_path,
+                      env={"PROVISIONING_FAULT": "after_create:crash"})
+    assert killed.returncode == 86, killed.stderr
+    warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+    assert warehouse.counters()["creates"] == 100  # the first chunk, unsaved
+    again = converge("up", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("adopt server") == 100
+    assert warehouse.counters()["creates"] == 150 and len(warehouse.servers()) == 150
+    assert warehouse.leftovers() == []
+
+
+def test_a_batch_create_saves_its_references_in_one_transaction_per_chunk(tmp_path):
+    """The references of a chunk's servers are saved together (one SQLite transaction each
+    chunk), not one transaction per machine before each machine's final save."""
+    with Cluster.load(_fleet(tmp_path, 250), parallel=1) as fleet:
+        seen: list[str] = []
+        fleet.store._db.set_trace_callback(seen.append)
+        assert fleet.up().ok
+    transactions = "\n".join(seen).split("BEGIN IMMEDIATE")
+    saves = [t.count("INSERT OR REPLACE INTO entries") for t in transactions]
+    assert sorted(n for n in saves if n > 1) == [50, 100, 100], saves
