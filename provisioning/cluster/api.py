@@ -49,11 +49,18 @@ class Cluster:
     def load(cls, path: str = "cluster.yml", *, state: str | None = None,
              why_run: bool = False, parallel: int | None = None,
              listeners: Sequence[Callable[[Event], None]] = (),
-             read_only: bool = False) -> "Cluster":
+             read_only: bool = False, select: Iterable[str] = (),
+             choose: Iterable[str] = (), replace: Iterable[str] = ()) -> "Cluster":
         """Validate the cluster file and open its state store (``state`` wins over the file's
         ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
-        Under why-run or ``read_only`` a state file that does not exist is not created."""
+        Under why-run or ``read_only`` a state file that does not exist is not created.
+        ``select`` / ``choose`` / ``replace``: the names (``choose``: or patterns; ``replace``:
+        machines) the caller will act on, refused when unknown before the state file is
+        opened (and so before it is created)."""
         file = load_cluster(path)
+        file.select(select)
+        file.choose(choose)
+        file.replaceable(replace)
         config = file.config()
         if not read_only:  # refused before the state file is written: a hostile template,
             # a group asking create_before_destroy of a driver that cannot

@@ -132,6 +132,21 @@ class ClusterFile:
         problems.raise_if_any()
         return [self.machines[n] for n in self.machines if n in wanted]
 
+    def replaceable(self, names: Iterable[str]) -> list[str]:
+        """``names`` given to ``--replace``: machines of this file (a group is refused naming
+        its machines, an unknown name with a did-you-mean)."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.machines]
+        if unknown:
+            self.select(unknown)  # ConfigError with a did-you-mean
+            problems = Problems(self.path)
+            for name in unknown:
+                problems.add(f"machines.{name}", f"--replace {name}: {name!r} is a group, not a "
+                             "machine; name each machine to replace ("
+                             f"{', '.join(d.name for d in self.select([name]))})")
+            problems.raise_if_any()
+        return names
+
     def choose(self, patterns: Iterable[str] = ()) -> list[MachineDefinition]:
         """Machines by name, group, instance, or a regular expression over instance names (and
         machine names), like test-kitchen's ``kitchen verify REGEX``; all when none given."""

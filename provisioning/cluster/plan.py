@@ -30,6 +30,7 @@ from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
 from provisioning.spec import MachineSpec
+from provisioning.store import same_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
@@ -95,7 +96,14 @@ class MachinePlan:
     def from_dict(cls, data: dict[str, Any]) -> "MachinePlan":
         body = dict(data)
         body["steps"] = [PlannedStep(**s) for s in body.get("steps") or []]
-        return cls(**body)
+        machine = cls(**body)
+        if not isinstance(machine.name, str) or machine.action not in ACTIONS:
+            raise ValueError(f"machine {machine.name!r}: action {machine.action!r} is not one of "
+                             f"{', '.join(ACTIONS)}")
+        if type(machine.state_version) is not int:
+            raise ValueError(f"machine {machine.name!r}: state_version "
+                             f"{machine.state_version!r} is not a number")
+        return machine
 
 
 @dataclass
@@ -174,7 +182,7 @@ class Plan:
                        selection=list(data.get("selection") or []),
                        images=[dict(i) for i in data.get("images") or []],
                        machines=[MachinePlan.from_dict(m) for m in data["machines"]])
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"the plan is damaged ({type(exc).__name__}: {exc}); make it again "
                               "with 'converge plan --out FILE'", file=source) from exc
 
@@ -196,14 +204,22 @@ def file_sha256(path: str) -> str:
 
 
 def check_fresh(plan: Plan, runner: "ClusterRunner", source: str = "plan") -> None:
-    """Raise ``StalePlan`` naming what changed since the plan was made."""
+    """Raise ``StalePlan`` naming what changed since the plan was made (``ConfigError`` for
+    what no plan of this file says: an edited plan)."""
+    edited = [f"machine {m.name!r} is planned {m.action!r}, but the cluster file "
+              f"{'has it' if m.action == 'destroy' else 'has no such machine'}"
+              for m in plan.machines
+              if (m.action == "destroy") == (m.name in runner.cluster.machines)]
+    if edited and plan.file_sha256 == file_sha256(runner.cluster.path):
+        raise ConfigError(f"the plan was changed after it was made ({'; '.join(edited)}); make "
+                          "it again with 'converge plan --out FILE'", file=source)
     changes = []
     if plan.cluster != runner.name:
         changes.append(f"it was made for cluster {plan.cluster!r}, this file is cluster "
                        f"{runner.name!r}")
     if plan.file_sha256 != file_sha256(runner.cluster.path):
         changes.append(f"the cluster file {runner.cluster.path} changed")
-    if plan.state != runner.store.url:
+    if not same_state(plan.state, runner.store.url):
         changes.append(f"it was made against state {plan.state}, not {runner.store.url}")
     for machine in plan.machines:
         entry = runner.store.get("machine", machine.name)
@@ -224,10 +240,7 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
     cluster = runner.cluster
     names = list(names)
     definitions = cluster.select(names)
-    replace = list(replace)
-    unknown = [n for n in replace if n not in cluster.machines]
-    if unknown:
-        cluster.select(unknown)  # ConfigError with a did-you-mean
+    replace = cluster.replaceable(replace)
     runner.refuse_foreign([d.name for d in definitions])
     entries = runner.entries()
     doomed = doomed_entries(runner, names, entries)

@@ -62,7 +62,10 @@ class ServerJournal:
             if stat.st_size == self._offset:
                 return
             with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
+                handle.seek(max(self._offset - 1, 0))
+                if self._offset and handle.read(1) != b"\n":  # not where this reader was:
+                    self._reset(stat.st_ino)  # a compaction that reused the inode number
+                    handle.seek(0)
                 chunk = handle.read(stat.st_size - self._offset)
             complete = chunk.rfind(b"\n") + 1  # a line still being written waits for its end
             self._offset += complete
@@ -107,7 +110,8 @@ class ServerJournal:
         return None
 
     def ids(self) -> list[str]:
-        return sorted(self._servers)
+        with self._mutex:  # not while another thread reads new lines into it
+            return sorted(self._servers)
 
     def __contains__(self, server_id: object) -> bool:
         return server_id in self._servers
@@ -149,7 +153,7 @@ class ServerJournal:
         if self._records < 1000 or self._records < 2 * live:
             return False
         tmp = f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        servers = [self._servers[i] for i in sorted(self._servers)]
+        servers = [self._servers[i] for i in self.ids()]
         with open(tmp, "w", encoding="utf-8") as handle:
             for i in range(0, len(servers), LINE_SERVERS):
                 handle.write(json.dumps({"put": servers[i:i + LINE_SERVERS]},

@@ -170,3 +170,15 @@ def test_a_run_killed_after_a_batch_create_is_finished_by_the_next(tmp_path):
     assert again.stdout.count("adopt server") == 100
     assert warehouse.counters()["creates"] == 150 and len(warehouse.servers()) == 150
     assert warehouse.leftovers() == []
+
+
+def test_a_batch_create_saves_its_references_in_one_transaction_per_chunk(tmp_path):
+    """The references of a chunk's servers are saved together (one SQLite transaction each
+    chunk), not one transaction per machine before each machine's final save."""
+    with Cluster.load(_fleet(tmp_path, 250), parallel=1) as fleet:
+        seen: list[str] = []
+        fleet.store._db.set_trace_callback(seen.append)
+        assert fleet.up().ok
+    transactions = "\n".join(seen).split("BEGIN IMMEDIATE")
+    saves = [t.count("INSERT OR REPLACE INTO entries") for t in transactions]
+    assert sorted(n for n in saves if n > 1) == [50, 100, 100], saves
