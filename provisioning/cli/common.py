@@ -26,6 +26,7 @@ from provisioning.cli.help import GLOBAL_OPTIONS, OUTPUTS
 from provisioning.cli.output import make_renderer, strip_machine
 from provisioning.cluster import Cluster
 from provisioning.errors import ConfigError, ProvisioningError
+from provisioning.lazy import collector_paused
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cli.output import Renderer
@@ -154,11 +155,12 @@ class Session:
         self.settings = settings
         self.renderer = settings.renderer(live=live)
         try:
-            self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
-                                                 why_run=why_run, parallel=settings.parallel,
-                                                 listeners=[self.renderer.event],
-                                                 read_only=read_only, select=select,
-                                                 choose=choose, replace=replace)
+            with collector_paused():  # the driver's modules and the file: start-up
+                self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
+                                                     why_run=why_run, parallel=settings.parallel,
+                                                     listeners=[self.renderer.event],
+                                                     read_only=read_only, select=select,
+                                                     choose=choose, replace=replace)
         except BaseException:
             self.renderer.close()
             raise

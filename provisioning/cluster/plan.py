@@ -19,16 +19,16 @@ document (``PLAN_FORMAT``, ``PLAN_VERSION``) is described in docs/cli.md.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
+from provisioning.inputs.records import record
 from provisioning.spec import MachineSpec
 from provisioning.store import same_state
 
@@ -50,7 +50,7 @@ AFTER_START = "checked after start"
 ADOPT_PREFIX = "adopt "
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PlannedStep:
     """One change the action would make: ``update etc/motd (sha256 differs)``, and ``why``
     apart when the description gives it (``sha256 differs``)."""
@@ -69,7 +69,7 @@ class PlannedStep:
         return self.description
 
 
-@dataclass
+@record
 class MachinePlan:
     """What will happen to one machine, and the state version it was planned from."""
 
@@ -106,7 +106,7 @@ class MachinePlan:
         return machine
 
 
-@dataclass
+@record
 class Plan:
     """A plan for one cluster: per-machine actions and what they were planned from."""
 
@@ -199,6 +199,8 @@ class Plan:
 
 
 def file_sha256(path: str) -> str:
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
 

@@ -11,14 +11,13 @@ the why-run branch (every change through ``perform_action``), the fault points o
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
 from provisioning.faults import checkpoint
+from provisioning.inputs.records import record
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +37,7 @@ def _done() -> None:
     """The action of a machine whose part of a batch create is already done and saved."""
 
 
-@dataclass
+@record
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
 
@@ -468,6 +467,8 @@ class ResourceContract:
         """The same for every run against one state store and machine (and its generation:
         ``MachineSpec.resource_name``): tag resources with it (or put it in a ClientToken) so
         ``find_resource`` finds them after a crash."""
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         return hashlib.sha256(f"{machine_spec.store_id or ''}\0{machine_spec.resource_name}"
                               .encode()).hexdigest()[:24]
 
