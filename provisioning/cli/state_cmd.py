@@ -22,19 +22,20 @@ from provisioning.store import open_store
 from provisioning.store.statefile import FORMAT, dump, export_state, import_state, load
 
 
-def _open_store(settings):
+def _open_store(settings, *, create: bool = True):
     """The state store of --state, else of the cluster file (when there is one), else the
-    default beside the current directory."""
+    default beside the current directory. ``create=False`` (export, show): a state file that
+    does not exist is not made, an empty store stands in."""
     import os
 
     if os.path.exists(settings.file):
         cluster = load_cluster(settings.file)
         return open_store(cluster.state_url(settings.state, cluster.config()),
-                          base_dir=cluster.base_dir)
+                          base_dir=cluster.base_dir, create=create)
     if settings.state:
-        return open_store(settings.state)
+        return open_store(settings.state, create=create)
     config = Config.load()
-    return open_store(config.state, base_dir=config.base_dir)
+    return open_store(config.state, base_dir=config.base_dir, create=create)
 
 
 def _emit(settings, text: str | None, record: dict) -> None:
@@ -61,7 +62,7 @@ def export(settings, target: str) -> int:
     """Write every entry of the state as JSON; secrets are left out."""
     if target != "-":
         check_output_file(target, what="state export", fmt=FORMAT, key="--to")
-    store = _open_store(settings)
+    store = _open_store(settings, create=False)
     try:
         document = export_state(store, derived=(FACTS_KIND,))
     finally:
@@ -103,7 +104,7 @@ def import_(settings, source: str, replace: bool) -> int:
 @pass_settings
 def show(settings) -> int:
     """The store (password masked), who holds which machine's lock, and shared runs."""
-    store = _open_store(settings)
+    store = _open_store(settings, create=False)
     try:
         locks = store.locks()
         runs = store.runs()

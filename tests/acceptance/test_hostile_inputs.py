@@ -133,3 +133,12 @@ def test_a_plan_edited_by_hand_is_refused_and_touches_nothing(tmp_path, edit, ex
 def test_a_step_value_no_machine_can_take_is_refused_before_any_machine(tmp_path, step, expect):
     refused(tmp_path, f'driver: "fake:./cloud"\nmachines:\n  web:\n    converge:\n      - {step}\n',
             "up", expect=expect)
+
+
+@pytest.mark.parametrize("args", [("state", "export", "-o", "/proc/nowhere/export.json"),
+                                  ("state", "export"), ("state", "show")],
+                         ids=["export-unwritable", "export", "show"])
+def test_reading_commands_of_the_state_create_no_state_file(tmp_path, args):
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge(*args, cwd=tmp_path)
+    assert not (tmp_path / ".provisioning").exists()
