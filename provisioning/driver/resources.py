@@ -34,10 +34,6 @@ _pending = threading.local()
 PENDING_MARK = "create_pending"
 
 
-def _done() -> None:
-    """The action of a machine whose part of a batch create is already done and saved."""
-
-
 @dataclass
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
@@ -127,8 +123,7 @@ class ResourceContract:
                                     provider=self.scheme)
 
         def record() -> None:
-            """Every reference of the request, then one save for all (one transaction where
-            the store can), the fault point ``before_save`` before it for each machine."""
+            """Every reference, ``before_save`` for each, then one save for all of them."""
             ready: list[MachineSpec] = []
             try:
                 for creation, result in zip(creations, made):
@@ -156,8 +151,8 @@ class ResourceContract:
                     failed = exc
             for creation in creations:
                 if handler.why_run or creation.machine_spec.name in saved:
-                    creation.action_handler.perform_action(creation.description, _done,
-                                                           data=creation.data)
+                    creation.action_handler.perform_action(  # made and saved above
+                        creation.description, lambda: None, data=creation.data)
             if failed is not None:
                 raise failed
 
