@@ -8,10 +8,12 @@ trials where one runner is killed (SIGKILL) at a random moment.
 
 Every run is checked: each machine created exactly once (the fake cloud's counter), every state
 entry present and up without error, every runner exited 0 and its JSON summary reports every
-machine ok. Prints a Markdown table (min / median / max), with the claim round trips of all
-runners (median) and the most worker-seconds one runner's workers waited for a claimed machine
-while the run still had work (each runner's last progress event counts them; timing-free
-evidence of how well claiming ahead keeps the workers busy on a loaded host).
+machine ok. Prints a Markdown table (min / median / max), with the CPU time of all runner
+processes (user + system, median: it hardly depends on the other load of the host, unlike the
+wall time), the claim round trips of all runners (median) and the most worker-seconds one
+runner's workers waited for a claimed machine while the run still had work (each runner's last
+progress event counts them; timing-free evidence of how well claiming ahead keeps the workers
+busy on a loaded host).
 
 A kill trial starts ``--kill-runners`` runners, waits until a random number of machines (1 to
 N - 1) is done, kills one runner chosen at random, then starts one more runner (runners join
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -116,24 +119,33 @@ def cloud_counts(directory: str, url: str, machines: int) -> tuple[int, int]:
 
 
 def one_run(server: PostgresServer, runners: int, machines: int, delay: float,
-            parallel: int, lease: float) -> tuple[float, int, float]:
-    """(wall seconds, claim round trips, most worker-seconds waiting for a claim)."""
+            parallel: int, lease: float) -> tuple[float, float, int, float]:
+    """(wall seconds, CPU seconds of the runners, claim round trips, most worker-seconds
+    waiting for a claim)."""
     directory = tempfile.mkdtemp(prefix="bench-runners-")
     try:
         cluster = write_cluster(directory, machines, delay)
         url = server.new_database("bench")
+        before = _children_cpu()
         start = time.monotonic()
         procs = [start_runner(cluster, url, parallel, lease) for _ in range(runners)]
         outputs = [finish(p) for p in procs]
         wall = time.monotonic() - start
+        cpu = _children_cpu() - before  # the runners only: the server is still running
         problems = [report_problem(p, out, err, machines) for p, (out, err) in zip(procs, outputs)]
         duplicates, lost = cloud_counts(directory, url, machines)
         if any(problems) or duplicates or lost:
             raise SystemExit(f"{runners} runners: {duplicates} duplicates, {lost} lost; "
                              f"{[p for p in problems if p]}")
-        return (wall, *runner_counts(outputs))
+        return (wall, cpu, *runner_counts(outputs))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _children_cpu() -> float:
+    """User + system seconds of this process's ended and waited-for children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def done_count(url: str) -> int:
@@ -202,20 +214,22 @@ def main() -> None:
         if counts:
             print(f"{args.repeat} runs each\n")
             print(f"| runners | min | median | max | speed-up (median vs {counts[0]}) | "
-                  "ideal (sleep only) | claims | waiting for a claim |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+                  "ideal (sleep only) | runners' CPU | claims | waiting for a claim |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         base = None
         for runners in counts:
             runs = [one_run(server, runners, args.machines, args.ready_delay, args.parallel,
                             args.lease) for _ in range(args.repeat)]
-            walls = [wall for wall, _, _ in runs]
+            walls = [wall for wall, _, _, _ in runs]
             median = statistics.median(walls)
-            claims = statistics.median(c for _, c, _ in runs)
-            starved = max(s for _, _, s in runs)
+            cpu = statistics.median(c for _, c, _, _ in runs)
+            claims = statistics.median(c for _, _, c, _ in runs)
+            starved = max(s for _, _, _, s in runs)
             base = base or median
             ideal = args.machines * args.ready_delay / (args.parallel * runners)
             print(f"| {runners} | {min(walls):.2f} s | {median:.2f} s | {max(walls):.2f} s | "
-                  f"{base / median:.2f}x | {ideal:.2f} s | {claims:g} | {starved:.1f} ws |",
+                  f"{base / median:.2f}x | {ideal:.2f} s | {cpu:.2f} s | {claims:g} | "
+                  f"{starved:.1f} ws |",
                   flush=True)
         failed = []
         if args.kill_trials:

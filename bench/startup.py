@@ -11,6 +11,10 @@ interpreter's own: a count that does not move with the host's load. Compile the 
 PYTHONDONTWRITEBYTECODE set, an editable install otherwise recompiles every module each run::
 
     python3 -m compileall -q provisioning
+
+``--instructions`` also counts the instructions each command runs under valgrind (callgrind,
+``PYTHONHASHSEED=0``): about 25 s per command, but the same count on a quiet and on a loaded
+host, so two trees can be compared while other work runs.
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ def modules_imported(argv: list[str], cwd: str) -> int:
     return count(argv) - count([])
 
 
+def instructions(argv: list[str], cwd: str) -> int:
+    """Instructions one run executes, counted by valgrind's callgrind."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           sys.executable, *argv], cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONHASHSEED="0"), check=True)
+    return int(done.stderr.rsplit("Collected : ", 1)[1].split()[0])
+
+
 def paired(argv: list[str], cwd: str, runs: int) -> dict[str, float]:
     run(argv, cwd), run(BARE, cwd)  # warm-up, not counted
     rows = [(run(argv, cwd), run(BARE, cwd)) for _ in range(runs)]
@@ -67,6 +79,8 @@ def paired(argv: list[str], cwd: str, runs: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions under valgrind (slow, load-independent)")
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="bench-startup-")
     try:
@@ -86,6 +100,15 @@ def main() -> None:
                   f"{f['over_wall'] * 1000:.0f} / {f['over_cpu'] * 1000:.0f} ms | "
                   f"{modules_imported(argv, directory)} |", flush=True)
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+        if args.instructions:
+            bare = instructions(["-c", "pass"], directory)
+            print(f"\ninstructions (callgrind): interpreter alone {bare / 1e6:.1f} M")
+            for label, argv in (("import provisioning", ["-c", "import provisioning"]),
+                                ("converge --help", [CONVERGE, "--help"]),
+                                ("converge status (3 fake machines)", [CONVERGE, "status"])):
+                count = instructions(argv, directory)
+                print(f"- `{label}`: {count / 1e6:.1f} M, {(count - bare) / 1e6:.1f} M over the "
+                      "interpreter", flush=True)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -15,9 +15,10 @@ import sys
 import warnings
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 from provisioning.lazy import lazy_exports
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
 
 __version__ = "0.1.0"
 
@@ -135,6 +136,8 @@ if not any(isinstance(f, type) and f.__name__ == "_MovedModules" for f in sys.me
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
     from provisioning.actions import ActionHandler, Event, PrefixedActionHandler, RecordingActionHandler
     from provisioning.cluster import Cluster
     from provisioning.config import Config

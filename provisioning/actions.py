@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable, Iterable, TypeVar
 
 from provisioning.errors import ProvisioningError
+from provisioning.inputs.records import record
 
 T = TypeVar("T")
 
@@ -22,7 +23,7 @@ __all__ = ["Event", "ActionHandler", "PrefixedActionHandler", "RecordingActionHa
 EVENT_KINDS = ("action", "progress", "result", "error")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Event:
     """One thing that happened (or, under why-run, would happen)."""
 

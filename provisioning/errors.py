@@ -34,8 +34,9 @@ fields let programs react without parsing text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
+
+from provisioning.inputs.records import record
 
 __all__ = [
     "CommandResult",
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CommandResult:
     """What a command did. ``ok`` is true when it exited 0.
 

@@ -9,13 +9,13 @@ when a key is actually used.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.records import record
 from provisioning.inputs.userfiles import MAX_KEY_BYTES, read_user_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +47,8 @@ def write_private_file(path: str, data: bytes, *, create_dirs: bool = True) -> N
 
 def fingerprint(public_openssh: str) -> str:
     """OpenSSH's SHA256 fingerprint of a public key line (``ssh-ed25519 AAAA... comment``)."""
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     parts = public_openssh.split()
     if len(parts) < 2:
         raise ConfigError(f"not an OpenSSH public key: {public_openssh[:40]!r}")
@@ -54,7 +56,7 @@ def fingerprint(public_openssh: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-@dataclass
+@record
 class PrivateKey:
     """A loaded private key. ``key`` is the cryptography object."""
 

@@ -3,7 +3,8 @@
 Start-up stays fast because the big choices are tables of dotted names, resolved only when one
 entry is used: drivers by URL scheme (``registry``), convergence strategies by name, state
 stores by URL, ``converge`` commands by name (``cli/commands.py``), and the public names of
-the facade and of ``provisioning.driver``/``provisioning.machine`` (PEP 562 ``__getattr__``).
+the facade and of ``provisioning.driver``, ``provisioning.machine`` and
+``provisioning.transports.ssh`` (PEP 562 ``__getattr__``).
 Everything else is imported at the top of the module that uses it (a test counts the
 exceptions, see docs/architecture.md).
 
@@ -13,10 +14,15 @@ This module imports nothing of ``provisioning``: every layer may use it.
 from __future__ import annotations
 
 import _thread  # threading's lock, without importing threading on every start-up
+import contextlib
+import gc
 import importlib
-from typing import Any, Callable
 
-__all__ = ["load", "lazy_exports", "EntryPoints"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable, Iterator
+
+__all__ = ["load", "lazy_exports", "EntryPoints", "collector_paused"]
 
 
 def load(target: str) -> Any:
@@ -86,3 +92,19 @@ class EntryPoints:
         """Read the group again on next use (after installing a package in this process)."""
         with self._lock:
             self._found = None
+
+
+@contextlib.contextmanager
+def collector_paused() -> "Iterator[None]":
+    """The cycle collector paused while a command starts (its modules imported, its cluster
+    file read): that allocates tens of thousands of objects that live as long as the process
+    and makes no garbage cycles, so each collection it triggers walks them all for nothing
+    (about a tenth of ``converge status``). Collection resumes after, as it was; a nested or
+    concurrent use leaves it to the outermost."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

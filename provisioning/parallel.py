@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from provisioning.errors import ProvisioningError
+from provisioning.inputs.records import record
 
 T = TypeVar("T")
 
@@ -24,8 +24,10 @@ class Cancelled(ProvisioningError):
     """A job that never ran because an earlier one failed under ``fail-fast``."""
 
 
-@dataclass
+@record
 class Outcome(Generic[T]):
+    """One job's result: its value, or the error it raised."""
+
     name: str
     value: T | None = None
     error: BaseException | None = None

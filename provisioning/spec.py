@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol, Sequence
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.records import record
 
 __all__ = ["ManagedEntry", "MachineSpec", "ImageSpec", "EntryStore", "GENERATION_MARK",
            "machine_of_resource"]
@@ -41,7 +42,7 @@ class EntryStore(Protocol):
     def delete(self, kind: str, name: str) -> None: ...
 
 
-@dataclass
+@record
 class ManagedEntry:
     """One entry in the state store, of a kind (``machine`` now; ``image`` later)."""
 
@@ -168,14 +169,14 @@ class ManagedEntry:
         return entry
 
 
-@dataclass
+@record
 class MachineSpec(ManagedEntry):
     """The saved record of one machine."""
 
     kind: str = "machine"
 
 
-@dataclass
+@record
 class ImageSpec(ManagedEntry):
     """The saved record of one machine image: the driver's ``reference`` (``image_id``...) and
     the core's ``key`` (a digest of the image's whole definition) in it."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import click
 
@@ -26,6 +26,7 @@ from provisioning.cli.help import GLOBAL_OPTIONS, OUTPUTS
 from provisioning.cli.output import make_renderer, strip_machine
 from provisioning.cluster import Cluster
 from provisioning.errors import ConfigError, ProvisioningError
+from provisioning.lazy import collector_paused
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cli.output import Renderer
@@ -61,11 +62,14 @@ class Settings:
 
     @contextlib.contextmanager
     def session(self, *, why_run: bool | None = None, live: bool = True,
-                read_only: bool = False) -> Iterator["Session"]:
+                read_only: bool = False, select: Iterable[str] = (),
+                choose: Iterable[str] = (), replace: Iterable[str] = ()) -> Iterator["Session"]:
         """Load the cluster file, open the state store, start the renderer; close all after.
-        ``read_only`` (and why-run): a missing state file is not created."""
+        ``read_only`` (and why-run): a missing state file is not created. ``select``,
+        ``choose``, ``replace``: the names given, checked before the store opens."""
         session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
-                          read_only=read_only)
+                          read_only=read_only, select=select, choose=choose,
+                          replace=replace)
         try:
             yield session
         finally:
@@ -146,14 +150,17 @@ class Session:
     """One command's cluster (file, store, runner) and renderer."""
 
     def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, select: Iterable[str] = (),
+                 choose: Iterable[str] = (), replace: Iterable[str] = ()) -> None:
         self.settings = settings
         self.renderer = settings.renderer(live=live)
         try:
-            self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
-                                                 why_run=why_run, parallel=settings.parallel,
-                                                 listeners=[self.renderer.event],
-                                                 read_only=read_only)
+            with collector_paused():  # the driver's modules and the file: start-up
+                self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
+                                                     why_run=why_run, parallel=settings.parallel,
+                                                     listeners=[self.renderer.event],
+                                                     read_only=read_only, select=select,
+                                                     choose=choose, replace=replace)
         except BaseException:
             self.renderer.close()
             raise

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NamedTuple
 
 __all__ = ["GLOBAL_OPTIONS", "GlobalOption", "OUTPUTS", "group_help", "terminal_width", "USAGE",
            "DESCRIPTION"]
@@ -25,13 +24,17 @@ DESCRIPTION = ("Create, ready, converge, stop and destroy the machines of a clus
 MAX_WIDTH = 100
 
 
-class GlobalOption(NamedTuple):
+class GlobalOption:
     """One global option: its flags, its value's placeholder ('' for a flag or counter), its
-    help; accepted before the command name and after it."""
+    help; accepted before the command name and after it. (A plain class: ``typing`` and a
+    named tuple would cost ``converge --help`` more than the rest of this module.)"""
 
-    flags: tuple[str, ...]
-    metavar: str
-    help: str
+    __slots__ = ("flags", "metavar", "help")
+
+    def __init__(self, flags: tuple[str, ...], metavar: str, help: str) -> None:
+        self.flags = flags
+        self.metavar = metavar
+        self.help = help
 
 
 GLOBAL_OPTIONS = (

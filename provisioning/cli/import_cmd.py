@@ -21,7 +21,7 @@ def import_(settings, name: str, resource_id: str) -> int:
     host keys are pinned as for a machine it made. Refused (exit 2) when MACHINE or the
     resource is in the state already. Run it with --why-run first; then 'converge plan'.
     """
-    with settings.session() as session:
+    with settings.session(select=[name]) as session:
         spec = session.cluster.import_machine(name, resource_id)
         why_run = bool(settings.why_run)
         text = (f"would import {resource_id} as {name}" if why_run else

@@ -87,7 +87,11 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
             for group in {definition.group, definition.role or definition.group,
                           definition.instance or definition.group}:
                 groups.setdefault(group, []).append(definition.name)
-        files = write_access(accesses, directory)
+        try:
+            files = write_access(accesses, directory)
+        except OSError as exc:  # the user's --dir, not a bug
+            raise ConfigError(f"cannot write the inventory's keys: {exc.strerror}; give a "
+                              "directory you can write", file=directory, key="--dir") from exc
         if format_ == "ssh-config":
             click.echo(ssh_config(accesses, files), nl=False)
         elif format_ == "ansible":

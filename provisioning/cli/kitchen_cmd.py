@@ -29,7 +29,7 @@ def _disconnect(results) -> None:
 
 def _batch(settings, patterns: tuple[str, ...], operation: str) -> int:
     """``create`` or ``converge`` on the chosen instances; the machines are disconnected after."""
-    with settings.session() as session:
+    with settings.session(choose=patterns) as session:
         kitchen = session.cluster.kitchen
         run = kitchen.create if operation == "create" else kitchen.converge
         results = run(session.cluster.choose(patterns))
@@ -69,7 +69,7 @@ def converge_(settings, patterns: tuple[str, ...]) -> int:
 def verify(settings, patterns: tuple[str, ...]) -> int:
     """Run the verify entries of instances (converging those not created yet) and record the
     result per instance ('converge list' shows it)."""
-    with settings.session() as session:
+    with settings.session(choose=patterns) as session:
         cluster = session.cluster
         return finish_batch(session, "verify", cluster.kitchen.verify(cluster.choose(patterns)))
 

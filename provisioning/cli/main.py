@@ -11,14 +11,16 @@ import atexit
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable
 
 from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
 from provisioning.cli.help import group_help
-from provisioning.lazy import lazy_exports, load
+from provisioning.lazy import collector_paused, lazy_exports, load
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable
+
     from provisioning.cli.group import cli
 
 __all__ = ["cli", "main", "leave", "COMMANDS", "SUMMARIES"]
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:
             return 1
         return 0
-    run: Callable[[list[str]], int] = load(f"{GROUP}:run")
+    with collector_paused():  # importing click and the command group: start-up
+        run: Callable[[list[str]], int] = load(f"{GROUP}:run")
     code = run(args)
     return leave(code) if argv is None else code
 

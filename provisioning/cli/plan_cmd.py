@@ -6,6 +6,7 @@ import click
 
 from provisioning.cli.common import common_options, finish_batch, pass_settings
 from provisioning.cluster.plan import PLAN_FORMAT, Plan
+from provisioning.errors import ConfigError
 from provisioning.inputs.userfiles import check_output_file
 from provisioning.keys import write_private_file
 
@@ -66,7 +67,11 @@ def plan(settings, machines: tuple[str, ...], out: str | None, refresh: bool,
     with settings.session(why_run=True, live=False) as session:
         result = session.cluster.plan(machines, refresh=refresh, replace=replace)
         if out:
-            write_private_file(out, result.dumps().encode())
+            try:
+                write_private_file(out, result.dumps().encode())
+            except OSError as exc:  # /proc/x, a read-only place: the user's path, not a bug
+                raise ConfigError(f"cannot write the plan: {exc.strerror}; give a path in a "
+                                  "directory you can write", file=out, key="--out") from exc
         render_plan(session, result)
         if out and not settings.json:
             session.renderer.message(f"saved to {out}: apply it with 'converge apply {out}'")

@@ -26,7 +26,7 @@ def test(settings, machines: tuple[str, ...], destroy: str) -> int:
     'testinfra: DIR' entries as pytest-testinfra tests (fixture 'host'). The result is recorded
     per instance ('converge list'). Exit status 1 when any instance failed to come up or verify.
     """
-    with settings.session() as session:
+    with settings.session(choose=machines) as session:
         run = session.cluster.kitchen.test(session.cluster.choose(machines), destroy)
         return finish_batch(session, "test", run.results,
                             {"destroy": destroy, "destroyed": run.destroyed, "kept": run.kept})

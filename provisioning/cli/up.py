@@ -26,7 +26,7 @@ def up(settings, machines: tuple[str, ...], replace: tuple[str, ...]) -> int:
         with settings.session(live=False) as session:
             render_plan(session, session.cluster.plan(machines, replace=replace))
         return 0
-    with settings.session() as session:
+    with settings.session(select=machines, replace=replace) as session:
         results = session.cluster.up(machines, replace=replace)
         try:
             return finish_batch(session, "up", results)

@@ -19,8 +19,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from provisioning.actions import ActionHandler, Event
+from provisioning.cluster.apply import apply_plan, up_plan
 from provisioning.cluster.file import ClusterFile, MachineDefinition, load_cluster
 from provisioning.cluster.kitchen import Kitchen
+from provisioning.cluster.plan import Plan, make_plan
+from provisioning.cluster.preflight import check_templates
 from provisioning.cluster.replace import check_drivers
 from provisioning.cluster.runner import ClusterRunner
 from provisioning.cluster.state_ops import import_into_cluster
@@ -30,7 +33,6 @@ from provisioning.parallel import BatchResult, Outcome
 from provisioning.store import open_store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.plan import Plan
     from provisioning.config import Config
     from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
@@ -49,16 +51,21 @@ class Cluster:
     def load(cls, path: str = "cluster.yml", *, state: str | None = None,
              why_run: bool = False, parallel: int | None = None,
              listeners: Sequence[Callable[[Event], None]] = (),
-             read_only: bool = False) -> "Cluster":
+             read_only: bool = False, select: Iterable[str] = (),
+             choose: Iterable[str] = (), replace: Iterable[str] = ()) -> "Cluster":
         """Validate the cluster file and open its state store (``state`` wins over the file's
         ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
-        Under why-run or ``read_only`` a state file that does not exist is not created."""
+        Under why-run or ``read_only`` a state file that does not exist is not created.
+        ``select`` / ``choose`` / ``replace``: the names (``choose``: or patterns; ``replace``:
+        machines) the caller will act on, refused when unknown before the state file is
+        opened (and so before it is created)."""
         file = load_cluster(path)
+        file.select(select)
+        file.choose(choose)
+        file.replaceable(replace)
         config = file.config()
         if not read_only:  # refused before the state file is written: a hostile template,
             # a group asking create_before_destroy of a driver that cannot
-            from provisioning.cluster.preflight import check_templates
-
             check_templates(file)
             check_drivers(file)
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
@@ -107,23 +114,17 @@ class Cluster:
              replace: Sequence[str] = ()) -> "Plan":
         """What ``up`` would do to each machine (or group) named, all when none; changes
         nothing. ``refresh``: ask the drivers what the machines really are (the default)."""
-        from provisioning.cluster.plan import make_plan
-
         return make_plan(self.runner, names, refresh=refresh, replace=replace)
 
     def apply(self, plan: "Plan", *, source: str = "plan") -> "BatchResult":
         """Perform exactly ``plan``; ``StalePlan`` when the cluster file or a machine's state
         changed since it was made."""
-        from provisioning.cluster.apply import apply_plan
-
         return apply_plan(self.runner, plan, source=source)
 
     def up(self, names: Iterable[str] = (), *, replace: Sequence[str] = ()) -> "BatchResult":
         """Plan, then apply: create (if needed), ready, converge and healthcheck each machine,
         destroy the machines a lower ``count`` leaves out; value per machine: its ``Machine``.
         Under why-run nothing is done: use ``plan()`` to see what would be."""
-        from provisioning.cluster.apply import up_plan
-
         plan = self.plan(names, refresh=self.runner.why_run, replace=replace)
         if self.runner.why_run:
             return BatchResult((m.name, Outcome(m.name)) for m in plan.machines)

@@ -19,7 +19,6 @@ itself, and per-machine locks keep concurrent runners safe.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
@@ -61,6 +60,8 @@ def batch_size(machines: int, workers: int) -> int:
 
 def run_key(operation: str, names: Sequence[str]) -> str:
     """The same operation on the same machines is the same run, whoever starts it."""
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     digest = hashlib.sha256("\0".join([operation, *sorted(names)]).encode()).hexdigest()
     return f"{operation}:{digest[:24]}"
 

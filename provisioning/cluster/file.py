@@ -43,19 +43,27 @@ import os
 import re
 from typing import Any, Mapping
 
+from provisioning.cluster.healthcheck import parse_healthchecks
 from provisioning.cluster.keycheck import key_problems
 from provisioning.cluster.matrix import expand_matrix
 from provisioning.cluster.model import ClusterFile, GroupSpec, MachineDefinition, VerifyItem, deep_merge
 from provisioning.cluster.topology import check_order
 from provisioning.convergence.registry import parse_convergence
+from provisioning.driver.local_features import (
+    check_local_options,
+    parse_forwarded_ports,
+    parse_synced_folders,
+)
 from provisioning.driver.options import LOCAL_OPTION_KEYS, validate_options
 from provisioning.driver.requestcheck import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.images.definition import parse_images
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean, one_or_many
 from provisioning.inputs.url import parse_driver_url
 from provisioning.inputs.userfiles import read_user_text
 from provisioning.inputs.yamlfile import load_yaml_text
 from provisioning.registry import driver_class
+from provisioning.transports.ssh.option_keys import check_transport_options
 
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "load_cluster",
            "parse_cluster", "DEFAULT_CLUSTER_FILE", "TOP_KEYS", "MACHINE_KEYS",
@@ -152,9 +160,7 @@ def parse_cluster(data: Any, path: str) -> ClusterFile:
                           private_keys=private_keys, machine_options=defaults, state=state,
                           name=name or default_cluster_name(path))
 
-    if top.get("images") is not None:  # the images package is imported only for a file with some
-        from provisioning.images.definition import parse_images
-
+    if top.get("images") is not None:
         cluster.images = parse_images(top["images"], problems, base_dir=base_dir,
                                       default_driver=default_driver, defaults=defaults,
                                       name_re=NAME_RE, max_name=MAX_NAME)
@@ -228,9 +234,7 @@ def _add_group(spec: GroupSpec, problems: Problems, cluster: ClusterFile,
     strategy, settings = parse_convergence(body.get("converge"), f"{key}.converge", problems,
                                            cluster.base_dir)
     checks = []
-    if body.get("healthcheck") is not None:  # imported only for a file that has some
-        from provisioning.cluster.healthcheck import parse_healthchecks
-
+    if body.get("healthcheck") is not None:
         checks = parse_healthchecks(body["healthcheck"], f"{key}.healthcheck", problems)
     verify = _parse_verify(body.get("verify"), f"{key}.verify", problems, cluster.base_dir)
     after = tuple(problems.string_list(body["after"], f"{key}.after", "a list of group names")
@@ -282,8 +286,6 @@ def _local_features(body: Mapping[str, Any], key: str, count: int | None,
     """``sync`` and ``ports`` go to the driver as ``machine_options["sync"|"ports"]``."""
     if "sync" not in body and "ports" not in body:
         return
-    from provisioning.driver.local_features import parse_forwarded_ports, parse_synced_folders
-
     if "sync" in body:
         folders = parse_synced_folders(body["sync"], f"{key}.sync", problems, base_dir)
         options["sync"] = [folder.to_data() for folder in folders]
@@ -362,9 +364,7 @@ def _check_driver(url: str, options: Mapping[str, Any], own: Mapping[str, Any], 
     found = validate_options(fields, {k: v for k, v in options.items() if k not in local},
                              where=f"{key}.machine_options", file=cluster.path,
                              strict=bool(fields))
-    if local:  # most machines have neither: the module is not even imported
-        from provisioning.driver.local_features import check_local_options
-
+    if local:  # most machines have neither
         found += check_local_options(options, cls.capabilities, where=key,
                                      file=cluster.path, driver_url=url)
     found += _ssh_transport_problems(fields, options, f"{key}.machine_options", cluster.path)
@@ -388,8 +388,6 @@ def _ssh_transport_problems(fields: list, options: Mapping[str, Any], where: str
     if not isinstance(transport, Mapping) or transport.get("kind", "ssh") != "ssh" or \
             not any(f.name == "transport" for f in fields):
         return []
-    from provisioning.transports.ssh.options import check_transport_options
-
     try:
         check_transport_options(transport, f"{where}.transport")
     except ConfigError as exc:

@@ -15,17 +15,18 @@ the check then connects through it.
 
 from __future__ import annotations
 
-import socket
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from provisioning.convergence.steps import render_string
 from provisioning.errors import ProvisioningError
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems, describe_type, one_or_many
 
 if TYPE_CHECKING:  # pragma: no cover
+    import socket
+
     from provisioning.actions import ActionHandler
     from provisioning.machine.base import Machine
 
@@ -37,10 +38,10 @@ KINDS = ("tcp", "http", "command")
 _KEYS = KINDS + ("expect", "body", "deadline", "interval", "timeout")
 
 #: (host, port, timeout) -> a connected socket
-SocketOpener = Callable[[str, int, float], socket.socket]
+SocketOpener = Callable[[str, int, float], "socket.socket"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HealthCheck:
     """One check. ``target`` is a ``host:port``, a URL or a command (maybe a Jinja string)."""
 
@@ -163,9 +164,11 @@ def run_healthcheck(check: HealthCheck, machine: "Machine | None", action_handle
         sleep(check.interval)
 
 
-def _connect(host: str, port: int, timeout: float, opener: SocketOpener | None) -> socket.socket:
+def _connect(host: str, port: int, timeout: float, opener: SocketOpener | None) -> "socket.socket":
     if opener is not None:
         return opener(host, port, timeout)
+    import socket  # the socket module (and its selectors) only for a network check
+
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from provisioning.inputs.records import record
 from provisioning.parallel import BatchResult, Outcome
 from provisioning.spec import ManagedEntry
 
@@ -39,7 +39,7 @@ def instance_records(store: "ManagedEntryStore") -> dict[str, dict[str, Any]]:
     return {entry.name: dict(entry.reference) for entry in store.list(INSTANCE_KIND)}
 
 
-@dataclass
+@record
 class TestRun:
     """What ``Kitchen.test`` did: per machine outcome, and which machines it destroyed/kept."""
 

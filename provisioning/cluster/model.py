@@ -7,13 +7,14 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.config import Config
 from provisioning.convergence.base import ConvergenceContext
 from provisioning.convergence.registry import strategy_class
 from provisioning.errors import ConfigError
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ClusterFile", "MachineDefinition", "VerifyItem", "GroupSpec", "deep_merge"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VerifyItem:
     """One verification: a command run on the machine, or a directory of pytest (our fixtures)
     or pytest-testinfra tests (its ``host`` fixture) run against it."""
@@ -34,7 +35,7 @@ class VerifyItem:
     key: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MachineDefinition:
     """One machine after count expansion and option merging.
 
@@ -65,7 +66,7 @@ class MachineDefinition:
                 "options": copy.deepcopy(dict(self.machine_options))}
 
 
-@dataclass
+@record
 class ClusterFile:
     """A validated cluster file."""
 
@@ -131,6 +132,21 @@ class ClusterFile:
             wanted += [m for m in members if m not in wanted]
         problems.raise_if_any()
         return [self.machines[n] for n in self.machines if n in wanted]
+
+    def replaceable(self, names: Iterable[str]) -> list[str]:
+        """``names`` given to ``--replace``: machines of this file (a group is refused naming
+        its machines, an unknown name with a did-you-mean)."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.machines]
+        if unknown:
+            self.select(unknown)  # ConfigError with a did-you-mean
+            problems = Problems(self.path)
+            for name in unknown:
+                problems.add(f"machines.{name}", f"--replace {name}: {name!r} is a group, not a "
+                             "machine; name each machine to replace ("
+                             f"{', '.join(d.name for d in self.select([name]))})")
+            problems.raise_if_any()
+        return names
 
     def choose(self, patterns: Iterable[str] = ()) -> list[MachineDefinition]:
         """Machines by name, group, instance, or a regular expression over instance names (and
@@ -199,7 +215,7 @@ class ClusterFile:
         return view
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GroupSpec:
     """One group to expand into machines: ``name`` is its full name (``app-bookworm-db``),
     ``role`` the group as written in its scope (``db``), ``instance`` its matrix instance."""

@@ -19,17 +19,18 @@ document (``PLAN_FORMAT``, ``PLAN_VERSION``) is described in docs/cli.md.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
+from provisioning.inputs.records import record
 from provisioning.spec import MachineSpec
+from provisioning.store import same_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
@@ -49,7 +50,7 @@ AFTER_START = "checked after start"
 ADOPT_PREFIX = "adopt "
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PlannedStep:
     """One change the action would make: ``update etc/motd (sha256 differs)``, and ``why``
     apart when the description gives it (``sha256 differs``)."""
@@ -68,7 +69,7 @@ class PlannedStep:
         return self.description
 
 
-@dataclass
+@record
 class MachinePlan:
     """What will happen to one machine, and the state version it was planned from."""
 
@@ -95,10 +96,17 @@ class MachinePlan:
     def from_dict(cls, data: dict[str, Any]) -> "MachinePlan":
         body = dict(data)
         body["steps"] = [PlannedStep(**s) for s in body.get("steps") or []]
-        return cls(**body)
+        machine = cls(**body)
+        if not isinstance(machine.name, str) or machine.action not in ACTIONS:
+            raise ValueError(f"machine {machine.name!r}: action {machine.action!r} is not one of "
+                             f"{', '.join(ACTIONS)}")
+        if type(machine.state_version) is not int:
+            raise ValueError(f"machine {machine.name!r}: state_version "
+                             f"{machine.state_version!r} is not a number")
+        return machine
 
 
-@dataclass
+@record
 class Plan:
     """A plan for one cluster: per-machine actions and what they were planned from."""
 
@@ -174,7 +182,7 @@ class Plan:
                        selection=list(data.get("selection") or []),
                        images=[dict(i) for i in data.get("images") or []],
                        machines=[MachinePlan.from_dict(m) for m in data["machines"]])
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"the plan is damaged ({type(exc).__name__}: {exc}); make it again "
                               "with 'converge plan --out FILE'", file=source) from exc
 
@@ -191,19 +199,29 @@ class Plan:
 
 
 def file_sha256(path: str) -> str:
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
 
 
 def check_fresh(plan: Plan, runner: "ClusterRunner", source: str = "plan") -> None:
-    """Raise ``StalePlan`` naming what changed since the plan was made."""
+    """Raise ``StalePlan`` naming what changed since the plan was made (``ConfigError`` for
+    what no plan of this file says: an edited plan)."""
+    edited = [f"machine {m.name!r} is planned {m.action!r}, but the cluster file "
+              f"{'has it' if m.action == 'destroy' else 'has no such machine'}"
+              for m in plan.machines
+              if (m.action == "destroy") == (m.name in runner.cluster.machines)]
+    if edited and plan.file_sha256 == file_sha256(runner.cluster.path):
+        raise ConfigError(f"the plan was changed after it was made ({'; '.join(edited)}); make "
+                          "it again with 'converge plan --out FILE'", file=source)
     changes = []
     if plan.cluster != runner.name:
         changes.append(f"it was made for cluster {plan.cluster!r}, this file is cluster "
                        f"{runner.name!r}")
     if plan.file_sha256 != file_sha256(runner.cluster.path):
         changes.append(f"the cluster file {runner.cluster.path} changed")
-    if plan.state != runner.store.url:
+    if not same_state(plan.state, runner.store.url):
         changes.append(f"it was made against state {plan.state}, not {runner.store.url}")
     for machine in plan.machines:
         entry = runner.store.get("machine", machine.name)
@@ -224,10 +242,7 @@ def make_plan(runner: "ClusterRunner", names: Iterable[str] = (), *, refresh: bo
     cluster = runner.cluster
     names = list(names)
     definitions = cluster.select(names)
-    replace = list(replace)
-    unknown = [n for n in replace if n not in cluster.machines]
-    if unknown:
-        cluster.select(unknown)  # ConfigError with a did-you-mean
+    replace = cluster.replaceable(replace)
     runner.refuse_foreign([d.name for d in definitions])
     entries = runner.entries()
     doomed = doomed_entries(runner, names, entries)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import sys
 import threading
 from collections import Counter
@@ -18,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.claims import split_run, supports_claims
+from provisioning.cluster.healthcheck import run_healthchecks
 from provisioning.cluster.status import cluster_status
 from provisioning.cluster.topology import FACTS_KIND, dependencies, forget, machines_view, record_facts, waves
+from provisioning.driver.local_features import snapshot_name
 from provisioning.errors import (
     ClusterConflict,
     CommandFailed,
@@ -30,6 +31,7 @@ from provisioning.errors import (
     VerifyFailed,
     error_message,
 )
+from provisioning.images.builder import ImageBuilder, boot_from_images
 from provisioning.lifecycle import Provisioner
 from provisioning.machine.access import ssh_access, ssh_config, write_access
 from provisioning.parallel import BatchResult, Outcome
@@ -39,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
     from provisioning.config import Config
     from provisioning.driver import Driver
-    from provisioning.images.builder import ImageBuilder
     from provisioning.machine.base import Machine
     from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
@@ -75,8 +76,6 @@ class ClusterRunner:
     @functools.cached_property
     def images(self) -> "ImageBuilder":
         """The cluster's images (``images:``), built through this runner's provisioner."""
-        from provisioning.images.builder import ImageBuilder
-
         return ImageBuilder(self.cluster.images, self.provisioner, self.driver)
 
     def _count(self, event: Event) -> None:
@@ -140,7 +139,6 @@ class ClusterRunner:
         a machine why-run would create). Images the machines boot from are built first. Groups
         with ``after`` wait for the groups they name (waves, see
         ``provisioning.cluster.topology``); a machine whose dependency failed fails untouched."""
-        from provisioning.images.builder import boot_from_images
         definitions = boot_from_images(definitions, self.images)
         results = BatchResult()
         for wave in waves(self.cluster, definitions):
@@ -163,8 +161,6 @@ class ClusterRunner:
     def create(self, definitions: Sequence["MachineDefinition"]) -> BatchResult:
         """Allocate and ready each machine, no convergence (test-kitchen's ``create``); the
         images they boot from are built first. Value: its Machine (None under why-run)."""
-        from provisioning.images.builder import boot_from_images
-
         definitions = boot_from_images(definitions, self.images)
         return self.provisioner.run_many("up", self._requests(definitions))
 
@@ -234,8 +230,6 @@ class ClusterRunner:
         """The pipeline of one machine, under its lock (``Provisioner.run_locked``): allocate,
         ready, converge, healthcheck. ``allocated_from``: the machine was allocated in a batch
         already, when its action count was this."""
-        from provisioning.cluster.healthcheck import run_healthchecks
-
         self._claim(spec, definition)
         if allocated_from is None:
             before = self.actions[definition.name]
@@ -388,8 +382,6 @@ class ClusterRunner:
         """``save`` (returns the Snapshot), ``restore``, ``delete`` under the machine's lock;
         ``list`` (returns the Snapshots) without one. ``snapshot`` None: a new name for save,
         the newest snapshot for restore."""
-        from provisioning.driver.local_features import snapshot_name
-
         definition = self.cluster.machines.get(name)
         spec = self.provisioner.spec(name)
         self.check_owner(spec)
@@ -526,6 +518,8 @@ class ClusterRunner:
     def _run_pytest(self, definition: "MachineDefinition", kind: str, directory: str,
                     argv: list[str], env: dict[str, str], handler: ActionHandler) -> None:
         """Run a pytest session; a failure raises with its failing tests and their assertions."""
+        import subprocess  # only to run a verify session: not on every start-up
+
         proc = subprocess.run(argv, cwd=self.cluster.base_dir, env=env, capture_output=True,
                               text=True)
         lines = proc.stdout.strip().splitlines()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from provisioning.cluster.model import ClusterFile, MachineDefinition
+from provisioning.convergence.steps import render_string
 from provisioning.inputs.schema import Problems, did_you_mean
 from provisioning.spec import ManagedEntry
 
@@ -182,8 +183,6 @@ def forget(store: "ManagedEntryStore", names: Iterable[str], kinds: Iterable[str
 
 def render_outputs(cluster: ClusterFile, store: "ManagedEntryStore") -> dict[str, str]:
     """Every output rendered with ``machines`` (by group) and ``cluster``."""
-    from provisioning.convergence.steps import render_string
-
     variables = {"machines": machines_view(cluster, store),
                  "cluster": {"machines": list(cluster.machines), "groups": cluster.groups,
                              "instances": cluster.instances, "file": cluster.path}}

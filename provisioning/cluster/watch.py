@@ -33,7 +33,6 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, cast
 
 from provisioning.actions import ActionHandler
@@ -42,6 +41,7 @@ from provisioning.cluster.healthcheck import run_healthcheck
 from provisioning.cluster.plan import doomed_entries, file_sha256
 from provisioning.cluster.replace import check_drivers, replace_one
 from provisioning.errors import ProvisioningError, StateLocked
+from provisioning.inputs.records import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
@@ -63,7 +63,7 @@ def fingerprint(spec: "MachineSpec | None") -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WatchResult:
     """What one round did with one machine."""
 

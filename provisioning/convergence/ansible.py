@@ -29,13 +29,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.cluster.schema import _object
 from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
 from provisioning.convergence.steps import render_string
 from provisioning.errors import ConvergenceFailed, MissingExtra
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems
 from provisioning.keys import write_private_file
 from provisioning.machine.access import ansible_inventory, ssh_access, write_access
@@ -52,7 +53,7 @@ PLUGINS = os.path.join(os.path.dirname(__file__), "ansible_plugins")
 PYTHON_CHECK = "python3 -c 'import json, zipfile, tempfile' 2>/dev/null"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AnsibleSettings:
     playbook: str
     extra_vars: Mapping[str, Any] = field(default_factory=dict)

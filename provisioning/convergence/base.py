@@ -8,14 +8,17 @@ Strategies are plug-ins found by name (``provisioning.convergence.registry``). A
 names one under a machine's ``converge:`` (``{ansible: {...}}``; a plain list means ``steps``);
 the class checks its settings with ``parse`` (every problem recorded, nothing raised) and is built
 from them with ``from_settings`` once the machine is about to be converged.
+
 """
 
 from __future__ import annotations
 
 import abc
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Mapping
+
+from provisioning.inputs.records import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -25,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ConvergenceStrategy", "ConvergenceContext"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConvergenceContext:
     """What a strategy needs besides the machine: where local files live (the cluster file's
     directory), the file for error messages, and the template variables."""

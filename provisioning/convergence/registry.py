@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from provisioning.convergence.steps import STEP_KINDS
 from provisioning.errors import ConfigError
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 from provisioning.lazy import EntryPoints, load
@@ -67,10 +68,8 @@ def parse_convergence(value: Any, key: str, problems: Problems,
     A list (or nothing) is the ``steps`` strategy, as before plug-ins existed; a one-key mapping
     names the strategy: ``{ansible: {playbook: site.yml}}``, ``{steps: [...]}``, ``{none: {}}``.
     """
-    if value is None:  # most machines of a fleet: the step kinds are not even imported
+    if value is None:  # most machines of a fleet
         return "none", None
-    from provisioning.convergence.steps import STEP_KINDS
-
     if isinstance(value, list):
         return "steps", strategy_class("steps").parse(value, key, problems, base_dir)
     if not isinstance(value, dict) or len(value) != 1:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import abc
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.convergence import packages
 from provisioning.convergence.base import ConvergenceContext, ConvergenceStrategy
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 from provisioning.inputs.templating import render_file, render_text, template_syntax_problem
 from provisioning.machine.base import normalize_mode
@@ -39,7 +40,7 @@ __all__ = ["Step", "FileStep", "DirectoryStep", "CommandStep", "ScriptStep", "Pa
            "StepsConvergence", "parse_steps", "STEP_KINDS"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step(abc.ABC):
     """One step; ``key`` is its key path in the cluster file (for errors)."""
 
@@ -60,15 +61,19 @@ StepContext = ConvergenceContext
 
 
 # -- attributes shared by file and directory ------------------------------------------------
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Attributes:
+    """Mode, owner and group a file or directory step sets (None: left as they are)."""
+
     mode: str | None = None
     owner: str | None = None
     group: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileStep(Step):
+    """A file with given content, a copy of a local file, or a rendered template."""
+
     kind: ClassVar[str] = "file"
     path: str = ""
     content: str | None = None
@@ -96,8 +101,10 @@ class FileStep(Step):
         return changed
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DirectoryStep(Step):
+    """A directory (and its parents) with the given attributes."""
+
     kind: ClassVar[str] = "directory"
     path: str = ""
     attributes: _Attributes = _Attributes()
@@ -114,8 +121,10 @@ class DirectoryStep(Step):
         return changed
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Guarded(Step):
+    """A step that runs something unless a guard (creates, unless, onlyif) says it need not."""
+
     creates: str | None = None
     unless: str | None = None
     onlyif: str | None = None
@@ -147,8 +156,10 @@ class _Guarded(Step):
         return f" ({', '.join(parts)})" if parts else ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CommandStep(_Guarded):
+    """A shell command, run on every converge unless its guard says not."""
+
     kind: ClassVar[str] = "command"
     run: str = ""
     cwd: str | None = None
@@ -172,8 +183,10 @@ class CommandStep(_Guarded):
         return True
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScriptStep(_Guarded):
+    """A local script, uploaded to the machine's /tmp, run with its arguments and removed."""
+
     kind: ClassVar[str] = "script"
     source: str = ""
     args: tuple[str, ...] = ()
@@ -209,8 +222,10 @@ class ScriptStep(_Guarded):
         return True
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PackageStep(Step):
+    """Operating-system packages brought to ``state`` (present or absent) by the package manager."""
+
     kind: ClassVar[str] = "package"
     names: tuple[str, ...] = ()
     state: str = "present"

@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import abc
 import functools
-import socket
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
 from provisioning.driver.image_contract import ImageContract
+from provisioning.driver.local_features import (
+    Snapshot,
+    check_local_options,
+    copy_folder,
+    synced_folders,
+    unsupported,
+)
 from provisioning.driver.options import (
     LOCAL_OPTION_KEYS,
     DriverDescription,
@@ -38,9 +44,10 @@ from provisioning.keys import find_private_key
 from provisioning.parallel import BatchResult, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
+    import socket
+
     from provisioning.actions import ActionHandler
     from provisioning.config import Config
-    from provisioning.driver.local_features import Snapshot
     from provisioning.keys import PrivateKey
     from provisioning.machine.base import Machine
     from provisioning.spec import MachineSpec
@@ -109,9 +116,7 @@ class Driver(ResourceContract, ImageContract, abc.ABC):
         own = {k: v for k, v in machine_options.items() if k not in local}
         found = validate_options(self.machine_option_fields, own, where=where,
                                  file=file, strict=bool(self.machine_option_fields))
-        if local:  # most machines have neither: the module is not even imported
-            from provisioning.driver.local_features import check_local_options
-
+        if local:  # most machines have neither
             found += check_local_options(machine_options, self.capabilities, where=where,
                                          file=file, driver_url=self.driver_url)
         return found
@@ -200,29 +205,21 @@ class Driver(ResourceContract, ImageContract, abc.ABC):
                       name: str) -> "Snapshot":
         """Save the machine's files (running or stopped) as snapshot ``name``; saving an
         existing name replaces it."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "save snapshots")
 
     def restore_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                          name: str) -> None:
         """Return the machine's files to exactly snapshot ``name``; a machine that was running
         runs again afterwards (ready it to get a connection)."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "restore snapshots")
 
     def list_snapshots(self, machine_spec: "MachineSpec") -> "list[Snapshot]":
         """The machine's snapshots, oldest first. Changes nothing."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "list snapshots")
 
     def delete_snapshot(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
                         name: str) -> None:
         """Remove snapshot ``name``; MachineNotFound-free: a missing name is reported."""
-        from provisioning.driver.local_features import unsupported
-
         raise unsupported(self, "delete snapshots")
 
     def sync_folders(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",
@@ -230,8 +227,6 @@ class Driver(ResourceContract, ImageContract, abc.ABC):
         """Bring the machine's copied folders (``machine_options["sync"]`` that this driver
         does not mount) up to date over its transport; returns the files sent. Mounted folders
         are live and need nothing. ``up`` calls it after ready; so does ``converge sync``."""
-        from provisioning.driver.local_features import copy_folder, synced_folders
-
         copied = [f for f in synced_folders(machine_options)
                   if not f.mounted_by(self.capabilities.mounts_folders)]
         if not copied:
@@ -282,10 +277,12 @@ class Driver(ResourceContract, ImageContract, abc.ABC):
 
     # -- routes to a machine ------------------------------------------------------------------
     def open_connection(self, machine_spec: "MachineSpec", host: str, port: int,
-                        timeout: float) -> socket.socket:
+                        timeout: float) -> "socket.socket":
         """A TCP connection to ``host:port`` as the machine's network sees it (network
         healthchecks use it). Default: straight from this host. Drivers whose machines live in
         their own network namespace (nspawn, docker) open it there."""
+        import socket  # only for a network healthcheck: not on every start-up
+
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+
+from provisioning.inputs.records import record
 
 __all__ = ["Capabilities"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Capabilities:
     """What a driver can do. The conformance suite runs the matching cases, and reports a case
     a driver declares it cannot do as not applicable, never as a silent skip."""

@@ -13,10 +13,10 @@ destroy. A driver written before the hooks overrides ``allocate_image``/``ready_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.errors import MachineNotFound, UnsupportedOperation
+from provisioning.inputs.records import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ImageContract", "ImageCapture"]
 
 
-@dataclass
+@record
 class ImageCapture:
     """One image's capture, prepared before the capture action (``prepare_capture``)."""
 

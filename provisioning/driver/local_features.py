@@ -27,11 +27,12 @@ import posixpath
 import re
 import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from provisioning.driver.options import LOCAL_OPTION_KEYS
 from provisioning.errors import ConfigError, ConfigProblem, UnsupportedOperation
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems, describe_type, did_you_mean
 from provisioning.transports.base import sha256_file
 
@@ -50,7 +51,7 @@ _PORT_RE = re.compile(r"^(?:(?P<address>\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):)?
                       r"(?P<host>\d{1,5}):(?P<guest>\d{1,5})(?:/(?P<protocol>tcp|udp))?$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SyncedFolder:
     """A host directory (absolute ``source``) kept on the machine at ``target``."""
 
@@ -66,7 +67,7 @@ class SyncedFolder:
         return mounts and self.mode in ("auto", "mount")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ForwardedPort:
     """``host_address:host_port`` on the host reaches ``guest_port`` on the machine."""
 
@@ -80,7 +81,7 @@ class ForwardedPort:
         return f"{address}:{self.host_port}:{self.guest_port}/{self.protocol}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snapshot:
     """One saved state of a machine's files (and, where the driver can, its memory)."""
 

@@ -3,10 +3,11 @@ CLI help and the ``converge init`` wizard all read the same declaration."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable, Mapping, Sequence
 
 from provisioning.errors import ConfigError, ConfigProblem
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import closest
 
 __all__ = ["OptionField", "validate_options", "raise_problems", "DriverDescription",
@@ -19,7 +20,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class OptionField:
     """One option: ``name`` (dotted for nested: ``transport.port``), its type and help.
 
@@ -221,7 +222,7 @@ def raise_problems(problems: list[ConfigProblem]) -> None:
         raise ConfigError(problems=problems)
 
 
-@dataclass
+@record
 class DriverDescription:
     """What ``describe()`` returns: the fields a user fills in and the warehouse's choices."""
 

@@ -11,14 +11,13 @@ the why-run branch (every change through ``perform_action``), the fault points o
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Mapping, Sequence
 
 from provisioning.driver.capabilities import Capabilities
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError, UnsupportedOperation
 from provisioning.faults import checkpoint
+from provisioning.inputs.records import record
 from provisioning.parallel import BatchResult, Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +33,7 @@ _pending = threading.local()
 PENDING_MARK = "create_pending"
 
 
-@dataclass
+@record
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
 
@@ -122,7 +121,7 @@ class ResourceContract:
                                     f"resources in one request, got {len(made)}",
                                     provider=self.scheme)
 
-        def record() -> None:
+        def save_all() -> None:
             """Every reference, ``before_save`` for each, then one save for all of them."""
             ready: list[MachineSpec] = []
             try:
@@ -136,7 +135,7 @@ class ResourceContract:
 
         def create() -> None:
             request()
-            record()
+            save_all()
         if single:
             handler.perform_action(creations[0].description, create, data=creations[0].data)
         elif not self.report_each_creation:
@@ -146,7 +145,7 @@ class ResourceContract:
             if not handler.why_run:
                 request()
                 try:
-                    record()
+                    save_all()
                 except Exception as exc:  # reported below each machine that was saved
                     failed = exc
             for creation in creations:
@@ -463,6 +462,8 @@ class ResourceContract:
         """The same for every run against one state store and machine (and its generation:
         ``MachineSpec.resource_name``): tag resources with it (or put it in a ClientToken) so
         ``find_resource`` finds them after a crash."""
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         return hashlib.sha256(f"{machine_spec.store_id or ''}\0{machine_spec.resource_name}"
                               .encode()).hexdigest()[:24]
 

@@ -24,7 +24,6 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
@@ -46,6 +45,7 @@ from provisioning.drivers.docker_engine.snapshots import SNAPSHOT_REPOSITORY, Do
 from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.drivers.nspawn_host.netns import socket_in_netns
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
+from provisioning.inputs.records import record
 from provisioning.keys import ensure_private_key
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.ssh import SSHTransport
@@ -60,7 +60,7 @@ DEFAULT_KEY_NAME = "docker"
 DEFAULT_IMAGE_CACHE = "/var/cache/provisioning/images"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Options(LoginOptions):
     image: str = DEFAULT_IMAGE
     mask_units: bool = True

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -83,6 +82,8 @@ class FakeWarehouse:
 
     def _migrate(self, journal: ServerJournal) -> None:
         """Older layouts into the journal: records first, then the old files go."""
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         if os.path.exists(self.legacy_path):
             with open(self.legacy_path, encoding="utf-8") as handle:
                 old = json.load(handle)
@@ -186,6 +187,8 @@ class FakeWarehouse:
                     ) -> list[dict[str, Any]]:
         """Create one server per (name, tags, size, image): one journal line for the batch
         and a directory per server, all under the lock (see ``fake_reclaim``)."""
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         self._prepare()
         made: list[dict[str, Any]] = []
         staged: list[tuple[str, str]] = []
@@ -232,6 +235,8 @@ class FakeWarehouse:
 
     # -- machine images: a copy of a server's files (images/ID/files, images/ID.json) ------
     def capture(self, server_id: str, name: str) -> dict[str, Any]:
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         server = self.get(server_id)
         if server is None:
             raise MachineNotFound(f"fake server {server_id} does not exist")
@@ -254,6 +259,8 @@ class FakeWarehouse:
             return None
 
     def delete_image(self, image_id: str) -> bool:
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         if self.image(image_id) is None:
             return False
         image_dir = os.path.join(self.directory, "images", image_id)
@@ -262,6 +269,8 @@ class FakeWarehouse:
         return True
 
     def delete(self, server_id: str) -> bool:
+        import shutil  # with its archive modules: only to copy or remove a tree
+
         server = self.get(server_id)
         if server is None:
             return False

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from typing import Container
 
 __all__ = ["reclaim", "leftovers", "staging_dir", "removing_dir"]
@@ -53,6 +52,12 @@ def _listing(directory: str) -> list[str]:
         return []
 
 
+def _remove_tree(path: str) -> None:
+    import shutil  # with its archive modules: only when something is left to remove
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def reclaim(directory: str, servers_dir: str, servers: Container[str]) -> list[str]:
     """Finish or remove what dead runs left in the warehouse at ``directory`` (``servers``:
     the ids the journal knows; hold the warehouse's lock); returns what was done (for tests
@@ -68,13 +73,13 @@ def reclaim(directory: str, servers_dir: str, servers: Container[str]) -> list[s
                 os.rename(path, os.path.join(machines_dir, server_id))
                 done.append(f"finished creating {server_id}")
             else:
-                shutil.rmtree(path, ignore_errors=True)
+                _remove_tree(path)
                 done.append(f"removed half-made {server_id}")
         elif removing and removing.group(1) not in servers:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_tree(path)
             done.append(f"removed half-destroyed {removing.group(1)}")
         elif _SERVER.match(entry) and entry not in servers:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_tree(path)
             done.append(f"removed unrecorded {entry}")
     for folder in (directory, servers_dir):
         for entry in _listing(folder):

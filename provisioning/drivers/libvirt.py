@@ -18,7 +18,6 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.driver import Capabilities, Driver
@@ -41,6 +40,7 @@ from provisioning.drivers.libvirt_host.warehouse import MachineRecord, Warehouse
 from provisioning.drivers.login_options import LoginOptions, login_options
 from provisioning.drivers.machine_dirs import MachineDirsHooks
 from provisioning.errors import ConnectError, InvalidDriverURL, MachineNotFound, ProviderError
+from provisioning.inputs.records import record
 from provisioning.keys import ensure_private_key
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.ssh import SSHTransport
@@ -58,7 +58,7 @@ DEFAULT_KEY_NAME = "libvirt"
 SSH_PORT = 22
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Options(LoginOptions):
     image: str = images.DEFAULT_IMAGE
     memory: int = 512

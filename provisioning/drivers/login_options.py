@@ -4,13 +4,14 @@ and stop wait. One reading of those options for the three drivers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
+
+from provisioning.inputs.records import record
 
 __all__ = ["LoginOptions", "login_options"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LoginOptions:
     """The fields each of those drivers' own option class starts with."""
 

@@ -18,7 +18,6 @@ import glob
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.driver import Capabilities, Driver
@@ -31,6 +30,7 @@ from provisioning.drivers.nspawn_host.imaging import NspawnImages
 from provisioning.drivers.nspawn_host.local import NspawnLocalFeatures, binds_and_ports
 from provisioning.drivers.nspawn_host.warehouse import DEFAULT_SUBNET, MachineRecord, Warehouse, hostname_for
 from provisioning.errors import ConnectError, MachineNotFound, ProviderError
+from provisioning.inputs.records import record
 from provisioning.keys import ensure_private_key
 from provisioning.machine.unix import UnixMachine
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
@@ -49,7 +49,7 @@ DEFAULT_KEY_NAME = "nspawn"
 SSH_PORT = 22
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Options(LoginOptions):
     image: str = images.DEFAULT_IMAGE
     mask_units: bool = True

@@ -32,7 +32,7 @@ from provisioning.driver import Capabilities, Driver
 from provisioning.driver.options import OptionField
 from provisioning.errors import ConfigError, InvalidDriverURL, MachineNotFound, TransportError
 from provisioning.machine.factory import machine_for
-from provisioning.transports.ssh.options import TRANSPORT_KEYS, check_transport_options
+from provisioning.transports.ssh.option_keys import TRANSPORT_KEYS, check_transport_options
 
 __all__ = ["SSHDriver"]
 

@@ -14,11 +14,11 @@ Under why-run nothing is created: each image reports whether it would be built a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.convergence.steps import StepContext, StepsConvergence
 from provisioning.errors import ConfigError, ProviderError, ProvisioningError
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import did_you_mean
 from provisioning.spec import ImageSpec
 
@@ -35,7 +35,7 @@ LOCK_PREFIX = "image:"
 BUILD_LOCK_WAIT = 3600.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageStatus:
     """Where one image stands: ``state`` is 'built', 'outdated', 'missing' or 'not built'."""
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.convergence import packages as apt
 from provisioning.convergence.steps import PackageStep, parse_steps
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import Problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +41,7 @@ IMAGE_KEYS = ("from", "driver", "machine_options", "packages", "converge")
 BUILDER_PREFIX = "image-builder-"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageDefinition:
     """One image of the cluster file, validated."""
 
@@ -71,6 +70,8 @@ class ImageDefinition:
 
     def cache_key(self) -> str:
         """sha256 of everything the image is made of (see the module docstring)."""
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         files: dict[str, str] = {}
         steps = []
         for step in self.steps:
@@ -107,6 +108,8 @@ def _plain(value: Any) -> Any:
 
 
 def _digest(path: str) -> str:
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     try:
         with open(path, "rb") as handle:
             return hashlib.sha256(handle.read()).hexdigest()

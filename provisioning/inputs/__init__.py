@@ -5,4 +5,6 @@
 - ``templating.py``: the one bounded Jinja sandbox for templates, healthchecks and userdata.
 - ``schema.py``: collecting every problem with its key path; the one did-you-mean matcher.
 - ``url.py``: driver URLs (``scheme:rest``), as the user writes them.
+- ``records.py``: ``record``, the package's one way to declare a data class (a dataclass
+  whose comparison, repr and hash are shared, not compiled per class at import).
 """

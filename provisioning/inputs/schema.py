@@ -4,7 +4,6 @@ first one. The loaders call these and raise one ``ConfigError`` holding all prob
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterable, Mapping
 
 from provisioning.errors import ConfigError, ConfigProblem
@@ -35,6 +34,8 @@ def describe_type(value: Any) -> str:
 
 def closest(word: str, choices: Iterable[str], n: int = 1) -> list[str]:
     """The known names nearest to a misspelt one (the one matcher every did-you-mean uses)."""
+    import difflib  # only once a name is misspelt
+
     return difflib.get_close_matches(str(word), sorted(str(c) for c in choices), n=n, cutoff=0.6)
 
 

@@ -242,6 +242,11 @@ def template_syntax_problem(path: str, base_dir: str) -> str | None:
     """A message when the template file is missing, unreadable or does not parse, else None."""
     import jinja2
 
+    if os.path.isabs(path) or ".." in path.replace(os.sep, "/").split("/"):
+        # the loader finds templates inside base_dir only: say so now, not after a machine
+        # was created for a render that cannot find it
+        return (f"template {path!r} is outside the cluster file's directory {base_dir}; "
+                "give a path relative to it, without '..'")
     full = os.path.join(base_dir, path)
     try:
         text = read_user_text(full, what="template file", limit=MAX_TEMPLATE_BYTES)

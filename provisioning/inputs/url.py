@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from provisioning.errors import InvalidDriverURL
+from provisioning.inputs.records import record
 
 __all__ = ["DriverURL", "SCHEME_RE", "parse_driver_url", "validate_scheme"]
 
@@ -20,8 +20,10 @@ def validate_scheme(scheme: str) -> str:
     return scheme
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DriverURL:
+    """A driver URL split at its first colon: ``scheme:rest``."""
+
     scheme: str
     rest: str = ""
 

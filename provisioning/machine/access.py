@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.errors import UnsupportedOperation
+from provisioning.inputs.records import record
 from provisioning.keys import write_private_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,7 +27,7 @@ __all__ = ["SSHAccess", "AccessFiles", "ssh_access", "write_access", "ssh_option
            "ssh_config", "ansible_inventory", "inventory_json"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SSHAccess:
     """How OpenSSH reaches one machine: address, port, user, key, pinned host key, proxy."""
 
@@ -44,7 +45,7 @@ class SSHAccess:
         return f"converge-{self.name}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AccessFiles:
     """Where ``write_access`` put the keys (per machine) and the shared known_hosts."""
 

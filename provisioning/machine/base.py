@@ -8,7 +8,6 @@ Reads (``read_file``, ``file_exists``, ``get_attributes``...) always run: a plan
 from __future__ import annotations
 
 import abc
-import hashlib
 import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
@@ -149,6 +148,8 @@ class Machine(abc.ABC):
     def files_different(self, path: str, *, local_path: str | None = None,
                         content: bytes | None = None) -> bool:
         """True when the remote file is missing or its sha256 differs from the local one."""
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         if local_path is not None:
             wanted = sha256_file(local_path)
         elif content is not None:
@@ -161,6 +162,8 @@ class Machine(abc.ABC):
                    owner: str | None = None, group: str | None = None) -> bool:
         """Write ``content`` unless the file already holds it; then apply attributes.
         Returns True when something changed (or would change under why-run)."""
+        import hashlib  # OpenSSL's digests load on first use, not at start-up
+
         data = content.encode() if isinstance(content, str) else content
         return self._put(path, hashlib.sha256(data).hexdigest(), "create", "",
                          lambda: self.transport.write_file(path, data), {},

@@ -11,13 +11,13 @@ from __future__ import annotations
 import keyword
 import os
 import re
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 from provisioning import __version__
 from provisioning.errors import ConfigError
+from provisioning.inputs.records import record
 from provisioning.inputs.url import validate_scheme
 from provisioning.registry import scheme_sources
 
@@ -28,7 +28,7 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _EXECUTABLE = (".ci/run",)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DriverNames:
     """Every name a driver package derives from its scheme."""
 
@@ -38,7 +38,7 @@ class DriverNames:
     class_name: str    # DemoDriver
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Scaffold:
     """What ``new_driver`` wrote: the package directory and its files (relative paths)."""
 

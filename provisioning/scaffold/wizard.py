@@ -13,12 +13,13 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from provisioning.config import load_yaml_file
 from provisioning.driver.options import OptionField, format_choices
 from provisioning.errors import ConfigError, ProvisioningError
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import closest
 from provisioning.inputs.url import parse_driver_url
 from provisioning.registry import driver_class, driver_for_url, known_schemes
@@ -39,7 +40,7 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 ANSWER_KEYS = ("driver", "driver_options", "machine", "count", "machine_options")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Question:
     """One step of the wizard: ``key`` is where its answer lives in an answers file."""
 
@@ -55,7 +56,7 @@ class Question:
         return self.field.secret
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InitResult:
     """The answers, checked: what ``render_cluster_file`` and ``write_credentials`` write."""
 

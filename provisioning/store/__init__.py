@@ -11,7 +11,7 @@ from provisioning.store.sqlite import DEFAULT_STATE_PATH, SQLiteStore
 from provisioning.store.state_file import inspect_state_file
 
 __all__ = ["open_store", "ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LOCK_TTL",
-           "mask_url"]
+           "mask_url", "same_state", "NOT_CREATED"]
 
 
 def open_store(url: str | None = None, *, base_dir: str | None = None,
@@ -42,11 +42,21 @@ def open_store(url: str | None = None, *, base_dir: str | None = None,
     return _sqlite(os.path.join(base, os.path.expanduser(url)), create)
 
 
+#: what a read-only or why-run command's URL says of a state file that does not exist yet
+NOT_CREATED = " (not created yet)"
+
+
+def same_state(url: str, other: str) -> bool:
+    """True when two store URLs name one state, one of them perhaps before it was created
+    (a plan made on a new project is applied to the state file apply creates)."""
+    return url.removesuffix(NOT_CREATED) == other.removesuffix(NOT_CREATED)
+
+
 def _sqlite(path: str, create: bool) -> ManagedEntryStore:
     if create:
         return SQLiteStore(path)
     if not inspect_state_file(path) or os.path.getsize(path) == 0:
         empty = MemoryStore()
-        empty.url = f"sqlite://{os.path.abspath(path)} (not created yet)"
+        empty.url = f"sqlite://{os.path.abspath(path)}{NOT_CREATED}"
         return empty
     return SQLiteStore(path, read_only=True)

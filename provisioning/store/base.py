@@ -11,7 +11,6 @@ import abc
 import builtins
 import os
 import re
-import socket
 import sys
 import threading
 import time
@@ -34,10 +33,16 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
+def this_host() -> str:
+    """This host's name as leases record it: the kernel's node name, which is what
+    ``socket.gethostname()`` returns, without loading the socket module."""
+    return os.uname().nodename
+
+
 def holder_info(command: str | None = None) -> dict[str, Any]:
     """Who is taking a lock: host, PID, command line, since when."""
     return {
-        "host": socket.gethostname(),
+        "host": this_host(),
         "pid": os.getpid(),
         "command": command or " ".join(os.path.basename(a) if i == 0 else a
                                        for i, a in enumerate(sys.argv))[:200],
@@ -47,7 +52,7 @@ def holder_info(command: str | None = None) -> dict[str, Any]:
 
 def holder_is_dead(holder: dict[str, Any]) -> bool:
     """True when the holder ran on this host and its process no longer exists."""
-    if holder.get("host") != socket.gethostname() or not holder.get("pid"):
+    if holder.get("host") != this_host() or not holder.get("pid"):
         return False
     pid = int(holder["pid"])
     if pid == os.getpid():

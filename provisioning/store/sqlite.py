@@ -89,7 +89,7 @@ class SQLiteStore(ManagedEntryStore):
             if exists:
                 try:
                     with self._guard():
-                        check_tables(self._db, self.path)
+                        check_tables(self._db, self.path, SCHEMA_VERSION)
                 except ProvisioningError:
                     self._db.close()
                     raise

@@ -56,9 +56,10 @@ def inspect_state_file(path: str) -> bool:
     return True
 
 
-def check_tables(db: sqlite3.Connection, path: str) -> None:
-    """Refuse someone else's SQLite database (called on the store's own connection, before it
-    creates a table: a second connection here could race with runners using the file)."""
+def check_tables(db: sqlite3.Connection, path: str, newest: int | None = None) -> None:
+    """Refuse someone else's SQLite database, and one of ours whose schema is newer than
+    ``newest`` (called on the store's own connection, before it creates a table or switches
+    to WAL: a second connection here could race with runners using the file)."""
     try:
         rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     except sqlite3.DatabaseError as exc:
@@ -73,6 +74,10 @@ def check_tables(db: sqlite3.Connection, path: str) -> None:
         shown = ", ".join(sorted(tables)[:5])
         raise _refuse(path, f"is another program's SQLite database (tables: {shown}), not a "
                             "provisioning state file; it was left unchanged; give another path")
+    version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    if newest is not None and str(version).isdigit() and int(version) > newest:
+        raise _refuse(path, f"was written by a newer provisioning (schema {version}, this one "
+                            f"knows {newest}); it was left unchanged; upgrade provisioning")
 
 
 def _check_parent(path: str) -> None:

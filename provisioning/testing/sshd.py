@@ -29,9 +29,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Iterator, Sequence
 
+from provisioning.inputs.records import record
 from provisioning.keys import generate_private_key, load_private_key
 
 __all__ = ["SSHDHost", "start_sshd", "sshd_hosts", "stop_all", "TestUser", "ensure_test_user",
@@ -92,7 +93,7 @@ def _public_line(pub_path: str) -> str:
         return " ".join(handle.read().split()[:2])
 
 
-@dataclass
+@record
 class SSHDHost:
     """One running sshd. ``host_key`` is its public key line (``ssh-ed25519 AAAA...``)."""
 
@@ -343,7 +344,7 @@ def stop_all(hosts: Sequence[SSHDHost]) -> None:
 _USER_LOCKS = "/run/provisioning-test-users"
 
 
-@dataclass
+@record
 class TestUser:
     """A local account for sudo tests; ``remove()`` undoes what ``ensure_test_user`` did, once
     no other process (another test run) still uses the account."""

@@ -8,14 +8,14 @@ use after ``disconnect()``. Implementations translate their backend's exceptions
 from __future__ import annotations
 
 import abc
-import hashlib
 import os
 import shlex
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from provisioning.errors import CommandResult, TransferError, UnsupportedOperation
+from provisioning.inputs.records import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.keys import PrivateKey
@@ -27,7 +27,7 @@ __all__ = ["Transport", "StreamCallback", "NewHostKey", "HostKeyCallback", "SSHL
 StreamCallback = Callable[[str, str], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NewHostKey:
     """A machine's identity seen for the first time, reported by a transport to whoever pins it
     (the driver or provisioner records it in the machine's reference and saves it; transports
@@ -45,7 +45,7 @@ class NewHostKey:
 HostKeyCallback = Callable[[NewHostKey], None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SSHLogin:
     """How another SSH client (OpenSSH for ``converge ssh``, ansible, testinfra) logs in to the
     machine this transport reaches: where, as whom, with which key, pinning which host key."""
@@ -76,6 +76,8 @@ def _stat_key(path: str | os.PathLike[str]) -> tuple[object, ...]:
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """sha256 of a local file, read in 1 MiB blocks (remembered while the file is unchanged;
     threads asking for the same file wait for one computation)."""
+    import hashlib  # OpenSSL's digests load on first use, not at start-up
+
     key = _stat_key(path)
     cached = _SHA_CACHE.get(key)
     if cached is not None:

@@ -1,11 +1,11 @@
-"""LocalTransport: commands as subprocesses on this host (the fake driver, localhost)."""
+"""LocalTransport: commands as subprocesses on this host (the fake driver, localhost).
+
+The process and file-copy modules (subprocess, signal, shutil) are imported on first use: a
+command such as ``converge status`` builds fake machines but runs nothing on them."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
 import threading
 import time
 from typing import Mapping
@@ -58,6 +58,9 @@ class LocalTransport(Transport):
         argv = ["sh", "-c", command]
         if sudo and os.geteuid() != 0:
             argv = ["sudo", "-n", "--"] + argv
+        import signal
+        import subprocess
+
         started = time.monotonic()
         try:
             proc = subprocess.Popen(argv, cwd=self.cwd, env=full_env, stdin=subprocess.PIPE,
@@ -125,6 +128,8 @@ class LocalTransport(Transport):
     def _copy(self, source: str, target: str, what: str) -> None:
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
         tmp = f"{target}.provisioning-tmp-{os.getpid()}-{threading.get_ident()}"
+        import shutil
+
         try:
             shutil.copyfile(source, tmp)
             check_sha256(sha256_file(source), sha256_file(tmp), what=what, host=self.host)

@@ -5,6 +5,9 @@ on them (fake, examples/driver-outside, the scaffold); these tests pin what lies
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from provisioning.actions import RecordingActionHandler
@@ -113,3 +116,53 @@ def test_a_driver_without_image_hooks_refuses_images(tmp_path):
         for why_run in (False, True):
             with pytest.raises(UnsupportedOperation, match="images=False"):
                 call(RecordingActionHandler(why_run=why_run))
+
+
+class _TwoHalves(Driver):
+    """A directory per machine: delete renames it aside, finish deletes what was renamed."""
+
+    scheme = "halves"
+    resource_kind = "dir"
+
+    def _path(self, spec, suffix=""):
+        return self.config.base_dir + f"/{spec.name}{suffix}"
+
+    def create_resource(self, action_handler, machine_spec, machine_options):
+        os.mkdir(self._path(machine_spec))
+        return {"dir_id": machine_spec.name}
+
+    def resource_state(self, machine_spec):
+        return "running" if os.path.isdir(self._path(machine_spec)) else "missing"
+
+    def open_machine(self, machine_spec, machine_options, action_handler=None):
+        raise NotImplementedError
+
+    def delete_resource(self, action_handler, machine_spec):
+        os.rename(self._path(machine_spec), self._path(machine_spec, ".removing"))
+
+    def finish_delete(self, action_handler, machine_spec):
+        shutil.rmtree(self._path(machine_spec, ".removing"), ignore_errors=True)
+
+    def unfinished_delete(self, machine_spec):
+        return "its files" if os.path.isdir(self._path(machine_spec, ".removing")) else None
+
+
+def test_a_destroy_stopped_between_the_halves_is_finished_by_the_next(tmp_path, monkeypatch):
+    """The base places during_destroy between delete_resource and finish_delete; the next
+    destroy finishes (why-run only plans it) and forgets the machine."""
+    driver = _TwoHalves("halves:", Config(base_dir=str(tmp_path)))
+    store = MemoryStore()
+    provisioner = Provisioner(store, config=driver.config)
+    provisioner.allocate(driver, "web-1")
+    monkeypatch.setenv("PROVISIONING_FAULT", "during_destroy:fail")
+    with pytest.raises(Exception, match="injected failure at during_destroy"):
+        provisioner.destroy("web-1", {}, driver)
+    monkeypatch.delenv("PROVISIONING_FAULT")
+    assert os.listdir(tmp_path) == ["web-1.removing"] and store.get("machine", "web-1")
+    planner = RecordingActionHandler(why_run=True)
+    Provisioner(store, config=driver.config, action_handler=planner).destroy("web-1", {}, driver)
+    assert [a.description for a in planner.actions(performed=False)] == [
+        "finish destroying dir web-1: remove its files"]
+    assert os.listdir(tmp_path) == ["web-1.removing"]
+    provisioner.destroy("web-1", {}, driver)
+    assert os.listdir(tmp_path) == [] and store.get("machine", "web-1") is None

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import configparser
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.records import record
 
 __all__ = ["Credentials", "aws_profiles", "aws_profile_region", "resolve_credentials"]
 
@@ -27,7 +28,7 @@ __all__ = ["Credentials", "aws_profiles", "aws_profile_region", "resolve_credent
 SECRET_OPTIONS = ("key", "secret", "token")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credentials:
     key: str | None
     secret: str | None = field(default=None, repr=False)

@@ -25,10 +25,11 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from provisioning.errors import ConfigError, HostKeyMismatch
+from provisioning.inputs.records import record
 from provisioning.keys import fingerprint, generate_host_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +50,7 @@ _MD5 = re.compile(r"(?<![0-9a-fA-F:])((?:[0-9a-fA-F]{2}:){15}[0-9a-fA-F]{2})(?![
 _KEY_LINE = re.compile(r"\b((?:ssh|ecdsa-sha2|sk-ssh|sk-ecdsa)[-\w@.]*) (AAAA[A-Za-z0-9+/]+={0,3})")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GeneratedHostKey:
     """A host key made here for a new node. ``private`` never appears in a repr."""
 
@@ -188,7 +189,7 @@ def _multipart(ours: dict[str, Any], userdata: str) -> str:
 
 
 # -- the console -----------------------------------------------------------------------------
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConsoleHostKeys:
     """What the node printed in its last fingerprint block (and key block, if any)."""
 

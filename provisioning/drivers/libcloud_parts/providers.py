@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Mapping, Sequence, cast
 
 from provisioning.drivers.libcloud_parts.credentials import Credentials
 from provisioning.drivers.libcloud_parts.hostkeys import GeneratedHostKey
 from provisioning.drivers.libcloud_parts.urls import CloudURL
 from provisioning.errors import ConfigError, MissingExtra, UnsupportedOperation
+from provisioning.inputs.records import record
 
 __all__ = ["CreatePlan", "ProviderOps", "EC2Ops", "ops_for", "import_libcloud", "ALIVE"]
 
@@ -33,7 +34,7 @@ def import_libcloud() -> Any:
         raise MissingExtra("the libcloud: driver", "cloud", "apache-libcloud") from exc
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CreatePlan:
     """Everything one create request needs. Machines whose plans differ only by name can share
     one bulk request (``group_key``)."""
@@ -78,7 +79,7 @@ def _libcloud_class(path: str) -> type:
     return cls
 
 
-@dataclass
+@record
 class ProviderOps:
     url: CloudURL
     driver: Any
@@ -314,7 +315,7 @@ _EC2_STATUS = {"pending": "pending", "running": "running", "stopping": "stopping
 _EC2_ALIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
-@dataclass
+@record
 class EC2Ops(ProviderOps):
     def __post_init__(self) -> None:
         self.supports_bulk = True

@@ -10,11 +10,11 @@ not a region but an AWS profile name is resolved to the profile's region and acc
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from provisioning.drivers.libcloud_parts.credentials import aws_profiles, resolve_credentials
 from provisioning.errors import InvalidDriverURL
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import closest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,7 +27,7 @@ _ALIASES = {"aws": "ec2", "amazon": "ec2", "google": "gce", "azure": "azure_arm"
             "digitalocean": "digital_ocean", "do": "digital_ocean"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CloudURL:
     provider: str
     place: str = ""

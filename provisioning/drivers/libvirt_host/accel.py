@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.records import record
 
 __all__ = ["Accel", "choose_accel", "detect_kvm", "ACCEL_CHOICES"]
 
@@ -23,7 +23,7 @@ _lock = threading.Lock()
 _detected: "tuple[bool, str] | None" = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Accel:
     """The chosen accelerator; ``notice`` is the one line to show when auto fell back."""
 

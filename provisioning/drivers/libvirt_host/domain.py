@@ -11,8 +11,10 @@ can tell whose it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from xml.sax.saxutils import escape, quoteattr
+
+from provisioning.inputs.records import record
 
 __all__ = ["DomainSpec", "domain_xml", "METADATA_NS", "METADATA_PREFIX", "Forward"]
 
@@ -23,7 +25,7 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 NIC_SLOT = "0x0a"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Forward:
     """One forwarded TCP port: host ``bind``:``host_port`` to the guest's ``guest_port``."""
 
@@ -35,7 +37,7 @@ class Forward:
         return f"hostfwd=tcp:{self.bind}:{self.host_port}-:{self.guest_port}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DomainSpec:
     name: str
     memory_mib: int

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from provisioning.drivers.libvirt_host.host import run
@@ -28,6 +27,7 @@ from provisioning.drivers.nspawn_host import image as rootfs_images
 from provisioning.drivers.nspawn_host.image import apt_sources, pick_mirror, resolve_image
 from provisioning.drivers.nspawn_host.rootfs import MASKED_UNITS
 from provisioning.errors import ConfigError, ProviderError
+from provisioning.inputs.records import record
 
 __all__ = ["BaseImage", "resolve_base", "ensure_base", "DEFAULT_IMAGE", "KERNEL_PACKAGE"]
 
@@ -41,7 +41,7 @@ LAYOUT = 2
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BaseImage:
     """A base disk (built or to build): ``disk`` qcow2, ``kernel`` and ``initrd`` beside it."""
 

@@ -21,14 +21,15 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from provisioning.drivers.machine_dirs import MachineDirs, hostname_for
+from provisioning.inputs.records import record
 
 __all__ = ["Warehouse", "MachineRecord", "hostname_for"]
 
 
-@dataclass
+@record
 class MachineRecord:
     id: str
     name: str

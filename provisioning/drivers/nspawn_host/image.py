@@ -18,12 +18,12 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from provisioning.drivers.nspawn_host import frozen
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary, run
 from provisioning.errors import ConfigError, ProviderError
+from provisioning.inputs.records import record
 from provisioning.inputs.schema import closest
 
 __all__ = ["Image", "AptSource", "apt_sources", "pick_mirror", "resolve_image", "ensure_image",
@@ -40,7 +40,7 @@ TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".
 _SUITE_RE = re.compile(r"^[a-z][a-z0-9.-]*$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Image:
     """A resolved image: ``name`` as the user wrote it, ``rootfs`` the lower directory once
     built (for ``layered``, a machine image, the overlay lower chain ``layer:base``), ``kind``
@@ -60,7 +60,7 @@ class Image:
         return os.path.exists(os.path.join(os.path.dirname(self.rootfs), ".complete"))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AptSource:
     uri: str
     suites: tuple[str, ...]

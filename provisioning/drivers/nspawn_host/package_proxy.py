@@ -21,11 +21,11 @@ import os
 import selectors
 import socket
 import threading
-from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import urlsplit
 
 from provisioning.drivers.nspawn_host import netns
+from provisioning.inputs.records import record
 
 __all__ = ["Archive", "PackageProxy", "archives_from", "serve_hub", "stop_hub", "apt_conf",
            "APT_CONF", "PORT"]
@@ -37,7 +37,7 @@ _HEAD_LIMIT = 64 * 1024
 _DROPPED = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Archive:
     """One package archive machines may fetch from: scheme, host, port and path prefix."""
 

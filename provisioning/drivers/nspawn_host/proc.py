@@ -16,11 +16,11 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 from provisioning.drivers.nspawn_host.host import PROVIDER, require_binary
 from provisioning.errors import ProviderError
+from provisioning.inputs.records import record
 
 __all__ = ["Booted", "boot", "alive", "start_time", "stop", "kill_all", "cgroup_dirs",
            "remove_cgroups", "cgroup_pids", "console_tail"]
@@ -38,7 +38,7 @@ exec unshare --mount --propagation private sh -c \
 _DETACH = 'setsid sh -c "$PROV_LAUNCH" launch "$@" </dev/null >>"$PROV_LOG" 2>&1 & echo $!'
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Booted:
     pid: int
     start_time: int | None

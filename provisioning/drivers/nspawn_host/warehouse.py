@@ -26,11 +26,12 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from provisioning.drivers.machine_dirs import MachineDirs, hostname_for
 from provisioning.errors import ConfigError, ProviderError
 from provisioning.faults import checkpoint
+from provisioning.inputs.records import record
 
 __all__ = ["Warehouse", "MachineRecord", "DEFAULT_SUBNET", "hostname_for"]
 
@@ -41,7 +42,7 @@ DEFAULT_SUBNET = "198.18.77.0/24"
 _RESERVED = ipaddress.ip_network("198.18.0.0/15")
 
 
-@dataclass
+@record
 class MachineRecord:
     """What the warehouse keeps about one machine, beside its directories."""
 
@@ -152,11 +153,11 @@ class Warehouse(MachineDirs[MachineRecord]):
 
     def check_subnet_unchanged(self) -> None:
         """Machines keep their addresses: refuse a new subnet while any machine exists."""
-        for record in self.records():
-            if f"{record.gateway}/{record.prefix}" != f"{self.gateway}/{self.subnet.prefixlen}":
+        for existing in self.records():
+            if f"{existing.gateway}/{existing.prefix}" != f"{self.gateway}/{self.subnet.prefixlen}":
                 raise ConfigError(
-                    f"this warehouse's machines use subnet of gateway {record.gateway}/"
-                    f"{record.prefix}, but the driver option subnet is {self.subnet}; destroy "
+                    f"this warehouse's machines use subnet of gateway {existing.gateway}/"
+                    f"{existing.prefix}, but the driver option subnet is {self.subnet}; destroy "
                     "its machines first or keep the old subnet", key="driver_options.subnet")
 
 

@@ -30,10 +30,10 @@ import select
 import shlex
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from provisioning.errors import CommandResult, CommandTimeout, TransportError
+from provisioning.inputs.records import record
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, StreamCallback
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +67,7 @@ printf '%%s:ready:%%s\n' "$__pv_t" "$$"
 """
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SessionCommand:
     """One command of a batch, with its own options."""
 

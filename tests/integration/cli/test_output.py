@@ -38,6 +38,32 @@ def test_help_imports_no_command_module():
     assert "LOADED [] 0" in out.stdout
 
 
+#: what ``converge status`` of a fake cluster must never load: it connects to nothing, hashes
+#: nothing, runs no process and renders no template (issue #17, start-up; the time itself is
+#: measured by bench/startup.py, not here)
+STATUS_NEVER_LOADS = ("paramiko", "cryptography", "libcloud", "psycopg", "jinja2", "rich",
+                      "winrm", "requests", "socket", "subprocess", "hashlib", "shutil", "tarfile",
+                      "difflib", "provisioning.transports.ssh.transport",
+                      "provisioning.transports.ssh.connection", "provisioning.transports.winrm",
+                      "provisioning.store.postgres", "provisioning.convergence.ansible",
+                      "provisioning.machine.factory", "provisioning.drivers.ssh")
+
+
+def test_status_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
+    (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web:\n'
+                                          "    count: 3\n")
+    converge("up", cwd=tmp_path, check=True)
+    code = ("import sys\nfrom provisioning.cli.main import main\n"
+            "rc = main(['status'])\n"
+            f"print('LOADED', sorted(m for m in {STATUS_NEVER_LOADS!r} "
+            "if any(k == m or k.startswith(m + '.') for k in sys.modules)), rc)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, check=True)
+    assert "LOADED [] 0" in out.stdout
+    assert [line.split()[:3] for line in out.stdout.splitlines() if line.startswith("web-")] == \
+        [[f"web-{i}", f"fake:{tmp_path}/cloud", "running"] for i in (1, 2, 3)]
+
+
 def test_the_click_group_prints_the_same_help_and_lists_every_command():
     """``converge --help`` (no click) and the click group's own help (``-v --help`` goes
     through click) are one text; every command has its summary there."""

@@ -1,0 +1,122 @@
+"""Hostile and careless inputs: each ends with exit 2, a typed message naming what was wrong,
+no traceback, and nothing written (no state file, no machine in the fake cloud)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli_runner import converge
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def refused(tmp_path, cluster_text, *args, expect):
+    """Run ``converge ARGS`` on a cluster file holding ``cluster_text``; it must be refused as
+    bad input, naming ``expect``, and leave the directory as it was."""
+    (tmp_path / "cluster.yml").write_text(cluster_text)
+    before = _files(tmp_path)
+    result = converge(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert expect in result.stderr, result.stderr
+    assert _files(tmp_path) == before, "bad input wrote something"
+    return result
+
+
+@pytest.mark.parametrize("template", ["../outside.j2", "{tmp}/inside.j2"],
+                         ids=["dotdot", "absolute"])
+def test_a_template_outside_the_cluster_directory_is_refused_before_any_machine(tmp_path,
+                                                                               template):
+    (tmp_path / "inside.j2").write_text("hello\n")
+    (tmp_path.parent / "outside.j2").write_text("hello\n")
+    template = template.format(tmp=tmp_path)
+    refused(tmp_path, f"""driver: "fake:./cloud"
+machines:
+  web:
+    converge:
+      - file: {{path: /etc/motd, template: "{template}"}}
+""", "up", expect="is outside the cluster file's directory")
+
+
+TWO_WEB = 'driver: "fake:./cloud"\nmachines:\n  web: {count: 2}\n'
+
+
+@pytest.mark.parametrize("args", [
+    ("up", "nosuch"), ("up", "--replace", "nosuch"), ("stop", "nosuch"), ("destroy", "nosuch"),
+    ("sync", "nosuch"), ("converge", "nosuch"), ("verify", "nosuch"), ("test", "nosuch"),
+    ("import", "nosuch", "srv-1"), ("snapshot", "save", "nosuch")],
+    ids=lambda args: "-".join(args))
+def test_an_unknown_machine_on_the_command_line_creates_no_state_file(tmp_path, args):
+    refused(tmp_path, TWO_WEB, *args, expect="no machine or group 'nosuch'")
+
+
+def test_replace_of_a_group_names_its_machines(tmp_path):
+    result = refused(tmp_path, TWO_WEB, "up", "--replace", "web",
+                     expect="'web' is a group, not a machine")
+    assert "web-1, web-2" in result.stderr and "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [("plan", "--out", "/proc/nowhere/plan.json"),
+                                  ("inventory", "--dir", "/proc/nowhere")],
+                         ids=["plan-out", "inventory-dir"])
+def test_an_output_path_that_cannot_be_written_is_the_users_error(tmp_path, args):
+    result = refused(tmp_path, TWO_WEB, *args, expect="/proc/nowhere")
+    assert "internal error" not in result.stderr
+
+
+def test_a_plan_made_before_the_state_existed_applies(tmp_path):
+    """`plan --out` on a new project (no state file yet), then `apply`: not refused as stale
+    because the state file apply creates is "another state"."""
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("plan", "--out", "plan.json", cwd=tmp_path, check=True)
+    assert not (tmp_path / ".provisioning").exists()
+    applied = converge("apply", "plan.json", cwd=tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    assert "2 ok" in applied.stdout
+
+
+@pytest.mark.parametrize("command", ["up", "status"])
+def test_a_state_file_of_a_newer_schema_is_refused_unchanged(tmp_path, command):
+    import sqlite3
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    state = tmp_path / ".provisioning" / "state.db"
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.close()
+    before = (state.read_bytes(), sorted(p.name for p in state.parent.iterdir()))
+    result = converge(command, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "newer provisioning (schema 99" in result.stderr and "Traceback" not in result.stderr
+    assert (state.read_bytes(), sorted(p.name for p in state.parent.iterdir())) == before
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (lambda plan: plan["machines"][0].update(action="destroy"),
+     "machine 'web-1' is planned 'destroy', but the cluster file has it"),
+    (lambda plan: plan["machines"][0].update(name="web-9"),
+     "machine 'web-9' is planned 'nothing', but the cluster file has no such machine"),
+    (lambda plan: plan["machines"][0].update(action="rm -rf /"), "is not one of create"),
+    (lambda plan: plan["machines"][0].update(state_version="2"), "is not a number"),
+    (lambda plan: plan.update(machines="web-1"), "the plan is damaged")],
+    ids=["destroy-a-kept-machine", "unknown-machine", "unknown-action", "version-text",
+         "machines-text"])
+def test_a_plan_edited_by_hand_is_refused_and_touches_nothing(tmp_path, edit, expect):
+    import json
+
+    from provisioning.drivers.fake import FakeWarehouse
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    converge("plan", "--out", "plan.json", cwd=tmp_path, check=True)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    edit(plan)
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    servers = FakeWarehouse(str(tmp_path / "cloud")).servers()
+    result = converge("apply", "plan.json", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expect in result.stderr and "internal error" not in result.stderr, result.stderr
+    assert FakeWarehouse(str(tmp_path / "cloud")).servers() == servers
