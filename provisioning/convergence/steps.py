@@ -376,8 +376,25 @@ def _parse_step(item: Any, key: str, problems: Problems, base_dir: str) -> Step 
         return None
     before = len(problems.items)
     problems.unknown_keys(spec, _KEYS[kind], where)
+    _refuse_nul(spec, where, problems)
     step = _BUILDERS[kind](spec, where, problems, base_dir)
     return step if len(problems.items) == before else None
+
+
+def _refuse_nul(value: Any, key: str, problems: Problems) -> None:
+    """A NUL byte fits in no path, command, name or environment variable: refuse it before a
+    machine is made (a file's ``content`` may hold one)."""
+    if isinstance(value, str) and "\0" in value:
+        problems.add(key, f"contains a NUL byte ({value[:40]!r}); remove it")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if isinstance(name, str) and "\0" in name:
+                problems.add(f"{key}.{name!r}", "the name contains a NUL byte; remove it")
+            elif name != "content":
+                _refuse_nul(item, f"{key}.{name}", problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{key}[{index}]", problems)
 
 
 def _path(spec, where, problems, name="path") -> str:
@@ -452,6 +469,10 @@ def _guards(spec, where, problems) -> dict[str, Any]:
                                    expected="a path" if name == "creates" else "a command")
     out["sudo"] = problems.field(spec, "sudo", where, bool, default=False)
     out["env"] = problems.string_map(spec["env"], f"{where}.env") if "env" in spec else {}
+    for name in out["env"]:
+        if not isinstance(name, str) or not name or "=" in name:
+            problems.add(f"{where}.env", f"{name!r} is not an environment variable name (no "
+                                         "'=', not empty)")
     out["timeout"] = problems.positive_number(spec, "timeout", where)
     return out
 

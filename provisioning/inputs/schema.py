@@ -130,8 +130,9 @@ class Problems:
                            expected="a number of seconds")
         if value is None:
             return default
-        if value <= 0:
-            self.add(_join(key, name), f"expected a positive number of seconds, got {value!r}")
+        if not value > 0 or value == float("inf"):  # NaN compares false: refused here too
+            self.add(_join(key, name),
+                     f"expected a positive number of seconds (finite), got {value!r}")
             return default
         return float(value)
 

@@ -120,3 +120,16 @@ def test_a_plan_edited_by_hand_is_refused_and_touches_nothing(tmp_path, edit, ex
     assert result.returncode == 2, result.stdout + result.stderr
     assert expect in result.stderr and "internal error" not in result.stderr, result.stderr
     assert FakeWarehouse(str(tmp_path / "cloud")).servers() == servers
+
+
+@pytest.mark.parametrize("step,expect", [
+    ('command: {run: "true", timeout: .nan}', "expected a positive number of seconds (finite)"),
+    ('command: {run: "true", timeout: .inf}', "expected a positive number of seconds (finite)"),
+    ('command: {run: "true", env: {"A=B": x}}', "is not an environment variable name"),
+    ('command: {run: "echo \\0"}', "command.run: contains a NUL byte"),
+    ('command: {run: "true", cwd: "/a\\0b"}', "command.cwd: contains a NUL byte"),
+    ('file: {path: "/etc/\\0x", content: x}', "file.path: contains a NUL byte")],
+    ids=["nan-timeout", "inf-timeout", "env-name", "nul-run", "nul-cwd", "nul-path"])
+def test_a_step_value_no_machine_can_take_is_refused_before_any_machine(tmp_path, step, expect):
+    refused(tmp_path, f'driver: "fake:./cloud"\nmachines:\n  web:\n    converge:\n      - {step}\n',
+            "up", expect=expect)
