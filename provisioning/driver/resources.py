@@ -33,10 +33,6 @@ _pending = threading.local()
 PENDING_MARK = "create_pending"
 
 
-def _done() -> None:
-    """The action of a machine whose part of a batch create is already done and saved."""
-
-
 @record
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
@@ -125,9 +121,8 @@ class ResourceContract:
                                     f"resources in one request, got {len(made)}",
                                     provider=self.scheme)
 
-        def record() -> None:
-            """Every reference of the request, then one save for all (one transaction where
-            the store can), the fault point ``before_save`` before it for each machine."""
+        def save_all() -> None:
+            """Every reference, ``before_save`` for each, then one save for all of them."""
             ready: list[MachineSpec] = []
             try:
                 for creation, result in zip(creations, made):
@@ -140,7 +135,7 @@ class ResourceContract:
 
         def create() -> None:
             request()
-            record()
+            save_all()
         if single:
             handler.perform_action(creations[0].description, create, data=creations[0].data)
         elif not self.report_each_creation:
@@ -150,13 +145,13 @@ class ResourceContract:
             if not handler.why_run:
                 request()
                 try:
-                    record()
+                    save_all()
                 except Exception as exc:  # reported below each machine that was saved
                     failed = exc
             for creation in creations:
                 if handler.why_run or creation.machine_spec.name in saved:
-                    creation.action_handler.perform_action(creation.description, _done,
-                                                           data=creation.data)
+                    creation.action_handler.perform_action(  # made and saved above
+                        creation.description, lambda: None, data=creation.data)
             if failed is not None:
                 raise failed
 

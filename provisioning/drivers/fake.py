@@ -1,10 +1,11 @@
 """The ``fake:`` driver: a simulated warehouse for tests and dry experiments.
 
-``fake:[DIR]`` keeps its "cloud" in DIR (default ``.provisioning/fake`` beside the state), as a
-JSON file guarded by a file lock, so it survives across processes and counts every create. Each
-server is a directory, the machine's whole filesystem: its machine runs commands on this host
-through ``LocalTransport`` in that directory, and every path of a file step or a command's
-``cwd`` (absolute, relative, with ``..``) lands inside it; a symbolic link leading out is refused.
+``fake:[DIR]`` keeps its "cloud" in DIR (default ``.provisioning/fake`` beside the state): its
+servers in an append-only journal (``fake_journal``), so it survives across processes and counts
+every create, and a directory per server. That directory is the machine's whole filesystem: its
+machine runs commands on this host through ``LocalTransport`` in it, and every path of a file
+step or a command's ``cwd`` (absolute, relative, with ``..``) lands inside it; a symbolic link
+leading out is refused.
 Commands themselves still run on this host: the simulation confines paths, it is no jail.
 
 Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
