@@ -9,7 +9,9 @@ memory, reading only what was appended since its last look (one ``stat`` when no
 Crash safety: a line is one ``write``; a writer killed in the middle leaves a torn last line,
 which readers skip (the next writer starts on a fresh line). Nothing is rewritten in place:
 ``compact`` writes the live servers to a temporary file and renames it over the journal, under
-the same lock, and readers notice the new inode and read it from the start.
+the same lock. A reader keeps the journal it read open, so that file's inode number cannot be
+given to the compacted one while the reader still counts on it: a different inode behind the
+path always means a new journal, read from the start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import threading
 import uuid
+import weakref
 from typing import Any, Iterable, Iterator
 
 __all__ = ["ServerJournal"]
@@ -38,7 +41,9 @@ class ServerJournal:
         self._mutex = threading.Lock()  # the warehouse is shared by a run's worker threads
         self._servers: dict[str, dict[str, Any]] = {}
         self._tagged: dict[tuple[str, str], str] = {}  # (name tag, store tag) -> newest id
-        self._inode: int | None = None
+        self._fd: int | None = None  # the journal read so far, held open
+        self._inode: int | None = None  # its inode number
+        self._closer: weakref.finalize | None = None  # closes ``_fd`` with this object
         self._offset = 0
         self._records = 0  # journal records read (put or del of one server)
 
@@ -52,26 +57,45 @@ class ServerJournal:
         if stat is not None and (stat.st_ino, stat.st_size) == (self._inode, self._offset):
             return  # nothing new: the common case, without waiting for other threads
         with self._mutex:
-            try:  # again: another thread may have read further meanwhile
-                stat = os.stat(self.path)
-            except FileNotFoundError:
-                self._reset(None)
+            fd = self._hold_current()
+            if fd is None:
                 return
-            if stat.st_ino != self._inode or stat.st_size < self._offset:
-                self._reset(stat.st_ino)
-            if stat.st_size == self._offset:
+            size = os.fstat(fd).st_size
+            if size == self._offset:
                 return
-            with open(self.path, "rb") as handle:
-                handle.seek(max(self._offset - 1, 0))
-                if self._offset and handle.read(1) != b"\n":  # not where this reader was:
-                    self._reset(stat.st_ino)  # a compaction that reused the inode number
-                    handle.seek(0)
-                chunk = handle.read(stat.st_size - self._offset)
+            chunk = os.pread(fd, size - self._offset, self._offset)
             complete = chunk.rfind(b"\n") + 1  # a line still being written waits for its end
             self._offset += complete
             for line in chunk[:complete].split(b"\n"):
                 if line.strip():
                     self._apply(line)
+
+    def _hold_current(self) -> int | None:
+        """The descriptor of the journal now at ``path``: the one held when the path still
+        names it, else the new one opened and held (and what was read forgotten), None when
+        there is no journal. Call under ``_mutex``."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            stat = None
+        if self._fd is not None and stat is not None and stat.st_ino == self._inode:
+            return self._fd
+        self._release()
+        if stat is None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        self._fd, self._closer = fd, weakref.finalize(self, os.close, fd)
+        self._reset(os.fstat(fd).st_ino)
+        return fd
+
+    def _release(self) -> None:
+        if self._closer is not None:
+            self._closer()
+        self._fd = self._closer = None
+        self._reset(None)
 
     def _reset(self, inode: int | None) -> None:
         self._servers, self._tagged = {}, {}

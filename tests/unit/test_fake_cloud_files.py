@@ -11,6 +11,7 @@ from pathlib import Path
 
 from provisioning.cluster import Cluster
 from provisioning.drivers.fake import FakeWarehouse
+from provisioning.drivers.fake_journal import ServerJournal
 from tests.cli_runner import converge
 
 _seen: list[tuple[str, str]] = []
@@ -182,3 +183,28 @@ def test_a_batch_create_saves_its_references_in_one_transaction_per_chunk(tmp_pa
     transactions = "\n".join(seen).split("BEGIN IMMEDIATE")
     saves = [t.count("INSERT OR REPLACE INTO entries") for t in transactions]
     assert sorted(n for n in saves if n > 1) == [50, 100, 100], saves
+
+
+def test_a_reader_sees_every_compaction_even_one_of_the_same_size(tmp_path):
+    """A long-lived reader (a run's warehouse) and another process compacting the journal
+    between its looks: each compaction leaves a file of exactly the size the reader had read,
+    with other contents. The reader must read the new file, never take it for the old one
+    (ext4 hands a freed inode number to the next file made, so the number alone cannot tell
+    them apart unless the reader keeps the old file open)."""
+    journal = str(tmp_path / "journal")
+    lock = str(tmp_path / "lock")
+    reader, writer = ServerJournal(journal, lock), ServerJournal(journal, lock)
+    with writer.locked():
+        writer.append(put=[{"id": "srv-kept", "state": "state-00"}])
+    for round_ in range(1, 13):
+        reader.refresh()
+        assert reader.state("srv-kept") == f"state-{2 * round_ - 2:02d}"
+        for step in (2 * round_ - 1, 2 * round_):  # two compactions between the reader's looks:
+            with writer.locked():  # the second file may get the first one's freed number
+                writer.append(put=[{"id": f"srv-{i}", "state": "x"} for i in range(1000)])
+                writer.append(delete=[f"srv-{i}" for i in range(1000)])
+                writer.append(put=[{"id": "srv-kept", "state": f"state-{step:02d}"}])
+                assert writer.compact()
+    reader.refresh()
+    assert reader.state("srv-kept") == "state-24"
+    assert reader.ids() == ["srv-kept"]
