@@ -448,9 +448,7 @@ def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
         machine = driver.ready_machine(handler, spec, options)
         strategy = runner.cluster.convergence(definition)
         if machine is None:
-            plan = getattr(strategy, "plan", None)
-            if plan is not None:
-                plan(handler)
+            strategy.plan(handler)
         else:
             try:
                 machine.action_handler = handler
