@@ -24,7 +24,7 @@ def render_plan(session, plan) -> None:
     for image in plan.images:
         lines.append(f"+ [image {image['name']}] would {image['description']}")
     for machine in plan.machines:
-        if machine.action == "nothing" and not machine.deposed and \
+        if machine.action == "nothing" and not machine.deposed and not machine.drift and \
                 session.settings.verbosity < 0:
             continue
         head = "nothing to do" if machine.action == "nothing" else machine.action
@@ -35,6 +35,8 @@ def render_plan(session, plan) -> None:
             lines.append(f"    [{machine.name}] would {step}")
         for label in machine.deposed:
             lines.append(f"    [{machine.name}] would destroy the deposed {label}")
+        for found in machine.drift:
+            lines.append(f"    [{machine.name}] ! {found} (unchanged by up and apply)")
     lines.append(plan.summary())
     session.renderer.message("\n".join(lines))
 

@@ -35,6 +35,7 @@ from provisioning.store import same_state
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
+    from provisioning.driver.base import Driver
 
 __all__ = ["Plan", "MachinePlan", "PlannedStep", "make_plan", "file_sha256", "check_fresh",
            "doomed_entries",
@@ -86,6 +87,9 @@ class MachinePlan:
     #: the resources moved aside by an unfinished create-before-destroy replace, by label:
     #: destroyed once the machine is up
     deposed: list[str] = field(default_factory=list)
+    #: what the driver found different from the wish that neither up nor apply changes (a
+    #: size or image a resource cannot take after creation): shown, so plan hides no drift
+    drift: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -413,10 +417,14 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
         plan.action, plan.reason = "start", "it is stopped"
         plan.steps = [PlannedStep(s.summary(), AFTER_START) for s in definition.steps]
         return plan
+    plan.drift = _drift(driver, definition, spec)
     plan.steps = _rehearse(runner, definition, spec)
     if plan.steps:
         plan.action = "converge"
         plan.reason = f"{len(plan.steps)} change{'s' if len(plan.steps) != 1 else ''}"
+    elif plan.drift:
+        plan.reason = (f"differs from the file in what up cannot change; '--replace "
+                       f"{definition.name}' re-creates it")
     else:
         plan.reason = "up to date"
     return plan
@@ -432,6 +440,15 @@ def _deposed(runner: "ClusterRunner", spec: "MachineSpec") -> list[str]:
         except ProvisioningError:  # a driver that cannot be loaded: the reference says enough
             labels.append(str(reference))
     return labels
+
+
+def _drift(driver: "Driver", definition: "MachineDefinition", spec: "MachineSpec") -> list[str]:
+    """What ``compare_with_wish`` reports for an existing machine (``up`` reports the same and
+    changes nothing for it)."""
+    recorder = RecordingActionHandler(why_run=True)
+    driver.compare_with_wish(recorder.for_machine(definition.name), spec,
+                             definition.machine_options)
+    return [event.description for event in recorder.events if event.kind == "progress"]
 
 
 def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",

@@ -174,3 +174,22 @@ def test_a_tagged_resource_missing_from_the_state_is_planned_as_adopt(project):
     assert server(project, "web-2")["id"] == kept
     assert warehouse(project).counters() == {"creates": 2, "destroys": 0}
     assert actions(plan_of(project)) == {"web-1": "nothing", "web-2": "nothing"}
+
+
+def test_a_size_the_resource_cannot_take_is_shown_by_plan_not_hidden(project):
+    """``up`` reports that a server's size differs from the file and changes nothing for it;
+    ``plan`` says the same instead of "up to date", and applying that plan changes nothing."""
+    write(project, extra="machine_options: {size: large}")
+    before = warehouse(project).counters()
+    document = plan_of(project, "--out", "plan.json")
+    assert actions(document) == {"web-1": "nothing", "web-2": "nothing"}
+    web1 = next(m for m in document["machines"] if m["name"] == "web-1")
+    [found] = web1["drift"]
+    assert f"server {server(project, 'web-1')['id']} is size small, wished large" in found
+    assert "--replace web-1" in web1["reason"]
+    shown = run(project, "plan")
+    assert f"[web-2] ! server {server(project, 'web-2')['id']} is size small" in shown.stdout
+    applied = run(project, "apply", "plan.json")
+    assert applied.returncode == 0, applied.stderr
+    assert warehouse(project).counters() == before
+    assert {s["size"] for s in warehouse(project).servers().values()} == {"small"}
