@@ -1,7 +1,10 @@
 """Named fault points, for crash-safety tests of any driver.
 
-Drivers call ``checkpoint("after_create")`` at the moments that matter (after creating a
-resource, before saving its reference, while readying). Normally a no-op. With
+The driver contract (``provisioning.driver``) passes ``POINTS`` at the moments that matter
+(after creating a resource, before saving its reference, while readying, between the halves of
+a destroy), so a driver on its hooks places none itself; the stores add ``mid_save``, the
+lifecycle ``before_destroy_deposed``, and a driver may add its own inner points for its own
+tests (nspawn's ``during_create``). Normally a no-op. With
 ``PROVISIONING_FAULT=after_create:crash`` the process dies on the spot (``os._exit``, no cleanup,
 as a kill -9 would); ``:fail`` raises ``ProviderError`` instead; ``:bug`` raises ``RuntimeError``
 (an internal error, as a buggy driver would). Several points: comma-separated.

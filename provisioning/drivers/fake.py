@@ -27,7 +27,6 @@ from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_journal import ServerJournal
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
-from provisioning.faults import checkpoint
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.local import LocalTransport
 
@@ -269,22 +268,36 @@ class FakeWarehouse:
         return True
 
     def delete(self, server_id: str) -> bool:
-        import shutil  # with its archive modules: only to copy or remove a tree
+        """Destroy a server at once (both halves: ``forget``, then ``remove_files``); False
+        when there is none."""
+        if not self.forget(server_id):
+            return False
+        self.remove_files(server_id)
+        return True
 
+    def forget(self, server_id: str) -> bool:
+        """A destroy's first half: the server's files moved aside, then the server out of the
+        journal (and counted). ``remove_files`` is the second; a destroy killed between them
+        leaves ``files_left``, which the next destroy (or the next opening) removes."""
         server = self.get(server_id)
         if server is None:
             return False
-        trash = removing_dir(self.machines_dir, server_id)
         with contextlib.suppress(FileNotFoundError):  # first out of the way, then forgotten
-            os.rename(server["dir"], trash)
+            os.rename(server["dir"], removing_dir(self.machines_dir, server_id))
         with self.journal.locked() as journal:
             if server_id not in journal:
                 return False  # another process deleted it first
             journal.append(delete=[server_id])
-        checkpoint("during_destroy", machine=server.get("name"))
         self._count("destroys")
-        shutil.rmtree(trash, ignore_errors=True)
         return True
+
+    def files_left(self, server_id: str) -> bool:
+        return os.path.isdir(removing_dir(self.machines_dir, server_id))
+
+    def remove_files(self, server_id: str) -> None:
+        import shutil  # with its archive modules: only to copy or remove a tree
+
+        shutil.rmtree(removing_dir(self.machines_dir, server_id), ignore_errors=True)
 
     def leftovers(self) -> list[str]:
         """Files and directories that belong to no server (what a killed run left)."""
@@ -390,7 +403,16 @@ class FakeDriver(Driver):
         self.warehouse.set_state(machine_spec.reference["server_id"], "stopped")
 
     def delete_resource(self, action_handler, machine_spec):
-        self.warehouse.delete(machine_spec.reference["server_id"])
+        self.warehouse.forget(machine_spec.reference["server_id"])
+
+    def finish_delete(self, action_handler, machine_spec):
+        self.warehouse.remove_files(machine_spec.reference["server_id"])
+
+    def unfinished_delete(self, machine_spec):
+        server_id = machine_spec.reference.get("server_id")
+        if server_id and self.warehouse.files_left(server_id):
+            return f"the files of server {server_id}"
+        return None
 
     def open_machine(self, machine_spec, machine_options, action_handler=None) -> UnixMachine:
         return self._machine(machine_spec, machine_options, action_handler)

@@ -9,9 +9,15 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
+from provisioning.actions import RecordingActionHandler
 from provisioning.cluster import Cluster
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.drivers.fake_journal import ServerJournal
+from provisioning.lifecycle import Provisioner
+from provisioning.registry import driver_for_url
+from provisioning.store.memory import MemoryStore
 from tests.cli_runner import converge
 
 _seen: list[tuple[str, str]] = []
@@ -208,3 +214,26 @@ def test_a_reader_sees_every_compaction_even_one_of_the_same_size(tmp_path):
     reader.refresh()
     assert reader.state("srv-kept") == "state-24"
     assert reader.ids() == ["srv-kept"]
+
+
+def test_a_fake_destroy_stopped_between_its_halves_is_finished_by_the_next(tmp_path, monkeypatch):
+    """The contract, not the fake cloud, places during_destroy: between forgetting the server
+    and removing its files. The next destroy in the same process finishes the files (why-run
+    only plans it), and the server is counted destroyed once."""
+    driver = driver_for_url(f"fake:{tmp_path / 'cloud'}")
+    store = MemoryStore()
+    Provisioner(store, config=driver.config).allocate(driver, "web-1")
+    server_id = store.get("machine", "web-1").reference["server_id"]
+    monkeypatch.setenv("PROVISIONING_FAULT", "during_destroy:fail")
+    with pytest.raises(Exception, match="injected failure at during_destroy"):
+        Provisioner(store, config=driver.config).destroy("web-1", {}, driver)
+    monkeypatch.delenv("PROVISIONING_FAULT")
+    machines = tmp_path / "cloud" / "machines"
+    assert os.listdir(machines) == [f".removing-{server_id}"]
+    planner = RecordingActionHandler(why_run=True)
+    Provisioner(store, config=driver.config, action_handler=planner).destroy("web-1", {}, driver)
+    assert [a.description for a in planner.actions(performed=False)] == [
+        f"finish destroying server {server_id}: remove the files of server {server_id}"]
+    Provisioner(store, config=driver.config).destroy("web-1", {}, driver)
+    assert os.listdir(machines) == [] and store.get("machine", "web-1") is None
+    assert FakeWarehouse(str(tmp_path / "cloud")).counters()["destroys"] == 1
