@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from provisioning.driver import Capabilities, Driver, ImageCapture
 from provisioning.driver.options import OptionField
@@ -215,22 +215,22 @@ class FakeWarehouse:
             self._count("creates", len(made))
         return made
 
-    def _change(self, server_id: str, **fields: Any) -> None:
+    def _change(self, server_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Record the server with the fields ``change`` returns for its current record, read
+        under the lock (two processes changing one server never lose each other's change)."""
+        self._prepare()
         with self.journal.locked() as journal:
             server = journal.get(server_id)
             if server is None:
                 raise MachineNotFound(f"fake server {server_id} does not exist")
-            journal.append(put=[{**server, **fields}])
+            journal.append(put=[{**server, **change(server)}])
 
     def tag(self, server_id: str, tags: dict[str, str]) -> None:
         """Add or change tags of a server (an older tag no longer finds it)."""
-        self._prepare()
-        server = self.get(server_id)
-        self._change(server_id, tags={**(server or {}).get("tags", {}), **tags})
+        self._change(server_id, lambda server: {"tags": {**server.get("tags", {}), **tags}})
 
     def set_state(self, server_id: str, state: str) -> None:
-        self._prepare()
-        self._change(server_id, state=state)
+        self._change(server_id, lambda server: {"state": state})
 
     # -- machine images: a copy of a server's files (images/ID/files, images/ID.json) ------
     def capture(self, server_id: str, name: str) -> dict[str, Any]:
