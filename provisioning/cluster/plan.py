@@ -216,14 +216,15 @@ def check_fresh(plan: Plan, runner: "ClusterRunner", source: str = "plan") -> No
               f"{'has it' if m.action == 'destroy' else 'has no such machine'}"
               for m in plan.machines
               if (m.action == "destroy") == (m.name in runner.cluster.machines)]
-    if edited and plan.file_sha256 == file_sha256(runner.cluster.path):
+    file_changed = plan.file_sha256 != file_sha256(runner.cluster.path)
+    if edited and not file_changed:
         raise ConfigError(f"the plan was changed after it was made ({'; '.join(edited)}); make "
                           "it again with 'converge plan --out FILE'", file=source)
     changes = []
     if plan.cluster != runner.name:
         changes.append(f"it was made for cluster {plan.cluster!r}, this file is cluster "
                        f"{runner.name!r}")
-    if plan.file_sha256 != file_sha256(runner.cluster.path):
+    if file_changed:
         changes.append(f"the cluster file {runner.cluster.path} changed")
     if not same_state(plan.state, runner.store.url):
         changes.append(f"it was made against state {plan.state}, not {runner.store.url}")
