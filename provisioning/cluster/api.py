@@ -53,13 +53,15 @@ class Cluster:
              why_run: bool = False, parallel: int | None = None,
              listeners: Sequence[Callable[[Event], None]] = (),
              read_only: bool = False, select: Iterable[str] = (),
-             choose: Iterable[str] = (), replace: Iterable[str] = ()) -> "Cluster":
+             choose: Iterable[str] = (), replace: Iterable[str] = (),
+             boots: bool = True) -> "Cluster":
         """Validate the cluster file and open its state store (``state`` wins over the file's
         ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
         Under why-run or ``read_only`` a state file that does not exist is not created.
         ``select`` / ``choose`` / ``replace``: the names (``choose``: or patterns; ``replace``:
         machines) the caller will act on, refused when unknown before the state file is
-        opened (and so before it is created)."""
+        opened (and so before it is created). ``boots``: the caller may create machines, so
+        the images they boot from are checked first (``destroy`` and ``stop`` pass False)."""
         file = load_cluster(path)
         file.select(select)
         file.choose(choose)
@@ -69,7 +71,8 @@ class Cluster:
             # a group asking create_before_destroy of a driver that cannot
             check_templates(file)
             check_drivers(file)
-            check_images(file, config, lambda names: _saved(file, state, config, names))
+            if boots:
+                check_images(file, config, lambda names: _saved(file, state, config, names))
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
                            create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)

@@ -176,3 +176,15 @@ def test_importing_a_resource_that_does_not_exist_creates_no_state_file(tmp_path
     assert "fake server 'srv-missing' does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+
+
+@pytest.mark.parametrize("command", ["destroy", "stop"])
+def test_a_missing_image_does_not_block_destroying_or_stopping_the_others(tmp_path, command):
+    """The image of a machine never made is asked about by commands that make machines."""
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    (tmp_path / "cluster.yml").write_text(
+        TWO_WEB + "  db: {machine_options: {image: img-deleted}}\n")
+    done = converge(command, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 changes" in done.stdout
