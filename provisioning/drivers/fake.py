@@ -71,8 +71,13 @@ class FakeWarehouse:
     def _prepare(self) -> None:
         if self._ready:
             return
-        for path in (self.directory, self.servers_dir, self.machines_dir):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+        try:
+            for path in (self.directory, self.servers_dir, self.machines_dir):
+                os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:  # the URL names a place no directory can be made
+            raise ConfigError(f"cannot use {self.directory} as the fake cloud: "
+                              f"{exc.strerror or exc}; give a directory you can write "
+                              "(driver: fake:DIR)", key="driver") from exc
         with self.journal.locked() as journal:
             self._migrate(journal)
             reclaim(self.directory, self.servers_dir, journal)  # what killed runs left behind
