@@ -53,13 +53,15 @@ class Settings(settings_base.Settings):
     @contextlib.contextmanager
     def session(self, *, why_run: bool | None = None, live: bool = True,
                 read_only: bool = False, select: Iterable[str] = (),
-                choose: Iterable[str] = (), replace: Iterable[str] = ()) -> Iterator["Session"]:
+                choose: Iterable[str] = (), replace: Iterable[str] = (),
+                boots: bool = True) -> Iterator["Session"]:
         """Load the cluster file, open the state store, start the renderer; close all after.
         ``read_only`` (and why-run): a missing state file is not created. ``select``,
-        ``choose``, ``replace``: the names given, checked before the store opens."""
+        ``choose``, ``replace``: the names given, checked before the store opens. ``boots``:
+        False for commands that create no machine (their images are not checked)."""
         session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
                           read_only=read_only, select=select, choose=choose,
-                          replace=replace)
+                          replace=replace, boots=boots)
         try:
             yield session
         finally:
@@ -129,7 +131,8 @@ class Session:
 
     def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
                  read_only: bool = False, select: Iterable[str] = (),
-                 choose: Iterable[str] = (), replace: Iterable[str] = ()) -> None:
+                 choose: Iterable[str] = (), replace: Iterable[str] = (),
+                 boots: bool = True) -> None:
         self.settings = settings
         self.renderer = settings.renderer(live=live)
         try:
@@ -138,7 +141,8 @@ class Session:
                                                      why_run=why_run, parallel=settings.parallel,
                                                      listeners=[self.renderer.event],
                                                      read_only=read_only, select=select,
-                                                     choose=choose, replace=replace)
+                                                     choose=choose, replace=replace,
+                                                     boots=boots)
         except BaseException:
             self.renderer.close()
             raise

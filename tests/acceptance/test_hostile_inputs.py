@@ -142,3 +142,49 @@ def test_reading_commands_of_the_state_create_no_state_file(tmp_path, args):
     (tmp_path / "cluster.yml").write_text(TWO_WEB)
     converge(*args, cwd=tmp_path)
     assert not (tmp_path / ".provisioning").exists()
+
+
+@pytest.mark.parametrize("cluster,key", [
+    ("machines:\n  web: {machine_options: {image: nope}}\n", "machines.web.machine_options.image"),
+    ("machine_options: {image: nope}\nmachines:\n  web: {}\n", "machine_options.image"),
+    ("images:\n  x: {from: nope}\n  y: {from: x}\nmachines:\n  web: {machine_options: {image: y}}\n",
+     "images.x.from")], ids=["machine", "top-level", "file-image-layers"])
+@pytest.mark.parametrize("command", [("up",), ("up", "--why-run"), ("plan",)],
+                         ids=lambda c: "-".join(c))
+def test_an_image_the_driver_does_not_have_is_refused_before_the_state_file(tmp_path, cluster,
+                                                                           key, command):
+    refused(tmp_path, 'driver: "fake:./cloud"\n' + cluster, *command,
+            expect=f"{key}: fake image 'nope' does not exist")
+
+
+def test_a_saved_machine_is_not_refused_for_an_image_deleted_since(tmp_path):
+    """Only machines that will boot are asked about: one already made keeps working."""
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    deleted = "machine_options: {image: img-deleted}"
+    (tmp_path / "cluster.yml").write_text(TWO_WEB.replace("count: 2", f"count: 2, {deleted}"))
+    assert "0 changes" in converge("up", cwd=tmp_path, check=True).stdout
+    (tmp_path / "cluster.yml").write_text(TWO_WEB.replace("count: 2", f"count: 3, {deleted}"))
+    grown = converge("up", cwd=tmp_path)
+    assert grown.returncode == 2 and "fake image 'img-deleted' does not exist" in grown.stderr
+
+
+def test_importing_a_resource_that_does_not_exist_creates_no_state_file(tmp_path):
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    result = converge("import", "web-1", "srv-missing", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "fake server 'srv-missing' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+
+
+@pytest.mark.parametrize("command", ["destroy", "stop"])
+def test_a_missing_image_does_not_block_destroying_or_stopping_the_others(tmp_path, command):
+    """The image of a machine never made is asked about by commands that make machines."""
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    (tmp_path / "cluster.yml").write_text(
+        TWO_WEB + "  db: {machine_options: {image: img-deleted}}\n")
+    done = converge(command, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 changes" in done.stdout
