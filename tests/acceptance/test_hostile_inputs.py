@@ -188,3 +188,17 @@ def test_a_missing_image_does_not_block_destroying_or_stopping_the_others(tmp_pa
     done = converge(command, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "2 changes" in done.stdout
+
+
+@pytest.mark.parametrize("body,expect", [
+    ('converge:\n      - command: {run: "echo {{ cycler.__init__.__globals__ }}"}',
+     "command.run: [web] template"),
+    ('converge:\n      - command: {run: "echo {{ \\"a\\" * 10**10 }}"}', "a repetition longer"),
+    ('converge:\n      - command: {run: "echo {{ machine.name"}', "unexpected end of template"),
+    ('healthcheck:\n      - command: "echo {{ range(10**9)|list|length }}"',
+     "healthcheck[0].command: [web] template")],
+    ids=["command-unsafe", "command-huge", "command-syntax", "healthcheck-huge"])
+def test_a_hostile_command_or_healthcheck_template_is_refused_before_any_machine(tmp_path, body,
+                                                                                 expect):
+    refused(tmp_path, f'driver: "fake:./cloud"\nmachines:\n  web:\n    {body}\n', "up",
+            expect=expect)
