@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.cluster.file import MAX_NAME, NAME_RE
-from provisioning.errors import ConfigError
+from provisioning.errors import ConfigError, DamagedEntry
 from provisioning.inputs.schema import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,20 +41,30 @@ def _entry(runner: "ClusterRunner", name: str) -> "MachineSpec":
 
 def forget_machines(runner: "ClusterRunner", names: list[str]) -> list[str]:
     """Remove the entries (not the machines) of ``names``; returns what was (or would be) done."""
-    entries = [_entry(runner, name) for name in names]  # every name checked before any change
+    texts = {name: _forget_text(runner, name) for name in names}  # all checked before a change
     done = []
-    for entry in entries:
-        text = f"forget {entry.name} (its resource {entry.reference or '-'} is left as it is)"
-        if entry.deposed:
-            text += f", and its {len(entry.deposed)} deposed resource(s) {entry.deposed}"
-        handler = runner.action_handler.for_machine(entry.name)
+    for name, text in texts.items():
+        handler = runner.action_handler.for_machine(name)
 
-        def forget(name: str = entry.name) -> None:
+        def forget(name: str = name) -> None:
             with runner.store.lock(name, runner.provisioner.lock_ttl):
                 runner.store.delete("machine", name)
         handler.perform_action(text, forget)
         done.append(text)
     return done
+
+
+def _forget_text(runner: "ClusterRunner", name: str) -> str:
+    """What forgetting ``name`` does; a damaged entry (``DamagedEntry``) can be forgotten
+    too: that is the way out its error names."""
+    try:
+        entry = _entry(runner, name)
+    except DamagedEntry as exc:
+        return f"forget {name} (a damaged entry: {exc.why})"
+    text = f"forget {entry.name} (its resource {entry.reference or '-'} is left as it is)"
+    if entry.deposed:
+        text += f", and its {len(entry.deposed)} deposed resource(s) {entry.deposed}"
+    return text
 
 
 def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None, *,

@@ -202,3 +202,41 @@ def test_a_hostile_command_or_healthcheck_template_is_refused_before_any_machine
                                                                                  expect):
     refused(tmp_path, f'driver: "fake:./cloud"\nmachines:\n  web:\n    {body}\n', "up",
             expect=expect)
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("data = json_set(data, '$.reference', 'x')", "reference is str"),
+    ("data = '[]'", "expected a JSON object, got list"),
+    ("data = json_set(data, '$.generation', 'two')", "generation is str")],
+    ids=["reference-text", "list", "generation-text"])
+@pytest.mark.parametrize("command", ["up", "status", "destroy"])
+def test_a_damaged_state_entry_is_named_and_can_be_forgotten(tmp_path, damage, why, command):
+    import sqlite3
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    with sqlite3.connect(tmp_path / ".provisioning" / "state.db") as db:
+        db.execute(f"UPDATE entries SET {damage} WHERE kind = 'machine' AND name = 'web-1'")
+    db.close()
+    result = converge(command, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"damaged machine entry 'web-1': {why}" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    converge("state", "rm", "web-1", cwd=tmp_path, check=True)
+    assert "1 change" in converge("up", cwd=tmp_path, check=True).stdout  # web-1 adopted again
+
+
+def test_a_state_file_with_a_damaged_schema_version_is_refused_unchanged(tmp_path):
+    import sqlite3
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    state = tmp_path / ".provisioning" / "state.db"
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
+    db.close()
+    before = state.read_bytes()
+    result = converge("up", cwd=tmp_path)
+    assert result.returncode == 2 and "damaged schema version ('abc'" in result.stderr, \
+        result.stderr
+    assert state.read_bytes() == before
