@@ -191,7 +191,7 @@ def test_a_build_killed_between_capture_and_save_leaks_no_image(project: Path):
 
 def test_destroying_an_image_whose_capture_was_killed_leaks_nothing(project: Path):
     """``image destroy`` of an entry a kill left pending removes the image that capture made
-    (why-run only plans it) and forgets the entry."""
+    (why-run only plans it), the killed build's builder machine, and forgets the entry."""
     killed = converge("up", cwd=project, env={"PROVISIONING_FAULT": "after_capture:crash"})
     assert killed.returncode == 86, killed.stdout + killed.stderr
     (leftover,) = _image_dirs(project)
@@ -203,3 +203,8 @@ def test_destroying_an_image_whose_capture_was_killed_leaks_nothing(project: Pat
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert _image_dirs(project) == []
     assert _images(project)["site"]["state"] == "not built"
+    assert "destroying builder machine image-builder-site left by an interrupted build" in \
+        gone.stdout  # the killed build's builder goes with it
+    from provisioning.drivers.fake import FakeWarehouse
+
+    assert FakeWarehouse(str(project / ".provisioning" / "fake")).servers() == {}
