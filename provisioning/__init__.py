@@ -51,6 +51,7 @@ _EXPORTS = {
     "DriverNotFound": "provisioning.errors",
     "MissingExtra": "provisioning.errors",
     "ClusterConflict": "provisioning.errors",
+    "DamagedEntry": "provisioning.errors",
     "Cluster": "provisioning.cluster",
     "StalePlan": "provisioning.errors",
     "MachineNotFound": "provisioning.errors",

@@ -49,6 +49,7 @@ __all__ = [
     "MissingExtra",
     "ClusterConflict",
     "StalePlan",
+    "DamagedEntry",
     "MachineNotFound",
     "StateError",
     "StateLocked",
@@ -227,6 +228,22 @@ class StalePlan(ConfigError):
         self.changes = list(changes)
         super().__init__(f"the plan is stale: {'; '.join(self.changes)}; run 'converge plan "
                          f"--out {plan_file}' again, review it, then apply it", file=plan_file)
+
+
+class DamagedEntry(ConfigError):
+    """An entry of the state store that this tool did not write as it reads it (edited by
+    hand, or written by something else): refused, naming it, rather than acted on."""
+
+    def __init__(self, kind: str, name: str, why: str, *, state: str | None = None) -> None:
+        self.kind = kind
+        self.name = name
+        self.why = why
+        where = f"the state ({state})" if state else "the state"
+        fix = (f"forget it with 'converge state rm {name}' (its resource, if any, is left as it "
+               "is) or restore the state from a backup" if kind == "machine" else
+               "restore the state from a backup")
+        super().__init__(f"{where} holds a damaged {kind} entry {name!r}: {why}; {fix}",
+                         key="state", machine=name if kind == "machine" else None)
 
 
 class MachineNotFound(ProvisioningError):

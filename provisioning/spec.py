@@ -14,7 +14,7 @@ import time
 from dataclasses import field
 from typing import Any, Protocol, Sequence
 
-from provisioning.errors import ConfigError
+from provisioning.errors import ConfigError, DamagedEntry
 from provisioning.inputs.records import record
 
 __all__ = ["ManagedEntry", "MachineSpec", "ImageSpec", "EntryStore", "GENERATION_MARK",
@@ -157,7 +157,7 @@ class ManagedEntry:
     @classmethod
     def from_row(cls, kind: str, name: str, data: str, version: int,
                  store: EntryStore | None = None) -> "ManagedEntry":
-        body = json.loads(data)
+        body = _decoded(kind, name, data, store)
         entry_cls = _ENTRY_CLASSES.get(kind, ManagedEntry)
         entry = entry_cls(name=name, reference=body.get("reference") or {}, kind=kind,
                           last_action=body.get("last_action"), last_error=body.get("last_error"),
@@ -182,6 +182,35 @@ class ImageSpec(ManagedEntry):
     the core's ``key`` (a digest of the image's whole definition) in it."""
 
     kind: str = "image"
+
+
+#: the entry fields that, when present and not None, must be of these types
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "reference": (dict,), "cluster": (str,), "group": (str,), "generation": (int,),
+    "deposed": (list,), "last_action": (str,), "last_error": (str,), "updated_at": (int, float)}
+
+
+def _decoded(kind: str, name: str, data: str, store: Any) -> dict[str, Any]:
+    """An entry's saved body, or ``DamagedEntry`` saying what is wrong with it."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body, why = None, "it is not JSON"
+    else:
+        why = f"expected a JSON object, got {type(body).__name__}"
+    if isinstance(body, dict):
+        wrong = entry_field_problems(body)
+        if not wrong:
+            return body
+        why = ", ".join(wrong)
+    raise DamagedEntry(kind, name, why, state=getattr(store, "url", None))
+
+
+def entry_field_problems(body: dict[str, Any]) -> list[str]:
+    """The fields of an entry's saved body that are not of their type ("reference is str")."""
+    return [f"{key} is {type(body[key]).__name__}" for key, types in _FIELD_TYPES.items()
+            if body.get(key) is not None and (not isinstance(body[key], types)
+                                              or isinstance(body[key], bool))]
 
 
 def machine_of_resource(resource_name: str) -> str:

@@ -10,7 +10,7 @@ is imported only when its command runs.
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "SUMMARIES"]
+__all__ = ["COMMANDS", "SUMMARIES", "QUICK"]
 
 COMMANDS: dict[str, str] = {
     "up": "provisioning.cli.up:up",
@@ -40,6 +40,14 @@ COMMANDS: dict[str, str] = {
     "output": "provisioning.cli.inventory_cmd:output",
     "inventory": "provisioning.cli.inventory_cmd:inventory",
     "schema": "provisioning.cli.schema_cmd:schema",
+}
+
+#: Read-only commands ``provisioning.cli.quick`` runs without click when their command line is
+#: plain and valid: name -> (the function the click command calls, as ``"module:attribute"``;
+#: its own flags, option -> keyword). A test keeps the flags equal to the click command's.
+QUICK: dict[str, tuple[str, dict[str, str]]] = {
+    "status": ("provisioning.cli.show_status:show_status",
+               {"--refresh": "refresh", "--all-clusters": "all_clusters"}),
 }
 
 #: The first sentence of each command's help, so ``converge --help`` lists the commands without

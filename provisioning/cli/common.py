@@ -17,82 +17,62 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import click
 
+from provisioning.cli import settings as settings_base
 from provisioning.cli.help import GLOBAL_OPTIONS, OUTPUTS
-from provisioning.cli.output import make_renderer, strip_machine
-from provisioning.cluster import Cluster
-from provisioning.errors import ConfigError, ProvisioningError
+from provisioning.cli.output import strip_machine
+from provisioning.cli.settings import (
+    current_settings,
+    echo_error,
+    error_text,
+    exit_code,
+    guarded,
+    report_error,
+    use_settings,
+)
+from provisioning.cluster.api import Cluster
 from provisioning.lazy import collector_paused
 
 if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cli.output import Renderer
-    from provisioning.cluster import ClusterRunner
+    from provisioning.cluster.runner import ClusterRunner
     from provisioning.parallel import BatchResult
 
 __all__ = ["Settings", "common_options", "why_run_option", "concurrency_option", "pass_settings",
-           "Session",
-           "finish_batch", "run_cli", "current_settings", "OUTPUTS"]
+           "Session", "finish_batch", "run_cli", "current_settings", "error_text",
+           "report_error", "OUTPUTS"]
 
 
 
-class Settings:
-    """The global options, wherever on the command line they were given. (A plain class: the
-    dataclasses module would cost every command's start-up more than it saves here.)"""
-
-    def __init__(self) -> None:
-        self.file: str = "cluster.yml"
-        self.state: str | None = None
-        self.parallel: int | None = None
-        self.output: str = "text"
-        self.verbose: int = 0
-        self.quiet: int = 0
-        self.why_run: bool = False
-
-    @property
-    def verbosity(self) -> int:
-        return self.verbose - self.quiet
-
-    @property
-    def json(self) -> bool:
-        return self.output == "json"
+class Settings(settings_base.Settings):
+    """The global options (``provisioning.cli.settings``), and the full session a command that
+    may change machines opens."""
 
     @contextlib.contextmanager
     def session(self, *, why_run: bool | None = None, live: bool = True,
                 read_only: bool = False, select: Iterable[str] = (),
-                choose: Iterable[str] = (), replace: Iterable[str] = ()) -> Iterator["Session"]:
+                choose: Iterable[str] = (), replace: Iterable[str] = (),
+                boots: bool = True) -> Iterator["Session"]:
         """Load the cluster file, open the state store, start the renderer; close all after.
         ``read_only`` (and why-run): a missing state file is not created. ``select``,
-        ``choose``, ``replace``: the names given, checked before the store opens."""
+        ``choose``, ``replace``: the names given, checked before the store opens. ``boots``:
+        False for commands that create no machine (their images are not checked)."""
         session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
                           read_only=read_only, select=select, choose=choose,
-                          replace=replace)
+                          replace=replace, boots=boots)
         try:
             yield session
         finally:
             session.close()
 
-    def renderer(self, *, live: bool = True) -> "Renderer":
-        return make_renderer(self.output, self.verbosity, live=live)
-
-
-_current: Settings | None = None
-
-
-def current_settings() -> Settings:
-    """The settings of the command being run (for the error handler)."""
-    return _current or Settings()
-
 
 def _settings(ctx: click.Context) -> Settings:
-    global _current
     root = ctx.find_root()
     if not isinstance(root.obj, Settings):
         root.obj = Settings()
-    _current = root.obj
+    use_settings(root.obj)
     return root.obj
 
 
@@ -151,7 +131,8 @@ class Session:
 
     def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
                  read_only: bool = False, select: Iterable[str] = (),
-                 choose: Iterable[str] = (), replace: Iterable[str] = ()) -> None:
+                 choose: Iterable[str] = (), replace: Iterable[str] = (),
+                 boots: bool = True) -> None:
         self.settings = settings
         self.renderer = settings.renderer(live=live)
         try:
@@ -160,7 +141,8 @@ class Session:
                                                      why_run=why_run, parallel=settings.parallel,
                                                      listeners=[self.renderer.event],
                                                      read_only=read_only, select=select,
-                                                     choose=choose, replace=replace)
+                                                     choose=choose, replace=replace,
+                                                     boots=boots)
         except BaseException:
             self.renderer.close()
             raise
@@ -189,70 +171,23 @@ def finish_batch(session: Session, command: str, results: "BatchResult",
     session.renderer.summary(summary)
     if not failed:
         return 0
-    codes = {_exit_code(results[n].error) for n in failed}
+    codes = {exit_code(results[n].error) for n in failed}
     return 2 if codes == {2} else 1
-
-
-# -- errors and exit codes -------------------------------------------------------------------
-MAX_PROBLEMS_SHOWN = 20
-
-
-def _exit_code(error: BaseException | None) -> int:
-    """``ProvisioningError.exit_code`` (2 for the user's input); 1 for any other failure."""
-    return error.exit_code if isinstance(error, ProvisioningError) else 1
-
-
-def error_text(exc: BaseException) -> str:
-    """A one-screen message for an error."""
-    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
-        shown = exc.problems[:MAX_PROBLEMS_SHOWN]
-        lines = [f"error: {len(exc.problems)} problems:"] + [f"  {p}" for p in shown]
-        if len(exc.problems) > len(shown):
-            lines.append(f"  ... and {len(exc.problems) - len(shown)} more")
-        return "\n".join(lines)
-    return f"error: {exc}"
-
-
-def report_error(exc: BaseException, exit_code: int) -> None:
-    settings = current_settings()
-    if settings.json:
-        import json
-
-        record: dict[str, Any] = {"event": "error", "type": type(exc).__name__,
-                                  "message": str(exc), "exit_code": exit_code}
-        if isinstance(exc, ConfigError):
-            record["problems"] = [p.to_dict() for p in exc.problems]
-        sys.stdout.write(json.dumps(record) + "\n")
-        sys.stdout.flush()
-    click.echo(error_text(exc), err=True)
 
 
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     """Run the click group and map every outcome to an exit code."""
-    try:
-        result = group.main(args=argv, prog_name="converge", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except ProvisioningError as exc:
-        report_error(exc, exc.exit_code)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
-    except BrokenPipeError:
-        return 1
-    except Exception as exc:  # a bug: say so in one line; -vv shows the traceback
-        if current_settings().verbosity >= 2:
-            import traceback
+    def run() -> int:
+        try:
+            result = group.main(args=argv, prog_name="converge", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.exceptions.Abort:
+            echo_error("aborted")
+            return 130
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        return result if isinstance(result, int) else 0
 
-            traceback.print_exc()
-        report_error(RuntimeError(f"internal error: {type(exc).__name__}: {exc} (this is a bug; "
-                                  "run with -vv for the traceback and report it)"), 1)
-        return 1
-    return result if isinstance(result, int) else 0
+    return guarded(run)

@@ -26,7 +26,7 @@ def destroy(settings, machines: tuple[str, ...], orphans: bool) -> int:
 
     Destroying a machine that is already gone is not an error.
     """
-    with settings.session(choose=machines) as session:
+    with settings.session(choose=machines, boots=False) as session:
         cluster = session.cluster
         results = cluster.kitchen.destroy(cluster.choose(machines))
         orphaned = [n for n in session.runner.orphans() if n not in results] if orphans else []

@@ -21,6 +21,8 @@ def import_(settings, name: str, resource_id: str) -> int:
     host keys are pinned as for a machine it made. Refused (exit 2) when MACHINE or the
     resource is in the state already. Run it with --why-run first; then 'converge plan'.
     """
+    with settings.session(select=[name], read_only=True, live=False) as look:
+        look.cluster.check_import(name, resource_id)  # refused before the state file exists
     with settings.session(select=[name]) as session:
         spec = session.cluster.import_machine(name, resource_id)
         why_run = bool(settings.why_run)

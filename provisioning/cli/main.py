@@ -1,8 +1,10 @@
 """The ``converge`` command: a tiny dispatcher in front of the click group.
 
 ``converge --help`` and ``converge --version`` are answered here without importing click (most
-of their start-up); anything else runs the click group (``provisioning.cli.group``), whose
-commands load lazily from ``COMMANDS`` (``provisioning.cli.commands``).
+of their start-up); a read-only command written plainly (``converge status``) is read by
+``provisioning.cli.quick`` and run without click too; anything else runs the click group
+(``provisioning.cli.group``), whose commands load lazily from ``COMMANDS``
+(``provisioning.cli.commands``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
 from provisioning.cli.help import group_help
+from provisioning.cli.quick import parse_quick
 from provisioning.lazy import collector_paused, lazy_exports, load
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
@@ -28,6 +31,8 @@ __all__ = ["cli", "main", "leave", "COMMANDS", "SUMMARIES"]
 #: the click group, and the runner mapping its outcomes to exit codes: named, not imported, so
 #: ``--help`` and ``--version`` never load click
 GROUP = "provisioning.cli.group"
+#: what runs a read-only command ``provisioning.cli.quick`` read (without click)
+QUICK_RUNNER = "provisioning.cli.settings:run_quick"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:
             return 1
         return 0
-    with collector_paused():  # importing click and the command group: start-up
-        run: Callable[[list[str]], int] = load(f"{GROUP}:run")
-    code = run(args)
+    quick = parse_quick(args)
+    if quick is not None:  # a read-only command, plainly written: no click
+        with collector_paused():
+            run_quick: Callable[..., int] = load(QUICK_RUNNER)
+        code = run_quick(*quick)
+    else:
+        with collector_paused():  # importing click and the command group: start-up
+            run: Callable[[list[str]], int] = load(f"{GROUP}:run")
+        code = run(args)
     return leave(code) if argv is None else code
 
 

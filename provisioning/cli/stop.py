@@ -14,5 +14,5 @@ from provisioning.cli.common import common_options, finish_batch, pass_settings,
 @pass_settings
 def stop(settings, machines: tuple[str, ...]) -> int:
     """Stop machines (all by default); 'converge up' starts them again."""
-    with settings.session(select=machines) as session:
+    with settings.session(select=machines, boots=False) as session:
         return finish_batch(session, "stop", session.runner.stop(session.cluster.select(machines)))

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.apply import apply_plan, up_plan
 from provisioning.cluster.file import ClusterFile, MachineDefinition, load_cluster
+from provisioning.cluster.image_check import check_images
 from provisioning.cluster.kitchen import Kitchen
 from provisioning.cluster.plan import Plan, make_plan
 from provisioning.cluster.preflight import check_templates
 from provisioning.cluster.replace import check_drivers
 from provisioning.cluster.runner import ClusterRunner
-from provisioning.cluster.state_ops import import_into_cluster
+from provisioning.cluster.state_ops import check_import, import_into_cluster
 from provisioning.cluster.status import all_clusters_status
 from provisioning.cluster.topology import render_outputs
 from provisioning.parallel import BatchResult, Outcome
@@ -52,13 +53,15 @@ class Cluster:
              why_run: bool = False, parallel: int | None = None,
              listeners: Sequence[Callable[[Event], None]] = (),
              read_only: bool = False, select: Iterable[str] = (),
-             choose: Iterable[str] = (), replace: Iterable[str] = ()) -> "Cluster":
+             choose: Iterable[str] = (), replace: Iterable[str] = (),
+             boots: bool = True) -> "Cluster":
         """Validate the cluster file and open its state store (``state`` wins over the file's
         ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
         Under why-run or ``read_only`` a state file that does not exist is not created.
         ``select`` / ``choose`` / ``replace``: the names (``choose``: or patterns; ``replace``:
         machines) the caller will act on, refused when unknown before the state file is
-        opened (and so before it is created)."""
+        opened (and so before it is created). ``boots``: the caller may create machines, so
+        the images they boot from are checked first (``destroy`` and ``stop`` pass False)."""
         file = load_cluster(path)
         file.select(select)
         file.choose(choose)
@@ -68,6 +71,8 @@ class Cluster:
             # a group asking create_before_destroy of a driver that cannot
             check_templates(file)
             check_drivers(file)
+            if boots:
+                check_images(file, config, lambda names: _saved(file, state, config, names))
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
                            create=not (why_run or read_only))
         handler = ActionHandler(why_run=why_run, listeners=listeners)
@@ -137,6 +142,12 @@ class Cluster:
         why-run only reported. Returns the saved entry (None under why-run)."""
         return import_into_cluster(self.runner, name, resource_id)
 
+    def check_import(self, name: str, resource_id: str) -> None:
+        """Raise what ``import_machine`` would refuse before writing anything (a name that is
+        not one machine, a malformed id, ``MachineNotFound``); reads only: ask it of a
+        cluster loaded ``read_only`` so that a failed import creates no state file."""
+        check_import(self.runner, name, resource_id)
+
     def stop(self, names: Iterable[str] = ()) -> "BatchResult":
         return self.runner.stop(self.select(names))
 
@@ -193,3 +204,12 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _saved(file: ClusterFile, state: str | None, config: "Config", names: list[str]) -> set[str]:
+    """Which of ``names`` the state holds already, read without creating the state file."""
+    store = open_store(file.state_url(state, config), base_dir=file.base_dir, create=False)
+    try:
+        return {n for n in names if store.get("machine", n) is not None}
+    finally:
+        store.close()

@@ -1,4 +1,5 @@
-"""Every machine's file templates rendered once before a run writes anything.
+"""Every machine's templates (file templates, command lines, healthcheck targets) rendered
+once before a run writes anything.
 
 A template is rendered for real only when its machine is converged, which for a new machine
 comes after the machine was created (and the state file written). A hostile template there
@@ -15,9 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable
 
 from provisioning.cluster.topology import machines_view
-from provisioning.convergence.steps import FileStep
+from provisioning.convergence.steps import CommandStep, FileStep
 from provisioning.errors import ConfigError, ConfigProblem
-from provisioning.inputs.templating import render_file
+from provisioning.inputs.templating import render_file, render_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.model import ClusterFile, MachineDefinition
@@ -35,33 +36,49 @@ class _NothingSaved:
 
 def _violation(exc: ConfigError) -> bool:
     """True for what the sandbox refuses whatever the variables (not a missing value)."""
-    from jinja2.exceptions import SecurityError
+    from jinja2.exceptions import SecurityError, TemplateSyntaxError
 
-    return isinstance(exc.__cause__, (SecurityError, RecursionError))
+    return isinstance(exc.__cause__, (SecurityError, RecursionError, TemplateSyntaxError))
+
+
+def _templates(definition: "MachineDefinition") -> list[tuple[str, str, bool]]:
+    """(key, text or template path, is a file template) of every templated value."""
+    found: list[tuple[str, str, bool]] = []
+    for step in definition.steps:
+        if isinstance(step, FileStep) and step.template:
+            found.append((f"{step.key}.template", step.template, True))
+        elif isinstance(step, CommandStep) and ("{{" in step.run or "{%" in step.run):
+            found.append((f"{step.key}.run", step.run, False))
+    found += [(f"{check.key}.{check.kind}", check.target, False)
+              for check in definition.healthchecks if "{" in check.target]
+    return found
 
 
 def check_templates(cluster: "ClusterFile",
                     definitions: Iterable["MachineDefinition"] | None = None) -> None:
-    """Render the file templates of ``definitions`` (default: every machine of the file) and
-    raise one ConfigError listing each sandbox violation, before anything is written."""
+    """Render the file templates, command lines and healthcheck targets of ``definitions``
+    (default: every machine of the file) and raise one ConfigError listing each sandbox
+    violation, before anything is written."""
     problems: list[ConfigProblem] = []
     seen: set[tuple[str, str]] = set()
     for definition in cluster.machines.values() if definitions is None else definitions:
-        templated = [s for s in definition.steps if isinstance(s, FileStep) and s.template]
+        templated = _templates(definition)
         if not templated:
             continue
         view = machines_view(cluster, _NothingSaved(), definition)  # type: ignore[arg-type]
         variables = cluster.variables(definition, view)
         variables["machine"].update(name=definition.name, address=None)
-        for step in templated:
+        for key, text, is_file in templated:
             try:
-                render_file(step.template or "", cluster.base_dir, variables, file=cluster.path,
-                            key=f"{step.key}.template")
+                if is_file:
+                    render_file(text, cluster.base_dir, variables, file=cluster.path, key=key)
+                else:
+                    render_text(text, variables, file=cluster.path, key=key)
             except ConfigError as exc:
                 message = exc.problems[0].message if exc.problems else str(exc)
-                if _violation(exc) and (step.key, message) not in seen:
-                    seen.add((step.key, message))
+                if _violation(exc) and (key, message) not in seen:
+                    seen.add((key, message))
                     problems.append(ConfigProblem(f"[{definition.name}] {message}",
-                                                  file=cluster.path, key=f"{step.key}.template"))
+                                                  file=cluster.path, key=key))
     if problems:
         raise ConfigError(problems=problems)

@@ -13,13 +13,13 @@ import os
 import sys
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from provisioning.actions import ActionHandler, Event
 from provisioning.cluster.claims import split_run, supports_claims
 from provisioning.cluster.healthcheck import run_healthchecks
-from provisioning.cluster.status import cluster_status
 from provisioning.cluster.topology import FACTS_KIND, dependencies, forget, machines_view, record_facts, waves
+from provisioning.cluster.view import ClusterView
 from provisioning.driver.local_features import snapshot_name
 from provisioning.errors import (
     ClusterConflict,
@@ -29,13 +29,11 @@ from provisioning.errors import (
     MissingExtra,
     ProvisioningError,
     VerifyFailed,
-    error_message,
 )
 from provisioning.images.builder import ImageBuilder, boot_from_images
 from provisioning.lifecycle import Provisioner
 from provisioning.machine.access import ssh_access, ssh_config, write_access
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
-from provisioning.registry import canonical_url, driver_for_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
@@ -48,22 +46,18 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ClusterRunner"]
 
 
-class ClusterRunner:
+class ClusterRunner(ClusterView):
     """Operations on a cluster's machines. Every driver call goes through ``Provisioner``."""
 
     def __init__(self, cluster: "ClusterFile", *, store: "ManagedEntryStore", config: "Config",
                  action_handler: ActionHandler | None = None, parallel: int | None = None) -> None:
-        self.cluster = cluster
-        self.store = store
-        self.config = config
+        super().__init__(cluster, store=store, config=config, parallel=parallel)
         self.action_handler = action_handler or ActionHandler()
         self.provisioner = Provisioner(store, config=config, action_handler=self.action_handler,
                                        parallel=parallel)
+        self.parallelizer = self.provisioner.parallelizer
         if supports_claims(store):  # runners sharing the store split the work
             self.provisioner.split_run = split_run
-        self._drivers: dict[str, "Driver"] = {}
-        self._drivers_lock = threading.Lock()
-        self._canonical: dict[str, str] = {}
         #: while ``up`` runs a wave: scope -> the ``machines`` view, read once for the wave
         self._views: dict[Any, dict[str, list]] | None = None
         #: one worker reads a view while the others wait for it (not each its own full read)
@@ -86,45 +80,15 @@ class ClusterRunner:
     def why_run(self) -> bool:
         return self.action_handler.why_run
 
-    def driver(self, url: str) -> "Driver":
-        """One driver per URL for the whole run."""
-        with self._drivers_lock:
-            if url not in self._drivers:
-                self._drivers[url] = driver_for_url(url, self.config)
-            return self._drivers[url]
-
-    def canonical_url(self, url: str) -> str:
-        """``url``'s one spelling (as saved for created machines), without building its
-        driver; the URL as given when it cannot be worked out (an unknown scheme: status
-        still lists the machine)."""
-        with self._drivers_lock:
-            if url not in self._canonical:
-                try:
-                    self._canonical[url] = canonical_url(url, self.config)
-                except ProvisioningError:
-                    self._canonical[url] = url
-            return self._canonical[url]
+    def driver_for(self, spec: "MachineSpec") -> "Driver":
+        """The driver that owns a saved machine: the provisioner's (one per URL for its life)."""
+        return self.provisioner.driver_for(spec)
 
     # -- cluster boundaries ----------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """The cluster's name in the state store."""
-        return self.cluster.name
-
-    def owns(self, spec: "MachineSpec") -> bool:
-        """This cluster's entries, and entries saved before clusters had names (no cluster)
-        that this file names: those are claimed by the next change."""
-        return spec.cluster == self.name or (spec.cluster is None
-                                            and spec.name in self.cluster.machines)
-
     def check_owner(self, spec: "MachineSpec") -> None:
         """Raise ``ClusterConflict`` when the entry belongs to another cluster."""
         if spec.cluster is not None and spec.cluster != self.name:
             raise ClusterConflict(spec.name, spec.cluster, self.name, file=self.cluster.path)
-
-    def entries(self) -> dict[str, "MachineSpec"]:
-        """This cluster's saved machines by name (never another cluster's)."""
-        return {e.name: e for e in self.store.list("machine") if self.owns(e)}  # type: ignore
 
     def _claim(self, spec: "MachineSpec", definition: "MachineDefinition") -> None:
         self.check_owner(spec)
@@ -488,35 +452,6 @@ class ClusterRunner:
         options = definition.machine_options if definition is not None else {}
         return self.provisioner.connect(name, options, default)
 
-    def status(self, *, refresh: bool = False) -> list[dict[str, Any]]:
-        """One row per machine of this cluster (in the file or saved in the state); see
-        ``provisioning.cluster.status``."""
-        return cluster_status(self, refresh=refresh)
-
-    def states(self, specs: Sequence[Any]) -> dict[str, str]:
-        """name -> what its driver says now, asking each driver once for all its machines."""
-        states: dict[str, str] = {}
-        groups: dict[str, tuple["Driver", list[Any]]] = {}
-        for spec in specs:
-            try:
-                driver = self.provisioner.driver_for(spec)
-            except ProvisioningError as exc:
-                states[spec.name] = f"unknown ({exc.message[:60]})"
-                continue
-            groups.setdefault(driver.driver_url, (driver, []))[1].append(spec)
-        parallelizer = self.provisioner.parallelizer
-        results = parallelizer.run(
-            (url, functools.partial(driver.machine_states, group, parallelizer))
-            for url, (driver, group) in groups.items())
-        for url, outcome in results.items():
-            group = groups[url][1]
-            if outcome.ok:
-                states.update(cast("dict[str, str]", outcome.value))
-            else:
-                text = error_message(outcome.error)[:60]
-                states.update({spec.name: f"unknown ({text})" for spec in group})
-        return states
-
     # -- verify ----------------------------------------------------------------------------
     def verify(self, definition: "MachineDefinition", machine: "Machine") -> None:
         """Run the machine's verify commands and pytest directories; raise on the first failure."""
@@ -585,6 +520,3 @@ class ClusterRunner:
                                f"\n{tail}", machine=definition.name, output=proc.stdout)
         handler.report_progress(f"verify: {kind} {directory} passed: "
                                 f"{tail.splitlines()[-1] if tail else ''}")
-
-    def close(self) -> None:
-        self.store.close()

@@ -9,17 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from provisioning.cluster.file import MAX_NAME, NAME_RE
-from provisioning.errors import ConfigError
+from provisioning.errors import ConfigError, DamagedEntry
 from provisioning.inputs.schema import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
+    from provisioning.cluster.model import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
     from provisioning.driver import Driver
     from provisioning.lifecycle import Provisioner
     from provisioning.spec import MachineSpec
     from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["forget_machines", "move_machine", "import_resource", "import_into_cluster"]
+__all__ = ["forget_machines", "move_machine", "import_resource", "import_into_cluster",
+           "check_import"]
 
 #: the longest resource id ``converge import`` takes (node ids, UUIDs, host:port all fit)
 MAX_RESOURCE_ID = 255
@@ -39,20 +41,30 @@ def _entry(runner: "ClusterRunner", name: str) -> "MachineSpec":
 
 def forget_machines(runner: "ClusterRunner", names: list[str]) -> list[str]:
     """Remove the entries (not the machines) of ``names``; returns what was (or would be) done."""
-    entries = [_entry(runner, name) for name in names]  # every name checked before any change
+    texts = {name: _forget_text(runner, name) for name in names}  # all checked before a change
     done = []
-    for entry in entries:
-        text = f"forget {entry.name} (its resource {entry.reference or '-'} is left as it is)"
-        if entry.deposed:
-            text += f", and its {len(entry.deposed)} deposed resource(s) {entry.deposed}"
-        handler = runner.action_handler.for_machine(entry.name)
+    for name, text in texts.items():
+        handler = runner.action_handler.for_machine(name)
 
-        def forget(name: str = entry.name) -> None:
+        def forget(name: str = name) -> None:
             with runner.store.lock(name, runner.provisioner.lock_ttl):
                 runner.store.delete("machine", name)
         handler.perform_action(text, forget)
         done.append(text)
     return done
+
+
+def _forget_text(runner: "ClusterRunner", name: str) -> str:
+    """What forgetting ``name`` does; a damaged entry (``DamagedEntry``) can be forgotten
+    too: that is the way out its error names."""
+    try:
+        entry = _entry(runner, name)
+    except DamagedEntry as exc:
+        return f"forget {name} (a damaged entry: {exc.why})"
+    text = f"forget {entry.name} (its resource {entry.reference or '-'} is left as it is)"
+    if entry.deposed:
+        text += f", and its {len(entry.deposed)} deposed resource(s) {entry.deposed}"
+    return text
 
 
 def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None, *,
@@ -120,16 +132,7 @@ def import_resource(provisioner: "Provisioner", driver: "Driver", name: str, res
     ``MachineNotFound`` when the driver finds no such resource. ``claim`` marks the entry
     before it is saved (the cluster sets its name and group). Returns the saved spec (None
     under why-run: only the action is reported)."""
-    resource_id = str(resource_id).strip()
-    if not resource_id:
-        raise ConfigError("say which resource to import: converge import NAME RESOURCE_ID",
-                          key="import")
-    if len(resource_id) > MAX_RESOURCE_ID or not resource_id.isprintable():
-        shown = repr(resource_id[:40]) + ("..." if len(resource_id) > 40 else "")
-        raise ConfigError(f"{shown} is not a resource id (at most "
-                          f"{MAX_RESOURCE_ID} printable characters): give the id 'converge "
-                          "drivers describe' or the provider shows", key="import",
-                          machine=name)
+    resource_id = _checked_id(resource_id, name)
     store = provisioner.store
     if store.get("machine", name) is not None:
         raise ConfigError(f"machine {name!r} is already in the state ({store.url}); import "
@@ -157,17 +160,44 @@ def import_resource(provisioner: "Provisioner", driver: "Driver", name: str, res
     return result
 
 
-def import_into_cluster(runner: "ClusterRunner", name: str, resource_id: str
-                        ) -> "MachineSpec | None":
-    """``converge import NAME RESOURCE_ID``: ``name`` is a machine of the cluster file (its
-    driver and machine options are used); the entry is saved as this cluster's."""
+def _checked_id(resource_id: str, name: str) -> str:
+    resource_id = str(resource_id).strip()
+    if not resource_id:
+        raise ConfigError("say which resource to import: converge import NAME RESOURCE_ID",
+                          key="import")
+    if len(resource_id) > MAX_RESOURCE_ID or not resource_id.isprintable():
+        shown = repr(resource_id[:40]) + ("..." if len(resource_id) > 40 else "")
+        raise ConfigError(f"{shown} is not a resource id (at most "
+                          f"{MAX_RESOURCE_ID} printable characters): give the id 'converge "
+                          "drivers describe' or the provider shows", key="import",
+                          machine=name)
+    return resource_id
+
+
+def check_import(runner: "ClusterRunner", name: str, resource_id: str) -> None:
+    """What ``import_into_cluster`` refuses before it writes: ``name`` is not one machine of
+    the file, the id is malformed, or the driver finds no such resource (``MachineNotFound``).
+    Reads only, so the CLI asks it before the state file is opened for writing."""
+    definition = _importable(runner, name)
+    runner.driver(definition.driver_url).resolve_resource_id(_checked_id(resource_id, name),
+                                                              name)
+
+
+def _importable(runner: "ClusterRunner", name: str) -> "MachineDefinition":
     cluster = runner.cluster
     if name not in cluster.machines:
         chosen = cluster.select([name])  # ConfigError with a did-you-mean for unknown names
         raise ConfigError(f"{name!r} is a group of {len(chosen)} machines; import one machine "
                           f"at a time ({', '.join(d.name for d in chosen[:3])}...)",
                           file=cluster.path, key="import", machine=name)
-    definition = cluster.machines[name]
+    return cluster.machines[name]
+
+
+def import_into_cluster(runner: "ClusterRunner", name: str, resource_id: str
+                        ) -> "MachineSpec | None":
+    """``converge import NAME RESOURCE_ID``: ``name`` is a machine of the cluster file (its
+    driver and machine options are used); the entry is saved as this cluster's."""
+    definition = _importable(runner, name)
 
     def claim(spec: "MachineSpec") -> None:
         spec.cluster, spec.group = runner.name, definition.group

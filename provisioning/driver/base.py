@@ -179,6 +179,13 @@ class Driver(ResourceContract, ImageContract, abc.ABC):
                 f"unknown ({error_message(outcome.error)[:60]})"
                 for name, outcome in results.items()}
 
+    def image_problem(self, image: str) -> str | None:
+        """Why a new machine cannot boot from ``image`` (its ``image`` machine option), told
+        without changing anything; None when it can, or when the driver cannot tell before
+        acting (the default). ``converge`` asks it for every machine not in the state yet
+        before it writes anything, so a typo'd image creates no state file."""
+        return None
+
     # -- import: adopt a resource made outside the state (``converge import``) ----------------
     # A driver that can sets Capabilities.imports and overrides both methods.
     def import_machine(self, action_handler: "ActionHandler", machine_spec: "MachineSpec",

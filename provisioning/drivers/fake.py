@@ -73,8 +73,13 @@ class FakeWarehouse:
     def _prepare(self) -> None:
         if self._ready:
             return
-        for path in (self.directory, self.servers_dir, self.machines_dir):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+        try:
+            for path in (self.directory, self.servers_dir, self.machines_dir):
+                os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:  # the URL names a place no directory can be made
+            raise ConfigError(f"cannot use {self.directory} as the fake cloud: "
+                              f"{exc.strerror or exc}; give a directory you can write "
+                              "(driver: fake:DIR)", key="driver") from exc
         with self.journal.locked() as journal:
             self._migrate(journal)
             reclaim(self.directory, self.servers_dir, journal)  # what killed runs left behind
@@ -377,14 +382,17 @@ class FakeDriver(Driver):
 
     def prepare_create(self, action_handler, machine_spec, machine_options):
         """Check the image; every new server of a call shares one warehouse request."""
-        image = machine_options.get("image", "fake-linux")
-        if image not in IMAGES and self.warehouse.image(image) is None:
-            raise ConfigError(f"fake image {image!r} does not exist; use fake-linux or a "
-                              "captured image", key="machine_options.image",
-                              machine=machine_spec.name)
+        problem = self.image_problem(machine_options.get("image", "fake-linux"))
+        if problem:
+            raise ConfigError(problem, key="machine_options.image", machine=machine_spec.name)
         creation = super().prepare_create(action_handler, machine_spec, machine_options)
         creation.group = "servers"
         return creation
+
+    def image_problem(self, image):
+        if image in IMAGES or self.warehouse.image(image) is not None:
+            return None
+        return f"fake image {image!r} does not exist; use fake-linux or a captured image"
 
     def create_resources(self, action_handler, creations):
         """The fake cloud's bulk create: one journal line for all of them."""
@@ -480,12 +488,7 @@ class FakeDriver(Driver):
     # -- import ------------------------------------------------------------------------------
     def import_machine(self, action_handler, machine_spec, machine_options, resource_id):
         """Adopt server ``resource_id`` (``srv-...``), tagging it for this machine and store."""
-        server = self.warehouse.get(resource_id) if "/" not in resource_id else None
-        if server is None:
-            known = ", ".join(sorted(self.warehouse.servers())[:5]) or "none"
-            raise MachineNotFound(f"fake server {resource_id!r} does not exist in "
-                                  f"{self.warehouse.directory} (servers: {known})",
-                                  machine=machine_spec.name)
+        server = self._existing(resource_id, machine_spec.name)
 
         def adopt() -> None:
             self.warehouse.tag(resource_id, self._tags(machine_spec))
@@ -495,6 +498,19 @@ class FakeDriver(Driver):
 
     def resource_id(self, reference):
         return reference.get("server_id")
+
+    def resolve_resource_id(self, resource_id, machine):
+        self._existing(resource_id, machine)
+        return resource_id
+
+    def _existing(self, resource_id: str, machine: str) -> dict[str, Any]:
+        server = self.warehouse.get(resource_id) if "/" not in resource_id else None
+        if server is None:
+            known = ", ".join(sorted(self.warehouse.servers())[:5]) or "none"
+            raise MachineNotFound(f"fake server {resource_id!r} does not exist in "
+                                  f"{self.warehouse.directory} (servers: {known})",
+                                  machine=machine)
+        return server
 
     # -- batches: the fake cloud's bulk calls ------------------------------------------------
     def machine_states(self, machine_specs, parallelizer=None):

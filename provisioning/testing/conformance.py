@@ -395,7 +395,10 @@ class DriverConformance(HostKeyConformance, PlanConformance):
         machine = (provisioner.up(driver, name, options) if caps.connectable
                    else provisioner.allocate(driver, name, options) and None)
         assert self.count_machines(driver, name) == 1
-        assert self.image_of(driver, provisioner.spec(name)) == image_id
+        booted = self.image_of(driver, provisioner.spec(name))
+        assert booted == image_id, (
+            f"image_of(driver, spec) says the machine booted from {booted!r}, not {image_id!r}: "
+            "record the image in the reference as 'image', or override the hook image_of")
         if machine is not None:
             assert machine.execute_always("cat /etc/conformance-image").stdout.strip() == \
                 "baked-into-the-image"

@@ -142,3 +142,122 @@ def test_reading_commands_of_the_state_create_no_state_file(tmp_path, args):
     (tmp_path / "cluster.yml").write_text(TWO_WEB)
     converge(*args, cwd=tmp_path)
     assert not (tmp_path / ".provisioning").exists()
+
+
+@pytest.mark.parametrize("cluster,key", [
+    ("machines:\n  web: {machine_options: {image: nope}}\n", "machines.web.machine_options.image"),
+    ("machine_options: {image: nope}\nmachines:\n  web: {}\n", "machine_options.image"),
+    ("images:\n  x: {from: nope}\n  y: {from: x}\nmachines:\n  web: {machine_options: {image: y}}\n",
+     "images.x.from")], ids=["machine", "top-level", "file-image-layers"])
+@pytest.mark.parametrize("command", [("up",), ("up", "--why-run"), ("plan",)],
+                         ids=lambda c: "-".join(c))
+def test_an_image_the_driver_does_not_have_is_refused_before_the_state_file(tmp_path, cluster,
+                                                                           key, command):
+    refused(tmp_path, 'driver: "fake:./cloud"\n' + cluster, *command,
+            expect=f"{key}: fake image 'nope' does not exist")
+
+
+def test_a_saved_machine_is_not_refused_for_an_image_deleted_since(tmp_path):
+    """Only machines that will boot are asked about: one already made keeps working."""
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    deleted = "machine_options: {image: img-deleted}"
+    (tmp_path / "cluster.yml").write_text(TWO_WEB.replace("count: 2", f"count: 2, {deleted}"))
+    assert "0 changes" in converge("up", cwd=tmp_path, check=True).stdout
+    (tmp_path / "cluster.yml").write_text(TWO_WEB.replace("count: 2", f"count: 3, {deleted}"))
+    grown = converge("up", cwd=tmp_path)
+    assert grown.returncode == 2 and "fake image 'img-deleted' does not exist" in grown.stderr
+
+
+def test_importing_a_resource_that_does_not_exist_creates_no_state_file(tmp_path):
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    result = converge("import", "web-1", "srv-missing", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "fake server 'srv-missing' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+
+
+@pytest.mark.parametrize("command", ["destroy", "stop"])
+def test_a_missing_image_does_not_block_destroying_or_stopping_the_others(tmp_path, command):
+    """The image of a machine never made is asked about by commands that make machines."""
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    (tmp_path / "cluster.yml").write_text(
+        TWO_WEB + "  db: {machine_options: {image: img-deleted}}\n")
+    done = converge(command, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 changes" in done.stdout
+
+
+@pytest.mark.parametrize("body,expect", [
+    ('converge:\n      - command: {run: "echo {{ cycler.__init__.__globals__ }}"}',
+     "command.run: [web] template"),
+    ('converge:\n      - command: {run: "echo {{ \\"a\\" * 10**10 }}"}', "a repetition longer"),
+    ('converge:\n      - command: {run: "echo {{ machine.name"}', "unexpected end of template"),
+    ('healthcheck:\n      - command: "echo {{ range(10**9)|list|length }}"',
+     "healthcheck[0].command: [web] template")],
+    ids=["command-unsafe", "command-huge", "command-syntax", "healthcheck-huge"])
+def test_a_hostile_command_or_healthcheck_template_is_refused_before_any_machine(tmp_path, body,
+                                                                                 expect):
+    refused(tmp_path, f'driver: "fake:./cloud"\nmachines:\n  web:\n    {body}\n', "up",
+            expect=expect)
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("data = json_set(data, '$.reference', 'x')", "reference is str"),
+    ("data = '[]'", "expected a JSON object, got list"),
+    ("data = json_set(data, '$.generation', 'two')", "generation is str")],
+    ids=["reference-text", "list", "generation-text"])
+@pytest.mark.parametrize("command", ["up", "status", "destroy"])
+def test_a_damaged_state_entry_is_named_and_can_be_forgotten(tmp_path, damage, why, command):
+    import sqlite3
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    with sqlite3.connect(tmp_path / ".provisioning" / "state.db") as db:
+        db.execute(f"UPDATE entries SET {damage} WHERE kind = 'machine' AND name = 'web-1'")
+    db.close()
+    result = converge(command, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"damaged machine entry 'web-1': {why}" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    converge("state", "rm", "web-1", cwd=tmp_path, check=True)
+    assert "1 change" in converge("up", cwd=tmp_path, check=True).stdout  # web-1 adopted again
+
+
+def test_a_state_file_with_a_damaged_schema_version_is_refused_unchanged(tmp_path):
+    import sqlite3
+
+    (tmp_path / "cluster.yml").write_text(TWO_WEB)
+    converge("up", cwd=tmp_path, check=True)
+    state = tmp_path / ".provisioning" / "state.db"
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
+    db.close()
+    before = state.read_bytes()
+    result = converge("up", cwd=tmp_path)
+    assert result.returncode == 2 and "damaged schema version ('abc'" in result.stderr, \
+        result.stderr
+    assert state.read_bytes() == before
+
+
+@pytest.mark.parametrize("document,expect", [
+    ("[]", "not a provisioning state export"),
+    ('{"format": "provisioning-state", "format_version": 1, "entries": "x"}',
+     '"entries" must be a list'),
+    ('{"format": "provisioning-state", "format_version": 1, "entries": [{"kind": "machine", '
+     '"name": "web-1", "reference": {}, "generation": "two"}]}', "entries[0] (generation is str)"),
+    ('{"format": "provisioning-state", "format_version": 1, "entries": [{"kind": "machine", '
+     '"name": "web-1", "reference": "x"}]}', "entries[0] (reference is str)")],
+    ids=["list", "entries-text", "generation-text", "reference-text"])
+def test_a_state_import_of_a_bad_export_creates_no_state_file(tmp_path, document, expect):
+    (tmp_path / "export.json").write_text(document)
+    refused(tmp_path, TWO_WEB, "state", "import", "export.json", expect=expect)
+
+
+def test_a_fake_cloud_where_no_directory_can_be_made_is_the_users_error(tmp_path):
+    (tmp_path / "cluster.yml").write_text('driver: "fake:/dev/null/cloud"\nmachines:\n  web: {}\n')
+    result = converge("up", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot use /dev/null/cloud as the fake cloud" in result.stdout + result.stderr

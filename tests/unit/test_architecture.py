@@ -115,7 +115,7 @@ PUBLIC_API = [
     "ActionHandler", "AuthenticationError", "Capabilities", "Cluster", "ClusterConflict",
     "CommandFailed", "CommandResult",
     "CommandTimeout", "Config", "ConfigError", "ConnectError", "ConvergenceContext",
-    "ConvergenceFailed", "ConvergenceStrategy", "Driver", "DriverNotFound", "Event",
+    "ConvergenceFailed", "ConvergenceStrategy", "DamagedEntry", "Driver", "DriverNotFound", "Event",
     "ForwardedPort", "HostKeyMismatch", "ImageSpec", "InvalidDriverURL", "Kitchen", "Machine",
     "MachineNotFound", "MachineSpec", "MissingExtra", "OptionField", "Parallelizer",
     "PrefixedActionHandler", "ProviderError", "Provisioner", "ProvisioningError",
