@@ -8,7 +8,11 @@ same dataclass (``fields``, ``asdict``, ``replace``, ``__init__``, ``frozen`` al
 ``dataclasses``) whose comparison, representation and hash read ``dataclasses.fields`` at call
 time, with the same results as the generated ones (``tests/unit/test_records.py`` compares
 them): equal when of the same class and the compared fields are equal, hashable when frozen
-(unhashable otherwise), a method the class defines itself kept.
+(unhashable otherwise), a method the class defines itself kept. A frozen record with no
+data-class base also gets its ``__init__`` written here (one compile, where dataclass compiles
+``__init__``, ``__setattr__`` and ``__delattr__``) and its frozen ``__setattr__`` and
+``__delattr__`` as closures: the same code dataclass would compile, with the same signature,
+docstring and errors.
 
     @record(frozen=True)
     class Step:
