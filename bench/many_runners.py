@@ -15,6 +15,13 @@ runner's workers waited for a claimed machine while the run still had work (each
 progress event counts them; timing-free evidence of how well claiming ahead keeps the workers
 busy on a loaded host).
 
+``--phases`` also prints, for each run, where its wall time went, read from the runners' JSON
+event timestamps and their exit times (seconds after the runners were started): when the first
+and the last runner shared the run (process start, imports, cluster file, store, join), the
+machines each runner did (min-max), the span of the busiest runner from sharing to its last
+machine's result (``--parallel`` workers doing one round per ready delay), the run's last
+result, the last process exit, and each runner's CPU (min-max).
+
 A kill trial starts ``--kill-runners`` runners, waits until a random number of machines (1 to
 N - 1) is done, kills one runner chosen at random, then starts one more runner (runners join
 and leave at any time). It checks what every run is checked for, with the killed runner left
@@ -30,13 +37,13 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -73,7 +80,8 @@ def start_runner(cluster: str, url: str, parallel: int, lease: float) -> subproc
 
 def finish(proc: subprocess.Popen) -> tuple[str, str]:
     """Wait for the runner; its (stdout, stderr)."""
-    proc.wait()
+    if proc.returncode is None:
+        proc.wait()
     texts = []
     for handle in proc.logs:  # type: ignore[attr-defined]
         handle.seek(0)
@@ -118,34 +126,65 @@ def cloud_counts(directory: str, url: str, machines: int) -> tuple[int, int]:
     return creates - machines, machines - good
 
 
+def reap(procs: list[subprocess.Popen]) -> list[tuple[float, float]]:
+    """Wait for every runner at once: (when it ended, by ``time.time()``; its CPU seconds)."""
+    ends: list[tuple[float, float]] = [(0.0, 0.0)] * len(procs)
+
+    def wait(index: int, proc: subprocess.Popen) -> None:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        ends[index] = (time.time(), usage.ru_utime + usage.ru_stime)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    threads = [threading.Thread(target=wait, args=item) for item in enumerate(procs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return ends
+
+
+def phases(outputs: list[tuple[str, str]], ends: list[tuple[float, float]],
+           start: float) -> dict[str, Any]:
+    """Where one run's wall time went, from each runner's event timestamps (``start``: when
+    the runners were started, by ``time.time()``)."""
+    shares, mine, spans, lasts = [], [], [], []
+    for out, _err in outputs:
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        share = next(e["time"] for e in events if e["event"] == "progress"
+                     and (e.get("data") or {}).get("run") and "sharing" in e["description"])
+        own = [e["time"] for e in events if e["event"] == "result"
+               and not e["description"].startswith("done by another runner")]
+        shares.append(share - start)
+        mine.append(len(own))
+        spans.append(max(own) - share if own else 0.0)
+        lasts.append(max(own, default=share) - start)
+    return {"shared": (min(shares), max(shares)), "machines": (min(mine), max(mine)),
+            "busiest": max(spans), "last_result": max(lasts),
+            "exit": max(end for end, _ in ends) - start,
+            "cpu": (min(c for _, c in ends), max(c for _, c in ends))}
+
+
 def one_run(server: PostgresServer, runners: int, machines: int, delay: float,
-            parallel: int, lease: float) -> tuple[float, float, int, float]:
+            parallel: int, lease: float) -> tuple[float, float, int, float, dict[str, Any]]:
     """(wall seconds, CPU seconds of the runners, claim round trips, most worker-seconds
-    waiting for a claim)."""
+    waiting for a claim, the run's phases)."""
     directory = tempfile.mkdtemp(prefix="bench-runners-")
     try:
         cluster = write_cluster(directory, machines, delay)
         url = server.new_database("bench")
-        before = _children_cpu()
-        start = time.monotonic()
+        start, began = time.monotonic(), time.time()
         procs = [start_runner(cluster, url, parallel, lease) for _ in range(runners)]
-        outputs = [finish(p) for p in procs]
+        ends = reap(procs)
         wall = time.monotonic() - start
-        cpu = _children_cpu() - before  # the runners only: the server is still running
+        cpu = sum(c for _, c in ends)  # the runners only: the server is still running
+        outputs = [finish(p) for p in procs]
         problems = [report_problem(p, out, err, machines) for p, (out, err) in zip(procs, outputs)]
         duplicates, lost = cloud_counts(directory, url, machines)
         if any(problems) or duplicates or lost:
             raise SystemExit(f"{runners} runners: {duplicates} duplicates, {lost} lost; "
                              f"{[p for p in problems if p]}")
-        return (wall, cpu, *runner_counts(outputs))
+        return (wall, cpu, *runner_counts(outputs), phases(outputs, ends, began))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _children_cpu() -> float:
-    """User + system seconds of this process's ended and waited-for children."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def done_count(url: str) -> int:
@@ -192,6 +231,21 @@ def kill_trial(server: PostgresServer, rng: random.Random, runners: int, machine
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def print_phases(timelines: list[tuple[int, dict[str, Any]]], machines: int, parallel: int,
+                 delay: float) -> None:
+    """One row per run: where its wall time went (seconds after the runners were started)."""
+    print("\nPhases of each run (seconds after the runners were started; rounds: the busiest "
+          f"runner's machines / {parallel} workers, each round one ready delay of {delay:g} s)\n")
+    print("| runners | first shared | last shared | machines per runner | busiest: sharing to "
+          "its last result (rounds) | last result | last exit | CPU per runner |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for runners, got in timelines:
+        low, high = got["machines"]
+        print(f"| {runners} | {got['shared'][0]:.2f} s | {got['shared'][1]:.2f} s | {low}-{high} | "
+              f"{got['busiest']:.2f} s ({-(-high // parallel)}) | {got['last_result']:.2f} s | "
+              f"{got['exit']:.2f} s | {got['cpu'][0]:.2f}-{got['cpu'][1]:.2f} s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=40)
@@ -204,6 +258,8 @@ def main() -> None:
     parser.add_argument("--kill-trials", type=int, default=0)
     parser.add_argument("--kill-runners", type=int, default=4)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--phases", action="store_true",
+                        help="also print where each run's wall time went (event timestamps)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     with PostgresServer() as server:
@@ -217,20 +273,24 @@ def main() -> None:
                   "ideal (sleep only) | runners' CPU | claims | waiting for a claim |")
             print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         base = None
+        timelines: list[tuple[int, dict[str, Any]]] = []
         for runners in counts:
             runs = [one_run(server, runners, args.machines, args.ready_delay, args.parallel,
                             args.lease) for _ in range(args.repeat)]
-            walls = [wall for wall, _, _, _ in runs]
+            walls = [run[0] for run in runs]
             median = statistics.median(walls)
-            cpu = statistics.median(c for _, c, _, _ in runs)
-            claims = statistics.median(c for _, _, c, _ in runs)
-            starved = max(s for _, _, _, s in runs)
+            cpu = statistics.median(run[1] for run in runs)
+            claims = statistics.median(run[2] for run in runs)
+            starved = max(run[3] for run in runs)
+            timelines.extend((runners, run[4]) for run in runs)
             base = base or median
             ideal = args.machines * args.ready_delay / (args.parallel * runners)
             print(f"| {runners} | {min(walls):.2f} s | {median:.2f} s | {max(walls):.2f} s | "
                   f"{base / median:.2f}x | {ideal:.2f} s | {cpu:.2f} s | {claims:g} | "
                   f"{starved:.1f} ws |",
                   flush=True)
+        if args.phases and timelines:
+            print_phases(timelines, args.machines, args.parallel, args.ready_delay)
         failed = []
         if args.kill_trials:
             rng = random.Random(seed)

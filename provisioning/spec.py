@@ -199,13 +199,18 @@ def _decoded(kind: str, name: str, data: str, store: Any) -> dict[str, Any]:
     else:
         why = f"expected a JSON object, got {type(body).__name__}"
     if isinstance(body, dict):
-        wrong = [f"{key} is {type(body[key]).__name__}" for key, types in _FIELD_TYPES.items()
-                 if body.get(key) is not None and (not isinstance(body[key], types)
-                                                   or isinstance(body[key], bool))]
+        wrong = entry_field_problems(body)
         if not wrong:
             return body
         why = ", ".join(wrong)
     raise DamagedEntry(kind, name, why, state=getattr(store, "url", None))
+
+
+def entry_field_problems(body: dict[str, Any]) -> list[str]:
+    """The fields of an entry's saved body that are not of their type ("reference is str")."""
+    return [f"{key} is {type(body[key]).__name__}" for key, types in _FIELD_TYPES.items()
+            if body.get(key) is not None and (not isinstance(body[key], types)
+                                              or isinstance(body[key], bool))]
 
 
 def machine_of_resource(resource_name: str) -> str:

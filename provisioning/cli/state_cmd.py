@@ -19,7 +19,7 @@ from provisioning.cluster.topology import FACTS_KIND
 from provisioning.config import Config
 from provisioning.inputs.userfiles import check_output_file
 from provisioning.store import open_store
-from provisioning.store.statefile import FORMAT, dump, export_state, import_state, load
+from provisioning.store.statefile import FORMAT, check_export, dump, export_state, import_state, load
 
 
 def _open_store(settings, *, create: bool = True):
@@ -86,6 +86,7 @@ def export(settings, target: str) -> int:
 def import_(settings, source: str, replace: bool) -> int:
     """Read a JSON export (FILE, or '-' for standard input) into the state store."""
     document = load(source)
+    check_export(document, source)  # a file that is not an export creates no state file
     store = _open_store(settings)
     try:
         report = import_state(store, document, replace=replace)

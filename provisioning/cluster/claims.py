@@ -108,6 +108,10 @@ class WorkSplit:
     def progress(self) -> dict[str, dict[str, Any]]:
         return self.store.run_progress(self.key, self.generation)
 
+    def others_outcomes(self) -> dict[str, dict[str, Any]]:
+        """The machines other runners have done or failed so far (final: reported early)."""
+        return self.store.run_outcomes(self.key, self.generation, self.token)
+
     def left(self) -> WorkLeft:
         """What is left of this run: pending and open machines, runners holding claims."""
         return self.store.run_left(self.key, self.generation)
@@ -162,6 +166,10 @@ class _Feed:
         self._hold = hold
         self.holds: list["ChunkedHold"] = []
         self.lapsed: list[str] = []  # ours once, then taken over by another runner
+        self.claimed: set[str] = set()  # every machine this runner has claimed
+        #: set once nothing is pending (or the feeder stopped): from then on the others'
+        #: outcomes are worth reading while this runner's last machines run
+        self.drained = threading.Event()
         self.error: BaseException | None = None  # what stopped the feeder (a StateError)
         #: claim round trips, and worker-seconds spent waiting for a claim / for the end
         self.claims, self.starved, self.idle = 0, 0.0, 0.0
@@ -222,6 +230,7 @@ class _Feed:
             self.halt.set()
         finally:
             self._listening.set()
+            self.drained.set()
             with self._cond:
                 self._cond.notify_all()
 
@@ -259,6 +268,7 @@ class _Feed:
             if hold is not None:
                 self.holds.append(hold)
             with self._cond:
+                self.claimed.update(names)
                 self._queue.extend((name, hold) for name in names)
                 self._cond.notify_all()
         if outcomes:
@@ -280,6 +290,8 @@ class _Feed:
                     return False
             if self._exhausted and not self._listening.is_set() and not names:
                 self._listen()
+            if self._exhausted or left.pending == 0:
+                self.drained.set()
         return True
 
     def _listen(self) -> None:
@@ -313,6 +325,10 @@ class _Feed:
             kept = self.split.finish(outcomes)
             self.lapsed.extend(name for name in outcomes if name not in kept)
 
+    def claimed_so_far(self) -> set[str]:
+        with self._cond:
+            return set(self.claimed)
+
     def unstarted(self) -> list[str]:
         """Claimed machines no worker took (this runner is stopping)."""
         with self._cond:
@@ -336,6 +352,24 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
     mine: set[str] = set()
     problems: list[BaseException] = []
     halt = stop or threading.Event()
+
+    reported: set[str] = set()  # others' machines whose outcome is known here
+
+    def report(rows: dict[str, dict[str, Any]], ours: set[str]) -> None:
+        """Report the final outcomes of machines other runners did (a machine this runner
+        claimed is reported by its worker, or at the end)."""
+        for name in results:  # in the order of the requests
+            row = rows.get(name)
+            if row is None or name in ours or name in reported:
+                continue
+            if row.get("state") == "done":
+                handler.report_result(f"done by another runner ({_who(row.get('holder'))})",
+                                      machine=name, data={"runner": row.get("holder")})
+            elif row.get("state") == "failed":
+                results[name].error = remote_error(name, row)
+            else:
+                continue
+            reported.add(name)
 
     def hold(names: list[str]) -> ChunkedHold:
         return ChunkedHold(provisioner.store, names, ttl=provisioner.lock_ttl,
@@ -370,6 +404,12 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
                    for i in range(workers)]
         for thread in threads:
             thread.start()
+        feed.drained.wait()  # nothing pending: this runner's last machines are running
+        if not halt.is_set() and feed.error is None:
+            try:
+                report(split.others_outcomes(), feed.claimed_so_far())
+            except StateError:
+                pass  # read again, with everything else, when the run is over
         for thread in threads:
             thread.join()
         progress: dict[str, dict[str, Any]] = {}
@@ -395,16 +435,11 @@ def split_run(provisioner: "Provisioner", operation: str, requests: Sequence["Ma
             handler.report_progress("another runner took this machine over while it was in "
                                     "progress (our claim had lapsed)", machine=name)
 
+    report(progress, mine)
     for name, outcome in results.items():
-        if name in mine:
+        if name in mine or name in reported:
             continue
-        row = progress.get(name, {})
-        if row.get("state") == "done":
-            handler.report_result(f"done by another runner ({_who(row.get('holder'))})",
-                                  machine=name, data={"runner": row.get("holder")})
-        elif row.get("state") == "failed":
-            outcome.error = remote_error(name, row)
-        elif problems:
+        if problems:
             outcome.error = problems[0]
         else:
             outcome.error = Cancelled("not started: this runner stopped before claiming it "

@@ -416,6 +416,12 @@ class ManagedEntryStore(abc.ABC):
         """name -> {state, holder, error, live} for one run."""
         raise self._no_claims()
 
+    def run_outcomes(self, run_key: str, generation: int,
+                     token: str) -> dict[str, dict[str, Any]]:
+        """Like ``run_progress``, only the machines done or failed by runners other than
+        ``token`` (final outcomes, reported before the run is over)."""
+        raise self._no_claims()
+
     def runs(self) -> "builtins.list[dict[str, Any]]":
         """Unfinished runs with their counts and who claims what (for ``status``); none here."""
         return []

@@ -5,6 +5,7 @@ runners waiting for the others' machines wake at once (``watch_run``)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
@@ -35,6 +36,18 @@ _ABANDONED = f"""SELECT name FROM provisioning_work WHERE run_key = %(r)s
     AND generation = %(g)s AND state = 'claimed' AND (expires_at <= clock_timestamp()
     OR session_key::oid NOT IN ({LIVE_SESSIONS}))
     ORDER BY name COLLATE "C" LIMIT %(n)s FOR UPDATE SKIP LOCKED"""
+
+
+def _rows(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    """Progress rows (name, state, holder as JSON text, error, live) by name; each runner's
+    holder is parsed once, not once per machine (a run has a few runners, many machines)."""
+    holders: dict[str | None, Any] = {None: None}
+    out: dict[str, dict[str, Any]] = {}
+    for name, state, holder, error, live in rows:
+        if holder not in holders:
+            holders[holder] = json.loads(holder)
+        out[name] = {"state": state, "holder": holders[holder], "error": error, "live": live}
+    return out
 
 
 class PostgresClaims:
@@ -206,11 +219,23 @@ class PostgresClaims:
     def run_progress(self, run_key: str, generation: int) -> dict[str, dict[str, Any]]:
         """name -> {state, holder, error, live} for one run."""
         rows = self._run("read run progress", lambda c: c.execute(
-            "SELECT name, state, holder, error, state = 'claimed' AND expires_at > "
+            "SELECT name, state, holder::text, error, state = 'claimed' AND expires_at > "
             f"clock_timestamp() AND {alive('w.session_key')} FROM provisioning_work w "
             'WHERE run_key = %s AND generation = %s ORDER BY name COLLATE "C"',
             (run_key, generation)).fetchall(), tx=False)
-        return {r[0]: {"state": r[1], "holder": r[2], "error": r[3], "live": r[4]} for r in rows}
+        return _rows(rows)
+
+    def run_outcomes(self, run_key: str, generation: int,
+                     token: str) -> dict[str, dict[str, Any]]:
+        """name -> {state, holder, error, live} of the run's machines that runners other than
+        ``token`` have done or failed: final, so a runner waiting for the end reports them
+        early instead of all at once when the run is over."""
+        rows = self._run("read run outcomes", lambda c: c.execute(
+            "SELECT name, state, holder::text, error, false FROM provisioning_work "
+            "WHERE run_key = %s AND generation = %s AND state IN ('done', 'failed') "
+            'AND token IS DISTINCT FROM %s ORDER BY name COLLATE "C"',
+            (run_key, generation, token)).fetchall(), tx=False)
+        return _rows(rows)
 
     def runs(self) -> list[dict[str, Any]]:
         """Unfinished runs with their counts and who claims what (for ``status``)."""

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
 from provisioning.keys import write_private_file
-from provisioning.spec import SECRET_KEYS, ManagedEntry
+from provisioning.spec import SECRET_KEYS, ManagedEntry, entry_field_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.store.base import ManagedEntryStore
 
-__all__ = ["export_state", "import_state", "dump", "load", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["export_state", "import_state", "check_export", "dump", "load", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "provisioning-state"
 FORMAT_VERSION = 1
@@ -91,13 +91,19 @@ def _check(document: Any, where: str) -> list[dict[str, Any]]:
     problems = []
     for index, item in enumerate(entries):
         if not (isinstance(item, dict) and isinstance(item.get("kind"), str)
-                and isinstance(item.get("name"), str) and item["name"]
-                and isinstance(item.get("reference", {}), dict)):
+                and isinstance(item.get("name"), str) and item["name"]):
             problems.append(f"entries[{index}]")
+        elif wrong := entry_field_problems(item):
+            problems.append(f"entries[{index}] ({', '.join(wrong)})")
     if problems:
         raise ConfigError(f"entries need a kind, a name and a reference mapping: "
                           f"{', '.join(problems[:10])}", file=where, key="entries")
     return entries
+
+
+def check_export(document: Any, where: str) -> None:
+    """Refuse a document ``import_state`` would refuse, before any store is opened."""
+    _check(document, where)
 
 
 def import_state(store: "ManagedEntryStore", document: Any, *, replace: bool = False,

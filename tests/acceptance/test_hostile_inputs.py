@@ -240,3 +240,24 @@ def test_a_state_file_with_a_damaged_schema_version_is_refused_unchanged(tmp_pat
     assert result.returncode == 2 and "damaged schema version ('abc'" in result.stderr, \
         result.stderr
     assert state.read_bytes() == before
+
+
+@pytest.mark.parametrize("document,expect", [
+    ("[]", "not a provisioning state export"),
+    ('{"format": "provisioning-state", "format_version": 1, "entries": "x"}',
+     '"entries" must be a list'),
+    ('{"format": "provisioning-state", "format_version": 1, "entries": [{"kind": "machine", '
+     '"name": "web-1", "reference": {}, "generation": "two"}]}', "entries[0] (generation is str)"),
+    ('{"format": "provisioning-state", "format_version": 1, "entries": [{"kind": "machine", '
+     '"name": "web-1", "reference": "x"}]}', "entries[0] (reference is str)")],
+    ids=["list", "entries-text", "generation-text", "reference-text"])
+def test_a_state_import_of_a_bad_export_creates_no_state_file(tmp_path, document, expect):
+    (tmp_path / "export.json").write_text(document)
+    refused(tmp_path, TWO_WEB, "state", "import", "export.json", expect=expect)
+
+
+def test_a_fake_cloud_where_no_directory_can_be_made_is_the_users_error(tmp_path):
+    (tmp_path / "cluster.yml").write_text('driver: "fake:/dev/null/cloud"\nmachines:\n  web: {}\n')
+    result = converge("up", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot use /dev/null/cloud as the fake cloud" in result.stdout + result.stderr

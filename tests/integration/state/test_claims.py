@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.claims import WorkSplit, run_key, split_run, supports_claims
 from provisioning.lifecycle import Provisioner
 from provisioning.store import open_store
@@ -241,3 +242,43 @@ def test_a_waiting_runner_is_woken_when_another_finishes_work(postgres_url):
         stop.set()
         worker.close()
         waiter.close()
+
+
+def test_a_runner_reports_the_others_outcomes_while_its_last_machine_runs(postgres_url):
+    """Another runner did m-0 and failed m-1; this runner's one machine is held until the test
+    has seen the others' outcomes reported (they used to wait for the end of the run), and
+    each is reported once."""
+    names = ["m-0", "m-1", "m-2"]
+    seen, go_on = threading.Event(), threading.Event()
+
+    def call(request):
+        assert go_on.wait(60), "the test never let the worker go on"
+        return request[1]
+
+    def watch(event) -> None:
+        if event.kind == "result" and event.machine == "m-0":
+            seen.set()
+    with open_store(postgres_url) as store, open_store(postgres_url) as other:
+        elsewhere = WorkSplit(other, "up", names, ttl=30, holder=HOLDER)
+        assert elsewhere.claim(2) == ["m-0", "m-1"]
+        assert elsewhere.finish({"m-0": None, "m-1": "ProvisioningError: it broke"}) == \
+            {"m-0", "m-1"}
+        handler = RecordingActionHandler(listeners=[watch])
+        provisioner = Provisioner(store, parallel=1, action_handler=handler)
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(results=split_run(
+            provisioner, "up", [(None, n, {}) for n in names], call, poll=3600)), daemon=True)
+        runner.start()
+        try:
+            assert seen.wait(60), "the others' outcomes were held back until the run was over"
+        finally:
+            go_on.set()
+            runner.join(120)
+            elsewhere.close()
+    assert not runner.is_alive()
+    results = outcome["results"]
+    assert results["m-2"].ok and results["m-2"].value == "m-2"
+    assert results["m-0"].ok
+    assert "failed in another runner (h pid 1): it broke" in str(results["m-1"].error)
+    others = [e.machine for e in handler.events if e.kind == "result"]
+    assert others == ["m-0"]  # once (m-1 fails in the summary; the worker here reports none)
