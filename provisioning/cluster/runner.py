@@ -33,7 +33,7 @@ from provisioning.errors import (
 from provisioning.images.builder import ImageBuilder, boot_from_images
 from provisioning.lifecycle import Provisioner
 from provisioning.machine.access import ssh_access, ssh_config, write_access
-from provisioning.parallel import BatchResult, Outcome
+from provisioning.parallel import BatchResult, Outcome, Parallelizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import ClusterFile, MachineDefinition
@@ -300,12 +300,65 @@ class ClusterRunner(ClusterView):
         by_name = self.cluster.machines
         requests = [(self.driver(by_name[n].driver_url) if n in by_name else None, n,
                      by_name[n].machine_options if n in by_name else {}) for n in names]
+        destroyed: set[str] = set()  # by a driver's batch destroy (``_destroy_together``)
+        given = {name: (driver, options) for driver, name, options in requests}
         # locks and entries a chunk (or a claimed batch) at a time, not one by one
         return self._forget_facts(self.provisioner.run_many_locked(
-            "destroy", requests, self.destroy_one))  # type: ignore[arg-type]
+            "destroy", requests,  # type: ignore[arg-type]
+            lambda d, h, s, o: self.destroy_one(d, h, s, o, batched=s.name in destroyed),
+            prepare=lambda specs: self._destroy_together(specs, given, destroyed)))
 
-    def destroy_one(self, driver: "Driver", handler: ActionHandler, spec, options) -> None:
-        """Destroy one saved machine under its lock (never another cluster's) and forget it."""
+    def _destroy_together(self, specs: Sequence[Any], given: Mapping[str, tuple[Any, Any]],
+                          destroyed: set[str]) -> dict[str, BaseException]:
+        """A held chunk of ``destroy``: its machines whose driver removes many in one request
+        (``Driver.destroys_together``) go to the driver's batch ``destroy_machines``; those
+        destroyed are forgotten in one store write and added to ``destroyed``
+        (``destroy_one`` then has nothing left to do); returns name -> error for those it
+        failed. A machine with deposed resources (destroyed first) or of another cluster is
+        left to ``destroy_one``. ``given``: name -> (the file's driver, machine options)."""
+        if self.why_run:
+            return {}
+        groups: dict[str, tuple["Driver", list[Any]]] = {}
+        for spec in specs:
+            if not spec.exists or spec.deposed or spec.cluster not in (None, self.name):
+                continue
+            default, options = given[spec.name]
+            try:
+                driver = self.provisioner.driver_for(spec, default)
+            except ProvisioningError:
+                continue  # destroy_one reports it
+            if driver.destroys_together():
+                groups.setdefault(driver.driver_url, (driver, []))[1].append((spec, options))
+        errors: dict[str, BaseException] = {}
+        gone: list[Any] = []
+        for driver, part in groups.values():
+            for spec, _ in part:
+                spec.last_action = "destroy"
+            try:
+                batch = driver.destroy_machines(  # its own workers: ours wait for the chunk
+                    self.action_handler, part,
+                    Parallelizer(self.provisioner.parallelizer.max_workers))
+            except Exception as exc:  # the bulk request failed: each machine in it did
+                batch = BatchResult((s.name, Outcome(s.name, error=exc)) for s, _ in part)
+            for spec, _ in part:
+                outcome = batch.get(spec.name)
+                if outcome is not None and not outcome.ok:
+                    errors[spec.name] = outcome.error  # type: ignore[assignment]
+                else:
+                    gone.append(spec)
+        if gone:  # forgotten together, under their held locks
+            self.store.delete_many("machine", [spec.name for spec in gone])
+            for spec in gone:
+                spec.reference, spec.version = {}, 0
+                destroyed.add(spec.name)
+        return errors
+
+    def destroy_one(self, driver: "Driver", handler: ActionHandler, spec, options, *,
+                    batched: bool = False) -> None:
+        """Destroy one saved machine under its lock (never another cluster's) and forget it;
+        ``batched``: destroyed and forgotten with others already (``_destroy_together``)."""
+        if batched:
+            return
         if spec.exists or spec.version:
             self.check_owner(spec)
         self.provisioner.destroy_deposed(handler, spec, options)  # the older ones first

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from provisioning.cluster.model import ClusterFile, MachineDefinition
 from provisioning.convergence.steps import render_string
+from provisioning.errors import StateConflict
 from provisioning.inputs.schema import Problems, did_you_mean
 from provisioning.spec import ManagedEntry
 
@@ -170,7 +171,13 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
     entry = known or ManagedEntry(machine.name, kind=FACTS_KIND, store=store)
     entry.reference = {"driver_url": driver_url, "facts": facts, **({"of": of} if of else {})}
     entry.store = store
-    entry.save()
+    try:
+        entry.save()
+    except StateConflict:  # a destroy forgets facts after releasing the machines' locks, so
+        # the entry read under this machine's lock may be gone: the lock holder's facts win
+        fresh = store.get(FACTS_KIND, machine.name) or ManagedEntry(machine.name, kind=FACTS_KIND)
+        fresh.reference, fresh.store = entry.reference, store
+        fresh.save()
     return facts
 
 

@@ -4,7 +4,9 @@
 
 - ``base.py``: the ``Driver`` base class (the batch methods, ``describe``, local features).
 - ``resources.py``: the contract's five methods, made from the warehouse hooks a driver
-  implements (adopt-or-create, why-run, fault points and the reference save in one place).
+  implements (adopt-or-create, why-run, fault points and the reference save in one place);
+  ``creating.py`` makes resources (one, or many in one request; pending references),
+  ``deleting.py`` removes them (one, or many in one request).
 - ``image_contract.py``: the machine-image methods, made from the image hooks a driver with
   ``Capabilities.images`` implements (why-run and the save of the image entry in one place).
 - ``capabilities.py``: ``Capabilities``, what a driver declares it can do.

@@ -148,7 +148,19 @@ class Driver(ResourceContract, ImageContract, abc.ABC):
 
     def destroy_machines(self, action_handler: "ActionHandler", specs_and_options: SpecsAndOptions,
                          parallelizer: Parallelizer | None = None) -> BatchResult:
+        """Per machine, in parallel; a driver whose ``delete_resources`` removes many in one
+        request gets ``destroy_together`` instead."""
+        if self._uses_hooks("delete_resources"):
+            return self.destroy_together(action_handler, specs_and_options, parallelizer or
+                                         Parallelizer(int(self.config.get("parallel", 10))))
         return self._batch("destroy_machine", action_handler, specs_and_options, parallelizer)
+
+    def destroys_together(self) -> bool:
+        """True when ``destroy_machines`` removes many machines in fewer requests than one
+        each (the driver overrides ``delete_resources`` or ``destroy_machines``): ``converge
+        destroy`` then hands it the machines a chunk at a time."""
+        return self._uses_hooks("delete_resources") or \
+            type(self).destroy_machines is not Driver.destroy_machines
 
     # -- fleet scale: one call for many machines ----------------------------------------------
     #: most machines ``converge up`` hands to one ``allocate_machines`` call (bulk APIs cap a

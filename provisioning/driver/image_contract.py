@@ -9,6 +9,13 @@ driver used to repeat around them: the why-run branch (every change through
 ``perform_action``), the save of the image entry, and the "already gone" of an idempotent
 destroy. A driver written before the hooks overrides ``allocate_image``/``ready_image``/
 ``destroy_image`` itself and keeps working unchanged.
+
+Crash safety: before the capture the entry records a *pending* reference (``capture_pending``,
+with ``ImageCapture.pending``: what the driver needs to find the image again), and the fault
+point ``after_capture`` falls between the capture and the save of its result. A run killed in
+between leaves an image the entry does not name; the next capture or destroy of that image
+finds it (``find_image``) and destroys it before going on. The build replaced by a capture is
+kept under ``retired`` in both references, so a kill never loses it either.
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from provisioning.errors import MachineNotFound, UnsupportedOperation
+from provisioning.faults import checkpoint
 from provisioning.inputs.records import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
     from provisioning.spec import ImageSpec, MachineSpec
 
-__all__ = ["ImageContract", "ImageCapture"]
+__all__ = ["ImageContract", "ImageCapture", "CAPTURE_MARK"]
+
+#: the reference field that marks a capture begun but not recorded (``capture_pending``)
+CAPTURE_MARK = "capture_pending"
 
 
 @record
@@ -38,6 +49,9 @@ class ImageCapture:
     description: str
     #: the driver's own: whatever its ``capture_image`` needs (never saved)
     plan: Any = None
+    #: what the entry records before the capture (plain JSON, saved): what ``find_image``
+    #: needs to find the image a capture killed half-way made (its directory, its unique name)
+    pending: dict[str, Any] | None = None
 
 
 class ImageContract:
@@ -58,17 +72,48 @@ class ImageContract:
         option takes to boot from it) before any wait. Under why-run: the plan only."""
         if not self._uses_image_hooks():
             raise self._no_images("capture machine images")
+        self.settle_pending_capture(action_handler, image_spec)
         capture = self.prepare_capture(action_handler, image_spec, image_options, machine_spec,
                                        machine_options)
 
         def capture_and_save() -> None:
+            kept = _kept_builds(image_spec.reference)
+            image_spec.reference = self.base_reference(
+                **(capture.pending or {}), **{CAPTURE_MARK: True}, **kept)
+            image_spec.save()  # what a run killed during the capture leaves: see find_image
             fields = self.capture_image(action_handler, capture)
+            checkpoint("after_capture", machine=image_spec.name)
             if not fields.get("image_id"):
                 raise TypeError(f"{type(self).__name__}.capture_image returned no image_id: "
                                 "it must return the reference fields of the image it made")
-            image_spec.reference = self.base_reference(**fields)
+            image_spec.reference = self.base_reference(**fields, **kept)
             image_spec.save()
         action_handler.perform_action(capture.description, capture_and_save)
+
+    def settle_pending_capture(self, action_handler: "ActionHandler",
+                               image_spec: "ImageSpec") -> None:
+        """An entry whose capture was killed before its image was recorded
+        (``capture_pending``): the image that capture made (``find_image``) is destroyed, then
+        the entry keeps only the earlier builds (``retired``). Under why-run only planned."""
+        if not self.capture_pending(image_spec):
+            return
+        found = self.find_image(image_spec)
+        if found is not None:
+            leftover = type(image_spec)(name=image_spec.name,
+                                        reference=self.base_reference(**found))
+            action_handler.perform_action(
+                f"destroy image {found.get('image_id')}, made by a capture of "
+                f"{image_spec.name} that was stopped before it was recorded",
+                lambda: self.delete_image(action_handler, leftover))
+        elif type(self).find_image is ImageContract.find_image:
+            action_handler.report_progress(
+                f"a capture of image {image_spec.name} was stopped before it was recorded; "
+                f"the {self.scheme}: driver cannot look for what it made (no find_image): "
+                "check the warehouse for an image nothing records")
+        if not action_handler.why_run:
+            image_spec.reference = self.base_reference(
+                **_kept_builds(image_spec.reference, pending=True))
+            image_spec.save()
 
     def ready_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
                     image_options: Mapping[str, Any]) -> None:
@@ -90,6 +135,13 @@ class ImageContract:
         """``delete_image`` unless the image is already gone (idempotent)."""
         if not self._uses_image_hooks():
             raise self._no_images("destroy machine images")
+        if self.capture_pending(image_spec):  # it names no image but one a killed capture made
+            self.settle_pending_capture(action_handler, image_spec)
+            return
+        if not image_spec.reference.get("image_id"):
+            action_handler.report_progress(f"image {image_spec.name} was never captured: "
+                                           "nothing to destroy")
+            return
         description = self.plan_image_delete(image_spec)
         if description is None:
             action_handler.report_progress(
@@ -114,8 +166,21 @@ class ImageContract:
 
     def delete_image(self, action_handler: "ActionHandler", image_spec: "ImageSpec") -> None:
         """Remove the image. Called only in a real run, only when ``plan_image_delete``
-        returned a description."""
+        returned a description, or for an image ``find_image`` found. Idempotent."""
         raise self._no_images("destroy machine images")
+
+    def find_image(self, image_spec: "ImageSpec") -> dict[str, Any] | None:
+        """Optional: the reference fields (``image_id`` at least) of the image a capture made
+        but a kill kept from being recorded, found by what the pending reference records
+        (``ImageCapture.pending``: its directory, its unique name), or None when it made none.
+        Changes nothing. ``delete_image`` then removes it. Default: None (nothing found: the
+        entry then tells the user to look)."""
+        return None
+
+    def capture_pending(self, image_spec: "ImageSpec") -> bool:
+        """True while the entry records only what was saved before a capture (a run killed
+        during the capture, or before its result was saved)."""
+        return bool(image_spec.reference.get(CAPTURE_MARK))
 
     def prepare_capture(self, action_handler: "ActionHandler", image_spec: "ImageSpec",
                         image_options: Mapping[str, Any], machine_spec: "MachineSpec",
@@ -160,3 +225,12 @@ class ImageContract:
         return UnsupportedOperation(f"the {self.scheme}: driver ({self.driver_url}) cannot "
                                     f"{what} (its capabilities say images=False); boot machines "
                                     "from a base image and converge them instead")
+
+
+def _kept_builds(reference: Mapping[str, Any], *, pending: bool = False) -> dict[str, Any]:
+    """The earlier builds a reference keeps (``retired``), with the build it records itself
+    when it records one (a new capture replaces it) unless it is a ``pending`` one."""
+    retired = [r for r in reference.get("retired") or () if r.get("image_id")]
+    if reference.get("image_id") and not pending:
+        retired.append({k: v for k, v in reference.items() if k != "retired"})
+    return {"retired": retired} if retired else {}

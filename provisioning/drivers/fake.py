@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ from provisioning.transports.local import LocalTransport
 __all__ = ["FakeDriver", "FakeWarehouse"]
 
 SIZES = ["small", "medium", "large"]
+_IMAGE_ID = re.compile(r"^img-[0-9a-f]{12}$")
 IMAGES = ["fake-linux"]
 DEFAULT_DIR = os.path.join(".provisioning", "fake")
 #: seconds ``hold_ready_until`` waits at most for its file
@@ -238,13 +240,19 @@ class FakeWarehouse:
         self._change(server_id, lambda server: {"state": state})
 
     # -- machine images: a copy of a server's files (images/ID/files, images/ID.json) ------
-    def capture(self, server_id: str, name: str) -> dict[str, Any]:
+    @staticmethod
+    def new_image_id() -> str:
+        return "img-" + uuid.uuid4().hex[:12]
+
+    def capture(self, server_id: str, name: str, image_id: str | None = None) -> dict[str, Any]:
+        """Copy the server's files as image ``image_id`` (a new id when None): the files
+        first, ``image.json`` last (an image without it is one a killed capture left)."""
         import shutil  # with its archive modules: only to copy or remove a tree
 
         server = self.get(server_id)
         if server is None:
             raise MachineNotFound(f"fake server {server_id} does not exist")
-        image_id = "img-" + uuid.uuid4().hex[:12]
+        image_id = image_id or self.new_image_id()
         image_dir = os.path.join(self.directory, "images", image_id)
         shutil.copytree(server["dir"], os.path.join(image_dir, "files"), symlinks=True)
         image = {"id": image_id, "name": name, "dir": os.path.join(image_dir, "files"),
@@ -262,13 +270,21 @@ class FakeWarehouse:
         except (FileNotFoundError, ValueError):
             return None
 
+    def image_files(self, image_id: str) -> bool:
+        """True when anything of image ``image_id`` is there (also half a capture)."""
+        return _IMAGE_ID.match(image_id) is not None and os.path.isdir(
+            os.path.join(self.directory, "images", image_id))
+
     def delete_image(self, image_id: str) -> bool:
+        """Remove the image, also one a killed capture left half made; False when there
+        was nothing."""
         import shutil  # with its archive modules: only to copy or remove a tree
 
-        if self.image(image_id) is None:
+        if not self.image_files(image_id):
             return False
         image_dir = os.path.join(self.directory, "images", image_id)
-        os.unlink(os.path.join(image_dir, "image.json"))
+        with contextlib.suppress(FileNotFoundError):  # unusable first, then removed
+            os.unlink(os.path.join(image_dir, "image.json"))
         shutil.rmtree(image_dir, ignore_errors=True)
         return True
 
@@ -284,17 +300,25 @@ class FakeWarehouse:
         """A destroy's first half: the server's files moved aside, then the server out of the
         journal (and counted). ``remove_files`` is the second; a destroy killed between them
         leaves ``files_left``, which the next destroy (or the next opening) removes."""
-        server = self.get(server_id)
-        if server is None:
-            return False
-        with contextlib.suppress(FileNotFoundError):  # first out of the way, then forgotten
-            os.rename(server["dir"], removing_dir(self.machines_dir, server_id))
+        return bool(self.forget_many([server_id]))
+
+    def forget_many(self, server_ids: Iterable[str]) -> list[str]:
+        """``forget`` of many servers in one request: each one's files moved aside, then all of
+        them out of the journal in one line (and counted once). Returns the ids forgotten here
+        (not those unknown, or forgotten by another process first)."""
+        if not self._read():
+            return []
+        known = [(i, server["dir"]) for i in server_ids
+                 if (server := self.journal.get(i)) is not None]
+        for server_id, directory in known:  # first out of the way, then forgotten
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(directory, removing_dir(self.machines_dir, server_id))
         with self.journal.locked() as journal:
-            if server_id not in journal:
-                return False  # another process deleted it first
-            journal.append(delete=[server_id])
-        self._count("destroys")
-        return True
+            gone = [i for i, _ in known if i in journal]  # another process may have been first
+            journal.append(delete=gone)
+        if gone:
+            self._count("destroys", len(gone))
+        return gone
 
     def files_left(self, server_id: str) -> bool:
         return os.path.isdir(removing_dir(self.machines_dir, server_id))
@@ -413,6 +437,10 @@ class FakeDriver(Driver):
     def delete_resource(self, action_handler, machine_spec):
         self.warehouse.forget(machine_spec.reference["server_id"])
 
+    def delete_resources(self, action_handler, machine_specs):
+        """The fake cloud's bulk delete: one journal line for all of them."""
+        self.warehouse.forget_many([s.reference["server_id"] for s in machine_specs])
+
     def finish_delete(self, action_handler, machine_spec):
         self.warehouse.remove_files(machine_spec.reference["server_id"])
 
@@ -501,12 +529,21 @@ class FakeDriver(Driver):
         if server is None:
             raise MachineNotFound(f"builder server of image {image_spec.name!r} is gone",
                                   machine=machine_spec.name)
+        image_id = self.warehouse.new_image_id()  # recorded before the capture (pending)
         return ImageCapture(image_spec, image_options, machine_spec, machine_options,
                             f"capture server {server['id']} as image {image_spec.name}",
-                            plan=server["id"])
+                            plan=(server["id"], image_id), pending={"capturing": image_id})
 
     def capture_image(self, action_handler, capture):
-        return {"image_id": self.warehouse.capture(capture.plan, capture.image_spec.name)["id"]}
+        server_id, image_id = capture.plan
+        made = self.warehouse.capture(server_id, capture.image_spec.name, image_id)
+        return {"image_id": made["id"]}
+
+    def find_image(self, image_spec):
+        image_id = image_spec.reference.get("capturing")
+        if image_id and self.warehouse.image_files(image_id):
+            return {"image_id": image_id}
+        return None
 
     def delete_image(self, action_handler, image_spec):
         self.warehouse.delete_image(image_spec.reference["image_id"])

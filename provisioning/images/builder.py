@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.convergence.steps import StepContext, StepsConvergence
 from provisioning.errors import ConfigError, ProviderError, ProvisioningError
+from provisioning.images.definition import BUILDER_PREFIX
 from provisioning.inputs.records import record
 from provisioning.inputs.schema import did_you_mean
 from provisioning.spec import ImageSpec
@@ -234,6 +235,11 @@ class ImageBuilder:
             driver.destroy_image(handler, spec, {})
             return
         with self.store.lock(LOCK_PREFIX + name, wait=60):
+            builder = BUILDER_PREFIX + name
+            if self.provisioner.spec(builder).exists:  # a killed build's
+                handler.report_progress(f"destroying builder machine {builder} left by an "
+                                        "interrupted build")
+                self.provisioner.destroy(builder, {}, driver)
             spec = self.spec(name)
             kept = self._destroy_retired(driver, name, list(spec.reference.get("retired", [])),
                                          handler)

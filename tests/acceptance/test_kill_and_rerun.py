@@ -13,6 +13,7 @@ import signal
 import pytest
 
 from provisioning.drivers.fake import FakeWarehouse
+from provisioning.spec import machine_of_resource
 from tests.cli_runner import converge, start_converge
 
 CLUSTER = """driver: "fake:./cloud"
@@ -48,7 +49,8 @@ def kill_after(project, events: int, *args) -> None:
 
 def assert_state_is_reality(project, names):
     servers = FakeWarehouse(str(project / "cloud")).servers().values()
-    assert sorted(s["tags"]["provisioning:name"] for s in servers) == sorted(names)
+    assert sorted(machine_of_resource(s["tags"]["provisioning:name"]) for s in servers) == \
+        sorted(names)
     assert FakeWarehouse(str(project / "cloud")).leftovers() == []
     status = json.loads(ok(project, "status", "--output", "json").stdout)
     saved = {m["name"]: m["state"] for m in status["machines"] if m["state"] != "not created"}
@@ -81,12 +83,56 @@ def _trial(project, operation, rnd):
         ok(project, "up")
         assert_state_is_reality(project, ["db", "web-1"])
         return
+    elif operation in MORE:
+        MORE[operation](project, rnd)
     assert_state_is_reality(project, ALL)
     assert "0 changes" in ok(project, "up").stdout
 
 
+def _plan(project, rnd):
+    """A killed plan (why-run) leaves no state file on a new project, and changes nothing."""
+    kill_after(project, rnd.randrange(12), "plan")
+    assert not (project / ".provisioning").exists(), "a killed plan created the state"
+    ok(project, "up")
+    before = json.loads(ok(project, "state", "export").stdout)["entries"]
+    kill_after(project, rnd.randrange(12), "plan")
+    assert json.loads(ok(project, "state", "export").stdout)["entries"] == before
+
+
+def _replace(project, rnd):
+    """``up --replace`` of a create_before_destroy group killed at any point: the re-run
+    leaves one server per machine (the old one destroyed, the new one kept)."""
+    (project / "cluster.yml").write_text(CLUSTER.replace("count: 4", "count: 4\n    "
+                                                         "create_before_destroy: true"))
+    ok(project, "up")
+    kill_after(project, rnd.randrange(14), "up", "--replace", "web-2")
+    ok(project, "up")
+
+
+def _stop(project, rnd):
+    ok(project, "up")
+    kill_after(project, rnd.randrange(8), "stop")
+    ok(project, "up")
+
+
+def _state_moves(project, rnd):
+    """``state rm`` then ``import`` of the same server, each killed at any point: the re-run
+    adopts or imports it; never a second server for the machine."""
+    ok(project, "up")
+    kill_after(project, rnd.randrange(3), "state", "rm", "db")
+    kill_after(project, rnd.randrange(3), "import", "db", _server_of(project, "db"))
+    ok(project, "up")
+
+
+def _server_of(project, name):
+    servers = FakeWarehouse(str(project / "cloud")).servers().values()
+    return next(s["id"] for s in servers if s["tags"]["provisioning:name"] == name)
+
+
+MORE = {"plan": _plan, "replace": _replace, "stop": _stop, "state-moves": _state_moves}
 TRIALS = [(operation, seed) for seed in range(8) for operation in
-          ("up", "destroy", "apply", "scale-down")][:30]
+          ("up", "destroy", "apply", "scale-down")][:30] + [
+    (operation, seed) for seed in range(4) for operation in MORE]
 
 
 @pytest.mark.parametrize("operation,seed", [

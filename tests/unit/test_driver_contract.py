@@ -166,3 +166,64 @@ def test_a_destroy_stopped_between_the_halves_is_finished_by_the_next(tmp_path, 
     assert os.listdir(tmp_path) == ["web-1.removing"]
     provisioner.destroy("web-1", {}, driver)
     assert os.listdir(tmp_path) == [] and store.get("machine", "web-1") is None
+
+
+class _BulkHalves(_TwoHalves):
+    """The same directories, taken aside many in one request (a warehouse's bulk delete)."""
+
+    scheme = "bulk-halves"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests: list[list[str]] = []
+
+    def delete_resources(self, action_handler, machine_specs):
+        self.requests.append([spec.name for spec in machine_specs])
+        for spec in machine_specs:
+            os.rename(self._path(spec), self._path(spec, ".removing"))
+
+
+def test_a_bulk_delete_removes_many_in_one_request_and_a_stop_between_its_halves_is_finished(
+        tmp_path, monkeypatch):
+    """destroy_machines of a driver with delete_resources: one request for the machines that
+    exist (one already gone is reported), during_destroy after it, each machine's finish in its
+    own action; stopped there, every machine of the request fails and the next destroy
+    finishes them all. Why-run requests nothing."""
+    driver = _BulkHalves("bulk-halves:", Config(base_dir=str(tmp_path)))
+    assert driver.destroys_together()
+    assert not _TwoHalves("halves:", Config(base_dir=str(tmp_path))).destroys_together()
+    store = MemoryStore()
+    provisioner = Provisioner(store, config=driver.config)
+    names = ["web-1", "web-2", "web-3"]
+    for name in names:
+        provisioner.allocate(driver, name)
+    os.rmdir(tmp_path / "web-3")  # gone behind our back
+    specs = [(store.get("machine", name), {}) for name in names]
+    planner = RecordingActionHandler(why_run=True)
+    assert all(o.ok for o in driver.destroy_machines(planner, specs).values())
+    assert driver.requests == [] and sorted(os.listdir(tmp_path)) == ["web-1", "web-2"]
+    assert [a.description for a in planner.actions(performed=False)] == [
+        "destroy dir web-1", "destroy dir web-2"]
+    monkeypatch.setenv("PROVISIONING_FAULT", "during_destroy:fail")
+    results = driver.destroy_machines(RecordingActionHandler(), specs)
+    monkeypatch.delenv("PROVISIONING_FAULT")
+    assert driver.requests == [["web-1", "web-2"]]
+    assert {n: str(o.error) for n, o in results.items() if not o.ok} == {
+        "web-1": "injected failure at during_destroy (PROVISIONING_FAULT)",
+        "web-2": "injected failure at during_destroy (PROVISIONING_FAULT)"}
+    assert sorted(os.listdir(tmp_path)) == ["web-1.removing", "web-2.removing"]
+    handler = RecordingActionHandler()
+    assert all(o.ok for o in driver.destroy_machines(handler, specs).values())
+    assert driver.requests == [["web-1", "web-2"]]  # nothing left to request: only finished
+    assert [a.description for a in handler.actions(performed=True)] == [
+        "finish destroying dir web-1: remove its files",
+        "finish destroying dir web-2: remove its files"]
+    assert os.listdir(tmp_path) == []
+    for name in ("web-4", "web-5"):
+        provisioner.allocate(driver, name)
+    handler = RecordingActionHandler()
+    fresh = [(store.get("machine", name), {}) for name in ("web-4", "web-5")]
+    assert all(o.ok for o in driver.destroy_machines(handler, fresh).values())
+    assert driver.requests[-1] == ["web-4", "web-5"] and os.listdir(tmp_path) == []
+    assert sorted(a.description for a in handler.actions(performed=True)) == [
+        "destroy dir web-4", "destroy dir web-5"]  # finished on worker threads: any order

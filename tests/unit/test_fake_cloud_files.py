@@ -4,6 +4,7 @@ nothing, and what a run killed mid-create leaves is finished by the next run."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -237,3 +238,52 @@ def test_a_fake_destroy_stopped_between_its_halves_is_finished_by_the_next(tmp_p
     Provisioner(store, config=driver.config).destroy("web-1", {}, driver)
     assert os.listdir(machines) == [] and store.get("machine", "web-1") is None
     assert FakeWarehouse(str(tmp_path / "cloud")).counters()["destroys"] == 1
+
+
+def test_destroying_a_fleet_removes_each_chunk_of_servers_in_one_request(tmp_path):
+    """``destroy`` of N machines hands the fake cloud a held chunk (100) at a time: one journal
+    line per chunk forgets its servers, not a line (and a lock) per server; every machine
+    still has its own destroy action, and nothing is left."""
+    with Cluster.load(_fleet(tmp_path, 250), parallel=4) as fleet:
+        assert fleet.up().ok
+    cloud = tmp_path / "fleet-250" / "cloud"
+    made = len((cloud / "servers" / "journal").read_text().splitlines())
+    events: list = []
+    with Cluster.load(_fleet_again(tmp_path, 250), parallel=4,
+                      listeners=[events.append]) as fleet:
+        assert fleet.destroy().ok
+        assert fleet.store.list("machine") == []
+    lines = (cloud / "servers" / "journal").read_text().splitlines()[made:]
+    assert sorted(len(json.loads(line)["del"]) for line in lines) == [50, 100, 100], lines
+    actions = {e.machine: e.description for e in events if e.kind == "action" and e.performed}
+    assert len(actions) == 250
+    assert all(a.startswith("destroy server srv-") for a in actions.values())
+    warehouse = FakeWarehouse(str(cloud))
+    assert warehouse.counters() == {"creates": 250, "destroys": 250}
+    assert warehouse.servers() == {} and warehouse.leftovers() == []
+    assert os.listdir(cloud / "machines") == []
+
+
+def test_a_fleet_destroy_killed_between_the_halves_of_its_batch_is_finished_by_the_next(
+        tmp_path):
+    """kill -9 at during_destroy of a batch destroy: the chunk's servers were all forgotten in
+    one request, their files set aside, the state still lists every machine. The next
+    ``destroy`` finishes them: no server, file or entry left, each counted destroyed once."""
+    (tmp_path / "cluster.yml").write_text("driver: 'fake:./cloud'\nmachines:\n"
+                                          "  web: {count: 30}\n")
+    assert converge("up", cwd=tmp_path).returncode == 0
+    killed = converge("destroy", cwd=tmp_path, env={"PROVISIONING_FAULT": "during_destroy:crash"})
+    assert killed.returncode == 86, killed.stdout + killed.stderr
+    machines = tmp_path / "cloud" / "machines"
+    assert len(os.listdir(machines)) == 30
+    assert all(entry.startswith(".removing-srv-") for entry in os.listdir(machines))
+    with Cluster.load(str(tmp_path / "cluster.yml")) as fleet:
+        assert len(fleet.store.list("machine")) == 30
+    again = converge("destroy", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert os.listdir(machines) == []
+    with Cluster.load(str(tmp_path / "cluster.yml")) as fleet:
+        assert fleet.store.list("machine") == []
+    warehouse = FakeWarehouse(str(tmp_path / "cloud"))
+    assert warehouse.counters() == {"creates": 30, "destroys": 30}
+    assert warehouse.servers() == {} and warehouse.leftovers() == []

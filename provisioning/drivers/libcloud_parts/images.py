@@ -50,7 +50,22 @@ class LibcloudImages:
                                   "build the image again", machine=machine_spec.name)
         name = f"{image_spec.name}-{uuid.uuid4().hex[:8]}"
         return ImageCapture(image_spec, image_options, machine_spec, machine_options,
-                            f"create image {name} from node {node.id}", plan=(node, name))
+                            f"create image {name} from node {node.id}", plan=(node, name),
+                            pending={"capturing": name})
+
+    def find_image(self, image_spec) -> dict[str, Any] | None:
+        """The image a killed capture asked for, by the unique name its pending entry
+        recorded (EC2: owned by this account and so named)."""
+        name = image_spec.reference.get("capturing")
+        if not name:
+            return None
+        driver = self.ops.driver  # type: ignore[attr-defined]
+        with self._errors(f"look for image {name}"):  # type: ignore[attr-defined]
+            if self.provider == "ec2":  # type: ignore[attr-defined]
+                found = driver.list_images(ex_owner="self", ex_filters={"name": name})
+            else:
+                found = [i for i in driver.list_images() if i.name == name]
+        return {"image_id": found[0].id, "image_name": name} if found else None
 
     def capture_image(self, action_handler, capture: ImageCapture) -> dict[str, Any]:
         node, name = capture.plan

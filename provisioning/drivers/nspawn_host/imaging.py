@@ -37,7 +37,16 @@ class NspawnImages:
         opts = self._options(machine_options, machine_spec.name)  # type: ignore[attr-defined]
         return ImageCapture(image_spec, image_options, machine_spec, machine_options,
                             f"freeze machine {record.id} as image {image_spec.name} "
-                            f"({image_dir})", plan=(record, image_dir, opts))
+                            f"({image_dir})", plan=(record, image_dir, opts),
+                            pending={"capturing": image_dir})
+
+    def find_image(self, image_spec) -> dict[str, Any] | None:
+        """The image directory a killed freeze made (complete or not), by the pending one."""
+        image_dir = image_spec.reference.get("capturing")
+        if not image_dir or os.path.dirname(image_dir) != self.images_dir() \
+                or not os.path.isdir(image_dir):
+            return None
+        return {"image_id": image_dir, "directory": image_dir}
 
     def capture_image(self, action_handler, capture: ImageCapture) -> dict[str, Any]:
         """Power the builder off and freeze its overlay layer onto the image's chain."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,60 @@ def test_plan_shows_the_images_up_would_build(project: Path):
         changed.stdout
     assert converge("destroy", "-q", cwd=project).returncode == 0
     assert converge("image", "destroy", "-q", cwd=project).returncode == 0
+
+
+def _image_dirs(project: Path) -> list[str]:
+    images = project / ".provisioning" / "fake" / "images"
+    return sorted(os.listdir(images)) if images.exists() else []
+
+
+def test_a_build_killed_between_capture_and_save_leaks_no_image(project: Path):
+    """kill -9 at after_capture (the image made, its entry not saved yet): the entry records
+    the pending capture, so the next ``up`` destroys the image that capture made before it
+    captures anew, and the warehouse holds exactly the image the state names. A rebuild killed
+    there keeps the earlier build recorded (retired), so it is not lost either."""
+    killed = converge("up", cwd=project, env={"PROVISIONING_FAULT": "after_capture:crash"})
+    assert killed.returncode == 86, killed.stdout + killed.stderr
+    (leftover,) = _image_dirs(project)
+    assert _images(project)["site"]["state"] == "not built"
+    again = converge("up", cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (f"destroy image {leftover}, made by a capture of site that was stopped before it "
+            "was recorded") in again.stdout
+    first = _images(project)["site"]
+    assert first["state"] == "built" and _image_dirs(project) == [first["image_id"]]
+
+    (project / "index.html").write_text("<h1>v2</h1>\n")
+    killed = converge("up", cwd=project, env={"PROVISIONING_FAULT": "after_capture:crash"})
+    assert killed.returncode == 86, killed.stdout + killed.stderr
+    assert len(_image_dirs(project)) == 2  # the first build, and the unrecorded capture
+    again = converge("up", cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    second = _images(project)["site"]
+    assert second["state"] == "built" and _image_dirs(project) == [second["image_id"]]
+    from provisioning.drivers.fake import FakeWarehouse
+
+    warehouse = FakeWarehouse(str(project / ".provisioning" / "fake"))
+    assert sorted(s["name"] for s in warehouse.servers().values()) == ["web-1", "web-2"]
+    assert warehouse.leftovers() == []
+
+
+def test_destroying_an_image_whose_capture_was_killed_leaks_nothing(project: Path):
+    """``image destroy`` of an entry a kill left pending removes the image that capture made
+    (why-run only plans it), the killed build's builder machine, and forgets the entry."""
+    killed = converge("up", cwd=project, env={"PROVISIONING_FAULT": "after_capture:crash"})
+    assert killed.returncode == 86, killed.stdout + killed.stderr
+    (leftover,) = _image_dirs(project)
+    plan = converge("image", "destroy", "site", "--why-run", cwd=project)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert f"would destroy image {leftover}, made by a capture" in plan.stdout
+    assert _image_dirs(project) == [leftover]
+    gone = converge("image", "destroy", "site", cwd=project)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert _image_dirs(project) == []
+    assert _images(project)["site"]["state"] == "not built"
+    assert "destroying builder machine image-builder-site left by an interrupted build" in \
+        gone.stdout  # the killed build's builder goes with it
+    from provisioning.drivers.fake import FakeWarehouse
+
+    assert FakeWarehouse(str(project / ".provisioning" / "fake")).servers() == {}

@@ -61,3 +61,33 @@ def test_image_from_a_converged_node_with_create_image(
     runner.destroy(cluster.select(["app"]))
     runner.images.destroy("app")
     assert driver.image_state(saved) == "missing" and store.get("image", "app") is None
+
+
+def test_an_image_whose_capture_failed_before_its_save_is_removed_by_the_next_build(
+        tmp_path, ssh_config, sshd_host, client_key, store, handler, monkeypatch):  # noqa: F811
+    """The fault point after_capture (CreateImage answered, the entry not saved): the entry
+    keeps the pending capture's unique name, so the next build finds that AMI by name and
+    deregisters it before creating its own; one AMI of the image is left, the recorded one."""
+    reach = {"address": "127.0.0.1", "key_name": client_key.name,
+             "transport": {"port": sshd_host.port, "username": "root",
+                           "host_key": sshd_host.host_key}}
+    data = {"driver": URL,
+            "images": {"app": {"from": IMAGE, "machine_options": {"size": SIZE, **reach},
+                               "converge": []}},
+            "machines": {"app": {"machine_options": {"image": "app", "size": SIZE, **reach}}}}
+    cluster = parse_cluster(data, str(tmp_path / "cluster.yml"))
+    runner = ClusterRunner(cluster, store=store, config=ssh_config)
+    driver = runner.driver(URL)
+
+    def ours() -> list[str]:
+        return sorted(i.id for i in driver.ops.driver.list_images(ex_owner="self")
+                      if (i.name or "").startswith("app-"))
+
+    monkeypatch.setenv("PROVISIONING_FAULT", "after_capture:fail")
+    with pytest.raises(Exception, match="injected failure at after_capture"):
+        runner.images.ensure(["app"])
+    monkeypatch.delenv("PROVISIONING_FAULT")
+    [leftover] = ours()
+    assert driver.capture_pending(store.get("image", "app"))
+    image_id = runner.images.ensure(["app"])["app"]
+    assert image_id != leftover and ours() == [image_id]
