@@ -378,7 +378,9 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
                     "SELECT name, holder FROM provisioning_locks WHERE name = ANY(%s)",
                     (held,)).fetchall()})
             return out
-        result = self._run(f"lock {len(tokens)} names", take)
+        # no transaction around them: the insert is one statement (its own transaction) and
+        # the holders' read only names who held what (two round trips fewer per batch)
+        result = self._run(f"lock {len(tokens)} names", take, tx=False, retry=False)
         # a name freed between the two statements, or held by a dead process here: one by one
         for name in [n for n in tokens if n not in result or
                      (result[n] is not None and holder_is_dead(result[n]))]:

@@ -125,24 +125,29 @@ class PostgresClaims:
         errors = [self._scrub(e)[:2000] if e else None for e in outcomes.values()]
 
         def finish(conn: psycopg.Connection) -> set[str]:
-            # finishers of one run take turns, so the last one sees every other's result
-            conn.execute("SELECT 1 FROM provisioning_runs WHERE run_key = %s AND generation = %s "
-                         "FOR UPDATE", (run_key, generation))
-            rows = conn.execute(
-                "UPDATE provisioning_work w SET state = CASE WHEN o.e IS NULL THEN 'done' "
-                "ELSE 'failed' END, error = o.e, done_at = now(), expires_at = NULL "
-                "FROM unnest(%(n)s::text[], %(e)s::text[]) AS o(n, e) WHERE w.run_key = %(r)s "
-                "AND w.generation = %(g)s AND w.name = o.n AND w.token = %(t)s "
-                "AND w.state = 'claimed' RETURNING w.name",
-                {"n": names, "e": errors, "r": run_key, "g": generation, "t": token}).fetchall()
-            if not self._open_count(conn, run_key, generation):
-                conn.execute("UPDATE provisioning_runs SET touched_at = now(), finished_at = "
-                             "now() WHERE run_key = %s AND generation = %s", (run_key, generation))
-            self._announce(conn, run_key, generation)
-            return {r[0] for r in rows}
+            # one round trip: pipelined up to one Sync, the statements are one (implicit)
+            # transaction, run in order, each with a snapshot taken when it starts
+            with conn.pipeline():
+                # finishers of one run take turns, so the last one sees every other's result
+                conn.execute("SELECT 1 FROM provisioning_runs WHERE run_key = %s AND "
+                             "generation = %s FOR UPDATE", (run_key, generation))
+                done = conn.execute(
+                    "UPDATE provisioning_work w SET state = CASE WHEN o.e IS NULL THEN 'done' "
+                    "ELSE 'failed' END, error = o.e, done_at = now(), expires_at = NULL "
+                    "FROM unnest(%(n)s::text[], %(e)s::text[]) AS o(n, e) WHERE "
+                    "w.run_key = %(r)s AND w.generation = %(g)s AND w.name = o.n AND "
+                    "w.token = %(t)s AND w.state = 'claimed' RETURNING w.name",
+                    {"n": names, "e": errors, "r": run_key, "g": generation, "t": token})
+                conn.execute(  # the run is over when nothing of it is open any more
+                    "UPDATE provisioning_runs r SET touched_at = now(), finished_at = now() "
+                    "WHERE run_key = %(r)s AND generation = %(g)s AND NOT EXISTS (SELECT 1 FROM "
+                    "provisioning_work w WHERE w.run_key = %(r)s AND w.generation = %(g)s AND "
+                    "w.state IN ('pending', 'claimed'))", {"r": run_key, "g": generation})
+                self._announce(conn, run_key, generation)
+            return {r[0] for r in done.fetchall()}
         if not names:
             return set()
-        return self._run(f"finish work on {len(names)} machines", finish)
+        return self._run(f"finish work on {len(names)} machines", finish, tx=False, retry=False)
 
     def release_work(self, run_key: str, generation: int, token: str,
                      names: Sequence[str]) -> None:
@@ -162,12 +167,6 @@ class PostgresClaims:
     def _announce(conn: psycopg.Connection, run_key: str, generation: int) -> None:
         """Wake the runners of the run that wait for others' work (sent when this commits)."""
         conn.execute("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, f"{run_key}#{generation}"))
-
-    @staticmethod
-    def _open_count(conn: psycopg.Connection, run_key: str, generation: int) -> int:
-        return int(scalar(conn.execute(
-            "SELECT count(*) FROM provisioning_work WHERE run_key = %s AND generation = %s "
-            "AND state IN ('pending', 'claimed')", (run_key, generation))))
 
     def renew_claims(self, run_key: str, generation: int, token: str, ttl: float) -> None:
         """Heartbeat of one runner in one run: its claims live on, the run stays joinable."""

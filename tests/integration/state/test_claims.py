@@ -282,3 +282,47 @@ def test_a_runner_reports_the_others_outcomes_while_its_last_machine_runs(postgr
     assert "failed in another runner (h pid 1): it broke" in str(results["m-1"].error)
     others = [e.machine for e in handler.events if e.kind == "result"]
     assert others == ["m-0"]  # once (m-1 fails in the summary; the worker here reports none)
+
+
+def round_trips(store, tmp_path, action) -> int:
+    """How many times the store's connection waited for the server while ``action`` ran (the
+    client's messages, read from libpq's protocol trace, up to each answer)."""
+    from psycopg import pq
+
+    path = tmp_path / "trace"
+    with open(path, "w") as trace:
+        store._conn.pgconn.trace(trace.fileno())
+        store._conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            action()
+        finally:
+            store._conn.pgconn.untrace()
+    sides = [line.split("\t", 1)[0] for line in path.read_text().splitlines() if line]
+    return sum(1 for i, side in enumerate(sides) if side == "B" and (i == 0 or sides[i - 1] == "F"))
+
+
+def test_writing_back_a_batch_and_locking_one_take_one_round_trip_each(postgres_url, tmp_path):
+    """A runner writes back each batch's outcomes (and the run's end, and its announcement) in
+    one round trip, and locks a batch in one: they were 6 and 3 (a transaction's BEGIN and
+    COMMIT, and a statement each)."""
+    with open_store(postgres_url) as store:
+        # leases of an hour: no heartbeat shares the connection while it is traced
+        split = WorkSplit(store, "up", ["a", "b", "c"], ttl=3600, holder=HOLDER)
+        try:
+            assert split.claim(3) == ["a", "b", "c"]
+            locked: dict = {}
+            assert round_trips(store, tmp_path, lambda: locked.update(
+                store.lock_many(["a", "b", "c"], 3600)[0])) == 1
+            assert sorted(locked) == ["a", "b", "c"]
+            for lock in locked.values():
+                lock.release()
+            kept: set = set()
+            assert round_trips(store, tmp_path, lambda: kept.update(
+                split.finish({"a": None, "b": "ProvisioningError: no", "c": None}))) == 1
+            assert kept == {"a", "b", "c"}
+            assert {n: p["state"] for n, p in split.progress().items()} == \
+                {"a": "done", "b": "failed", "c": "done"}
+            assert split.left().open == 0
+            assert store.runs() == []  # the write-back also marked the run finished
+        finally:
+            split.close()
