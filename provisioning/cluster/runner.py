@@ -342,10 +342,12 @@ class ClusterRunner(ClusterView):
                 batch = BatchResult((s.name, Outcome(s.name, error=exc)) for s, _ in part)
             for spec, _ in part:
                 outcome = batch.get(spec.name)
-                if outcome is not None and not outcome.ok:
-                    errors[spec.name] = outcome.error  # type: ignore[assignment]
-                else:
+                if outcome is None:
+                    continue  # no word on it (a driver's own destroy_machines): destroy_one's
+                if outcome.ok:
                     gone.append(spec)
+                else:
+                    errors[spec.name] = outcome.error  # type: ignore[assignment]
         if gone:  # forgotten together, under their held locks
             self.store.delete_many("machine", [spec.name for spec in gone])
             for spec in gone:
