@@ -14,7 +14,7 @@ import click
 from provisioning.cli.common import common_options, pass_settings, why_run_option
 from provisioning.cli.output import format_table
 from provisioning.cluster.file import load_cluster
-from provisioning.cluster.state_ops import forget_machines, move_machine
+from provisioning.cluster.state_ops import check_move, forget_machines, move_machine
 from provisioning.cluster.topology import FACTS_KIND
 from provisioning.config import Config
 from provisioning.inputs.userfiles import check_output_file
@@ -169,6 +169,7 @@ def mv(settings, name: str, new_name: str | None, to_cluster: str | None) -> int
 
     Run it with --why-run first.
     """
+    check_move(new_name, to_cluster)  # a bad name creates no state file
     with settings.session() as session:
         done = move_machine(session.runner, name, new_name, to_cluster=to_cluster)
         _emit(settings, None, {"event": "state-mv", "why_run": bool(settings.why_run), "done": done})

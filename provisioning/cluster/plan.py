@@ -199,6 +199,9 @@ class Plan:
             raise ConfigError(f"cannot read the plan: {exc.strerror}", file=path) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"not JSON: {exc}", file=path) from exc
+        except RecursionError as exc:  # "[[[[..." nested deeper than any plan is
+            raise ConfigError("not a plan: JSON nested too deeply; make it again with "
+                              "'converge plan --out FILE'", file=path) from exc
         return cls.from_dict(data, source=path)
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.store.base import ManagedEntryStore
 
 __all__ = ["forget_machines", "move_machine", "import_resource", "import_into_cluster",
-           "check_import"]
+           "check_import", "check_move"]
 
 #: the longest resource id ``converge import`` takes (node ids, UUIDs, host:port all fit)
 MAX_RESOURCE_ID = 255
@@ -67,9 +67,8 @@ def _forget_text(runner: "ClusterRunner", name: str) -> str:
     return text
 
 
-def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None, *,
-                 to_cluster: str | None = None) -> str:
-    """Rename the entry ``name`` to ``new_name`` and/or hand it to cluster ``to_cluster``."""
+def check_move(new_name: str | None, to_cluster: str | None) -> None:
+    """What ``move_machine`` refuses of its arguments alone (checked before a store opens)."""
     if not new_name and not to_cluster:
         raise ConfigError("say where to: a new name (state mv OLD NEW) or --to-cluster NAME",
                           key="state mv")
@@ -77,6 +76,12 @@ def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None
         if value and (not NAME_RE.match(value) or len(value) > MAX_NAME):
             raise ConfigError(f"invalid {what} {value!r}: lower-case letters, digits and '-'",
                               key="state mv")
+
+
+def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None, *,
+                 to_cluster: str | None = None) -> str:
+    """Rename the entry ``name`` to ``new_name`` and/or hand it to cluster ``to_cluster``."""
+    check_move(new_name, to_cluster)
     entry = _entry(runner, name)
     target = new_name or name
     if new_name and new_name != name and runner.store.get("machine", new_name) is not None:

@@ -180,3 +180,6 @@ def load(source: str) -> Any:
         raise ConfigError(f"cannot read: {exc.strerror}", file=source) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not a JSON state export: {exc}", file=source) from exc
+    except RecursionError as exc:  # "[[[[..." nested deeper than any export is
+        raise ConfigError("not a state export: JSON nested too deeply; make one with "
+                          "'converge state export'", file=source) from exc

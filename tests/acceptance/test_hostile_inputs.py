@@ -268,3 +268,20 @@ def test_a_hostile_template_in_an_image_step_is_refused_before_the_builder(tmp_p
                       '    converge:\n      - command: {run: "echo {{ cycler.__init__ }}"}\n'
                       'machines:\n  web: {machine_options: {image: x}}\n', "up",
             expect="images.x.converge[0].command.run: [image x] template")
+
+
+@pytest.mark.parametrize("args,expect", [(("apply", "deep.json"), "not a plan: JSON nested"),
+                                         (("state", "import", "deep.json"),
+                                          "not a state export: JSON nested")],
+                         ids=["apply", "state-import"])
+def test_json_nested_too_deeply_is_the_users_error(tmp_path, args, expect):
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    refused(tmp_path, TWO_WEB, *args, expect=expect)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (("state", "mv", "web-1", "../x"), "invalid machine name '../x'"),
+    (("state", "mv", "web-1", "--to-cluster", "BAD NAME"), "invalid cluster name 'BAD NAME'"),
+    (("state", "mv", "web-1"), "say where to")], ids=["name", "cluster", "nowhere"])
+def test_a_bad_state_mv_creates_no_state_file(tmp_path, args, expect):
+    refused(tmp_path, TWO_WEB, *args, expect=expect)
