@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Se
 from provisioning.actions import ActionHandler
 from provisioning.config import Config
 from provisioning.driver.requestcheck import check_request
-from provisioning.errors import ConfigError, MachineNotFound, ProvisioningError
+from provisioning.errors import ClusterConflict, ConfigError, MachineNotFound, ProvisioningError
 from provisioning.faults import checkpoint
 from provisioning.parallel import BatchResult, Outcome, Parallelizer
 from provisioning.registry import driver_for_url
@@ -110,15 +110,17 @@ class Provisioner:
             return
         with self.store.lock(name, self.lock_ttl, wait=self.lock_wait) as lock:
             spec = self.spec(name)
+            foreign = False
             try:
                 yield spec
             except BaseException as exc:
+                foreign = isinstance(exc, ClusterConflict)
                 spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
                 raise
             else:
                 spec.last_error = None
             finally:
-                _save_held(spec, lock)
+                _save_held(spec, lock, foreign=foreign)
 
     def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
              call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
@@ -270,6 +272,7 @@ class Provisioner:
         spec, lock, error = hold.take(name)
         if spec is None:
             raise error  # type: ignore[misc]
+        foreign = False
         try:
             if error is not None:
                 raise error
@@ -277,6 +280,7 @@ class Provisioner:
             owner = self.driver_for(spec, driver) if (spec.exists or driver is not None) else None
             result = call(owner, self.action_handler.for_machine(name), spec, options)
         except BaseException as exc:
+            foreign = isinstance(exc, ClusterConflict)
             spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             raise
         else:
@@ -284,7 +288,7 @@ class Provisioner:
         finally:
             try:
                 if not self.why_run:
-                    _save_held(spec, lock)
+                    _save_held(spec, lock, foreign=foreign)
             finally:
                 if lock is not None:
                     lock.release()  # nothing left to do once released with the save
@@ -339,11 +343,12 @@ class Provisioner:
         return results
 
 
-def _save_held(spec: MachineSpec, lock: Any) -> None:
+def _save_held(spec: MachineSpec, lock: Any, *, foreign: bool = False) -> None:
     """Save a machine's spec at the end of its locked work and release its lock (in one
     transaction where the store can); a spec the work left as it was read is not written
-    again (a no-change run writes no entries), its lock only released."""
-    if spec.unchanged():
+    again (a no-change run writes no entries), its lock only released. ``foreign``: the
+    entry is another cluster's (``ClusterConflict``): left exactly as it was."""
+    if foreign or spec.unchanged():
         if lock is not None:
             lock.release()
     elif spec.exists or spec.version:  # a destroyed, forgotten spec has neither

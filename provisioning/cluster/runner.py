@@ -342,10 +342,12 @@ class ClusterRunner(ClusterView):
                 batch = BatchResult((s.name, Outcome(s.name, error=exc)) for s, _ in part)
             for spec, _ in part:
                 outcome = batch.get(spec.name)
-                if outcome is not None and not outcome.ok:
-                    errors[spec.name] = outcome.error  # type: ignore[assignment]
-                else:
+                if outcome is None:
+                    continue  # no word on it (a driver's own destroy_machines): destroy_one's
+                if outcome.ok:
                     gone.append(spec)
+                else:
+                    errors[spec.name] = outcome.error  # type: ignore[assignment]
         if gone:  # forgotten together, under their held locks
             self.store.delete_many("machine", [spec.name for spec in gone])
             for spec in gone:
@@ -385,8 +387,8 @@ class ClusterRunner(ClusterView):
             lambda r: self.provisioner.run_locked(
                 "sync", r[0], r[1], r[2], lambda d, h, s, o: self._sync_one(d, h, s, o)))
 
-    @staticmethod
-    def _sync_one(driver: "Driver", handler: ActionHandler, spec, options) -> int:
+    def _sync_one(self, driver: "Driver", handler: ActionHandler, spec, options) -> int:
+        self.check_owner(spec)  # another cluster's machine of the same name is not synced
         if not spec.exists:
             raise MachineNotFound(f"machine {spec.name!r} has not been created; run "
                                   f"'converge up {spec.name}' first", machine=spec.name)
@@ -439,9 +441,10 @@ class ClusterRunner(ClusterView):
 
     # -- reading ---------------------------------------------------------------------------
     def connect(self, name: str) -> "Machine":
-        """A Machine for a saved machine, changing nothing."""
+        """A Machine for a saved machine, changing nothing (never another cluster's)."""
         definition = self.cluster.machines.get(name)
         spec = self.provisioner.spec(name)
+        self.check_owner(spec)
         if definition is None and not spec.exists:
             self.cluster.select([name])  # raises ConfigError naming the file, with a did-you-mean
         if not spec.exists:

@@ -23,3 +23,33 @@ def test_facts_forgotten_by_a_finished_destroy_do_not_fail_the_next_up(tmp_path)
                              known=read)
         saved = cluster.store.get(FACTS_KIND, "web")
         assert saved is not None and saved.reference["facts"] == facts
+
+
+def test_a_cluster_sharing_the_state_never_touches_the_others_machines(tmp_path):
+    """Two cluster files (alpha, beta) on one state and one fake cloud, with machines of the
+    same names: every command of beta is refused for alpha's machines and leaves their
+    entries exactly as they were (``sync`` synced them, ``converge`` and ``test`` wrote
+    their ClusterConflict into alpha's entries as last_error)."""
+    import sqlite3
+
+    from tests.cli_runner import converge
+
+    for name, body in (("alpha", "  web: {count: 2}\n"), ("beta", "  web: {count: 3}\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cluster.yml").write_text(
+            f'name: {name}\nstate: ../shared.db\ndriver: "fake:../cloud"\nmachines:\n{body}')
+    converge("up", cwd=tmp_path / "alpha", check=True)
+
+    def alphas():
+        with sqlite3.connect(tmp_path / "shared.db") as db:
+            return db.execute("SELECT name, version, data FROM entries WHERE kind = 'machine' "
+                              "AND json_extract(data, '$.cluster') = 'alpha' ORDER BY name"
+                              ).fetchall()
+    before = alphas()
+    for command in (("up",), ("destroy",), ("stop",), ("sync",), ("converge",), ("verify",),
+                    ("test",), ("snapshot", "save", "web-1", "s"), ("state", "rm", "web-1"),
+                    ("exec", "web-1", "touch", "/from-beta")):
+        result = converge(*command, cwd=tmp_path / "beta")
+        assert result.returncode != 0, command
+        assert "belongs to cluster 'alpha'" in result.stdout + result.stderr, (command, result)
+        assert alphas() == before, f"beta's {' '.join(command)} changed alpha's entries"

@@ -90,3 +90,80 @@ def test_record_without_arguments_is_a_mutable_record():
     item = plain(1)
     item.n = 2
     assert item == plain(2) and plain.__hash__ is None
+
+
+INIT_FIELDS = {"__annotations__": {"name": "str", "tags": "dict", "size": "int", "made": "list",
+                                   "seen": "bool"},
+               "tags": field(default_factory=dict), "size": 3,
+               "made": field(default_factory=list, init=False),
+               "seen": field(default=False, init=False)}
+
+
+@pytest.mark.parametrize("documented", [True, False])
+def test_a_frozen_record_is_made_and_guarded_as_a_frozen_dataclass(documented):
+    body = dict(INIT_FIELDS, __doc__="A thing." if documented else None)
+    plain, rec = _pair(True, body)
+    import inspect
+
+    assert str(inspect.signature(rec)) == str(inspect.signature(plain))
+    assert rec.__doc__ == plain.__doc__ and rec.__match_args__ == plain.__match_args__
+    for cls in (plain, rec):
+        one, two = cls("a"), cls("b", {"k": "v"}, 5)
+        assert (one.tags, one.size, one.made, one.seen) == ({}, 3, [], False)
+        assert one.tags is not cls("c").tags  # each its own
+        assert (two.name, two.tags, two.size) == ("b", {"k": "v"}, 5)
+        assert dataclasses.replace(two, size=6).size == 6
+        with pytest.raises(TypeError):
+            cls()
+    for action in (lambda o: setattr(o, "name", "x"), lambda o: setattr(o, "other", 1),
+                   lambda o: delattr(o, "name")):
+        errors = []
+        for cls in (plain, rec):
+            with pytest.raises(FrozenInstanceError) as caught:
+                action(cls("a"))
+            errors.append(str(caught.value))
+        assert errors[0] == errors[1]
+
+
+def test_a_frozen_record_calls_post_init_and_keeps_its_own_init():
+    calls = []
+    body = {"__annotations__": {"name": "str"}, "__doc__": "x",
+            "__post_init__": lambda self: calls.append(self.name)}
+    for cls in _pair(True, body):
+        cls("a")
+    assert calls == ["a", "a"]
+    own = {"__annotations__": {"name": "str"}, "__doc__": "x",
+           "__init__": lambda self: object.__setattr__(self, "name", "mine")}
+    assert [cls().name for cls in _pair(True, own)] == ["mine", "mine"]
+
+
+def test_a_record_refuses_what_a_dataclass_refuses_with_the_same_words():
+    def words(case, decorate):
+        try:
+            case(decorate)
+        except TypeError as exc:
+            return str(exc)
+        return None
+
+    late = {"__annotations__": {"name": "str", "size": "int"}, "name": "x"}
+
+    def derived(frozen_base: bool, frozen: bool):
+        def make(decorate):
+            base = decorate(frozen=frozen_base)(type("B", (), {
+                "__module__": __name__, "__doc__": "x", "__annotations__": {"name": "str"}}))
+            return decorate(frozen=frozen)(type("T", (base,), {"__module__": __name__}))
+        return make
+
+    cases = [(lambda d: d(frozen=True)(type("T", (), dict(late, __module__=__name__)))),
+             derived(True, False), derived(False, True),
+             (lambda d: d(frozen=True)(type("T", (), {"__module__": __name__, "__doc__": "x",
+                                                      "__annotations__": {"n": "int"},
+                                                      "__setattr__": lambda s, n, v: None})))]
+    for case in cases:
+        said = words(case, record)
+        assert said is not None and said == words(case, dataclass), said
+    plain, rec = (derived(True, True)(decorate) for decorate in (dataclass, record))
+    assert rec("a") == rec("a") and rec.__dataclass_params__.frozen
+    assert rec.__dataclass_params__.init and plain.__dataclass_params__.init
+    with pytest.raises(FrozenInstanceError):
+        rec("a").name = "b"
