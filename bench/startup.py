@@ -83,7 +83,8 @@ def compile_package() -> None:
     found = subprocess.run([sys.executable, "-c", "import os, click, yaml, provisioning\n"
                             "print(os.path.dirname(provisioning.__file__))\n"
                             "print(os.path.dirname(os.path.dirname(click.__file__)))"],
-                           capture_output=True, text=True, check=True).stdout.split("\n")
+                           capture_output=True, text=True, check=True,
+                           cwd="/").stdout.split("\n")  # as the commands find them, not ./
     for directory in filter(None, found):
         compileall.compile_dir(directory, quiet=1)
 

@@ -41,44 +41,56 @@ def _violation(exc: ConfigError) -> bool:
     return isinstance(exc.__cause__, (SecurityError, RecursionError, TemplateSyntaxError))
 
 
-def _templates(definition: "MachineDefinition") -> list[tuple[str, str, bool]]:
+def _templates(steps: Iterable[Any], checks: Iterable[Any] = ()) -> list[tuple[str, str, bool]]:
     """(key, text or template path, is a file template) of every templated value."""
     found: list[tuple[str, str, bool]] = []
-    for step in definition.steps:
+    for step in steps:
         if isinstance(step, FileStep) and step.template:
             found.append((f"{step.key}.template", step.template, True))
         elif isinstance(step, CommandStep) and ("{{" in step.run or "{%" in step.run):
             found.append((f"{step.key}.run", step.run, False))
     found += [(f"{check.key}.{check.kind}", check.target, False)
-              for check in definition.healthchecks if "{" in check.target]
+              for check in checks if "{" in check.target]
     return found
 
 
 def check_templates(cluster: "ClusterFile",
                     definitions: Iterable["MachineDefinition"] | None = None) -> None:
     """Render the file templates, command lines and healthcheck targets of ``definitions``
-    (default: every machine of the file) and raise one ConfigError listing each sandbox
-    violation, before anything is written."""
+    (default: every machine of the file) and of the file's images, and raise one
+    ConfigError listing each sandbox violation, before anything is written."""
     problems: list[ConfigProblem] = []
     seen: set[tuple[str, str]] = set()
     for definition in cluster.machines.values() if definitions is None else definitions:
-        templated = _templates(definition)
+        templated = _templates(definition.steps, definition.healthchecks)
         if not templated:
             continue
         view = machines_view(cluster, _NothingSaved(), definition)  # type: ignore[arg-type]
         variables = cluster.variables(definition, view)
         variables["machine"].update(name=definition.name, address=None)
-        for key, text, is_file in templated:
-            try:
-                if is_file:
-                    render_file(text, cluster.base_dir, variables, file=cluster.path, key=key)
-                else:
-                    render_text(text, variables, file=cluster.path, key=key)
-            except ConfigError as exc:
-                message = exc.problems[0].message if exc.problems else str(exc)
-                if _violation(exc) and (key, message) not in seen:
-                    seen.add((key, message))
-                    problems.append(ConfigProblem(f"[{definition.name}] {message}",
-                                                  file=cluster.path, key=key))
+        problems += _render(cluster, templated, variables, definition.name, seen)
+    for image in cluster.images.values():
+        variables = {"image": {"name": image.name, "from": image.base}}  # as the builder has
+        problems += _render(cluster, _templates(image.steps), variables,
+                            f"image {image.name}", seen)
     if problems:
         raise ConfigError(problems=problems)
+
+
+def _render(cluster: "ClusterFile", templated: list[tuple[str, str, bool]],
+            variables: dict[str, Any], label: str,
+            seen: set[tuple[str, str]]) -> list[ConfigProblem]:
+    problems = []
+    for key, text, is_file in templated:
+        try:
+            if is_file:
+                render_file(text, cluster.base_dir, variables, file=cluster.path, key=key)
+            else:
+                render_text(text, variables, file=cluster.path, key=key)
+        except ConfigError as exc:
+            message = exc.problems[0].message if exc.problems else str(exc)
+            if _violation(exc) and (key, message) not in seen:
+                seen.add((key, message))
+                problems.append(ConfigProblem(f"[{label}] {message}", file=cluster.path,
+                                              key=key))
+    return problems

@@ -261,3 +261,10 @@ def test_a_fake_cloud_where_no_directory_can_be_made_is_the_users_error(tmp_path
     result = converge("up", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot use /dev/null/cloud as the fake cloud" in result.stdout + result.stderr
+
+
+def test_a_hostile_template_in_an_image_step_is_refused_before_the_builder(tmp_path):
+    refused(tmp_path, 'driver: "fake:./cloud"\nimages:\n  x:\n    from: fake-linux\n'
+                      '    converge:\n      - command: {run: "echo {{ cycler.__init__ }}"}\n'
+                      'machines:\n  web: {machine_options: {image: x}}\n', "up",
+            expect="images.x.converge[0].command.run: [image x] template")
