@@ -2,7 +2,8 @@
 
 The driver contract (``provisioning.driver``) passes ``POINTS`` at the moments that matter
 (after creating a resource, before saving its reference, while readying, between the halves of
-a destroy), so a driver on its hooks places none itself; the stores add ``mid_save``, the
+a destroy, one machine's or a batch's, and between an image's capture and the save of its
+entry), so a driver on its hooks places none itself; the stores add ``mid_save``, the
 lifecycle ``before_destroy_deposed``, and a driver may add its own inner points for its own
 tests (nspawn's ``during_create``). Normally a no-op. With
 ``PROVISIONING_FAULT=after_create:crash`` the process dies on the spot (``os._exit``, no cleanup,
@@ -21,7 +22,7 @@ __all__ = ["checkpoint", "FAULT_ENV", "CRASH_EXIT_CODE", "POINTS"]
 FAULT_ENV = "PROVISIONING_FAULT"
 CRASH_EXIT_CODE = 86
 #: the points drivers are expected to offer
-POINTS = ("after_create", "before_save", "during_ready", "during_destroy")
+POINTS = ("after_create", "before_save", "during_ready", "during_destroy", "after_capture")
 
 
 def checkpoint(point: str, *, machine: str | None = None) -> None:

@@ -9,7 +9,9 @@ leading out is refused.
 Commands themselves still run on this host: the simulation confines paths, it is no jail.
 
 Fault points (``provisioning.faults``): ``after_create``, ``before_save``, ``during_ready``,
-``during_destroy``. What a killed run leaves is finished or removed by the next (fake_reclaim).
+``during_destroy`` (also between the halves of a batch destroy, ``delete_resources``),
+``after_capture``. What a killed run leaves is finished or removed by the next (fake_reclaim;
+an image a killed capture made: ``find_image``).
 """
 
 from __future__ import annotations
