@@ -1,4 +1,5 @@
-"""Private keys by name: lookup, generation (ed25519 or RSA), OpenSSH public keys, fingerprints.
+"""Private keys by name: lookup, generation (ed25519 or RSA), OpenSSH public keys, fingerprints;
+random hex for tokens and temporary names.
 
 A key name resolves through ``config.private_keys[name]`` (a path or PEM text), then each
 directory of ``config.private_key_paths`` (``name`` and ``name.pem``). Generated private keys are
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import os
-import uuid
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PrivateKey", "find_private_key", "generate_private_key", "ensure_private_key",
            "load_private_key", "read_key_file", "fingerprint", "write_private_file",
-           "generate_host_key"]
+           "generate_host_key", "random_hex"]
+
+
+def random_hex(chars: int = 32) -> str:
+    """``chars`` lowercase hex digits from ``os.urandom`` (32 = 128 random bits): lock and run
+    tokens, temporary file names, fake resource ids. Not ``uuid.uuid4``: importing ``uuid``
+    loads ``platform``, about 10 M instructions of a short command's start-up."""
+    if chars < 1:
+        raise ValueError(f"random_hex needs at least one digit, not {chars}")
+    return os.urandom((chars + 1) // 2).hex()[:chars]
 
 
 def write_private_file(path: str, data: bytes, *, create_dirs: bool = True) -> None:
@@ -31,7 +40,7 @@ def write_private_file(path: str, data: bytes, *, create_dirs: bool = True) -> N
     first byte (parent directories made 0700 when ``create_dirs``). The one private-file writer."""
     if create_dirs:
         os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = f"{path}.tmp-{os.getpid()}-{random_hex(8)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -218,7 +227,7 @@ def ensure_private_key(config: "Config | None", name: str, directory: str, *,
         if not os.path.exists(path):
             # generate beside it, then link into place: when two runs race, one key wins and
             # both use it (a replace would leave the loser's public key in authorized_keys)
-            tmp = f"{path}.new-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            tmp = f"{path}.new-{os.getpid()}-{random_hex(6)}"
             fresh = generate_private_key(tmp, name=name, kind=kind, bits=bits)
             try:
                 os.link(tmp, path)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import provisioning.errors as errors
 from provisioning.errors import ProvisioningError, StateError, StateLocked
+from provisioning.keys import random_hex
 from provisioning.parallel import BatchResult, Cancelled, Outcome
 from provisioning.store.base import WorkLeft, holder_info
 from provisioning.store.chunks import CHUNK, ChunkedHold
@@ -76,7 +76,7 @@ class WorkSplit:
         self.operation = operation
         self.key = run_key(operation, names)
         self.ttl = ttl
-        self.token = uuid.uuid4().hex
+        self.token = random_hex()
         self.holder = dict(holder or holder_info())
         self.generation = store.join_run(self.key, operation, list(names), fresh_within=ttl)
         self._stop = threading.Event()

@@ -22,7 +22,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 from provisioning.driver import Capabilities, Driver, ImageCapture
@@ -30,6 +29,7 @@ from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_journal import ServerJournal
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
+from provisioning.keys import random_hex
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.local import LocalTransport
 
@@ -113,7 +113,7 @@ class FakeWarehouse:
 
     @staticmethod
     def _write_json(path: str, value: Any) -> None:
-        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        tmp = f"{path}.tmp-{os.getpid()}-{random_hex(6)}"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(value, handle, sort_keys=True)
         os.replace(tmp, path)
@@ -201,7 +201,7 @@ class FakeWarehouse:
         made: list[dict[str, Any]] = []
         staged: list[tuple[str, str]] = []
         for name, tags, size, image in wishes:
-            server_id = "srv-" + uuid.uuid4().hex[:12]
+            server_id = "srv-" + random_hex(12)
             machine_dir = os.path.join(self.machines_dir, server_id)
             captured = self.image(image)
             if captured is not None:  # a machine image: its files are the server's first files
@@ -244,7 +244,7 @@ class FakeWarehouse:
     # -- machine images: a copy of a server's files (images/ID/files, images/ID.json) ------
     @staticmethod
     def new_image_id() -> str:
-        return "img-" + uuid.uuid4().hex[:12]
+        return "img-" + random_hex(12)
 
     def capture(self, server_id: str, name: str, image_id: str | None = None) -> dict[str, Any]:
         """Copy the server's files as image ``image_id`` (a new id when None): the files

@@ -21,9 +21,10 @@ import fcntl
 import json
 import os
 import threading
-import uuid
 import weakref
 from typing import Any, Iterable, Iterator
+
+from provisioning.keys import random_hex
 
 __all__ = ["ServerJournal"]
 
@@ -176,7 +177,7 @@ class ServerJournal:
         live = len(self._servers)
         if self._records < 1000 or self._records < 2 * live:
             return False
-        tmp = f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        tmp = f"{self.path}.tmp-{os.getpid()}-{random_hex(6)}"
         servers = [self._servers[i] for i in self.ids()]
         with open(tmp, "w", encoding="utf-8") as handle:
             for i in range(0, len(servers), LINE_SERVERS):

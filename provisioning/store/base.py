@@ -14,10 +14,10 @@ import re
 import sys
 import threading
 import time
-import uuid
 from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple, Sequence
 
 from provisioning.errors import StateLocked, UnsupportedOperation
+from provisioning.keys import random_hex
 from provisioning.spec import ManagedEntry
 
 __all__ = ["ManagedEntryStore", "Lock", "WorkLeft", "holder_info", "mask_url",
@@ -252,7 +252,7 @@ class ManagedEntryStore(abc.ABC):
     def store_id(self) -> str:
         """A random id made when the store was created: tags provider resources as ours."""
         if self._store_id is None:
-            self._store_id = self._meta("store_id", uuid.uuid4().hex[:16])
+            self._store_id = self._meta("store_id", random_hex(16))
         return self._store_id or ""
 
     def get(self, kind: str, name: str) -> ManagedEntry | None:
@@ -313,7 +313,7 @@ class ManagedEntryStore(abc.ABC):
              holder: dict[str, Any] | None = None, poll: float = 0.1) -> Lock:
         """Take the lease on ``name``; wait up to ``wait`` seconds, then raise ``StateLocked``
         naming the holder. Use as a context manager."""
-        token = uuid.uuid4().hex
+        token = random_hex()
         info = dict(holder or holder_info())
         deadline = time.monotonic() + wait
         while True:
@@ -345,7 +345,7 @@ class ManagedEntryStore(abc.ABC):
         ``StateLocked`` of each name still held by someone else after ``wait`` seconds)."""
         info = dict(holder or holder_info())
         deadline = time.monotonic() + wait
-        tokens = {name: uuid.uuid4().hex for name in names}
+        tokens = {name: random_hex() for name in names}
         locks: dict[str, Lock] = {}
         while True:
             refused = {}

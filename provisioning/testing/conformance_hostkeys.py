@@ -13,13 +13,12 @@ point the record at a second machine.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Callable
 
 import pytest
 
 from provisioning.errors import HostKeyMismatch
-from provisioning.keys import generate_host_key
+from provisioning.keys import generate_host_key, random_hex
 
 __all__ = ["HostKeyConformance"]
 
@@ -82,7 +81,7 @@ class HostKeyConformance:
             pytest.skip("not applicable: the driver's machines do not speak SSH")
         assert store.get("machine", name).reference.get("host_key"), \
             "a machine reached over SSH must have its host key pinned in its reference"
-        marker = f"/tmp/provisioning-conformance-hostkey-{uuid.uuid4().hex}"
+        marker = f"/tmp/provisioning-conformance-hostkey-{random_hex()}"
         undo = self.present_other_host_key(driver, store, name)
         try:
             pinned = store.get("machine", name).reference["host_key"]

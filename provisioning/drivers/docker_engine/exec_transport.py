@@ -18,11 +18,11 @@ import shlex
 import tarfile
 import threading
 import time
-import uuid
 from typing import Any
 
 from provisioning.drivers.docker_engine.client import engine_errors
 from provisioning.errors import CommandResult, CommandTimeout, ProviderError, TransferError, TransportError
+from provisioning.keys import random_hex
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, Transport, check_sha256, sha256_file
 
 __all__ = ["DockerExecTransport"]
@@ -56,7 +56,7 @@ class DockerExecTransport(Transport):
         script = command
         staged = None
         if input is not None:
-            staged = f"/tmp/.provisioning-input-{uuid.uuid4().hex}"
+            staged = f"/tmp/.provisioning-input-{random_hex()}"
             self._put(staged, input.encode() if isinstance(input, str) else input, 0o600)
             script = f"( {command} ) < {staged}; status=$?; rm -f {staged}; exit $status"
         seconds = max(1, int(timeout + 0.999))
@@ -116,7 +116,7 @@ class DockerExecTransport(Transport):
 
     def write_file(self, path: str, content: bytes, *, mode: int | None = None) -> None:
         self._check_open()
-        tmp = f"{path}.provisioning-tmp-{uuid.uuid4().hex[:8]}"
+        tmp = f"{path}.provisioning-tmp-{random_hex(8)}"
         self._put(tmp, content, 0o644 if mode is None else mode)
         done = self.execute(f"mv -f -- {shlex.quote(tmp)} {shlex.quote(path)}", timeout=60)
         if not done.ok:

@@ -16,7 +16,6 @@ what is the cloud's own.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -27,6 +26,7 @@ from provisioning.drivers.libcloud_parts.providers import CreatePlan
 from provisioning.drivers.libcloud_parts.userdata import render_userdata
 from provisioning.drivers.libcloud_parts.windows import transport_kind
 from provisioning.errors import ConfigError, ProviderError
+from provisioning.keys import random_hex
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.actions import ActionHandler
@@ -193,7 +193,7 @@ class LibcloudAllocation(LibcloudPart, ResourceContract):
         token = None
         if self.ops.supports_client_token:
             pending = not spec.reference.get("node_id")
-            token = (pending and spec.reference.get("client_token")) or uuid.uuid4().hex
+            token = (pending and spec.reference.get("client_token")) or random_hex()
         return CreatePlan(name=spec.name, image=str(opts["image"]), size=str(opts["size"]),
                           location=opts.get("location"), key_pair=key_pair,
                           security_groups=tuple(groups), subnet=opts.get("subnet"),
@@ -217,7 +217,7 @@ class LibcloudAllocation(LibcloudPart, ResourceContract):
             self.save_pending_reference(creation.machine_spec, self._pending_fields(creation.plan))
             with self._errors("create a node", creation.machine_spec, creation.machine_options):
                 return [(self.ops.create(creation.plan)[0], None)]
-        batch = uuid.uuid4().hex[:16]
+        batch = random_hex(16)
         first = creations[0].plan
         tags = {k: v for k, v in first.tags if k != TAG_NAME}
         tags[TAG_BATCH] = batch

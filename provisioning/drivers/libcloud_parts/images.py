@@ -12,11 +12,11 @@ class owns why-run and saves the image entry.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Mapping
 
 from provisioning.driver.image_contract import ImageCapture
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
+from provisioning.keys import random_hex
 
 __all__ = ["LibcloudImages"]
 
@@ -48,7 +48,7 @@ class LibcloudImages:
         if node is None:
             raise MachineNotFound(f"builder node of image {image_spec.name!r} no longer exists; "
                                   "build the image again", machine=machine_spec.name)
-        name = f"{image_spec.name}-{uuid.uuid4().hex[:8]}"
+        name = f"{image_spec.name}-{random_hex(8)}"
         return ImageCapture(image_spec, image_options, machine_spec, machine_options,
                             f"create image {name} from node {node.id}", plan=(node, name),
                             pending={"capturing": name})

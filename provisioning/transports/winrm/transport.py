@@ -13,11 +13,11 @@ import io
 import os
 import shutil
 import tempfile
-import uuid
 import zipfile
 from typing import IO, Any, Iterator
 
 from provisioning.errors import CommandTimeout, TransferError
+from provisioning.keys import random_hex
 from provisioning.transports import powershell as ps
 from provisioning.transports.base import check_sha256, sha256_file
 from provisioning.transports.winrm.connection import LineSink, WinRMConnection
@@ -218,7 +218,7 @@ def _replace_directory_from_zip(archive: str, target: str) -> None:
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(staging)  # zipfile drops absolute paths and ".." components
         if os.path.exists(target):
-            old = f"{target}.provisioning-old-{uuid.uuid4().hex}"
+            old = f"{target}.provisioning-old-{random_hex()}"
             os.replace(target, old)
         os.replace(staging, target)
     finally:
