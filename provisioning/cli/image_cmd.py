@@ -45,7 +45,7 @@ def list_(settings, names: tuple[str, ...]) -> int:
     """List images: state (built, outdated, missing, not built), key, id, build time."""
     import time
 
-    with settings.session(live=False) as session:
+    with settings.session(live=False, boots=False) as session:
         rows = session.cluster.image_status(names)
         shown = [dict(r, built_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(
             r["built_at"])) if r["built_at"] else "-", build_seconds=(
@@ -64,6 +64,6 @@ def list_(settings, names: tuple[str, ...]) -> int:
 @pass_settings
 def destroy(settings, names: tuple[str, ...]) -> int:
     """Destroy images (all saved ones by default) and forget them."""
-    with settings.session() as session:
+    with settings.session(boots=False) as session:
         done = session.cluster.destroy_images(names)
         return _summary(session, "image destroy", {n: "destroyed" for n in done}, "destroyed")

@@ -14,7 +14,7 @@ def snapshot() -> None:
 
 
 def _run(settings, operation: str, machine: str, name: str | None) -> int:
-    with settings.session(live=False, select=[machine]) as session:
+    with settings.session(live=False, select=[machine], boots=False) as session:
         result = session.runner.snapshot(operation, machine, name)
         why_run = session.runner.why_run
         if operation == "list":

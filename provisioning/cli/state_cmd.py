@@ -149,7 +149,7 @@ def rm(settings, names: tuple[str, ...]) -> int:
 
     Run it with --why-run first. Another cluster's machines cannot be forgotten from here.
     """
-    with settings.session() as session:
+    with settings.session(boots=False) as session:
         done = forget_machines(session.runner, list(names))
         _emit(settings, None, {"event": "state-rm", "why_run": bool(settings.why_run), "done": done})
     return 0
@@ -170,7 +170,7 @@ def mv(settings, name: str, new_name: str | None, to_cluster: str | None) -> int
     Run it with --why-run first.
     """
     check_move(new_name, to_cluster)  # a bad name creates no state file
-    with settings.session() as session:
+    with settings.session(boots=False) as session:
         done = move_machine(session.runner, name, new_name, to_cluster=to_cluster)
         _emit(settings, None, {"event": "state-mv", "why_run": bool(settings.why_run), "done": done})
     return 0

@@ -18,5 +18,5 @@ def sync(settings, machines: tuple[str, ...]) -> int:
     Folders the driver mounts (mode auto on nspawn: and docker:) are live and need no push;
     folders in mode rsync, or on drivers that cannot mount, are copied file by file.
     """
-    with settings.session(select=machines) as session:
+    with settings.session(select=machines, boots=False) as session:
         return finish_batch(session, "sync", session.runner.sync(session.cluster.select(machines)))

@@ -61,7 +61,9 @@ class Cluster:
         ``select`` / ``choose`` / ``replace``: the names (``choose``: or patterns; ``replace``:
         machines) the caller will act on, refused when unknown before the state file is
         opened (and so before it is created). ``boots``: the caller may create machines, so
-        the images they boot from are checked first (``destroy`` and ``stop`` pass False)."""
+        the images they boot from are checked first; False (``destroy``, ``stop``, ``sync``,
+        snapshots, ``state rm``/``mv``, ``image list``/``destroy``): nothing new is made, so a
+        state file that does not exist is not created for them."""
         file = load_cluster(path)
         file.select(select)
         file.choose(choose)
@@ -74,7 +76,7 @@ class Cluster:
             if boots:
                 check_images(file, config, lambda names: _saved(file, state, config, names))
         store = open_store(file.state_url(state, config), base_dir=file.base_dir,
-                           create=not (why_run or read_only))
+                           create=not (why_run or read_only), keep_missing=not boots)
         handler = ActionHandler(why_run=why_run, listeners=listeners)
         return cls(file, ClusterRunner(file, store=store, config=config, action_handler=handler,
                                        parallel=parallel))

@@ -15,16 +15,18 @@ __all__ = ["open_store", "ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LO
 
 
 def open_store(url: str | None = None, *, base_dir: str | None = None,
-               create: bool = True) -> ManagedEntryStore:
+               create: bool = True, keep_missing: bool = False) -> ManagedEntryStore:
     """Open the store a URL names. None: SQLite at ``.provisioning/state.db`` under ``base_dir``
     (the cluster file's directory, else the current one). ``create=False`` (why-run, read-only
     commands): a state file that does not exist is not created, an empty store stands in, and
-    an existing one is not changed."""
+    an existing one is not changed. ``keep_missing`` (commands that create no machine: stop,
+    destroy, sync, snapshots, state rm/mv, image list/destroy): a state file that does not exist
+    is not created either (they find nothing in it), but one that exists opens for writing."""
     base = base_dir or os.getcwd()
     if isinstance(url, str) and "\x00" in url:
         raise ConfigError("the state URL contains a NUL byte; remove it", key="state")
     if url is None or url == "":
-        return _sqlite(os.path.join(base, DEFAULT_STATE_PATH), create)
+        return _sqlite(os.path.join(base, DEFAULT_STATE_PATH), create, keep_missing)
     if url in ("memory:", "memory://"):
         return MemoryStore()
     if url.startswith(("postgresql://", "postgres://")):
@@ -35,11 +37,11 @@ def open_store(url: str | None = None, *, base_dir: str | None = None,
         return PostgresStore(url)
     if url.startswith("sqlite://"):
         path = url[len("sqlite://"):]
-        return _sqlite(os.path.join(base, os.path.expanduser(path)), create)
+        return _sqlite(os.path.join(base, os.path.expanduser(path)), create, keep_missing)
     if "://" in url:
         raise ConfigError(f"unknown state URL {mask_url(url)!r}; use a file path, sqlite:///PATH, "
                           "postgresql://USER@HOST/DB or memory:", key="state")
-    return _sqlite(os.path.join(base, os.path.expanduser(url)), create)
+    return _sqlite(os.path.join(base, os.path.expanduser(url)), create, keep_missing)
 
 
 #: what a read-only or why-run command's URL says of a state file that does not exist yet
@@ -52,11 +54,11 @@ def same_state(url: str, other: str) -> bool:
     return url.removesuffix(NOT_CREATED) == other.removesuffix(NOT_CREATED)
 
 
-def _sqlite(path: str, create: bool) -> ManagedEntryStore:
-    if create:
-        return SQLiteStore(path)
-    if not inspect_state_file(path) or os.path.getsize(path) == 0:
+def _sqlite(path: str, create: bool, keep_missing: bool = False) -> ManagedEntryStore:
+    missing = (not create or keep_missing) and (not inspect_state_file(path)
+                                                 or os.path.getsize(path) == 0)
+    if missing:
         empty = MemoryStore()
         empty.url = f"sqlite://{os.path.abspath(path)}{NOT_CREATED}"
         return empty
-    return SQLiteStore(path, read_only=True)
+    return SQLiteStore(path, read_only=not create)

@@ -285,3 +285,26 @@ def test_json_nested_too_deeply_is_the_users_error(tmp_path, args, expect):
     (("state", "mv", "web-1"), "say where to")], ids=["name", "cluster", "nowhere"])
 def test_a_bad_state_mv_creates_no_state_file(tmp_path, args, expect):
     refused(tmp_path, TWO_WEB, *args, expect=expect)
+
+
+@pytest.mark.parametrize("args,code,expect", [
+    (("stop",), 0, "nothing to stop"),
+    (("destroy",), 0, "nothing to destroy"),
+    (("sync", "web-1"), 1, "has not been created"),
+    (("snapshot", "save", "web-1"), 1, "has not been created"),
+    (("snapshot", "restore", "web-1"), 1, "has not been created"),
+    (("snapshot", "list", "web-1"), 1, "has not been created"),
+    (("state", "rm", "web-1"), 2, "is not in the state"),
+    (("state", "mv", "web-1", "web-9"), 2, "is not in the state"),
+    (("image", "list"), 0, "not built"),
+    (("image", "destroy"), 0, "image destroy"),
+], ids=lambda v: "-".join(v) if isinstance(v, tuple) else None)
+def test_a_command_that_makes_no_machine_creates_no_state_file(tmp_path, args, code, expect):
+    """Typed on a new project (a typo of a directory, a machine never made), a command that
+    only acts on what the state holds says so and leaves no state file behind."""
+    (tmp_path / "cluster.yml").write_text(TWO_WEB + 'images:\n  base: {from: fake-linux}\n')
+    result = converge(*args, cwd=tmp_path)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert expect in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
