@@ -54,14 +54,15 @@ class Settings(settings_base.Settings):
     def session(self, *, why_run: bool | None = None, live: bool = True,
                 read_only: bool = False, select: Iterable[str] = (),
                 choose: Iterable[str] = (), replace: Iterable[str] = (),
-                boots: bool = True) -> Iterator["Session"]:
+                boots: bool = True, images: Iterable[str] = ()) -> Iterator["Session"]:
         """Load the cluster file, open the state store, start the renderer; close all after.
         ``read_only`` (and why-run): a missing state file is not created. ``select``,
         ``choose``, ``replace``: the names given, checked before the store opens. ``boots``:
-        False for commands that create no machine (their images are not checked)."""
+        False for commands that create no machine (their images are not checked, a missing
+        state file is not created). ``images``: image names given, checked before the store."""
         session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
                           read_only=read_only, select=select, choose=choose,
-                          replace=replace, boots=boots)
+                          replace=replace, boots=boots, images=images)
         try:
             yield session
         finally:
@@ -132,7 +133,7 @@ class Session:
     def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
                  read_only: bool = False, select: Iterable[str] = (),
                  choose: Iterable[str] = (), replace: Iterable[str] = (),
-                 boots: bool = True) -> None:
+                 boots: bool = True, images: Iterable[str] = ()) -> None:
         self.settings = settings
         self.renderer = settings.renderer(live=live)
         try:
@@ -142,7 +143,7 @@ class Session:
                                                      listeners=[self.renderer.event],
                                                      read_only=read_only, select=select,
                                                      choose=choose, replace=replace,
-                                                     boots=boots)
+                                                     boots=boots, images=images)
         except BaseException:
             self.renderer.close()
             raise

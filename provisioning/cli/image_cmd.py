@@ -31,7 +31,7 @@ def _summary(session, command: str, images: dict, verb: str) -> int:
 @pass_settings
 def build(settings, names: tuple[str, ...], force: bool) -> int:
     """Build images (all by default) whose definition changed or that were never built."""
-    with settings.session() as session:
+    with settings.session(images=names) as session:
         built = session.cluster.build_images(names, force=force)
         return _summary(session, "image build", {n: i or "(would be built)" for n, i in
                                                  built.items()}, "built")
@@ -45,7 +45,7 @@ def list_(settings, names: tuple[str, ...]) -> int:
     """List images: state (built, outdated, missing, not built), key, id, build time."""
     import time
 
-    with settings.session(live=False, boots=False) as session:
+    with settings.session(live=False, boots=False, images=names) as session:
         rows = session.cluster.image_status(names)
         shown = [dict(r, built_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(
             r["built_at"])) if r["built_at"] else "-", build_seconds=(
@@ -64,6 +64,6 @@ def list_(settings, names: tuple[str, ...]) -> int:
 @pass_settings
 def destroy(settings, names: tuple[str, ...]) -> int:
     """Destroy images (all saved ones by default) and forget them."""
-    with settings.session(boots=False) as session:
+    with settings.session(boots=False) as session:  # a name the file dropped still goes
         done = session.cluster.destroy_images(names)
         return _summary(session, "image destroy", {n: "destroyed" for n in done}, "destroyed")

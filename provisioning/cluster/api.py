@@ -30,6 +30,7 @@ from provisioning.cluster.runner import ClusterRunner
 from provisioning.cluster.state_ops import check_import, import_into_cluster
 from provisioning.cluster.status import all_clusters_status
 from provisioning.cluster.topology import render_outputs
+from provisioning.images.builder import check_image_name
 from provisioning.parallel import BatchResult, Outcome
 from provisioning.store import open_store
 
@@ -54,7 +55,7 @@ class Cluster:
              listeners: Sequence[Callable[[Event], None]] = (),
              read_only: bool = False, select: Iterable[str] = (),
              choose: Iterable[str] = (), replace: Iterable[str] = (),
-             boots: bool = True) -> "Cluster":
+             boots: bool = True, images: Iterable[str] = ()) -> "Cluster":
         """Validate the cluster file and open its state store (``state`` wins over the file's
         ``state`` and $PROVISIONING_STATE). Raises ``ConfigError`` listing every problem.
         Under why-run or ``read_only`` a state file that does not exist is not created.
@@ -63,11 +64,14 @@ class Cluster:
         opened (and so before it is created). ``boots``: the caller may create machines, so
         the images they boot from are checked first; False (``destroy``, ``stop``, ``sync``,
         snapshots, ``state rm``/``mv``, ``image list``/``destroy``): nothing new is made, so a
-        state file that does not exist is not created for them."""
+        state file that does not exist is not created for them. ``images``: the image names
+        the caller will act on, refused when unknown before the state file is opened."""
         file = load_cluster(path)
         file.select(select)
         file.choose(choose)
         file.replaceable(replace)
+        for image in images:
+            check_image_name(image, file.images)
         config = file.config()
         if not read_only:  # refused before the state file is written: a hostile template,
             # a group asking create_before_destroy of a driver that cannot

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.images.definition import ImageDefinition
     from provisioning.lifecycle import Provisioner
 
-__all__ = ["ImageBuilder", "ImageStatus", "boot_from_images", "LOCK_PREFIX"]
+__all__ = ["ImageBuilder", "ImageStatus", "boot_from_images", "LOCK_PREFIX", "check_image_name"]
 
 LOCK_PREFIX = "image:"
 #: seconds a run waits for another run building the same image
@@ -77,9 +77,7 @@ class ImageBuilder:
         return self.provisioner.action_handler
 
     def definition(self, name: str) -> "ImageDefinition":
-        if name not in self.images:
-            raise ConfigError(f"no image {name!r} in this cluster file"
-                              f"{did_you_mean(name, self.images)}", key=f"images.{name}")
+        check_image_name(name, self.images)
         return self.images[name]
 
     def spec(self, name: str) -> ImageSpec:
@@ -277,3 +275,11 @@ def boot_from_images(definitions: Iterable[Any], builder: ImageBuilder) -> list[
                                  machine_options={**definition.machine_options, "image": image})
         out.append(definition)
     return out
+
+
+def check_image_name(name: str, images: Mapping[str, Any]) -> None:
+    """ConfigError (with a did-you-mean) when the cluster file defines no image ``name``;
+    asked before the state opens, so a mistyped name writes nothing."""
+    if name not in images:
+        raise ConfigError(f"no image {name!r} in this cluster file"
+                          f"{did_you_mean(name, images)}", key=f"images.{name}")

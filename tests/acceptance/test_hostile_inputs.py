@@ -308,3 +308,9 @@ def test_a_command_that_makes_no_machine_creates_no_state_file(tmp_path, args, c
     assert expect in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+
+
+@pytest.mark.parametrize("command", ["build", "list"])
+def test_an_unknown_image_name_on_the_command_line_creates_no_state_file(tmp_path, command):
+    refused(tmp_path, TWO_WEB + 'images:\n  base: {from: fake-linux}\n', "image", command,
+            "bsae", expect="no image 'bsae' in this cluster file")
