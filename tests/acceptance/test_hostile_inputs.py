@@ -77,16 +77,22 @@ def test_a_plan_made_before_the_state_existed_applies(tmp_path):
     assert "2 ok" in applied.stdout
 
 
-@pytest.mark.parametrize("command", ["up", "status"])
-def test_a_state_file_of_a_newer_schema_is_refused_unchanged(tmp_path, command):
+def _made_with_schema_version(tmp_path, version: str):
+    """A project after one ``up``, its state file's schema version then set to ``version``."""
     import sqlite3
 
     (tmp_path / "cluster.yml").write_text(TWO_WEB)
     converge("up", cwd=tmp_path, check=True)
     state = tmp_path / ".provisioning" / "state.db"
     with sqlite3.connect(state) as db:
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
     db.close()
+    return state
+
+
+@pytest.mark.parametrize("command", ["up", "status"])
+def test_a_state_file_of_a_newer_schema_is_refused_unchanged(tmp_path, command):
+    state = _made_with_schema_version(tmp_path, "99")
     before = (state.read_bytes(), sorted(p.name for p in state.parent.iterdir()))
     result = converge(command, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
@@ -227,14 +233,7 @@ def test_a_damaged_state_entry_is_named_and_can_be_forgotten(tmp_path, damage, w
 
 
 def test_a_state_file_with_a_damaged_schema_version_is_refused_unchanged(tmp_path):
-    import sqlite3
-
-    (tmp_path / "cluster.yml").write_text(TWO_WEB)
-    converge("up", cwd=tmp_path, check=True)
-    state = tmp_path / ".provisioning" / "state.db"
-    with sqlite3.connect(state) as db:
-        db.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
-    db.close()
+    state = _made_with_schema_version(tmp_path, "abc")
     before = state.read_bytes()
     result = converge("up", cwd=tmp_path)
     assert result.returncode == 2 and "damaged schema version ('abc'" in result.stderr, \
