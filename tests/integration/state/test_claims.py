@@ -326,3 +326,25 @@ def test_writing_back_a_batch_and_locking_one_take_one_round_trip_each(postgres_
             assert store.runs() == []  # the write-back also marked the run finished
         finally:
             split.close()
+
+
+def test_a_large_runs_rows_refresh_the_planners_figures_for_the_work_table(postgres_url):
+    """Planned with the figures of a near-empty table, each claim scanned every row of the run
+    (a 10,000-machine ``up`` spent half its time there); a run of many machines refreshes them
+    when its rows are made, a small one does not bother."""
+    import psycopg
+
+    def planned_rows() -> float:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            row = conn.execute("SELECT reltuples FROM pg_class WHERE relname = "
+                               "'provisioning_work'").fetchone()
+            return float(row[0])
+
+    store = open_store(postgres_url)
+    try:
+        store.join_run("small", "up", [f"s-{i}" for i in range(10)], 60.0)
+        assert planned_rows() < 10  # -1: never counted (autovacuum aside: it waits a minute)
+        store.join_run("large", "up", [f"m-{i:04d}" for i in range(1000)], 60.0)
+        assert planned_rows() >= 1000
+    finally:
+        store.close()
