@@ -28,7 +28,6 @@ from provisioning.cluster.preflight import check_templates
 from provisioning.cluster.replace import check_drivers
 from provisioning.cluster.runner import ClusterRunner
 from provisioning.cluster.state_ops import check_import, import_into_cluster
-from provisioning.cluster.status import all_clusters_status
 from provisioning.cluster.topology import render_outputs
 from provisioning.images.builder import check_image_name
 from provisioning.parallel import BatchResult, Outcome
@@ -171,7 +170,7 @@ class Cluster:
 
     def all_clusters(self) -> list[dict[str, Any]]:
         """Every machine of every cluster in this cluster's state store (from the state)."""
-        return all_clusters_status(self.store)
+        return self.runner.all_clusters()
 
     def connect(self, name: str):
         """A ``Machine`` for a saved machine, changing nothing."""

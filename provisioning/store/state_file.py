@@ -78,7 +78,7 @@ def check_tables(db: sqlite3.Connection, path: str, newest: int | None = None) -
     if not str(version).isdigit():
         raise _refuse(path, f"has a damaged schema version ({str(version)[:40]!r}, not a "
                             "number); it was left unchanged; restore it from a backup")
-    if newest is not None and str(version).isdigit() and int(version) > newest:
+    if newest is not None and int(version) > newest:
         raise _refuse(path, f"was written by a newer provisioning (schema {version}, this one "
                             f"knows {newest}); it was left unchanged; upgrade provisioning")
 
