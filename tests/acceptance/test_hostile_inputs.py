@@ -313,3 +313,14 @@ def test_a_command_that_makes_no_machine_creates_no_state_file(tmp_path, args, c
 def test_an_unknown_image_name_on_the_command_line_creates_no_state_file(tmp_path, command):
     refused(tmp_path, TWO_WEB + 'images:\n  base: {from: fake-linux}\n', "image", command,
             "bsae", expect="no image 'bsae' in this cluster file")
+
+
+@pytest.mark.parametrize("suite", ["{excludes: [debian]}", "{includes: []}", "{machines: {}}"],
+                         ids=["excludes-all", "includes-none", "no-groups"])
+@pytest.mark.parametrize("command", [("up",), ("plan",)], ids=lambda c: c[0])
+def test_a_suite_that_makes_no_machine_is_refused_before_the_state_file(tmp_path, suite,
+                                                                        command):
+    """It was ``up: 0 machines`` with exit 0 and a new state file, where ``machines: {}`` is
+    ``no machines defined``."""
+    refused(tmp_path, 'driver: "fake:"\nplatforms: {debian: {}}\nsuites: {web: %s}\n' % suite,
+            *command, expect="suites.web")
