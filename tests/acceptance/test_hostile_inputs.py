@@ -3,6 +3,8 @@ no traceback, and nothing written (no state file, no machine in the fake cloud).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.cli_runner import converge
@@ -324,3 +326,14 @@ def test_a_suite_that_makes_no_machine_is_refused_before_the_state_file(tmp_path
     ``no machines defined``."""
     refused(tmp_path, 'driver: "fake:"\nplatforms: {debian: {}}\nsuites: {web: %s}\n' % suite,
             *command, expect="suites.web")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
+@pytest.mark.parametrize("args", [("apply",), ("state", "import")], ids=["apply", "state-import"])
+def test_a_plan_or_export_that_is_a_device_or_fifo_is_refused_not_read_forever(tmp_path, target,
+                                                                               args):
+    """``apply /dev/zero`` and ``state import /dev/zero`` read without end (memory grows until
+    the kernel kills the run); a FIFO nobody writes blocked them for ever."""
+    os.mkfifo(tmp_path / "fifo")
+    kind = "character device" if target == "/dev/zero" else "FIFO"
+    refused(tmp_path, TWO_WEB, *args, target, expect=f"is a {kind}")
