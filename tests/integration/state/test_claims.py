@@ -3,6 +3,7 @@ runners come back, runs are joined while fresh and restarted when finished or ab
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -21,16 +22,14 @@ HOLDER = {"host": "h", "pid": 1, "command": "test", "since": "T0"}
 def end_session(store, url: str) -> None:
     """Close the store and wait until the server has ended its session (closing is
     asynchronous on the server: the session's advisory locks go when its backend exits)."""
-    import psycopg
+    from provisioning.testing.postgres import query
 
     backend = store._conn.info.backend_pid
     store.close()
-    with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
-                           (backend,)).fetchone():
-            assert time.monotonic() < deadline, "the server never ended the closed session"
-            time.sleep(0.01)
+    deadline = time.monotonic() + 60
+    while query(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)):
+        assert time.monotonic() < deadline, "the server never ended the closed session"
+        time.sleep(0.01)
 
 
 def test_run_key_is_the_operation_and_the_set_of_names():
@@ -287,17 +286,31 @@ def test_a_runner_reports_the_others_outcomes_while_its_last_machine_runs(postgr
 def round_trips(store, tmp_path, action) -> int:
     """How many times the store's connection waited for the server while ``action`` ran (the
     client's messages, read from libpq's protocol trace, up to each answer)."""
-    from psycopg import pq
+    import ctypes
 
+    # the libpq psycopg2 loaded (its wheel bundles one): its trace, on the store's connection
+    with open("/proc/self/maps") as maps:
+        loaded = {line.split()[-1] for line in maps if "/libpq" in line}
+    assert len(loaded) == 1, loaded
+    libpq, libc = ctypes.CDLL(loaded.pop()), ctypes.CDLL(None)
+    libc.fdopen.restype = ctypes.c_void_p
+    libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libpq.PQtrace.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    libpq.PQsetTraceFlags.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libpq.PQuntrace.argtypes = [ctypes.c_void_p]
+    pgconn = ctypes.c_void_p(store._conn.pgconn_ptr)
     path = tmp_path / "trace"
-    with open(path, "w") as trace:
-        store._conn.pgconn.trace(trace.fileno())
-        store._conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            action()
-        finally:
-            store._conn.pgconn.untrace()
-    sides = [line.split("\t", 1)[0] for line in path.read_text().splitlines() if line]
+    trace = libc.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), b"w")
+    libpq.PQtrace(pgconn, trace)
+    libpq.PQsetTraceFlags(pgconn, 1)  # PQTRACE_SUPPRESS_TIMESTAMPS
+    try:
+        action()
+    finally:
+        libpq.PQuntrace(pgconn)
+        libc.fclose(trace)
+    # a message's first line names its side (F: client, B: server); a query's text may go on
+    sides = [line[0] for line in path.read_text().splitlines() if line[:2] in ("F\t", "B\t")]
     return sum(1 for i, side in enumerate(sides) if side == "B" and (i == 0 or sides[i - 1] == "F"))
 
 
@@ -332,13 +345,11 @@ def test_a_large_runs_rows_refresh_the_planners_figures_for_the_work_table(postg
     """Planned with the figures of a near-empty table, each claim scanned every row of the run
     (a 10,000-machine ``up`` spent half its time there); a run of many machines refreshes them
     when its rows are made, a small one does not bother."""
-    import psycopg
+    from provisioning.testing.postgres import query
 
     def planned_rows() -> float:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            row = conn.execute("SELECT reltuples FROM pg_class WHERE relname = "
-                               "'provisioning_work'").fetchone()
-            return float(row[0])
+        return float(query(postgres_url, "SELECT reltuples FROM pg_class WHERE relname = "
+                                         "'provisioning_work'")[0][0])
 
     store = open_store(postgres_url)
     try:
