@@ -29,6 +29,7 @@ from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_journal import ServerJournal
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
+from provisioning.inputs.userfiles import directory_problem
 from provisioning.keys import random_hex
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.local import LocalTransport
@@ -73,15 +74,11 @@ class FakeWarehouse:
         return not self._ready and not os.path.isdir(self.directory)
 
     def check_place(self) -> None:
-        """ConfigError when no directory can be made where the URL points (a file on the way,
-        a parent not writable), found without writing: asked before the state opens."""
-        path = self.directory
-        while not os.path.lexists(path) and os.path.dirname(path) != path:
-            path = os.path.dirname(path)
-        if not os.path.isdir(path):
-            self._unusable(f"{path} is not a directory")
-        if path != self.directory and not os.access(path, os.W_OK | os.X_OK):
-            self._unusable(f"{path} is not writable")
+        """ConfigError when no directory can be made where the URL points, found without
+        writing: asked before the state opens."""
+        problem = directory_problem(self.directory)
+        if problem:
+            self._unusable(problem)
 
     def _unusable(self, why: str) -> None:
         raise ConfigError(f"cannot use {self.directory} as the fake cloud: {why}; give a "

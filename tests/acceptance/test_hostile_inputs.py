@@ -58,11 +58,13 @@ def test_replace_of_a_group_names_its_machines(tmp_path):
     assert "web-1, web-2" in result.stderr and "internal error" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [("plan", "--out", "/proc/nowhere/plan.json"),
-                                  ("inventory", "--dir", "/proc/nowhere")],
-                         ids=["plan-out", "inventory-dir"])
-def test_an_output_path_that_cannot_be_written_is_the_users_error(tmp_path, args):
-    result = refused(tmp_path, TWO_WEB, *args, expect="/proc/nowhere")
+@pytest.mark.parametrize("args,expect", [
+    (("plan", "--out", "/proc/nowhere/plan.json"), "/proc/nowhere"),
+    # checked before any machine is read (with none created, inventory writes nothing)
+    (("inventory", "--dir", "cluster.yml/access"), "cluster.yml is not a directory")],
+    ids=["plan-out", "inventory-dir"])
+def test_an_output_path_that_cannot_be_written_is_the_users_error(tmp_path, args, expect):
+    result = refused(tmp_path, TWO_WEB, *args, expect=expect)
     assert "internal error" not in result.stderr
 
 
