@@ -191,14 +191,17 @@ class PostgresClaims:
             "ttl": float(ttl), "k": self.session_key, "r": run_key, "g": generation,
             "t": token}), tx=False)
 
-    def run_left(self, run_key: str, generation: int) -> WorkLeft:
+    def run_left(self, run_key: str, generation: int, upto: int | None = None) -> WorkLeft:
         """Pending and open machines of one run and the runners holding claims, in one query
-        of the open rows (a runner asks after each claim and while it waits)."""
+        of the open rows: the first ``upto`` of them in claim order (the open rows' index, read
+        from its start: a runner asks after each claim, and that costs its window, not the
+        run), or all of them."""
         row = self._run("read run progress", lambda c: execute(c,
             "SELECT count(*) FILTER (WHERE state = 'pending'), count(*), count(DISTINCT token) "
-            "FILTER (WHERE state = 'claimed') FROM provisioning_work WHERE run_key = %s AND "
-            "generation = %s AND state IN ('pending', 'claimed')",
-            (run_key, generation)).fetchone(), tx=False)
+            "FILTER (WHERE state = 'claimed') FROM (SELECT state, token FROM provisioning_work "
+            "WHERE run_key = %s AND generation = %s AND state IN ('pending', 'claimed') "
+            'ORDER BY name COLLATE "C" LIMIT %s) AS open',
+            (run_key, generation, upto)).fetchone(), tx=False)
         assert row is not None, "an aggregate query returned no row"
         return WorkLeft(int(row[0]), int(row[1]), int(row[2]))
 

@@ -89,6 +89,43 @@ def test_a_batch_is_the_next_pending_names_in_order(postgres_url):
             split.close()
 
 
+def test_what_is_left_after_a_claim_is_read_from_a_window_not_the_whole_run(postgres_url):
+    """A runner asks what is left after each claim; with a window it reads that many open rows
+    of the run (the server's count of index rows read says so), whatever the run's size, and
+    its counts are exact below the window."""
+    from provisioning.store.postgres_sql import execute
+
+    def rows_read(store, action) -> int:
+        def reads() -> int:
+            execute(store._conn, "SELECT pg_stat_force_next_flush()")  # this backend's counts
+            return int(execute(store._conn, "SELECT idx_tup_read FROM pg_stat_user_indexes "
+                                            "WHERE indexrelname = 'provisioning_work_open'"
+                               ).fetchone()[0])
+        before = reads()
+        action()
+        return reads() - before
+
+    names = [f"m-{i:04d}" for i in range(2000)]
+    with open_store(postgres_url) as store:
+        split = WorkSplit(store, "up", names, ttl=60, holder=HOLDER)
+        other = WorkSplit(store, "up", names, ttl=60, holder=dict(HOLDER, pid=2))
+        try:
+            assert split.claim(10) == names[:10] and other.claim(5) == names[10:15]
+            assert split.finish({n: None for n in names[:4]}) == set(names[:4])
+            left: list = []
+            # the window's 40 rows and the index entries the claims and finishes left behind
+            # until a vacuum (19), not the run's 2,000
+            assert rows_read(store, lambda: left.append(split.left(upto=40))) < 100
+            assert left[0] == (29, 40, 2)  # 6 + 5 claimed by two runners, then 29 pending
+            assert split.left(upto=12) == (1, 12, 2)  # at least: the window is full
+            assert rows_read(store, lambda: left.append(split.left())) >= 1996
+            assert left[1] == (1985, 1996, 2)
+            assert split.left(upto=5000) == left[1]  # below the window: exact
+        finally:
+            split.close()
+            other.close()
+
+
 def test_a_stopping_runner_gives_back_what_it_did_not_start(postgres_url):
     names = ["a", "b", "c"]
     quitting, staying = open_store(postgres_url), open_store(postgres_url)
