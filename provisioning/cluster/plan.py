@@ -29,6 +29,7 @@ from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
 from provisioning.inputs.records import record
+from provisioning.inputs.userfiles import MAX_OUTPUT_BYTES, read_user_text
 from provisioning.spec import MachineSpec
 from provisioning.store import same_state
 
@@ -191,12 +192,11 @@ class Plan:
 
     @classmethod
     def load(cls, path: str) -> "Plan":
+        # bounded and regular files only: ``apply /dev/zero`` (or a FIFO) must not read for ever
+        text = read_user_text(path, what="plan", limit=MAX_OUTPUT_BYTES)
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except OSError as exc:
-            raise ConfigError(f"cannot read the plan: {exc.strerror}", file=path) from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"not JSON: {exc}", file=path) from exc
         except RecursionError as exc:  # "[[[[..." nested deeper than any plan is
             raise ConfigError("not a plan: JSON nested too deeply; make it again with "
