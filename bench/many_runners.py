@@ -47,11 +47,11 @@ import threading
 import time
 from typing import Any
 
-import psycopg
+import psycopg2.errors
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.store import open_store
-from provisioning.testing.postgres import PostgresServer
+from provisioning.testing.postgres import PostgresServer, query
 
 
 def write_cluster(directory: str, machines: int, delay: float) -> str:
@@ -189,12 +189,10 @@ def one_run(server: PostgresServer, runners: int, machines: int, delay: float,
 
 def done_count(url: str) -> int:
     """Machines of the open run marked done (0 before the first runner opened it)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        try:
-            return conn.execute("SELECT count(*) FROM provisioning_work WHERE state = 'done'"
-                                ).fetchone()[0]
-        except psycopg.errors.UndefinedTable:
-            return 0
+    try:
+        return int(query(url, "SELECT count(*) FROM provisioning_work WHERE state = 'done'")[0][0])
+    except psycopg2.errors.UndefinedTable:
+        return 0
 
 
 def kill_trial(server: PostgresServer, rng: random.Random, runners: int, machines: int,
@@ -216,7 +214,7 @@ def kill_trial(server: PostgresServer, rng: random.Random, runners: int, machine
         late = start_runner(cluster, url, parallel, lease)  # a runner joining mid-run
         outputs = [finish(p) for p in procs + [late]]
         wall = time.monotonic() - start
-        problems = []
+        problems: list[str | None] = []
         for index, (proc, (out, err)) in enumerate(zip(procs + [late], outputs)):
             if index == victim:
                 if proc.returncode != -signal.SIGKILL:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 from provisioning.errors import ConfigError
 from provisioning.inputs.yamlfile import load_yaml_file
 
-__all__ = ["Config", "DEFAULTS", "load_yaml_file"]
+__all__ = ["Config", "DEFAULTS", "load_yaml_file", "check_environment"]
 
 DEFAULTS: dict[str, Any] = {
     "driver_options": {},          # driver URL (given or canonical) -> options
@@ -34,6 +34,34 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PROVISIONING_LOCK_TTL": ("lock_ttl", float),
     "PROVISIONING_PRIVATE_KEY_PATHS": ("private_key_paths", lambda v: v.split(os.pathsep)),
 }
+
+
+_WANTED = {"PROVISIONING_PARALLEL": "a whole number", "PROVISIONING_LOCK_TTL": "a number"}
+#: secrets, never names or paths: any text may be part of one, and it is never shown
+_SECRET_PREFIX = "PROVISIONING_KEY_PASSPHRASE"
+
+
+def _shown(value: str) -> str:
+    """A value as an error shows it: quoted, escaped, cut to stay on one screen."""
+    return repr(value[:60]) + (f" (and {len(value) - 60} more characters)"
+                               if len(value) > 60 else "")
+
+
+def check_environment(env: Mapping[str, str]) -> None:
+    """ConfigError naming the first ``PROVISIONING_*`` variable (passphrases aside) that holds
+    a control or format character (newline, escape, bidi override) or bytes that are not
+    valid text: such a value names a state file, a config file or a directory no one meant,
+    so it is refused before anything reads or writes it."""
+    for var, value in env.items():
+        if not var.startswith("PROVISIONING_") or value.isprintable() \
+                or var.startswith(_SECRET_PREFIX):
+            continue
+        at, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
+        what = ("a byte that is not valid UTF-8" if "\udc80" <= char <= "\udcff"
+                else f"the character {char!r}")
+        raise ConfigError(f"environment variable {var} holds {what} at position {at + 1} "
+                          f"({_shown(value)}); set it again without it, or unset it "
+                          f"(unset {var})", key=var)
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any], sources: dict[str, str], source: str,
@@ -86,6 +114,7 @@ class Config:
     def load(cls, explicit: Mapping[str, Any] | None = None, *, cwd: str | None = None,
              environ: Mapping[str, str] | None = None) -> "Config":
         env = os.environ if environ is None else environ
+        check_environment(env)
         cwd = os.path.abspath(cwd or os.getcwd())
         data: dict[str, Any] = copy.deepcopy(DEFAULTS)
         sources: dict[str, str] = {k: "default" for k in DEFAULTS}
@@ -107,9 +136,10 @@ class Config:
             if var in env:
                 try:
                     env_layer[key] = parse(env[var])
-                except ValueError as exc:
-                    raise ConfigError(f"environment variable {var}={env[var]!r}: {exc}",
-                                      key=var) from exc
+                except ValueError:
+                    raise ConfigError(f"environment variable {var}={_shown(env[var])} is not "
+                                      f"{_WANTED.get(var, 'valid')}; set it to one, or unset it "
+                                      f"(unset {var})", key=var) from None
                 sources[key] = f"env {var}"
         data.update(env_layer)
         if explicit:

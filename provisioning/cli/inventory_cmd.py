@@ -9,7 +9,9 @@ import click
 from provisioning.cli.common import common_options, pass_settings
 from provisioning.errors import ConfigError, ProvisioningError
 from provisioning.inputs.schema import did_you_mean
+from provisioning.inputs.userfiles import directory_problem
 from provisioning.machine.access import (
+    AccessFiles,
     ansible_inventory,
     inventory_json,
     ssh_access,
@@ -71,6 +73,10 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
     with settings.session(live=False, read_only=True) as session:
         cluster, runner = session.cluster.file, session.runner
         directory = directory or os.path.join(cluster.base_dir, ".provisioning", "access")
+        problem = directory_problem(directory)
+        if problem:
+            raise ConfigError(f"cannot write the inventory's keys in {directory}: {problem}; "
+                              "give a directory you can write", key="--dir")
         accesses: list[Any] = []
         groups: dict[str, list[str]] = {}
         for definition in cluster.choose(machines):
@@ -87,8 +93,12 @@ def inventory(settings, format_: str, directory: str | None, machines: tuple[str
             for group in {definition.group, definition.role or definition.group,
                           definition.instance or definition.group}:
                 groups.setdefault(group, []).append(definition.name)
+        known_hosts = os.path.join(directory, "known_hosts")
         try:
-            files = write_access(accesses, directory)
+            # nothing to point at: no directory, no empty known_hosts (an old one is emptied)
+            files = write_access(accesses, directory) \
+                if accesses or os.path.exists(known_hosts) else AccessFiles(directory,
+                                                                             known_hosts, {})
         except OSError as exc:  # the user's --dir, not a bug
             raise ConfigError(f"cannot write the inventory's keys: {exc.strerror}; give a "
                               "directory you can write", file=directory, key="--dir") from exc

@@ -112,9 +112,10 @@ class WorkSplit:
         """The machines other runners have done or failed so far (final: reported early)."""
         return self.store.run_outcomes(self.key, self.generation, self.token)
 
-    def left(self) -> WorkLeft:
-        """What is left of this run: pending and open machines, runners holding claims."""
-        return self.store.run_left(self.key, self.generation)
+    def left(self, upto: int | None = None) -> WorkLeft:
+        """What is left of this run: pending and open machines, runners holding claims (among
+        the first ``upto`` open machines in claim order, if given)."""
+        return self.store.run_left(self.key, self.generation, upto)
 
     def open_count(self) -> int:
         """Machines of this run not yet done or failed."""
@@ -181,6 +182,7 @@ class _Feed:
         self._running = 0
         self._exhausted = False  # the last claim found less than it asked for
         self._tail = False  # less than a batch per runner is left: claim for idle workers only
+        self._runners = 1  # runners holding claims, last seen
         self._notice = False  # another runner announced progress since the last look
         self._next_look = 0.0
         self._over = self._closing = False
@@ -279,12 +281,13 @@ class _Feed:
         # after a claim, or after writing back with nothing left to claim (this runner may
         # have finished the run's last machines: it need not wait for its own announcement)
         if asked or (outcomes and self._exhausted):
-            left = self.split.left()
+            left = self.split.left(self._window())
             with self._cond:
                 if asked:
                     self._exhausted = len(names) < asked
                     self._next_look = time.monotonic() + self.poll
-                self._tail = left.pending < max(1, left.runners) * self.size
+                self._runners = max(1, left.runners)
+                self._tail = left.pending < self._runners * self.size
                 if left.open == 0:  # every machine of the run is done or failed
                     self._over = True
                     return False
@@ -293,6 +296,13 @@ class _Feed:
             if self._exhausted or left.pending == 0:
                 self.drained.set()
         return True
+
+    def _window(self) -> int:
+        """How many open machines (in claim order) to look at to tell the tail from the rest:
+        each runner's claims in flight (a batch queued, its workers' machines) come first, then
+        the pending ones; enough for one more runner than last seen. The look costs this
+        window, not the run's size."""
+        return (self._runners + 1) * (2 * self.size + self.workers)
 
     def _listen(self) -> None:
         """From now on, wake up when another runner finishes or gives back work of the run."""

@@ -5,17 +5,18 @@ machine, after the state file was written. ``check_images`` asks each driver tha
 (``Driver.image_problem``) about every image the file's machines boot from first: an image of
 the file's own ``images:`` stands for the base it is built from (followed down its layers),
 since it is built in the same run. A machine already in the state is not asked about: it boots
-no more, and an image deleted since it was made must not block its other commands.
+no more, and an image deleted since it was made must not block its other commands. Every
+driver of the file is built for it, so a URL or driver options its driver refuses (a ``fake:``
+directory that cannot be made) are refused before the state file is written, too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from provisioning.driver import Driver
 from provisioning.errors import ConfigError, ConfigProblem
-from provisioning.inputs.url import parse_driver_url
-from provisioning.registry import driver_class, driver_for_url
+from provisioning.registry import driver_for_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.model import ClusterFile
@@ -39,19 +40,14 @@ def check_images(cluster: "ClusterFile", config: "Config",
     """Raise one ConfigError naming every machine whose image its driver cannot boot.
     ``saved(names)``: which of those machines the state holds already (called only when a
     problem was found, so a good file opens no store here)."""
-    drivers: dict[str, Driver | None] = {}
+    drivers = {url: driver_for_url(url, config)  # built: its URL and options checked
+               for url in dict.fromkeys([*(d.driver_url for d in cluster.machines.values()),
+                                         *(i.driver_url for i in cluster.images.values())])}
     found: dict[str, ConfigProblem] = {}
     for definition in cluster.machines.values():
         image = definition.machine_options.get("image")
-        if not isinstance(image, str):
-            continue
-        url = definition.driver_url
-        if url not in drivers:
-            cls: Any = driver_class(parse_driver_url(url).scheme)
-            drivers[url] = driver_for_url(url, config) \
-                if cls.image_problem is not Driver.image_problem else None
-        driver = drivers[url]
-        if driver is None:
+        driver = drivers[definition.driver_url]
+        if not isinstance(image, str) or type(driver).image_problem is Driver.image_problem:
             continue
         base, key = _base(cluster, image)
         message = driver.image_problem(base)

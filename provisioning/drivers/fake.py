@@ -29,6 +29,7 @@ from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_journal import ServerJournal
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
+from provisioning.inputs.userfiles import directory_problem
 from provisioning.keys import random_hex
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.local import LocalTransport
@@ -72,6 +73,17 @@ class FakeWarehouse:
         """No warehouse yet: readers see it empty and do not create it (why-run, status)."""
         return not self._ready and not os.path.isdir(self.directory)
 
+    def check_place(self) -> None:
+        """ConfigError when no directory can be made where the URL points, found without
+        writing: asked before the state opens."""
+        problem = directory_problem(self.directory)
+        if problem:
+            self._unusable(problem)
+
+    def _unusable(self, why: str) -> None:
+        raise ConfigError(f"cannot use {self.directory} as the fake cloud: {why}; give a "
+                          "directory you can write (driver: fake:DIR)", key="driver")
+
     def _prepare(self) -> None:
         if self._ready:
             return
@@ -79,9 +91,7 @@ class FakeWarehouse:
             for path in (self.directory, self.servers_dir, self.machines_dir):
                 os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as exc:  # the URL names a place no directory can be made
-            raise ConfigError(f"cannot use {self.directory} as the fake cloud: "
-                              f"{exc.strerror or exc}; give a directory you can write "
-                              "(driver: fake:DIR)", key="driver") from exc
+            self._unusable(str(exc.strerror or exc))
         with self.journal.locked() as journal:
             self._migrate(journal)
             reclaim(self.directory, self.servers_dir, journal)  # what killed runs left behind
@@ -364,6 +374,10 @@ class FakeDriver(Driver):
         self.warehouse = FakeWarehouse(driver_url.split(":", 1)[1])
         #: the server record resource_state read last, per thread (one read per ready)
         self._read = threading.local()
+
+    def validate_driver_options(self):
+        super().validate_driver_options()
+        self.warehouse.check_place()
 
     # -- the warehouse hooks (the base class owns adopt-or-create, why-run, fault points) ----
     resource_kind = "server"

@@ -220,25 +220,31 @@ class ImageBuilder:
 
     # -- destroying --------------------------------------------------------------------------
     def destroy(self, name: str) -> None:
-        """Destroy the image (and earlier builds kept for machines) and forget it."""
+        """Destroy the image (and earlier builds kept for machines) and forget it; also the
+        builder machine of a build killed before the image's entry was first saved."""
         handler = self.handler.for_machine(LOCK_PREFIX + name)
         spec = self.spec(name)
-        if not spec.exists:
+        builder = self.provisioner.spec(BUILDER_PREFIX + name)
+        if not spec.exists and not builder.exists:
             handler.report_progress(f"image {name} is not built: nothing to destroy")
             return
         definition = self.images.get(name)
-        url = spec.reference.get("driver_url") or (definition.driver_url if definition else None)
-        driver = self.driver_for(url)
+        driver = self.driver_for(spec.reference.get("driver_url") or builder.driver_url
+                                 or (definition.driver_url if definition else None))
         if self.handler.why_run:
-            driver.destroy_image(handler, spec, {})
+            if builder.exists:
+                self.provisioner.destroy(builder.name, {}, driver)
+            if spec.exists:
+                driver.destroy_image(handler, spec, {})
             return
         with self.store.lock(LOCK_PREFIX + name, wait=60):
-            builder = BUILDER_PREFIX + name
-            if self.provisioner.spec(builder).exists:  # a killed build's
-                handler.report_progress(f"destroying builder machine {builder} left by an "
+            if self.provisioner.spec(builder.name).exists:  # a killed build's
+                handler.report_progress(f"destroying builder machine {builder.name} left by an "
                                         "interrupted build")
-                self.provisioner.destroy(builder, {}, driver)
+                self.provisioner.destroy(builder.name, {}, driver)
             spec = self.spec(name)
+            if not spec.exists:  # the build was killed before its entry was saved
+                return
             kept = self._destroy_retired(driver, name, list(spec.reference.get("retired", [])),
                                          handler)
             if kept:

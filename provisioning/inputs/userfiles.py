@@ -17,7 +17,7 @@ import stat
 from provisioning.errors import ConfigError
 
 __all__ = ["read_user_file", "read_user_text", "check_user_file", "MAX_CONFIG_BYTES",
-           "MAX_KEY_BYTES", "MAX_TEMPLATE_BYTES", "check_output_file"]
+           "MAX_KEY_BYTES", "MAX_TEMPLATE_BYTES", "check_output_file", "directory_problem"]
 
 #: cluster files, provisioning.yml, state exports
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -88,6 +88,19 @@ def check_output_file(path: str, *, what: str, fmt: str, key: str | None = None)
     if not ours:
         raise _fail(path, what, f"exists and is not a {what} written by provisioning; move it "
                                 "away or give another path", key)
+
+
+def directory_problem(path: str) -> str | None:
+    """Why no directory can be made at ``path`` (a file on the way, a parent not writable),
+    found without writing anything; None when it exists as a directory or looks makeable."""
+    found = path
+    while not os.path.lexists(found) and os.path.dirname(found) != found:
+        found = os.path.dirname(found)
+    if not os.path.isdir(found):
+        return f"{found} is not a directory"
+    if found != path and not os.access(found, os.W_OK | os.X_OK):
+        return f"{found} is not writable"
+    return None
 
 
 def read_user_file(path: str, *, what: str = "file", limit: int = MAX_CONFIG_BYTES,

@@ -33,7 +33,7 @@ def open_store(url: str | None = None, *, base_dir: str | None = None,
         try:
             from provisioning.store.postgres import PostgresStore
         except ImportError as exc:
-            raise MissingExtra("a PostgreSQL state store", "postgres", "psycopg") from exc
+            raise MissingExtra("a PostgreSQL state store", "postgres", "psycopg2") from exc
         return PostgresStore(url)
     if url.startswith("sqlite://"):
         path = url[len("sqlite://"):]

@@ -397,8 +397,10 @@ class ManagedEntryStore(abc.ABC):
         """Give back claims this runner will not start: pending again for the others."""
         raise self._no_claims()
 
-    def run_left(self, run_key: str, generation: int) -> WorkLeft:
-        """What is left of the run: pending and open names, runners holding claims."""
+    def run_left(self, run_key: str, generation: int, upto: int | None = None) -> WorkLeft:
+        """What is left of the run: pending and open names, runners holding claims. With
+        ``upto``, among the first ``upto`` open names in claim order only (a count below it is
+        exact, one equal to it means at least): its cost then does not grow with the run."""
         raise self._no_claims()
 
     def watch_run(self, run_key: str, generation: int, wake: Callable[[], None],

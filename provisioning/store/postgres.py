@@ -21,6 +21,7 @@ takes a batch of machines in one statement (their outcomes are written back in o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -28,15 +29,16 @@ import threading
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import psycopg
-import psycopg.errors
+import psycopg2
+import psycopg2.errors
+from psycopg2.extensions import connection as Connection
 
 from provisioning import __version__
 from provisioning.errors import StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
 from provisioning.store.postgres_claims import PostgresClaims
-from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, alive, scalar
+from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, alive, connect, execute, scalar
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "MIGRATIONS", "masked_url"]
 
@@ -106,13 +108,13 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         self._secrets = [s for s in (_url_password(url), os.environ.get("PGPASSWORD")) if s]
         self._connect_timeout = connect_timeout
         self._mutex = threading.RLock()
-        self._conn: psycopg.Connection | None = None
+        self._conn: Connection | None = None
         self.session_key = 0
         with self._mapped("open"):
             self._connect()
             self._migrate()
 
-    # -- errors: the one boundary where psycopg's exceptions become ours ---------------------
+    # -- errors: the one boundary where psycopg2's exceptions become ours ---------------------
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
@@ -120,27 +122,27 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
 
     @contextlib.contextmanager
     def _mapped(self, doing: str) -> Iterator[None]:
-        """Translate psycopg errors (most specific first), always masking the password."""
+        """Translate psycopg2 errors (most specific first), always masking the password."""
         try:
             yield
         except StateError:
             raise
-        except psycopg.errors.InsufficientPrivilege as exc:
+        except psycopg2.errors.InsufficientPrivilege as exc:
             raise StateError(self._scrub(
                 f"the PostgreSQL state at {self.url} refused to {doing}: {exc}; grant the user "
                 "CREATE and USAGE on the database's schema, or use another database")) from exc
-        except psycopg.errors.UntranslatableCharacter as exc:
+        except psycopg2.errors.UntranslatableCharacter as exc:
             raise StateError(self._scrub(f"cannot {doing}: {exc}")) from exc
-        except psycopg.DataError as exc:
+        except psycopg2.DataError as exc:
             raise StateError(self._scrub(f"cannot {doing}: {exc} (names and values must be "
                                          "valid UTF-8 text without NUL characters)")) from exc
-        except psycopg.OperationalError as exc:
+        except psycopg2.OperationalError as exc:
             self._drop_connection()
             raise StateError(self._scrub(
                 f"cannot reach the PostgreSQL state at {self.url} to {doing}: "
                 f"{' '.join(str(exc).split())}; check host, port, database, user and password "
                 "(in the URL, PGPASSWORD or ~/.pgpass)")) from exc
-        except psycopg.Error as exc:
+        except psycopg2.Error as exc:
             raise StateError(self._scrub(
                 f"the PostgreSQL state at {self.url} failed to {doing}: {exc}")) from exc
 
@@ -153,16 +155,14 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         return holder
 
     # -- connection --------------------------------------------------------------------------
-    def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(
-            self._raw_url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout)),
-            application_name="provisioning", keepalives=1, keepalives_idle=10,
-            keepalives_interval=5, keepalives_count=3)
+    def _connect(self) -> Connection:
+        conn = connect(self._raw_url, self._connect_timeout, keepalives=1, keepalives_idle=10,
+                       keepalives_interval=5, keepalives_count=3)
         # the session key: held as long as this connection lives; leases record it
         for _ in range(20):
             key = random.randint(1, 2**31 - 1)
-            if scalar(conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                    (ADVISORY_NAMESPACE, key))):
+            if scalar(execute(conn, "SELECT pg_try_advisory_lock(%s, %s)",
+                              (ADVISORY_NAMESPACE, key))):
                 break
         else:  # pragma: no cover - 20 collisions in 2**31 keys
             raise StateError("could not pick a free session key in the PostgreSQL state")
@@ -175,14 +175,14 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _db(self) -> psycopg.Connection:
+    def _db(self) -> Connection:
         conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        if conn is None or conn.closed:  # psycopg2: nonzero once closed or found broken
             self._drop_connection()
             conn = self._connect()
         return conn
 
-    def _run(self, doing: str, fn: Callable[[psycopg.Connection], T], *, tx: bool = True,
+    def _run(self, doing: str, fn: Callable[[Connection], T], *, tx: bool = True,
              retry: bool = True) -> T:
         """Run ``fn`` on the connection, in one transaction unless ``tx`` is False. Without a
         transaction (a read, or one idempotent statement), ``fn`` on a connection found dead is
@@ -190,15 +190,31 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         with self._mutex, self._mapped(doing):
             conn = self._db()
             if tx:
-                with conn.transaction():
-                    return fn(conn)
+                return self._in_transaction(conn, fn)
             try:
                 return fn(conn)
-            except psycopg.OperationalError:
-                if not conn.broken or not retry:
+            except psycopg2.OperationalError:
+                if not conn.closed or not retry:
                     raise
                 self._drop_connection()
                 return fn(self._db())
+
+    @staticmethod
+    def _in_transaction(conn: Connection, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one transaction: committed when it returns, rolled back when it raises."""
+        conn.autocommit = False  # psycopg2 sends BEGIN before the first statement
+        try:
+            result = fn(conn)
+            conn.commit()
+            return result
+        except BaseException:
+            if not conn.closed:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.rollback()
+            raise
+        finally:
+            if not conn.closed:
+                conn.autocommit = True
 
     def _migrate(self) -> None:
         """Bring the schema up to ``SCHEMA_VERSION``. A schema already there is seen in one
@@ -207,13 +223,13 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         if self._installed_version() == SCHEMA_VERSION:
             return
 
-        def migrate(conn: psycopg.Connection) -> None:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+        def migrate(conn: Connection) -> None:
+            execute(conn, "SELECT pg_advisory_xact_lock(%s, %s)",
                          (ADVISORY_NAMESPACE, _MIGRATION_KEY))
-            conn.execute("CREATE TABLE IF NOT EXISTS provisioning_schema ("
+            execute(conn, "CREATE TABLE IF NOT EXISTS provisioning_schema ("
                          "version integer PRIMARY KEY, description text NOT NULL, "
                          "applied_at timestamptz NOT NULL DEFAULT now())")
-            current = scalar(conn.execute(
+            current = scalar(execute(conn,
                 "SELECT coalesce(max(version), 0) FROM provisioning_schema"))
             if current > SCHEMA_VERSION:
                 raise StateError(
@@ -222,18 +238,18 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
                     "provisioning on this runner (pip install -U provisioning)")
             for version, description, sql in MIGRATIONS:
                 if version > current:
-                    conn.execute(sql)
-                    conn.execute("INSERT INTO provisioning_schema (version, description) "
+                    execute(conn, sql)
+                    execute(conn, "INSERT INTO provisioning_schema (version, description) "
                                  "VALUES (%s, %s)", (version, description))
         self._run("create or upgrade its schema", migrate)
 
     def _installed_version(self) -> int | None:
         """The schema version recorded, None before the first migration."""
-        def read(conn: psycopg.Connection) -> int | None:
+        def read(conn: Connection) -> int | None:
             try:
-                return int(scalar(conn.execute(
+                return int(scalar(execute(conn,
                     "SELECT coalesce(max(version), 0) FROM provisioning_schema")))
-            except psycopg.errors.UndefinedTable:
+            except psycopg2.errors.UndefinedTable:
                 return None
         return self._run("read the schema version", read, tx=False)
 
@@ -242,15 +258,15 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
 
     # -- entries -----------------------------------------------------------------------------
     def _load(self, kind, name):
-        row = self._run(f"read {kind} {name!r}", lambda c: c.execute(
+        row = self._run(f"read {kind} {name!r}", lambda c: execute(c,
             "SELECT data, version FROM provisioning_entries WHERE kind = %s AND name = %s",
             (kind, name)).fetchone(), tx=False)
         return (row[0], row[1]) if row else None
 
     def _load_many(self, kind, names):
-        rows = self._run(f"read {len(names)} {kind} entries", lambda c: c.execute(
+        rows = self._run(f"read {len(names)} {kind} entries", lambda c: execute(c,
             "SELECT name, data, version FROM provisioning_entries WHERE kind = %s "
-            "AND name = ANY(%s)", (kind, list(names))).fetchall(), tx=False)
+            "AND name = ANY(%s::text[])", (kind, list(names))).fetchall(), tx=False)
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def _store(self, kind, name, data, expected_version):
@@ -280,11 +296,11 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         params = {"k": kind, "n": name, "d": data, "v": expected_version,
                   "ln": getattr(lock, "name", None), "lt": getattr(lock, "token", None)}
 
-        def write_entry(conn: psycopg.Connection) -> int:
+        def write_entry(conn: Connection) -> int:
             checkpoint("mid_save", machine=name)  # fault tests: fail before the write lands
-            row = conn.execute(write, params).fetchone()
+            row = execute(conn, write, params).fetchone()
             if row is None:
-                now = conn.execute("SELECT version FROM provisioning_entries WHERE kind = %s "
+                now = execute(conn, "SELECT version FROM provisioning_entries WHERE kind = %s "
                                    "AND name = %s", (kind, name)).fetchone()
                 raise StateConflict(f"{kind} {name!r} changed since it was read (version "
                                     f"{now[0] if now else 0}, expected {expected_version}); "
@@ -294,61 +310,59 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         return self._run(f"save {kind} {name!r}", write_entry, tx=False, retry=False)
 
     def _remove(self, kind, name):
-        self._run(f"delete {kind} {name!r}", lambda c: c.execute(
+        self._run(f"delete {kind} {name!r}", lambda c: execute(c,
             "DELETE FROM provisioning_entries WHERE kind = %s AND name = %s", (kind, name)),
             tx=False)
 
     def _remove_many(self, kind, names):
-        self._run(f"delete {len(names)} {kind} entries", lambda c: c.execute(
-            "DELETE FROM provisioning_entries WHERE kind = %s AND name = ANY(%s)",
+        self._run(f"delete {len(names)} {kind} entries", lambda c: execute(c,
+            "DELETE FROM provisioning_entries WHERE kind = %s AND name = ANY(%s::text[])",
             (kind, list(names))), tx=False)
 
     def _names(self, kind):
-        rows = self._run(f"list {kind} entries", lambda c: c.execute(
+        rows = self._run(f"list {kind} entries", lambda c: execute(c,
             "SELECT name, data, version FROM provisioning_entries WHERE kind = %s "
             'ORDER BY name COLLATE "C"', (kind,)).fetchall(), tx=False)
         return [tuple(r) for r in rows]
 
     def kinds(self) -> list[str]:
         """Every kind that has entries (for export)."""
-        rows = self._run("list kinds", lambda c: c.execute(
+        rows = self._run("list kinds", lambda c: execute(c,
             'SELECT kind FROM provisioning_entries GROUP BY kind ORDER BY kind COLLATE "C"').fetchall(),
             tx=False)
         return [r[0] for r in rows]
 
     def _meta(self, key, default=None):
-        def get(conn: psycopg.Connection) -> str | None:
+        def get(conn: Connection) -> str | None:
             if default is not None:
-                conn.execute("INSERT INTO provisioning_meta (key, value) VALUES (%s, %s) "
+                execute(conn, "INSERT INTO provisioning_meta (key, value) VALUES (%s, %s) "
                              "ON CONFLICT (key) DO NOTHING", (key, default))
-            row = conn.execute("SELECT value FROM provisioning_meta WHERE key = %s",
+            row = execute(conn, "SELECT value FROM provisioning_meta WHERE key = %s",
                                (key,)).fetchone()
             return row[0] if row else None
         return self._run(f"read setting {key!r}", get)
 
     # -- leases ------------------------------------------------------------------------------
     def _try_acquire(self, name, token, holder, ttl):
-        from psycopg.types.json import Jsonb
-
-        def take(conn: psycopg.Connection) -> dict[str, Any] | None:
-            row = conn.execute(
+        def take(conn: Connection) -> dict[str, Any] | None:
+            row = execute(conn,
                 "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
-                " VALUES (%(n)s, %(t)s, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s')"
+                " VALUES (%(n)s, %(t)s, %(h)s::jsonb, %(k)s, clock_timestamp() + %(ttl)s * interval '1s')"
                 " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
                 " holder = excluded.holder, session_key = excluded.session_key,"
                 " expires_at = excluded.expires_at"
                 f" WHERE l.expires_at <= clock_timestamp() OR NOT {alive('l.session_key')}"
                 " RETURNING token",
-                {"n": name, "t": token, "h": Jsonb(self._safe_holder(holder)),
+                {"n": name, "t": token, "h": json.dumps(self._safe_holder(holder)),
                  "k": self.session_key, "ttl": float(ttl)}).fetchone()
             if row is not None:
                 return None
-            current = conn.execute("SELECT holder, token FROM provisioning_locks WHERE name = %s",
+            current = execute(conn, "SELECT holder, token FROM provisioning_locks WHERE name = %s",
                                    (name,)).fetchone()
             if current is None:  # released between the two statements: try once more
                 return take(conn)
             if holder_is_dead(current[0]):  # our host, its process gone: free it now
-                conn.execute("DELETE FROM provisioning_locks WHERE name = %s AND token = %s",
+                execute(conn, "DELETE FROM provisioning_locks WHERE name = %s AND token = %s",
                              (name, current[1]))
                 return take(conn)
             return current[0]
@@ -356,26 +370,24 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
 
     def _try_acquire_many(self, tokens, holder, ttl):
         """Every free name in one statement; the others' holders in a second."""
-        from psycopg.types.json import Jsonb
-
-        def take(conn: psycopg.Connection) -> dict[str, dict[str, Any] | None]:
+        def take(conn: Connection) -> dict[str, dict[str, Any] | None]:
             names, values = list(tokens), [tokens[n] for n in tokens]
-            taken = {r[0] for r in conn.execute(
+            taken = {r[0] for r in execute(conn,
                 "INSERT INTO provisioning_locks AS l (name, token, holder, session_key, expires_at)"
-                " SELECT n, t, %(h)s, %(k)s, clock_timestamp() + %(ttl)s * interval '1s'"
+                " SELECT n, t, %(h)s::jsonb, %(k)s, clock_timestamp() + %(ttl)s * interval '1s'"
                 " FROM unnest(%(n)s::text[], %(t)s::text[]) AS w(n, t)"
                 " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
                 " holder = excluded.holder, session_key = excluded.session_key,"
                 " expires_at = excluded.expires_at"
                 f" WHERE l.expires_at <= clock_timestamp() OR NOT {alive('l.session_key')}"
                 " RETURNING name",
-                {"n": names, "t": values, "h": Jsonb(self._safe_holder(holder)),
+                {"n": names, "t": values, "h": json.dumps(self._safe_holder(holder)),
                  "k": self.session_key, "ttl": float(ttl)}).fetchall()}
             out: dict[str, dict[str, Any] | None] = {name: None for name in taken}
             held = [n for n in names if n not in taken]
             if held:
-                out.update({r[0]: r[1] for r in conn.execute(
-                    "SELECT name, holder FROM provisioning_locks WHERE name = ANY(%s)",
+                out.update({r[0]: r[1] for r in execute(conn,
+                    "SELECT name, holder FROM provisioning_locks WHERE name = ANY(%s::text[])",
                     (held,)).fetchall()})
             return out
         # no transaction around them: the insert is one statement (its own transaction) and
@@ -388,18 +400,18 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         return result
 
     def _renew(self, name, token, ttl):
-        self._run(f"renew the lock on {name!r}", lambda c: c.execute(
+        self._run(f"renew the lock on {name!r}", lambda c: execute(c,
             "UPDATE provisioning_locks SET expires_at = clock_timestamp() + %s * interval '1s', "
             "session_key = %s WHERE name = %s AND token = %s",
             (float(ttl), self.session_key, name, token)), tx=False)
 
     def _release(self, name, token):
-        self._run(f"release the lock on {name!r}", lambda c: c.execute(
+        self._run(f"release the lock on {name!r}", lambda c: execute(c,
             "DELETE FROM provisioning_locks WHERE name = %s AND token = %s", (name, token)),
             tx=False)
 
     def locks(self):
-        rows = self._run("list locks", lambda c: c.execute(
+        rows = self._run("list locks", lambda c: execute(c,
             "SELECT name, holder FROM provisioning_locks l WHERE expires_at > clock_timestamp() "
             f'AND {alive("l.session_key")} ORDER BY name COLLATE "C"').fetchall(), tx=False)
         return {name: holder for name, holder in rows if not holder_is_dead(holder)}

@@ -1,12 +1,15 @@
 """SQL shared by the parts of the PostgreSQL store: session keys (a session-level advisory
-lock every store connection holds, recorded by the leases and claims it takes) and whether the
-session holding one is still connected."""
+lock every store connection holds, recorded by the leases and claims it takes), whether the
+session holding one is still connected, and the few calls made on psycopg2's connections."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ADVISORY_NAMESPACE", "LIVE_SESSIONS", "alive", "scalar"]
+import psycopg2
+import psycopg2.extensions
+
+__all__ = ["ADVISORY_NAMESPACE", "LIVE_SESSIONS", "alive", "connect", "execute", "scalar"]
 
 #: first half of every advisory-lock key we take ('prov'), so ours never clash with others'
 ADVISORY_NAMESPACE = 0x70726F76
@@ -33,3 +36,25 @@ def scalar(cursor: Any) -> Any:
     row = cursor.fetchone()
     assert row is not None, "an aggregate query returned no row"
     return row[0]
+
+
+def connect(url: str, timeout: float, **options: Any) -> psycopg2.extensions.connection:
+    """A connection in autocommit mode (a transaction is opened only where one is asked for)."""
+    conn = psycopg2.connect(url, connect_timeout=max(1, int(timeout)),
+                            application_name="provisioning", **options)
+    conn.autocommit = True
+    return conn
+
+
+def execute(conn: psycopg2.extensions.connection, sql: str,
+            params: Any = None) -> psycopg2.extensions.cursor:
+    """Run one statement (or several, separated by ``;``: one round trip, one implicit
+    transaction, each statement with its own snapshot); returns the cursor holding the last
+    statement's rows. Text the server cannot take (a NUL character, a lone surrogate) is a
+    ``DataError`` as the server's own refusals are, not a bare ``ValueError``."""
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, params)
+    except ValueError as exc:  # UnicodeEncodeError is one too
+        raise psycopg2.DataError(str(exc)) from exc
+    return cursor

@@ -18,6 +18,9 @@ The plan cases drive a one-file cluster (``provisioning.cluster``) on the same s
 plans ``create`` for a resource deleted behind our back and ``start`` for a stopped machine,
 touching nothing, and ``apply`` performs what the plan said (``provisioning.testing.plan_check``).
 
+Drivers declaring ``images`` get the image-contract cases (``conformance_images``): capture,
+``image_state``, why-run, destroy, and a capture killed before its save (``find_image``).
+
 Drivers whose machines speak SSH must refuse a host presenting another key than the pinned one
 (``provisioning.testing.conformance_hostkeys``; hook ``present_other_host_key``).
 
@@ -56,6 +59,7 @@ from provisioning.registry import driver_for_url
 from provisioning.spec import MachineSpec
 from provisioning.store.sqlite import SQLiteStore
 from provisioning.testing.conformance_hostkeys import HostKeyConformance
+from provisioning.testing.conformance_images import ImageConformance
 from provisioning.testing.conformance_plan import PlanConformance
 
 __all__ = ["DriverConformance"]
@@ -63,7 +67,7 @@ __all__ = ["DriverConformance"]
 WORKER = "provisioning.testing.conformance_worker"
 
 
-class DriverConformance(HostKeyConformance, PlanConformance):
+class DriverConformance(HostKeyConformance, ImageConformance, PlanConformance):
     """Subclass me (name starting with ``Test``) and implement ``driver_url`` and
     ``count_machines``."""
 
@@ -168,11 +172,12 @@ class DriverConformance(HostKeyConformance, PlanConformance):
             pytest.skip(f"not applicable: the driver declares {flag}=False")
 
     def _worker(self, tmp_path, conformance_config, driver, name: str, *,
-                fault: str | None = None, operation: str = "allocate") -> subprocess.Popen:
+                fault: str | None = None, operation: str = "allocate",
+                image: str | None = None) -> subprocess.Popen:
         job = {"url": driver.driver_url, "config": conformance_config.to_data(),
                "base_dir": str(tmp_path), "state": str(tmp_path / "state.db"), "name": name,
                "options": self.machine_options(name), "lock_wait": 120,
-               "operation": operation}
+               "operation": operation, "image": image}
         env = dict(os.environ, **self.worker_env())
         env.pop(FAULT_ENV, None)
         if fault:
@@ -359,87 +364,6 @@ class DriverConformance(HostKeyConformance, PlanConformance):
         assert self.count_machines(driver, name) == 0
         assert provisioner.store.get("machine", name) is None
         assert self.leftovers(driver) == [], "the re-run must remove what the killed run left"
-
-    # -- machine images (Capabilities.images) --------------------------------------------------
-    def _capture(self, provisioner, driver, caps, store, handler, name: str):
-        """Up a builder machine (marked, when connectable), capture it as image ``name``."""
-        builder = f"{name}-builder"
-        machine = self._up(provisioner, caps, driver, builder)
-        if machine is not None:
-            machine.execute_always("echo baked-into-the-image > /etc/conformance-image")
-            machine.disconnect()
-        image = store.get_or_new("image", name)
-        spec = provisioner.spec(builder)
-        driver.allocate_image(handler.for_machine(name), image, {}, spec,
-                              self.machine_options(builder))
-        saved = store.get("image", name)
-        assert saved is not None, "allocate_image must save the image reference"
-        assert saved.reference["driver_url"] == driver.driver_url and saved.reference["image_id"]
-        json.dumps(saved.reference)
-        driver.ready_image(handler.for_machine(name), image, {})
-        provisioner.destroy(builder, self.machine_options(builder), driver)
-        return image
-
-    def test_image_from_a_converged_machine_boots_machines(self, provisioner, driver, caps,
-                                                            store, handler):
-        if not caps.images:
-            image = store.get_or_new("image", "conf-noimage")
-            with pytest.raises(UnsupportedOperation):
-                driver.allocate_image(handler, image, {}, provisioner.spec("conf-x"), {})
-            return
-        image = self._capture(provisioner, driver, caps, store, handler, "conf-image")
-        assert driver.image_state(image) == "available"
-        image_id = image.reference["image_id"]
-        name = "conf-from-image"
-        options = {**self.machine_options(name), "image": image_id}
-        machine = (provisioner.up(driver, name, options) if caps.connectable
-                   else provisioner.allocate(driver, name, options) and None)
-        assert self.count_machines(driver, name) == 1
-        booted = self.image_of(driver, provisioner.spec(name))
-        assert booted == image_id, (
-            f"image_of(driver, spec) says the machine booted from {booted!r}, not {image_id!r}: "
-            "record the image in the reference as 'image', or override the hook image_of")
-        if machine is not None:
-            assert machine.execute_always("cat /etc/conformance-image").stdout.strip() == \
-                "baked-into-the-image"
-            machine.disconnect()
-        provisioner.destroy(name, options, driver)
-
-    def test_image_capture_under_why_run_changes_nothing(self, provisioner, driver, caps, store):
-        """Through the image contract: why-run plans the capture, saves no image entry, and
-        ready_image of the image only planned says what it would wait for. Without images,
-        why-run is refused too (UnsupportedOperation), not planned."""
-        image = store.get_or_new("image", "conf-image-plan")
-        planner = RecordingActionHandler(why_run=True)
-        if not caps.images:
-            with pytest.raises(UnsupportedOperation):
-                driver.allocate_image(planner, image, {}, provisioner.spec("conf-x"), {})
-            assert store.get("image", image.name) is None
-            return
-        builder = "conf-image-plan-builder"
-        self._up(provisioner, caps, driver, builder)
-        driver.allocate_image(planner.for_machine(image.name), image, {},
-                              provisioner.spec(builder), self.machine_options(builder))
-        assert planner.actions() and not planner.actions(performed=True)
-        assert store.get("image", image.name) is None and not image.reference
-        driver.ready_image(planner.for_machine(image.name), image, {})
-        assert any("would wait for" in d for d in planner.descriptions("progress"))
-        assert not planner.actions(performed=True)
-        provisioner.destroy(builder, self.machine_options(builder), driver)
-
-    def test_destroy_image_is_idempotent(self, provisioner, driver, caps, store, handler):
-        if not caps.images:
-            with pytest.raises(UnsupportedOperation):
-                driver.destroy_image(handler, store.get_or_new("image", "conf-noimage"), {})
-            return
-        image = self._capture(provisioner, driver, caps, store, handler, "conf-image-gone")
-        planner = RecordingActionHandler(why_run=True)
-        driver.destroy_image(planner, image, {})
-        assert not planner.actions(performed=True) and driver.image_state(image) == "available"
-        driver.destroy_image(handler, image, {})
-        assert driver.image_state(image) == "missing"
-        driver.destroy_image(handler, image, {})  # already gone: reported, no error
-        assert driver.image_state(image) == "missing"
 
     # -- local-machine features: snapshots, synced folders ------------------------------------
     def test_snapshot_restore_returns_the_saved_files(self, provisioner, driver, caps, handler):

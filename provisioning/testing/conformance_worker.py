@@ -1,4 +1,5 @@
-"""Subprocess side of the conformance suite: allocate (or destroy) one machine, then exit.
+"""Subprocess side of the conformance suite: allocate (or destroy) one machine, or capture one
+as an image (``"operation": "capture"``, ``"image": NAME``), then exit.
 
 ``python -m provisioning.testing.conformance_worker '{"url": ..., "config": {...}, ...}'``
 """
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
+from provisioning.actions import ActionHandler
 from provisioning.config import Config
 from provisioning.lifecycle import Provisioner
 from provisioning.registry import driver_for_url
@@ -21,8 +24,13 @@ def main(argv: list[str]) -> int:
     store = SQLiteStore(job["state"])
     try:
         provisioner = Provisioner(store, config=config, lock_wait=float(job.get("lock_wait", 60)))
-        if job.get("operation", "allocate") == "destroy":
+        operation = job.get("operation", "allocate")
+        if operation == "destroy":
             provisioner.destroy(job["name"], job.get("options") or {}, driver)
+        elif operation == "capture":
+            image: Any = store.get_or_new("image", job["image"])  # an ImageSpec
+            driver.allocate_image(ActionHandler(), image, {}, provisioner.spec(job["name"]),
+                                  job.get("options") or {})
         else:
             provisioner.allocate(driver, job["name"], job.get("options") or {})
     finally:

@@ -21,9 +21,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["PostgresServer", "find_postgres_bindir", "postgres_server", "postgres_url",
+__all__ = ["PostgresServer", "find_postgres_bindir", "postgres_server", "postgres_url", "query",
            "TEST_USER"]
 
 #: the unprivileged system user the server runs as when the tests run as root
@@ -130,12 +130,12 @@ class PostgresServer:
             time.sleep(0.1)
 
     def _accepting(self) -> bool:
-        import psycopg
+        import psycopg2
 
         try:
-            psycopg.connect(self.url("postgres"), connect_timeout=2).close()
+            psycopg2.connect(self.url("postgres"), connect_timeout=2).close()
             return True
-        except psycopg.OperationalError:
+        except psycopg2.OperationalError:
             return False
 
     def stop(self) -> None:
@@ -163,10 +163,7 @@ class PostgresServer:
         return f"postgresql://{self.user}{secret}@127.0.0.1:{self.port}/{database}"
 
     def admin(self, sql: str, database: str = "postgres") -> None:
-        import psycopg
-
-        with psycopg.connect(self.url(database), autocommit=True) as conn:
-            conn.execute(sql)
+        query(self.url(database), sql)
 
     def new_database(self, prefix: str = "t") -> str:
         """Create an empty database; returns its URL (password included)."""
@@ -182,6 +179,22 @@ class PostgresServer:
         self.stop()
 
 
+def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run ``sql`` (one statement, or several separated by ``;``) on its own connection, in
+    autocommit mode; the last statement's rows ([] when it returns none). For tests and
+    benchmarks that look at or damage a state from outside the store."""
+    import psycopg2
+
+    conn = psycopg2.connect(url, connect_timeout=10)
+    try:
+        conn.autocommit = True
+        cursor = conn.cursor()
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+    finally:
+        conn.close()
+
+
 try:  # fixtures, when pytest is importable (it is only a test dependency)
     import pytest as _pt
 
@@ -189,9 +202,9 @@ try:  # fixtures, when pytest is importable (it is only a test dependency)
     def postgres_server() -> Iterator[PostgresServer]:
         """One throwaway PostgreSQL server for the test session."""
         try:
-            import psycopg  # noqa: F401
+            import psycopg2  # noqa: F401
         except ImportError:
-            _pt.skip("psycopg is not installed: pip install 'provisioning[postgres]'")
+            _pt.skip("psycopg2 is not installed: pip install 'provisioning[postgres]'")
         if find_postgres_bindir() is None:
             _pt.skip("PostgreSQL server binaries not found: apt-get install postgresql")
         server = PostgresServer().start()

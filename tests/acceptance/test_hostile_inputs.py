@@ -58,11 +58,13 @@ def test_replace_of_a_group_names_its_machines(tmp_path):
     assert "web-1, web-2" in result.stderr and "internal error" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [("plan", "--out", "/proc/nowhere/plan.json"),
-                                  ("inventory", "--dir", "/proc/nowhere")],
-                         ids=["plan-out", "inventory-dir"])
-def test_an_output_path_that_cannot_be_written_is_the_users_error(tmp_path, args):
-    result = refused(tmp_path, TWO_WEB, *args, expect="/proc/nowhere")
+@pytest.mark.parametrize("args,expect", [
+    (("plan", "--out", "/proc/nowhere/plan.json"), "/proc/nowhere"),
+    # checked before any machine is read (with none created, inventory writes nothing)
+    (("inventory", "--dir", "cluster.yml/access"), "cluster.yml is not a directory")],
+    ids=["plan-out", "inventory-dir"])
+def test_an_output_path_that_cannot_be_written_is_the_users_error(tmp_path, args, expect):
+    result = refused(tmp_path, TWO_WEB, *args, expect=expect)
     assert "internal error" not in result.stderr
 
 
@@ -255,11 +257,16 @@ def test_a_state_import_of_a_bad_export_creates_no_state_file(tmp_path, document
     refused(tmp_path, TWO_WEB, "state", "import", "export.json", expect=expect)
 
 
-def test_a_fake_cloud_where_no_directory_can_be_made_is_the_users_error(tmp_path):
-    (tmp_path / "cluster.yml").write_text('driver: "fake:/dev/null/cloud"\nmachines:\n  web: {}\n')
-    result = converge("up", cwd=tmp_path)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "cannot use /dev/null/cloud as the fake cloud" in result.stdout + result.stderr
+@pytest.mark.parametrize("command", [("up",), ("up", "--why-run"), ("plan",), ("image", "build")],
+                         ids=lambda c: "-".join(c))
+@pytest.mark.parametrize("url", ["/dev/null/cloud", "cluster.yml/cloud", "cluster.yml"])
+def test_a_fake_cloud_where_no_directory_can_be_made_is_refused_before_the_state_file(
+        tmp_path, url, command):
+    """Checked when the driver is built, before the state opens: no state file is left."""
+    where = url if url.startswith("/") else f"{tmp_path}/{url}"
+    refused(tmp_path, f'driver: "fake:{url}"\nimages:\n  base: {{from: fake-linux}}\n'
+                      'machines:\n  web: {}\n', *command,
+            expect=f"cannot use {where} as the fake cloud")
 
 
 def test_a_hostile_template_in_an_image_step_is_refused_before_the_builder(tmp_path):

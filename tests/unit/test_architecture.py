@@ -224,7 +224,7 @@ def test_tests_run_the_cli_one_way():
 #: exports). No entry breaks an import cycle (``test_no_import_cycle`` counts these imports too).
 LOCAL_IMPORTS_ALLOWED = {
     ("provisioning.store", "provisioning.store.postgres"):
-        "psycopg, an optional extra (provisioning[postgres]): its absence is a MissingExtra",
+        "psycopg2, an optional extra (provisioning[postgres]): its absence is a MissingExtra",
     ("provisioning.testing.pytest_plugin", "provisioning.cluster"):
         "pytest loads this plugin (entry point pytest11) in every session of every project "
         "that has provisioning installed; the cluster package loads only for a cluster test",

@@ -106,7 +106,7 @@ def test_entry_point_of_an_installed_distribution_is_found(tmp_path, monkeypatch
 
 def test_import_provisioning_pulls_in_no_heavy_dependency():
     code = ("import sys, provisioning; provisioning.ProvisioningError; "
-            "heavy = [m for m in ('paramiko', 'libcloud', 'winrm', 'psycopg', 'yaml', 'jinja2', "
+            "heavy = [m for m in ('paramiko', 'libcloud', 'winrm', 'psycopg2', 'yaml', 'jinja2', "
             "'rich', 'cryptography', 'click') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -208,3 +208,27 @@ def test_destroying_an_image_whose_capture_was_killed_leaks_nothing(project: Pat
     from provisioning.drivers.fake import FakeWarehouse
 
     assert FakeWarehouse(str(project / ".provisioning" / "fake")).servers() == {}
+
+
+def test_destroying_an_image_whose_build_was_killed_before_its_entry_leaks_no_builder(
+        project: Path):
+    """kill -9 while the builder machine readies (the image's entry not saved yet): ``image
+    destroy`` still finds the killed build's builder machine and destroys it."""
+    killed = converge("image", "build", cwd=project,
+                      env={"PROVISIONING_FAULT": "during_ready:crash"})
+    assert killed.returncode == 86, killed.stdout + killed.stderr
+    assert _images(project)["site"]["state"] == "not built"
+    from provisioning.drivers.fake import FakeWarehouse
+
+    warehouse = FakeWarehouse(str(project / ".provisioning" / "fake"))
+    assert [s["name"] for s in warehouse.servers().values()] == ["image-builder-site"]
+    plan = converge("image", "destroy", "site", "--why-run", cwd=project)
+    assert plan.returncode == 0 and "would destroy" in plan.stdout, plan.stdout + plan.stderr
+    assert len(warehouse.servers()) == 1
+    gone = converge("image", "destroy", "site", cwd=project)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "destroying builder machine image-builder-site left by an interrupted build" in \
+        gone.stdout
+    assert warehouse.servers() == {}
+    status = converge("status", "--output", "json", cwd=project)
+    assert "image-builder-site" not in status.stdout, status.stdout

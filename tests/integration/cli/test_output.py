@@ -41,7 +41,7 @@ def test_help_imports_no_command_module():
 #: what ``converge status`` of a fake cluster must never load: it connects to nothing, hashes
 #: nothing, runs no process, renders no template and changes nothing (issue #17, start-up; the time itself is
 #: measured by bench/startup.py, not here)
-STATUS_NEVER_LOADS = ("paramiko", "cryptography", "libcloud", "psycopg", "jinja2", "rich",
+STATUS_NEVER_LOADS = ("paramiko", "cryptography", "libcloud", "psycopg2", "jinja2", "rich",
                       "winrm", "requests", "socket", "subprocess", "hashlib", "shutil", "tarfile",
                       "difflib", "provisioning.transports.ssh.transport",
                       "provisioning.transports.ssh.connection", "provisioning.transports.winrm",

@@ -28,7 +28,7 @@ def write(directory: Path, body: str, name: str = "cluster.yml") -> str:
 def state(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "shared" / "state.db")
-    pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg2")
     return request.getfixturevalue("postgres_url")
 
 
@@ -152,25 +152,25 @@ def test_an_old_postgres_state_is_migrated_and_its_machines_claimed(tmp_path, po
     """A PostgreSQL state of schema 2 (entries without a cluster, saved by provisioning 0.1.0)
     is migrated on first open without loss; the file that names its machines claims them on
     its next change; another cluster never sees them."""
-    psycopg = pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg2")
     from provisioning.store.postgres import SCHEMA_VERSION
+    from provisioning.testing.postgres import query
 
     cloud = tmp_path / "cloud"
     path = write(tmp_path / "old", f'driver: "fake:{cloud}"\nmachines:\n  web: {{count: 2}}\n')
     with Cluster.load(path, state=postgres_url) as cluster:
         assert cluster.up().ok
-    with psycopg.connect(postgres_url, autocommit=True) as db:  # back to what 0.1.0 wrote
-        rows = db.execute("SELECT name, data, version FROM provisioning_entries "
-                          "WHERE kind = 'machine'").fetchall()
-        before = {}
-        for name, data, version in rows:
-            body = json.loads(data)
-            body.pop("cluster"), body.pop("group")
-            before[name] = (body["reference"], version)
-            db.execute("UPDATE provisioning_entries SET data = %s WHERE kind = 'machine' "
-                       "AND name = %s", (json.dumps(body), name))
-        db.execute("DROP INDEX provisioning_work_open")
-        db.execute("DELETE FROM provisioning_schema WHERE version > 2")
+    rows = query(postgres_url, "SELECT name, data, version FROM provisioning_entries "
+                               "WHERE kind = 'machine'")
+    before = {}
+    for name, data, version in rows:  # back to what 0.1.0 wrote
+        body = json.loads(data)
+        body.pop("cluster"), body.pop("group")
+        before[name] = (body["reference"], version)
+        query(postgres_url, "UPDATE provisioning_entries SET data = %s WHERE kind = 'machine' "
+                            "AND name = %s", (json.dumps(body), name))
+    query(postgres_url, "DROP INDEX provisioning_work_open; "
+                        "DELETE FROM provisioning_schema WHERE version > 2")
     other = write(tmp_path / "other", f'driver: "fake:{cloud}"\nmachines:\n  app: {{}}\n')
     with Cluster.load(other, state=postgres_url) as cluster:
         assert cluster.store.schema_version() == SCHEMA_VERSION

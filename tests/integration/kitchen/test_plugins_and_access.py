@@ -153,3 +153,21 @@ def test_inventory_skips_machines_without_ssh(tmp_path: Path):
     assert "web-2: not created; skipped" in result.stderr
     assert json_lines(converge("list", "--output", "json", cwd=tmp_path).stdout)[-1][
         "instances"][0]["instance"] == "web-1"
+
+
+@pytest.mark.parametrize("fmt", ["ssh-config", "ansible", "json"])
+def test_inventory_of_a_project_with_no_machine_writes_nothing(tmp_path: Path, fmt):
+    """Nothing to point at: no access directory, no empty known_hosts."""
+    (tmp_path / "cluster.yml").write_text('driver: "fake:"\nmachines:\n  web: {}\n')
+    result = converge("inventory", "--format", fmt, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "web: not created; skipped" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+
+
+def test_inventory_refuses_a_dir_where_no_directory_can_be_made(tmp_path: Path):
+    (tmp_path / "cluster.yml").write_text('driver: "fake:"\nmachines:\n  web: {}\n')
+    result = converge("inventory", "--dir", "cluster.yml/access", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--dir" in result.stderr and "cluster.yml is not a directory" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]

@@ -3,6 +3,7 @@ runners come back, runs are joined while fresh and restarted when finished or ab
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -21,16 +22,14 @@ HOLDER = {"host": "h", "pid": 1, "command": "test", "since": "T0"}
 def end_session(store, url: str) -> None:
     """Close the store and wait until the server has ended its session (closing is
     asynchronous on the server: the session's advisory locks go when its backend exits)."""
-    import psycopg
+    from provisioning.testing.postgres import query
 
     backend = store._conn.info.backend_pid
     store.close()
-    with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
-                           (backend,)).fetchone():
-            assert time.monotonic() < deadline, "the server never ended the closed session"
-            time.sleep(0.01)
+    deadline = time.monotonic() + 60
+    while query(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)):
+        assert time.monotonic() < deadline, "the server never ended the closed session"
+        time.sleep(0.01)
 
 
 def test_run_key_is_the_operation_and_the_set_of_names():
@@ -88,6 +87,43 @@ def test_a_batch_is_the_next_pending_names_in_order(postgres_url):
             assert split.open_count() == 5
         finally:
             split.close()
+
+
+def test_what_is_left_after_a_claim_is_read_from_a_window_not_the_whole_run(postgres_url):
+    """A runner asks what is left after each claim; with a window it reads that many open rows
+    of the run (the server's count of index rows read says so), whatever the run's size, and
+    its counts are exact below the window."""
+    from provisioning.store.postgres_sql import execute
+
+    def rows_read(store, action) -> int:
+        def reads() -> int:
+            execute(store._conn, "SELECT pg_stat_force_next_flush()")  # this backend's counts
+            return int(execute(store._conn, "SELECT idx_tup_read FROM pg_stat_user_indexes "
+                                            "WHERE indexrelname = 'provisioning_work_open'"
+                               ).fetchone()[0])
+        before = reads()
+        action()
+        return reads() - before
+
+    names = [f"m-{i:04d}" for i in range(2000)]
+    with open_store(postgres_url) as store:
+        split = WorkSplit(store, "up", names, ttl=60, holder=HOLDER)
+        other = WorkSplit(store, "up", names, ttl=60, holder=dict(HOLDER, pid=2))
+        try:
+            assert split.claim(10) == names[:10] and other.claim(5) == names[10:15]
+            assert split.finish({n: None for n in names[:4]}) == set(names[:4])
+            left: list = []
+            # the window's 40 rows and the index entries the claims and finishes left behind
+            # until a vacuum (19), not the run's 2,000
+            assert rows_read(store, lambda: left.append(split.left(upto=40))) < 100
+            assert left[0] == (29, 40, 2)  # 6 + 5 claimed by two runners, then 29 pending
+            assert split.left(upto=12) == (1, 12, 2)  # at least: the window is full
+            assert rows_read(store, lambda: left.append(split.left())) >= 1996
+            assert left[1] == (1985, 1996, 2)
+            assert split.left(upto=5000) == left[1]  # below the window: exact
+        finally:
+            split.close()
+            other.close()
 
 
 def test_a_stopping_runner_gives_back_what_it_did_not_start(postgres_url):
@@ -287,17 +323,31 @@ def test_a_runner_reports_the_others_outcomes_while_its_last_machine_runs(postgr
 def round_trips(store, tmp_path, action) -> int:
     """How many times the store's connection waited for the server while ``action`` ran (the
     client's messages, read from libpq's protocol trace, up to each answer)."""
-    from psycopg import pq
+    import ctypes
 
+    # the libpq psycopg2 loaded (its wheel bundles one): its trace, on the store's connection
+    with open("/proc/self/maps") as maps:
+        loaded = {line.split()[-1] for line in maps if "/libpq" in line}
+    assert len(loaded) == 1, loaded
+    libpq, libc = ctypes.CDLL(loaded.pop()), ctypes.CDLL(None)
+    libc.fdopen.restype = ctypes.c_void_p
+    libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libpq.PQtrace.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    libpq.PQsetTraceFlags.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libpq.PQuntrace.argtypes = [ctypes.c_void_p]
+    pgconn = ctypes.c_void_p(store._conn.pgconn_ptr)
     path = tmp_path / "trace"
-    with open(path, "w") as trace:
-        store._conn.pgconn.trace(trace.fileno())
-        store._conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            action()
-        finally:
-            store._conn.pgconn.untrace()
-    sides = [line.split("\t", 1)[0] for line in path.read_text().splitlines() if line]
+    trace = libc.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), b"w")
+    libpq.PQtrace(pgconn, trace)
+    libpq.PQsetTraceFlags(pgconn, 1)  # PQTRACE_SUPPRESS_TIMESTAMPS
+    try:
+        action()
+    finally:
+        libpq.PQuntrace(pgconn)
+        libc.fclose(trace)
+    # a message's first line names its side (F: client, B: server); a query's text may go on
+    sides = [line[0] for line in path.read_text().splitlines() if line[:2] in ("F\t", "B\t")]
     return sum(1 for i, side in enumerate(sides) if side == "B" and (i == 0 or sides[i - 1] == "F"))
 
 
@@ -332,13 +382,11 @@ def test_a_large_runs_rows_refresh_the_planners_figures_for_the_work_table(postg
     """Planned with the figures of a near-empty table, each claim scanned every row of the run
     (a 10,000-machine ``up`` spent half its time there); a run of many machines refreshes them
     when its rows are made, a small one does not bother."""
-    import psycopg
+    from provisioning.testing.postgres import query
 
     def planned_rows() -> float:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            row = conn.execute("SELECT reltuples FROM pg_class WHERE relname = "
-                               "'provisioning_work'").fetchone()
-            return float(row[0])
+        return float(query(postgres_url, "SELECT reltuples FROM pg_class WHERE relname = "
+                                         "'provisioning_work'")[0][0])
 
     store = open_store(postgres_url)
     try:

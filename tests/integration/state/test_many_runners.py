@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'provisioning[postgres]'")
+pytest.importorskip("psycopg2", reason="needs psycopg2: pip install 'provisioning[postgres]'")
 
 from provisioning.drivers.fake import FakeWarehouse
 from provisioning.store import open_store
+from provisioning.testing.postgres import query
 from tests.cli_runner import start_converge
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -85,12 +86,10 @@ def finish(procs: list[subprocess.Popen], timeout: float = 180) -> list[tuple[in
 
 
 def claims_by_runner(url: str) -> dict[str, int]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT holder->>'pid', count(*) FROM provisioning_work w JOIN "
-                            "provisioning_runs r USING (run_key, generation) WHERE "
-                            "w.state = 'done' AND r.generation = (SELECT max(generation) FROM "
-                            "provisioning_runs r2 WHERE r2.run_key = r.run_key) "
-                            "GROUP BY 1").fetchall()
+    rows = query(url, "SELECT holder->>'pid', count(*) FROM provisioning_work w JOIN "
+                      "provisioning_runs r USING (run_key, generation) WHERE "
+                      "w.state = 'done' AND r.generation = (SELECT max(generation) FROM "
+                      "provisioning_runs r2 WHERE r2.run_key = r.run_key) GROUP BY 1")
     return {pid: n for pid, n in rows}
 
 

@@ -16,7 +16,10 @@ import pytest
 
 from tests.cli_runner import start_converge
 
-psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'provisioning[postgres]'")
+psycopg2 = pytest.importorskip("psycopg2", reason="needs psycopg2: pip install 'provisioning[postgres]'")
+import psycopg2.errors  # noqa: E402
+
+from provisioning.testing.postgres import query  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -33,13 +36,12 @@ def run(cluster: str, url: str, *args: str) -> tuple[int, str]:
 
 
 def all_rows(url: str) -> str:
-    with psycopg.connect(url) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
-        assert "provisioning_locks" in tables and "provisioning_work" in tables
-        text = []
-        for table in tables:
-            text += [r[0] for r in conn.execute(f'SELECT row_to_json(t)::text FROM "{table}" t')]
+    tables = [r[0] for r in query(url, "SELECT tablename FROM pg_tables WHERE "
+                                       "schemaname = 'public'")]
+    assert "provisioning_locks" in tables and "provisioning_work" in tables
+    text = []
+    for table in tables:
+        text += [r[0] for r in query(url, f'SELECT row_to_json(t)::text FROM "{table}" t')]
     return "\n".join(text)
 
 
@@ -58,17 +60,16 @@ def test_password_appears_nowhere(tmp_path, postgres_server, postgres_url):
     runners = [converge(cluster, postgres_url, "up", "--parallel", "2", "-vv"),
                converge(cluster, postgres_url, "--output", "json", "up", "--parallel", "2")]
     deadline = time.monotonic() + 120
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        while True:  # until all four machines are locked (their runners held in ready)
-            try:
-                held = conn.execute("SELECT count(*) FROM provisioning_locks").fetchone()[0]
-            except psycopg.errors.UndefinedTable:
-                held = 0
-            if held == 4:
-                break
-            assert time.monotonic() < deadline and all(p.poll() is None for p in runners), \
-                "the runners never held all four machines"
-            time.sleep(0.05)
+    while True:  # until all four machines are locked (their runners held in ready)
+        try:
+            held = query(postgres_url, "SELECT count(*) FROM provisioning_locks")[0][0]
+        except psycopg2.errors.UndefinedTable:
+            held = 0
+        if held == 4:
+            break
+        assert time.monotonic() < deadline and all(p.poll() is None for p in runners), \
+            "the runners never held all four machines"
+        time.sleep(0.05)
     rows_while_working = all_rows(postgres_url)
     assert "***" in rows_while_working  # the holders' command lines, masked
     for args in (("state", "show"), ("--output", "json", "state", "show"),

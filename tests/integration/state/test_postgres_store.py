@@ -10,12 +10,13 @@ import sys
 
 import pytest
 
-psycopg = pytest.importorskip("psycopg", reason="needs psycopg: pip install 'provisioning[postgres]'")
+pytest.importorskip("psycopg2", reason="needs psycopg2: pip install 'provisioning[postgres]'")
 
 from provisioning.errors import StateError, StateLocked
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
 from provisioning.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
+from provisioning.testing.postgres import query
 
 from .test_store_conformance import worker
 
@@ -23,9 +24,7 @@ pytestmark = pytest.mark.postgres
 
 
 def tables(url: str) -> set[str]:
-    with psycopg.connect(url) as conn:
-        return {r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    return {r[0] for r in query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
 
 
 def test_schema_is_created_and_versioned(postgres_url):
@@ -34,21 +33,20 @@ def test_schema_is_created_and_versioned(postgres_url):
         assert store.schema_version() == SCHEMA_VERSION
     assert {"provisioning_schema", "provisioning_entries", "provisioning_locks",
             "provisioning_runs", "provisioning_work"} <= tables(postgres_url)
-    with psycopg.connect(postgres_url) as conn:
-        rows = conn.execute("SELECT version, description FROM provisioning_schema "
-                            "ORDER BY version").fetchall()
+    rows = query(postgres_url, "SELECT version, description FROM provisioning_schema "
+                               "ORDER BY version")
     assert rows == [(v, d) for v, d, _ in MIGRATIONS]
     open_store(postgres_url).close()  # opening again applies nothing twice
 
 
 def test_older_schema_is_upgraded_keeping_entries(postgres_url):
-    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a state from version 1
-        conn.execute("CREATE TABLE provisioning_schema (version integer PRIMARY KEY, "
-                     "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        conn.execute(MIGRATIONS[0][2])
-        conn.execute("INSERT INTO provisioning_schema (version, description) VALUES (1, 'v1')")
-        conn.execute("INSERT INTO provisioning_entries (kind, name, data, version) VALUES "
-                     "('machine', 'old-1', '{\"reference\": {\"driver_url\": \"fake:/o\"}}', 3)")
+    query(postgres_url,  # a state from version 1
+          "CREATE TABLE provisioning_schema (version integer PRIMARY KEY, "
+          "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());"
+          + MIGRATIONS[0][2] +
+          "; INSERT INTO provisioning_schema (version, description) VALUES (1, 'v1');"
+          "INSERT INTO provisioning_entries (kind, name, data, version) VALUES "
+          "('machine', 'old-1', '{\"reference\": {\"driver_url\": \"fake:/o\"}}', 3)")
     assert "provisioning_work" not in tables(postgres_url)
     with open_store(postgres_url) as store:
         assert store.schema_version() == SCHEMA_VERSION
@@ -59,8 +57,7 @@ def test_older_schema_is_upgraded_keeping_entries(postgres_url):
 
 def test_newer_schema_is_refused_clearly(postgres_url):
     open_store(postgres_url).close()
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO provisioning_schema (version, description) VALUES (99, 'x')")
+    query(postgres_url, "INSERT INTO provisioning_schema (version, description) VALUES (99, 'x')")
     with pytest.raises(StateError) as info:
         open_store(postgres_url)
     text = str(info.value)
@@ -76,9 +73,7 @@ def test_many_stores_opening_at_once_migrate_once(postgres_url):
                               stderr=subprocess.PIPE, text=True) for _ in range(6)]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [o[0].strip() for o in outs] == [str(SCHEMA_VERSION)] * 6, [o[1] for o in outs]
-    with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("SELECT count(*) FROM provisioning_schema").fetchone()[0] == \
-            len(MIGRATIONS)
+    assert query(postgres_url, "SELECT count(*) FROM provisioning_schema") == [(len(MIGRATIONS),)]
 
 
 def test_password_is_masked_in_url_and_errors(postgres_server, postgres_url):
@@ -143,11 +138,10 @@ def test_lost_connection_is_reopened(postgres_url):
     with open_store(postgres_url) as store:
         MachineSpec("a", {"driver_url": "fake:/x"}, store=store).save()
         old_key = store.session_key
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            # the second argument: wait (up to 60 s) until each session has really ended
-            admin.execute("SELECT pg_terminate_backend(pid, 60000) FROM pg_stat_activity "
-                          "WHERE application_name = 'provisioning' AND datname = "
-                          "current_database() AND pid <> pg_backend_pid()")
+        # the second argument: wait (up to 60 s) until each session has really ended
+        query(postgres_url, "SELECT pg_terminate_backend(pid, 60000) FROM pg_stat_activity "
+                            "WHERE application_name = 'provisioning' AND datname = "
+                            "current_database() AND pid <> pg_backend_pid()")
         assert store.get("machine", "a").reference == {"driver_url": "fake:/x"}
         with store.lock("a", 10):  # a new session key, and leases work on it
             assert store.session_key != old_key and "a" in store.locks()
@@ -157,3 +151,36 @@ def test_nul_in_a_name_is_a_clear_error(postgres_url):
     with open_store(postgres_url) as store:
         with pytest.raises(StateError, match="NUL"):
             MachineSpec("bad\x00name", {"driver_url": "fake:/x"}, store=store).save()
+
+
+def test_a_state_written_before_the_psycopg2_port_is_read_and_worked_on_unchanged(postgres_url):
+    """A state of schema 4 written by the psycopg 3 client (restored from its dump) opens
+    without any migration, its entries, run and holders read as they were written, and the
+    run goes on: the pending and the abandoned machines are claimed and finished here."""
+    dump = os.path.join(os.path.dirname(__file__), "data", "schema-4-psycopg3.sql")
+    with open(dump) as handle:
+        query(postgres_url, handle.read())
+    schema = "SELECT version, description, applied_at FROM provisioning_schema ORDER BY version"
+    before = query(postgres_url, schema)
+    with open_store(postgres_url) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.get("machine", "web-2").reference == {"driver_url": "fake:/srv/cloud",
+                                                           "id": "fake-2"}
+        old_holder = {"pid": 4242, "host": "old-host", "since": "T0", "command": "converge up"}
+        progress = store.run_progress("up:oldrun", 1)
+        assert {n: (p["state"], p["holder"], p["error"], p["live"]) for n, p in
+                progress.items()} == {
+            "web-1": ("done", old_holder, None, False),
+            "web-2": ("failed", old_holder, "ProvisioningError: it broke", False),
+            "web-3": ("claimed", old_holder, None, False),  # its runner's session is gone
+            "web-4": ("pending", None, None, False)}
+        assert store.locks() == {}  # the old lock's session is gone: free
+        with store.lock("web-3", 60):
+            assert "web-3" in store.locks()
+        holder = {"host": "h", "pid": 1, "command": "test", "since": "T1"}
+        assert store.claim_work("up:oldrun", 1, "tok-new", holder, 60.0, 5) == ["web-4"]
+        assert store.claim_work("up:oldrun", 1, "tok-new", holder, 60.0, 5) == ["web-3"]
+        assert store.finish_work("up:oldrun", 1, "tok-new", {"web-3": None, "web-4": None}) == \
+            {"web-3", "web-4"}
+        assert store.runs() == []  # the run ended with its last machines
+    assert query(postgres_url, schema) == before  # no migration ran
