@@ -50,6 +50,9 @@ def expand_matrix(top: Mapping[str, Any], problems: Problems,
         key = f"suites.{suite}"
         problems.unknown_keys(sbody, SUITE_KEYS, key)
         chosen = _platforms_for(suite, sbody, list(platforms), problems)
+        if platforms and not chosen:
+            problems.add(key, "runs on no platform: its 'includes'/'excludes' leave none of "
+                              f"{', '.join(platforms)}; name one, or remove the suite")
         for platform in chosen:
             pbody = platforms[platform]
             driver = problems.field(pbody, "driver", f"platforms.{platform}", str,
@@ -66,6 +69,9 @@ def expand_matrix(top: Mapping[str, Any], problems: Problems,
                                                   "of its groups, not on the suite")
                 groups = problems.mapping(sbody["machines"], f"{key}.machines",
                                           "a mapping of group names to settings") or {}
+                if not groups and isinstance(sbody["machines"], Mapping):
+                    problems.add(f"{key}.machines", "no machines defined: give the suite's "
+                                                    "groups, or drop 'machines' for one machine")
                 for role, body in groups.items():
                     out.append(GroupSpec(f"{instance}-{role}", body, f"{key}.machines.{role}",
                                          role, instance, driver, options))

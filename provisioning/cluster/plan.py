@@ -29,13 +29,13 @@ from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
 from provisioning.inputs.records import record
+from provisioning.inputs.userfiles import MAX_OUTPUT_BYTES, read_user_text
 from provisioning.spec import MachineSpec
 from provisioning.store import same_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
-    from provisioning.driver.base import Driver
 
 __all__ = ["Plan", "MachinePlan", "PlannedStep", "make_plan", "file_sha256", "check_fresh",
            "doomed_entries",
@@ -192,12 +192,11 @@ class Plan:
 
     @classmethod
     def load(cls, path: str) -> "Plan":
+        # bounded and regular files only: ``apply /dev/zero`` (or a FIFO) must not read for ever
+        text = read_user_text(path, what="plan", limit=MAX_OUTPUT_BYTES)
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except OSError as exc:
-            raise ConfigError(f"cannot read the plan: {exc.strerror}", file=path) from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"not JSON: {exc}", file=path) from exc
         except RecursionError as exc:  # "[[[[..." nested deeper than any plan is
             raise ConfigError("not a plan: JSON nested too deeply; make it again with "
@@ -421,8 +420,7 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
         plan.action, plan.reason = "start", "it is stopped"
         plan.steps = [PlannedStep(s.summary(), AFTER_START) for s in definition.steps]
         return plan
-    plan.drift = _drift(driver, definition, spec)
-    plan.steps = _rehearse(runner, definition, spec)
+    plan.steps = _rehearse(runner, definition, spec, drift=plan.drift)
     if plan.steps:
         plan.action = "converge"
         plan.reason = f"{len(plan.steps)} change{'s' if len(plan.steps) != 1 else ''}"
@@ -446,19 +444,11 @@ def _deposed(runner: "ClusterRunner", spec: "MachineSpec") -> list[str]:
     return labels
 
 
-def _drift(driver: "Driver", definition: "MachineDefinition", spec: "MachineSpec") -> list[str]:
-    """What ``compare_with_wish`` reports for an existing machine (``up`` reports the same and
-    changes nothing for it)."""
-    recorder = RecordingActionHandler(why_run=True)
-    driver.compare_with_wish(recorder.for_machine(definition.name), spec,
-                             definition.machine_options)
-    return [event.description for event in recorder.events if event.kind == "progress"]
-
-
 def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
-              spec: "MachineSpec") -> list[PlannedStep]:
+              spec: "MachineSpec", *, drift: list[str] | None = None) -> list[PlannedStep]:
     """Run the machine's pipeline under why-run (no lock, nothing saved) and keep the changes
-    it reports."""
+    it reports. ``drift`` (an existing machine's) gets what its allocate reported, which is
+    what ``compare_with_wish`` says differs and up cannot change: compared once, as up does."""
     recorder = RecordingActionHandler(why_run=True)
     handler = recorder.for_machine(definition.name)
     driver = runner.provisioner.driver_for(spec, runner.driver(definition.driver_url)) \
@@ -466,6 +456,8 @@ def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
     options = definition.machine_options
     try:
         driver.allocate_machine(handler, spec, options)
+        if drift is not None:
+            drift += [e.description for e in recorder.events if e.kind == "progress"]
         machine = driver.ready_machine(handler, spec, options)
         strategy = runner.cluster.convergence(definition)
         if machine is None:

@@ -17,7 +17,8 @@ import stat
 from provisioning.errors import ConfigError
 
 __all__ = ["read_user_file", "read_user_text", "check_user_file", "MAX_CONFIG_BYTES",
-           "MAX_KEY_BYTES", "MAX_TEMPLATE_BYTES", "check_output_file", "directory_problem"]
+           "MAX_OUTPUT_BYTES", "MAX_KEY_BYTES", "MAX_TEMPLATE_BYTES", "check_output_file",
+           "directory_problem"]
 
 #: cluster files, provisioning.yml, state exports
 MAX_CONFIG_BYTES = 16 * 1024 * 1024

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.userfiles import MAX_OUTPUT_BYTES, read_user_text
 from provisioning.keys import write_private_file
 from provisioning.spec import SECRET_KEYS, ManagedEntry, entry_field_problems
 
@@ -172,12 +173,8 @@ def load(source: str) -> Any:
     try:
         if source == "-":
             return json.load(sys.stdin)
-        with open(source, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError("file not found", file=source) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=source) from exc
+        # bounded and regular files only: ``state import /dev/zero`` must not read for ever
+        return json.loads(read_user_text(source, what="state export", limit=MAX_OUTPUT_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not a JSON state export: {exc}", file=source) from exc
     except RecursionError as exc:  # "[[[[..." nested deeper than any export is

@@ -3,6 +3,8 @@ no traceback, and nothing written (no state file, no machine in the fake cloud).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.cli_runner import converge
@@ -320,3 +322,25 @@ def test_a_command_that_makes_no_machine_creates_no_state_file(tmp_path, args, c
 def test_an_unknown_image_name_on_the_command_line_creates_no_state_file(tmp_path, command):
     refused(tmp_path, TWO_WEB + 'images:\n  base: {from: fake-linux}\n', "image", command,
             "bsae", expect="no image 'bsae' in this cluster file")
+
+
+@pytest.mark.parametrize("suite", ["{excludes: [debian]}", "{includes: []}", "{machines: {}}"],
+                         ids=["excludes-all", "includes-none", "no-groups"])
+@pytest.mark.parametrize("command", [("up",), ("plan",)], ids=lambda c: c[0])
+def test_a_suite_that_makes_no_machine_is_refused_before_the_state_file(tmp_path, suite,
+                                                                        command):
+    """It was ``up: 0 machines`` with exit 0 and a new state file, where ``machines: {}`` is
+    ``no machines defined``."""
+    refused(tmp_path, 'driver: "fake:"\nplatforms: {debian: {}}\nsuites: {web: %s}\n' % suite,
+            *command, expect="suites.web")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
+@pytest.mark.parametrize("args", [("apply",), ("state", "import")], ids=["apply", "state-import"])
+def test_a_plan_or_export_that_is_a_device_or_fifo_is_refused_not_read_forever(tmp_path, target,
+                                                                               args):
+    """``apply /dev/zero`` and ``state import /dev/zero`` read without end (memory grows until
+    the kernel kills the run); a FIFO nobody writes blocked them for ever."""
+    os.mkfifo(tmp_path / "fifo")
+    kind = "character device" if target == "/dev/zero" else "FIFO"
+    refused(tmp_path, TWO_WEB, *args, target, expect=f"is a {kind}")
