@@ -110,17 +110,8 @@ class Provisioner:
             return
         with self.store.lock(name, self.lock_ttl, wait=self.lock_wait) as lock:
             spec = self.spec(name)
-            foreign = False
-            try:
+            with _outcome_saved(spec, lock):
                 yield spec
-            except BaseException as exc:
-                foreign = isinstance(exc, ClusterConflict)
-                spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                raise
-            else:
-                spec.last_error = None
-            finally:
-                _save_held(spec, lock, foreign=foreign)
 
     def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
              call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
@@ -272,27 +263,12 @@ class Provisioner:
         spec, lock, error = hold.take(name)
         if spec is None:
             raise error  # type: ignore[misc]
-        foreign = False
-        try:
+        with _outcome_saved(spec, lock, save=not self.why_run):
             if error is not None:
                 raise error
             spec.last_action = action
             owner = self.driver_for(spec, driver) if (spec.exists or driver is not None) else None
-            result = call(owner, self.action_handler.for_machine(name), spec, options)
-        except BaseException as exc:
-            foreign = isinstance(exc, ClusterConflict)
-            spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-            raise
-        else:
-            spec.last_error = None
-        finally:
-            try:
-                if not self.why_run:
-                    _save_held(spec, lock, foreign=foreign)
-            finally:
-                if lock is not None:
-                    lock.release()  # nothing left to do once released with the save
-        return result
+            return call(owner, self.action_handler.for_machine(name), spec, options)
 
     def _calls(self) -> dict[str, Callable[..., Any]]:
         def allocate(d: "Driver", h: ActionHandler, spec: MachineSpec,
@@ -341,6 +317,30 @@ class Provisioner:
                 else:
                     next(s for s, _ in specs if s.name == name).last_error = str(outcome.error)
         return results
+
+
+@contextlib.contextmanager
+def _outcome_saved(spec: MachineSpec, lock: Any, *, save: bool = True) -> Iterator[None]:
+    """Around one machine's work under its lock (one machine's, or a chunked hold's): the
+    outcome goes to ``spec.last_error``, then the spec is saved as the lock is released
+    (``save=False``, why-run: only released). Work that raised ``ClusterConflict`` met
+    another cluster's entry: that entry is left exactly as it was."""
+    foreign = False
+    try:
+        yield
+    except BaseException as exc:
+        foreign = isinstance(exc, ClusterConflict)
+        spec.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    else:
+        spec.last_error = None
+    finally:
+        try:
+            if save:
+                _save_held(spec, lock, foreign=foreign)
+        finally:
+            if lock is not None:
+                lock.release()  # a no-op once released with the save
 
 
 def _save_held(spec: MachineSpec, lock: Any, *, foreign: bool = False) -> None:

@@ -42,12 +42,15 @@ COMMANDS: dict[str, str] = {
     "schema": "provisioning.cli.schema_cmd:schema",
 }
 
-#: Read-only commands ``provisioning.cli.quick`` runs without click when their command line is
-#: plain and valid: name -> (the function the click command calls, as ``"module:attribute"``;
-#: its own flags, option -> keyword). A test keeps the flags equal to the click command's.
+#: Commands ``provisioning.cli.quick`` runs without click when their command line is plain and
+#: valid: name -> (the function the click command calls, as ``"module:attribute"``; the
+#: command's own flags it reads, option -> keyword). A test keeps each flag equal to the click
+#: command's; any other option of the command (``up --why-run``, ``up --replace``) or an
+#: argument (``up web``) goes to the click group.
 QUICK: dict[str, tuple[str, dict[str, str]]] = {
     "status": ("provisioning.cli.show_status:show_status",
                {"--refresh": "refresh", "--all-clusters": "all_clusters"}),
+    "up": ("provisioning.cli.bring_up:bring_up", {}),
 }
 
 #: The first sentence of each command's help, so ``converge --help`` lists the commands without

@@ -17,28 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import click
 
 from provisioning.cli import settings as settings_base
 from provisioning.cli.help import GLOBAL_OPTIONS, OUTPUTS
-from provisioning.cli.output import strip_machine
+from provisioning.cli.session import Session, finish_batch, open_session
 from provisioning.cli.settings import (
     current_settings,
     echo_error,
     error_text,
-    exit_code,
     guarded,
     report_error,
     use_settings,
 )
-from provisioning.cluster.api import Cluster
-from provisioning.lazy import collector_paused
-
-if TYPE_CHECKING:  # pragma: no cover
-    from provisioning.cluster.runner import ClusterRunner
-    from provisioning.parallel import BatchResult
 
 __all__ = ["Settings", "common_options", "why_run_option", "concurrency_option", "pass_settings",
            "Session", "finish_batch", "run_cli", "current_settings", "error_text",
@@ -50,23 +43,16 @@ class Settings(settings_base.Settings):
     """The global options (``provisioning.cli.settings``), and the full session a command that
     may change machines opens."""
 
-    @contextlib.contextmanager
     def session(self, *, why_run: bool | None = None, live: bool = True,
                 read_only: bool = False, select: Iterable[str] = (),
                 choose: Iterable[str] = (), replace: Iterable[str] = (),
-                boots: bool = True, images: Iterable[str] = ()) -> Iterator["Session"]:
-        """Load the cluster file, open the state store, start the renderer; close all after.
-        ``read_only`` (and why-run): a missing state file is not created. ``select``,
-        ``choose``, ``replace``: the names given, checked before the store opens. ``boots``:
-        False for commands that create no machine (their images are not checked, a missing
-        state file is not created). ``images``: image names given, checked before the store."""
-        session = Session(self, why_run=self.why_run if why_run is None else why_run, live=live,
-                          read_only=read_only, select=select, choose=choose,
-                          replace=replace, boots=boots, images=images)
-        try:
-            yield session
-        finally:
-            session.close()
+                boots: bool = True,
+                images: Iterable[str] = ()) -> "contextlib.AbstractContextManager[Session]":
+        """The command's full session (``provisioning.cli.session.open_session``: the cluster
+        file loaded, its store open, the renderer started; all closed after)."""
+        return open_session(self, why_run=why_run, live=live, read_only=read_only,
+                            select=select, choose=choose, replace=replace, boots=boots,
+                            images=images)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -125,55 +111,6 @@ def pass_settings(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return fn(_settings(click.get_current_context()), *args, **kwargs)
     return wrapper
-
-
-class Session:
-    """One command's cluster (file, store, runner) and renderer."""
-
-    def __init__(self, settings: Settings, *, why_run: bool, live: bool = True,
-                 read_only: bool = False, select: Iterable[str] = (),
-                 choose: Iterable[str] = (), replace: Iterable[str] = (),
-                 boots: bool = True, images: Iterable[str] = ()) -> None:
-        self.settings = settings
-        self.renderer = settings.renderer(live=live)
-        try:
-            with collector_paused():  # the driver's modules and the file: start-up
-                self.cluster: Cluster = Cluster.load(settings.file, state=settings.state,
-                                                     why_run=why_run, parallel=settings.parallel,
-                                                     listeners=[self.renderer.event],
-                                                     read_only=read_only, select=select,
-                                                     choose=choose, replace=replace,
-                                                     boots=boots, images=images)
-        except BaseException:
-            self.renderer.close()
-            raise
-        self.store = self.cluster.store
-        self.config = self.cluster.config
-        self.runner: ClusterRunner = self.cluster.runner
-
-    def close(self) -> None:
-        self.renderer.close()
-        self.cluster.close()
-
-
-def finish_batch(session: Session, command: str, results: "BatchResult",
-                 extra: dict[str, Any] | None = None) -> int:
-    """Print the summary of a batch and return the exit code (1 if any machine failed)."""
-    machines = {}
-    for name, outcome in results.items():
-        machines[name] = {"ok": outcome.ok, "changes": session.runner.actions.get(name, 0),
-                          "error": None if outcome.ok else strip_machine(str(outcome.error), name),
-                          "error_type": None if outcome.ok else type(outcome.error).__name__}
-    failed = [n for n, m in machines.items() if not m["ok"]]
-    summary = {"event": "summary", "command": command, "ok": not failed,
-               "why_run": session.runner.why_run, "machines": machines}
-    if extra:
-        summary.update(extra)
-    session.renderer.summary(summary)
-    if not failed:
-        return 0
-    codes = {exit_code(results[n].error) for n in failed}
-    return 2 if codes == {2} else 1
 
 
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:

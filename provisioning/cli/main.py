@@ -1,10 +1,10 @@
 """The ``converge`` command: a tiny dispatcher in front of the click group.
 
 ``converge --help`` and ``converge --version`` are answered here without importing click (most
-of their start-up); a read-only command written plainly (``converge status``) is read by
-``provisioning.cli.quick`` and run without click too; anything else runs the click group
-(``provisioning.cli.group``), whose commands load lazily from ``COMMANDS``
-(``provisioning.cli.commands``).
+of their start-up); a ``QUICK`` command written plainly (``converge status``, ``converge up``
+with global options only) is read by ``provisioning.cli.quick`` and run without click too;
+anything else runs the click group (``provisioning.cli.group``), whose commands load lazily
+from ``COMMANDS`` (``provisioning.cli.commands``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = ["cli", "main", "leave", "COMMANDS", "SUMMARIES"]
 #: the click group, and the runner mapping its outcomes to exit codes: named, not imported, so
 #: ``--help`` and ``--version`` never load click
 GROUP = "provisioning.cli.group"
-#: what runs a read-only command ``provisioning.cli.quick`` read (without click)
+#: what runs a command ``provisioning.cli.quick`` read (without click)
 QUICK_RUNNER = "provisioning.cli.settings:run_quick"
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     quick = parse_quick(args)
-    if quick is not None:  # a read-only command, plainly written: no click
+    if quick is not None:  # a QUICK command, plainly written: no click
         with collector_paused():
             run_quick: Callable[..., int] = load(QUICK_RUNNER)
         code = run_quick(*quick)

@@ -1,4 +1,5 @@
-"""The read-only commands (``QUICK`` in ``provisioning.cli.commands``) run without click.
+"""The commands in ``QUICK`` (``provisioning.cli.commands``: ``status``, and ``up`` with global
+options only) run without click.
 
 Importing click (with inspect, uuid and datetime) and building the command group is a good
 part of a short command's start-up, so a command line that is plain and valid is read here

@@ -2,8 +2,9 @@
 machine failed, 2 bad input; never a traceback), without click.
 
 ``provisioning.cli.common`` builds the click options and the full session (``Cluster``) on
-these; ``provisioning.cli.quick`` runs the read-only commands with them alone, so
-``converge status`` loads neither click nor the cluster's plan and apply.
+these; ``provisioning.cli.quick`` runs the ``QUICK`` commands with them alone, so
+``converge status`` loads neither click nor the cluster's plan and apply, and a plain
+``converge up`` (``provisioning.cli.bring_up``, with ``provisioning.cli.session``) no click.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def guarded(run: Callable[[], int]) -> int:
 
 
 def run_quick(target: str, given: dict[str, object], keywords: dict[str, bool]) -> int:
-    """Run a read-only command read by ``provisioning.cli.quick``: ``target`` names the
+    """Run a command read by ``provisioning.cli.quick``: ``target`` names the
     function its click command calls, ``given`` the global settings on its command line. Its
     outcome is reported as the click group reports it (an interrupt as click's main does: a
     blank line, then 'aborted')."""

@@ -1,11 +1,13 @@
 """``converge up [MACHINE...]``: plan, then apply: create, ready, converge, healthcheck, and
-destroy what a lower ``count`` leaves out."""
+destroy what a lower ``count`` leaves out (the click command: its options, help and the plan
+--why-run prints; bringing the machines up is ``provisioning.cli.bring_up``)."""
 
 from __future__ import annotations
 
 import click
 
-from provisioning.cli.common import common_options, finish_batch, pass_settings, why_run_option
+from provisioning.cli.bring_up import bring_up
+from provisioning.cli.common import common_options, pass_settings, why_run_option
 from provisioning.cli.plan_cmd import render_plan, replace_option
 
 
@@ -26,11 +28,4 @@ def up(settings, machines: tuple[str, ...], replace: tuple[str, ...]) -> int:
         with settings.session(live=False) as session:
             render_plan(session, session.cluster.plan(machines, replace=replace))
         return 0
-    with settings.session(select=machines, replace=replace) as session:
-        results = session.cluster.up(machines, replace=replace)
-        try:
-            return finish_batch(session, "up", results)
-        finally:
-            for outcome in results.values():
-                if outcome.ok and outcome.value is not None:
-                    outcome.value.disconnect()
+    return bring_up(settings, machines, replace)

@@ -36,7 +36,6 @@ from provisioning.store import same_state
 if TYPE_CHECKING:  # pragma: no cover
     from provisioning.cluster.file import MachineDefinition
     from provisioning.cluster.runner import ClusterRunner
-    from provisioning.driver.base import Driver
 
 __all__ = ["Plan", "MachinePlan", "PlannedStep", "make_plan", "file_sha256", "check_fresh",
            "doomed_entries",
@@ -421,8 +420,7 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
         plan.action, plan.reason = "start", "it is stopped"
         plan.steps = [PlannedStep(s.summary(), AFTER_START) for s in definition.steps]
         return plan
-    plan.drift = _drift(driver, definition, spec)
-    plan.steps = _rehearse(runner, definition, spec)
+    plan.steps = _rehearse(runner, definition, spec, drift=plan.drift)
     if plan.steps:
         plan.action = "converge"
         plan.reason = f"{len(plan.steps)} change{'s' if len(plan.steps) != 1 else ''}"
@@ -446,19 +444,11 @@ def _deposed(runner: "ClusterRunner", spec: "MachineSpec") -> list[str]:
     return labels
 
 
-def _drift(driver: "Driver", definition: "MachineDefinition", spec: "MachineSpec") -> list[str]:
-    """What ``compare_with_wish`` reports for an existing machine (``up`` reports the same and
-    changes nothing for it)."""
-    recorder = RecordingActionHandler(why_run=True)
-    driver.compare_with_wish(recorder.for_machine(definition.name), spec,
-                             definition.machine_options)
-    return [event.description for event in recorder.events if event.kind == "progress"]
-
-
 def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
-              spec: "MachineSpec") -> list[PlannedStep]:
+              spec: "MachineSpec", *, drift: list[str] | None = None) -> list[PlannedStep]:
     """Run the machine's pipeline under why-run (no lock, nothing saved) and keep the changes
-    it reports."""
+    it reports. ``drift`` (an existing machine's) gets what its allocate reported, which is
+    what ``compare_with_wish`` says differs and up cannot change: compared once, as up does."""
     recorder = RecordingActionHandler(why_run=True)
     handler = recorder.for_machine(definition.name)
     driver = runner.provisioner.driver_for(spec, runner.driver(definition.driver_url)) \
@@ -466,6 +456,8 @@ def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
     options = definition.machine_options
     try:
         driver.allocate_machine(handler, spec, options)
+        if drift is not None:
+            drift += [e.description for e in recorder.events if e.kind == "progress"]
         machine = driver.ready_machine(handler, spec, options)
         strategy = runner.cluster.convergence(definition)
         if machine is None:

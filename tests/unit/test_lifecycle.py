@@ -6,7 +6,7 @@ import pytest
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
-from provisioning.errors import MachineNotFound, ProviderError, StateLocked
+from provisioning.errors import ClusterConflict, MachineNotFound, ProviderError, StateLocked
 from provisioning.lifecycle import Provisioner, connect_to_machine
 from provisioning.registry import driver_for_url
 from provisioning.store.sqlite import SQLiteStore
@@ -62,3 +62,51 @@ def test_why_run_plans_without_locks_or_state(setup):
     assert store.list("machine") == []
     assert [str(e) for e in planner.action_handler.actions()] == [
         "[web-9] would create server (small, fake-linux)"]
+
+
+def _meddle(driver, handler, spec, options):
+    """Work that changes the entry, then meets another cluster's machine (web-1) or fails."""
+    spec.last_action = "meddle"
+    spec.reference["meddled"] = True
+    if spec.name == "web-1":
+        raise ClusterConflict(spec.name, "alpha", "beta")
+    raise ProviderError("the warehouse said no", machine=spec.name)
+
+
+@pytest.mark.parametrize("path", ["one machine", "batch"])
+def test_another_clusters_entry_is_left_as_it_was_and_other_errors_are_recorded(setup, path):
+    """One machine's work under its lock (``run_locked``) and a batch's (``run_many_locked``,
+    a chunked hold) end the same way: a ClusterConflict leaves the entry exactly as it was,
+    another error is saved as its last_error, and every lock is free afterwards."""
+    provisioner, driver, store = setup
+    names = ["web-1", "web-2"]
+    for name in names:
+        provisioner.allocate(driver, name)
+    before = store.get("machine", "web-1")
+    if path == "one machine":
+        for name, error in zip(names, (ClusterConflict, ProviderError)):
+            with pytest.raises(error):
+                provisioner.run_locked("meddle", driver, name, {}, _meddle)
+    else:
+        results = provisioner.run_many_locked("meddle", [(driver, n, {}) for n in names],
+                                              _meddle)
+        assert isinstance(results["web-1"].error, ClusterConflict)
+        assert isinstance(results["web-2"].error, ProviderError)
+    kept = store.get("machine", "web-1")
+    assert (kept.version, kept.data_json()) == (before.version, before.data_json())
+    failed = store.get("machine", "web-2")
+    assert failed.last_action == "meddle"
+    assert failed.last_error == "ProviderError: [web-2] the warehouse said no"
+    for name in names:
+        with store.lock(name, wait=0):  # StateLocked if a lock was left held
+            pass
+
+
+def test_the_outcome_of_a_machines_locked_work_is_handled_in_one_place():
+    """The single-machine and the batch path share one outcome handler (they had each their
+    own copy of the ClusterConflict and last_error handling)."""
+    import inspect
+
+    import provisioning.lifecycle as lifecycle
+
+    assert inspect.getsource(lifecycle).count("isinstance(exc, ClusterConflict)") == 1

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from provisioning.drivers.fake import FakeWarehouse
+from provisioning.drivers.fake import FakeDriver, FakeWarehouse
 from tests.integration.cli.helpers import converge, json_lines
 
 CLUSTER = """name: shop
@@ -193,3 +194,35 @@ def test_a_size_the_resource_cannot_take_is_shown_by_plan_not_hidden(project):
     assert applied.returncode == 0, applied.stderr
     assert warehouse(project).counters() == before
     assert {s["size"] for s in warehouse(project).servers().values()} == {"small"}
+
+
+class _ComparingFake(FakeDriver):
+    """The fake driver, counting its ``compare_with_wish`` calls per machine."""
+
+    scheme = "comparingfake"
+    compared: Counter = Counter()
+
+    def compare_with_wish(self, action_handler, machine_spec, machine_options):
+        type(self).compared[machine_spec.name] += 1
+        super().compare_with_wish(action_handler, machine_spec, machine_options)
+
+
+def test_plan_compares_each_existing_machine_with_the_file_once(tmp_path: Path):
+    """The drift ``plan`` shows and the rehearsal of ``up`` come from one compare."""
+    from provisioning.cluster import Cluster
+    from provisioning.registry import register_driver
+
+    register_driver(_ComparingFake.scheme, _ComparingFake)
+    (tmp_path / "cluster.yml").write_text(CLUSTER.format(count=2, motd="hi", extra="").replace(
+        '"fake:./cloud"', f'"{_ComparingFake.scheme}:./cloud"'))
+    with Cluster.load(str(tmp_path / "cluster.yml")) as cluster:
+        assert cluster.up().ok
+    (tmp_path / "cluster.yml").write_text((tmp_path / "cluster.yml").read_text().replace(
+        "count: 2", "count: 2\n    machine_options: {size: large}"))
+    _ComparingFake.compared.clear()
+    with Cluster.load(str(tmp_path / "cluster.yml")) as cluster:
+        planned = {m.name: m for m in cluster.plan().machines}
+    assert _ComparingFake.compared == {"web-1": 1, "web-2": 1}
+    for machine in planned.values():
+        [drift] = machine.drift  # reported once, not lost
+        assert "is size small, wished large" in drift and machine.action == "nothing"
