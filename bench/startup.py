@@ -1,8 +1,8 @@
-"""CLI start-up: ``converge --help`` and ``converge status`` of a 3-machine ``fake:`` cluster,
-each paired with a bare interpreter (``python3 -c pass``) run by turns, so a machine whose speed
-drifts under load moves both alike.
+"""CLI start-up: ``converge --help``, ``converge status`` and a no-change ``converge up`` of a
+3-machine ``fake:`` cluster, each paired with a bare interpreter (``python3 -c pass``) run by
+turns, so a machine whose speed drifts under load moves both alike.
 
-    python3 bench/startup.py [--runs 20]
+    python3 bench/startup.py [--runs 20] [--instructions] [--first-claim]
 
 Each run is a whole process: wall time from a monotonic clock around it, CPU time (user +
 system) from ``wait4``. Prints the median of each and the median of the pairwise difference
@@ -15,6 +15,13 @@ otherwise compile every changed module again in each run, and that would be meas
 ``--instructions`` also counts the instructions each command runs under valgrind (callgrind,
 ``PYTHONHASHSEED=0``): about 25 s per command, but the same count on a quiet and on a loaded
 host, so two trees can be compared while other work runs.
+
+``--first-claim`` counts (callgrind) what one of many runners spends before its first machine:
+``converge -f cluster.yml --state postgresql://... --output json up --parallel 10`` of 400
+``fake:`` machines on a throwaway PostgreSQL server (``provisioning.testing.postgres``), a fresh
+database with the schema already made (another runner made it) for each run, stopped by
+``bench/first_claim.py`` when it asks for its first claim (as ``bench/many_runners.py`` starts
+its runners).
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ import time
 
 CONVERGE = shutil.which("converge") or os.path.join(os.path.dirname(sys.executable), "converge")
 BARE = [sys.executable, "-c", "pass"]
+#: the commands measured (label, arguments after ``converge``), run in the 3-machine cluster
+COMMANDS = (("converge --help", ["--help"]),
+            ("converge status (3 fake machines)", ["status"]),
+            ("converge up (3 fake machines, no change)",
+             ["--output", "json", "up", "--parallel", "10"]))
+FIRST_CLAIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first_claim.py")
 
 
 def run(argv: list[str], cwd: str) -> tuple[float, float]:
@@ -89,11 +102,38 @@ def compile_package() -> None:
         compileall.compile_dir(directory, quiet=1)
 
 
+def first_claim_instructions(runs: int) -> list[int]:
+    """Instructions of ``runs`` runners, each the first of a fresh 400-machine run on its own
+    database, until their first claim (``bench/first_claim.py``)."""
+    from provisioning.store import open_store
+    from provisioning.testing.postgres import PostgresServer
+
+    directory = tempfile.mkdtemp(prefix="bench-first-claim-")
+    try:
+        with open(os.path.join(directory, "cluster.yml"), "w") as handle:
+            handle.write("driver: fake:./cloud\nmachines:\n  node:\n    count: 400\n"
+                         "    machine_options: {ready_delay: 0.5}\n")
+        counts = []
+        with PostgresServer() as server:
+            for _ in range(runs):
+                url = server.new_database("startup")
+                open_store(url).close()  # the schema, as the first of the runners makes it
+                counts.append(instructions([FIRST_CLAIM, "-f", "cluster.yml", "--state", url,
+                                            "--output", "json", "up", "--parallel", "10"],
+                                           directory))
+        return counts
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions under valgrind (slow, load-independent)")
+    parser.add_argument("--first-claim", action="store_true",
+                        help="also count the instructions of a 400-machine runner on "
+                             "PostgreSQL until its first claim (valgrind; starts a server)")
     args = parser.parse_args()
     compile_package()
     directory = tempfile.mkdtemp(prefix="bench-startup-")
@@ -106,26 +146,30 @@ def main() -> None:
         print("| command | wall median | CPU median | interpreter alone (wall / CPU) | "
               "over the interpreter (wall / CPU) | modules imported |")
         print("|---|---:|---:|---:|---:|---:|")
-        for label, argv in (("converge --help", [CONVERGE, "--help"]),
-                            ("converge status (3 fake machines)", [CONVERGE, "status"])):
+        for label, given in COMMANDS:
+            argv = [CONVERGE, *given]
             f = paired(argv, directory, args.runs)
             print(f"| `{label}` | {f['wall'] * 1000:.0f} ms | {f['cpu'] * 1000:.0f} ms | "
                   f"{f['bare_wall'] * 1000:.0f} / {f['bare_cpu'] * 1000:.0f} ms | "
                   f"{f['over_wall'] * 1000:.0f} / {f['over_cpu'] * 1000:.0f} ms | "
                   f"{modules_imported(argv, directory)} |", flush=True)
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
-        if args.instructions:
+        if args.instructions or args.first_claim:
             bare = instructions(["-c", "pass"], directory)
             print(f"\ninstructions (callgrind): interpreter alone {bare / 1e6:.1f} M")
+        if args.instructions:
             for label, argv in (("import provisioning", ["-c", "import provisioning"]),
-                                ("converge --help", [CONVERGE, "--help"]),
-                                ("converge status (3 fake machines)", [CONVERGE, "status"])):
+                                *((label, [CONVERGE, *given]) for label, given in COMMANDS)):
                 count = instructions(argv, directory)
                 print(f"- `{label}`: {count / 1e6:.1f} M, {(count - bare) / 1e6:.1f} M over the "
                       "interpreter", flush=True)
+        if args.first_claim:
+            counts = first_claim_instructions(3)
+            print(f"- a runner of 400 fake machines on PostgreSQL until its first claim: "
+                  f"{', '.join(f'{c / 1e6:.1f}' for c in counts)} M (3 runs), "
+                  f"{(statistics.median(counts) - bare) / 1e6:.1f} M over the interpreter")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -359,10 +359,11 @@ def _check_all(requests: Sequence[Any]) -> None:
     """Every problem of every request, before the first one is acted on."""
 
     problems = []
+    checked: dict[tuple[int, int], list[Any]] = {}  # a group's shared options: checked once
     for request in requests:
         try:
             driver, name, options = request
-            check_request(driver, name, options)
+            check_request(driver, name, options, checked=checked)
         except ConfigError as exc:
             problems += [type(p)(f"machine {request[1]!r}: {p.message}", key=p.key)
                          for p in exc.problems]

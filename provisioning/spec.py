@@ -41,6 +41,8 @@ class EntryStore(Protocol):
 
     def delete(self, kind: str, name: str) -> None: ...
 
+    def list(self, kind: str = "machine") -> Sequence["ManagedEntry"]: ...
+
 
 @record
 class ManagedEntry:

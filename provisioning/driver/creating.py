@@ -29,6 +29,25 @@ _pending = threading.local()
 PENDING_MARK = "create_pending"
 
 
+def _recorded_elsewhere(machine_spec: "MachineSpec", found: Mapping[str, Any],
+                        driver_url: str) -> str | None:
+    """The name of another entry of the state whose reference records the resource
+    ``find_resource`` found for ``machine_spec`` (every field of ``found``, same driver URL):
+    adopting it would give two entries one resource, and destroying either would leave the
+    other recording a resource that is gone. Asked only when something was found (a re-run
+    after a crash, or a name an entry was renamed from)."""
+    store = machine_spec.store
+    if store is None or not found:
+        return None
+    for entry in store.list(machine_spec.kind):
+        reference = entry.reference or {}
+        if entry.name != machine_spec.name and \
+                reference.get("driver_url") in (None, driver_url) and \
+                all(reference.get(key) == value for key, value in found.items()):
+            return entry.name
+    return None
+
+
 @record
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
@@ -57,6 +76,8 @@ class CreateContract:
     compare_with_wish: Any
     report_lost: Any
     find_resource: Any
+    resource_label: Any
+    driver_url: str
     adopt_resource: Any
     create_resource: Any
     describe_create: Any
@@ -72,7 +93,17 @@ class CreateContract:
                 return None
             self.report_lost(action_handler, machine_spec)
         found = self.find_resource(machine_spec)
-        if found is not None:
+        owner = found is not None and _recorded_elsewhere(machine_spec, found, self.driver_url)
+        if owner:  # renamed by 'state mv': its resource keeps this machine's tag
+            action_handler.report_progress(
+                f"{self.resource_label(found)} tagged for this machine is recorded as machine "
+                f"{owner!r} in the state; making a new one (tagged {machine_spec.name}"
+                f"~{machine_spec.generation + 1})")
+            machine_spec.generation += 1  # a new tag and token: never that resource again
+            found = self.find_resource(machine_spec)  # what a killed run made under it
+            owner = found is not None and _recorded_elsewhere(machine_spec, found,
+                                                              self.driver_url)
+        if found is not None and not owner:
             self.adopt_resource(action_handler, machine_spec, machine_options, found)
             return None
         return self.prepare_create(action_handler, machine_spec, machine_options)

@@ -27,8 +27,12 @@ def name_problem(name: Any) -> str | None:
     return None
 
 
-def check_request(driver: Any, name: Any, options: Any) -> None:
-    """Raise ConfigError naming every problem with one (driver, name, options) request."""
+def check_request(driver: Any, name: Any, options: Any, *,
+                  checked: dict[tuple[int, int], list[ConfigProblem]] | None = None) -> None:
+    """Raise ConfigError naming every problem with one (driver, name, options) request.
+    ``checked``: the option problems found so far in one batch, by the identity of the driver
+    and of the options mapping. The machines of a group share one mapping, so a batch of 400
+    checks it once (the batch holds every mapping, so no identity is reused meanwhile)."""
     problems: list[ConfigProblem] = []
     message = name_problem(name)
     if message:
@@ -45,6 +49,11 @@ def check_request(driver: Any, name: Any, options: Any) -> None:
         problems += [ConfigProblem(f"option names must be strings, got {k!r}",
                                    key="machine_options") for k in bad]
         if not bad:
-            problems += driver.validate_machine_options(options, where="machine_options")
+            found = None if checked is None else checked.get((id(driver), id(options)))
+            if found is None:
+                found = driver.validate_machine_options(options, where="machine_options")
+                if checked is not None:
+                    checked[(id(driver), id(options))] = found
+            problems += found
     if problems:
         raise ConfigError(problems=problems, machine=name if isinstance(name, str) else None)

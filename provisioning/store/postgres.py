@@ -26,19 +26,18 @@ import os
 import random
 import re
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
-
-import psycopg2
-import psycopg2.errors
-from psycopg2.extensions import connection as Connection
 
 from provisioning import __version__
 from provisioning.errors import StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
 from provisioning.store.postgres_claims import PostgresClaims
-from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, alive, connect, execute, scalar
+from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, alive, connect, execute, psycopg2, scalar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from psycopg2.extensions import connection as Connection
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION", "MIGRATIONS", "masked_url"]
 

@@ -10,11 +10,19 @@ import select
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
-import psycopg2
-from psycopg2.extensions import connection as Connection
-
 from provisioning.store.base import WorkLeft, holder_is_dead
-from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, LIVE_SESSIONS, alive, connect, execute, scalar
+from provisioning.store.postgres_sql import (
+    ADVISORY_NAMESPACE,
+    LIVE_SESSIONS,
+    alive,
+    connect,
+    execute,
+    psycopg2,
+    scalar,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from psycopg2.extensions import connection as Connection
 
 __all__ = ["PostgresClaims", "RUN_RETENTION", "WORK_CHANNEL"]
 

@@ -4,12 +4,40 @@ session holding one is still connected, and the few calls made on psycopg2's con
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import psycopg2
-import psycopg2.extensions
+if TYPE_CHECKING:  # pragma: no cover
+    from psycopg2.extensions import connection as Connection
+    from psycopg2.extensions import cursor as Cursor
 
-__all__ = ["ADVISORY_NAMESPACE", "LIVE_SESSIONS", "alive", "connect", "execute", "scalar"]
+__all__ = ["ADVISORY_NAMESPACE", "LIVE_SESSIONS", "alive", "connect", "execute", "scalar",
+           "psycopg2"]
+
+
+def _load_client() -> ModuleType:
+    """psycopg2 with the submodules the store uses. Its C module imports Python's ``ssl`` only
+    to set up libcrypto's locking callbacks for libpq, needless since OpenSSL 1.1 (Python 3.11
+    requires 1.1.1; the binary wheel's libpq even has an OpenSSL of its own), yet a third of
+    psycopg2's import (about 44 M instructions) that each runner paid before its first claim.
+    Hidden while psycopg2 loads, that step is skipped (psycopg2 then leaves libpq to set up its
+    OpenSSL itself, libpq's default); SSL connections work the same
+    (``test_ssl_connections_work_without_pythons_ssl_module``)."""
+    hide = "ssl" not in sys.modules and "psycopg2" not in sys.modules
+    if hide:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl: ImportError
+    try:
+        import psycopg2.errors
+        import psycopg2.extensions
+    finally:
+        if hide and sys.modules.get("ssl", False) is None:
+            del sys.modules["ssl"]
+    return psycopg2
+
+
+#: the PostgreSQL client (the store's modules take it from here, loaded as above)
+psycopg2 = _load_client()
 
 #: first half of every advisory-lock key we take ('prov'), so ours never clash with others'
 ADVISORY_NAMESPACE = 0x70726F76
@@ -38,7 +66,7 @@ def scalar(cursor: Any) -> Any:
     return row[0]
 
 
-def connect(url: str, timeout: float, **options: Any) -> psycopg2.extensions.connection:
+def connect(url: str, timeout: float, **options: Any) -> Connection:
     """A connection in autocommit mode (a transaction is opened only where one is asked for)."""
     conn = psycopg2.connect(url, connect_timeout=max(1, int(timeout)),
                             application_name="provisioning", **options)
@@ -46,8 +74,7 @@ def connect(url: str, timeout: float, **options: Any) -> psycopg2.extensions.con
     return conn
 
 
-def execute(conn: psycopg2.extensions.connection, sql: str,
-            params: Any = None) -> psycopg2.extensions.cursor:
+def execute(conn: Connection, sql: str, params: Any = None) -> Cursor:
     """Run one statement (or several, separated by ``;``: one round trip, one implicit
     transaction, each statement with its own snapshot); returns the cursor holding the last
     statement's rows. Text the server cannot take (a NUL character, a lone surrogate) is a

@@ -67,7 +67,8 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
 class PostgresServer:
     """One server. ``url(db)`` gives a connection URL with the password in it."""
 
-    def __init__(self, bindir: str | None = None, *, user: str = TEST_USER) -> None:
+    def __init__(self, bindir: str | None = None, *, user: str = TEST_USER,
+                 ssl: bool = False) -> None:
         found = bindir or find_postgres_bindir()
         if found is None:
             raise RuntimeError("PostgreSQL server binaries not found; install the Debian package "
@@ -83,6 +84,7 @@ class PostgresServer:
         self.socket_dir = os.path.join(self.root, "sock")
         self.log_path = os.path.join(self.root, "postgres.log")
         self._counter = 0
+        self.ssl = ssl  # also accept SSL connections (a self-signed certificate)
 
     # -- process control ---------------------------------------------------------------------
     def _as_user(self) -> dict:
@@ -105,6 +107,7 @@ class PostgresServer:
                         "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"],
                        check=True, capture_output=True, env=env, cwd=self.root, **self._as_user())
         os.unlink(pwfile)
+        options = self._certificate() if self.ssl else []
         self.port = _free_port()
         log = open(self.log_path, "ab")
         if self._run_as:
@@ -113,7 +116,7 @@ class PostgresServer:
             [os.path.join(self.bindir, "postgres"), "-D", self.data_dir, "-p", str(self.port),
              "-k", self.socket_dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=300", "-c", "shared_buffers=32MB"],
+             "-c", "max_connections=300", "-c", "shared_buffers=32MB", *options],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root,
             start_new_session=True, **self._as_user())
         log.close()
@@ -128,6 +131,18 @@ class PostgresServer:
                 self.stop()
                 raise RuntimeError(f"PostgreSQL did not start in {timeout:g} s: {self.log_tail()}")
             time.sleep(0.1)
+
+    def _certificate(self) -> list[str]:
+        """A self-signed certificate in the data directory (openssl); the server's options."""
+        key, cert = (os.path.join(self.data_dir, name) for name in ("server.key", "server.crt"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        for path in (key, cert):
+            os.chmod(path, 0o600)
+            if self._run_as:
+                os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
 
     def _accepting(self) -> bool:
         import psycopg2

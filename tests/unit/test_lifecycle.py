@@ -6,7 +6,13 @@ import pytest
 
 from provisioning.actions import RecordingActionHandler
 from provisioning.config import Config
-from provisioning.errors import ClusterConflict, MachineNotFound, ProviderError, StateLocked
+from provisioning.errors import (
+    ClusterConflict,
+    ConfigError,
+    MachineNotFound,
+    ProviderError,
+    StateLocked,
+)
 from provisioning.lifecycle import Provisioner, connect_to_machine
 from provisioning.registry import driver_for_url
 from provisioning.store.sqlite import SQLiteStore
@@ -110,3 +116,33 @@ def test_the_outcome_of_a_machines_locked_work_is_handled_in_one_place():
     import provisioning.lifecycle as lifecycle
 
     assert inspect.getsource(lifecycle).count("isinstance(exc, ClusterConflict)") == 1
+
+
+def test_a_batch_checks_the_options_its_machines_share_once(setup):
+    """The machines of a group share one options mapping: a batch checks it once, and a
+    problem in it is still named for every machine, before anything is created."""
+    provisioner, driver, store = setup
+    checked = []
+
+    class CountingDriver(type(driver)):
+        def validate_machine_options(self, machine_options, **kwargs):
+            checked.append(machine_options)
+            return super().validate_machine_options(machine_options, **kwargs)
+
+    counting = CountingDriver.from_url(driver.driver_url, provisioner.config)
+    shared, other = {"size": "small"}, {"size": "small"}
+    provisioner.allocate_batch(counting, [(f"web-{i}", shared) for i in range(1, 6)]
+                               + [("db-1", other)])
+    assert [id(o) for o in checked] == [id(shared), id(other)]
+    assert sorted(e.name for e in store.list("machine")) == \
+        ["db-1", "web-1", "web-2", "web-3", "web-4", "web-5"]
+
+    checked.clear()
+    bad = {"sise": "small"}
+    with pytest.raises(ConfigError) as raised:
+        provisioner.allocate_batch(counting, [(f"app-{i}", bad) for i in range(1, 4)])
+    assert len(checked) == 1
+    assert [p.message.split(":")[0] for p in raised.value.problems] == \
+        ["machine 'app-1'", "machine 'app-2'", "machine 'app-3'"]
+    assert all("unknown option 'sise'" in p.message for p in raised.value.problems)
+    assert store.get("machine", "app-1") is None

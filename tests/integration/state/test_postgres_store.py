@@ -184,3 +184,21 @@ def test_a_state_written_before_the_psycopg2_port_is_read_and_worked_on_unchange
             {"web-3", "web-4"}
         assert store.runs() == []  # the run ended with its last machines
     assert query(postgres_url, schema) == before  # no migration ran
+
+
+def test_ssl_connections_work_without_pythons_ssl_module(tmp_path):
+    """The store loads psycopg2 without Python's ``ssl`` module (a third of its import); libpq
+    then sets up its own OpenSSL, and a connection that requires SSL still gets it."""
+    from provisioning.testing.postgres import PostgresServer, find_postgres_bindir
+
+    if find_postgres_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql")
+    code = ("import sys; from provisioning.store import open_store; "
+            "store = open_store(sys.argv[1]); "
+            "print(store.schema_version(), store._conn.info.ssl_in_use, 'ssl' in sys.modules)")
+    with PostgresServer(ssl=True) as server:
+        url = server.new_database() + "?sslmode=require"
+        out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(SCHEMA_VERSION), "True", "False"]
