@@ -81,6 +81,10 @@ def check_tables(db: sqlite3.Connection, path: str, newest: int | None = None) -
     if newest is not None and int(version) > newest:
         raise _refuse(path, f"was written by a newer provisioning (schema {version}, this one "
                             f"knows {newest}); it was left unchanged; upgrade provisioning")
+    if "entries" not in tables:  # made in one transaction with meta: dropped since
+        raise _refuse(path, "is damaged: its table 'entries' is missing (what it recorded of "
+                            "each machine is gone); it was left unchanged; restore it from a "
+                            "backup, or move it away and 'converge import' the machines")
 
 
 def _check_parent(path: str) -> None:

@@ -39,6 +39,8 @@ class PlanConformance:
     delete_behind_back: Any
     machine_name: Any
     require: Any
+    leftovers: Any
+    batch_size: int
     _up: Any
 
     def missing_resource_id(self) -> str:
@@ -96,6 +98,28 @@ class PlanConformance:
         after = store.get("machine", name)
         assert (after.reference, after.version) == (before.reference, before.version)
         assert not runner.action_handler.actions(performed=True)
+
+    def test_destroy_of_a_batch_removes_every_machine(self, tmp_path, provisioner, driver,
+                                                      caps, store, conformance_config):
+        """``converge destroy`` of several machines: a driver overriding ``delete_resources``
+        removes them in one request (``destroy_together``), the others one by one. Why-run
+        touches nothing; the real run leaves no machine, no entry and no leftover."""
+        names = [self.machine_name(f"conf-gone-{i}") for i in range(1, self.batch_size + 1)]
+        made = provisioner.allocate_batch(driver, [(n, self.machine_options(n)) for n in names])
+        assert made.ok, made.failures
+        planner = self._cluster_runner(tmp_path, store, conformance_config, driver, names,
+                                       why_run=True)
+        assert planner.destroy_names(names).ok
+        assert not planner.action_handler.actions(performed=True)
+        assert [self.count_machines(driver, n) for n in names] == [1] * len(names)
+        runner = self._cluster_runner(tmp_path, store, conformance_config, driver, names,
+                                      why_run=False)
+        result = runner.destroy_names(names)
+        assert result.ok, result.failures
+        assert [self.count_machines(driver, n) for n in names] == [0] * len(names), \
+            "every machine of the batch must be gone (delete_resources got them all?)"
+        assert [n for n in names if store.get("machine", n) is not None] == []
+        assert self.leftovers(driver) == []
 
     def test_why_run_plans_start_for_a_stopped_machine(self, tmp_path, provisioner, driver,
                                                        caps, store, conformance_config):

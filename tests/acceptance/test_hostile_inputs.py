@@ -344,3 +344,20 @@ def test_a_plan_or_export_that_is_a_device_or_fifo_is_refused_not_read_forever(t
     os.mkfifo(tmp_path / "fifo")
     kind = "character device" if target == "/dev/zero" else "FIFO"
     refused(tmp_path, TWO_WEB, *args, target, expect=f"is a {kind}")
+
+
+@pytest.mark.parametrize("command", ["up", "status", "destroy"])
+def test_a_state_file_that_lost_its_entries_table_is_refused_unchanged(tmp_path, command):
+    """``status`` said "unusable" (exit 1) while ``up`` silently made the table again: every
+    machine the state recorded forgotten, made (or adopted) anew as if never created."""
+    import sqlite3
+
+    state = _made_with_schema_version(tmp_path, "2")
+    with sqlite3.connect(state) as db:
+        db.execute("DROP TABLE entries")
+    db.close()
+    before = state.read_bytes()
+    result = converge(command, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "its table 'entries' is missing" in result.stderr and "Traceback" not in result.stderr
+    assert state.read_bytes() == before
