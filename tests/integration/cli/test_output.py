@@ -75,6 +75,38 @@ def test_status_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
         [[f"web-{i}", f"fake:{tmp_path}/cloud", "running"] for i in (1, 2, 3)]
 
 
+#: what a plain ``converge up`` of a ``fake:`` cluster never loads: no click (read by
+#: provisioning.cli.quick), no connection code, no optional library, no live display for JSON
+UP_NEVER_LOADS = ("click", "provisioning.cli.common", "provisioning.cli.group",
+                  "provisioning.cli.up", "provisioning.cli.plan_cmd", "paramiko", "cryptography",
+                  "libcloud", "psycopg2", "jinja2", "rich", "winrm", "requests", "socket",
+                  "subprocess", "tarfile", "difflib", "uuid", "platform",
+                  "provisioning.transports.ssh.transport",
+                  "provisioning.transports.ssh.connection", "provisioning.transports.winrm",
+                  "provisioning.store.postgres", "provisioning.convergence.ansible",
+                  "provisioning.machine.factory", "provisioning.drivers.ssh")
+
+
+def test_a_plain_up_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
+    """What each of many runners runs (``converge --output json up --parallel N``) starts
+    without click; the machines come up as through the click group."""
+    (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web:\n'
+                                          "    count: 3\n")
+    code = ("import sys\nbefore = set(sys.modules)\nfrom provisioning.cli.main import main\n"
+            "rc = main(['--output', 'json', 'up', '--parallel', '2'])\n"
+            "added = set(sys.modules) - before\n"
+            f"print('LOADED', sorted(m for m in {UP_NEVER_LOADS!r} "
+            "if any(k == m or k.startswith(m + '.') for k in added)), rc)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, check=True)
+    *events, loaded = out.stdout.splitlines()
+    assert loaded == "LOADED [] 0"
+    summary = json.loads(events[-1])
+    assert summary["event"] == "summary" and summary["ok"]
+    assert {n: m["changes"] > 0 for n, m in summary["machines"].items()} == \
+        {"web-1": True, "web-2": True, "web-3": True}
+
+
 def test_the_click_group_prints_the_same_help_and_lists_every_command():
     """``converge --help`` (no click) and the click group's own help (``-v --help`` goes
     through click) are one text; every command has its summary there."""
