@@ -100,8 +100,7 @@ def move_machine(runner: "ClusterRunner", name: str, new_name: str | None = None
                     moved.last_error, moved.group = fresh.last_error, fresh.group
                     moved.generation, moved.deposed = fresh.generation, fresh.deposed
                     moved.cluster = cluster
-                    moved.save()
-                    runner.store.delete("machine", name)
+                    runner.store.rename(moved, name)  # one transaction: never both
             else:
                 fresh.cluster = cluster
                 fresh.save()

@@ -305,6 +305,13 @@ class ManagedEntryStore(abc.ABC):
     def delete(self, kind: str, name: str) -> None:
         self._remove(kind, name)
 
+    def rename(self, entry: ManagedEntry, old_name: str) -> None:
+        """Save ``entry`` (under its new name) and delete ``old_name`` of its kind, in one
+        transaction where the store can: a ``state mv`` stopped between the two must not leave
+        both entries recording one resource (the next scale-down would destroy it)."""
+        entry.save()
+        self.delete(entry.kind, old_name)
+
     def list(self, kind: str = "machine") -> list[ManagedEntry]:
         return [ManagedEntry.from_row(kind, name, data, version, store=self)
                 for name, data, version in self._names(kind)]

@@ -26,6 +26,7 @@ import os
 import random
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -277,8 +278,17 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         lock._forget()
         return version
 
+    def rename(self, entry, old_name):
+        """The save and the delete of ``old_name`` in one transaction (``state mv``)."""
+        entry._check_saveable()
+        entry.store, entry.updated_at = self, time.time()
+        data = entry.data_json()
+        entry.version = self._write_entry(entry.kind, entry.name, data, entry.version, None,
+                                          forget=old_name)
+        entry._read_data = data
+
     def _write_entry(self, kind: str, name: str, data: str, expected_version: int,
-                     lock: Any) -> int:
+                     lock: Any, *, forget: str | None = None) -> int:
         """Write an entry over ``expected_version`` (0: a new one) in one statement, which is
         its own transaction; with ``lock``, the statement also deletes the lock's row (its
         release commits with the save, or with the refused save, whose caller releases the
@@ -292,7 +302,10 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         if lock is not None:
             write = ("WITH released AS (DELETE FROM provisioning_locks WHERE name = %(ln)s "
                      "AND token = %(lt)s) " + write)
-        params = {"k": kind, "n": name, "d": data, "v": expected_version,
+        if forget is not None:  # with a refused write, rolled back with it (tx below)
+            write = ("WITH forgotten AS (DELETE FROM provisioning_entries WHERE kind = %(k)s "
+                     "AND name = %(old)s) " + write)
+        params = {"k": kind, "n": name, "d": data, "v": expected_version, "old": forget,
                   "ln": getattr(lock, "name", None), "lt": getattr(lock, "token", None)}
 
         def write_entry(conn: Connection) -> int:
@@ -306,7 +319,8 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
                                     "re-read and retry")
             return int(row[0])
         # not retried: a write whose answer was lost may have landed
-        return self._run(f"save {kind} {name!r}", write_entry, tx=False, retry=False)
+        return self._run(f"save {kind} {name!r}", write_entry, tx=forget is not None,
+                         retry=False)
 
     def _remove(self, kind, name):
         self._run(f"delete {kind} {name!r}", lambda c: execute(c,

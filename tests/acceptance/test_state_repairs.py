@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from provisioning.testing.postgres import postgres_server, query  # noqa: F401
 from tests.cli_runner import converge
 
 
@@ -22,3 +25,56 @@ def test_a_new_machine_never_adopts_the_resource_an_entry_renamed_by_state_mv_re
     assert states == {"db-1": "running", "db-2": "running"}, status
     plan = converge("plan", cwd=tmp_path, check=True)
     assert plan.stdout.strip().splitlines()[-1] == "plan: 2 unchanged", plan.stdout
+
+
+def _sqlite(tmp_path):
+    import sqlite3
+
+    state = tmp_path / ".provisioning" / "state.db"
+
+    def run(sql):
+        with sqlite3.connect(state) as db:
+            rows = db.execute(sql).fetchall()
+        db.close()
+        return rows
+    return None, run, ("CREATE TRIGGER keep_db1 BEFORE DELETE ON entries WHEN old.name = 'db-1' "
+                       "BEGIN SELECT RAISE(ABORT, 'the disk went away'); END",
+                       "SELECT name FROM entries WHERE kind = 'machine' ORDER BY name",
+                       "DROP TRIGGER keep_db1")
+
+
+def _postgres(server):
+    url = server.new_database("mv")
+    return url, lambda sql: query(url, sql), (
+        "CREATE FUNCTION keep_db1() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF old.name = "
+        "'db-1' THEN RAISE EXCEPTION 'the disk went away'; END IF; RETURN old; END $$; "
+        "CREATE TRIGGER keep_db1 BEFORE DELETE ON provisioning_entries FOR EACH ROW "
+        "EXECUTE FUNCTION keep_db1()",
+        "SELECT name FROM provisioning_entries WHERE kind = 'machine' ORDER BY name",
+        "DROP TRIGGER keep_db1 ON provisioning_entries")
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql",
+                                                           marks=pytest.mark.postgres)])
+def test_a_state_mv_stopped_half_way_leaves_one_entry_not_two(tmp_path, store, request):
+    """``state mv`` saved the new entry, then deleted the old one, in two transactions: a run
+    stopped between them (here the store refuses the delete) left both entries recording one
+    server; the next ``up`` kept db-1 and scaled db-9 down by destroying that server."""
+    url, run, (refuse, names, allow) = _sqlite(tmp_path) if store == "sqlite" else \
+        _postgres(request.getfixturevalue("postgres_server"))
+    env = {"PROVISIONING_STATE": url} if url else {}
+    (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n'
+                                          '  db: {count: 2}\n')
+    converge("up", cwd=tmp_path, check=True, env=env)
+    run(refuse)
+    moved = converge("state", "mv", "db-1", "db-9", cwd=tmp_path, env=env)
+    assert moved.returncode != 0 and "the disk went away" in moved.stderr, moved
+    assert [row[0] for row in run(names)] == ["db-1", "db-2"], \
+        "the stopped move must leave the old entry alone"
+    run(allow)
+    converge("up", cwd=tmp_path, check=True, env=env)
+    status = converge("status", "--output", "json", cwd=tmp_path, check=True, env=env)
+    assert {m["name"]: m["state"] for m in json.loads(status.stdout)["machines"]} == \
+        {"db-1": "running", "db-2": "running"}, status.stdout
+    converge("state", "mv", "db-1", "db-9", cwd=tmp_path, check=True, env=env)
+    assert [row[0] for row in run(names)] == ["db-2", "db-9"]
