@@ -87,6 +87,11 @@ class ResourceContract(CreateContract, DeleteContract):
                 else "")
             return None
         state = self.resource_state(machine_spec)
+        if state == "missing" and action_handler.why_run:  # gone since allocate looked (another
+            # run's destroy): a real run re-creates it, so only the wait is planned
+            self.plan_ready_of_unallocated(action_handler, machine_spec,
+                                           self.describe_ready(machine_spec, machine_options))
+            return None
         if state == "missing":
             raise MachineNotFound(f"{self.resource_label(machine_spec.reference)} of "
                                   f"{machine_spec.name!r} is gone; run up to re-create it",

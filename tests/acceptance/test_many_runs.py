@@ -53,3 +53,35 @@ def test_a_cluster_sharing_the_state_never_touches_the_others_machines(tmp_path)
         assert result.returncode != 0, command
         assert "belongs to cluster 'alpha'" in result.stdout + result.stderr, (command, result)
         assert alphas() == before, f"beta's {' '.join(command)} changed alpha's entries"
+
+
+def test_a_plan_racing_a_destroy_plans_the_create_instead_of_failing(tmp_path):
+    """Seen with ``plan`` and ``destroy web`` started together: the plan's rehearsal found the
+    server when it rehearsed allocate, the destroy removed it, and the rehearsed ready raised
+    MachineNotFound ("is gone; run up to re-create it"): exit 1 for a command that changes
+    nothing. The destroy lands here exactly between the two (a driver whose compare_with_wish,
+    asked by allocate, lets another run's destroy through)."""
+    from provisioning.drivers.fake import FakeDriver
+    from provisioning.registry import register_driver
+
+    class DestroyedMeanwhile(FakeDriver):
+        scheme = "racedfake"
+
+        @classmethod
+        def canonicalize_url(cls, url, config):
+            return "racedfake:" + FakeDriver.canonicalize_url("fake:" + url.split(":", 1)[1],
+                                                              config).split(":", 1)[1]
+
+        def compare_with_wish(self, action_handler, machine_spec, machine_options):
+            super().compare_with_wish(action_handler, machine_spec, machine_options)
+            if action_handler.why_run:   # the other run's destroy, between allocate and ready
+                self.delete_resource(action_handler, machine_spec)
+                self.finish_delete(action_handler, machine_spec)
+
+    register_driver("racedfake", DestroyedMeanwhile)
+    (tmp_path / "cluster.yml").write_text('driver: "racedfake:./cloud"\nmachines:\n  web: {}\n')
+    with Cluster.load(str(tmp_path / "cluster.yml")) as cluster:
+        assert cluster.up().ok
+        plan = cluster.plan()
+    [web] = plan.machines
+    assert web.action in ("create", "nothing"), plan.summary()
