@@ -5,6 +5,7 @@ session holding one is still connected, and the few calls made on psycopg2's con
 from __future__ import annotations
 
 import sys
+import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,11 @@ def _load_client() -> ModuleType:
     psycopg2's import (about 44 M instructions) that each runner paid before its first claim.
     Hidden while psycopg2 loads, that step is skipped (psycopg2 then leaves libpq to set up its
     OpenSSL itself, libpq's default); SSL connections work the same
-    (``test_ssl_connections_work_without_pythons_ssl_module``)."""
-    hide = "ssl" not in sys.modules and "psycopg2" not in sys.modules
+    (``test_ssl_connections_work_without_pythons_ssl_module``). Hidden only while this is the
+    process's one thread (a command's start): another thread importing ``ssl`` meanwhile would
+    fail, so a program running threads of its own gets psycopg2 loaded as it comes."""
+    hide = ("ssl" not in sys.modules and "psycopg2" not in sys.modules
+            and threading.active_count() == 1)
     if hide:
         sys.modules["ssl"] = None  # type: ignore[assignment]  # import ssl: ImportError
     try:

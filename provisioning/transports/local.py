@@ -13,6 +13,7 @@ from typing import Mapping
 from provisioning.errors import CommandResult, CommandTimeout, TransferError, TransportError
 from provisioning.transports.base import DEFAULT_COMMAND_TIMEOUT, Transport, check_sha256, sha256_file
 from provisioning.transports.confine import confined_path
+from provisioning.transports.forkguard import FORK_GUARD
 
 __all__ = ["LocalTransport"]
 
@@ -63,9 +64,10 @@ class LocalTransport(Transport):
 
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, cwd=self.cwd, env=full_env, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            with FORK_GUARD.starting():  # no child of ours holds a file being written
+                proc = subprocess.Popen(argv, cwd=self.cwd, env=full_env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        start_new_session=True)
         except OSError as exc:
             raise TransportError(f"cannot start a shell in {self.cwd}: {exc}", host=self.host) from exc
         chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
@@ -119,7 +121,7 @@ class LocalTransport(Transport):
         target = self._path(path)
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
         tmp = f"{target}.provisioning-tmp-{os.getpid()}-{threading.get_ident()}"
-        with open(tmp, "wb") as handle:
+        with FORK_GUARD.writing(), open(tmp, "wb") as handle:
             handle.write(content)
         if mode is not None:
             os.chmod(tmp, mode)
@@ -131,7 +133,8 @@ class LocalTransport(Transport):
         import shutil
 
         try:
-            shutil.copyfile(source, tmp)
+            with FORK_GUARD.writing():
+                shutil.copyfile(source, tmp)
             check_sha256(sha256_file(source), sha256_file(tmp), what=what, host=self.host)
             os.replace(tmp, target)
         except OSError as exc:

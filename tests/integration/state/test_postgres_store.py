@@ -186,14 +186,19 @@ def test_a_state_written_before_the_psycopg2_port_is_read_and_worked_on_unchange
     assert query(postgres_url, schema) == before  # no migration ran
 
 
-def test_ssl_connections_work_without_pythons_ssl_module(tmp_path):
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_ssl_connections_work_without_pythons_ssl_module(tmp_path, other_thread):
     """The store loads psycopg2 without Python's ``ssl`` module (a third of its import); libpq
-    then sets up its own OpenSSL, and a connection that requires SSL still gets it."""
+    then sets up its own OpenSSL, and a connection that requires SSL still gets it. A process
+    with a thread of its own running (which could be importing ``ssl`` at that moment) gets
+    psycopg2 loaded as it comes, ``ssl`` and all."""
     from provisioning.testing.postgres import PostgresServer, find_postgres_bindir
 
     if find_postgres_bindir() is None:
         pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql")
-    code = ("import sys; from provisioning.store import open_store; "
+    thread = ("import threading; stop = threading.Event(); "
+              "threading.Thread(target=stop.wait, daemon=True).start(); ") if other_thread else ""
+    code = (thread + "import sys; from provisioning.store import open_store; "
             "store = open_store(sys.argv[1]); "
             "print(store.schema_version(), store._conn.info.ssl_in_use, 'ssl' in sys.modules)")
     with PostgresServer(ssl=True) as server:
@@ -201,4 +206,4 @@ def test_ssl_connections_work_without_pythons_ssl_module(tmp_path):
         out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
                              timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(SCHEMA_VERSION), "True", "False"]
+    assert out.stdout.split() == [str(SCHEMA_VERSION), "True", str(other_thread)]
