@@ -29,23 +29,51 @@ _pending = threading.local()
 PENDING_MARK = "create_pending"
 
 
+#: the batch whose machines this thread settles now (``allocate_together``): its index of
+#: the state's recorded resources, read once for the whole batch
+_batch = threading.local()
+
+
+class _RecordedResources:
+    """Which entry of the state records a resource, by every hashable field of each entry's
+    reference: a batch lists the state once, however many of its machines find a resource
+    (a re-run after a crash finds every machine of the chunks the crash left unsaved)."""
+
+    def __init__(self, entries: Any) -> None:
+        self._all = [(entry.name, entry.reference or {}) for entry in entries]
+        self._by_field: dict[tuple[str, Any], list[tuple[str, Mapping[str, Any]]]] = {}
+        for name, reference in self._all:
+            for key, value in reference.items():
+                if isinstance(value, Hashable):
+                    self._by_field.setdefault((key, value), []).append((name, reference))
+
+    def owner(self, name: str, found: Mapping[str, Any], driver_url: str) -> str | None:
+        key, value = next(iter(found.items()))
+        candidates = self._by_field.get((key, value), ()) if isinstance(value, Hashable) \
+            else self._all
+        for other, reference in candidates:
+            if other != name and reference.get("driver_url") in (None, driver_url) and \
+                    all(reference.get(k) == v for k, v in found.items()):
+                return other
+        return None
+
+
 def _recorded_elsewhere(machine_spec: "MachineSpec", found: Mapping[str, Any],
                         driver_url: str) -> str | None:
     """The name of another entry of the state whose reference records the resource
     ``find_resource`` found for ``machine_spec`` (every field of ``found``, same driver URL):
     adopting it would give two entries one resource, and destroying either would leave the
     other recording a resource that is gone. Asked only when something was found (a re-run
-    after a crash, or a name an entry was renamed from)."""
+    after a crash, or a name an entry was renamed from); the state is listed once per batch."""
     store = machine_spec.store
     if store is None or not found:
         return None
-    for entry in store.list(machine_spec.kind):
-        reference = entry.reference or {}
-        if entry.name != machine_spec.name and \
-                reference.get("driver_url") in (None, driver_url) and \
-                all(reference.get(key) == value for key, value in found.items()):
-            return entry.name
-    return None
+    index = getattr(_batch, "recorded", None)
+    if index is None or index[0] is not store:
+        index = (store, _RecordedResources(store.list(machine_spec.kind)))
+        if getattr(_batch, "active", False):
+            _batch.recorded = index
+    return index[1].owner(machine_spec.name, found, driver_url)
 
 
 @record
@@ -180,16 +208,20 @@ class CreateContract:
         a failure hides no other machine's."""
         results = BatchResult((spec.name, Outcome(spec.name)) for spec, _ in specs_and_options)
         groups: dict[Any, list[Creation]] = {}
-        for spec, options in specs_and_options:
-            try:
-                creation = self.settle_allocation(action_handler.for_machine(spec.name), spec,
-                                                  options)
-            except Exception as exc:  # this machine's outcome; the others go on
-                results[spec.name].error = exc
-                continue
-            if creation is not None:
-                key = creation.group if creation.group is not None else id(creation)
-                groups.setdefault(key, []).append(creation)
+        _batch.active, _batch.recorded = True, None
+        try:
+            for spec, options in specs_and_options:
+                try:
+                    creation = self.settle_allocation(action_handler.for_machine(spec.name),
+                                                      spec, options)
+                except Exception as exc:  # this machine's outcome; the others go on
+                    results[spec.name].error = exc
+                    continue
+                if creation is not None:
+                    key = creation.group if creation.group is not None else id(creation)
+                    groups.setdefault(key, []).append(creation)
+        finally:
+            _batch.active, _batch.recorded = False, None
         saved: set[str] = set()
         for members in groups.values():
             try:

@@ -119,3 +119,31 @@ def test_a_failure_after_the_request_is_adopted_by_the_rerun(driver, monkeypatch
     assert sorted(str(a) for a in handler.actions(performed=True)) == [
         f"[a] adopt box {store.get('machine', 'a').reference['box_id']} tagged for this machine",
         f"[b] adopt box {store.get('machine', 'b').reference['box_id']} tagged for this machine"]
+
+
+class _CountingStore(MemoryStore):
+    """Counts how often the whole state is listed."""
+
+    def __init__(self):
+        super().__init__()
+        self.lists = 0
+
+    def list(self, kind="machine"):
+        self.lists += 1
+        return super().list(kind)
+
+
+def test_a_rerun_adopting_a_whole_batch_lists_the_state_once(driver, monkeypatch):
+    """Each adopted machine is checked against the other entries (a resource another entry
+    records is never adopted): one listing for the batch, not one per machine (a re-run after
+    a crash at 10,000 machines would read the state once per machine of the unsaved chunks)."""
+    store = _CountingStore()
+    requests = [(f"m-{i}", {}) for i in range(30)]
+    monkeypatch.setenv(FAULT_ENV, "after_create:fail")
+    _allocate(driver, store, requests)
+    monkeypatch.delenv(FAULT_ENV)
+    store.lists = 0
+    results, handler = _allocate(driver, store, requests)
+    assert results.ok and len(driver.boxes) == 30 and len(driver.requests) == 1
+    assert len([a for a in handler.actions(performed=True) if "adopt box" in str(a)]) == 30
+    assert store.lists == 1
