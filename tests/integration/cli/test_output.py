@@ -57,19 +57,25 @@ STATUS_NEVER_LOADS = ("paramiko", "cryptography", "libcloud", "psycopg2", "jinja
                       "provisioning.machine.access")
 
 
+def _main_in_fresh_interpreter(tmp_path, argv: list[str], never: tuple[str, ...]):
+    """``converge ARGV`` in a new interpreter; its last line says which of ``never`` it loaded
+    and the exit status. What the interpreter's own start-up loaded (a site-packages .pth may
+    load tempfile and shutil before any code of ours runs) is not the command's doing: only
+    what the command adds counts."""
+    code = ("import sys\nbefore = set(sys.modules)\nfrom provisioning.cli.main import main\n"
+            f"rc = main({argv!r})\n"
+            "added = set(sys.modules) - before\n"
+            f"print('LOADED', sorted(m for m in {never!r} "
+            "if any(k == m or k.startswith(m + '.') for k in added)), rc)")
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+
+
 def test_status_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
     (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web:\n'
                                           "    count: 3\n")
     converge("up", cwd=tmp_path, check=True)
-    # what the interpreter's own start-up loaded (a site-packages .pth may load tempfile and
-    # shutil before any code of ours runs) is not status's doing: only what status adds counts
-    code = ("import sys\nbefore = set(sys.modules)\nfrom provisioning.cli.main import main\n"
-            "rc = main(['status'])\n"
-            "added = set(sys.modules) - before\n"
-            f"print('LOADED', sorted(m for m in {STATUS_NEVER_LOADS!r} "
-            "if any(k == m or k.startswith(m + '.') for k in added)), rc)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, check=True)
+    out = _main_in_fresh_interpreter(tmp_path, ["status"], STATUS_NEVER_LOADS)
     assert "LOADED [] 0" in out.stdout
     assert [line.split()[:3] for line in out.stdout.splitlines() if line.startswith("web-")] == \
         [[f"web-{i}", f"fake:{tmp_path}/cloud", "running"] for i in (1, 2, 3)]
@@ -92,13 +98,8 @@ def test_a_plain_up_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
     without click; the machines come up as through the click group."""
     (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web:\n'
                                           "    count: 3\n")
-    code = ("import sys\nbefore = set(sys.modules)\nfrom provisioning.cli.main import main\n"
-            "rc = main(['--output', 'json', 'up', '--parallel', '2'])\n"
-            "added = set(sys.modules) - before\n"
-            f"print('LOADED', sorted(m for m in {UP_NEVER_LOADS!r} "
-            "if any(k == m or k.startswith(m + '.') for k in added)), rc)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, check=True)
+    out = _main_in_fresh_interpreter(tmp_path, ["--output", "json", "up", "--parallel", "2"],
+                                     UP_NEVER_LOADS)
     *events, loaded = out.stdout.splitlines()
     assert loaded == "LOADED [] 0"
     summary = json.loads(events[-1])

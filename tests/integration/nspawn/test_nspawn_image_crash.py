@@ -25,14 +25,19 @@ def _images(tmp_path) -> dict:
     return {row["name"]: row for row in json.loads(listed.stdout)["images"]}
 
 
-def test_an_image_build_killed_after_the_freeze_leaks_no_image(tmp_path, warehouse_url,
-                                                               image_cache, nspawn_driver):
+def _write_baked_cluster(tmp_path, warehouse_url: str, image_cache: str) -> None:
+    """One image, ``baked``, built from IMAGE with one file, and one machine."""
     (tmp_path / "cluster.yml").write_text(json.dumps({
         "driver": warehouse_url,
         "driver_options": {warehouse_url: {"image_cache": image_cache}},
         "images": {"baked": {"from": IMAGE,
                              "converge": [{"file": {"path": "/etc/baked", "content": "x\n"}}]}},
         "machines": {"web": {"machine_options": {"image": IMAGE}}}}))
+
+
+def test_an_image_build_killed_after_the_freeze_leaks_no_image(tmp_path, warehouse_url,
+                                                               image_cache, nspawn_driver):
+    _write_baked_cluster(tmp_path, warehouse_url, image_cache)
     images_dir = nspawn_driver.images_dir()
     try:
         killed = converge("image", "build", cwd=tmp_path, timeout=600,
@@ -61,12 +66,7 @@ def test_image_destroy_after_a_build_killed_before_its_entry_leaks_no_builder(
         tmp_path, warehouse_url, image_cache, nspawn_driver):
     """kill -9 while the builder machine readies (no image entry saved yet): ``image
     destroy`` finds the builder machine the killed build left and removes it."""
-    (tmp_path / "cluster.yml").write_text(json.dumps({
-        "driver": warehouse_url,
-        "driver_options": {warehouse_url: {"image_cache": image_cache}},
-        "images": {"baked": {"from": IMAGE,
-                             "converge": [{"file": {"path": "/etc/baked", "content": "x\n"}}]}},
-        "machines": {"web": {"machine_options": {"image": IMAGE}}}}))
+    _write_baked_cluster(tmp_path, warehouse_url, image_cache)
     try:
         killed = converge("image", "build", cwd=tmp_path, timeout=600,
                           env={FAULT_ENV: "during_ready:crash"})
