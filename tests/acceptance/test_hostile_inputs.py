@@ -361,3 +361,18 @@ def test_a_state_file_that_lost_its_entries_table_is_refused_unchanged(tmp_path,
     assert result.returncode == 2, result.stdout + result.stderr
     assert "its table 'entries' is missing" in result.stderr and "Traceback" not in result.stderr
     assert state.read_bytes() == before
+
+
+@pytest.mark.parametrize("link", [".provisioning", ".provisioning/state.db"])
+def test_a_dangling_symlink_where_the_state_goes_is_named(tmp_path, link):
+    """A ``.provisioning`` directory (or state file) that is a symbolic link to nothing was
+    reported as "File exists" (exit 1): it is the project's own setting, named with its
+    target (exit 2), and nothing is made through it."""
+    target = tmp_path.parent / f"{tmp_path.name}-gone"
+    if "/" in link:
+        (tmp_path / ".provisioning").mkdir()
+    os.symlink(target, tmp_path / link)
+    result = refused(tmp_path, 'driver: "fake:./cloud"\nmachines:\n  web: {}\n', "up",
+                     expect=f"{tmp_path / link} is a symbolic link to {target}")
+    assert "--state" in result.stderr
+    assert not target.exists()
