@@ -37,8 +37,12 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 
 _WANTED = {"PROVISIONING_PARALLEL": "a whole number", "PROVISIONING_LOCK_TTL": "a number"}
-#: secrets, never names or paths: any text may be part of one, and it is never shown
-_SECRET_PREFIX = "PROVISIONING_KEY_PASSPHRASE"
+#: every variable a command reads as a name, path, number or setting: what ``check_environment``
+#: checks (others of the prefix are not ours to refuse: a CI job may keep, say, a multi-line
+#: key in PROVISIONING_DEPLOY_KEY for its own scripts)
+READ_FROM_ENVIRONMENT = frozenset({*_ENV, "PROVISIONING_CONFIG", "PROVISIONING_FAULT",
+                                   "PROVISIONING_NSPAWN_IMAGE_CACHE",
+                                   "PROVISIONING_LIBVIRT_IMAGE_CACHE", "PROVISIONING_MACHINE"})
 
 
 def _shown(value: str) -> str:
@@ -48,13 +52,13 @@ def _shown(value: str) -> str:
 
 
 def check_environment(env: Mapping[str, str]) -> None:
-    """ConfigError naming the first ``PROVISIONING_*`` variable (passphrases aside) that holds
-    a control or format character (newline, escape, bidi override) or bytes that are not
-    valid text: such a value names a state file, a config file or a directory no one meant,
-    so it is refused before anything reads or writes it."""
-    for var, value in env.items():
-        if not var.startswith("PROVISIONING_") or value.isprintable() \
-                or var.startswith(_SECRET_PREFIX):
+    """ConfigError naming the first variable of ``READ_FROM_ENVIRONMENT`` set that holds a
+    control or format character (newline, escape, bidi override) or bytes that are not valid
+    text: such a value names a state file, a config file or a directory no one meant, so it
+    is refused before anything reads or writes it. Passphrases are secrets: any text."""
+    for var in sorted(READ_FROM_ENVIRONMENT.intersection(env)):
+        value = env[var]
+        if value.isprintable():
             continue
         at, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
         what = ("a byte that is not valid UTF-8" if "\udc80" <= char <= "\udcff"

@@ -55,3 +55,20 @@ def test_a_passphrase_is_never_shown_and_may_hold_any_text(tmp_path):
     with pytest.raises(ConfigError) as info:
         Config.load(cwd=str(tmp_path), environ={"PROVISIONING_LOCK_TTL": "3\t0"})
     assert info.value.key == "PROVISIONING_LOCK_TTL" and "'\\t'" in str(info.value)
+
+
+def test_a_variable_the_product_does_not_read_is_left_alone(tmp_path):
+    """Only the variables a command reads are checked: a CI job's own multi-line
+    ``PROVISIONING_DEPLOY_KEY`` (a name of the prefix we never read) does not stop it."""
+    (tmp_path / "cluster.yml").write_text(CLUSTER)
+    key = "-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n"
+    result = converge("up", cwd=tmp_path, env={"PROVISIONING_DEPLOY_KEY": key})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "AAAA" not in result.stdout + result.stderr
+
+
+def test_every_variable_the_product_reads_is_checked():
+    """The hostile cases above cover every variable a command reads, so none is missed."""
+    from provisioning.config import READ_FROM_ENVIRONMENT
+
+    assert READ_FROM_ENVIRONMENT - {"PROVISIONING_MACHINE"} == set(VARIABLES)
