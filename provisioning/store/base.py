@@ -307,10 +307,23 @@ class ManagedEntryStore(abc.ABC):
 
     def rename(self, entry: ManagedEntry, old_name: str) -> None:
         """Save ``entry`` (under its new name) and delete ``old_name`` of its kind, in one
-        transaction where the store can: a ``state mv`` stopped between the two must not leave
-        both entries recording one resource (the next scale-down would destroy it)."""
-        entry.save()
-        self.delete(entry.kind, old_name)
+        transaction where the store can (``_store_renamed``): a ``state mv`` stopped between
+        the two must not leave both entries recording one resource (the next scale-down would
+        destroy it)."""
+        entry._check_saveable()
+        entry.store, entry.updated_at = self, time.time()
+        data = entry.data_json()
+        entry.version = self._store_renamed(entry.kind, entry.name, data, entry.version,
+                                            old_name)
+        entry._read_data = data
+
+    def _store_renamed(self, kind: str, name: str, data: str, expected_version: int,
+                       old_name: str) -> int:
+        """``_store``, then ``old_name`` removed; stores that can override it with one
+        transaction."""
+        version = self._store(kind, name, data, expected_version)
+        self._remove(kind, old_name)
+        return version
 
     def list(self, kind: str = "machine") -> list[ManagedEntry]:
         return [ManagedEntry.from_row(kind, name, data, version, store=self)

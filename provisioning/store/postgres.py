@@ -26,7 +26,6 @@ import os
 import random
 import re
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -278,14 +277,9 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         lock._forget()
         return version
 
-    def rename(self, entry, old_name):
+    def _store_renamed(self, kind, name, data, expected_version, old_name):
         """The save and the delete of ``old_name`` in one transaction (``state mv``)."""
-        entry._check_saveable()
-        entry.store, entry.updated_at = self, time.time()
-        data = entry.data_json()
-        entry.version = self._write_entry(entry.kind, entry.name, data, entry.version, None,
-                                          forget=old_name)
-        entry._read_data = data
+        return self._write_entry(kind, name, data, expected_version, None, forget=old_name)
 
     def _write_entry(self, kind: str, name: str, data: str, expected_version: int,
                      lock: Any, *, forget: str | None = None) -> int:

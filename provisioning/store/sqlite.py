@@ -314,18 +314,15 @@ class SQLiteStore(ManagedEntryStore):
             return version + 1
         return write
 
-    def rename(self, entry, old_name):
+    def _store_renamed(self, kind, name, data, expected_version, old_name):
         """The save and the delete in one transaction."""
-        entry._check_saveable()
-        entry.store, entry.updated_at = self, time.time()
-        data = entry.data_json()
-        write = self._writer(entry.kind, entry.name, data, entry.version)
+        write = self._writer(kind, name, data, expected_version)
 
         def both(db: sqlite3.Connection) -> int:
             version = write(db)
-            db.execute("DELETE FROM entries WHERE kind=? AND name=?", (entry.kind, old_name))
+            db.execute("DELETE FROM entries WHERE kind=? AND name=?", (kind, old_name))
             return version
-        entry.version, entry._read_data = self._grouped(both), data
+        return self._grouped(both)
 
     def _remove(self, kind, name):
         self._grouped(lambda db: db.execute("DELETE FROM entries WHERE kind=? AND name=?",
