@@ -33,9 +33,11 @@ def _value(setting: str, text: str | None) -> object:
     """The setting's value from ``text``, or None for anything click should judge."""
     if not text or text.startswith("-"):
         return None
-    if setting == "parallel":  # click's IntRange(min=1): written plainly, it is this int
-        plain = text.isascii() and text.isdigit() and text[0] != "0"
-        return int(text) if plain else None
+    if setting == "parallel":  # click's IntRange(1, MAX_PARALLEL): written plainly, this int
+        from provisioning.config import MAX_PARALLEL
+
+        plain = text.isascii() and text.isdigit() and text[0] != "0" and len(text) < 10
+        return int(text) if plain and int(text) <= MAX_PARALLEL else None
     if setting == "output":
         return text if text in OUTPUTS else None
     return text
