@@ -179,3 +179,12 @@ def _error(path: str, what: str, exc: OSError, key: str | None,
     if exc.errno == errno.ENAMETOOLONG:
         return _fail(path, what, "the path is too long", key, file)
     return _fail(path, what, f"cannot read: {exc.strerror or exc}", key, file)
+
+
+def name_problem(path: str | os.PathLike) -> str | None:
+    """Why no file or directory can have this name on Linux (a part over 255 bytes, a path
+    over 4095), found without writing; shown cut to stay on one screen."""
+    raw = os.fsencode(path)
+    if len(raw) > 4095 or any(len(part) > 255 for part in raw.split(b"/")):
+        return f"the name {os.fsdecode(raw)[:80]!r}... is too long for a file name"
+    return None
