@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterator, TypeVar
 from provisioning.errors import ConfigError, ProvisioningError, StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.inputs.userfiles import creation_problem
+from provisioning.store import DEFAULT_STATE_PATH
 from provisioning.store.base import ManagedEntryStore, holder_is_dead
 from provisioning.store.state_file import check_tables, inspect_state_file, tighten_mode
 
 __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
 
-DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
 SCHEMA_VERSION = 2
 #: seconds a statement waits for another process's write to finish before giving up
 BUSY_TIMEOUT = 30.0
