@@ -14,7 +14,11 @@ from typing import Any, Callable, Mapping
 from provisioning.errors import ConfigError
 from provisioning.inputs.yamlfile import load_yaml_file
 
-__all__ = ["Config", "DEFAULTS", "load_yaml_file", "check_environment"]
+__all__ = ["Config", "DEFAULTS", "load_yaml_file", "check_environment", "MAX_PARALLEL"]
+
+#: the most machines acted on at once: each is a thread (and, on a PostgreSQL state, may hold a
+#: connection); more is a typo, not a speed-up
+MAX_PARALLEL = 256
 
 DEFAULTS: dict[str, Any] = {
     "driver_options": {},          # driver URL (given or canonical) -> options
@@ -80,14 +84,16 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any], sources: dict[str, str]
 
 
 def _number_problems(data: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:
-    """``parallel`` a whole number from 1, ``lock_ttl`` a finite number of seconds above 0."""
+    """``parallel`` a whole number from 1 to ``MAX_PARALLEL``, ``lock_ttl`` a finite number of
+    seconds above 0."""
     import math
 
     problems = []
     parallel = data.get("parallel")
-    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+    if isinstance(parallel, bool) or not isinstance(parallel, int) \
+            or not 1 <= parallel <= MAX_PARALLEL:
         problems.append(f"parallel ({sources.get('parallel', 'default')}) must be a whole number "
-                        f"of at least 1, got {parallel!r}")
+                        f"from 1 to {MAX_PARALLEL}, got {parallel!r}")
     ttl = data.get("lock_ttl")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) \
             or ttl <= 0:

@@ -7,7 +7,7 @@ a scheme that is not built in).
 
 from __future__ import annotations
 
-import pkgutil
+import importlib.util
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,14 @@ def reload_entry_points() -> None:
 
 
 def _builtin_schemes() -> list[str]:
+    import pkgutil  # only to list the schemes (its listing imports inspect): not on a start-up
     return [m.name for m in pkgutil.iter_modules(builtin_drivers.__path__) if not m.name.startswith("_")]
+
+
+def _is_builtin(scheme: str) -> bool:
+    """Whether ``_builtin_schemes()`` holds ``scheme``, found without listing them all."""
+    return (scheme.isidentifier() and not scheme.startswith("_")
+            and importlib.util.find_spec(f"{builtin_drivers.__name__}.{scheme}") is not None)
 
 
 def known_schemes() -> list[str]:
@@ -77,7 +84,7 @@ def driver_class(scheme: str) -> "type[Driver]":
         target = _registered.get(scheme)
     if target is not None:
         return _resolve(target)
-    if scheme in _builtin_schemes():  # before entry points: reading those costs every command
+    if _is_builtin(scheme):  # before entry points: reading those costs every command
         return _resolve(load(f"{builtin_drivers.__name__}.{scheme}:DRIVER"))
     ep = _entry_points.get(scheme)
     if ep is not None:

@@ -32,6 +32,7 @@ from provisioning.cli.settings import (
     report_error,
     use_settings,
 )
+from provisioning.config import MAX_PARALLEL
 
 __all__ = ["Settings", "common_options", "why_run_option", "concurrency_option", "pass_settings",
            "Session", "finish_batch", "run_cli", "current_settings", "error_text",
@@ -77,7 +78,7 @@ def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 def common_options(fn: Callable) -> Callable:
     """The global options; accepted before the command name and after it."""
     kinds: dict[str, dict[str, Any]] = {  # what click needs beyond the help's rows
-        "--file": {"is_eager": True}, "--parallel": {"type": click.IntRange(min=1)},
+        "--file": {"is_eager": True}, "--parallel": {"type": click.IntRange(1, MAX_PARALLEL)},
         "--output": {"type": click.Choice(OUTPUTS)},
         "--verbose": {"count": True}, "--quiet": {"count": True}}
     options = []
@@ -101,7 +102,7 @@ def why_run_option(fn: Callable) -> Callable:
 def concurrency_option(fn: Callable) -> Callable:
     """test-kitchen's ``-c N``: the same setting as ``--parallel``."""
     return click.option("-c", "--concurrency", "parallel", metavar="N",
-                        type=click.IntRange(min=1), default=None, expose_value=False,
+                        type=click.IntRange(1, MAX_PARALLEL), default=None, expose_value=False,
                         callback=_store,
                         help="Instances acted on at once (same as --parallel).")(fn)
 

@@ -41,7 +41,7 @@ GLOBAL_OPTIONS = (
     GlobalOption(("-f", "--file"), "FILE", "Cluster file (default: cluster.yml)."),
     GlobalOption(("--state",), "URL", "State store: a path, sqlite:///PATH, postgresql://... or "
                  "memory: (default: .provisioning/state.db beside the cluster file)."),
-    GlobalOption(("--parallel",), "N", "Machines acted on at once (default 10)."),
+    GlobalOption(("--parallel",), "N", "Machines acted on at once (default 10, at most 256)."),
     GlobalOption(("--output",), "[" + "|".join(OUTPUTS) + "]",
                  "text (live on a terminal) or json (one event per line)."),
     GlobalOption(("-v", "--verbose"), "", "Say more (repeat for more)."),

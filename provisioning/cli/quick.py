@@ -7,9 +7,9 @@ and its command run directly (``provisioning.cli.settings.run_quick``). Everythi
 to the click group exactly as before: help (``-h``, ``--help``), ``--version``, any error
 (an unknown option or command, a bad value, a missing one, an extra argument), and any form
 this reader does not take (``--``, a value that starts with '-', an empty value, a number
-written other than plainly, shell completion). So click alone words every message, and the
-options mean here what they mean there: a value given twice is the last one, ``-v`` and
-``-q`` add up on both sides of the command name.
+written other than plainly or of three digits or more, shell completion). So click alone words
+every message, and the options mean here what they mean there: a value given twice is the last
+one, ``-v`` and ``-q`` add up on both sides of the command name.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def _value(setting: str, text: str | None) -> object:
     """The setting's value from ``text``, or None for anything click should judge."""
     if not text or text.startswith("-"):
         return None
-    if setting == "parallel":  # click's IntRange(min=1): written plainly, it is this int
-        plain = text.isascii() and text.isdigit() and text[0] != "0"
+    if setting == "parallel":  # 1 to 99 written plainly; click judges the rest (its bound)
+        plain = text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 2
         return int(text) if plain else None
     if setting == "output":
         return text if text in OUTPUTS else None

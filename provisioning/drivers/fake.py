@@ -29,7 +29,7 @@ from provisioning.driver.options import OptionField
 from provisioning.drivers.fake_journal import ServerJournal
 from provisioning.drivers.fake_reclaim import leftovers, reclaim, removing_dir, staging_dir
 from provisioning.errors import ConfigError, MachineNotFound, ProviderError
-from provisioning.inputs.userfiles import directory_problem
+from provisioning.inputs.userfiles import directory_problem, name_problem
 from provisioning.keys import random_hex
 from provisioning.machine.unix import UnixMachine
 from provisioning.transports.local import LocalTransport
@@ -76,12 +76,12 @@ class FakeWarehouse:
     def check_place(self) -> None:
         """ConfigError when no directory can be made where the URL points, found without
         writing: asked before the state opens."""
-        problem = directory_problem(self.directory)
+        problem = name_problem(self.directory) or directory_problem(self.directory)
         if problem:
             self._unusable(problem)
 
     def _unusable(self, why: str) -> None:
-        raise ConfigError(f"cannot use {self.directory} as the fake cloud: {why}; give a "
+        raise ConfigError(f"cannot use {self.directory[:200]} as the fake cloud: {why}; give a "
                           "directory you can write (driver: fake:DIR)", key="driver")
 
     def _prepare(self) -> None:

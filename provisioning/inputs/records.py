@@ -23,7 +23,6 @@ docstring and errors.
 from __future__ import annotations
 
 import dataclasses
-import inspect  # dataclasses imports it anyway
 import reprlib
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +177,7 @@ def record(cls: Any = None, /, *, frozen: bool = False) -> Any:
             params = made.__dataclass_params__  # this class's own: it says what it is now
             params.init = params.frozen = True
             if not documented:  # dataclass wrote it from the signature before there was one
+                import inspect  # only here: a start-up does not load it (provisioning.lazy)
                 try:
                     signature = str(inspect.signature(made)).replace(" -> None", "")
                 except (TypeError, ValueError):  # pragma: no cover - as dataclass does

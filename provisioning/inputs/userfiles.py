@@ -18,7 +18,7 @@ from provisioning.errors import ConfigError
 
 __all__ = ["read_user_file", "read_user_text", "check_user_file", "MAX_CONFIG_BYTES",
            "MAX_OUTPUT_BYTES", "MAX_KEY_BYTES", "MAX_TEMPLATE_BYTES", "check_output_file",
-           "directory_problem"]
+           "directory_problem", "creation_problem"]
 
 #: cluster files, provisioning.yml, state exports
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -91,17 +91,34 @@ def check_output_file(path: str, *, what: str, fmt: str, key: str | None = None)
                                 "away or give another path", key)
 
 
-def directory_problem(path: str) -> str | None:
-    """Why no directory can be made at ``path`` (a file on the way, a parent not writable),
-    found without writing anything; None when it exists as a directory or looks makeable."""
+def creation_problem(path: str, *, writable: bool = True) -> str | None:
+    """Why nothing (file or directory) can be made at the missing ``path``, found without
+    writing: a symbolic link to nothing on the way (``path`` itself included), a file where a
+    directory must go, or (``writable``) a first existing directory this user cannot write.
+    None when it looks makeable. The one check behind ``directory_problem`` and the state
+    file's."""
     found = path
     while not os.path.lexists(found) and os.path.dirname(found) != found:
         found = os.path.dirname(found)
+    if os.path.islink(found) and not os.path.exists(found):
+        return f"{found} is a symbolic link to {os.readlink(found)}, which does not exist"
+    if found == path:
+        return None
     if not os.path.isdir(found):
         return f"{found} is not a directory"
-    if found != path and not os.access(found, os.W_OK | os.X_OK):
+    if writable and not os.access(found, os.W_OK | os.X_OK):
         return f"{found} is not writable"
     return None
+
+
+def directory_problem(path: str) -> str | None:
+    """Why no directory can be made at ``path`` (a file on the way, a parent not writable),
+    found without writing anything; None when it exists as a directory or looks makeable."""
+    if os.path.isdir(path):
+        return None
+    if os.path.lexists(path) and os.path.exists(path):
+        return f"{path} is not a directory"
+    return creation_problem(path)
 
 
 def read_user_file(path: str, *, what: str = "file", limit: int = MAX_CONFIG_BYTES,
@@ -162,3 +179,12 @@ def _error(path: str, what: str, exc: OSError, key: str | None,
     if exc.errno == errno.ENAMETOOLONG:
         return _fail(path, what, "the path is too long", key, file)
     return _fail(path, what, f"cannot read: {exc.strerror or exc}", key, file)
+
+
+def name_problem(path: str | os.PathLike) -> str | None:
+    """Why no file or directory can have this name on Linux (a part over 255 bytes, a path
+    over 4095), found without writing; shown cut to stay on one screen."""
+    raw = os.fsencode(path)
+    if len(raw) > 4095 or any(len(part) > 255 for part in raw.split(b"/")):
+        return f"the name {os.fsdecode(raw)[:80]!r}... is too long for a file name"
+    return None

@@ -8,6 +8,7 @@ target is free: an existing file is never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import keyword
 import os
 import re
@@ -19,6 +20,7 @@ from provisioning import __version__
 from provisioning.errors import ConfigError
 from provisioning.inputs.records import record
 from provisioning.inputs.url import validate_scheme
+from provisioning.inputs.userfiles import directory_problem, name_problem
 from provisioning.registry import scheme_sources
 
 __all__ = ["DriverNames", "Scaffold", "driver_names", "new_driver", "render"]
@@ -125,17 +127,37 @@ def new_driver(name: str, parent_dir: str | os.PathLike = ".", *, module: str | 
     }
     planned = [(_target_path(path, names), render(text, variables, source=path))
                for path, text in _templates()]
+    problem = next((name_problem(root / rel) for rel, _ in planned if name_problem(root / rel)),
+                   None) or directory_problem(str(root))
+    if problem:
+        raise _unwritable(root, problem)
     taken = [rel for rel, _ in planned if (root / rel).exists() or (root / rel).is_symlink()]
     if taken:
         raise ConfigError(
             f"refusing to overwrite {len(taken)} existing file(s) in {root}: "
             + ", ".join(taken[:5]) + (" ..." if len(taken) > 5 else "")
             + "; choose another directory or move them away", file=str(root))
-    for rel, text in planned:
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "x", encoding="utf-8") as handle:  # "x": never replace a file
-            handle.write(text)
-        if rel in _EXECUTABLE:
-            target.chmod(0o755)
+    made: list[Path] = []   # what this call wrote, taken back if a later write fails
+    try:
+        for rel, text in planned:
+            target = root / rel
+            for parent in reversed([target.parent, *target.parent.parents]):
+                if not parent.exists():
+                    parent.mkdir()
+                    made.append(parent)
+            with open(target, "x", encoding="utf-8") as handle:  # "x": never replace a file
+                made.append(target)
+                handle.write(text)
+            if rel in _EXECUTABLE:
+                target.chmod(0o755)
+    except OSError as exc:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        raise _unwritable(root, f"{exc.filename or root}: {exc.strerror or exc}") from exc
     return Scaffold(names=names, root=root, files=tuple(rel for rel, _ in planned))
+
+
+def _unwritable(root: Path, why: str) -> ConfigError:
+    return ConfigError(f"cannot write the driver package at {str(root)[:200]}: {why[:300]}; "
+                       "choose another --directory (or a shorter NAME/--module)", key="--directory")

@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 
 from provisioning.errors import ConfigError, MissingExtra
+from provisioning.lazy import load
 from provisioning.store.base import DEFAULT_LOCK_TTL, Lock, ManagedEntryStore, holder_info, mask_url
 from provisioning.store.memory import MemoryStore
-from provisioning.store.sqlite import DEFAULT_STATE_PATH, SQLiteStore
-from provisioning.store.state_file import inspect_state_file
 
 __all__ = ["open_store", "ManagedEntryStore", "Lock", "holder_info", "DEFAULT_LOCK_TTL",
-           "mask_url", "same_state", "NOT_CREATED"]
+           "mask_url", "same_state", "NOT_CREATED", "DEFAULT_STATE_PATH"]
+
+#: where the state goes when none is named: SQLite, beside the cluster file
+DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
+#: the SQLite store's module, loaded by name when a state is SQLite: a runner on PostgreSQL or
+#: in memory does not load ``sqlite3``
+_SQLITE = "provisioning.store.sqlite"
 
 
 def open_store(url: str | None = None, *, base_dir: str | None = None,
@@ -55,10 +60,12 @@ def same_state(url: str, other: str) -> bool:
 
 
 def _sqlite(path: str, create: bool, keep_missing: bool = False) -> ManagedEntryStore:
-    missing = (not create or keep_missing) and (not inspect_state_file(path)
+    sqlite = load(_SQLITE)
+    missing = (not create or keep_missing) and (not sqlite.inspect_state_file(path)
                                                  or os.path.getsize(path) == 0)
     if missing:
         empty = MemoryStore()
         empty.url = f"sqlite://{os.path.abspath(path)}{NOT_CREATED}"
         return empty
-    return SQLiteStore(path, read_only=not create)
+    store: ManagedEntryStore = sqlite.SQLiteStore(path, read_only=not create)
+    return store

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from provisioning import __version__
-from provisioning.errors import StateConflict, StateError
+from provisioning.errors import ConfigError, StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
 from provisioning.store.postgres_batch import PREPARE_WRITES, EntryWrite, distinct_rounds, send_writes
@@ -97,6 +97,39 @@ def _url_password(url: str) -> str | None:
     return values[0] if values else None
 
 
+def _server(url: str) -> str:
+    """Where a URL points, for the user: ``host HOST, port PORT, database DB`` (libpq's
+    defaults and PGHOST/PGPORT/PGDATABASE filled in), or a ConfigError when nothing names a
+    server nor a database (``postgresql://``) or the port is not a port number."""
+    parts = urlsplit(url)
+    query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+    env = os.environ
+    try:
+        port = parts.port or query.get("port") or env.get("PGPORT") or "5432"
+    except ValueError as exc:
+        raise ConfigError(f"the state URL {masked_url(url)} has a bad port ({exc}); write "
+                          "postgresql://USER@HOST:PORT/DB with PORT from 1 to 65535",
+                          key="state") from exc
+    host = parts.hostname or query.get("host") or env.get("PGHOST")
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname") or env.get("PGDATABASE")
+    if not host and not database and not (query.get("service") or env.get("PGSERVICE")):
+        raise ConfigError(f"the state URL {masked_url(url)} names no server and no database; "
+                          "write postgresql://USER@HOST/DB (or postgresql:///DB for the local "
+                          "socket)", key="state")
+    return (f"host {host or 'the local socket'}, port {port}, "
+            f"database {database or 'named as the user'}")
+
+
+def _scrub_secret(text: str, secret: str) -> str:
+    """``text`` with ``secret`` masked where a password stands (a URL's ``user:SECRET@``, a
+    ``password=SECRET`` parameter or DSN key) and, when it is long enough not to be an
+    ordinary word (8 characters or more), anywhere: a password ``a`` or ``pg`` must not turn
+    every ``a`` of a message into ``***``."""
+    text = re.sub(r"(password\s*=\s*'?)" + re.escape(secret) + r"(?=['&\s]|$)", r"\1***",
+                  mask_url(text))
+    return text.replace(secret, "***") if len(secret) >= 8 else text
+
+
 class PostgresStore(PostgresClaims, ManagedEntryStore):
     """Entries and leases in PostgreSQL; safe across threads, processes and hosts."""
 
@@ -105,6 +138,7 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self._raw_url = url if not url.startswith("postgres://") else "postgresql://" + url[11:]
         self.url = masked_url(url)
+        self._server = _server(self._raw_url)
         self._secrets = [s for s in (_url_password(url), os.environ.get("PGPASSWORD")) if s]
         self._connect_timeout = connect_timeout
         self._mutex = threading.RLock()
@@ -122,7 +156,7 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
     # -- errors: the one boundary where psycopg2's exceptions become ours ---------------------
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, "***")
+            text = _scrub_secret(text, secret)
         return text
 
     @contextlib.contextmanager
@@ -144,9 +178,9 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         except psycopg2.OperationalError as exc:
             self._drop_connection()
             raise StateError(self._scrub(
-                f"cannot reach the PostgreSQL state at {self.url} to {doing}: "
+                f"cannot reach the PostgreSQL state at {self.url} ({self._server}) to {doing}: "
                 f"{' '.join(str(exc).split())}; check host, port, database, user and password "
-                "(in the URL, PGPASSWORD or ~/.pgpass)")) from exc
+                "(in the URL, PGPASSWORD or ~/.pgpass) and that the server runs there")) from exc
         except psycopg2.Error as exc:
             raise StateError(self._scrub(
                 f"the PostgreSQL state at {self.url} failed to {doing}: {exc}")) from exc

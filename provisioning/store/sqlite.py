@@ -16,12 +16,13 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from provisioning.errors import ConfigError, ProvisioningError, StateConflict, StateError
 from provisioning.faults import checkpoint
+from provisioning.inputs.userfiles import creation_problem
+from provisioning.store import DEFAULT_STATE_PATH
 from provisioning.store.base import ANY_VERSION, ManagedEntryStore, holder_is_dead
 from provisioning.store.state_file import check_tables, inspect_state_file, tighten_mode
 
 __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
 
-DEFAULT_STATE_PATH = os.path.join(".provisioning", "state.db")
 SCHEMA_VERSION = 2
 #: seconds a statement waits for another process's write to finish before giving up
 BUSY_TIMEOUT = 30.0
@@ -70,12 +71,10 @@ class SQLiteStore(ManagedEntryStore):
         exists = inspect_state_file(self.path)
         if read_only and not exists:
             raise StateError(f"state file {self.path} does not exist")
-        for link in (directory, self.path):
-            if not exists and os.path.islink(link) and not os.path.exists(link):
-                raise ConfigError(f"{link} is a symbolic link to {os.readlink(link)}, which "
-                                  "does not exist: the state file cannot be made there; create "
-                                  "its target, remove the link, or choose another location "
-                                  "with --state", key="state")
+        problem = None if exists or read_only else creation_problem(self.path)
+        if problem:
+            raise ConfigError(f"the state file {self.path} cannot be made: {problem}; fix that, "
+                              "or choose another location with --state", key="state")
         try:
             if not exists:
                 if not os.path.isdir(directory):

@@ -17,6 +17,7 @@ import sqlite3
 import stat
 
 from provisioning.errors import ConfigError
+from provisioning.inputs.userfiles import creation_problem
 
 __all__ = ["inspect_state_file", "check_tables", "tighten_mode"]
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
@@ -88,12 +89,12 @@ def check_tables(db: sqlite3.Connection, path: str, newest: int | None = None) -
 
 
 def _check_parent(path: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if parent and not os.path.isdir(parent):
-        raise _refuse(path, f"{parent} is a file, not a directory; give a path inside a "
-                            "directory")
+    """Refuse a missing state file's path that no command could ever make (a file where a
+    directory goes, a symbolic link to nothing), for readers too; writability is the creating
+    store's question."""
+    problem = creation_problem(os.path.abspath(path), writable=False)
+    if problem:
+        raise _refuse(path, f"{problem}; fix that, or choose another location with --state")
 
 
 def tighten_mode(path: str) -> None:

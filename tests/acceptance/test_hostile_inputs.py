@@ -376,3 +376,73 @@ def test_a_dangling_symlink_where_the_state_goes_is_named(tmp_path, link):
                      expect=f"{tmp_path / link} is a symbolic link to {target}")
     assert "--state" in result.stderr
     assert not target.exists()
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Make directories immutable (``chattr +i``): not writable even by root, like a read-only
+    mount; undone at the end so the test directory can be removed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        pytest.skip("needs root and chattr (e2fsprogs) to make a directory unwritable for root")
+    made = []
+
+    def make(path):
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        made.append(path)
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("case", ["unwritable-project", "unwritable-state-dir",
+                                  "dangling-link-above", "file-in-the-way"])
+def test_a_state_directory_that_cannot_be_made_is_a_config_error(tmp_path, immutable, case):
+    """Each place where the state file cannot go is exit 2 naming the path and the fix
+    (``--state``), found before anything is written; an unwritable directory was exit 1."""
+    cloud = tmp_path.parent / f"{tmp_path.name}-cloud"
+    cluster = f'driver: "fake:{cloud}"\nmachines:\n  web: {{}}\n'
+    state = tmp_path / ".provisioning"
+    if case == "unwritable-state-dir":
+        state.mkdir()
+        (tmp_path / "cluster.yml").write_text(cluster)
+        immutable(state)
+        expect = f"{state} is not writable"
+    elif case == "unwritable-project":
+        (tmp_path / "cluster.yml").write_text(cluster)
+        immutable(tmp_path)
+        expect = f"{tmp_path} is not writable"
+    elif case == "dangling-link-above":
+        os.symlink(tmp_path.parent / f"{tmp_path.name}-gone", state)
+        cluster += "state: .provisioning/sub/state.db\n"
+        expect = f"{state} is a symbolic link to"
+    else:
+        state.write_text("")
+        expect = f"{state} is not a directory"
+    result = refused(tmp_path, cluster, "up", expect=expect)
+    assert "--state" in result.stderr and "state" in result.stderr
+    assert not cloud.exists(), "a machine was made before the check"
+
+
+@pytest.mark.parametrize("where", ["option", "option-zero", "environment", "provisioning.yml"])
+def test_parallel_out_of_bounds_is_refused_naming_the_bound(tmp_path, where):
+    """``--parallel 1000000000`` (or the same in the environment or provisioning.yml) ran with
+    no upper bound; every way of setting it is exit 2 naming the range, nothing written."""
+    (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web: {}\n')
+    args, env = ["up"], {}
+    if where == "option":
+        args += ["--parallel", str(10**9)]
+    elif where == "option-zero":
+        args += ["--parallel", "0"]
+    elif where == "environment":
+        env["PROVISIONING_PARALLEL"] = str(10**9)
+    else:
+        (tmp_path / "provisioning.yml").write_text(f"parallel: {10**9}\n")
+    before = _files(tmp_path)
+    result = converge(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "256" in result.stderr, result.stderr
+    assert "parallel" in result.stderr
+    assert _files(tmp_path) == before

@@ -1,12 +1,15 @@
-"""``provisioning.lazy``: the collector paused while a command starts, and back as it was."""
+"""``provisioning.lazy``: the collector paused while a command starts, and back as it was;
+``dataclasses`` with its ``inspect`` loaded on first use."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 import pytest
 
-from provisioning.lazy import collector_paused
+from provisioning.lazy import collector_paused, dataclasses_with_inspect_on_use
 
 
 def test_the_collector_is_paused_inside_and_back_after_even_on_an_error():
@@ -29,3 +32,29 @@ def test_a_collector_paused_before_stays_paused():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_dataclasses_get_inspect_on_first_use_and_every_importer_gets_the_real_module():
+    """In a fresh interpreter (as a command starts): ``inspect`` is not loaded by
+    ``dataclasses``; a data class without a docstring still gets dataclass's own (which needs
+    ``inspect``), and ``import inspect`` anywhere is the real module."""
+    code = ("import sys\nfrom provisioning.lazy import dataclasses_with_inspect_on_use\n"
+            "dataclasses_with_inspect_on_use()\n"
+            "print('LOADED', 'inspect' in sys.modules)\n"
+            "import dataclasses\n"
+            "@dataclasses.dataclass\nclass Point:\n    x: int\n    y: str = 'a'\n"
+            "import inspect\n"
+            "print('DOC', Point.__doc__)\n"
+            "print('REAL', type(inspect).__name__, dataclasses.inspect is inspect,"
+            " sys.modules['inspect'] is inspect)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["LOADED False", "DOC Point(x: int, y: str = 'a')", "REAL module True True"]
+
+
+def test_dataclasses_with_inspect_on_use_leaves_a_loaded_inspect_alone():
+    import dataclasses
+    import inspect
+
+    dataclasses_with_inspect_on_use()
+    assert sys.modules["inspect"] is inspect and dataclasses.inspect is inspect

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,22 @@ from tests.cli_runner import CONVERGE, converge  # noqa: F401  (the tests import
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
+
+
+def main_in_fresh_interpreter(tmp_path, argv: list[str], never: tuple[str, ...]):
+    """``converge ARGV`` in a new interpreter; its last line says which of ``never`` it loaded
+    and the exit status. What the interpreter's own start-up loaded (a site-packages .pth may
+    load tempfile and shutil before any code of ours runs) is not the command's doing: only
+    what the command adds counts."""
+    code = ("import sys\nbefore = set(sys.modules)\nfrom provisioning.cli.main import main\n"
+            f"rc = main({argv!r})\n"
+            "added = set(sys.modules) - before\n"
+            f"print('LOADED', sorted(m for m in {never!r} "
+            "if any(k == m or k.startswith(m + '.') for k in added)), rc)")
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

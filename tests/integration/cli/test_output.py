@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from tests.integration.cli.helpers import CONVERGE, converge, json_lines
+from tests.integration.cli.helpers import CONVERGE, converge, json_lines, main_in_fresh_interpreter
 
 HEAVY = ("rich", "yaml", "jinja2", "paramiko", "cryptography", "provisioning.cluster",
          "provisioning.store", "click")
@@ -54,28 +54,16 @@ STATUS_NEVER_LOADS = ("paramiko", "cryptography", "libcloud", "psycopg2", "jinja
                       "provisioning.cluster.plan", "provisioning.cluster.apply",
                       "provisioning.cluster.kitchen", "provisioning.cluster.state_ops",
                       "provisioning.cluster.claims", "provisioning.lifecycle",
-                      "provisioning.machine.access")
-
-
-def _main_in_fresh_interpreter(tmp_path, argv: list[str], never: tuple[str, ...]):
-    """``converge ARGV`` in a new interpreter; its last line says which of ``never`` it loaded
-    and the exit status. What the interpreter's own start-up loaded (a site-packages .pth may
-    load tempfile and shutil before any code of ours runs) is not the command's doing: only
-    what the command adds counts."""
-    code = ("import sys\nbefore = set(sys.modules)\nfrom provisioning.cli.main import main\n"
-            f"rc = main({argv!r})\n"
-            "added = set(sys.modules) - before\n"
-            f"print('LOADED', sorted(m for m in {never!r} "
-            "if any(k == m or k.startswith(m + '.') for k in added)), rc)")
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, check=True)
+                      "provisioning.machine.access",
+                      # dataclasses gets it on first use (provisioning.lazy): never used here
+                      "inspect")
 
 
 def test_status_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
     (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web:\n'
                                           "    count: 3\n")
     converge("up", cwd=tmp_path, check=True)
-    out = _main_in_fresh_interpreter(tmp_path, ["status"], STATUS_NEVER_LOADS)
+    out = main_in_fresh_interpreter(tmp_path, ["status"], STATUS_NEVER_LOADS)
     assert "LOADED [] 0" in out.stdout
     assert [line.split()[:3] for line in out.stdout.splitlines() if line.startswith("web-")] == \
         [[f"web-{i}", f"fake:{tmp_path}/cloud", "running"] for i in (1, 2, 3)]
@@ -90,7 +78,7 @@ UP_NEVER_LOADS = ("click", "provisioning.cli.common", "provisioning.cli.group",
                   "provisioning.transports.ssh.transport",
                   "provisioning.transports.ssh.connection", "provisioning.transports.winrm",
                   "provisioning.store.postgres", "provisioning.convergence.ansible",
-                  "provisioning.machine.factory", "provisioning.drivers.ssh")
+                  "provisioning.machine.factory", "provisioning.drivers.ssh", "inspect")
 
 
 def test_a_plain_up_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
@@ -98,7 +86,7 @@ def test_a_plain_up_of_a_fake_cluster_loads_only_what_it_uses(tmp_path):
     without click; the machines come up as through the click group."""
     (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web:\n'
                                           "    count: 3\n")
-    out = _main_in_fresh_interpreter(tmp_path, ["--output", "json", "up", "--parallel", "2"],
+    out = main_in_fresh_interpreter(tmp_path, ["--output", "json", "up", "--parallel", "2"],
                                      UP_NEVER_LOADS)
     *events, loaded = out.stdout.splitlines()
     assert loaded == "LOADED [] 0"
