@@ -374,6 +374,7 @@ def _save_held(spec: MachineSpec, lock: Any, *, foreign: bool = False) -> None:
     again (a no-change run writes no entries), its lock only released. ``foreign``: the
     entry is another cluster's (``ClusterConflict``): left exactly as it was."""
     if foreign or spec.unchanged():
+        spec._along.clear()  # another cluster's entry: nothing of this run is written for it
         if lock is not None:
             lock.release()
     elif spec.exists or spec.version:  # a destroyed, forgotten spec has neither
