@@ -18,7 +18,8 @@ from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
 from provisioning.cli.help import group_help
 from provisioning.cli.quick import parse_quick
-from provisioning.lazy import collector_paused, dataclasses_with_inspect_on_use, lazy_exports, load
+from provisioning.lazy import (collector_paused, dataclasses_with_inspect_on_use, lazy_exports,
+                               load, own_the_process)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:
             return 1
         return 0
+    if argv is None:  # the console script: this process runs one command
+        own_the_process()
     dataclasses_with_inspect_on_use()
     quick = parse_quick(args)
     if quick is not None:  # a QUICK command, plainly written: no click

@@ -58,3 +58,18 @@ def test_dataclasses_with_inspect_on_use_leaves_a_loaded_inspect_alone():
 
     dataclasses_with_inspect_on_use()
     assert sys.modules["inspect"] is inspect and dataclasses.inspect is inspect
+
+
+def test_a_start_is_frozen_only_in_a_process_the_command_owns():
+    """``converge`` (the console script) freezes what its start made; a program running a
+    command in-process (``main(argv)``, as the tests do) keeps collecting all of its objects."""
+    code = ("import gc, sys\nfrom provisioning import lazy\n"
+            "with lazy.collector_paused():\n    kept = [[] for _ in range(100)]\n"
+            "print('IN-PROCESS', gc.get_freeze_count())\n"
+            "lazy.own_the_process()\n"
+            "with lazy.collector_paused():\n    kept = [[] for _ in range(100)]\n"
+            "print('OWNED', gc.get_freeze_count() >= 100, gc.isenabled())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["IN-PROCESS 0", "OWNED True True"]
+    assert gc.get_freeze_count() == 0  # this test process: nothing frozen
