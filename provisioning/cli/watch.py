@@ -45,7 +45,7 @@ def watch(settings, machines: tuple[str, ...], interval: float, grace: float, on
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, on_signal)
     try:
-        with settings.session(live=False) as session:
+        with settings.session(live=False, select=machines) as session:  # names checked first
             watcher = Watcher(session.runner, session.cluster.select(machines), interval=interval,
                               grace=grace, stop=stop, names=machines)
             watcher.run(rounds=1 if once else rounds)

@@ -106,8 +106,21 @@ class ClusterFile:
         return base.with_data(extra, source=self.path)
 
     def state_url(self, explicit: str | None, config: "Config | None" = None) -> str | None:
-        """--state wins, then $PROVISIONING_STATE (config), then the file's ``state``."""
-        return explicit or (config.state if config is not None else None) or self.state
+        """--state wins, then $PROVISIONING_STATE (config), then the file's ``state``. A
+        control or format character (newline, bidi override) would name a state file no one
+        meant: refused before anything is written, as the environment variable is."""
+        for value, key in ((explicit, "--state"),
+                           (config.state if config is not None else None, "PROVISIONING_STATE"),
+                           (self.state, "state")):
+            if not value:
+                continue
+            if not value.isprintable():
+                at = next(i for i, c in enumerate(value) if not c.isprintable())
+                raise ConfigError(f"the state location holds the character {value[at]!r} at "
+                                  f"position {at + 1} ({value[:60]!r}); give it without it",
+                                  key=key, file=None if key != "state" else self.path)
+            return value
+        return None
 
     def select(self, names: Iterable[str] = ()) -> list[MachineDefinition]:
         """Machines by name or group name (all when none given), in file order."""

@@ -37,3 +37,24 @@ def test_new_driver_where_nothing_can_be_written_is_the_users_error(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot write the driver package at /proc/sys/provisioning-abc" in result.stderr
     assert not os.path.exists("/proc/sys/provisioning-abc")
+
+
+@pytest.mark.parametrize("where", ["flag", "file"])
+@pytest.mark.parametrize("char", ["\n", "\x01", "\u202e"], ids=["newline", "control", "bidi"])
+def test_a_state_location_with_a_control_character_is_refused_before_anything(tmp_path, where,
+                                                                             char):
+    """``--state $'a\\nb'`` (or ``state:`` in the file) made a state file with a newline or a
+    bidi override in its name and ran; ``$PROVISIONING_STATE`` was already refused."""
+    state = f"st{char}ate.db"
+    cluster = 'driver: "fake:./cloud"\nmachines:\n  web: {}\n'
+    if where == "file":
+        refused(tmp_path, cluster + f"state: {state!r}\n".replace("'", '"'), "up",
+                expect="state: the state location holds the character")
+    else:
+        refused(tmp_path, cluster, "--state", state, "up",
+                expect="--state: the state location holds the character")
+
+
+def test_watch_of_a_machine_the_file_does_not_have_creates_no_state_file(tmp_path):
+    refused(tmp_path, 'driver: "fake:./cloud"\nmachines:\n  web: {}\n', "watch", "--once", "wbe",
+            expect="no machine or group 'wbe' in this cluster")
