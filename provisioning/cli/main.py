@@ -18,8 +18,13 @@ from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
 from provisioning.cli.help import group_help
 from provisioning.cli.quick import parse_quick
-from provisioning.lazy import (collector_paused, dataclasses_with_inspect_on_use, lazy_exports,
-                               load, own_the_process)
+from provisioning.lazy import (
+    collector_paused,
+    dataclasses_with_inspect_on_use,
+    lazy_exports,
+    load,
+    own_the_process,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
 if TYPE_CHECKING:  # pragma: no cover
