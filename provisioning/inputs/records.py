@@ -218,7 +218,7 @@ def record(cls: Any = None, /, *, frozen: bool = False) -> Any:
         params = made.__dataclass_params__  # this class's own: it says what it is now
         params.init, params.frozen = True, frozen
         if not documented:  # dataclass wrote it from the signature before there was one
-            import inspect  # only here: a start-up does not load it (provisioning.lazy)
+            import inspect  # only here: a start-up does not load it (provisioning.cli.start)
             try:
                 signature = str(inspect.signature(made)).replace(" -> None", "")
             except (TypeError, ValueError):  # pragma: no cover - as dataclass does

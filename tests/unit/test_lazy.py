@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from provisioning.lazy import collector_paused, dataclasses_with_inspect_on_use
+from provisioning.cli.start import dataclasses_with_inspect_on_use
+from provisioning.lazy import collector_paused
 
 
 def test_the_collector_is_paused_inside_and_back_after_even_on_an_error():
@@ -38,7 +39,7 @@ def test_dataclasses_get_inspect_on_first_use_and_every_importer_gets_the_real_m
     """In a fresh interpreter (as a command starts): ``inspect`` is not loaded by
     ``dataclasses``; a data class without a docstring still gets dataclass's own (which needs
     ``inspect``), and ``import inspect`` anywhere is the real module."""
-    code = ("import sys\nfrom provisioning.lazy import dataclasses_with_inspect_on_use\n"
+    code = ("import sys\nfrom provisioning.cli.start import dataclasses_with_inspect_on_use\n"
             "dataclasses_with_inspect_on_use()\n"
             "print('LOADED', 'inspect' in sys.modules)\n"
             "import dataclasses\n"
