@@ -91,6 +91,32 @@ class Provisioner:
                                   "given", machine=spec.name)
         return default
 
+    def _owner(self, operation: str, spec: MachineSpec,
+               driver: "Driver | None") -> "Driver | None":
+        """The driver ``operation`` acts through (None for a machine never allocated and no
+        driver given); a creating one through ``creator``."""
+        if not spec.exists and driver is None:
+            return None
+        if operation in _CREATING and driver is not None:
+            return self.creator(spec, driver)
+        return self.driver_for(spec, driver)
+
+    def creator(self, spec: MachineSpec, driver: "Driver") -> "Driver":
+        """The driver that makes, keeps or re-makes ``spec``'s machine: ``driver`` (the
+        cluster file's). A saved URL other than its own is refused, never acted on: a state
+        entry edited to another driver or place (``fake:/etc``) would make, or re-make a lost
+        machine, there."""
+        saved = spec.driver_url
+        if saved and saved != driver.driver_url:
+            raise ConfigError(
+                f"machine {spec.name!r} is recorded in the state ({self.store.url}) as made by "
+                f"the driver {saved!r}, but the cluster file gives {driver.driver_url!r}; a "
+                "machine is never moved between drivers, nor made through a driver the file "
+                f"does not name. If that record is wrong or the machine is gone, 'converge "
+                f"state rm {spec.name}' forgets it (any resource is left alone) and the next up "
+                "makes the machine anew", key="driver")
+        return driver
+
     def _driver(self, url: str) -> "Driver":
         """One driver per saved URL for this provisioner's life (building one per machine made
         a thousand machines cost a thousand registry look-ups)."""
@@ -123,8 +149,7 @@ class Provisioner:
         handler = self.action_handler.for_machine(name)
         with self._held(name) as spec:
             spec.last_action = operation
-            owner = self.driver_for(spec, driver) if (spec.exists or driver is not None) else None
-            return call(owner, handler, spec, options)
+            return call(self._owner(operation, spec, driver), handler, spec, options)
 
     # -- single machines ---------------------------------------------------------------------
     def allocate(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> MachineSpec:
@@ -267,8 +292,8 @@ class Provisioner:
             if error is not None:
                 raise error
             spec.last_action = action
-            owner = self.driver_for(spec, driver) if (spec.exists or driver is not None) else None
-            return call(owner, self.action_handler.for_machine(name), spec, options)
+            return call(self._owner(action, spec, driver), self.action_handler.for_machine(name),
+                        spec, options)
 
     def _calls(self) -> dict[str, Callable[..., Any]]:
         def allocate(d: "Driver", h: ActionHandler, spec: MachineSpec,
@@ -349,6 +374,7 @@ def _save_held(spec: MachineSpec, lock: Any, *, foreign: bool = False) -> None:
     again (a no-change run writes no entries), its lock only released. ``foreign``: the
     entry is another cluster's (``ClusterConflict``): left exactly as it was."""
     if foreign or spec.unchanged():
+        spec._along.clear()  # another cluster's entry: nothing of this run is written for it
         if lock is not None:
             lock.release()
     elif spec.exists or spec.version:  # a destroyed, forgotten spec has neither

@@ -69,6 +69,9 @@ class ManagedEntry:
     deposed: list[dict[str, Any]] = field(default_factory=list)
     #: the data as the store gave it (``data_json`` text), to tell an unchanged entry
     _read_data: str | None = field(default=None, init=False, repr=False, compare=False)
+    #: entries to write with this one's next save (``save_with``)
+    _along: list["ManagedEntry"] = field(default_factory=list, init=False, repr=False,
+                                         compare=False)
 
     @property
     def driver_url(self) -> str | None:
@@ -109,10 +112,18 @@ class ManagedEntry:
             if release is not None:
                 release.release()  # nothing left to do once the store released it
 
+    def save_with(self, entry: "ManagedEntry") -> None:
+        """Write ``entry`` with this entry's next save, in its transaction (one round trip for
+        both where the store can), over whichever version the store holds: it records what
+        this entry's work found (a machine's facts) under this entry's lock, so the copy in
+        hand is the newest."""
+        self._along.append(entry)
+
     def unchanged(self) -> bool:
         """True when saving would write what the store holds already (the same data as read;
-        only ``updated_at`` would move): a no-change run writes nothing for it."""
-        return bool(self.version) and self._read_data is not None and \
+        only ``updated_at`` would move, nothing waits in ``save_with``): a no-change run
+        writes nothing for it."""
+        return bool(self.version) and not self._along and self._read_data is not None and \
             self._read_data == self.data_json()
 
     def _check_saveable(self) -> None:

@@ -202,6 +202,8 @@ class Cluster:
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
+        if "images" in vars(self.runner):  # made (cached) only when the run used images
+            self.runner.images.close()
         self.runner.close()
 
     def __enter__(self) -> "Cluster":

@@ -54,7 +54,7 @@ from provisioning.driver.local_features import (
     parse_forwarded_ports,
     parse_synced_folders,
 )
-from provisioning.driver.options import LOCAL_OPTION_KEYS, validate_options
+from provisioning.driver.options import LOCAL_OPTION_KEYS, driver_option_problems, validate_options
 from provisioning.driver.requestcheck import MAX_NAME, NAME_RE
 from provisioning.errors import ConfigError, ConfigProblem
 from provisioning.images.definition import parse_images
@@ -400,7 +400,6 @@ def _check_driver_options(cluster: ClusterFile, problems: Problems) -> None:
         if not isinstance(options, Mapping):
             continue
         cls = _driver_class(url, f"driver_options.{url}", problems)
-        fields = list(cls.driver_option_fields) if cls is not None else []
-        if fields:
-            problems.extend(validate_options(fields, options, where=f"driver_options.{url}",
-                                             file=cluster.path, strict=True))
+        if cls is not None:
+            problems.extend(driver_option_problems(cls, options, where=f"driver_options.{url}",
+                                                   file=cluster.path))

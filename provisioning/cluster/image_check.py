@@ -7,7 +7,8 @@ the file's own ``images:`` stands for the base it is built from (followed down i
 since it is built in the same run. A machine already in the state is not asked about: it boots
 no more, and an image deleted since it was made must not block its other commands. Every
 driver of the file is built for it, so a URL or driver options its driver refuses (a ``fake:``
-directory that cannot be made) are refused before the state file is written, too.
+directory that cannot be made) are refused before the state file is written, too, and so are
+options a driver's own ``validate_machine_options`` refuses.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def check_images(cluster: "ClusterFile", config: "Config",
     drivers = {url: driver_for_url(url, config)  # built: its URL and options checked
                for url in dict.fromkeys([*(d.driver_url for d in cluster.machines.values()),
                                          *(i.driver_url for i in cluster.images.values())])}
+    _check_options_drivers_refuse(cluster, drivers)
     found: dict[str, ConfigProblem] = {}
     for definition in cluster.machines.values():
         image = definition.machine_options.get("image")
@@ -61,3 +63,20 @@ def check_images(cluster: "ClusterFile", config: "Config",
     if found:
         unique = {(p.key, p.message): p for p in found.values()}
         raise ConfigError(problems=list(unique.values()))
+
+
+def _check_options_drivers_refuse(cluster: "ClusterFile", drivers: dict[str, Driver]) -> None:
+    """A driver overriding ``validate_machine_options`` (docs/driver-guide.md: what the loader
+    uses for each machine) is asked about each machine here, before the state file is written;
+    the loader checked the declared fields from the class alone."""
+    found: dict[tuple[str | None, str], ConfigProblem] = {}
+    for definition in cluster.machines.values():
+        driver = drivers[definition.driver_url]
+        if type(driver).validate_machine_options is Driver.validate_machine_options:
+            continue
+        for problem in driver.validate_machine_options(
+                definition.machine_options, where=f"{definition.key}.machine_options",
+                file=cluster.path):
+            found.setdefault((problem.key, problem.message), problem)
+    if found:
+        raise ConfigError(problems=list(found.values()))

@@ -205,7 +205,7 @@ class ClusterRunner(ClusterView):
         if machine is not None and not self.why_run:
             facts = self._facts
             record_facts(self.store, machine, spec.driver_url or definition.driver_url,
-                         spec.reference,
+                         spec.reference, along=spec,
                          known=facts.pop(spec.name, None) if facts is not None else None)
         strategy = self.cluster.convergence(definition, self.machines_view(definition))
         if machine is None:

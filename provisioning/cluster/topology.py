@@ -153,11 +153,14 @@ def machines_view(cluster: ClusterFile, store: "ManagedEntryStore",
 
 def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str,
                  reference: dict[str, Any] | None = None, *,
-                 known: "ManagedEntry | None" = None) -> dict:
+                 known: "ManagedEntry | None" = None, along: "ManagedEntry | None" = None
+                 ) -> dict:
     """Ask a ready machine what it is and keep it in the state for templates and outputs.
     With the machine's ``reference``, facts already recorded for that same machine are kept
     without asking again (a no-change ``up`` of many machines runs no command for them).
-    ``known``: its facts entry, already read with others (else it is read here)."""
+    ``known``: its facts entry, already read with others (else it is read here). ``along``:
+    the machine's entry, held under its lock: the facts are written with its next save (one
+    write, not two, for each machine readied)."""
     import hashlib
     import json
 
@@ -171,6 +174,9 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
     entry = known or ManagedEntry(machine.name, kind=FACTS_KIND, store=store)
     entry.reference = {"driver_url": driver_url, "facts": facts, **({"of": of} if of else {})}
     entry.store = store
+    if along is not None:
+        along.save_with(entry)
+        return facts
     try:
         entry.save()
     except StateConflict:  # a destroy forgets facts after releasing the machines' locks, so

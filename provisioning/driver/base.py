@@ -35,6 +35,7 @@ from provisioning.driver.options import (
     LOCAL_OPTION_KEYS,
     DriverDescription,
     OptionField,
+    driver_option_problems,
     raise_problems,
     validate_options,
 )
@@ -94,9 +95,8 @@ class Driver(ResourceContract, ImageContract, abc.ABC):
         return driver
 
     def validate_driver_options(self) -> None:
-        if self.driver_option_fields:
-            raise_problems(validate_options(self.driver_option_fields, self.options_with_secrets(),
-                                            where=f"driver_options[{self.driver_url!r}]"))
+        raise_problems(driver_option_problems(type(self), self.options_with_secrets(),
+                                              where=f"driver_options[{self.driver_url!r}]"))
 
     def options_with_secrets(self) -> dict[str, Any]:
         """``driver_options`` plus the secret fields found in the config's ``credentials`` for

@@ -9,6 +9,7 @@ here. A mixin of ``ResourceContract``, which joins it to the other hooks.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Hashable, Mapping, Sequence
 
@@ -76,6 +77,57 @@ def _recorded_elsewhere(machine_spec: "MachineSpec", found: Mapping[str, Any],
     return index[1].owner(machine_spec.name, found, driver_url)
 
 
+#: per thread, while an overridden ``allocate_machine`` runs: whether it went through
+#: ``settle_allocation`` (the hooks' own adoption check) or not
+_allocating = threading.local()
+#: reference fields every driver records: they say nothing of which resource it is
+_BOOKKEEPING = ("driver_url", "driver_version")
+
+
+def _adoption_checked(allocate: Any) -> Any:
+    """``allocate`` (a driver's own ``allocate_machine``) followed by the check the hooks make
+    in ``settle_allocation``: a reference it records that another entry of the state records
+    too (a resource tagged for a name ``state mv`` moved) is not kept. As there, the machine
+    tries once more under a new generation (a new ``resource_name``); a driver that finds the
+    same resource again gets a ProviderError, and the entry keeps its earlier reference."""
+    @functools.wraps(allocate)
+    def allocate_machine(self: Any, action_handler: "ActionHandler",
+                         machine_spec: "MachineSpec", machine_options: Mapping[str, Any]) -> Any:
+        if getattr(_allocating, "settled", None) is not None:  # an outer override checks
+            return allocate(self, action_handler, machine_spec, machine_options)
+        before = dict(machine_spec.reference)
+        for attempt in (1, 2):
+            _allocating.settled = False
+            try:
+                result = allocate(self, action_handler, machine_spec, machine_options)
+                settled = _allocating.settled
+            finally:
+                _allocating.settled = None
+            reference = machine_spec.reference
+            if settled or action_handler.why_run or not reference or reference == before:
+                return result
+            found = {k: v for k, v in reference.items() if k not in _BOOKKEEPING}
+            owner = _recorded_elsewhere(machine_spec, found, self.driver_url)
+            if owner is None:
+                return result
+            machine_spec.reference = dict(before)
+            if attempt == 1:
+                action_handler.report_progress(
+                    f"the resource {self.driver_url} recorded for this machine is recorded as "
+                    f"machine {owner!r} in the state; trying again under a new tag "
+                    f"({machine_spec.name}~{machine_spec.generation + 1})")
+                machine_spec.generation += 1
+        raise ProviderError(
+            f"the {self.scheme}: driver ({self.driver_url}) gave machine {machine_spec.name!r} "
+            f"the resource the state records as machine {owner!r}, twice: two entries would "
+            "share one resource (destroying either would take it from the other); it was not "
+            "recorded. The driver's allocate_machine must tag what it makes with "
+            "machine_spec.resource_name and adopt only what carries that tag",
+            provider=self.scheme)
+    allocate_machine._adoption_checked = True  # type: ignore[attr-defined]
+    return allocate_machine
+
+
 @record
 class Creation:
     """One machine's create, prepared before the create action (``prepare_create``)."""
@@ -96,6 +148,15 @@ class Creation:
 class CreateContract:
     """The create half of ``ResourceContract``."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A driver overriding ``allocate_machine`` (the advanced path) gets the adoption
+        check of the hooks' path around it (``_adoption_checked``)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("allocate_machine")
+        if own is not None and cls.__module__ != "provisioning.driver.resources" and \
+                not getattr(own, "_adoption_checked", False):
+            cls.allocate_machine = _adoption_checked(own)  # type: ignore[attr-defined]
+
     scheme: ClassVar[str]
     resource_kind: ClassVar[str]
     # ResourceContract's
@@ -115,6 +176,8 @@ class CreateContract:
                           machine_options: Mapping[str, Any]) -> "Creation | None":
         """The first half of ``allocate_machine``: keep, or adopt, the machine's resource;
         the ``Creation`` to make when there is none (``prepare_create``), else None."""
+        if getattr(_allocating, "settled", None) is False:
+            _allocating.settled = True  # an overridden allocate_machine came through the hooks
         if machine_spec.exists and not self.create_pending(machine_spec):
             if self.resource_state(machine_spec) != "missing":
                 self.compare_with_wish(action_handler, machine_spec, machine_options)

@@ -3,6 +3,7 @@ CLI help and the ``converge init`` wizard all read the same declaration."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -11,7 +12,7 @@ from provisioning.inputs.records import record
 from provisioning.inputs.schema import closest
 
 __all__ = ["OptionField", "validate_options", "raise_problems", "DriverDescription",
-           "LOCAL_OPTION_KEYS",
+           "LOCAL_OPTION_KEYS", "driver_option_problems",
            "format_choices"]
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -215,6 +216,28 @@ def format_choices(allowed: Sequence[Any], limit: int = 20) -> str:
     items = [str(a) for a in allowed]
     shown = ", ".join(items[:limit])
     return shown + (f" ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def driver_option_problems(cls: Any, options: Mapping[str, Any], *, where: str,
+                           file: str | None = None) -> list[ConfigProblem]:
+    """Every problem with a driver's ``driver_options``, against the fields its class
+    declares (``driver_option_fields``). A built-in driver declares every option it takes, so
+    with none declared any key is unknown; a driver from outside the project that declares
+    none keeps its options unchecked, with a DeprecationWarning (they will be checked)."""
+    fields = list(cls.driver_option_fields)
+    if fields:
+        return validate_options(fields, options, where=where, file=file, strict=True)
+    if not options:
+        return []
+    if cls.__module__.split(".")[0] == "provisioning":
+        return [ConfigProblem(f"unknown option {key!r}: the {cls.scheme}: driver takes no "
+                              "driver_options (accepted: none); remove it", file=file,
+                              key=f"{where}.{key}") for key in options]
+    warnings.warn(f"{cls.__module__}.{cls.__qualname__} declares no driver_option_fields, so "
+                  f"its driver_options ({', '.join(map(str, options))}) are not checked; declare "
+                  "each option it takes as an OptionField (undeclared options will be refused "
+                  "in a later release)", DeprecationWarning, stacklevel=3)
+    return []
 
 
 def raise_problems(problems: list[ConfigProblem]) -> None:

@@ -9,6 +9,12 @@ digest), ``built_at`` and ``build_seconds``. A previous build is destroyed after
 ready unless machines still boot from it (then it is kept under ``retired`` and retried later).
 
 Under why-run nothing is created: each image reports whether it would be built and why.
+
+Readers and writers: a run booting machines from image NAME (``up``, ``kitchen create``)
+holds a lease ``image-user:NAME:...`` of its own, taken under ``image:NAME`` and kept until
+the run ends (``close``), so many runs share the image. A rebuild or a destroy of NAME, under
+``image:NAME``, refuses with a ``StateError`` naming the runs holding such leases: replacing
+the image under them would fail the machines they have yet to create.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from provisioning.convergence.steps import StepContext, StepsConvergence
-from provisioning.errors import ConfigError, ProviderError, ProvisioningError
+from provisioning.errors import ConfigError, ProviderError, ProvisioningError, StateError
 from provisioning.images.definition import BUILDER_PREFIX
 from provisioning.inputs.records import record
 from provisioning.inputs.schema import did_you_mean
+from provisioning.keys import random_hex
 from provisioning.spec import ImageSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,10 +35,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from provisioning.driver import Driver
     from provisioning.images.definition import ImageDefinition
     from provisioning.lifecycle import Provisioner
+    from provisioning.store import Lock
 
-__all__ = ["ImageBuilder", "ImageStatus", "boot_from_images", "LOCK_PREFIX", "check_image_name"]
+__all__ = ["ImageBuilder", "ImageStatus", "boot_from_images", "LOCK_PREFIX", "READER_PREFIX",
+           "check_image_name"]
 
 LOCK_PREFIX = "image:"
+#: leases of the runs booting machines from an image: ``image-user:NAME:RANDOM``
+READER_PREFIX = "image-user:"
 #: seconds a run waits for another run building the same image
 BUILD_LOCK_WAIT = 3600.0
 
@@ -71,6 +82,8 @@ class ImageBuilder:
         self.provisioner = provisioner
         self.store = provisioner.store
         self.driver_for = driver_for  # url -> Driver (the runner's, one per URL)
+        #: this run's shared holds of the images it boots machines from (``ensure(use=True)``)
+        self._readers: list["Lock"] = []
 
     @property
     def handler(self) -> "ActionHandler":
@@ -114,21 +127,44 @@ class ImageBuilder:
         return self.spec(name).reference.get("image_id")
 
     # -- building ----------------------------------------------------------------------------
-    def ensure(self, names: Iterable[str], *, force: bool = False) -> dict[str, str | None]:
+    def ensure(self, names: Iterable[str], *, force: bool = False,
+               use: bool = False) -> dict[str, str | None]:
         """Build the named images that need it (all of them with ``force``); returns each
-        image's id (None under why-run for an image that would be built)."""
+        image's id (None under why-run for an image that would be built). ``use``: this run
+        boots machines from them; each is held shared until ``close``."""
         out = {}
         for name in dict.fromkeys(names):
-            out[name] = self._ensure_one(name, force=force)
+            out[name] = self._ensure_one(name, force=force, use=use)
         return out
 
-    def _ensure_one(self, name: str, *, force: bool) -> str | None:
+    def close(self) -> None:
+        """Let go of the images this run booted machines from (rebuilds may replace them)."""
+        readers, self._readers = self._readers, []
+        for lease in readers:
+            lease.release()
+
+    def _users(self, name: str) -> None:
+        """StateError naming the runs booting machines from image ``name`` (other than this
+        one), asked under its lock before it is rebuilt or destroyed."""
+        prefix = f"{READER_PREFIX}{name}:"
+        mine = {lease.name for lease in self._readers}
+        users = [holder for lease, holder in sorted(self.store.locks().items())
+                 if lease.startswith(prefix) and lease not in mine]
+        if users:
+            who = "; ".join(", ".join(f"{k} {h[k]}" for k in ("host", "pid", "command", "since")
+                                      if h.get(k)) or "unknown holder" for h in users)
+            raise StateError(f"image {name} is in use by {len(users)} run"
+                             f"{'s' if len(users) != 1 else ''} booting machines from it "
+                             f"({who}); rebuild or destroy it once they finish (if one died, its "
+                             "hold frees when its lease expires)")
+
+    def _ensure_one(self, name: str, *, force: bool, use: bool = False) -> str | None:
         handler = self.handler.for_machine(LOCK_PREFIX + name)
         parent = self.definition(name).base
         if parent in self.images:  # built from another image of the file: that one first
             self._ensure_one(parent, force=False)
         status = self.status(name)
-        if not status.needs_build and not force:
+        if not status.needs_build and not force and (not use or self.handler.why_run):
             handler.report_progress(f"image {name} is up to date ({status.key[:12]}): reused")
             return status.image_id
         why = "rebuild requested" if not status.needs_build else status.reason()
@@ -138,11 +174,19 @@ class ImageBuilder:
                                    data={"image": name, "key": status.key})
             return status.image_id
         with self.store.lock(LOCK_PREFIX + name, wait=BUILD_LOCK_WAIT):
-            status = self.status(name)  # another run may have built it while we waited
-            if not status.needs_build and not force:
-                handler.report_progress(f"image {name} was built by another run: reused")
-                return status.image_id
-            return self._build(name, status, why, handler)
+            fresh = self.status(name)  # another run may have built it while we waited
+            image_id: str | None
+            if fresh.needs_build or force:
+                self._users(name)
+                image_id = self._build(name, fresh, why, handler)
+            else:
+                handler.report_progress(f"image {name} is up to date ({fresh.key[:12]}): reused"
+                                        if fresh == status else
+                                        f"image {name} was built by another run: reused")
+                image_id = fresh.image_id
+            if use:
+                self._readers.append(self.store.lock(f"{READER_PREFIX}{name}:{random_hex(16)}"))
+            return image_id
 
     def _build(self, name: str, status: ImageStatus, why: str, handler: "ActionHandler") -> str:
         definition = self.definition(name)
@@ -238,6 +282,7 @@ class ImageBuilder:
                 driver.destroy_image(handler, spec, {})
             return
         with self.store.lock(LOCK_PREFIX + name, wait=60):
+            self._users(name)
             if self.provisioner.spec(builder.name).exists:  # a killed build's
                 handler.report_progress(f"destroying builder machine {builder.name} left by an "
                                         "interrupted build")
@@ -271,7 +316,7 @@ def boot_from_images(definitions: Iterable[Any], builder: ImageBuilder) -> list[
               if d.machine_options.get("image") in builder.images]
     if not wanted:
         return definitions
-    built = builder.ensure(wanted)
+    built = builder.ensure(wanted, use=True)
     out = []
     for definition in definitions:
         name = definition.machine_options.get("image")

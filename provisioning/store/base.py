@@ -25,6 +25,8 @@ __all__ = ["ManagedEntryStore", "Lock", "WorkLeft", "holder_info", "mask_url",
 
 #: seconds a lock lives without a heartbeat; a dead runner's locks free after this
 DEFAULT_LOCK_TTL = 30.0
+#: the expected version of a write made over whichever version the store holds
+ANY_VERSION = -1
 _HEARTBEAT_CREATION = threading.Lock()
 
 
@@ -269,38 +271,74 @@ class ManagedEntryStore(abc.ABC):
         return entry
 
     def save(self, entry: ManagedEntry, *, release: Lock | None = None) -> None:
-        """Write ``entry`` over the version it was read at; ``release``: then release this
-        lock (in the same transaction where the store can; released even if the save fails)."""
+        """Write ``entry`` over the version it was read at, with what waits in its
+        ``save_with`` (over any version); ``release``: then release this lock (in the same
+        transaction where the store can; released even if the save fails)."""
         entry.store = self
         data = entry.data_json()
-        if release is None:
+        along, entry._along = entry._along, []
+        if release is None and not along:
             entry.version = self._store(entry.kind, entry.name, data, entry.version)
             entry._read_data = data
             return
         try:
-            entry.version = self._store_and_release(entry.kind, entry.name, data,
-                                                    entry.version, release)
-            entry._read_data = data
+            rows = [self._row(other, ANY_VERSION) for other in along]
+            rows.append((entry.kind, entry.name, data, entry.version))
+            outcomes = self._store_many(rows, release=release)
         finally:
-            release.release()  # nothing left to do when the store released it with the save
+            if release is not None:
+                release.release()  # nothing left to do when the store released it with the save
+        self._settle([*along, entry], rows, outcomes)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:  # the entry's own error first
+            raise outcomes[-1] if isinstance(outcomes[-1], BaseException) else failed[0]
 
     def save_many(self, entries: Sequence[ManagedEntry]) -> None:
         """``save`` for many entries (one transaction where the store can); each keeps its own
-        version check: the others are saved, then the first refused one's error is raised."""
-        failed: BaseException | None = None
-        for entry in entries:
+        checks: the others are saved, then the first refused one's error is raised."""
+        errors: dict[int, BaseException] = {}
+        kept: list[int] = []
+        rows: list[tuple[str, str, str, int]] = []
+        for index, entry in enumerate(entries):
             try:
-                entry.save()
+                rows.append(self._row(entry, entry.version))
+                kept.append(index)
             except Exception as exc:
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+                errors[index] = exc
+        if rows:
+            outcomes = self._store_many(rows)
+            self._settle([entries[i] for i in kept], rows, outcomes)
+            errors.update((i, o) for i, o in zip(kept, outcomes) if isinstance(o, BaseException))
+        if errors:
+            raise errors[min(errors)]
 
-    def _store_and_release(self, kind: str, name: str, data: str, expected_version: int,
-                           lock: Lock) -> int:
-        """``_store``, then the lock released; stores that can do both in one transaction
-        override this and call ``lock._forget()`` once it is committed."""
-        return self._store(kind, name, data, expected_version)
+    def _row(self, entry: ManagedEntry, expected: int) -> tuple[str, str, str, int]:
+        """What ``_store_many`` writes of ``entry``, checked and stamped."""
+        entry._check_saveable()
+        entry.store, entry.updated_at = self, time.time()
+        return entry.kind, entry.name, entry.data_json(), expected
+
+    @staticmethod
+    def _settle(entries: Sequence[ManagedEntry], rows: Sequence[tuple[str, str, str, int]],
+                outcomes: Sequence["int | BaseException"]) -> None:
+        """Each written entry takes its new version and the data it was written with."""
+        for entry, row, outcome in zip(entries, rows, outcomes):
+            if not isinstance(outcome, BaseException):
+                entry.version, entry._read_data = outcome, row[2]
+
+    def _store_many(self, rows: Sequence[tuple[str, str, str, int]], *,
+                    release: Lock | None = None) -> list["int | BaseException"]:
+        """``_store`` of each (kind, name, data, expected version or ``ANY_VERSION``): its new
+        version or its error. Stores that can write them in one transaction (or round trip)
+        override it, releasing ``release`` in it too and then calling ``release._forget()``;
+        here the caller releases it afterwards."""
+        outcomes: list[int | BaseException] = []
+        for row in rows:
+            try:
+                outcomes.append(self._store(*row))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def delete(self, kind: str, name: str) -> None:
         self._remove(kind, name)

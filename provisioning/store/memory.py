@@ -8,7 +8,7 @@ from typing import Any
 
 from provisioning.errors import StateConflict
 from provisioning.faults import checkpoint
-from provisioning.store.base import ManagedEntryStore, holder_is_dead
+from provisioning.store.base import ANY_VERSION, ManagedEntryStore, holder_is_dead
 
 __all__ = ["MemoryStore"]
 
@@ -29,7 +29,7 @@ class MemoryStore(ManagedEntryStore):
         with self._mutex:
             current = self._entries.get((kind, name))
             version = current[1] if current else 0
-            if version != expected_version:
+            if expected_version not in (version, ANY_VERSION):
                 raise StateConflict(f"{kind} {name!r} changed since it was read (version "
                                     f"{version}, expected {expected_version}); re-read and retry")
             checkpoint("mid_save", machine=name)  # fault tests: fail before the write lands

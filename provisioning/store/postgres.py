@@ -33,6 +33,7 @@ from provisioning import __version__
 from provisioning.errors import ConfigError, StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
+from provisioning.store.postgres_batch import PREPARE_WRITES, EntryWrite, distinct_rounds, send_writes
 from provisioning.store.postgres_claims import PostgresClaims
 from provisioning.store.postgres_sql import ADVISORY_NAMESPACE, alive, connect, execute, psycopg2, scalar
 
@@ -141,6 +142,11 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         self._secrets = [s for s in (_url_password(url), os.environ.get("PGPASSWORD")) if s]
         self._connect_timeout = connect_timeout
         self._mutex = threading.RLock()
+        #: entry writes waiting for the connection (``_write_grouped``)
+        self._pending: list[EntryWrite] = []
+        self._pending_lock = threading.Lock()
+        #: the connection ``PREPARE_WRITES`` was run on (prepared statements live in a session)
+        self._prepared_on: Connection | None = None
         self._conn: Connection | None = None
         self.session_key = 0
         with self._mapped("open"):
@@ -303,38 +309,104 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def _store(self, kind, name, data, expected_version):
-        return self._write_entry(kind, name, data, expected_version, None)
+        write = EntryWrite(kind, name, data, expected_version)
+        self._write_grouped([write])
+        if write.error is not None:
+            raise write.error
+        return write.version
 
-    def _store_and_release(self, kind, name, data, expected_version, lock):
-        """The save and the lock's release in one statement: one round trip, not two."""
-        version = self._write_entry(kind, name, data, expected_version, lock)
-        lock._forget()
-        return version
+    def _store_many(self, rows, *, release=None):
+        """In one statement with other threads' saves (``_write_grouped``), ``release``
+        released in it with the last row (a refused save's caller releases it anyway)."""
+        writes = [EntryWrite(*row) for row in rows]
+        writes[-1].lock = release
+        self._write_grouped(writes)
+        if release is not None and writes[-1].error is None:
+            release._forget()
+        return [w.error if w.error is not None else w.version for w in writes]
+
+    def _write_grouped(self, writes: list[EntryWrite]) -> None:
+        """Queue ``writes``, then send every queued write in one statement, unless the thread
+        holding the connection meanwhile sent them with its own (a group commit: the saves of
+        workers finishing together cost one round trip, not one each)."""
+        with self._pending_lock:
+            self._pending.extend(writes)
+        one = writes[0]
+        doing = f"save {one.kind} {one.name!r}" if len(writes) == 1 else \
+            f"save {len(writes)} entries"
+        try:
+            self._run(doing, self._send_pending, tx=False, retry=False)
+        except BaseException:  # no connection: what nobody sent is taken back, not sent later
+            with self._pending_lock:
+                mine = {id(w) for w in writes}
+                self._pending = [w for w in self._pending if id(w) not in mine]
+            if not all(w.done for w in writes):
+                raise
+
+    def _send_pending(self, conn: Connection) -> None:
+        """Every queued write, in statements that each name an entry once."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return  # sent by the thread that held the connection before
+        try:
+            checkpoint("mid_save", machine=batch[0].name)  # fault tests: before it lands
+            for part in distinct_rounds(batch):
+                self._send_part(conn, part)
+        except Exception as exc:
+            for write in batch:
+                if not write.done:
+                    write.error, write.done = self._translated(
+                        exc, f"save {write.kind} {write.name!r}"), True
+        finally:
+            for write in batch:
+                if not write.done:  # interrupted (KeyboardInterrupt): not known to be saved
+                    write.error, write.done = StateError(
+                        f"{write.kind} {write.name!r} was not saved: interrupted"), True
+
+    def _send_part(self, conn: Connection, part: list[EntryWrite]) -> None:
+        try:
+            if len(part) > 1 and self._prepared_on is not conn:
+                execute(conn, PREPARE_WRITES)
+                self._prepared_on = conn
+            send_writes(conn, part)
+        except psycopg2.Error as exc:
+            if len(part) == 1 or isinstance(exc, psycopg2.OperationalError) or conn.closed:
+                raise
+            for write in part:  # one row the server refused (bad text) fails its save alone
+                try:
+                    send_writes(conn, [write])
+                except psycopg2.OperationalError:
+                    raise
+                except psycopg2.Error as own:
+                    write.error, write.done = self._translated(
+                        own, f"save {write.kind} {write.name!r}"), True
+
+    def _translated(self, exc: BaseException, doing: str) -> BaseException:
+        """``exc`` as ``_mapped`` raises it for ``doing`` (called with the connection held)."""
+        try:
+            with self._mapped(doing):
+                raise exc
+        except BaseException as mapped:
+            return mapped
 
     def _store_renamed(self, kind, name, data, expected_version, old_name):
         """The save and the delete of ``old_name`` in one transaction (``state mv``)."""
-        return self._write_entry(kind, name, data, expected_version, None, forget=old_name)
+        return self._write_entry(kind, name, data, expected_version, forget=old_name)
 
-    def _write_entry(self, kind: str, name: str, data: str, expected_version: int,
-                     lock: Any, *, forget: str | None = None) -> int:
-        """Write an entry over ``expected_version`` (0: a new one) in one statement, which is
-        its own transaction; with ``lock``, the statement also deletes the lock's row (its
-        release commits with the save, or with the refused save, whose caller releases the
-        lock anyway)."""
+    def _write_entry(self, kind: str, name: str, data: str, expected_version: int, *,
+                     forget: str) -> int:
+        """Write an entry over ``expected_version`` (0: a new one) and delete ``forget`` of
+        its kind, in one transaction."""
         write = ("INSERT INTO provisioning_entries (kind, name, data, version) "
                  "VALUES (%(k)s, %(n)s, %(d)s, 1) ON CONFLICT (kind, name) DO NOTHING "
                  "RETURNING version") if expected_version == 0 else (
             "UPDATE provisioning_entries SET data = %(d)s, version = version + 1, "
             "updated_at = now() WHERE kind = %(k)s AND name = %(n)s AND version = %(v)s "
             "RETURNING version")
-        if lock is not None:
-            write = ("WITH released AS (DELETE FROM provisioning_locks WHERE name = %(ln)s "
-                     "AND token = %(lt)s) " + write)
-        if forget is not None:  # with a refused write, rolled back with it (tx below)
-            write = ("WITH forgotten AS (DELETE FROM provisioning_entries WHERE kind = %(k)s "
-                     "AND name = %(old)s) " + write)
-        params = {"k": kind, "n": name, "d": data, "v": expected_version, "old": forget,
-                  "ln": getattr(lock, "name", None), "lt": getattr(lock, "token", None)}
+        write = ("WITH forgotten AS (DELETE FROM provisioning_entries WHERE kind = %(k)s "
+                 "AND name = %(old)s) " + write)  # with a refused write, rolled back with it
+        params = {"k": kind, "n": name, "d": data, "v": expected_version, "old": forget}
 
         def write_entry(conn: Connection) -> int:
             checkpoint("mid_save", machine=name)  # fault tests: fail before the write lands
@@ -346,9 +418,7 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
                                     f"{now[0] if now else 0}, expected {expected_version}); "
                                     "re-read and retry")
             return int(row[0])
-        # not retried: a write whose answer was lost may have landed
-        return self._run(f"save {kind} {name!r}", write_entry, tx=forget is not None,
-                         retry=False)
+        return self._run(f"save {kind} {name!r}", write_entry)
 
     def _remove(self, kind, name):
         self._run(f"delete {kind} {name!r}", lambda c: execute(c,

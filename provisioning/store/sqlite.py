@@ -12,13 +12,13 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from provisioning.errors import ConfigError, ProvisioningError, StateConflict, StateError
 from provisioning.faults import checkpoint
 from provisioning.inputs.userfiles import creation_problem
 from provisioning.store import DEFAULT_STATE_PATH
-from provisioning.store.base import ManagedEntryStore, holder_is_dead
+from provisioning.store.base import ANY_VERSION, ManagedEntryStore, holder_is_dead
 from provisioning.store.state_file import check_tables, inspect_state_file, tighten_mode
 
 __all__ = ["SQLiteStore", "DEFAULT_STATE_PATH"]
@@ -197,17 +197,22 @@ class SQLiteStore(ManagedEntryStore):
         queued meanwhile (a group commit): whoever takes the connection next commits them all,
         each in its own savepoint, so each write keeps its own checks and outcome and returns
         only once committed. A thousand machines' saves cost tens of commits, not a thousand."""
-        write = _Write(fn)
-        with self._pending_lock:
-            self._pending.append(write)
-        with self._guard():
-            if not write.done:
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                self._commit_batch(batch)
+        write = self._grouped_many([fn])[0]
         if write.error is not None:
             raise write.error
         return write.result
+
+    def _grouped_many(self, fns: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[_Write]:
+        """``_grouped`` of several writes, each with its own outcome."""
+        writes = [_Write(fn) for fn in fns]
+        with self._pending_lock:
+            self._pending.extend(writes)
+        with self._guard():
+            if not all(write.done for write in writes):
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_batch(batch)
+        return writes
 
     def _commit_batch(self, batch: list[_Write]) -> None:
         if len(batch) == 1:  # alone in its transaction: no savepoint needed to undo it alone
@@ -268,34 +273,23 @@ class SQLiteStore(ManagedEntryStore):
     def _store(self, kind, name, data, expected_version):
         return self._grouped(self._writer(kind, name, data, expected_version))
 
-    def save_many(self, entries):
-        """One transaction, a savepoint per entry (see ``_commit_batch``)."""
-        writes, texts = [], []
-        for entry in entries:
-            entry._check_saveable()
-            entry.store, entry.updated_at = self, time.time()
-            texts.append(entry.data_json())
-            writes.append(_Write(self._writer(entry.kind, entry.name, texts[-1], entry.version)))
-        with self._guard():
-            self._commit_batch(writes)
-        for entry, write, text in zip(entries, writes, texts):
-            if write.error is None:
-                entry.version, entry._read_data = write.result, text
-        failed = next((w.error for w in writes if w.error is not None), None)
-        if failed is not None:
-            raise failed
+    def _store_many(self, rows, *, release=None):
+        """One transaction (shared with other threads' writes, ``_grouped``), a savepoint per
+        entry; ``release`` is released with the last row's write (one commit, not two)."""
+        fns = [self._writer(*row) for row in rows]
+        if release is not None:
+            last = fns[-1]
 
-    def _store_and_release(self, kind, name, data, expected_version, lock):
-        """The save and the lock's release in one write: one commit, not two."""
-        write = self._writer(kind, name, data, expected_version)
-
-        def both(db: sqlite3.Connection) -> int:
-            version = write(db)
-            db.execute("DELETE FROM locks WHERE name=? AND token=?", (lock.name, lock.token))
-            return version
-        version = self._grouped(both)
-        lock._forget()
-        return version
+            def last_and_release(db: sqlite3.Connection) -> int:
+                version = last(db)
+                db.execute("DELETE FROM locks WHERE name=? AND token=?",
+                           (release.name, release.token))
+                return version
+            fns[-1] = last_and_release
+        writes = self._grouped_many(fns)
+        if release is not None and writes[-1].error is None:
+            release._forget()
+        return [w.error if w.error is not None else w.result for w in writes]
 
     @staticmethod
     def _writer(kind: str, name: str, data: str,
@@ -304,7 +298,7 @@ class SQLiteStore(ManagedEntryStore):
             row = db.execute("SELECT version FROM entries WHERE kind=? AND name=?",
                              (kind, name)).fetchone()
             version = row[0] if row else 0
-            if version != expected_version:
+            if expected_version not in (version, ANY_VERSION):
                 raise StateConflict(f"{kind} {name!r} changed since it was read (version {version}"
                                     f", expected {expected_version}); re-read and retry")
             db.execute("INSERT OR REPLACE INTO entries (kind, name, data, version, updated_at) "

@@ -153,3 +153,32 @@ def test_a_slot_driver_that_re_creates_a_lost_machine_under_the_same_id_passes(t
         return {"box_id": box["id"]}
 """, "lost")
     assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_machine_option_the_drivers_own_check_refuses_is_refused_before_the_state_file(
+        tmp_path, monkeypatch):
+    """The guide says ``validate_machine_options`` is what the cluster loader uses for each
+    machine; the loader checked only the declared fields, so an outside driver's own check
+    (override, calling ``super()``) ran first at allocate, after the state file was made."""
+    from provisioning.cluster import Cluster
+    from provisioning.errors import ConfigError, ConfigProblem
+
+    _, box = _guide_box_driver(tmp_path)
+
+    class SoldOutBoxDriver(box):
+        def validate_machine_options(self, machine_options, *, where, file=None):
+            found = super().validate_machine_options(machine_options, where=where, file=file)
+            if machine_options.get("size") == "large":
+                found.append(ConfigProblem("large boxes are sold out; use size: small",
+                                           key=f"{where}.size", file=file))
+            return found
+
+    register_driver("box", SoldOutBoxDriver)
+    (tmp_path / "cluster.yml").write_text(
+        'driver: "box:./boxes"\nmachines:\n  web: {count: 2, machine_options: {size: large}}\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        Cluster.load(str(tmp_path / "cluster.yml"))
+    assert [(p.key, p.message) for p in refused.value.problems] == [
+        ("machines.web.machine_options.size", "large boxes are sold out; use size: small")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]

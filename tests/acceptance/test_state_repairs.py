@@ -78,3 +78,36 @@ def test_a_state_mv_stopped_half_way_leaves_one_entry_not_two(tmp_path, store, r
         {"db-1": "running", "db-2": "running"}, status.stdout
     converge("state", "mv", "db-1", "db-9", cwd=tmp_path, check=True, env=env)
     assert [row[0] for row in run(names)] == ["db-2", "db-9"]
+
+
+@pytest.mark.parametrize("tampered", ["fake:{other}", "ssh:root@127.0.0.1"])
+@pytest.mark.parametrize("lost", [False, True], ids=["kept", "lost"])
+def test_a_state_entry_edited_to_another_driver_is_refused_not_acted_on(tmp_path, tampered, lost):
+    """An entry whose ``driver_url`` was edited (``fake:/elsewhere``, another scheme) made ``up``
+    act through that driver: a lost machine was made again there. ``up``, its why-run and
+    ``plan`` now refuse (exit 2) naming both URLs and the fix; ``state rm`` then ``up`` makes
+    the machine through the cluster file's driver."""
+    other = tmp_path.parent / f"{tmp_path.name}-other"
+    other.mkdir()
+    (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web: {}\n')
+    converge("up", cwd=tmp_path, check=True)
+    _, run, _ = _sqlite(tmp_path)
+    url = tampered.format(other=other)
+    run(f"UPDATE entries SET data = json_set(data, '$.reference.driver_url', '{url}') "
+        "WHERE kind = 'machine' AND name = 'web'")
+    if lost:
+        for server in (tmp_path / "cloud" / "servers").iterdir():
+            server.unlink()
+    for args in (("up",), ("up", "--why-run"), ("plan",)):
+        result = converge(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout + result.stderr)
+        text = result.stdout + result.stderr
+        assert f"as made by the driver '{url}'" in text and "converge state rm web" in text, text
+        assert f"the cluster file gives 'fake:{tmp_path / 'cloud'}'" in text, text
+        assert "Traceback" not in text
+    assert list(other.iterdir()) == [], "a machine was made through the edited driver URL"
+    converge("state", "rm", "web", cwd=tmp_path, check=True)
+    converge("up", cwd=tmp_path, check=True)
+    status = json.loads(converge("status", "--output", "json", cwd=tmp_path, check=True).stdout)
+    assert [(m["name"], m["state"], m["driver_url"]) for m in status["machines"]] == \
+        [("web", "running", f"fake:{tmp_path / 'cloud'}")], status

@@ -227,3 +227,95 @@ def test_a_bulk_delete_removes_many_in_one_request_and_a_stop_between_its_halves
     assert driver.requests[-1] == ["web-4", "web-5"] and os.listdir(tmp_path) == []
     assert sorted(a.description for a in handler.actions(performed=True)) == [
         "destroy dir web-4", "destroy dir web-5"]  # finished on worker threads: any order
+
+
+def test_driver_options_of_a_driver_declaring_none(tmp_path):
+    """A driver that declares no ``driver_option_fields`` had its ``driver_options`` unchecked:
+    a typo was silently ignored. A built-in one (fake:) now refuses every key, naming it and
+    the accepted ones (none); one written outside the project keeps working, warned that its
+    options are unchecked; declared fields are checked as before."""
+    from provisioning.driver import OptionField
+    from provisioning.errors import ConfigError
+    from provisioning.registry import driver_for_url
+
+    config = Config({"driver_options": {"fake:./cloud": {"colour": "red"},
+                                        "old-style:": {"colour": "red"}}},
+                    base_dir=str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        driver_for_url("fake:./cloud", config)
+    assert "'colour'" in str(info.value) and "accepted: none" in str(info.value)
+    assert info.value.problems[0].key.endswith(".colour")
+    assert not (tmp_path / "cloud").exists()
+    with pytest.warns(DeprecationWarning, match="declares no driver_option_fields.*colour"):
+        driver = _OldStyle.from_url("old-style:", config)
+    assert driver.driver_options == {"colour": "red"}
+
+    class _Declared(_OldStyle):
+        driver_option_fields = (OptionField("size", "str"),)
+    with pytest.raises(ConfigError, match="unknown option 'colour'.*size"):
+        _Declared.from_url("old-style:", config)
+
+
+class _Tagging(Driver):
+    """The advanced path: its own allocate_machine, adopting what carries the machine's tag
+    (``resource_name``, or the bare name with ``by_name``), else making a new resource."""
+
+    scheme = "tagging"
+    by_name = False
+
+    def __init__(self, driver_url, config):
+        super().__init__(driver_url, config)
+        self.tags: dict[str, str] = {}  # tag -> resource id
+
+    def allocate_machine(self, action_handler, machine_spec, machine_options):
+        if machine_spec.exists:
+            return
+        tag = machine_spec.name if self.by_name else machine_spec.resource_name
+        if tag not in self.tags:
+            self.tags[tag] = f"r{len(self.tags) + 1}"
+        machine_spec.reference = self.base_reference(id=self.tags[tag])
+        machine_spec.save()
+
+    def ready_machine(self, action_handler, machine_spec, machine_options):
+        return None
+
+    def connect_to_machine(self, machine_spec, machine_options):
+        raise NotImplementedError
+
+    def stop_machine(self, action_handler, machine_spec, machine_options):
+        pass
+
+    def destroy_machine(self, action_handler, machine_spec, machine_options):
+        machine_spec.delete()
+
+
+def _moved_by_state_mv(provisioner, old, new):
+    """What ``state mv OLD NEW`` leaves: NEW records OLD's resource (still tagged OLD)."""
+    moved = provisioner.spec(new)
+    moved.reference = dict(provisioner.spec(old).reference)
+    moved.save()
+    provisioner.store.delete("machine", old)
+
+
+@pytest.mark.parametrize("by_name", [False, True], ids=["tags-by-resource-name", "by-name"])
+def test_a_driver_overriding_allocate_never_gives_two_entries_one_resource(tmp_path, by_name):
+    """The adoption check (``_recorded_elsewhere``) ran only on the hooks' path: a driver with
+    its own allocate_machine adopted the resource another entry records. Now it tries again
+    under a new generation, as the hooks do; one that adopts the same again fails, recording
+    nothing."""
+    from provisioning.errors import ProviderError
+
+    driver = type("_T", (_Tagging,), {"by_name": by_name})("tagging:", Config(base_dir=str(tmp_path)))
+    handler = RecordingActionHandler()
+    provisioner = Provisioner(MemoryStore(), config=driver.config, action_handler=handler)
+    provisioner.allocate(driver, "web-1")
+    _moved_by_state_mv(provisioner, "web-1", "web-9")
+    if by_name:
+        with pytest.raises(ProviderError, match="records as machine 'web-9'"):
+            provisioner.allocate(driver, "web-1")
+        assert not provisioner.spec("web-1").exists
+    else:
+        spec = provisioner.allocate(driver, "web-1")
+        assert spec.reference["id"] == "r2" and spec.generation == 1
+        assert any("recorded as machine 'web-9'" in e.description for e in handler.events)
+    assert provisioner.spec("web-9").reference["id"] == "r1"

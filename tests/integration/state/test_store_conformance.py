@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from provisioning.errors import ProviderError, StateConflict, StateLocked
+from provisioning.errors import ProviderError, StateConflict, StateError, StateLocked
 from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
@@ -112,6 +112,64 @@ class StoreConformance:
         finally:
             if other is not store:
                 other.close()
+
+    def test_an_entry_saved_with_another_writes_it_over_any_version(self, store):
+        """``save_with``: a machine's facts go with its last save under its lock, over
+        whichever version the store holds (a destroy may have forgotten them meanwhile)."""
+        facts = MachineSpec("a", {"driver_url": "fake:", "facts": {"os": "old"}}, kind="facts",
+                            store=store)
+        facts.save()
+        facts.reference["facts"]["os"] = "older"
+        facts.save()  # version 2 in the store
+        lock = store.lock("a", ttl=30)
+        spec = MachineSpec("a", {"driver_url": "fake:", "n": 1}, store=store)
+        stale = MachineSpec("a", {"driver_url": "fake:", "facts": {"os": "new"}}, kind="facts",
+                            store=store)  # read as version 0
+        spec.save_with(stale)
+        assert not spec.unchanged()
+        spec.save(release=lock)
+        assert (spec.version, stale.version) == (1, 3) and "a" not in store.locks()
+        assert store.get("facts", "a").reference["facts"] == {"os": "new"}
+        assert store.get("machine", "a").reference["n"] == 1
+        again = MachineSpec("a", {"driver_url": "fake:"}, store=store)  # stale: version 0
+        again.save_with(MachineSpec("a", {"driver_url": "fake:"}, kind="facts", store=store))
+        lock = store.lock("a", ttl=30)
+        with pytest.raises(StateConflict):  # the entry's own error, its lock freed anyway
+            again.save(release=lock)
+        assert "a" not in store.locks() and store.get("machine", "a").reference["n"] == 1
+
+    def test_saves_of_many_threads_at_once_keep_their_own_outcomes(self, store):
+        """Saves sent together (one transaction or statement for many threads' saves where
+        the store groups them) each keep their own version check and lock release."""
+        for i in range(12):
+            MachineSpec(f"m{i}", {"driver_url": "fake:", "n": 0}, store=store).save()
+        specs = [store.get("machine", f"m{i}") for i in range(12)]
+        for spec in specs[::3]:  # every third one goes stale: another writer saved it since
+            store.get("machine", spec.name).save()
+        locks = [store.lock(spec.name, ttl=30) for spec in specs]
+        barrier = threading.Barrier(len(specs))
+        outcomes: dict[str, BaseException | None] = {}
+
+        def save(spec: MachineSpec, lock) -> None:
+            spec.reference["n"] = 1
+            barrier.wait()
+            try:
+                spec.save(release=lock)
+                outcomes[spec.name] = None
+            except BaseException as exc:
+                outcomes[spec.name] = exc
+        threads = [threading.Thread(target=save, args=pair) for pair in zip(specs, locks)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        refused = {name for name, exc in outcomes.items() if exc is not None}
+        assert refused == {f"m{i}" for i in range(0, 12, 3)}
+        assert all(isinstance(outcomes[name], StateConflict) for name in refused)
+        for i in range(12):
+            saved = store.get("machine", f"m{i}")
+            assert (saved.reference["n"], saved.version) == ((0, 2) if i % 3 == 0 else (1, 2))
+        assert store.locks() == {}
 
     def test_unicode_names(self, store):
         for index, name in enumerate(UNICODE_NAMES):
@@ -369,3 +427,70 @@ class TestPostgresStore(StoreConformance):
     @pytest.fixture
     def url(self, postgres_url):
         return postgres_url
+
+    @staticmethod
+    def _queued(store, saves, writes: int | None = None) -> list[BaseException | None]:
+        """Run ``saves`` (callables) in threads while this thread holds the store's connection,
+        until their ``writes`` (one each by default) wait in its queue; then let them all go,
+        so they are sent together."""
+        writes = writes or len(saves)
+        outcomes: list[BaseException | None] = [None] * len(saves)
+
+        def run(index: int) -> None:
+            try:
+                saves[index]()
+            except BaseException as exc:
+                outcomes[index] = exc
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(saves))]
+        deadline = time.monotonic() + 60  # a bound for a stuck test, not a timing
+        with store._mutex:
+            for thread in threads:  # one at a time: queued in this order
+                before = len(store._pending)
+                thread.start()
+                while len(store._pending) == before and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            assert len(store._pending) == writes
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    def test_saves_waiting_for_the_connection_go_in_one_statement(self, store, url):
+        """Workers finishing together: their saves (new entries, updates, lock releases, an
+        entry written with another) share one statement, one transaction: one ``xmin``."""
+        from provisioning.testing.postgres import query
+        MachineSpec("old", {"driver_url": "fake:"}, store=store).save()
+        old = store.get("machine", "old")
+        old.reference["n"] = 1
+        lock = store.lock("old", ttl=30)
+        news = [MachineSpec(f"new-{i}", {"driver_url": "fake:", "i": i}, store=store)
+                for i in range(5)]
+        news[0].save_with(MachineSpec("new-0", {"driver_url": "fake:"}, kind="facts",
+                                      store=store))
+        outcomes = self._queued(store, [lambda: old.save(release=lock)] +
+                                [spec.save for spec in news], writes=7)
+        assert outcomes == [None] * 6 and store.locks() == {}
+        rows = query(url, "SELECT DISTINCT xmin::text FROM provisioning_entries WHERE "
+                          "name <> 'old' OR kind = 'machine'")
+        assert len(rows) == 1, rows
+        assert store.get("machine", "old").version == 2
+        assert [store.get("machine", f"new-{i}").reference["i"] for i in range(5)] == \
+            list(range(5))
+
+    def test_a_save_the_server_refuses_fails_alone_in_a_shared_statement(self, store):
+        """Text PostgreSQL cannot take (a lone surrogate) in one save of a shared statement:
+        that save fails with a StateError naming it; the others are saved."""
+        bad = MachineSpec("bad", {"driver_url": "fake:", "x": "\ud800"}, store=store)
+        goods = [MachineSpec(f"good-{i}", {"driver_url": "fake:"}, store=store)
+                 for i in range(3)]
+        outcomes = self._queued(store, [bad.save] + [spec.save for spec in goods])
+        assert isinstance(outcomes[0], StateError) and "'bad'" in str(outcomes[0])
+        assert outcomes[1:] == [None] * 3
+        assert store.get("machine", "bad") is None
+        assert all(store.get("machine", spec.name) is not None for spec in goods)
+
+    def test_the_same_entry_twice_in_the_queue_is_saved_in_order(self, store):
+        first = MachineSpec("twice", {"driver_url": "fake:", "n": 1}, store=store)
+        second = MachineSpec("twice", {"driver_url": "fake:", "n": 2}, store=store)
+        outcomes = self._queued(store, [first.save, second.save])
+        assert outcomes[0] is None and isinstance(outcomes[1], StateConflict)
+        assert store.get("machine", "twice").reference["n"] == 1
