@@ -428,6 +428,12 @@ def _attributes(spec, where, problems) -> _Attributes:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
             problems.add(f"{where}.{name}", f"expected a user or group name, got "
                                             f"{describe_type(value)}")
+        elif isinstance(value, str) and (not value or value.startswith("-") or ":" in value
+                                         or not value.isprintable()):
+            # chown would read '-rf' as its options, 'a:b' as a user and a group
+            article = "an" if name == "owner" else "a"
+            problems.add(f"{where}.{name}", f"{value[:60]!r} is not {article} {name} name: no "
+                                            "leading '-', no ':', no control characters")
     return _Attributes(mode=mode, owner=None if owner is None else str(owner),
                        group=None if group is None else str(group))
 

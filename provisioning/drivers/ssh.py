@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from provisioning.driver import Capabilities, Driver
 from provisioning.driver.options import OptionField
-from provisioning.errors import ConfigError, InvalidDriverURL, MachineNotFound, TransportError
+from provisioning.errors import ConfigError, ConfigProblem, InvalidDriverURL, MachineNotFound, TransportError
 from provisioning.machine.factory import machine_for
 from provisioning.transports.ssh.option_keys import TRANSPORT_KEYS, check_transport_options
 
@@ -39,6 +39,8 @@ __all__ = ["SSHDriver"]
 _POOL = re.compile(r"^[A-Za-z0-9._-]*$")
 #: what the reference records about where the machine is (and the jump host, if any)
 _WHERE = ("host", "port", "username", "key_name", "gateway")
+#: the transport keys that give a way to log in
+_LOGINS = ("key_name", "password_env", "use_agent", "ssh_config")
 
 
 def _transport_fields() -> tuple[OptionField, ...]:
@@ -85,6 +87,20 @@ class SSHDriver(Driver):
             raise InvalidDriverURL(url, "use 'ssh:' or 'ssh:POOL' where POOL is letters, digits, "
                                         "'.', '_' or '-'")
         return f"ssh:{pool}"
+
+    def validate_machine_options(self, machine_options: Mapping[str, Any], *, where: str,
+                                 file: str | None = None) -> list[ConfigProblem]:
+        """Also: a host with no way to log in (no key, password, agent or ssh_config) is
+        refused with the file, before the state records it; at connect it was too late."""
+        found = super().validate_machine_options(machine_options, where=where, file=file)
+        transport = machine_options.get("transport")
+        if isinstance(transport, Mapping) and transport.get("kind", "ssh") == "ssh" and \
+                not any(transport.get(k) for k in _LOGINS):
+            found.append(ConfigProblem(
+                f"no way to log in to {transport.get('host')!r}: give a key (key_name), a "
+                "password (password_env), use_agent: true or ssh_config",
+                key=f"{where}.transport.key_name", file=file))
+        return found
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod

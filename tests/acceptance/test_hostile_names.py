@@ -58,3 +58,23 @@ def test_a_state_location_with_a_control_character_is_refused_before_anything(tm
 def test_watch_of_a_machine_the_file_does_not_have_creates_no_state_file(tmp_path):
     refused(tmp_path, 'driver: "fake:./cloud"\nmachines:\n  web: {}\n', "watch", "--once", "wbe",
             expect="no machine or group 'wbe' in this cluster")
+
+
+def test_an_ssh_host_with_no_way_to_log_in_is_refused_before_the_state_file(tmp_path):
+    """No key_name, password_env, use_agent or ssh_config: the state file was written and the
+    host registered, then connecting failed with exit 2."""
+    refused(tmp_path, 'driver: "ssh:"\nmachines:\n  web:\n    machine_options:\n'
+                      '      transport: {host: 127.0.0.1, port: 1}\n', "up",
+            expect="machines.web.machine_options.transport.key_name: no way to log in")
+
+
+@pytest.mark.parametrize("step,expect", [
+    ("file: {path: /x, content: a, owner: '-rf /'}", "owner: '-rf /' is not an owner name"),
+    ("directory: {path: /srv, group: '--reference=/etc/shadow'}", "is not a group name"),
+    ("file: {path: /x, content: a, owner: 'root:root'}", "is not an owner name"),
+], ids=["dash-owner", "dash-group", "colon"])
+def test_an_owner_or_group_chown_would_misread_is_refused_before_any_machine(tmp_path, step,
+                                                                             expect):
+    """``owner: '-rf /'`` reached ``chown '-rf /' -- PATH`` on a created machine (exit 1)."""
+    refused(tmp_path, 'driver: "fake:./cloud"\nmachines:\n  web:\n    converge:\n'
+                      f'      - {step}\n', "up", expect=expect)
