@@ -31,3 +31,17 @@ def test_a_machine_on_a_layered_image_not_built_yet_is_planned_not_refused(tmp_p
     converge("image", "build", "base", cwd=tmp_path, check=True)   # the lower layer built
     again = converge(*args, cwd=tmp_path, check=True)
     assert "1 image to build, 1 to create" in again.stdout, again.stdout
+
+
+def test_image_destroy_of_a_name_neither_the_file_nor_the_state_has_is_refused(tmp_path):
+    """``converge image destroy bsae`` (a typo) said "bsae: destroyed" with exit 0."""
+    (tmp_path / "cluster.yml").write_text(LAYERED)
+    result = converge("image", "destroy", "bsae", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no image 'bsae' in this cluster file" in result.stderr and "base" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yml"]
+    converge("image", "build", "base", cwd=tmp_path, check=True)
+    (tmp_path / "cluster.yml").write_text(LAYERED.replace("  base: {from: fake-linux}\n", "")
+                                          .replace("from: base", "from: fake-linux"))
+    gone = converge("image", "destroy", "base", cwd=tmp_path)   # in the state, not the file
+    assert gone.returncode == 0 and "base: destroyed" in gone.stdout, gone.stdout + gone.stderr
