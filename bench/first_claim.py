@@ -39,4 +39,4 @@ class _StopAtFirstClaim:
 sys.meta_path.insert(0, _StopAtFirstClaim)
 from provisioning.cli.main import main  # noqa: E402 - after the finder is in place
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # no argument: as the console script calls it (it reads sys.argv)

@@ -17,14 +17,15 @@ import _thread  # threading's lock, without importing threading on every start-u
 import contextlib
 import gc
 import importlib
-import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Callable, Iterator
 
-__all__ = ["load", "lazy_exports", "EntryPoints", "collector_paused",
-           "dataclasses_with_inspect_on_use"]
+__all__ = ["load", "lazy_exports", "EntryPoints", "collector_paused", "own_the_process"]
+
+#: whether the objects a start makes are frozen after it (``own_the_process``)
+_freeze_after_start = False
 
 
 def load(target: str) -> Any:
@@ -102,41 +103,25 @@ def collector_paused() -> "Iterator[None]":
     file read): that allocates tens of thousands of objects that live as long as the process
     and makes no garbage cycles, so each collection it triggers walks them all for nothing
     (about a tenth of ``converge status``). Collection resumes after, as it was; a nested or
-    concurrent use leaves it to the outermost."""
+    concurrent use leaves it to the outermost. In a process a command owns
+    (``own_the_process``), what was made until then is frozen first (``gc.freeze``): the
+    first collections after would otherwise walk all of it once more (about 9 M instructions
+    of a runner's start)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            if _freeze_after_start:
+                gc.freeze()
             gc.enable()
 
 
-class _InspectOnUse:
-    """Stands for ``inspect`` in ``dataclasses``' namespace until its first use, then puts the
-    real module there."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        module = importlib.import_module("inspect")
-        sys.modules["dataclasses"].inspect = module  # type: ignore[attr-defined]
-        return getattr(module, name)
-
-
-def dataclasses_with_inspect_on_use() -> None:
-    """Import ``dataclasses`` now, its ``inspect`` on first use. ``dataclasses`` imports
-    ``inspect`` (with ``ast``, ``dis``, ``tokenize``: about 36 M instructions, a tenth of what a
-    runner spends before its first claim) only to write a docstring for a class that has none,
-    and every data class of ours has one. ``inspect`` stands in ``sys.modules`` only while
-    ``dataclasses`` loads, so any later ``import inspect`` gets the real module; nothing is done
-    when either module is loaded already or another thread runs (a command's start is
-    single-threaded)."""
-    if "dataclasses" in sys.modules or "inspect" in sys.modules or _thread._count():
-        return
-    sys.modules["inspect"] = _InspectOnUse()  # type: ignore[assignment]
-    try:
-        importlib.import_module("dataclasses")
-    finally:
-        if isinstance(sys.modules.get("inspect"), _InspectOnUse):
-            del sys.modules["inspect"]
+def own_the_process() -> None:
+    """Say that this process runs one command (the ``converge`` console script): what its
+    start makes lives as long as the process, so ``collector_paused`` freezes it. Not for a
+    program that runs commands in-process (a test, a library user), whose older garbage would
+    be frozen with it."""
+    global _freeze_after_start
+    _freeze_after_start = True

@@ -18,7 +18,7 @@ from provisioning import __version__
 from provisioning.cli.commands import COMMANDS, SUMMARIES
 from provisioning.cli.help import group_help
 from provisioning.cli.quick import parse_quick
-from provisioning.lazy import collector_paused, dataclasses_with_inspect_on_use, lazy_exports, load
+from provisioning.lazy import collector_paused, lazy_exports, load, own_the_process
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy reads it alike)
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +31,8 @@ __all__ = ["cli", "main", "leave", "COMMANDS", "SUMMARIES"]
 #: the click group, and the runner mapping its outcomes to exit codes: named, not imported, so
 #: ``--help`` and ``--version`` never load click
 GROUP = "provisioning.cli.group"
+#: what a command's start does first (``--help`` and ``--version`` need none of it)
+START = "provisioning.cli.start:dataclasses_with_inspect_on_use"
 #: what runs a command ``provisioning.cli.quick`` read (without click)
 QUICK_RUNNER = "provisioning.cli.settings:run_quick"
 
@@ -48,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:
             return 1
         return 0
-    dataclasses_with_inspect_on_use()
+    if argv is None:  # the console script: this process runs one command
+        own_the_process()
+    load(START)()
     quick = parse_quick(args)
     if quick is not None:  # a QUICK command, plainly written: no click
         with collector_paused():

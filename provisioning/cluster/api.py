@@ -30,6 +30,7 @@ from provisioning.cluster.runner import ClusterRunner
 from provisioning.cluster.state_ops import check_import, import_into_cluster
 from provisioning.cluster.topology import render_outputs
 from provisioning.images.builder import check_image_name
+from provisioning.images.definition import BUILDER_PREFIX
 from provisioning.parallel import BatchResult, Outcome
 from provisioning.store import open_store
 
@@ -189,7 +190,12 @@ class Cluster:
 
     def destroy_images(self, names: Iterable[str] = ()) -> list[str]:
         """Destroy the named images (all the store holds by default) and forget them."""
-        names = list(names) or self.runner.images.saved_names()
+        saved = self.runner.images.saved_names()
+        names = list(names) or saved
+        known = dict.fromkeys([*self.file.images, *saved])
+        for name in names:  # a typo is refused, not reported "destroyed"
+            if name not in known and not self.store.get("machine", BUILDER_PREFIX + name):
+                check_image_name(name, known)
         for name in names:
             self.runner.images.destroy(name)
         return names

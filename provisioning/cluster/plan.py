@@ -327,7 +327,7 @@ def _with_images(runner: "ClusterRunner", definitions: list["MachineDefinition"]
     for definition in definitions:
         name = definition.machine_options.get("image")
         if name in builder.images:
-            image = builder.status(name).image_id or builder.images[name].base
+            image = builder.status(name).image_id or builder.stand_in(name)
             definition = replace(definition,
                                  machine_options={**definition.machine_options, "image": image})
         out.append(definition)

@@ -126,6 +126,20 @@ class ImageBuilder:
     def image_id(self, name: str) -> str | None:
         return self.spec(name).reference.get("image_id")
 
+    def stand_in(self, name: str) -> str:
+        """What a machine booting from image ``name``, not built yet, is planned with (why-run,
+        plan): the first built image below it, else the driver's own image at the bottom (an
+        image of the file is no image the driver has)."""
+        seen = {name}
+        while name in self.images:
+            name = self.images[name].base
+            if name in seen:
+                break
+            seen.add(name)
+            if name in self.images and self.image_id(name):
+                return self.image_id(name) or name
+        return name
+
     # -- building ----------------------------------------------------------------------------
     def ensure(self, names: Iterable[str], *, force: bool = False,
                use: bool = False) -> dict[str, str | None]:
@@ -321,7 +335,7 @@ def boot_from_images(definitions: Iterable[Any], builder: ImageBuilder) -> list[
     for definition in definitions:
         name = definition.machine_options.get("image")
         if name in built:
-            image = built[name] or builder.images[name].base
+            image = built[name] or builder.stand_in(name)
             definition = replace(definition,
                                  machine_options={**definition.machine_options, "image": image})
         out.append(definition)

@@ -8,11 +8,11 @@ same dataclass (``fields``, ``asdict``, ``replace``, ``__init__``, ``frozen`` al
 ``dataclasses``) whose comparison, representation and hash read ``dataclasses.fields`` at call
 time, with the same results as the generated ones (``tests/unit/test_records.py`` compares
 them): equal when of the same class and the compared fields are equal, hashable when frozen
-(unhashable otherwise), a method the class defines itself kept. A frozen record with no
-data-class base also gets its ``__init__`` written here (one compile, where dataclass compiles
-``__init__``, ``__setattr__`` and ``__delattr__``) and its frozen ``__setattr__`` and
-``__delattr__`` as closures: the same code dataclass would compile, with the same signature,
-docstring and errors.
+(unhashable otherwise), a method the class defines itself kept. A record with no data-class
+base also gets its ``__init__`` written here, compiled when first looked up (most classes a
+command imports make no instance before it has done its work; dataclass compiles it with the
+class), and, frozen, its ``__setattr__`` and ``__delattr__`` as closures (dataclass compiles
+both): the same code dataclass would compile, with the same signature, docstring and errors.
 
     @record(frozen=True)
     class Step:
@@ -87,13 +87,9 @@ class _Factory:
 _FACTORY = _Factory()
 
 
-def _written_here(cls: Any) -> bool:
-    """Whether this module writes the methods of frozen ``cls`` (read before dataclass sees
-    it): only for a class without data-class bases (dataclass's rules on frozen and
-    non-frozen bases stay dataclass's) and without what only dataclass handles (an
-    ``InitVar`` or keyword-only field, a field named ``self``)."""
-    if any("__dataclass_fields__" in vars(base) for base in cls.__mro__[1:]):
-        return False
+def _plain_fields(cls: Any) -> bool:
+    """Whether ``cls`` declares no field only dataclass handles: an ``InitVar``, a keyword-only
+    field (``KW_ONLY``, ``kw_only``), a field named ``self``."""
     annotations = vars(cls).get("__annotations__", {})
     if "self" in annotations or any(isinstance(v, dataclasses.Field) and v.kw_only is True
                                     for v in vars(cls).values()):
@@ -102,10 +98,27 @@ def _written_here(cls: Any) -> bool:
                    for word in ("InitVar", "KW_ONLY"))
 
 
-def _frozen_init(cls: Any) -> Any:
-    """The ``__init__`` dataclass writes for a frozen class (each field set with
-    ``object.__setattr__``, factories called, ``__post_init__`` last): one function compiled
-    per class, where dataclass compiles a ``__setattr__`` and a ``__delattr__`` too."""
+def _written_here(cls: Any) -> bool:
+    """Whether this module writes the ``__init__`` of ``cls`` (read before dataclass sees it):
+    when neither the class nor a data-class base of it declares a field only dataclass
+    handles (a base's are read from its annotations and made fields)."""
+    bases = [base for base in cls.__mro__[1:] if "__dataclass_fields__" in vars(base)]
+    return _plain_fields(cls) and all(
+        _plain_fields(base) and not any(f.kw_only is True for f in dataclasses.fields(base))
+        for base in bases)
+
+
+def _guarded_here(cls: Any) -> bool:
+    """Whether this module writes the frozen guards of ``cls``: only without data-class bases
+    (dataclass's rules on frozen and non-frozen bases stay dataclass's)."""
+    return not any("__dataclass_fields__" in vars(base) for base in cls.__mro__[1:])
+
+
+def _init_source(cls: Any, frozen: bool) -> tuple[str, dict[str, Any]]:
+    """The source of the ``__init__`` dataclass writes for ``cls`` (each field set, with
+    ``object.__setattr__`` when frozen, factories called, ``__post_init__`` last) and the
+    names it reads; a field without a default after one with a default is dataclass's
+    TypeError, raised here, when the class is made."""
     names: dict[str, Any] = {"__name__": cls.__module__, "__record_set": object.__setattr__,
                              "__record_factory": _FACTORY}
     parameters, lines, defaulted = ["self"], [], False
@@ -128,16 +141,40 @@ def _frozen_init(cls: Any) -> Any:
             value = f"{factory}()" if has_factory else default
         else:
             continue
-        lines.append(f" __record_set(self, {f.name!r}, {value})")
+        lines.append(f" __record_set(self, {f.name!r}, {value})" if frozen
+                     else f" self.{f.name} = {value}")
     if hasattr(cls, "__post_init__"):
         lines.append(" self.__post_init__()")
-    exec(f"def __init__({', '.join(parameters)}) -> None:\n" + ("\n".join(lines) or " pass"),
-         names)
+    return (f"def __init__({', '.join(parameters)}) -> None:\n" + ("\n".join(lines) or " pass"),
+            names)
+
+
+def _compiled_init(cls: Any, source: str, names: dict[str, Any]) -> Any:
+    exec(source, names)
     init = names["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__annotations__ = {f.name: f.type for f in dataclasses.fields(cls) if f.init}
     init.__annotations__["return"] = None
     return init
+
+
+class _InitOnUse:
+    """A record's ``__init__`` until it is first looked up (to make an instance, to be read or
+    called): then the function above is compiled and takes its place in the class, so every
+    use sees that function. Compiling is most of what defining a record costs, and a command
+    makes instances of few of the classes its modules define."""
+
+    __slots__ = ("cls", "source", "names")
+
+    def __init__(self, cls: Any, source: str, names: dict[str, Any]) -> None:
+        self.cls, self.source, self.names = cls, source, names
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        init = vars(self.cls).get("__init__")
+        if init is self:  # another thread may have put it there meanwhile: the same function
+            init = _compiled_init(self.cls, self.source, dict(self.names))
+            type.__setattr__(self.cls, "__init__", init)
+        return init.__get__(instance, owner)
 
 
 def _frozen_guards(cls: Any) -> None:
@@ -168,23 +205,25 @@ def record(cls: Any = None, /, *, frozen: bool = False) -> Any:
     """``@record`` or ``@record(frozen=True)``: as ``@dataclass`` (eq and repr on), cheaper to
     define."""
     def wrap(cls: Any) -> Any:
-        if frozen and _written_here(cls):
-            documented = bool(cls.__doc__)
-            made = dataclasses.dataclass(cls, init=False, eq=False, repr=False)
-            if "__init__" not in vars(made):
-                made.__init__ = _frozen_init(made)
+        if not _written_here(cls):
+            return _shared_methods(dataclasses.dataclass(cls, frozen=frozen, eq=False,
+                                                         repr=False), frozen=frozen)
+        documented, guarded = bool(cls.__doc__), frozen and _guarded_here(cls)
+        made = dataclasses.dataclass(cls, init=False, eq=False, repr=False,
+                                     frozen=frozen and not guarded)
+        if "__init__" not in vars(made):
+            made.__init__ = _InitOnUse(made, *_init_source(made, frozen))
+        if guarded:
             _frozen_guards(made)
-            params = made.__dataclass_params__  # this class's own: it says what it is now
-            params.init = params.frozen = True
-            if not documented:  # dataclass wrote it from the signature before there was one
-                import inspect  # only here: a start-up does not load it (provisioning.lazy)
-                try:
-                    signature = str(inspect.signature(made)).replace(" -> None", "")
-                except (TypeError, ValueError):  # pragma: no cover - as dataclass does
-                    signature = ""
-                made.__doc__ = made.__name__ + signature
-        else:
-            made = dataclasses.dataclass(cls, frozen=frozen, eq=False, repr=False)
+        params = made.__dataclass_params__  # this class's own: it says what it is now
+        params.init, params.frozen = True, frozen
+        if not documented:  # dataclass wrote it from the signature before there was one
+            import inspect  # only here: a start-up does not load it (provisioning.cli.start)
+            try:
+                signature = str(inspect.signature(made)).replace(" -> None", "")
+            except (TypeError, ValueError):  # pragma: no cover - as dataclass does
+                signature = ""
+            made.__doc__ = made.__name__ + signature
         return _shared_methods(made, frozen=frozen)
 
     return wrap if cls is None else wrap(cls)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from provisioning.lazy import collector_paused, dataclasses_with_inspect_on_use
+from provisioning.cli.start import dataclasses_with_inspect_on_use
+from provisioning.lazy import collector_paused
 
 
 def test_the_collector_is_paused_inside_and_back_after_even_on_an_error():
@@ -38,7 +39,7 @@ def test_dataclasses_get_inspect_on_first_use_and_every_importer_gets_the_real_m
     """In a fresh interpreter (as a command starts): ``inspect`` is not loaded by
     ``dataclasses``; a data class without a docstring still gets dataclass's own (which needs
     ``inspect``), and ``import inspect`` anywhere is the real module."""
-    code = ("import sys\nfrom provisioning.lazy import dataclasses_with_inspect_on_use\n"
+    code = ("import sys\nfrom provisioning.cli.start import dataclasses_with_inspect_on_use\n"
             "dataclasses_with_inspect_on_use()\n"
             "print('LOADED', 'inspect' in sys.modules)\n"
             "import dataclasses\n"
@@ -58,3 +59,18 @@ def test_dataclasses_with_inspect_on_use_leaves_a_loaded_inspect_alone():
 
     dataclasses_with_inspect_on_use()
     assert sys.modules["inspect"] is inspect and dataclasses.inspect is inspect
+
+
+def test_a_start_is_frozen_only_in_a_process_the_command_owns():
+    """``converge`` (the console script) freezes what its start made; a program running a
+    command in-process (``main(argv)``, as the tests do) keeps collecting all of its objects."""
+    code = ("import gc, sys\nfrom provisioning import lazy\n"
+            "with lazy.collector_paused():\n    kept = [[] for _ in range(100)]\n"
+            "print('IN-PROCESS', gc.get_freeze_count())\n"
+            "lazy.own_the_process()\n"
+            "with lazy.collector_paused():\n    kept = [[] for _ in range(100)]\n"
+            "print('OWNED', gc.get_freeze_count() >= 100, gc.isenabled())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["IN-PROCESS 0", "OWNED True True"]
+    assert gc.get_freeze_count() == 0  # this test process: nothing frozen

@@ -167,3 +167,51 @@ def test_a_record_refuses_what_a_dataclass_refuses_with_the_same_words():
     assert rec.__dataclass_params__.init and plain.__dataclass_params__.init
     with pytest.raises(FrozenInstanceError):
         rec("a").name = "b"
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_subclass_record_is_made_and_inited_as_a_dataclass_subclass(frozen):
+    """A record deriving from records gets the same ``__init__`` as dataclass writes (the
+    base's fields first, defaults and factories, ``__post_init__``), and the same errors."""
+    import inspect
+
+    made = []
+    base_body = {"__module__": __name__, "__doc__": "x",
+                 "__annotations__": {"name": "str", "tags": "dict"},
+                 "tags": field(default_factory=dict)}
+    child_body = {"__module__": __name__, "__doc__": "y",
+                  "__annotations__": {"size": "int", "seen": "list"}, "size": 3,
+                  "seen": field(default_factory=list, init=False),
+                  "__post_init__": lambda self: made.append(type(self).__module__)}
+    late_body = {"__module__": __name__, "__annotations__": {"late": "int"}}
+    classes = []
+    for decorate in (dataclass, record):
+        base = decorate(frozen=frozen)(type("Base", (), dict(base_body)))
+        child = decorate(frozen=frozen)(type("Child", (base,), dict(child_body)))
+        with pytest.raises(TypeError) as caught:
+            decorate(frozen=frozen)(type("Late", (base,), dict(late_body)))
+        classes.append((base, child, str(caught.value)))
+    (plain_base, plain, plain_late), (rec_base, rec, rec_late) = classes
+    assert rec_late == plain_late
+    assert str(inspect.signature(rec)) == str(inspect.signature(plain))
+    for cls in (plain, rec):
+        one = cls("a", {"k": "v"}, 5)
+        assert (one.name, one.tags, one.size, one.seen) == ("a", {"k": "v"}, 5, [])
+        assert cls("b").tags is not cls("c").tags and cls("b").size == 3
+        with pytest.raises(TypeError):
+            cls()
+    assert made == [__name__] * 8 and rec("a") == rec("a") != rec("a", size=4)
+    assert rec.__dataclass_params__.frozen == frozen and rec.__dataclass_params__.init
+
+
+def test_a_records_init_is_compiled_on_first_use_and_then_is_the_class_own_function():
+    thing = record(frozen=True)(type("Thing", (), {"__module__": __name__, "__doc__": "x",
+                                                   "__annotations__": {"name": "str"}}))
+    assert not callable(vars(thing)["__init__"])  # not compiled yet
+    init = thing.__init__
+    assert vars(thing)["__init__"] is init and init.__qualname__ == "Thing.__init__"
+    assert init.__annotations__ == {"name": "str", "return": None}
+    assert thing("a").name == "a" and thing.__init__ is init
+    other = record(type("Other", (), {"__module__": __name__, "__doc__": "x",
+                                      "__annotations__": {"name": "str"}}))
+    assert other("b").name == "b" and vars(other)["__init__"].__qualname__ == "Other.__init__"

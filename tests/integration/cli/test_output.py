@@ -55,7 +55,7 @@ STATUS_NEVER_LOADS = ("paramiko", "cryptography", "libcloud", "psycopg2", "jinja
                       "provisioning.cluster.kitchen", "provisioning.cluster.state_ops",
                       "provisioning.cluster.claims", "provisioning.lifecycle",
                       "provisioning.machine.access",
-                      # dataclasses gets it on first use (provisioning.lazy): never used here
+                      # dataclasses gets it on first use (provisioning.cli.start): never used here
                       "inspect")
 
 
