@@ -147,9 +147,6 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         self._pending_lock = threading.Lock()
         #: the connection ``PREPARE_WRITES`` was run on (prepared statements live in a session)
         self._prepared_on: Connection | None = None
-        #: a second connection for entry writes (``_run_writes``), opened at the first
-        self._writes_conn: Connection | None = None
-        self._writes_mutex = threading.Lock()
         self._conn: Connection | None = None
         self.session_key = 0
         with self._mapped("open"):
@@ -163,9 +160,8 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
         return text
 
     @contextlib.contextmanager
-    def _mapped(self, doing: str, *, drop: Callable[[], None] | None = None) -> Iterator[None]:
-        """Translate psycopg2 errors (most specific first), always masking the password.
-        ``drop``: forgets the connection a lost server broke (the main one by default)."""
+    def _mapped(self, doing: str) -> Iterator[None]:
+        """Translate psycopg2 errors (most specific first), always masking the password."""
         try:
             yield
         except StateError:
@@ -180,7 +176,7 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
             raise StateError(self._scrub(f"cannot {doing}: {exc} (names and values must be "
                                          "valid UTF-8 text without NUL characters)")) from exc
         except psycopg2.OperationalError as exc:
-            (drop or self._drop_connection)()
+            self._drop_connection()
             raise StateError(self._scrub(
                 f"cannot reach the PostgreSQL state at {self.url} ({self._server}) to {doing}: "
                 f"{' '.join(str(exc).split())}; check host, port, database, user and password "
@@ -331,40 +327,21 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
 
     def _write_grouped(self, writes: list[EntryWrite]) -> None:
         """Queue ``writes``, then send every queued write in one statement, unless the thread
-        holding the writes connection meanwhile sent them with its own (a group commit: the
-        saves of workers finishing together cost one round trip, not one each)."""
+        holding the connection meanwhile sent them with its own (a group commit: the saves of
+        workers finishing together cost one round trip, not one each)."""
         with self._pending_lock:
             self._pending.extend(writes)
         one = writes[0]
         doing = f"save {one.kind} {one.name!r}" if len(writes) == 1 else \
             f"save {len(writes)} entries"
         try:
-            self._run_writes(doing, self._send_pending)
+            self._run(doing, self._send_pending, tx=False, retry=False)
         except BaseException:  # no connection: what nobody sent is taken back, not sent later
             with self._pending_lock:
                 mine = {id(w) for w in writes}
                 self._pending = [w for w in self._pending if id(w) not in mine]
             if not all(w.done for w in writes):
                 raise
-
-    def _run_writes(self, doing: str, fn: Callable[[Connection], None]) -> None:
-        """``fn`` on the connection kept for entry writes: a worker's save never waits behind
-        the claims and reads its runner's feeder sends on the main connection. No lease is
-        taken on it (leases name the main connection's session)."""
-        with self._writes_mutex, self._mapped(doing, drop=self._drop_writes):
-            conn = self._writes_conn
-            if conn is None or conn.closed:
-                self._drop_writes()
-                conn = self._writes_conn = connect(
-                    self._raw_url, self._connect_timeout, keepalives=1, keepalives_idle=10,
-                    keepalives_interval=5, keepalives_count=3)
-            fn(conn)
-
-    def _drop_writes(self) -> None:
-        conn, self._writes_conn = self._writes_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
 
     def _send_pending(self, conn: Connection) -> None:
         """Every queued write, in statements that each name an entry once."""
@@ -406,9 +383,9 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
                         own, f"save {write.kind} {write.name!r}"), True
 
     def _translated(self, exc: BaseException, doing: str) -> BaseException:
-        """``exc`` as ``_mapped`` raises it for ``doing`` on the writes connection."""
+        """``exc`` as ``_mapped`` raises it for ``doing`` (called with the connection held)."""
         try:
-            with self._mapped(doing, drop=self._drop_writes):
+            with self._mapped(doing):
                 raise exc
         except BaseException as mapped:
             return mapped
@@ -553,8 +530,6 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
     def close(self) -> None:
         with self._mutex:
             self._drop_connection()
-        with self._writes_mutex:
-            self._drop_writes()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"

@@ -430,8 +430,7 @@ class TestPostgresStore(StoreConformance):
 
     @staticmethod
     def _queued(store, saves, writes: int | None = None) -> list[BaseException | None]:
-        """Run ``saves`` (callables) in threads while this thread holds the store's writes
-        connection,
+        """Run ``saves`` (callables) in threads while this thread holds the store's connection,
         until their ``writes`` (one each by default) wait in its queue; then let them all go,
         so they are sent together."""
         writes = writes or len(saves)
@@ -444,7 +443,7 @@ class TestPostgresStore(StoreConformance):
                 outcomes[index] = exc
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(saves))]
         deadline = time.monotonic() + 60  # a bound for a stuck test, not a timing
-        with store._writes_mutex:
+        with store._mutex:
             for thread in threads:  # one at a time: queued in this order
                 before = len(store._pending)
                 thread.start()
