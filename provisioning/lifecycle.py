@@ -82,40 +82,34 @@ class Provisioner:
         return entry
 
     def driver_for(self, spec: MachineSpec, default: "Driver | None" = None) -> "Driver":
-        """The driver that owns a saved machine (from its reference), else ``default``."""
-        url = spec.driver_url
-        if url and (default is None or default.driver_url != url):
-            return self._driver(url)
-        if default is None:
-            raise MachineNotFound(f"machine {spec.name!r} has no saved driver URL and none was "
-                                  "given", machine=spec.name)
-        return default
+        """The driver that acts on a saved machine: ``default``, the cluster file's, when the
+        file names the machine, else the one its reference names. A saved URL other than the
+        file's is refused, never acted on: a state entry edited to another driver or place
+        (``fake:/etc``) would make, stop or destroy there (and a destroy there finds nothing,
+        forgets the entry and leaks the real machine)."""
+        saved = spec.driver_url
+        if default is not None:
+            if saved and saved != default.driver_url:
+                raise ConfigError(
+                    f"machine {spec.name!r} is recorded in the state ({self.store.url}) as made "
+                    f"by the driver {saved!r}, but the cluster file gives "
+                    f"{default.driver_url!r}; nothing is done through a driver the file does not "
+                    "name. If the file changed, put that driver back to stop or destroy the "
+                    f"machine; if the record is wrong or the machine is gone, 'converge state rm "
+                    f"{spec.name}' forgets it (any resource is left alone) and the next up makes "
+                    "the machine anew", key="driver")
+            return default
+        if saved:
+            return self._driver(saved)
+        raise MachineNotFound(f"machine {spec.name!r} has no saved driver URL and none was "
+                              "given", machine=spec.name)
 
-    def _owner(self, operation: str, spec: MachineSpec,
-               driver: "Driver | None") -> "Driver | None":
-        """The driver ``operation`` acts through (None for a machine never allocated and no
-        driver given); a creating one through ``creator``."""
+    def _owner(self, spec: MachineSpec, driver: "Driver | None") -> "Driver | None":
+        """The driver an operation acts through (None for a machine never allocated and no
+        driver given)."""
         if not spec.exists and driver is None:
             return None
-        if operation in _CREATING and driver is not None:
-            return self.creator(spec, driver)
         return self.driver_for(spec, driver)
-
-    def creator(self, spec: MachineSpec, driver: "Driver") -> "Driver":
-        """The driver that makes, keeps or re-makes ``spec``'s machine: ``driver`` (the
-        cluster file's). A saved URL other than its own is refused, never acted on: a state
-        entry edited to another driver or place (``fake:/etc``) would make, or re-make a lost
-        machine, there."""
-        saved = spec.driver_url
-        if saved and saved != driver.driver_url:
-            raise ConfigError(
-                f"machine {spec.name!r} is recorded in the state ({self.store.url}) as made by "
-                f"the driver {saved!r}, but the cluster file gives {driver.driver_url!r}; a "
-                "machine is never moved between drivers, nor made through a driver the file "
-                f"does not name. If that record is wrong or the machine is gone, 'converge "
-                f"state rm {spec.name}' forgets it (any resource is left alone) and the next up "
-                "makes the machine anew", key="driver")
-        return driver
 
     def _driver(self, url: str) -> "Driver":
         """One driver per saved URL for this provisioner's life (building one per machine made
@@ -141,15 +135,16 @@ class Provisioner:
 
     def _one(self, operation: str, request: tuple["Driver | None", str, Mapping[str, Any]],
              call: Callable[[Any, ActionHandler, MachineSpec, Mapping[str, Any]], Any]) -> Any:
-        """``call`` gets the machine's driver: the one its reference names, else the given one
-        (None only for a machine that was never allocated and no driver given)."""
+        """``call`` gets the machine's driver (``driver_for``: the given one, the cluster
+        file's, else the one its reference names; None only for a machine never allocated and
+        no driver given)."""
         driver, name, options = request
         if operation in _CREATING:
             check_request(driver, name, options)
         handler = self.action_handler.for_machine(name)
         with self._held(name) as spec:
             spec.last_action = operation
-            return call(self._owner(operation, spec, driver), handler, spec, options)
+            return call(self._owner(spec, driver), handler, spec, options)
 
     # -- single machines ---------------------------------------------------------------------
     def allocate(self, driver: "Driver", name: str, options: Mapping[str, Any] = {}) -> MachineSpec:
@@ -292,7 +287,7 @@ class Provisioner:
             if error is not None:
                 raise error
             spec.last_action = action
-            return call(self._owner(action, spec, driver), self.action_handler.for_machine(name),
+            return call(self._owner(spec, driver), self.action_handler.for_machine(name),
                         spec, options)
 
     def _calls(self) -> dict[str, Callable[..., Any]]:

@@ -407,7 +407,7 @@ def _plan_machine(runner: "ClusterRunner", definition: "MachineDefinition",
         plan.action = "converge"
         plan.reason = "not refreshed: its steps are checked when applied"
         return plan
-    driver = runner.provisioner.creator(spec, runner.driver(definition.driver_url))
+    driver = runner.provisioner.driver_for(spec, runner.driver(definition.driver_url))
     plan.observed = state = driver.machine_state(spec)
     if state == "missing":
         plan.action = "create"
@@ -451,7 +451,7 @@ def _rehearse(runner: "ClusterRunner", definition: "MachineDefinition",
     what ``compare_with_wish`` says differs and up cannot change: compared once, as up does."""
     recorder = RecordingActionHandler(why_run=True)
     handler = recorder.for_machine(definition.name)
-    driver = runner.provisioner.creator(spec, runner.driver(definition.driver_url))
+    driver = runner.provisioner.driver_for(spec, runner.driver(definition.driver_url))
     options = definition.machine_options
     try:
         driver.allocate_machine(handler, spec, options)

@@ -85,8 +85,8 @@ def test_a_state_mv_stopped_half_way_leaves_one_entry_not_two(tmp_path, store, r
 def test_a_state_entry_edited_to_another_driver_is_refused_not_acted_on(tmp_path, tampered, lost):
     """An entry whose ``driver_url`` was edited (``fake:/elsewhere``, another scheme) made ``up``
     act through that driver: a lost machine was made again there. ``up``, its why-run and
-    ``plan`` now refuse (exit 2) naming both URLs and the fix; ``state rm`` then ``up`` makes
-    the machine through the cluster file's driver."""
+    ``plan`` (and ``stop``, ``destroy``) now refuse (exit 2) naming both URLs and the fix;
+    ``state rm`` then ``up`` makes the machine through the cluster file's driver."""
     other = tmp_path.parent / f"{tmp_path.name}-other"
     other.mkdir()
     (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web: {}\n')
@@ -98,7 +98,10 @@ def test_a_state_entry_edited_to_another_driver_is_refused_not_acted_on(tmp_path
     if lost:
         for server in (tmp_path / "cloud" / "servers").iterdir():
             server.unlink()
-    for args in (("up",), ("up", "--why-run"), ("plan",)):
+    servers = sorted(p.name for p in (tmp_path / "cloud" / "servers").iterdir())
+    # stop and destroy too: a destroy through the edited URL found nothing there, said the
+    # machine was gone, forgot the entry and left the real server behind
+    for args in (("up",), ("up", "--why-run"), ("plan",), ("stop",), ("destroy",)):
         result = converge(*args, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stdout + result.stderr)
         text = result.stdout + result.stderr
@@ -106,6 +109,8 @@ def test_a_state_entry_edited_to_another_driver_is_refused_not_acted_on(tmp_path
         assert f"the cluster file gives 'fake:{tmp_path / 'cloud'}'" in text, text
         assert "Traceback" not in text
     assert list(other.iterdir()) == [], "a machine was made through the edited driver URL"
+    assert sorted(p.name for p in (tmp_path / "cloud" / "servers").iterdir()) == servers
+    assert run("SELECT name FROM entries WHERE kind = 'machine'") == [("web",)]  # kept
     converge("state", "rm", "web", cwd=tmp_path, check=True)
     converge("up", cwd=tmp_path, check=True)
     status = json.loads(converge("status", "--output", "json", cwd=tmp_path, check=True).stdout)
