@@ -40,9 +40,19 @@ def strip_machine(text: str, machine: str | None) -> str:
     return text[len(prefix):] if machine and text.startswith(prefix) else text
 
 
+def cell_text(value: Any) -> str:
+    """A table cell as text safe on a terminal: what a state entry or a driver recorded may be
+    anything (an edited ``driver_url`` with a terminal escape or a bidi override), so the
+    characters that are not printable are shown as escapes (``\\x1b``, ``\\u202e``), not sent."""
+    text = "-" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Aligned plain-text columns."""
-    cells = [[str(c) for c in columns]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    cells = [[str(c) for c in columns]] + [[cell_text(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
              for row in cells]
@@ -285,11 +295,12 @@ class RichRenderer(Renderer):
 
     def table(self, columns, rows, keys, record) -> None:
         from rich.table import Table
+        from rich.text import Text
 
         self.close()
         table = Table(*columns)
-        for r in rows:
-            table.add_row(*["-" if r.get(k) is None else str(r.get(k)) for k in keys])
+        for r in rows:  # as Text: a cell's brackets are not rich markup
+            table.add_row(*[Text(cell_text(r.get(k))) for k in keys])
         self.console.print(table)
 
     def message(self, text: str, *, record: dict[str, Any] | None = None) -> None:

@@ -116,3 +116,28 @@ def test_a_state_entry_edited_to_another_driver_is_refused_not_acted_on(tmp_path
     status = json.loads(converge("status", "--output", "json", cwd=tmp_path, check=True).stdout)
     assert [(m["name"], m["state"], m["driver_url"]) for m in status["machines"]] == \
         [("web", "running", f"fake:{tmp_path / 'cloud'}")], status
+
+
+def test_status_shows_an_edited_driver_url_escaped_never_raw(tmp_path):
+    """A state entry is input too: a ``driver_url`` edited to hold a terminal escape and a bidi
+    override was printed raw by ``status`` (the terminal obeyed it). Cells now show such
+    characters as escapes; the machine's other columns are as they were."""
+    (tmp_path / "cluster.yml").write_text('driver: "fake:./cloud"\nmachines:\n  web: {}\n')
+    converge("up", cwd=tmp_path, check=True)
+    _, run, _ = _sqlite(tmp_path)
+    hostile = "fake:\x1b]0;owned\x07/x\u202etxt.exe"
+    run("UPDATE entries SET data = json_set(data, '$.reference.driver_url', "
+        f"'{hostile}') WHERE kind = 'machine' AND name = 'web'")
+    result = converge("status", cwd=tmp_path)
+    text = result.stdout + result.stderr
+    assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text, repr(text)
+    assert "fake:\\x1b]0;owned\\x07/x\\u202etxt.exe" in result.stdout, result.stdout
+    assert "web" in result.stdout
+
+
+def test_a_table_cell_is_printable_text():
+    from provisioning.cli.output import cell_text, format_table
+
+    assert cell_text(None) == "-" and cell_text("web-1") == "web-1"
+    assert cell_text("a\x1b[31mb\u202ec\nd") == "a\\x1b[31mb\\u202ec\\nd"
+    assert "\x1b" not in format_table(("A",), [("x\x1by",)])
