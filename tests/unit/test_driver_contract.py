@@ -256,7 +256,7 @@ def test_driver_options_of_a_driver_declaring_none(tmp_path):
         _Declared.from_url("old-style:", config)
 
 
-class _Tagging(Driver):
+class _Tagging(_OldStyle):
     """The advanced path: its own allocate_machine, adopting what carries the machine's tag
     (``resource_name``, or the bare name with ``by_name``), else making a new resource."""
 
@@ -275,15 +275,6 @@ class _Tagging(Driver):
             self.tags[tag] = f"r{len(self.tags) + 1}"
         machine_spec.reference = self.base_reference(id=self.tags[tag])
         machine_spec.save()
-
-    def ready_machine(self, action_handler, machine_spec, machine_options):
-        return None
-
-    def connect_to_machine(self, machine_spec, machine_options):
-        raise NotImplementedError
-
-    def stop_machine(self, action_handler, machine_spec, machine_options):
-        pass
 
     def destroy_machine(self, action_handler, machine_spec, machine_options):
         machine_spec.delete()

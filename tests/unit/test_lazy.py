@@ -48,8 +48,7 @@ def test_dataclasses_get_inspect_on_first_use_and_every_importer_gets_the_real_m
             "print('DOC', Point.__doc__)\n"
             "print('REAL', type(inspect).__name__, dataclasses.inspect is inspect,"
             " sys.modules['inspect'] is inspect)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = _lines_printed_by(code)
     assert out == ["LOADED False", "DOC Point(x: int, y: str = 'a')", "REAL module True True"]
 
 
@@ -70,7 +69,12 @@ def test_a_start_is_frozen_only_in_a_process_the_command_owns():
             "lazy.own_the_process()\n"
             "with lazy.collector_paused():\n    kept = [[] for _ in range(100)]\n"
             "print('OWNED', gc.get_freeze_count() >= 100, gc.isenabled())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = _lines_printed_by(code)
     assert out == ["IN-PROCESS 0", "OWNED True True"]
     assert gc.get_freeze_count() == 0  # this test process: nothing frozen
+
+
+def _lines_printed_by(code: str) -> list[str]:
+    """What ``code`` prints, run in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
