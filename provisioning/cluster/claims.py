@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import provisioning.errors as errors
 from provisioning.errors import ProvisioningError, StateError, StateLocked
+from provisioning.inputs.digest import sha256_hex
 from provisioning.keys import random_hex
 from provisioning.parallel import BatchResult, Cancelled, Outcome
 from provisioning.store.base import WorkLeft, holder_info
@@ -60,9 +61,7 @@ def batch_size(machines: int, workers: int) -> int:
 
 def run_key(operation: str, names: Sequence[str]) -> str:
     """The same operation on the same machines is the same run, whoever starts it."""
-    import hashlib  # OpenSSL's digests load on first use, not at start-up
-
-    digest = hashlib.sha256("\0".join([operation, *sorted(names)]).encode()).hexdigest()
+    digest = sha256_hex("\0".join([operation, *sorted(names)]).encode())
     return f"{operation}:{digest[:24]}"
 
 

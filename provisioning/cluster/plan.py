@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence, cast
 from provisioning.actions import RecordingActionHandler
 from provisioning.cluster.replace import check_drivers
 from provisioning.errors import ConfigError, ConfigProblem, ProvisioningError, StalePlan
+from provisioning.inputs.digest import sha256_hex
 from provisioning.inputs.records import record
 from provisioning.inputs.userfiles import MAX_OUTPUT_BYTES, read_user_text
 from provisioning.spec import MachineSpec
@@ -205,10 +206,8 @@ class Plan:
 
 
 def file_sha256(path: str) -> str:
-    import hashlib  # OpenSSL's digests load on first use, not at start-up
-
     with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
+        return sha256_hex(handle.read())
 
 
 def check_fresh(plan: Plan, runner: "ClusterRunner", source: str = "plan") -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from provisioning.cluster.model import ClusterFile, MachineDefinition
 from provisioning.convergence.steps import render_string
 from provisioning.errors import StateConflict
+from provisioning.inputs.digest import sha256_hex
 from provisioning.inputs.schema import Problems, did_you_mean
 from provisioning.spec import ManagedEntry
 
@@ -161,11 +162,10 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
     ``known``: its facts entry, already read with others (else it is read here). ``along``:
     the machine's entry, held under its lock: the facts are written with its next save (one
     write, not two, for each machine readied)."""
-    import hashlib
     import json
 
-    of = hashlib.sha256(json.dumps(reference, sort_keys=True, default=str).encode()
-                        ).hexdigest()[:16] if reference else None
+    of = sha256_hex(json.dumps(reference, sort_keys=True, default=str).encode()
+                    )[:16] if reference else None
     if known is None:
         known = store.get(FACTS_KIND, machine.name)
     if of and known is not None and known.reference.get("of") == of:
