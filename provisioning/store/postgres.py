@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
@@ -199,7 +198,7 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
                        keepalives_interval=5, keepalives_count=3)
         # the session key: held as long as this connection lives; leases record it
         for _ in range(20):
-            key = random.randint(1, 2**31 - 1)
+            key = 1 + int.from_bytes(os.urandom(4), "big") % (2**31 - 1)  # without importing random
             if scalar(execute(conn, "SELECT pg_try_advisory_lock(%s, %s)",
                               (ADVISORY_NAMESPACE, key))):
                 break
