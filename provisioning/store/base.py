@@ -281,15 +281,23 @@ class ManagedEntryStore(abc.ABC):
             entry.version = self._store(entry.kind, entry.name, data, entry.version)
             entry._read_data = data
             return
+        failed: list[BaseException] = []
+        written: list[ManagedEntry] = []
+        rows: list[tuple[str, str, str, int]] = []
         try:
-            rows = [self._row(other, ANY_VERSION) for other in along]
+            for other in along:  # one refused by its checks does not stop the entry's save
+                try:
+                    rows.append(self._row(other, ANY_VERSION))
+                    written.append(other)
+                except Exception as exc:
+                    failed.append(exc)
             rows.append((entry.kind, entry.name, data, entry.version))
             outcomes = self._store_many(rows, release=release)
         finally:
             if release is not None:
                 release.release()  # nothing left to do when the store released it with the save
-        self._settle([*along, entry], rows, outcomes)
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        self._settle([*written, entry], rows, outcomes)
+        failed += [o for o in outcomes if isinstance(o, BaseException)]
         if failed:  # the entry's own error first
             raise outcomes[-1] if isinstance(outcomes[-1], BaseException) else failed[0]
 

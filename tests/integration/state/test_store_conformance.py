@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from provisioning.errors import ProviderError, StateConflict, StateError, StateLocked
+from provisioning.errors import ConfigError, ProviderError, StateConflict, StateError, StateLocked
 from provisioning.faults import CRASH_EXIT_CODE, FAULT_ENV
 from provisioning.spec import MachineSpec
 from provisioning.store import open_store
@@ -137,6 +137,16 @@ class StoreConformance:
         with pytest.raises(StateConflict):  # the entry's own error, its lock freed anyway
             again.save(release=lock)
         assert "a" not in store.locks() and store.get("machine", "a").reference["n"] == 1
+
+    def test_an_entry_refused_by_its_checks_does_not_stop_the_save_it_goes_with(self, store):
+        lock = store.lock("a", ttl=30)
+        spec = MachineSpec("a", {"driver_url": "fake:", "n": 1}, store=store)
+        spec.save_with(MachineSpec("a", {"driver_url": "fake:", "token": "t0p"}, kind="facts",
+                                   store=store))
+        with pytest.raises(ConfigError, match="secret"):
+            spec.save(release=lock)
+        assert store.get("machine", "a").reference["n"] == 1 and spec.version == 1
+        assert store.get("facts", "a") is None and "a" not in store.locks()
 
     def test_saves_of_many_threads_at_once_keep_their_own_outcomes(self, store):
         """Saves sent together (one transaction or statement for many threads' saves where
