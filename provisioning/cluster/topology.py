@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from provisioning.cluster.model import ClusterFile, MachineDefinition
 from provisioning.convergence.steps import render_string
-from provisioning.errors import StateConflict
 from provisioning.inputs.digest import sha256_hex
 from provisioning.inputs.schema import Problems, did_you_mean
 from provisioning.spec import ManagedEntry
@@ -153,15 +152,15 @@ def machines_view(cluster: ClusterFile, store: "ManagedEntryStore",
 
 
 def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str,
-                 reference: dict[str, Any] | None = None, *,
-                 known: "ManagedEntry | None" = None, along: "ManagedEntry | None" = None
-                 ) -> dict:
+                 reference: dict[str, Any] | None = None, *, along: "ManagedEntry",
+                 known: "ManagedEntry | None" = None) -> dict:
     """Ask a ready machine what it is and keep it in the state for templates and outputs.
     With the machine's ``reference``, facts already recorded for that same machine are kept
     without asking again (a no-change ``up`` of many machines runs no command for them).
-    ``known``: its facts entry, already read with others (else it is read here). ``along``:
-    the machine's entry, held under its lock: the facts are written with its next save (one
-    write, not two, for each machine readied)."""
+    ``along``: the machine's entry, held under its lock: the facts are written with its next
+    save (one write, not two, for each machine readied), over whichever version the store
+    holds (a destroy that finished late may have forgotten the facts read under the lock).
+    ``known``: its facts entry, already read with others (else it is read here)."""
     import json
 
     of = sha256_hex(json.dumps(reference, sort_keys=True, default=str).encode()
@@ -173,17 +172,7 @@ def record_facts(store: "ManagedEntryStore", machine: "Machine", driver_url: str
     facts: dict[str, Any] = {**machine.facts(), "address": machine.address}
     entry = known or ManagedEntry(machine.name, kind=FACTS_KIND, store=store)
     entry.reference = {"driver_url": driver_url, "facts": facts, **({"of": of} if of else {})}
-    entry.store = store
-    if along is not None:
-        along.save_with(entry)
-        return facts
-    try:
-        entry.save()
-    except StateConflict:  # a destroy forgets facts after releasing the machines' locks, so
-        # the entry read under this machine's lock may be gone: the lock holder's facts win
-        fresh = store.get(FACTS_KIND, machine.name) or ManagedEntry(machine.name, kind=FACTS_KIND)
-        fresh.reference, fresh.store = entry.reference, store
-        fresh.save()
+    along.save_with(entry)
     return facts
 
 

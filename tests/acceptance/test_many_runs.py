@@ -19,8 +19,10 @@ def test_facts_forgotten_by_a_finished_destroy_do_not_fail_the_next_up(tmp_path)
         read = cluster.store.get(FACTS_KIND, "web")         # the up's read, under the lock
         assert read is not None and read.version == 1
         forget(cluster.store, ["web"], [FACTS_KIND])          # the destroy, finishing late
+        spec = cluster.store.get("machine", "web")
         facts = record_facts(cluster.store, machine, "fake:", {"server_id": "srv-new"},
-                             known=read)
+                             known=read, along=spec)
+        spec.save()  # the facts go with the machine's save, over whatever version is left
         saved = cluster.store.get(FACTS_KIND, "web")
         assert saved is not None and saved.reference["facts"] == facts
 
