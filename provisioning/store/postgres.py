@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from provisioning import __version__
-from provisioning.errors import ConfigError, StateConflict, StateError
+from provisioning.errors import ConfigError, StateError
 from provisioning.faults import checkpoint
 from provisioning.store.base import ManagedEntryStore, holder_is_dead, mask_url
 from provisioning.store.postgres_batch import PREPARE_WRITES, EntryWrite, distinct_rounds, send_writes
@@ -390,34 +390,17 @@ class PostgresStore(PostgresClaims, ManagedEntryStore):
             return mapped
 
     def _store_renamed(self, kind, name, data, expected_version, old_name):
-        """The save and the delete of ``old_name`` in one transaction (``state mv``)."""
-        return self._write_entry(kind, name, data, expected_version, forget=old_name)
+        """The save and the delete of ``old_name`` in one transaction (``state mv``): a refused
+        save rolls the delete back with it."""
+        write = EntryWrite(kind, name, data, expected_version, forget=old_name)
 
-    def _write_entry(self, kind: str, name: str, data: str, expected_version: int, *,
-                     forget: str) -> int:
-        """Write an entry over ``expected_version`` (0: a new one) and delete ``forget`` of
-        its kind, in one transaction."""
-        write = ("INSERT INTO provisioning_entries (kind, name, data, version) "
-                 "VALUES (%(k)s, %(n)s, %(d)s, 1) ON CONFLICT (kind, name) DO NOTHING "
-                 "RETURNING version") if expected_version == 0 else (
-            "UPDATE provisioning_entries SET data = %(d)s, version = version + 1, "
-            "updated_at = now() WHERE kind = %(k)s AND name = %(n)s AND version = %(v)s "
-            "RETURNING version")
-        write = ("WITH forgotten AS (DELETE FROM provisioning_entries WHERE kind = %(k)s "
-                 "AND name = %(old)s) " + write)  # with a refused write, rolled back with it
-        params = {"k": kind, "n": name, "d": data, "v": expected_version, "old": forget}
-
-        def write_entry(conn: Connection) -> int:
+        def send(conn: Connection) -> int:
             checkpoint("mid_save", machine=name)  # fault tests: fail before the write lands
-            row = execute(conn, write, params).fetchone()
-            if row is None:
-                now = execute(conn, "SELECT version FROM provisioning_entries WHERE kind = %s "
-                                   "AND name = %s", (kind, name)).fetchone()
-                raise StateConflict(f"{kind} {name!r} changed since it was read (version "
-                                    f"{now[0] if now else 0}, expected {expected_version}); "
-                                    "re-read and retry")
-            return int(row[0])
-        return self._run(f"save {kind} {name!r}", write_entry)
+            send_writes(conn, [write])
+            if write.error is not None:
+                raise write.error
+            return write.version
+        return self._run(f"save {kind} {name!r}", send)
 
     def _remove(self, kind, name):
         self._run(f"delete {kind} {name!r}", lambda c: execute(c,

@@ -46,14 +46,17 @@ _WRITE_MANY = "EXECUTE provisioning_write_many (%(k)s, %(n)s, %(d)s, %(v)s, %(ln
 
 class EntryWrite:
     """One entry's save (over ``expected`` version, 0: a new entry, ``ANY_VERSION``: over
-    whichever it has), with the release of a lease (``lock``) when given; ``version`` or
-    ``error`` once sent."""
+    whichever it has), with the release of a lease (``lock``) when given, and the delete of
+    the entry ``forget`` of its kind (``state mv``; sent alone, in a transaction that a refused
+    save rolls back); ``version`` or ``error`` once sent."""
 
-    __slots__ = ("kind", "name", "data", "expected", "lock", "version", "error", "done")
+    __slots__ = ("kind", "name", "data", "expected", "lock", "forget", "version", "error",
+                 "done")
 
-    def __init__(self, kind: str, name: str, data: str, expected: int, lock: Any = None) -> None:
-        self.kind, self.name, self.data, self.expected, self.lock = \
-            kind, name, data, expected, lock
+    def __init__(self, kind: str, name: str, data: str, expected: int, lock: Any = None, *,
+                 forget: str | None = None) -> None:
+        self.kind, self.name, self.data, self.expected, self.lock, self.forget = \
+            kind, name, data, expected, lock, forget
         self.version: int | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -93,8 +96,12 @@ def _write_one(write: EntryWrite) -> tuple[str, dict[str, Any]]:
     if write.lock is not None:
         sql = ("WITH released AS (DELETE FROM provisioning_locks WHERE name = %(ln)s "
                "AND token = %(lt)s) " + sql)
+    elif write.forget is not None:
+        sql = ("WITH forgotten AS (DELETE FROM provisioning_entries WHERE kind = %(k)s "
+               "AND name = %(old)s) " + sql)
     return sql, {"k": write.kind, "n": write.name, "d": write.data, "v": write.expected,
-                 "ln": getattr(write.lock, "name", None), "lt": getattr(write.lock, "token", None)}
+                 "ln": getattr(write.lock, "name", None), "lt": getattr(write.lock, "token", None),
+                 "old": write.forget}
 
 
 def send_writes(conn: "Connection", writes: Sequence[EntryWrite]) -> None:
