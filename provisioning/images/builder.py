@@ -136,8 +136,9 @@ class ImageBuilder:
             if name in seen:
                 break
             seen.add(name)
-            if name in self.images and self.image_id(name):
-                return self.image_id(name) or name
+            built = self.image_id(name) if name in self.images else None  # one store read
+            if built:
+                return built
         return name
 
     # -- building ----------------------------------------------------------------------------
