@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from provisioning.errors import ConfigError, MissingExtra
-from provisioning.lazy import load
+from provisioning.lazy import lazy_exports, load
 from provisioning.store.base import DEFAULT_LOCK_TTL, Lock, ManagedEntryStore, holder_info, mask_url
 from provisioning.store.memory import MemoryStore
 
@@ -69,3 +69,10 @@ def _sqlite(path: str, create: bool, keep_missing: bool = False) -> ManagedEntry
         return empty
     store: ManagedEntryStore = sqlite.SQLiteStore(path, read_only=not create)
     return store
+
+
+#: names this package held before the SQLite store was loaded on demand (``from
+#: provisioning.store import SQLiteStore`` keeps working), loaded when first asked for
+__getattr__, __dir__ = lazy_exports(__name__, {"SQLiteStore": _SQLITE,
+                                               "inspect_state_file": "provisioning.store.state_file"},
+                                    __all__)

@@ -223,3 +223,15 @@ def test_save_many_saves_each_with_its_own_version_check(store):
     assert store.get("machine", "taken").reference == {"driver_url": "fake:"}
     store.save_many(fresh)  # at the versions just saved
     assert [store.get("machine", s.name).version for s in fresh] == [2] * 5
+
+
+def test_the_sqlite_store_is_still_importable_from_the_package_and_loaded_on_demand():
+    """``provisioning.store`` loads the SQLite store only for a SQLite state (a runner on
+    PostgreSQL never loads ``sqlite3``); ``from provisioning.store import SQLiteStore``, which
+    worked before, still does, loading it then."""
+    code = ("import sys\nimport provisioning.store\nprint('sqlite3' in sys.modules)\n"
+            "from provisioning.store import SQLiteStore, inspect_state_file\n"
+            "print(SQLiteStore.__name__, callable(inspect_state_file), 'sqlite3' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["False", "SQLiteStore True True"]
